@@ -1,0 +1,32 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench up down venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/kepler dev up
+	$(VENV)/bin/kepler demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+up: $(STAMP)
+	$(VENV)/bin/kepler dev up
+
+down: $(STAMP)
+	$(VENV)/bin/kepler dev down
+
+clean:
+	rm -rf $(VENV) .kepler *.egg-info
