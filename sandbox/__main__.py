@@ -1,0 +1,3 @@
+from sandbox.serve import main
+
+main()

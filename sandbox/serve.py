@@ -1,0 +1,142 @@
+"""Run every stand-in of one sandbox world, each on its own loopback port.
+
+`Sandbox(settings).start()` runs them in a background thread (the pytest
+fixture); `python -m sandbox` runs them in the foreground (`kepler dev up`).
+Ports are bound before any app starts, so each stand-in knows the others' URLs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from sandbox.common import Audit, Faults, with_sandbox_routes
+from sandbox.world import STANDINS, SandboxSettings, World
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class Sandbox:
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
+        self.world = World(settings=settings)
+        self._sockets: dict[str, socket.socket] = {}
+        self._servers: list[uvicorn.Server] = []
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        modules = {}
+        for name in settings.standins:
+            module = importlib.import_module(f"sandbox.{name}")
+            if hasattr(module, "create_app"):
+                modules[name] = module
+        for name in modules:
+            sock = _bind(settings.host, settings.ports.get(name, 0))
+            self._sockets[name] = sock
+            self.world.urls[name] = f"http://{settings.host}:{sock.getsockname()[1]}"
+            self.world.faults[name] = Faults()
+            state = self.world.state_path(name)
+            self.world.audits[name] = Audit(state / "audit.jsonl" if state else None)
+        self.apps = {
+            name: with_sandbox_routes(module.create_app(self.world),
+                                      self.world.faults[name], self.world.audits[name])
+            for name, module in modules.items()
+        }
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return dict(self.world.urls)
+
+    async def serve(self) -> None:
+        for name, app in self.apps.items():
+            config = uvicorn.Config(app, log_level="warning", lifespan="on",
+                                    timeout_graceful_shutdown=2)
+            server = uvicorn.Server(config)
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            self._servers.append(server)
+        tasks = [asyncio.create_task(s.serve(sockets=[self._sockets[n]]))
+                 for s, n in zip(self._servers, self.apps)]
+        while not all(s.started for s in self._servers):
+            if any(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.01)
+        self._started.set()
+        await asyncio.gather(*tasks)
+
+    def stop_serving(self) -> None:
+        for server in self._servers:
+            server.should_exit = True
+
+    def start(self, timeout: float = 20.0) -> "Sandbox":
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(self.serve())
+            except BaseException as e:  # surfaced to the starting thread
+                self._error = e
+                self._started.set()
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="kepler-sandbox", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("sandbox did not start")
+        if self._error:
+            raise RuntimeError(f"sandbox failed to start: {self._error}") from self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._thread:
+            self._loop.call_soon_threadsafe(self.stop_serving)
+            self._thread.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--urls-file", type=Path, required=True,
+                        help="written with the URL of each stand-in once all listen")
+    for name in STANDINS:
+        parser.add_argument(f"--{name}-port", type=int, default=0)
+    parser.add_argument("--registry-url", default=None,
+                        help="a real registry to use instead of the stand-in")
+    args = parser.parse_args(argv)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    settings = SandboxSettings(
+        host=args.host, state_dir=args.state_dir,
+        ports={n: getattr(args, f"{n}_port") for n in STANDINS},
+        registry_url=args.registry_url,
+        build_seconds=2.0, seconds_per_replica=1.0,
+    )
+    sandbox = Sandbox(settings)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sandbox.stop_serving)
+        serving = asyncio.create_task(sandbox.serve())
+        await asyncio.get_running_loop().run_in_executor(None, sandbox._started.wait)
+        tmp = args.urls_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sandbox.urls))
+        tmp.replace(args.urls_file)
+        await serving
+
+    asyncio.run(run())

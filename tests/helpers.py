@@ -1,0 +1,49 @@
+"""Small test helpers: free ports, waiting on conditions, real components."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from typing import Callable, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,
+               what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last error
+            last = e
+        else:
+            if result:
+                return result
+            last = result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def require_binary(name: str, *candidates: str) -> str:
+    """Path of a real component; skip without it, except in CI (KEPLER_REQUIRE_REAL=1)."""
+    for cand in (name, *candidates):
+        path = shutil.which(cand) or (cand if os.path.isabs(cand) and os.access(cand, os.X_OK) else None)
+        if path:
+            return path
+    reason = f"{name} is not installed (apt-get install {name})"
+    if os.environ.get("KEPLER_REQUIRE_REAL") == "1":
+        pytest.fail(f"KEPLER_REQUIRE_REAL=1 but {reason}")
+    pytest.skip(reason)
