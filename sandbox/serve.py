@@ -43,7 +43,12 @@ class Sandbox:
         self._error: BaseException | None = None
         modules = {}
         for name in settings.standins:
-            module = importlib.import_module(f"sandbox.{name}")
+            try:
+                module = importlib.import_module(f"sandbox.{name}")
+            except ModuleNotFoundError as e:
+                if e.name != f"sandbox.{name}":
+                    raise
+                continue  # a stand-in not built (yet)
             if hasattr(module, "create_app"):
                 modules[name] = module
         for name in modules:
@@ -64,6 +69,7 @@ class Sandbox:
         return dict(self.world.urls)
 
     async def serve(self) -> None:
+        self._stop = asyncio.Event()
         for name, app in self.apps.items():
             config = uvicorn.Config(app, log_level="warning", lifespan="on",
                                     timeout_graceful_shutdown=2)
@@ -76,12 +82,17 @@ class Sandbox:
             if any(t.done() for t in tasks):
                 break
             await asyncio.sleep(0.01)
+        if not all(s.started for s in self._servers):
+            failed = [n for s, n in zip(self._servers, self.apps) if not s.started]
+            raise RuntimeError(f"stand-ins failed to start: {', '.join(failed)}")
         self._started.set()
+        await self._stop.wait()
+        for server in self._servers:
+            server.should_exit = True
         await asyncio.gather(*tasks)
 
     def stop_serving(self) -> None:
-        for server in self._servers:
-            server.should_exit = True
+        self._stop.set()
 
     def start(self, timeout: float = 20.0) -> "Sandbox":
         def run() -> None:

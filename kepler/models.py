@@ -1,0 +1,257 @@
+"""What workflows, activities and starters exchange (DESIGN §2-§3).
+
+Every field is validated here, once; a bad value is refused before any side
+effect with a message naming the field and the rule.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kepler.validation import (
+    ConfigKey, DnsSubdomain, Duration, EnvName, EnvVarName, GitRef, Quantity, ServiceName,
+    UserName,
+)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --- the service spec (.kepler/service.yaml) ---------------------------------------------
+
+class Resources(Model):
+    cpu_request: Quantity = "100m"
+    memory_request: Quantity = "128Mi"
+    cpu_limit: Quantity = "500m"
+    memory_limit: Quantity = "256Mi"
+
+
+class Autoscaling(Model):
+    min_replicas: int = Field(1, ge=1, le=100)
+    max_replicas: int = Field(3, ge=1, le=100)
+    cpu_utilization: int = Field(80, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscaling":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+
+class EnvironmentOverride(Model):
+    """Per-environment settings a service may choose. Approval policy is not here:
+    it is platform-owned (kepler.yaml), so nobody can waive it with a commit."""
+    replicas: int | None = Field(None, ge=0, le=100)
+    resources: Resources | None = None
+    env: dict[EnvVarName, str] = Field(default_factory=dict)
+
+
+class ServiceSpec(Model):
+    name: ServiceName
+    team: DnsSubdomain
+    template: Literal["go", "python", "java", "node", "static", "custom"] = "python"
+    dockerfile: str | None = Field(None, description="path of the Dockerfile when template is custom")
+    port: int = Field(8080, ge=1, le=65535)
+    replicas: int = Field(2, ge=0, le=100)
+    resources: Resources = Field(default_factory=Resources)
+    health_path: str = Field("/healthz", pattern=r"^/[A-Za-z0-9._~/-]{0,200}$")
+    env: dict[EnvVarName, str] = Field(default_factory=dict)
+    config_files: dict[ConfigKey, str] = Field(default_factory=dict)
+    exposure: Literal["internal", "external"] = "internal"
+    host: DnsSubdomain | None = None
+    mesh: bool = True
+    owners: list[UserName] = Field(default_factory=list)
+    autoscaling: Autoscaling | None = None
+    min_available: int | None = Field(None, ge=0, le=100, description="PodDisruptionBudget")
+    environments: dict[EnvName, EnvironmentOverride] = Field(default_factory=dict)
+
+    @field_validator("env", "config_files")
+    @classmethod
+    def _small_values(cls, value: dict[str, str]) -> dict[str, str]:
+        if sum(len(k) + len(v) for k, v in value.items()) > 512 * 1024:
+            raise ValueError("must total at most 512 KiB")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ServiceSpec":
+        if self.exposure == "external" and not self.host:
+            raise ValueError("host is required when exposure is external")
+        if self.template == "custom" and not self.dockerfile:
+            raise ValueError("dockerfile is required when template is custom")
+        if self.dockerfile and (self.dockerfile.startswith("/") or ".." in self.dockerfile.split("/")):
+            raise ValueError("dockerfile must be a relative path inside the repository")
+        return self
+
+    def replicas_in(self, env: str) -> int:
+        override = self.environments.get(env)
+        return override.replicas if override and override.replicas is not None else self.replicas
+
+    def resources_in(self, env: str) -> Resources:
+        override = self.environments.get(env)
+        return override.resources if override and override.resources else self.resources
+
+    def env_in(self, env: str) -> dict[str, str]:
+        override = self.environments.get(env)
+        return {**self.env, **(override.env if override else {})}
+
+
+# --- requests ------------------------------------------------------------------------------
+
+class Operation(str, Enum):
+    CREATE = "create"
+    RELEASE = "release"
+    ROLLBACK = "rollback"
+    CANARY = "canary"
+    DECOMMISSION = "decommission"
+
+
+class CreateServiceRequest(Model):
+    spec: ServiceSpec
+    requested_by: UserName
+    reason: str = Field("", max_length=500)
+
+
+class ReleaseRequest(Model):
+    service: ServiceName
+    env: EnvName
+    ref: GitRef
+    requested_by: UserName
+    reason: str = Field("", max_length=500)
+
+
+class RollbackRequest(Model):
+    service: ServiceName
+    env: EnvName
+    target: str = Field("previous", description="previous | a version (git ref) | sha256:DIGEST")
+    requested_by: UserName
+    reason: str = Field("", max_length=500)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        from kepler.images import DIGEST_RE
+        from kepler.validation import git_ref
+
+        if value == "previous" or DIGEST_RE.match(value):
+            return value
+        if value.startswith("sha256:"):
+            raise ValueError("a digest target must be sha256: followed by 64 hex digits")
+        return git_ref(value)
+
+
+class MetricCheck(Model):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    query: str | None = Field(None, max_length=4000, description="PromQL; None for a built-in")
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> "MetricCheck":
+        if self.min is None and self.max is None:
+            raise ValueError("a metric check needs a min, a max or both")
+        return self
+
+
+class CanaryRequest(Model):
+    service: ServiceName
+    env: EnvName
+    ref: GitRef
+    requested_by: UserName
+    reason: str = Field("", max_length=500)
+    steps: list[int] | None = None
+    step_weight: int = Field(10, ge=1, le=100)
+    max_weight: int = Field(50, ge=1, le=100)
+    interval: Duration = timedelta(minutes=1)
+    metrics: list[MetricCheck] = Field(default_factory=list)
+    failure_limit: int = Field(5, ge=1, le=100)
+    no_data: Literal["fail", "skip", "halt"] = "fail"
+    approve_promotion: bool = False
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=10):
+            raise ValueError("must be at least 10s")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if not value or any(not 0 < w <= 100 for w in value):
+                raise ValueError("must be weights between 1 and 100")
+            if value != sorted(set(value)):
+                raise ValueError("must be strictly increasing")
+        return value
+
+    def weights(self) -> list[int]:
+        if self.steps:
+            return list(self.steps)
+        return list(range(self.step_weight, self.max_weight + 1, self.step_weight))
+
+
+class DecommissionRequest(Model):
+    service: ServiceName
+    requested_by: UserName
+    reason: str = Field("", max_length=500)
+    soak: Duration = timedelta(hours=24)
+
+
+class ApprovalDecision(Model):
+    approver: UserName
+    comment: str = Field("", max_length=500)
+
+
+# --- status and reports --------------------------------------------------------------------
+
+Outcome = Literal["running", "succeeded", "failed", "rolled_back", "rejected", "expired",
+                  "cancelled", "soaking", "restored"]
+
+
+class StepRecord(Model):
+    name: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: Literal["running", "done", "failed", "skipped", "undone"] = "running"
+    detail: str = ""
+
+
+class PendingApproval(Model):
+    env: str
+    approvers: list[str]
+    requested_by: str
+    min_approvals: int = 1
+    approvals: list[ApprovalDecision] = Field(default_factory=list)
+    deadline: datetime
+
+
+class OperationStatus(Model):
+    operation: Operation
+    service: str
+    env: str
+    requested_by: str
+    stage: str = "starting"
+    version: str = ""
+    steps: list[StepRecord] = Field(default_factory=list)
+    pending_approval: PendingApproval | None = None
+    outcome: Outcome = "running"
+    error: str = ""
+    undone: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+class ReleaseReport(Model):
+    service: str
+    env: str
+    outcome: Outcome
+    commit: str = ""
+    image: str = ""
+    previous_image: str = ""
+    error: str = ""
+    undone: list[str] = Field(default_factory=list)
+    approved_by: list[str] = Field(default_factory=list)

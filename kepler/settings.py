@@ -1,0 +1,194 @@
+"""Platform configuration (`kepler.yaml`) and secrets (environment only).
+
+`load_platform()` validates the file at start; each problem is reported with
+the file, the line and the field, e.g.
+`kepler.yaml:14: environments.prod.approval.min_approvals: must be >= 1`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kepler.models import Model
+from kepler.validation import Duration, EnvName, UserName, describe_validation_error
+
+DEFAULT_CONFIG = "kepler.yaml"
+
+
+class ConfigError(Exception):
+    """kepler.yaml is missing, unreadable or invalid; the message names where and why."""
+
+
+class TemporalConfig(Model):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "kepler"
+    ui_url: str = "http://127.0.0.1:8233"
+
+
+class ApprovalPolicy(Model):
+    required: bool = False
+    approvers: list[UserName] = Field(default_factory=list)
+    min_approvals: int = Field(1, ge=1, le=10)
+    timeout: Duration = timedelta(hours=24)
+    remind_every: Duration = timedelta(hours=4)
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> "ApprovalPolicy":
+        if self.required and len(self.approvers) < self.min_approvals:
+            raise ValueError("approvers must list at least min_approvals people when required")
+        return self
+
+
+class ClusterConfig(Model):
+    server: str | None = None
+    context: str | None = None
+    kubeconfig: str | None = None
+    token_env: str | None = Field(None, description="name of the env var holding the bearer token")
+    verify_tls: bool = True
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "ClusterConfig":
+        if not self.server and not self.context:
+            raise ValueError("a cluster needs a server URL or a kubeconfig context")
+        return self
+
+
+class Bounds(Model):
+    max_replicas: int = Field(20, ge=0, le=1000)
+    max_cpu: str = "4"
+    max_memory: str = "8Gi"
+
+
+class EnvironmentConfig(Model):
+    cluster: ClusterConfig
+    namespace: str = Field("{service}-{env}", description="pattern; {service} and {env} expand")
+    approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    rollback_approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    bounds: Bounds = Field(default_factory=Bounds)
+    bake_time: Duration = timedelta(seconds=0)
+    rollout_timeout: Duration = timedelta(minutes=10)
+
+    def namespace_for(self, service: str, env: str) -> str:
+        return self.namespace.format(service=service, env=env)
+
+
+class GitLabConfig(Model):
+    url: str
+    group: str = "demo"
+    templates_group: str = "kepler-templates"
+    webhook_url: str | None = None
+
+
+class JenkinsConfig(Model):
+    url: str
+    user: str = "kepler"
+
+
+class RegistryConfig(Model):
+    url: str = Field(description="how Kepler reaches the registry API")
+    host: str = Field(description="how image references name it, e.g. registry.example.com")
+    username: str | None = None
+
+
+class PrometheusConfig(Model):
+    url: str
+
+
+class Platform(Model):
+    temporal: TemporalConfig = Field(default_factory=TemporalConfig)
+    builder: Literal["jenkins", "docker"] = "jenkins"
+    gitlab: GitLabConfig
+    jenkins: JenkinsConfig
+    registry: RegistryConfig
+    prometheus: PrometheusConfig | None = None
+    environments: dict[EnvName, EnvironmentConfig]
+    notifications: dict[str, Any] = Field(default_factory=dict)
+    identity: Literal["env", "env-or-as"] = "env-or-as"
+
+    @model_validator(mode="after")
+    def _has_env(self) -> "Platform":
+        if not self.environments:
+            raise ValueError("environments must name at least one environment")
+        return self
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigError(f"env: unknown environment {name!r} (configured: {known})") from None
+
+
+class Secrets(BaseSettings):
+    """Tokens and passwords: from the environment only, never in a payload or log."""
+    model_config = SettingsConfigDict(env_prefix="KEPLER_", extra="ignore")
+
+    gitlab_token: SecretStr = SecretStr("sandbox-gitlab-token")
+    jenkins_token: SecretStr = SecretStr("sandbox-jenkins-token")
+    registry_password: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("KEPLER_CONFIG", DEFAULT_CONFIG))
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at `loc` (or of its closest parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_platform(text: str, source: str = DEFAULT_CONFIG) -> Platform:
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {e.problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: must be a mapping of settings")
+    try:
+        return Platform.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            line = _line_of(root, tuple(err["loc"]))
+            loc = ".".join(str(p) for p in err["loc"]) or "(top)"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}:{line}: {loc}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_platform(path: Path | None = None) -> Platform:
+    path = path or config_path()
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the platform configuration: {e.strerror}") from None
+    return parse_platform(text, str(path))
+
+
+__all__ = ["ConfigError", "Platform", "Secrets", "load_platform", "parse_platform",
+           "describe_validation_error"]

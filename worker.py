@@ -1,0 +1,61 @@
+"""The Kepler worker: every workflow and activity on one task queue.
+
+Workers are stateless; run as many as you like against one Temporal cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from kepler.settings import Platform, Secrets, load_platform
+from kepler.temporal import connect
+
+log = logging.getLogger("kepler.worker")
+
+
+def build_worker(client: Client, platform: Platform, secrets: Secrets,
+                 executor: ThreadPoolExecutor, task_queue: str | None = None) -> Worker:
+    import activities
+    import workflows
+
+    return Worker(
+        client,
+        task_queue=task_queue or platform.temporal.task_queue,
+        workflows=workflows.ALL,
+        activities=activities.build(platform, secrets),
+        activity_executor=executor,
+        max_concurrent_activities=64,
+    )
+
+
+async def run(platform: Platform | None = None) -> None:
+    platform = platform or load_platform()
+    secrets = Secrets()
+    client = await connect(platform.temporal.address, platform.temporal.namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=64, thread_name_prefix="kepler-activity") as executor:
+        worker = build_worker(client, platform, secrets, executor)
+        log.info("worker polling task queue %s on %s", platform.temporal.task_queue,
+                 platform.temporal.address)
+        async with worker:
+            await stop.wait()
+            log.info("shutting down: finishing or handing back running activities")
+    log.info("worker stopped")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
