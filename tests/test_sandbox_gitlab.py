@@ -190,7 +190,7 @@ def test_injected_fault_then_retry(gl: gitlab.Gitlab, gitlab_box: Sandbox) -> No
     httpx.post(f"{url}/_sandbox/faults", json={"path": "/projects/demo/flaky$", "status": 503,
                                                "count": 1}).raise_for_status()
     patient = gitlab.Gitlab(url, private_token=gitlab_box.settings.gitlab_token,
-                            retry_transient_errors=True, max_retries=2)
+                            retry_transient_errors=True)
     assert patient.projects.get("demo/flaky").path == "flaky"
     httpx.post(f"{url}/_sandbox/faults", json={"path": "/projects/demo/flaky$", "drop": True}).raise_for_status()
     with pytest.raises((GitlabHttpError, gitlab.exceptions.GitlabConnectionError, Exception)):
