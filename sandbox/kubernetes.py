@@ -1,0 +1,177 @@
+"""Kubernetes + Istio API stand-in that simulates rollouts and traffic.
+
+Serves, over plain http, what the official `kubernetes` client and kubectl use:
+discovery (/version, /api, /apis, group versions), OpenAPI v3, and namespaced CRUD,
+patch (merge, strategic merge, JSON patch), watch, label/field selectors and the
+scale/status subresources for namespaces, pods, services, configmaps, secrets,
+serviceaccounts, events, deployments, replicasets, HPAs, PDBs and Istio's
+virtualservices/destinationrules/gateways (networking.istio.io v1 and v1beta1).
+
+A controller loop runs rollouts (sandbox/rollout.py, sandbox/k8s_pods.py) and the
+traffic simulation (sandbox/traffic.py), whose Istio-style series are exported on
+`/metrics`. The Prometheus stand-in reads the same simulation through
+`world.components["kubernetes"]`.
+
+Point a client at it with `kubernetes.client.Configuration(host=world.urls["kubernetes"])`,
+or kubectl with a kubeconfig whose cluster `server` is that URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from sandbox import k8s_discovery as discovery
+from sandbox.k8s_api import ResourceApi
+from sandbox.k8s_images import ImageResolver
+from sandbox.k8s_store import Store
+from sandbox.rollout import Controller
+from sandbox.traffic import Traffic
+from sandbox.world import World
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KubernetesSim:
+    """The in-process simulation other stand-ins may read (never write)."""
+
+    store: Store
+    images: ImageResolver
+    controller: Controller
+    traffic: Traffic
+
+    def step(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.controller.tick(now)
+        self.traffic.advance(now)
+
+    async def run(self) -> None:
+        last_save = time.monotonic()
+        while True:
+            try:
+                self.step()
+            except Exception:  # keep simulating; a bad object must not stop the world
+                log.exception("kubernetes sandbox: reconcile failed")
+            if self.store.dirty and time.monotonic() - last_save > 0.5:
+                self.store.save()
+                last_save = time.monotonic()
+            await asyncio.sleep(self.controller.tick_seconds)
+
+
+def _json(doc: dict[str, Any] | None) -> Response:
+    if doc is None:
+        return JSONResponse({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                             "status": "Failure", "message": "the server could not find the "
+                             "requested resource", "reason": "NotFound", "code": 404},
+                            status_code=404)
+    return JSONResponse(doc)
+
+
+def create_app(world: World) -> Starlette:
+    settings = world.settings
+    state = world.state_path("kubernetes")
+    store = Store(state, world.audits["kubernetes"])
+    images = ImageResolver()
+    controller = Controller(store, images, settings)
+    traffic = Traffic(store, controller.kubelet, settings.traffic_rps)
+    sim = KubernetesSim(store, images, controller, traffic)
+    world.components["kubernetes"] = sim
+    api = ResourceApi(store)
+    _ensure_default_namespaces(store)
+
+    async def version(_: Request) -> Response:
+        return JSONResponse(discovery.KUBE_VERSION)
+
+    async def core_versions(request: Request) -> Response:
+        host = request.headers.get("host", f"{settings.host}")
+        return JSONResponse(discovery.api_versions(host))
+
+    async def groups(_: Request) -> Response:
+        return JSONResponse(discovery.api_group_list())
+
+    async def core_resources(_: Request) -> Response:
+        return _json(discovery.api_resource_list("", "v1"))
+
+    async def group(request: Request) -> Response:
+        return _json(discovery.api_group(request.path_params["group"]))
+
+    async def group_resources(request: Request) -> Response:
+        p = request.path_params
+        return _json(discovery.api_resource_list(p["group"], p["version"]))
+
+    async def openapi_root(_: Request) -> Response:
+        return JSONResponse(discovery.openapi_v3_root())
+
+    async def openapi_doc(request: Request) -> Response:
+        parts = request.path_params["path"].strip("/").split("/")
+        doc = None
+        if parts[0] == "api" and len(parts) == 2:
+            doc = discovery.openapi_v3_document("", parts[1])
+        elif parts[0] == "apis" and len(parts) == 3:
+            doc = discovery.openapi_v3_document(parts[1], parts[2])
+        return _json(doc)
+
+    async def core(request: Request) -> Response:
+        return await api.handle(request, "", "v1", request.path_params["rest"])
+
+    async def grouped(request: Request) -> Response:
+        p = request.path_params
+        return await api.handle(request, p["group"], p["version"], p["rest"])
+
+    async def metrics(_: Request) -> Response:
+        return PlainTextResponse(traffic.render(),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(sim.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            store.save()
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    routes = [
+        Route("/version", version),
+        Route("/api", core_versions),
+        Route("/api/v1", core_resources),
+        Route("/apis", groups),
+        Route("/apis/{group}", group),
+        Route("/apis/{group}/{version}", group_resources),
+        Route("/openapi/v3", openapi_root),
+        Route("/openapi/v3/{path:path}", openapi_doc),
+        Route("/api/v1/{rest:path}", core, methods=methods),
+        Route("/apis/{group}/{version}/{rest:path}", grouped, methods=methods),
+        Route("/metrics", metrics),
+        Route("/healthz", healthz),
+        Route("/readyz", healthz),
+        Route("/livez", healthz),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _ensure_default_namespaces(store: Store) -> None:
+    from sandbox.k8s_resources import resource_for_kind
+
+    namespaces = resource_for_kind("Namespace")
+    for name in ("default", "kube-system", "kube-public", "istio-system"):
+        if store.find(namespaces, None, name) is None:
+            store.create(namespaces, {"metadata": {"name": name}}, actor="sandbox",
+                         audited=False)
+    store.save()

@@ -1,0 +1,197 @@
+"""Simulated request traffic and the Istio-style metrics it produces.
+
+Every k8s Service with a selector receives `traffic_rps` requests per second. The
+Service's VirtualService (route weights to DestinationRule subsets) splits them;
+without one they split by ready pods. Only ready pods serve. Each workload's image
+labels give its error rate and latency. Counters grow by their *expected* values
+(no noise), so a 20 % error-rate version shows 80 % success exactly.
+
+Latency is uniform on [0, L/0.99] for a typical latency L: the 99th percentile is
+L, and Prometheus' linear interpolation inside histogram buckets recovers it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.k8s_images import behaviour
+from sandbox.k8s_pods import PODS, REPLICASETS, Kubelet
+from sandbox.k8s_resources import resource_for_kind
+from sandbox.k8s_select import matches, parse_label_selector
+from sandbox.k8s_store import Store
+
+SERVICES = resource_for_kind("Service")
+VIRTUAL_SERVICES = resource_for_kind("VirtualService")
+DESTINATION_RULES = resource_for_kind("DestinationRule")
+BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+           300000, 600000, 1800000, 3600000)
+SAMPLE_EVERY_S = 1.0
+KEEP_SAMPLES = 1800
+
+SeriesKey = tuple[str, str, str, str]  # namespace, workload, version, service
+
+
+@dataclass
+class Flow:
+    key: SeriesKey
+    share: float  # fraction of the service's requests
+    error_rate: float
+    latency_ms: float
+
+
+@dataclass
+class Series:
+    ok: float = 0.0
+    errors: float = 0.0
+    buckets: list[float] | None = None
+    sum_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.buckets is None:
+            self.buckets = [0.0] * len(BUCKETS)
+
+    @property
+    def count(self) -> float:
+        return self.ok + self.errors
+
+    def copy(self) -> "Series":
+        return Series(self.ok, self.errors, list(self.buckets or []), self.sum_ms)
+
+
+class Traffic:
+    def __init__(self, store: Store, kubelet: Kubelet, rps: float) -> None:
+        self.store = store
+        self.kubelet = kubelet
+        self.rps = rps
+        self.series: dict[SeriesKey, Series] = {}
+        self.last = time.time()
+        self.samples: deque[tuple[float, dict[SeriesKey, Series]]] = deque(maxlen=KEEP_SAMPLES)
+
+    def advance(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        dt = now - self.last
+        if dt <= 0:
+            return
+        self.last = now
+        for flow in self.flows():
+            n = self.rps * dt * flow.share
+            s = self.series.setdefault(flow.key, Series())
+            s.errors += n * flow.error_rate
+            s.ok += n * (1 - flow.error_rate)
+            top = flow.latency_ms / 0.99
+            for i, le in enumerate(BUCKETS):
+                assert s.buckets is not None
+                s.buckets[i] += n * min(1.0, le / top)
+            s.sum_ms += n * top / 2
+        if not self.samples or now - self.samples[-1][0] >= SAMPLE_EVERY_S:
+            self.samples.append((now, {k: v.copy() for k, v in self.series.items()}))
+
+    # -- who serves what ------------------------------------------------------------
+
+    def _workload(self, pod: dict[str, Any]) -> str:
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "ReplicaSet":
+                rs = self.store.find(REPLICASETS, pod["metadata"]["namespace"], ref["name"])
+                for owner in (rs or {}).get("metadata", {}).get("ownerReferences") or []:
+                    if owner.get("kind") == "Deployment":
+                        return str(owner["name"])
+                return str(ref["name"])
+        return str(pod["metadata"]["name"])
+
+    def flows(self) -> list[Flow]:
+        flows: list[Flow] = []
+        for svc in self.store.iter(SERVICES):
+            selector = (svc.get("spec") or {}).get("selector")
+            if not selector:
+                continue
+            ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+            reqs = parse_label_selector(",".join(f"{k}={v}" for k, v in selector.items()))
+            pods = [p for p in self.store.iter(PODS, ns)
+                    if matches(reqs, p["metadata"].get("labels")) and self.kubelet.is_ready(p)]
+            if not pods:
+                continue
+            for subset_labels, weight in self._weights(ns, name):
+                chosen = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v
+                                                 for k, v in subset_labels.items())]
+                for pod in chosen:
+                    labels = self.store.sim["pods"].get(pod["metadata"]["uid"], {}).get(
+                        "labels", {})
+                    error_rate, latency = behaviour(labels)
+                    version = (pod["metadata"].get("labels") or {}).get("version", "unknown")
+                    flows.append(Flow((ns, self._workload(pod), version, name),
+                                      weight / len(chosen), error_rate, latency))
+        return flows
+
+    def _weights(self, namespace: str, service: str) -> list[tuple[dict[str, str], float]]:
+        """(subset pod labels, share of traffic) for a Service, from its VirtualService."""
+        vs = self._virtual_service(namespace, service)
+        if vs is None:
+            return [({}, 1.0)]
+        routes = (vs.get("spec") or {}).get("http") or []
+        # The default route is the first one without a match (header routes are for testers).
+        route = next((r for r in routes if not r.get("match")), routes[-1] if routes else None)
+        destinations = (route or {}).get("route") or []
+        if not destinations:
+            return [({}, 1.0)]
+        subsets = self._subsets(namespace, service)
+        weights = [(d, float(d.get("weight", 100 if len(destinations) == 1 else 0)))
+                   for d in destinations]
+        total = sum(w for _, w in weights) or 1.0
+        result = []
+        for dest, w in weights:
+            subset = (dest.get("destination") or {}).get("subset")
+            labels = subsets.get(subset, {}) if subset else {}
+            if w > 0 and (subset is None or subset in subsets):
+                result.append((labels, w / total))
+        return result
+
+    def _virtual_service(self, namespace: str, service: str) -> dict[str, Any] | None:
+        names = {service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
+                 f"{service}.{namespace}.svc.cluster.local"}
+        for vs in self.store.iter(VIRTUAL_SERVICES, namespace):
+            if names & set((vs.get("spec") or {}).get("hosts") or []):
+                return vs
+        return None
+
+    def _subsets(self, namespace: str, service: str) -> dict[str, dict[str, str]]:
+        names = {service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
+                 f"{service}.{namespace}.svc.cluster.local"}
+        for dr in self.store.iter(DESTINATION_RULES, namespace):
+            spec = dr.get("spec") or {}
+            if spec.get("host") in names:
+                return {s["name"]: s.get("labels") or {} for s in spec.get("subsets") or []
+                        if s.get("name")}
+        return {}
+
+    # -- exposition ---------------------------------------------------------------------
+
+    def render(self) -> str:
+        self.advance()
+        lines = ["# HELP istio_requests_total Requests served, by destination and code.",
+                 "# TYPE istio_requests_total counter"]
+        for key, s in sorted(self.series.items()):
+            for code, value in (("200", s.ok), ("500", s.errors)):
+                lines.append(f"istio_requests_total{{{_labels(key)},response_code=\"{code}\"}} "
+                             f"{value:.6f}")
+        lines += ["# HELP istio_request_duration_milliseconds Request duration.",
+                  "# TYPE istio_request_duration_milliseconds histogram"]
+        for key, s in sorted(self.series.items()):
+            base = _labels(key)
+            for le, value in zip(BUCKETS, s.buckets or []):
+                lines.append(f'istio_request_duration_milliseconds_bucket{{{base},le="{le}"}} '
+                             f"{value:.6f}")
+            lines.append(f'istio_request_duration_milliseconds_bucket{{{base},le="+Inf"}} '
+                         f"{s.count:.6f}")
+            lines.append(f"istio_request_duration_milliseconds_sum{{{base}}} {s.sum_ms:.6f}")
+            lines.append(f"istio_request_duration_milliseconds_count{{{base}}} {s.count:.6f}")
+        return "\n".join(lines) + "\n"
+
+
+def _labels(key: SeriesKey) -> str:
+    ns, workload, version, service = key
+    return (f'reporter="destination",destination_workload="{workload}",'
+            f'destination_workload_namespace="{ns}",destination_version="{version}",'
+            f'destination_service_name="{service}"')
