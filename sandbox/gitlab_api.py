@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
-from urllib.parse import unquote, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -196,6 +196,5 @@ async def _arguments(request: Request) -> dict[str, Any]:
         if isinstance(data, dict):
             args.update(data)
     elif "form" in content_type:
-        form = await request.form()
-        args.update({k: v for k, v in form.items() if isinstance(v, str)})
+        args.update(parse_qsl(body.decode(errors="replace")))
     return args

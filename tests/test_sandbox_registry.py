@@ -24,6 +24,7 @@ def digest_of(data: bytes) -> str:
 def start_real_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     binary = require_binary("docker-registry", "/usr/bin/docker-registry")
     port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\n"
