@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from sandbox.common import StateStore
 from sandbox.gitlab_api import Api, Call, error, not_found, truthy
+from sandbox.gitlab_hooks import register_hook_routes
 from sandbox.gitlab_repository import register_repository_routes
 from sandbox.gitlab_store import NAME_RE, NAME_RULE, USER, GitLabStore, path_problem
 from sandbox.world import World
@@ -211,6 +212,7 @@ def create_app(world: World) -> Starlette:
     api = Api(store, world.audits["gitlab"], world.urls["gitlab"], world.settings.gitlab_token)
     register_project_routes(api)
     register_repository_routes(api)
+    register_hook_routes(api)
     world.components["gitlab"] = store
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE"]
     return Starlette(routes=[Route("/api/v4/{rest:path}", api.dispatch, methods=methods)])

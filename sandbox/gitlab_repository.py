@@ -1,8 +1,7 @@
-"""GitLab stand-in: repository files, commits, branches, tags, tree, archive, and project hooks."""
+"""GitLab stand-in: repository files, commits, branches, tags, tree and archive."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import gzip
@@ -11,14 +10,13 @@ import io
 import tarfile
 from typing import Any
 
-import httpx
 from starlette.responses import JSONResponse, Response
 
 from sandbox.gitlab_api import Api, Call, error, not_found, truthy
+from sandbox.gitlab_hooks import fire_push_hooks
 from sandbox.gitlab_store import REF_RE, USER, now_iso
 
 ACTIONS = ("create", "update", "delete", "move", "chmod")
-_background: set[asyncio.Task[None]] = set()
 
 
 def _missing(args: dict[str, Any], *names: str) -> Response | None:
@@ -88,7 +86,7 @@ def register_repository_routes(api: Api) -> None:
         api.save()
         api.audit.record("commit", project=project["path_with_namespace"], branch=branch,
                          sha=commit["id"], files=sorted(str(a.get("file_path")) for a in actions))
-        _fire_push_hooks(api, project, branch, commit, head)
+        fire_push_hooks(api, project, branch, commit, head)
         return commit
 
     # ---- files --------------------------------------------------------------
@@ -373,93 +371,3 @@ def register_repository_routes(api: Api) -> None:
             call.params["format"] = "archive.tar.gz" if fmt in ("archive", "archive.tgz") else fmt
             return await archive(call)
         api.route("GET", f"projects/:id/repository/{pattern}")(handler)
-
-    # ---- hooks ---------------------------------------------------------------
-
-    hook_fields = ("url", "push_events", "tag_push_events", "merge_requests_events",
-                   "enable_ssl_verification", "push_events_branch_filter", "token")
-
-    def hook_json(project: dict[str, Any], hook: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in hook.items() if k != "token"} | {"project_id": project["id"]}
-
-    @api.route("GET", "projects/:id/hooks")
-    async def list_hooks(call: Call) -> Response:
-        project = call.project()
-        if project is None:
-            return not_found("Project")
-        return api.paginate(call, [hook_json(project, h) for h in project["hooks"].values()])
-
-    @api.route("POST", "projects/:id/hooks")
-    async def create_hook(call: Call) -> Response:
-        project = call.project()
-        if project is None:
-            return not_found("Project")
-        if (problem := _missing(call.args, "url")) is not None:
-            return problem
-        url = str(call.args["url"])
-        if not url.startswith(("http://", "https://")) or len(url) < 10:
-            return error(422, "Invalid url given", key="error")
-        hook_id = store.next_id("hook")
-        hook = {"id": hook_id, "url": url, "push_events": True, "tag_push_events": False,
-                "merge_requests_events": False, "enable_ssl_verification": True,
-                "push_events_branch_filter": "", "created_at": now_iso()}
-        hook.update({k: call.args[k] for k in hook_fields if k in call.args})
-        for key in ("push_events", "tag_push_events", "merge_requests_events", "enable_ssl_verification"):
-            hook[key] = truthy(hook[key])
-        project["hooks"][str(hook_id)] = hook
-        api.save()
-        api.audit.record("create_hook", project=project["path_with_namespace"], hook_id=hook_id, url=url)
-        return JSONResponse(hook_json(project, hook), status_code=201)
-
-    @api.route("GET", "projects/:id/hooks/:hook_id")
-    async def get_hook(call: Call) -> Response:
-        project = call.project()
-        if project is None:
-            return not_found("Project")
-        hook = project["hooks"].get(call.params["hook_id"])
-        return JSONResponse(hook_json(project, hook)) if hook else error(404, "404 Not found")
-
-    @api.route("DELETE", "projects/:id/hooks/:hook_id")
-    async def delete_hook(call: Call) -> Response:
-        project = call.project()
-        if project is None:
-            return not_found("Project")
-        if project["hooks"].pop(call.params["hook_id"], None) is None:
-            return error(404, "404 Not found")
-        api.save()
-        api.audit.record("delete_hook", project=project["path_with_namespace"], hook_id=call.params["hook_id"])
-        return Response(status_code=204)
-
-
-def _fire_push_hooks(api: Api, project: dict[str, Any], branch: str, commit: dict[str, Any],
-                     before: dict[str, Any] | None) -> None:
-    """Deliver GitLab's Push Hook payload to the project's push hooks, in the background."""
-    hooks = [dict(h) for h in project["hooks"].values() if h.get("push_events")]
-    if not hooks:
-        return
-    payload = {
-        "object_kind": "push", "event_name": "push", "ref": f"refs/heads/{branch}",
-        "before": before["id"] if before else "0" * 40, "after": commit["id"],
-        "checkout_sha": commit["id"], "user_username": USER["username"], "project_id": project["id"],
-        "project": {"id": project["id"], "name": project["name"],
-                    "path_with_namespace": project["path_with_namespace"],
-                    "git_http_url": f"{api.base_url}/{project['path_with_namespace']}.git",
-                    "default_branch": project["default_branch"]},
-        "commits": [api.commit_json(project, commit)], "total_commits_count": 1,
-    }
-
-    async def deliver(hook: dict[str, Any]) -> None:
-        headers = {"X-Gitlab-Event": "Push Hook"}
-        if hook.get("token"):
-            headers["X-Gitlab-Token"] = hook["token"]
-        try:
-            async with httpx.AsyncClient(timeout=5) as client:
-                response = await client.post(hook["url"], json=payload, headers=headers)
-            api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], status=response.status_code)
-        except httpx.HTTPError as e:
-            api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], error=str(e))
-
-    for hook in hooks:
-        task = asyncio.get_running_loop().create_task(deliver(hook))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
