@@ -14,7 +14,8 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from sandbox.k8s_patch import apply_patch
+from sandbox.k8s_discovery import patch_types
+from sandbox.k8s_patch import APPLY_PATCH, apply_patch
 from sandbox.k8s_resources import RESOURCES, ApiError, Resource, bad_request, find_resource
 from sandbox.k8s_schema import check_field_validation
 from sandbox.k8s_select import parse_field_selector, parse_label_selector
@@ -60,6 +61,12 @@ def _truthy(value: str | None) -> bool:
 
 async def _body(request: Request) -> Any:
     raw = await request.body()
+    media = request.headers.get("content-type", "").split(";")[0].strip()
+    if media in ("application/vnd.kubernetes.protobuf", "application/cbor"):
+        # Answered like an apiserver without that serializer: clients retry with JSON.
+        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an "
+                       f"unknown format - accepted media types include: application/json, "
+                       f"application/yaml")
     if not raw:
         raise bad_request("the request body is empty")
     try:
@@ -123,7 +130,10 @@ class ResourceApi:
         rv = q.get("resourceVersion")
         initial: list[tuple[str, dict[str, Any]]] = []
         gone = False
-        if rv in (None, "", "0"):
+        # Streaming lists (client-go's WatchListClient, on by default in kubectl 1.37):
+        # current objects as ADDED, then a bookmark marking the end of initial events.
+        send_initial = _truthy(q.get("sendInitialEvents"))
+        if rv in (None, "", "0") or send_initial:
             initial = [("ADDED", o) for o in self.store.list(t.res, t.namespace, watcher.labels,
                                                              watcher.fields)]
         else:
@@ -136,6 +146,7 @@ class ResourceApi:
             else:
                 initial = [(kind, copy.deepcopy(o)) for _, kind, res, o in since
                            if watcher.wants(res, o)]
+        listed_rv = self.store.rv
         self.store.watchers.append(watcher)
         timeout = float(q.get("timeoutSeconds") or 1800)
 
@@ -148,6 +159,11 @@ class ResourceApi:
                     return
                 for kind, obj in initial:
                     yield _event_line(kind, _versioned(obj, t))
+                if send_initial:
+                    yield _event_line("BOOKMARK", {
+                        "kind": t.res.kind, "apiVersion": t.res.api_version(t.version),
+                        "metadata": {"resourceVersion": str(listed_rv),
+                                     "annotations": {"k8s.io/initial-events-end": "true"}}})
                 deadline = time.monotonic() + timeout
                 while (left := deadline - time.monotonic()) > 0:
                     try:
@@ -204,6 +220,18 @@ class ResourceApi:
     async def patch(self, request: Request, t: Target) -> Response:
         patch = await _body(request)
         content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip() not in patch_types(t.res):
+            raise ApiError(415, "UnsupportedMediaType",
+                           "the body of the request was in an unknown format - accepted media "
+                           f"types include: {', '.join(patch_types(t.res))}")
+        if content_type.startswith(APPLY_PATCH) and t.subresource is None and \
+                self.store.find(t.res, t.namespace, t.name or "") is None:
+            # Server-side apply of a new object creates it (field ownership is not tracked).
+            patch.setdefault("metadata", {}).update(name=t.name)
+            if t.res.namespaced:
+                patch["metadata"]["namespace"] = t.namespace
+            created = self.store.create(t.res, patch)
+            return JSONResponse(_versioned(created, t), status_code=201)
         current = self.store.get(t.res, t.namespace, t.name or "")
         if t.subresource == "scale":
             return self._write_scale(t, apply_patch(content_type, scale_of(current), patch))

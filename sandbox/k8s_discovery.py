@@ -114,6 +114,15 @@ def _op(r: Resource, version: str, action: str, ref: str | None,
     return op
 
 
+def patch_types(r: Resource) -> list[str]:
+    """Custom resources (Istio's) take no strategic merge patch, as with a real CRD."""
+    types = ["application/json-patch+json", "application/merge-patch+json",
+             "application/apply-patch+yaml"]
+    if r.group != "networking.istio.io":
+        types.insert(2, "application/strategic-merge-patch+json")
+    return types
+
+
 def _paths_for(r: Resource, version: str) -> dict[str, Any]:
     base = "/" + _gv_path(r.group, version)
     collection = f"{base}/namespaces/{{namespace}}/{r.plural}" if r.namespaced \
@@ -123,10 +132,8 @@ def _paths_for(r: Resource, version: str) -> dict[str, Any]:
     ns = [_param("namespace", "path")] if r.namespaced else []
     writes = [_param("dryRun"), _param("fieldManager"), _param("fieldValidation")]
     body = {"content": {"application/json": {"schema": {"$ref": ref}}}, "required": True}
-    patch_body = {"content": {t: {"schema": {"type": "object"}} for t in (
-        "application/json-patch+json", "application/merge-patch+json",
-        "application/strategic-merge-patch+json", "application/apply-patch+yaml")},
-        "required": True}
+    patch_body = {"content": {t: {"schema": {"type": "object"}} for t in patch_types(r)},
+                  "required": True}
     paths = {
         collection: {
             "get": _op(r, version, "list", None, [_param("labelSelector"),
@@ -158,9 +165,10 @@ def _schema_for(r: Resource, version: str) -> dict[str, Any]:
             "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
             "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
         },
+        # No x-kubernetes-group-version-kind here on purpose: kubectl apply would then
+        # build strategic merge patches from this minimal schema (and warn that it
+        # cannot); without it kubectl uses its compiled-in types, as it does for v2.
         "x-kubernetes-preserve-unknown-fields": True,
-        "x-kubernetes-group-version-kind": [{"group": r.group, "version": version,
-                                             "kind": r.kind}],
     }
 
 

@@ -210,8 +210,15 @@ def apply_patch(content_type: str, current: dict[str, Any], patch: Any) -> dict[
         if not isinstance(patch, dict):
             raise bad_request("strategic merge patch must be a JSON object")
         return strategic_merge_patch(current, patch) or {}
+    if media == APPLY_PATCH:
+        # Server-side apply without managedFields: the applied config merges like a
+        # strategic merge patch (fields it omits are kept, not removed).
+        if not isinstance(patch, dict):
+            raise bad_request("an apply configuration must be an object")
+        return strategic_merge_patch(current, patch) or {}
     if media == JSON_PATCH:
         return json_patch(current, patch)
     raise ApiError(415, "UnsupportedMediaType",
                    f"the body of the request was in an unknown format - accepted media "
-                   f"types include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}")
+                   f"types include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}, "
+                   f"{APPLY_PATCH}")

@@ -153,6 +153,8 @@ class Store:
             meta.pop("namespace", None)
         obj["apiVersion"] = res.api_version()
         obj["kind"] = res.kind
+        if "status" in res.subresources and res.kind != "Pod":
+            obj["status"] = {}  # status is the controllers' to write, not the creator's
         apply_defaults(res, obj)
         validate(res, obj)
         if self.find(res, namespace, meta["name"]) is not None:
