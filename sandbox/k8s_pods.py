@@ -149,6 +149,8 @@ class Kubelet:
             digests = sim.get("digests") or []
             if n < len(digests) and digests[n]:
                 cs["imageID"] = f"{c['image'].split('@')[0]}@{digests[n]}"
+            if state in ("running", "crash"):
+                cs["containerID"] = f"containerd://{pod['metadata']['uid'].replace('-', '')}{n}"
             if state == "running":
                 cs["state"] = {"running": {"startedAt": now_rfc3339(sim["started"])}}
             elif state == "missing":
@@ -178,6 +180,7 @@ class Kubelet:
                                   "containerStatuses": statuses, "qosClass": "BestEffort"}
         if state in ("running", "crash", "starting"):
             status["podIP"] = _pod_ip(pod["metadata"]["uid"])
+            status["podIPs"] = [{"ip": status["podIP"]}]
         return status
 
 
