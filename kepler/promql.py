@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from string import Template
 
 REQUEST_SUCCESS_RATE = "request-success-rate"
 REQUEST_DURATION = "request-duration"
 
-_SELECTOR = ('reporter="destination",destination_workload_namespace="{namespace}",'
-             'destination_workload=~"{workload}"')
+# string.Template placeholders: PromQL itself is full of braces.
+_SELECTOR = ('reporter="destination",destination_workload_namespace="${namespace}",'
+             'destination_workload=~"${workload}"')
 
 TEMPLATES: dict[str, str] = {
     # Percentage of requests not answered 5xx (0..100).
     REQUEST_SUCCESS_RATE: (
-        "sum(rate(istio_requests_total{" + _SELECTOR + ',response_code!~"5.*"}[{interval}]))'
-        " / sum(rate(istio_requests_total{" + _SELECTOR + "}[{interval}])) * 100"),
+        "sum(rate(istio_requests_total{" + _SELECTOR + ',response_code!~"5.*"}[${interval}]))'
+        " / sum(rate(istio_requests_total{" + _SELECTOR + "}[${interval}])) * 100"),
     # 99th percentile request duration in milliseconds.
     REQUEST_DURATION: (
         "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{"
-        + _SELECTOR + "}[{interval}])) by (le))"),
+        + _SELECTOR + "}[${interval}])) by (le))"),
 }
 
 # Default thresholds of the built-ins (DESIGN.md §3, Canary).
@@ -63,7 +65,8 @@ def render(metric: str, namespace: str, workload: str, interval: str) -> str:
     if '"' in workload or "\\" in workload:
         raise ValueError("workload regex must not contain quotes or backslashes")
     interval_seconds(interval)
-    return TEMPLATES[metric].format(namespace=namespace, workload=workload, interval=interval)
+    return Template(TEMPLATES[metric]).substitute(namespace=namespace, workload=workload,
+                                                  interval=interval)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def _pattern(template: str) -> re.Pattern[str]:
     for name, group in (("namespace", r"(?P<namespace>[a-z0-9-]+)"),
                         ("workload", r'(?P<workload>[^"\\]*)'),
                         ("interval", r"(?P<interval>[0-9a-z]+)")):
-        escaped = re.escape("{" + name + "}")
+        escaped = re.escape("${" + name + "}")
         text = text.replace(escaped, group, 1)
         text = text.replace(escaped, f"(?P={name})")
     # Whitespace is insignificant in PromQL: accept any amount where the template has some.

@@ -14,6 +14,7 @@ import math
 import re
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -107,7 +108,8 @@ def create_app(world: World) -> Starlette:
     async def query(request: Request) -> Response:
         params = dict(request.query_params)
         if request.method == "POST":
-            params.update({k: str(v) for k, v in (await request.form()).items()})
+            # application/x-www-form-urlencoded, parsed here (no multipart dependency)
+            params.update(parse_qsl((await request.body()).decode("utf-8", "replace")))
         text = params.get("query", "")
         if not text:
             return _error("invalid parameter \"query\": query is empty")

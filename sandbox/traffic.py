@@ -6,8 +6,10 @@ without one they split by ready pods. Only ready pods serve. Each workload's ima
 labels give its error rate and latency. Counters grow by their *expected* values
 (no noise), so a 20 % error-rate version shows 80 % success exactly.
 
-Latency is uniform on [0, L/0.99] for a typical latency L: the 99th percentile is
-L, and Prometheus' linear interpolation inside histogram buckets recovers it.
+Latency for a typical latency L is shaped around the histogram buckets so that
+Prometheus' histogram_quantile(0.99, ...) answers exactly L: a share f of requests
+falls in the bucket below L's bucket, the rest in L's bucket, with f chosen so the
+linear interpolation inside L's bucket lands on L (see `latency_shape`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,22 @@ SAMPLE_EVERY_S = 1.0
 KEEP_SAMPLES = 1800
 
 SeriesKey = tuple[str, str, str, str]  # namespace, workload, version, service
+
+
+def latency_shape(latency_ms: float) -> tuple[list[float], float]:
+    """(cumulative share of requests at each bucket bound, mean latency) for p99 = latency."""
+    q = 0.99
+    target = min(max(latency_ms, 1.0), BUCKETS[-1] * 0.99)
+    i = next(n for n, le in enumerate(BUCKETS) if le > target)
+    upper = BUCKETS[i]
+    lower = BUCKETS[i - 1] if i > 0 else 0.0
+    below = BUCKETS[i - 2] if i > 1 else 0.0
+    # Interpolation in (lower, upper] gives lower + (upper-lower)*(q-f)/(1-f) = target.
+    f = (q * (upper - lower) - (target - lower)) / (upper - target)
+    f = min(max(f, 0.0), q)
+    cdf = [0.0 if le <= below else f if le <= lower else 1.0 for le in BUCKETS]
+    mean = f * (below + lower) / 2 + (1 - f) * (lower + upper) / 2
+    return cdf, mean
 
 
 @dataclass
@@ -81,11 +99,11 @@ class Traffic:
             s = self.series.setdefault(flow.key, Series())
             s.errors += n * flow.error_rate
             s.ok += n * (1 - flow.error_rate)
-            top = flow.latency_ms / 0.99
-            for i, le in enumerate(BUCKETS):
+            cdf, mean = latency_shape(flow.latency_ms)
+            for i, share in enumerate(cdf):
                 assert s.buckets is not None
-                s.buckets[i] += n * min(1.0, le / top)
-            s.sum_ms += n * top / 2
+                s.buckets[i] += n * share
+            s.sum_ms += n * mean
         if not self.samples or now - self.samples[-1][0] >= SAMPLE_EVERY_S:
             self.samples.append((now, {k: v.copy() for k, v in self.series.items()}))
 

@@ -1,0 +1,194 @@
+"""Traffic metrics, the built-in PromQL, the Prometheus stand-in, and the real
+Prometheus (Debian's) scraping the sandbox and agreeing with the stand-in."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client
+
+from kepler import promql
+from sandbox.serve import Sandbox
+from tests.helpers import free_port, require_binary, wait_until
+from tests.test_sandbox_kubernetes import box, deployment, kube, ns, push  # noqa: F401
+from tests.test_sandbox_kubernetes_rollout import rolled_out
+
+ISTIO = "networking.istio.io"
+
+
+# -- kepler/promql.py -------------------------------------------------------------------------
+
+def test_render_builtin_queries() -> None:
+    q = promql.render(promql.REQUEST_SUCCESS_RATE, "shop", promql.workload_regex("cart"), "1m")
+    assert q == (
+        'sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace='
+        '"shop",destination_workload=~"cart",response_code!~"5.*"}[1m])) / sum(rate('
+        'istio_requests_total{reporter="destination",destination_workload_namespace="shop",'
+        'destination_workload=~"cart"}[1m])) * 100')
+    q = promql.render(promql.REQUEST_DURATION, "shop", "cart-canary", "30s")
+    assert q == (
+        'histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter='
+        '"destination",destination_workload_namespace="shop",destination_workload=~"cart-canary"'
+        '}[30s])) by (le))')
+    assert promql.workload_regex("cart", "cart-canary") == "cart|cart-canary"
+    for bad in (("x", "Shop", "a", "1m"), ("request-success-rate", "shop", 'a"', "1m"),
+                ("request-success-rate", "shop", "a", "1 minute")):
+        with pytest.raises(ValueError):
+            promql.render(*bad)
+
+
+def test_parse_builtin_recognises_only_renderings() -> None:
+    q = promql.render(promql.REQUEST_DURATION, "shop", "cart|cart-canary", "2m")
+    parsed = promql.parse_builtin(q)
+    assert parsed == promql.BuiltinQuery(promql.REQUEST_DURATION, "shop", "cart|cart-canary", "2m")
+    assert parsed.seconds == 120
+    assert promql.parse_builtin("  " + q.replace(", sum", ",sum") + "\n") == parsed
+    assert promql.parse_builtin("up") is None
+    mixed = promql.render(promql.REQUEST_SUCCESS_RATE, "a", "x", "1m").replace(
+        'namespace="a",destination_workload=~"x"}[1m])) *', 'namespace="b",destination_workload=~"x"}[1m])) *')
+    assert promql.parse_builtin(mixed) is None
+
+
+# -- a canary in the simulated mesh -------------------------------------------------------------
+
+def start_canary(box: Sandbox, kube: client.ApiClient, ns: str, stable_weight: int = 50) -> None:
+    """Kepler's conventions: Deployments svc and svc-canary, Service svc, DR and VS svc."""
+    stable = push(box, "team/svc", "v1", {"io.kepler.sandbox.latency-ms": "100"})
+    canary = push(box, "team/svc", "v2", {"io.kepler.sandbox.error-rate": "0.2",
+                                          "io.kepler.sandbox.latency-ms": "800"})
+    apps, core = client.AppsV1Api(kube), client.CoreV1Api(kube)
+    apps.create_namespaced_deployment(ns, deployment("svc", stable, replicas=2, app="svc"))
+    apps.create_namespaced_deployment(ns, deployment("svc-canary", canary, replicas=1,
+                                                     version="canary", app="svc"))
+    core.create_namespaced_service(ns, {"metadata": {"name": "svc"}, "spec": {
+        "selector": {"app": "svc"}, "ports": [{"name": "http", "port": 80,
+                                                "targetPort": 8080}]}})
+    custom = client.CustomObjectsApi(kube)
+    custom.create_namespaced_custom_object(ISTIO, "v1", ns, "destinationrules", {
+        "apiVersion": f"{ISTIO}/v1", "kind": "DestinationRule", "metadata": {"name": "svc"},
+        "spec": {"host": "svc", "subsets": [{"name": "stable", "labels": {"version": "stable"}},
+                                            {"name": "canary", "labels": {"version": "canary"}}]}})
+    custom.create_namespaced_custom_object(ISTIO, "v1", ns, "virtualservices", {
+        "apiVersion": f"{ISTIO}/v1", "kind": "VirtualService", "metadata": {"name": "svc"},
+        "spec": {"hosts": ["svc"], "http": [
+            {"match": [{"headers": {"x-canary": {"exact": "always"}}}],
+             "route": [{"destination": {"host": "svc", "subset": "canary"}}]},
+            {"route": [{"destination": {"host": "svc", "subset": "stable"},
+                        "weight": stable_weight},
+                       {"destination": {"host": "svc", "subset": "canary"},
+                        "weight": 100 - stable_weight}]}]}})
+    wait_until(lambda: rolled_out(apps, ns, "svc") and rolled_out(apps, ns, "svc-canary"),
+               what="both versions ready")
+
+
+def query(url: str, q: str, post: bool = False) -> dict[str, Any]:
+    if post:
+        r = httpx.post(f"{url}/api/v1/query", data={"query": q}, timeout=10)
+    else:
+        r = httpx.get(f"{url}/api/v1/query", params={"query": q}, timeout=10)
+    return r.json()
+
+
+def scalar(url: str, q: str, post: bool = False) -> float | None:
+    body = query(url, q, post)
+    assert body["status"] == "success", body
+    result = body["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def metric_lines(box: Sandbox, ns: str) -> list[str]:
+    text = httpx.get(f"{box.urls['kubernetes']}/metrics").text
+    return [line for line in text.splitlines() if f'destination_workload_namespace="{ns}"' in line]
+
+
+def test_metrics_follow_weights_and_labels(box: Sandbox, kube: client.ApiClient, ns: str) -> None:
+    start_canary(box, kube, ns, stable_weight=75)
+    wait_until(lambda: len(metric_lines(box, ns)) > 4, what="series for the namespace")
+    lines = metric_lines(box, ns)
+
+    def total(workload: str, code: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith("istio_requests_total{")
+                   and f'destination_workload="{workload}"' in line
+                   and f'response_code="{code}"' in line)
+
+    assert total("svc", "500") == 0 and total("svc", "200") > 0
+    canary_all = total("svc-canary", "200") + total("svc-canary", "500")
+    assert total("svc-canary", "500") / canary_all == pytest.approx(0.2)
+    # 75/25 weights: three times as many requests reach stable as canary.
+    assert total("svc", "200") / canary_all == pytest.approx(3, rel=0.05)
+    sample = next(line for line in lines if "svc-canary" in line and "_bucket" in line)
+    for label in ('reporter="destination"', 'destination_version="canary"',
+                  'destination_service_name="svc"', 'le="'):
+        assert label in sample
+
+
+def test_standin_answers_builtin_queries(box: Sandbox, kube: client.ApiClient, ns: str) -> None:
+    start_canary(box, kube, ns)
+    url = box.urls["prometheus"]
+    rate = promql.render(promql.REQUEST_SUCCESS_RATE, ns, "svc-canary", "30s")
+    p99 = promql.render(promql.REQUEST_DURATION, ns, "svc-canary", "30s")
+    assert wait_until(lambda: scalar(url, rate), what="canary success rate") == pytest.approx(80)
+    assert scalar(url, p99, post=True) == pytest.approx(800, rel=0.01)
+    stable_rate = promql.render(promql.REQUEST_SUCCESS_RATE, ns, "svc", "30s")
+    assert wait_until(lambda: scalar(url, stable_rate), what="stable") == pytest.approx(100)
+    both = promql.render(promql.REQUEST_SUCCESS_RATE, ns, "svc|svc-canary", "30s")
+    assert 85 < scalar(url, both) < 95  # half the traffic at 80 %, half at 100 %
+    assert scalar(url, promql.render(promql.REQUEST_SUCCESS_RATE, "nowhere", "svc", "1m")) is None
+    bad = httpx.get(f"{url}/api/v1/query", params={"query": "up"})
+    assert bad.status_code == 400 and bad.json()["errorType"] == "bad_data"
+    assert "needs a real Prometheus" in bad.json()["error"]
+
+
+# -- the real Prometheus ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prometheus(box: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = require_binary("prometheus")
+    home = tmp_path_factory.mktemp("prometheus")
+    target = box.urls["kubernetes"].removeprefix("http://")
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "scrape_configs": [{"job_name": "sandbox", "static_configs": [
+                  {"targets": [target]}]}]}
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, f"--config.file={home / 'prometheus.yml'}",
+         f"--storage.tsdb.path={home / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(home / "log").open("w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
+                   timeout=30, what="prometheus ready")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_real_prometheus_agrees_with_standin(box: Sandbox, kube: client.ApiClient, ns: str,
+                                             prometheus: str) -> None:
+    start_canary(box, kube, ns)
+    standin = box.urls["prometheus"]
+    for workload, success, p99 in (("svc", 100, 100), ("svc-canary", 80, 800)):
+        rate_q = promql.render(promql.REQUEST_SUCCESS_RATE, ns, workload, "30s")
+        p99_q = promql.render(promql.REQUEST_DURATION, ns, workload, "30s")
+        real_rate = wait_until(lambda: scalar(prometheus, rate_q), timeout=30,
+                               what=f"real prometheus success rate of {workload}")
+        real_p99 = wait_until(lambda: scalar(prometheus, p99_q), timeout=30,
+                              what=f"real prometheus p99 of {workload}")
+        assert real_rate == pytest.approx(success, abs=0.5)
+        assert real_p99 == pytest.approx(p99, rel=0.02)
+        assert scalar(standin, rate_q) == pytest.approx(real_rate, abs=0.5)
+        assert scalar(standin, p99_q) == pytest.approx(real_p99, rel=0.02)
+    # The analysis thresholds split them: stable passes, canary fails both checks.
+    assert not math.isnan(real_rate)
