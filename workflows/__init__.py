@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-ALL: list[type] = []
+from workflows.create import CreateService
+from workflows.release import ReleaseVersion
+from workflows.rollback import Rollback
+
+ALL: list[type] = [CreateService, ReleaseVersion, Rollback]

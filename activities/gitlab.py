@@ -1,0 +1,169 @@
+"""GitLab, through python-gitlab: projects from templates, the service spec, refs."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import gitlab
+import requests
+import yaml
+from gitlab.v4.objects import Project
+from pydantic import ValidationError
+from temporalio import activity
+
+from activities.errors import non_retryable, raise_for_status, retryable
+from kepler.models import ServiceSpec
+from kepler.settings import Platform, Secrets
+from kepler.steps import Commit, EnsureHook, EnsureProject, ProjectRef, ReadSpec, ResolveRef, UndoCreated
+from kepler.validation import describe_validation_error
+
+SPEC_PATH = ".kepler/service.yaml"
+
+
+def created_marker(run_id: str) -> str:
+    return f"created-by-run {run_id}"
+
+
+@contextlib.contextmanager
+def gitlab_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except gitlab.exceptions.GitlabError as e:
+        raise_for_status(e.response_code, what, str(e.error_message))
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise retryable(f"{what}: GitLab unreachable: {type(e).__name__}") from None
+
+
+class GitLabActivities:
+    def __init__(self, platform: Platform, secrets: Secrets) -> None:
+        self.config = platform.gitlab
+        self._token = secrets.gitlab_token
+
+    def client(self) -> gitlab.Gitlab:
+        return gitlab.Gitlab(self.config.url, private_token=self._token.get_secret_value(),
+                             timeout=15, keep_base_url=True)
+
+    def _path(self, service: str) -> str:
+        return f"{self.config.group}/{service}"
+
+    def project(self, service: str) -> Project:
+        with gitlab_errors(f"GitLab project {self._path(service)}"):
+            return self.client().projects.get(self._path(service))
+
+    @activity.defn(name="gitlab.ensure_project")
+    def ensure_project(self, req: EnsureProject) -> ProjectRef:
+        """Adopt the project if it exists, else create it from the template; then make
+        sure it holds the service spec and a Dockerfile."""
+        gl = self.client()
+        path = self._path(req.service)
+        created = False
+        with gitlab_errors(f"adopt or create {path}"):
+            try:
+                project = gl.projects.get(path)
+            except gitlab.exceptions.GitlabGetError as e:
+                if e.response_code != 404:
+                    raise
+                group = gl.groups.get(self.config.group)
+                templates = gl.groups.get(self.config.templates_group)
+                project = gl.projects.create({
+                    "name": req.service, "path": req.service, "namespace_id": group.id,
+                    "use_custom_template": True, "template_name": req.template,
+                    "group_with_project_templates_id": templates.id,
+                    "description": f"Managed by Kepler ({created_marker(req.run_id)})",
+                })
+                created = True
+            self._ensure_files(gl, project, req)
+        return ProjectRef(project_id=project.id, path=project.path_with_namespace,
+                          http_url=project.http_url_to_repo, created=created)
+
+    def _ensure_files(self, gl: gitlab.Gitlab, project: Project, req: EnsureProject) -> None:
+        branch = project.default_branch or "main"
+        actions = []
+        current = self._read(project, SPEC_PATH, branch)
+        if current != req.spec_yaml:
+            actions.append({"action": "update" if current is not None else "create",
+                            "file_path": SPEC_PATH, "content": req.spec_yaml})
+        if self._read(project, "Dockerfile", branch) is None:
+            if req.template == "custom":
+                raise non_retryable("InvalidInput", "template custom: the repository has no "
+                                    "Dockerfile; commit one first")
+            template = gl.projects.get(f"{self.config.templates_group}/{req.template}")
+            dockerfile = self._read(template, "Dockerfile", template.default_branch or "main")
+            if dockerfile is None:
+                raise non_retryable("NotFound", f"template {req.template} has no Dockerfile")
+            actions.append({"action": "create", "file_path": "Dockerfile", "content": dockerfile})
+        if actions:
+            project.commits.create({"branch": branch, "commit_message": "Kepler: service spec",
+                                    "actions": actions})
+
+    @staticmethod
+    def _read(project: Project, path: str, ref: str) -> str | None:
+        try:
+            return project.files.get(file_path=path, ref=ref).decode().decode()
+        except gitlab.exceptions.GitlabGetError as e:
+            if e.response_code == 404:
+                return None
+            raise
+
+    @activity.defn(name="gitlab.delete_project_if_created")
+    def delete_project_if_created(self, undo: UndoCreated) -> bool:
+        gl = self.client()
+        with gitlab_errors(f"delete {self._path(undo.service)}"):
+            try:
+                project = gl.projects.get(self._path(undo.service))
+            except gitlab.exceptions.GitlabGetError as e:
+                if e.response_code == 404:
+                    return False
+                raise
+            if created_marker(undo.run_id) not in (project.description or ""):
+                return False  # adopted, or created by someone else: never ours to delete
+            project.delete()
+            return True
+
+    @activity.defn(name="gitlab.ensure_hook")
+    def ensure_hook(self, req: EnsureHook) -> str:
+        """Add the push webhook (gitlab.webhook_url in kepler.yaml) unless it is there."""
+        url = self.config.webhook_url
+        if not url:
+            return "no webhook_url configured"
+        with gitlab_errors(f"webhook on project {req.project_id}"):
+            project = self.client().projects.get(req.project_id)
+            if any(h.url == url for h in project.hooks.list(get_all=True)):
+                return "already present"
+            project.hooks.create({"url": url, "push_events": True, "tag_push_events": True})
+            return "added"
+
+    @activity.defn(name="gitlab.resolve_ref")
+    def resolve_ref(self, req: ResolveRef) -> Commit:
+        project = self.project(req.service)
+        with gitlab_errors(f"resolve {req.ref!r} in {self._path(req.service)}"):
+            try:
+                commit = project.commits.get(req.ref)
+            except gitlab.exceptions.GitlabGetError as e:
+                if e.response_code == 404:
+                    raise non_retryable("NotFound", f"ref {req.ref!r} does not exist in "
+                                        f"{self._path(req.service)}") from None
+                raise
+        return Commit(sha=commit.id, short_id=commit.short_id, title=commit.title)
+
+    @activity.defn(name="gitlab.read_spec")
+    def read_spec(self, req: ReadSpec) -> ServiceSpec:
+        project = self.project(req.service)
+        with gitlab_errors(f"read {SPEC_PATH} at {req.sha[:12]}"):
+            text = self._read(project, SPEC_PATH, req.sha)
+        if text is None:
+            raise non_retryable("NotFound", f"{SPEC_PATH} is missing at {req.sha[:12]}: "
+                                "create the service with kepler service create")
+        try:
+            return ServiceSpec.model_validate(yaml.safe_load(text))
+        except (ValidationError, yaml.YAMLError) as e:
+            detail = describe_validation_error(e) if isinstance(e, ValidationError) else str(e)
+            raise non_retryable("InvalidInput", f"{SPEC_PATH} at {req.sha[:12]}: {detail}") from None
+
+    @activity.defn(name="gitlab.archive_project")
+    def archive_project(self, service: str) -> None:
+        with gitlab_errors(f"archive {self._path(service)}"):
+            project = self.client().projects.get(self._path(service))
+            if not project.archived:
+                project.archive()

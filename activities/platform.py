@@ -1,0 +1,38 @@
+"""The platform's own configuration, read by the worker from its kepler.yaml.
+
+Approval policy comes from here, never from a request or a service's repository,
+so nobody can waive their own approval."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.errors import non_retryable
+from kepler import naming
+from kepler.settings import Platform
+from kepler.steps import EnvironmentPolicy, PolicyQuery
+
+
+class PlatformActivities:
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    @activity.defn(name="platform.environment_policy")
+    def environment_policy(self, query: PolicyQuery) -> EnvironmentPolicy:
+        env = self.platform.environments.get(query.env)
+        if env is None:
+            known = ", ".join(sorted(self.platform.environments))
+            raise non_retryable("InvalidInput", f"env: unknown environment {query.env!r} "
+                                f"(configured: {known})")
+        return EnvironmentPolicy(
+            env=query.env, namespace=env.namespace_for(query.service, query.env),
+            approval=env.approval, rollback_approval=env.rollback_approval, bounds=env.bounds,
+            bake_time=env.bake_time, rollout_timeout=env.rollout_timeout,
+            verify_with_prometheus=env.verify_with_prometheus and self.platform.prometheus is not None,
+            builder=self.platform.builder, registry_host=self.platform.registry.host,
+            image_repository=naming.image_repository(self.platform.gitlab.group, query.service),
+        )
+
+    @activity.defn(name="platform.environments")
+    def environments(self) -> list[str]:
+        return sorted(self.platform.environments)

@@ -1,0 +1,137 @@
+"""The Kubernetes and Istio objects Kepler manages, as plain manifests (pure functions)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from kepler import naming
+from kepler.models import Resources, ServiceSpec
+
+PLACEHOLDER_IMAGE = "kepler/placeholder:none"  # the Deployment before its first release
+ISTIO = "networking.istio.io/v1"
+
+
+def _meta(name: str, namespace: str | None, service: str, **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {"app": service, **naming.MANAGED_BY}}
+    if namespace:
+        meta["namespace"] = namespace
+    meta.update(extra)
+    return meta
+
+
+def config_hash(config: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resources_block(r: Resources) -> dict[str, Any]:
+    return {"requests": {"cpu": r.cpu_request, "memory": r.memory_request},
+            "limits": {"cpu": r.cpu_limit, "memory": r.memory_limit}}
+
+
+def pod_template(service: str, version: str, image: str, port: int, health_path: str,
+                 env: dict[str, str], resources: Resources, annotations: dict[str, str]) -> dict:
+    container = {
+        "name": service, "image": image,
+        "ports": [{"name": "http", "containerPort": port}],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "envFrom": [],
+        "resources": resources_block(resources),
+        "readinessProbe": {"httpGet": {"path": health_path, "port": port}},
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/kepler/config"}],
+    }
+    return {
+        "metadata": {"labels": naming.labels(service, version), "annotations": annotations},
+        "spec": {
+            "serviceAccountName": service,
+            "containers": [container],
+            "volumes": [{"name": "config", "configMap": {
+                "name": naming.config_map_name(service), "optional": True}}],
+        },
+    }
+
+
+def deployment(spec: ServiceSpec, env: str, namespace: str, name: str | None = None,
+               version: str = "stable", image: str = PLACEHOLDER_IMAGE, replicas: int = 0) -> dict:
+    name = name or spec.name
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _meta(name, namespace, spec.name),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 10,
+            "progressDeadlineSeconds": 600,
+            "selector": {"matchLabels": {"app": spec.name, "version": version}},
+            "template": pod_template(spec.name, version, image, spec.port, spec.health_path,
+                                     spec.env_in(env), spec.resources_in(env), {}),
+        },
+    }
+
+
+def for_environment(spec: ServiceSpec, env: str, namespace: str) -> list[dict[str, Any]]:
+    """Everything CreateService lays down in one environment, in creation order."""
+    svc = spec.name
+    ns_labels = {**naming.MANAGED_BY}
+    if spec.mesh:
+        ns_labels["istio-injection"] = "enabled"
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": ns_labels}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(svc, namespace, svc)},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(naming.config_map_name(svc), namespace, svc),
+         "data": dict(spec.config_files)},
+        deployment(spec, env, namespace),
+        {"apiVersion": "v1", "kind": "Service", "metadata": _meta(svc, namespace, svc),
+         "spec": {"selector": {"app": svc},
+                  "ports": [{"name": "http", "port": 80, "targetPort": spec.port}]}},
+    ]
+    if spec.autoscaling:
+        a = spec.autoscaling
+        objects.append({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": _meta(svc, namespace, svc),
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": svc},
+                     "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": a.cpu_utilization}}}]}})
+    if spec.min_available is not None:
+        objects.append({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(svc, namespace, svc),
+            "spec": {"minAvailable": spec.min_available, "selector": {"matchLabels": {"app": svc}}}})
+    objects += istio_objects(spec, namespace)
+    return objects
+
+
+def istio_objects(spec: ServiceSpec, namespace: str) -> list[dict[str, Any]]:
+    svc = spec.name
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": ISTIO, "kind": "DestinationRule", "metadata": _meta(svc, namespace, svc),
+         "spec": {"host": svc, "subsets": [
+             {"name": "stable", "labels": {"version": "stable"}},
+             {"name": "canary", "labels": {"version": "canary"}}]}},
+    ]
+    vs_spec = virtual_service_spec(svc, 100, 0, header_route=False)
+    if spec.exposure == "external" and spec.host:
+        objects.append({
+            "apiVersion": ISTIO, "kind": "Gateway", "metadata": _meta(svc, namespace, svc),
+            "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [spec.host]}]}})
+        vs_spec["hosts"].append(spec.host)
+        vs_spec["gateways"] = ["mesh", svc]
+    objects.append({"apiVersion": ISTIO, "kind": "VirtualService",
+                    "metadata": _meta(svc, namespace, svc), "spec": vs_spec})
+    return objects
+
+
+def virtual_service_spec(service: str, stable: int, canary: int, header_route: bool) -> dict:
+    def dest(subset: str, weight: int) -> dict[str, Any]:
+        return {"destination": {"host": service, "subset": subset}, "weight": weight}
+
+    http: list[dict[str, Any]] = []
+    if header_route:
+        http.append({"name": "canary-testers",
+                     "match": [{"headers": {"x-canary": {"exact": "always"}}}],
+                     "route": [dest("canary", 100)]})
+    http.append({"name": "primary", "route": [dest("stable", stable), dest("canary", canary)]})
+    return {"hosts": [service], "http": http}

@@ -1,0 +1,212 @@
+"""Inputs and outputs of activities: the contract between workflows and the I/O layer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import Field
+
+from kepler.models import Model, Resources, ServiceSpec
+from kepler.settings import ApprovalPolicy, Bounds
+
+# --- platform policy (read by the worker from its own kepler.yaml) -------------------------
+
+
+class EnvironmentPolicy(Model):
+    env: str
+    namespace: str
+    approval: ApprovalPolicy
+    rollback_approval: ApprovalPolicy
+    bounds: Bounds
+    bake_time: timedelta
+    rollout_timeout: timedelta
+    verify_with_prometheus: bool = False
+    builder: Literal["jenkins"] = "jenkins"
+    registry_host: str = ""
+    image_repository: str = ""  # <group>/<service> inside the registry
+
+    def image(self, tag: str) -> str:
+        return f"{self.registry_host}/{self.image_repository}:{tag}"
+
+
+class PolicyQuery(Model):
+    service: str
+    env: str
+
+
+# --- GitLab --------------------------------------------------------------------------------
+
+
+class EnsureProject(Model):
+    service: str
+    template: str
+    spec_yaml: str
+    run_id: str
+
+
+class ProjectRef(Model):
+    project_id: int
+    path: str
+    http_url: str
+    created: bool = False
+
+
+class ResolveRef(Model):
+    service: str
+    ref: str
+
+
+class Commit(Model):
+    sha: str
+    short_id: str
+    title: str = ""
+
+
+class ReadSpec(Model):
+    service: str
+    sha: str
+
+
+class EnsureHook(Model):
+    project_id: int
+
+
+class UndoCreated(Model):
+    """Undo a create: delete the object only if the run `run_id` created it."""
+    service: str
+    run_id: str
+    env: str = ""
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+
+
+# --- build and registry --------------------------------------------------------------------
+
+
+class EnsureJob(Model):
+    service: str
+    repo_url: str
+    run_id: str
+
+
+class BuildRequest(Model):
+    service: str
+    commit: str
+    image: str  # repository:tag, where the build pushes
+
+
+class BuildResult(Model):
+    number: int
+    result: str
+    duration_ms: int = 0
+    log_tail: str = ""
+
+
+class ImageQuery(Model):
+    repository: str
+    reference: str  # tag or digest
+
+
+# --- Kubernetes and Istio ------------------------------------------------------------------
+
+
+class ApplyObjects(Model):
+    env: str
+    manifests: list[dict[str, Any]]
+    run_id: str
+
+
+class Applied(Model):
+    kind: str
+    namespace: str
+    name: str
+    created: bool
+
+
+class ReleaseTarget(Model):
+    env: str
+    namespace: str
+    service: str
+    deployment: str = ""
+
+    def name(self) -> str:
+        return self.deployment or self.service
+
+
+class ReleaseSnapshot(Model):
+    """What ran before a change: enough to put it back exactly."""
+    target: ReleaseTarget
+    exists: bool = False
+    image: str = ""
+    replicas: int = 0
+    annotations: dict[str, str] = Field(default_factory=dict)
+    config: dict[str, str] | None = None
+    resources: Resources | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class ApplyRelease(Model):
+    target: ReleaseTarget
+    image: str  # by digest
+    replicas: int
+    config: dict[str, str]
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: Resources
+    annotations: dict[str, str]
+    port: int = 8080
+    health_path: str = "/healthz"
+
+
+class ApplyResult(Model):
+    changed: bool
+    generation: int
+
+
+class WaitRollout(Model):
+    target: ReleaseTarget
+    generation: int
+    timeout: timedelta
+
+
+class RolloutResult(Model):
+    ready_replicas: int
+    revision: str = ""
+
+
+class Revision(Model):
+    revision: int
+    image: str
+    commit: str = ""
+    release_id: str = ""
+    requested_by: str = ""
+
+
+class RouteWeights(Model):
+    env: str
+    namespace: str
+    service: str
+    stable: int = 100
+    canary: int = 0
+    canary_header: bool = False
+
+
+class VerifyRelease(Model):
+    env: str
+    namespace: str
+    service: str
+    workload: str
+    min_success_rate: float = 99.0
+    window: str = "1m"
+
+
+class VerifyResult(Model):
+    verdict: Literal["passed", "failed", "no_data", "skipped"]
+    detail: str = ""
+
+
+class SpecForEnv(Model):
+    """What CreateService lays down in one environment."""
+    spec: ServiceSpec
+    policy: EnvironmentPolicy

@@ -1,0 +1,209 @@
+"""In-memory activities with the real activity names, for time-skipping workflow tests
+of every branch. (The real activities are tested against the sandbox elsewhere.)"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from kepler.models import ServiceSpec
+from kepler.settings import ApprovalPolicy, Bounds
+from kepler.steps import (
+    Applied, ApplyObjects, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
+    EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyQuery, ProjectRef,
+    ReadSpec, ReleaseSnapshot, ReleaseTarget, ResolveRef, Revision, RolloutResult, RouteWeights,
+    UndoCreated, VerifyRelease, VerifyResult, WaitRollout,
+)
+from activities.notify import Notification
+
+DIGEST = "sha256:" + "a" * 64
+
+
+def sha_of(ref: str) -> str:
+    return (ref.encode().hex() * 40)[:40]
+
+
+@dataclass
+class FakeWorld:
+    approvers: list[str] = field(default_factory=lambda: ["alice", "bob"])
+    images: dict[str, str] = field(default_factory=dict)   # commit -> digest
+    build_fails: bool = False
+    rollout_fails: bool = False
+    rollout_hangs: bool = False
+    deployment: dict[str, Any] = field(default_factory=lambda: {
+        "image": "reg/demo/shop@sha256:" + "0" * 64, "config": {"a": "1"}, "replicas": 2})
+    calls: list[str] = field(default_factory=list)
+    notes: list[Notification] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    fail_step: str = ""
+    routes: RouteWeights | None = None
+    history: list[Revision] = field(default_factory=list)
+
+    def activities(self) -> list[Any]:
+        world = self
+
+        def record(name: str) -> None:
+            world.calls.append(name)
+            if world.fail_step == name:
+                raise ApplicationError(f"{name} exploded", type="InvalidInput", non_retryable=True)
+
+        @activity.defn(name="platform.environment_policy")
+        async def environment_policy(q: PolicyQuery) -> EnvironmentPolicy:
+            record("policy")
+            needs = q.env == "prod"
+            return EnvironmentPolicy(
+                env=q.env, namespace=f"{q.service}-{q.env}",
+                approval=ApprovalPolicy(required=needs, approvers=world.approvers if needs else [],
+                                        timeout=timedelta(hours=24), remind_every=timedelta(hours=4)),
+                rollback_approval=ApprovalPolicy(), bounds=Bounds(), bake_time=timedelta(0),
+                rollout_timeout=timedelta(minutes=10), registry_host="reg",
+                image_repository=f"demo/{q.service}")
+
+        @activity.defn(name="platform.environments")
+        async def environments() -> list[str]:
+            record("environments")
+            return ["prod", "staging"]
+
+        @activity.defn(name="gitlab.resolve_ref")
+        async def resolve_ref(r: ResolveRef) -> Commit:
+            record("resolve_ref")
+            if r.ref == "missing":
+                raise ApplicationError("ref 'missing' does not exist", type="NotFound", non_retryable=True)
+            sha = sha_of(r.ref)
+            return Commit(sha=sha, short_id=sha[:8], title=r.ref)
+
+        @activity.defn(name="gitlab.read_spec")
+        async def read_spec(r: ReadSpec) -> ServiceSpec:
+            record("read_spec")
+            return ServiceSpec(name=r.service, team="t", config_files={"v": r.sha[:6]})
+
+        @activity.defn(name="registry.find_image")
+        async def find_image(q: ImageQuery) -> str:
+            record("find_image")
+            digest = world.images.get(q.reference) or (q.reference if q.reference.startswith("sha256:") else "")
+            return f"reg/{q.repository}@{digest}" if digest else ""
+
+        @activity.defn(name="jenkins.build")
+        async def build(b: BuildRequest) -> BuildResult:
+            record("build")
+            if world.build_fails:
+                raise ApplicationError("build kepler-shop #1 ended FAILURE; log tail:\nmake: *** boom",
+                                       type="BuildFailed", non_retryable=True)
+            world.images[b.commit] = "sha256:" + b.commit[:8] * 8
+            return BuildResult(number=1, result="SUCCESS")
+
+        @activity.defn(name="kubernetes.snapshot")
+        async def snapshot(t: ReleaseTarget) -> ReleaseSnapshot:
+            record("snapshot")
+            d = world.deployment
+            return ReleaseSnapshot(target=t, exists=True, image=d["image"], replicas=d["replicas"],
+                                   config=dict(d["config"]))
+
+        @activity.defn(name="kubernetes.apply_release")
+        async def apply_release(a: ApplyRelease) -> ApplyResult:
+            record("apply_release")
+            world.deployment.update(image=a.image, config=dict(a.config), replicas=a.replicas)
+            return ApplyResult(changed=True, generation=2)
+
+        @activity.defn(name="kubernetes.restore_release")
+        async def restore_release(s: ReleaseSnapshot) -> ApplyResult:
+            record("restore_release")
+            world.deployment.update(image=s.image, config=dict(s.config or {}), replicas=s.replicas)
+            return ApplyResult(changed=True, generation=3)
+
+        @activity.defn(name="kubernetes.wait_rollout")
+        async def wait_rollout(w: WaitRollout) -> RolloutResult:
+            record("wait_rollout")
+            if world.rollout_hangs and w.generation == 2:
+                while True:
+                    activity.heartbeat("0/2 ready")
+                    await asyncio.sleep(0.05)
+            if world.rollout_fails and w.generation == 2:
+                raise ApplicationError("shop-prod/shop: pod shop-x: CrashLoopBackOff",
+                                       type="RolloutFailed", non_retryable=True)
+            return RolloutResult(ready_replicas=2)
+
+        @activity.defn(name="kubernetes.revision_history")
+        async def revision_history(t: ReleaseTarget) -> list[Revision]:
+            record("revision_history")
+            return world.history
+
+        @activity.defn(name="kubernetes.apply_objects")
+        async def apply_objects(a: ApplyObjects) -> list[Applied]:
+            record(f"apply_objects {a.env}")
+            out = []
+            for m in a.manifests:
+                world.created.append(f"{a.env}/{m['kind']}/{m['metadata']['name']}")
+                out.append(Applied(kind=m["kind"], namespace=m["metadata"].get("namespace", ""),
+                                   name=m["metadata"]["name"], created=True))
+            return out
+
+        @activity.defn(name="kubernetes.delete_if_created")
+        async def delete_if_created(u: UndoCreated) -> bool:
+            record("delete_if_created")
+            key = f"{u.env}/{u.kind}/{u.name}"
+            if key in world.created:
+                world.created.remove(key)
+                return True
+            return False
+
+        @activity.defn(name="gitlab.ensure_project")
+        async def ensure_project(p: EnsureProject) -> ProjectRef:
+            record("ensure_project")
+            world.created.append(f"gitlab/{p.service}")
+            return ProjectRef(project_id=1, path=f"demo/{p.service}", http_url="http://g/x.git", created=True)
+
+        @activity.defn(name="gitlab.ensure_hook")
+        async def ensure_hook(h: EnsureHook) -> str:
+            record("ensure_hook")
+            return "added"
+
+        @activity.defn(name="gitlab.delete_project_if_created")
+        async def delete_project_if_created(u: UndoCreated) -> bool:
+            record("delete_project_if_created")
+            return world._remove(f"gitlab/{u.service}")
+
+        @activity.defn(name="jenkins.ensure_job")
+        async def ensure_job(j: EnsureJob) -> bool:
+            record("ensure_job")
+            world.created.append(f"jenkins/{j.service}")
+            return True
+
+        @activity.defn(name="jenkins.delete_job_if_created")
+        async def delete_job_if_created(u: UndoCreated) -> bool:
+            record("delete_job_if_created")
+            return world._remove(f"jenkins/{u.service}")
+
+        @activity.defn(name="istio.set_routes")
+        async def set_routes(r: RouteWeights) -> RouteWeights:
+            record("set_routes")
+            previous = world.routes or RouteWeights(env=r.env, namespace=r.namespace, service=r.service)
+            world.routes = r
+            return previous
+
+        @activity.defn(name="prometheus.verify")
+        async def verify(v: VerifyRelease) -> VerifyResult:
+            record("verify")
+            return VerifyResult(verdict="passed")
+
+        @activity.defn(name="notify")
+        async def notify(n: Notification) -> list[str]:
+            world.notes.append(n)
+            return ["test"]
+
+        return [environment_policy, environments, resolve_ref, read_spec, find_image, build,
+                snapshot, apply_release, restore_release, wait_rollout, revision_history,
+                apply_objects, delete_if_created, ensure_project, ensure_hook,
+                delete_project_if_created, ensure_job, delete_job_if_created, set_routes, verify,
+                notify]
+
+    def _remove(self, key: str) -> bool:
+        if key in self.created:
+            self.created.remove(key)
+            return True
+        return False

@@ -1,0 +1,92 @@
+"""CreateService: a repository, a build job and a place to run in every environment.
+
+The runbook: adopt or create the GitLab project from its template (with the
+service spec and a Dockerfile); add the push webhook; create the Jenkins job;
+in each environment lay down namespace, ServiceAccount, ConfigMap, Deployment
+(0 replicas until the first release), Service, HPA/PDB and the Istio routes;
+tell the owners. Undo deletes only what this run created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    import yaml
+
+    from activities.gitlab import GitLabActivities
+    from activities.jenkins import JenkinsActivities
+    from activities.kubernetes import KubernetesActivities
+    from activities.platform import PlatformActivities
+    from kepler import manifests
+    from kepler.models import CreateServiceRequest, Operation, ReleaseReport
+    from kepler.steps import (
+        ApplyObjects, EnsureHook, EnsureJob, EnsureProject, PolicyQuery, UndoCreated,
+    )
+    from workflows.base import ApprovalEnded, KeplerWorkflow, StepFailed, failure
+
+
+def spec_yaml(req: CreateServiceRequest) -> str:
+    data = req.spec.model_dump(mode="json", exclude_defaults=True)
+    return "# Kepler service spec: releases read it at the released commit.\n" + yaml.safe_dump(
+        {"name": req.spec.name, **data}, sort_keys=False)
+
+
+@workflow.defn(name="CreateService")
+class CreateService(KeplerWorkflow):
+    @workflow.run
+    async def run(self, req: CreateServiceRequest) -> ReleaseReport:
+        spec = req.spec
+        self.begin(Operation.CREATE, spec.name, "all", req.requested_by)
+        run_id = workflow.info().run_id
+        try:
+            envs = await self.step("read environments", PlatformActivities.environments, None)
+            policies = [await self.step(f"read policy {env}", PlatformActivities.environment_policy,
+                                        PolicyQuery(service=spec.name, env=env)) for env in envs]
+
+            undo = UndoCreated(service=spec.name, run_id=run_id)
+            self.saga.add("delete the GitLab project if this run created it",
+                          lambda: self.step("undo: delete project",
+                                            GitLabActivities.delete_project_if_created, undo))
+            project = await self.step("GitLab project", GitLabActivities.ensure_project, EnsureProject(
+                service=spec.name, template=spec.template, spec_yaml=spec_yaml(req), run_id=run_id))
+            await self.step("GitLab webhook", GitLabActivities.ensure_hook,
+                            EnsureHook(project_id=project.project_id))
+
+            self.saga.add("delete the Jenkins job if this run created it",
+                          lambda: self.step("undo: delete job",
+                                            JenkinsActivities.delete_job_if_created, undo))
+            await self.step("Jenkins job", JenkinsActivities.ensure_job,
+                            EnsureJob(service=spec.name, repo_url=project.http_url, run_id=run_id))
+
+            for policy in policies:
+                objects = manifests.for_environment(spec, policy.env, policy.namespace)
+                for obj in objects:
+                    self._register_delete(policy.env, obj, run_id)
+                await self.step(f"{policy.env}: objects and routes", KubernetesActivities.apply_objects,
+                                ApplyObjects(env=policy.env, manifests=objects, run_id=run_id))
+        except (StepFailed, ApprovalEnded) as e:
+            undone = await self.compensate()
+            message = f"step '{getattr(e, 'step', '?')}' failed: {getattr(e, 'cause', e)}; " \
+                      f"undone: {', '.join(undone) or 'nothing'}"
+            self.finish("failed", message)
+            await self.notify("failed", message)
+            raise failure(message, "failed")
+        except asyncio.CancelledError:
+            undone = await self.compensate()
+            self.finish("cancelled", "cancelled; undone: " + (", ".join(undone) or "nothing"))
+            raise
+        self.finish("succeeded")
+        await self.notify("created", f"service {spec.name} is ready in {', '.join(envs)}; "
+                          f"owners: {', '.join(spec.owners) or spec.team}")
+        return ReleaseReport(service=spec.name, env="all", outcome="succeeded")
+
+    def _register_delete(self, env: str, obj: dict, run_id: str) -> None:
+        meta = obj["metadata"]
+        undo = UndoCreated(service=self.state.service, run_id=run_id, env=env, kind=obj["kind"],
+                           namespace=meta.get("namespace", ""), name=meta["name"])
+        self.saga.add(f"{env}: delete {obj['kind']} {meta['name']} if this run created it",
+                      lambda: self.step(f"undo: delete {obj['kind']} {meta['name']}",
+                                        KubernetesActivities.delete_if_created, undo))

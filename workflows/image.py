@@ -1,0 +1,28 @@
+"""Image steps shared by ReleaseVersion and Canary: reuse the commit's image or build it,
+then pin it by digest (never deploy a mutable tag)."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.jenkins import JenkinsActivities
+    from activities.registry import RegistryActivities
+    from kepler.steps import BuildRequest, EnvironmentPolicy, ImageQuery
+    from workflows.base import LONG_WAIT, KeplerWorkflow, StepFailed
+
+
+async def ensure_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, service: str, commit: str) -> str:
+    """The image for `commit`, by digest: `host/repo@sha256:...`."""
+    query = ImageQuery(repository=policy.image_repository, reference=commit)
+    image = await wf.step("find image", RegistryActivities.find_image, query)
+    if image:
+        wf.skip("build", f"image for {commit[:12]} already in the registry")
+        return image
+    build = BuildRequest(service=service, commit=commit, image=policy.image(commit))
+    await wf.step("build", JenkinsActivities.build, build, LONG_WAIT)
+    image = await wf.step("resolve digest", RegistryActivities.find_image, query)
+    if not image:
+        raise StepFailed("resolve digest", f"the build passed but {build.image} is not in the "
+                         "registry", "NotFound")
+    return image

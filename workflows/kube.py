@@ -1,0 +1,41 @@
+"""Kubernetes steps shared by the workflows, with their timeouts and heartbeats."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.kubernetes import KubernetesActivities
+    from kepler.steps import (
+        ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout,
+    )
+    from workflows.base import QUICK, KeplerWorkflow, StepOptions
+
+
+async def snapshot(wf: KeplerWorkflow, target: ReleaseTarget) -> ReleaseSnapshot:
+    return await wf.step("record current release", KubernetesActivities.snapshot, target)
+
+
+async def apply(wf: KeplerWorkflow, change: ApplyRelease) -> ApplyResult:
+    return await wf.step("apply image and config", KubernetesActivities.apply_release, change)
+
+
+async def restore(wf: KeplerWorkflow, previous: ReleaseSnapshot) -> ApplyResult:
+    return await wf.step("restore previous release", KubernetesActivities.restore_release, previous)
+
+
+async def wait_rollout(wf: KeplerWorkflow, wait: WaitRollout) -> RolloutResult:
+    options = StepOptions(start_to_close=wait.timeout + timedelta(minutes=1),
+                          heartbeat=timedelta(seconds=20),
+                          schedule_to_close=wait.timeout * 2 + timedelta(minutes=5))
+    return await wf.step("wait for rollout", KubernetesActivities.wait_rollout, wait, options)
+
+
+async def restore_and_wait(wf: KeplerWorkflow, previous: ReleaseSnapshot,
+                           timeout: timedelta) -> None:
+    result = await restore(wf, previous)
+    if previous.replicas:
+        await wait_rollout(wf, WaitRollout(target=previous.target, generation=result.generation,
+                                           timeout=timeout))
