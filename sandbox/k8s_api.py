@@ -20,6 +20,7 @@ from sandbox.k8s_resources import RESOURCES, ApiError, Resource, bad_request, fi
 from sandbox.k8s_schema import check_field_validation
 from sandbox.k8s_select import parse_field_selector, parse_label_selector
 from sandbox.k8s_store import Store, Watcher
+from sandbox.k8s_table import table, wants_table
 
 
 @dataclass
@@ -102,6 +103,9 @@ class ResourceApi:
                 if method == "DELETE":
                     return self.delete_collection(request, t)
             else:
+                if method == "GET" and t.subresource is None and \
+                        wants_table(request.headers.get("accept", "")):
+                    return self._table(request, t, [self.store.get(t.res, t.namespace, t.name)])
                 if method == "GET":
                     return self.get(t)
                 if method == "PUT":
@@ -119,9 +123,16 @@ class ResourceApi:
         q = request.query_params
         items = self.store.list(t.res, t.namespace, parse_label_selector(q.get("labelSelector")),
                                 parse_field_selector(q.get("fieldSelector")))
+        if wants_table(request.headers.get("accept", "")):
+            return self._table(request, t, items)
         return JSONResponse({"kind": f"{t.res.kind}List", "apiVersion": t.res.api_version(t.version),
                              "metadata": {"resourceVersion": str(self.store.rv)},
                              "items": [_versioned(i, t) for i in items]})
+
+    def _table(self, request: Request, t: Target, items: list[dict[str, Any]]) -> Response:
+        doc = table(t.res.kind, [_versioned(i, t) for i in items], str(self.store.rv),
+                    request.query_params.get("includeObject"))
+        return JSONResponse(doc)
 
     def watch(self, request: Request, t: Target) -> Response:
         q = request.query_params

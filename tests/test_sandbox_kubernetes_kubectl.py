@@ -129,6 +129,9 @@ def test_scale_rollout_status_history_undo_describe(box: Sandbox, kubectl: Any,
     kubectl("rollout", "status", "deploy/kc", "-n", ns, "--timeout=20s")
     wait_until(lambda: apps.read_namespaced_deployment("kc", ns).status.available_replicas == 3,
                what="scaled to 3")
+    table = kubectl("get", "deploy", "kc", "-n", ns).stdout
+    assert re.search(r"^NAME\s+READY\s+UP-TO-DATE\s+AVAILABLE\s+AGE$", table, re.M)
+    assert re.search(r"^kc\s+3/3\s+3\s+3\s+\d+s$", table, re.M)
     described = kubectl("describe", "deployment", "kc", "-n", ns).stdout
     assert "3 desired | 3 updated | 3 total | 3 available | 0 unavailable" in described
     assert "NewReplicaSetAvailable" in described and "ScalingReplicaSet" in described
@@ -144,3 +147,5 @@ def test_rollout_status_reports_deadline_exceeded(box: Sandbox, kubectl: Any, ns
     result = kubectl("rollout", "status", "deploy/stuck", "-n", ns, "--timeout=20s", check=False)
     assert result.returncode == 1
     assert 'deployment "stuck" exceeded its progress deadline' in result.stderr
+    pods = kubectl("get", "pods", "-n", ns).stdout
+    assert re.search(r"^stuck-\S+\s+0/1\s+ImagePullBackOff\s+0\s", pods, re.M)
