@@ -28,6 +28,7 @@ SKIPPED_ANNOTATIONS = {REVISION, REVISION_HISTORY, "kubectl.kubernetes.io/last-a
                        "deployment.kubernetes.io/desired-replicas",
                        "deployment.kubernetes.io/max-replicas"}
 _ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
+MAX_EVENTS_PER_NAMESPACE = 200
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -232,6 +233,12 @@ class Controller:
                  "firstTimestamp": stamp, "lastTimestamp": stamp,
                  "reportingComponent": "deployment-controller"}
         self.store.create(EVENTS, event, actor="controller", audited=False)
+        # Keep the newest events only, as the apiserver's event TTL would.
+        events = self.store.iter(EVENTS, meta["namespace"])
+        for old in sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))[
+                : max(0, len(events) - MAX_EVENTS_PER_NAMESPACE)]:
+            self.store.delete(EVENTS, meta["namespace"], old["metadata"]["name"],
+                              actor="controller", audited=False)
 
     # -- status ----------------------------------------------------------------------
 

@@ -109,23 +109,32 @@ def metric_lines(box: Sandbox, ns: str) -> list[str]:
 
 def test_metrics_follow_weights_and_labels(box: Sandbox, kube: client.ApiClient, ns: str) -> None:
     start_canary(box, kube, ns, stable_weight=75)
-    wait_until(lambda: len(metric_lines(box, ns)) > 4, what="series for the namespace")
-    lines = metric_lines(box, ns)
 
-    def total(workload: str, code: str) -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
-                   if line.startswith("istio_requests_total{")
-                   and f'destination_workload="{workload}"' in line
-                   and f'response_code="{code}"' in line)
+    def totals() -> dict[tuple[str, str], float]:
+        counts: dict[tuple[str, str], float] = {}
+        for line in metric_lines(box, ns):
+            if line.startswith("istio_requests_total{"):
+                workload = line.split('destination_workload="')[1].split('"')[0]
+                code = line.split('response_code="')[1].split('"')[0]
+                counts[(workload, code)] = counts.get((workload, code), 0) + float(
+                    line.rsplit(" ", 1)[1])
+        return counts
 
-    assert total("svc", "500") == 0 and total("svc", "200") > 0
-    canary_all = total("svc-canary", "200") + total("svc-canary", "500")
-    assert total("svc-canary", "500") / canary_all == pytest.approx(0.2)
+    # Compare increases after both versions are ready (before, one may have served alone).
+    before = wait_until(lambda: totals().get(("svc-canary", "200")) and totals(),
+                        what="canary series")
+    after = wait_until(lambda: (t := totals())[("svc-canary", "200")] >
+                       before[("svc-canary", "200")] + 20 and t, what="more canary traffic")
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    assert delta[("svc", "500")] == 0 and delta[("svc", "200")] > 0
+    canary = delta[("svc-canary", "200")] + delta[("svc-canary", "500")]
+    assert delta[("svc-canary", "500")] / canary == pytest.approx(0.2)
     # 75/25 weights: three times as many requests reach stable as canary.
-    assert total("svc", "200") / canary_all == pytest.approx(3, rel=0.05)
-    sample = next(line for line in lines if "svc-canary" in line and "_bucket" in line)
+    assert delta[("svc", "200")] / canary == pytest.approx(3, rel=0.02)
+    sample = next(line for line in metric_lines(box, ns)
+                  if "svc-canary" in line and "_bucket" in line)
     for label in ('reporter="destination"', 'destination_version="canary"',
-                  'destination_service_name="svc"', 'le="'):
+                  'destination_service_name="svc"', 'destination_workload="svc-canary"', 'le="'):
         assert label in sample
 
 
