@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, watch
 
+from sandbox.oci import build_image, push_image
 from sandbox.serve import Sandbox
 from tests.helpers import wait_until
 from tests.test_sandbox_kubernetes import (api_client, box, deployment, kube, ns,  # noqa: F401
@@ -90,8 +92,6 @@ def test_missing_image_backs_off_then_deadline_exceeded(box: Sandbox, kube: clie
     # The old version keeps serving: maxUnavailable 25% of 2 rounds down to 0.
     assert d.status.available_replicas == 2 and condition(d, "Available").status == "True"
     # Pushing the image later heals the rollout, as the kubelet keeps retrying.
-    from sandbox.oci import build_image, push_image
-    import asyncio
     asyncio.run(push_image(box.urls["registry"], "team/pull", "never-pushed",
                            build_image({"x": b"late"}, {}, created="2026-01-01T00:00:00Z")))
     wait_until(lambda: rolled_out(apps, ns, "pull"), what="rollout after the push")
