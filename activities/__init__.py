@@ -22,7 +22,7 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
         PlatformActivities(platform), GitLabActivities(platform, secrets),
         JenkinsActivities(platform, secrets), RegistryActivities(platform, secrets),
         KubernetesActivities(platform), IstioActivities(platform), PrometheusActivities(platform),
-        NotifyActivities(),
+        NotifyActivities(platform, secrets),
     ]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))
             if hasattr(getattr(type(obj), name), "__temporal_activity_definition")]

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kepler.models import Model
+from kepler.notifications import NotificationsConfig
 from kepler.validation import Duration, EnvName, UserName, describe_validation_error
 
 DEFAULT_CONFIG = "kepler.yaml"
@@ -103,6 +104,23 @@ class PrometheusConfig(Model):
     url: str
 
 
+class ChatOpsConfig(Model):
+    """The Slack chat-ops endpoint: who is who, and where replies may be posted."""
+    users: dict[str, UserName] = Field(default_factory=dict,
+                                       description="Slack user id -> Kepler identity")
+    response_url_prefix: str = Field("https://hooks.slack.com/",
+                                     description="only post follow-ups to response_urls under this")
+
+
+class DecommissionPolicy(Model):
+    """Decommission always needs approval. Approvers default to the union of every
+    environment's approval approvers."""
+    approvers: list[UserName] = Field(default_factory=list)
+    min_approvals: int = Field(1, ge=1, le=10)
+    timeout: Duration = timedelta(hours=24)
+    remind_every: Duration = timedelta(hours=4)
+
+
 class Platform(Model):
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
     builder: Literal["jenkins"] = "jenkins"
@@ -111,7 +129,9 @@ class Platform(Model):
     registry: RegistryConfig
     prometheus: PrometheusConfig | None = None
     environments: dict[EnvName, EnvironmentConfig]
-    notifications: dict[str, Any] = Field(default_factory=dict)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    chatops: ChatOpsConfig = Field(default_factory=ChatOpsConfig)
+    decommission: DecommissionPolicy = Field(default_factory=DecommissionPolicy)
     identity: Literal["env", "env-or-as"] = "env-or-as"
 
     @model_validator(mode="after")
@@ -119,6 +139,18 @@ class Platform(Model):
         if not self.environments:
             raise ValueError("environments must name at least one environment")
         return self
+
+    def decommission_approval(self) -> ApprovalPolicy:
+        """Always required; approvers from `decommission.approvers`, else every
+        environment's approvers (union, in configuration order)."""
+        d = self.decommission
+        approvers = list(d.approvers)
+        if not approvers:
+            for env in self.environments.values():
+                approvers += [a for a in env.approval.approvers if a not in approvers]
+        return ApprovalPolicy.model_construct(required=True, approvers=approvers,
+                                              min_approvals=d.min_approvals, timeout=d.timeout,
+                                              remind_every=d.remind_every)
 
     def environment(self, name: str) -> EnvironmentConfig:
         try:
@@ -137,6 +169,7 @@ class Secrets(BaseSettings):
     registry_password: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    smtp_password: SecretStr | None = None
 
 
 def config_path() -> Path:
