@@ -59,12 +59,13 @@ class Cluster:
 
     def call(self, method: str, path: str, body: Any = None, query: list | None = None,
              content_type: str = "application/json") -> Any:
+        request = self.api.param_serialize(
+            method=method, resource_path=path, query_params=query or [], body=body,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            auth_settings=["BearerToken"])
         try:
-            return self.api.call_api(
-                path, method, query_params=query or [], body=body,
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                response_type="object", auth_settings=["BearerToken"],
-                _return_http_data_only=True, _preload_content=True, _request_timeout=15)
+            return self.api._call_with_legacy_options(
+                request, {"200": "object", "201": "object", "202": "object"}, None, True, 15, True)
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
             raise retryable(f"{method} {path}: cluster unreachable: {type(e).__name__}") from None
 

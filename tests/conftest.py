@@ -71,3 +71,45 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         yield box
     finally:
         box.stop()
+
+
+def platform_yaml(urls: dict[str, str], temporal_address: str, task_queue: str,
+                  ui_url: str = "http://127.0.0.1:8233") -> str:
+    """A kepler.yaml pointing at a running sandbox and Temporal server."""
+    registry_host = urls["registry"].removeprefix("http://")
+    text = (Path(__file__).resolve().parent.parent / "kepler.yaml").read_text()
+    import yaml
+
+    data = yaml.safe_load(text)
+    data["temporal"].update(address=temporal_address, task_queue=task_queue, ui_url=ui_url)
+    data["gitlab"]["url"] = urls["gitlab"]
+    data["jenkins"]["url"] = urls["jenkins"]
+    data["registry"].update(url=urls["registry"], host=registry_host)
+    data["prometheus"]["url"] = urls.get("prometheus", "http://127.0.0.1:1")
+    for env in data["environments"].values():
+        env["cluster"]["server"] = urls["kubernetes"]
+        env["rollout_timeout"] = "2m"
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+@pytest.fixture(scope="session")
+def platform_file(sandbox: Sandbox, dev_env, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("platform") / "kepler.yaml"
+    path.write_text(platform_yaml(sandbox.urls, dev_env.client.service_client.config.target_host,
+                                  "kepler-e2e"))
+    return path
+
+
+@pytest.fixture(scope="session")
+async def e2e_worker(platform_file: Path, dev_env) -> AsyncIterator[None]:
+    """The real worker (every workflow and activity) against the sandbox."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kepler.settings import Secrets, load_platform
+    from worker import build_worker
+
+    platform = load_platform(platform_file)
+    with ThreadPoolExecutor(max_workers=64) as executor:
+        worker = build_worker(dev_env.client, platform, Secrets(), executor)
+        async with worker:
+            yield

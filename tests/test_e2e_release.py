@@ -1,0 +1,141 @@
+"""End to end, as a user: the `kepler` CLI, the real dev server, the real worker and
+activities, and the sandbox's GitLab, Jenkins, registry and Kubernetes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import gitlab
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from sandbox.serve import Sandbox
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+
+
+async def kepler(platform_file: Path, *args: str, user: str = "carol") -> tuple[int, str, str]:
+    """Run the CLI without blocking the event loop the in-process worker runs on."""
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "kepler"), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "KEPLER_CONFIG": str(platform_file), "KEPLER_USER": user,
+             "COLUMNS": "200"})
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def apps(sandbox: Sandbox) -> k8s.AppsV1Api:
+    conf = k8s.Configuration()
+    conf.host = sandbox.urls["kubernetes"]
+    return k8s.AppsV1Api(k8s.ApiClient(conf))
+
+
+def core(sandbox: Sandbox) -> k8s.CoreV1Api:
+    conf = k8s.Configuration()
+    conf.host = sandbox.urls["kubernetes"]
+    return k8s.CoreV1Api(k8s.ApiClient(conf))
+
+
+def gitlab_client(sandbox: Sandbox) -> gitlab.Gitlab:
+    return gitlab.Gitlab(sandbox.urls["gitlab"], private_token=sandbox.settings.gitlab_token)
+
+
+async def test_create_release_approve_bad_release_and_rollback(
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
+    spec = {"name": "checkout", "team": "payments", "template": "python", "replicas": 2,
+            "owners": ["alice"], "config_files": {"app.conf": "mode=v1\n"},
+            "environments": {"prod": {"replicas": 3}}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+
+    code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+                                  "--watch")
+    assert code == 0, out + err
+    deploy = apps(sandbox).read_namespaced_deployment("checkout", "checkout-staging")
+    assert deploy.spec.replicas == 0  # nothing runs until the first release
+    assert core(sandbox).read_namespace("checkout-prod").metadata.labels["istio-injection"] == "enabled"
+    project = gitlab_client(sandbox).projects.get("demo/checkout")
+    assert "name: checkout" in project.files.get(".kepler/service.yaml", ref="main").decode().decode()
+
+    code, out, err = await kepler(platform_file, "release", "checkout", "--env", "staging",
+                                  "--ref", "main", "--watch", "--output", "json")
+    assert code == 0, out + err
+    report = json.loads(out)["report"]
+    assert report["outcome"] == "succeeded" and "@sha256:" in report["image"]
+    deploy = apps(sandbox).read_namespaced_deployment("checkout", "checkout-staging")
+    assert deploy.spec.template.spec.containers[0].image == report["image"]
+    assert deploy.status.available_replicas == 2
+    assert deploy.metadata.annotations["kepler.dev/requested-by"] == "carol"
+    v1_image = report["image"]
+
+    # prod needs approval; the requester cannot give it, a listed approver can
+    code, out, err = await kepler(platform_file, "release", "checkout", "--env", "prod",
+                                  "--ref", "main", "--output", "json")
+    assert code == 0, err
+    assert json.loads(out)["workflow_id"] == "checkout@prod"
+    await wait_for_stage(platform_file, "checkout", "prod", "awaiting approval")
+    code, out, err = await kepler(platform_file, "approve", "checkout", "--env", "prod")
+    assert code == 3 and "four eyes" in err
+    code, out, err = await kepler(platform_file, "release", "checkout", "--env", "prod", "--ref", "main")
+    assert code == 3 and "checkout@prod is busy: release" in err and "carol" in err
+    code, out, err = await kepler(platform_file, "approve", "checkout", "--env", "prod", user="alice")
+    assert code == 0 and "approved" in out
+    status = await wait_for_outcome(platform_file, "checkout", "prod")
+    assert status["outcome"] == "succeeded"
+    assert apps(sandbox).read_namespaced_deployment("checkout", "checkout-prod").status.available_replicas == 3
+
+    # a bad v2: its commit says it crashes, and its config changes; both are undone
+    project.commits.create({"branch": "main", "commit_message": "v2: crashes", "actions": [
+        {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "crash: true\n"},
+        {"action": "update", "file_path": ".kepler/service.yaml",
+         "content": yaml.safe_dump({**spec, "config_files": {"app.conf": "mode=v2\n"}})}]})
+    project.tags.create({"tag_name": "v2", "ref": "main"})
+    code, out, err = await kepler(platform_file, "release", "checkout", "--env", "staging",
+                                  "--ref", "v2", "--watch")
+    assert code == 1, out + err
+    assert "CrashLoopBackOff" in err and "restore" in err
+    deploy = apps(sandbox).read_namespaced_deployment("checkout", "checkout-staging")
+    assert deploy.spec.template.spec.containers[0].image == v1_image
+    cm = core(sandbox).read_namespaced_config_map("checkout-config", "checkout-staging")
+    assert cm.data == {"app.conf": "mode=v1\n"}
+    status = json.loads((await kepler(platform_file, "status", "checkout", "--env", "staging",
+                                      "-o", "json"))[1])
+    assert status["outcome"] == "rolled_back"
+
+    code, out, err = await kepler(platform_file, "history", "checkout", "-o", "json")
+    rows = json.loads(out)
+    assert [r["operation"] for r in rows if r["env"] == "staging"][:2] == ["release", "release"]
+
+    code, out, err = await kepler(platform_file, "release", "checkout", "--env", "qa", "--ref", "main")
+    assert code == 2 and "unknown environment 'qa'" in err
+    code, out, err = await kepler(platform_file, "release", "Checkout!", "--env", "staging", "--ref", "main")
+    assert code == 2 and "service" in err and "DNS-1035" in err
+
+
+async def wait_for_stage(platform_file: Path, service: str, env: str, stage: str) -> dict:
+    return await _poll(platform_file, service, env, lambda s: s.get("stage") == stage, stage)
+
+
+async def wait_for_outcome(platform_file: Path, service: str, env: str) -> dict:
+    return await _poll(platform_file, service, env, lambda s: s.get("outcome") not in (None, "running"),
+                       "an outcome")
+
+
+async def _poll(platform_file: Path, service: str, env: str, check: Any, what: str,
+                timeout: float = 120) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: dict = {}
+    while asyncio.get_running_loop().time() < deadline:
+        code, out, _ = await kepler(platform_file, "status", service, "--env", env, "-o", "json")
+        if out.strip():
+            last = json.loads(out)
+            if check(last):
+                return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{service}@{env} never reached {what}; last status {last}")
