@@ -13,7 +13,9 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
     from activities.istio import IstioActivities
     from activities.jenkins import JenkinsActivities
     from activities.kubernetes import KubernetesActivities
+    from activities.k8s_teardown import TeardownActivities
     from activities.notify import NotifyActivities
+    from activities.operations import OperationsActivities
     from activities.platform import PlatformActivities
     from activities.prometheus import PrometheusActivities
     from activities.registry import RegistryActivities
@@ -23,6 +25,7 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
         JenkinsActivities(platform, secrets), RegistryActivities(platform, secrets),
         KubernetesActivities(platform), IstioActivities(platform), PrometheusActivities(platform),
         NotifyActivities(platform, secrets),
+        TeardownActivities(platform), OperationsActivities(platform),
     ]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))
             if hasattr(getattr(type(obj), name), "__temporal_activity_definition")]

@@ -12,18 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError,
+)
 from temporalio.common import (
     SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from kepler import naming
 from kepler import search_attributes as sa
+from kepler.decommission import DecommissionReport, RestoreRequest
 from kepler.models import (
-    ApprovalDecision, CreateServiceRequest, OperationStatus, ReleaseReport, ReleaseRequest,
-    RollbackRequest,
+    ApprovalDecision, CreateServiceRequest, DecommissionRequest, OperationStatus, ReleaseReport,
+    ReleaseRequest, RollbackRequest,
 )
 
 
@@ -42,12 +45,16 @@ WORKFLOW_FOR = {
     ReleaseRequest: ("ReleaseVersion", "release"),
     RollbackRequest: ("Rollback", "rollback"),
     CreateServiceRequest: ("CreateService", "create"),
+    DecommissionRequest: ("Decommission", "decommission"),
 }
+RESULT_TYPE: dict[type, type] = {DecommissionRequest: DecommissionReport}
 
 
 def _identity(req: Any) -> tuple[str, str, str, str]:
     if isinstance(req, CreateServiceRequest):
         return req.spec.name, "all", naming.service_workflow_id(req.spec.name), ""
+    if isinstance(req, DecommissionRequest):
+        return req.service, "all", naming.service_workflow_id(req.service), ""
     version = getattr(req, "ref", "") or getattr(req, "target", "")
     return req.service, req.env, naming.workflow_id(req.service, req.env), version
 
@@ -68,16 +75,52 @@ async def start(client: Client, req: Any, task_queue: str) -> Started:
              SearchAttributePair(sa.STAGE, "starting"), SearchAttributePair(sa.OUTCOME, "running")]
     if version:
         attrs.append(SearchAttributePair(sa.VERSION, version))
+    await _refuse_if_service_busy(client, req, service, env)
     try:
         handle = await client.start_workflow(
             workflow_name, req, id=workflow_id, task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             search_attributes=TypedSearchAttributes(attrs), static_summary=summary(req),
-            result_type=ReleaseReport)
+            result_type=RESULT_TYPE.get(type(req), ReleaseReport))
     except WorkflowAlreadyStartedError:
         raise Refused(await describe_running(client, workflow_id)) from None
     return Started(workflow_id, handle.result_run_id or "", handle)
+
+
+async def _refuse_if_service_busy(client: Client, req: Any, service: str, env: str) -> None:
+    """A decommission refuses while anything runs on the service; an operation in one
+    environment refuses while the service-wide one (create, decommission) runs. The
+    Decommission workflow checks again itself (this check is a courtesy: it answers at once)."""
+    if isinstance(req, DecommissionRequest):
+        query = f'{sa.SERVICE.name} = "{service}" AND ExecutionStatus = "Running"'
+        try:
+            async for execution in client.list_workflows(query, limit=5):
+                if execution.id != naming.service_workflow_id(service):
+                    raise Refused("refused: " + await describe_running(client, execution.id))
+        except RPCError as e:
+            if e.status != RPCStatusCode.UNIMPLEMENTED:  # a server without visibility
+                raise
+    elif env != "all":
+        workflow_id = naming.service_workflow_id(service)
+        try:
+            desc = await client.get_workflow_handle(workflow_id).describe()
+        except RPCError:
+            return
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            raise Refused(await describe_running(client, workflow_id))
+
+
+async def restore(client: Client, service: str, req: RestoreRequest) -> str:
+    """Undo phase 1 of a soaking decommission; waits until routes and replicas are back."""
+    workflow_id = naming.service_workflow_id(service)
+    try:
+        return await client.get_workflow_handle(workflow_id).execute_update(
+            "restore", req, result_type=str)
+    except WorkflowUpdateFailedError as e:
+        raise Refused(getattr(e.cause, "message", None) or str(e.cause)) from None
+    except RPCError as e:
+        raise Refused(f"{workflow_id}: nothing to restore ({e.message})") from None
 
 
 async def describe_running(client: Client, workflow_id: str) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from workflows.create import CreateService
+from workflows.decommission import Decommission
 from workflows.release import ReleaseVersion
 from workflows.rollback import Rollback
 
-ALL: list[type] = [CreateService, ReleaseVersion, Rollback]
+ALL: list[type] = [CreateService, ReleaseVersion, Rollback, Decommission]

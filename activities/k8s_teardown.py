@@ -1,0 +1,125 @@
+"""Kubernetes + Istio verbs of a decommission: record, remove routes, scale to zero,
+put both back, and delete what Kepler manages for a service. Every verb is
+idempotent: deleting what is gone and scaling what is already scaled are no-ops."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.k8s_client import Cluster, Clusters
+from kepler import naming
+from kepler.decommission import EnvTarget, Footprint, TeardownRequest, TeardownResult
+from kepler.settings import Platform
+
+ISTIO_KINDS = ["VirtualService", "Gateway", "DestinationRule"]
+# Deleted in this order; the Namespace last, and only when nothing else lives in it.
+KUBERNETES_KINDS = ["HorizontalPodAutoscaler", "PodDisruptionBudget", "Deployment", "Service",
+                    "ConfigMap", "ServiceAccount"]
+BUILTIN = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
+MANAGED = ",".join(f"{k}={v}" for k, v in naming.MANAGED_BY.items())
+
+
+def selector(service: str) -> str:
+    return f"app={service},{MANAGED}"
+
+
+def clean(obj: dict) -> dict:
+    """A manifest that can be created again: no server-set fields."""
+    meta = obj.get("metadata", {})
+    keep = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if meta.get(k)}
+    return {"apiVersion": obj.get("apiVersion", "networking.istio.io/v1"), "kind": obj["kind"],
+            "metadata": keep, "spec": obj.get("spec", {})}
+
+
+class TeardownActivities:
+    def __init__(self, platform: Platform) -> None:
+        self.clusters = Clusters(platform)
+
+    @activity.defn(name="kubernetes.record_footprint")
+    def record_footprint(self, target: EnvTarget) -> Footprint:
+        """Read-only: the service's routes and replica counts in one environment."""
+        cluster = self.clusters(target.env)
+        ns, sel = target.namespace, selector(target.service)
+        routes = [clean({**vs, "kind": "VirtualService"})
+                  for vs in cluster.list("VirtualService", ns, sel)]
+        replicas = {d["metadata"]["name"]: d["spec"].get("replicas", 0)
+                    for d in cluster.list("Deployment", ns, sel)}
+        return Footprint(target=target, virtual_services=routes, replicas=replicas)
+
+    @activity.defn(name="istio.remove_routes")
+    def remove_routes(self, footprint: Footprint) -> list[str]:
+        cluster = self.clusters(footprint.target.env)
+        ns = footprint.target.namespace
+        return [f"VirtualService {ns}/{vs['metadata']['name']}"
+                for vs in footprint.virtual_services
+                if cluster.delete("VirtualService", ns, vs["metadata"]["name"])]
+
+    @activity.defn(name="istio.restore_routes")
+    def restore_routes(self, footprint: Footprint) -> list[str]:
+        cluster = self.clusters(footprint.target.env)
+        ns, restored = footprint.target.namespace, []
+        for vs in footprint.virtual_services:
+            live = cluster.get("VirtualService", ns, vs["metadata"]["name"])
+            if live is None:
+                cluster.create({**vs, "metadata": {**vs["metadata"], "namespace": ns}})
+                restored.append(f"VirtualService {ns}/{vs['metadata']['name']}")
+            elif live.get("spec") != vs["spec"]:
+                cluster.patch("VirtualService", ns, vs["metadata"]["name"], {"spec": vs["spec"]})
+                restored.append(f"VirtualService {ns}/{vs['metadata']['name']}")
+        return restored
+
+    @activity.defn(name="kubernetes.scale_down")
+    def scale_down(self, footprint: Footprint) -> list[str]:
+        return self._scale(footprint, {name: 0 for name in footprint.replicas})
+
+    @activity.defn(name="kubernetes.scale_restore")
+    def scale_restore(self, footprint: Footprint) -> list[str]:
+        return self._scale(footprint, footprint.replicas)
+
+    def _scale(self, footprint: Footprint, want: dict[str, int]) -> list[str]:
+        cluster = self.clusters(footprint.target.env)
+        ns, changed = footprint.target.namespace, []
+        for name, replicas in want.items():
+            live = cluster.get("Deployment", ns, name)
+            if live is None or live["spec"].get("replicas") == replicas:
+                continue
+            cluster.patch("Deployment", ns, name, {"spec": {"replicas": replicas}})
+            changed.append(f"Deployment {ns}/{name} -> {replicas}")
+        return changed
+
+    @activity.defn(name="kubernetes.teardown")
+    def teardown(self, req: TeardownRequest) -> TeardownResult:
+        """Delete the service's Kepler-managed objects of one part (istio | kubernetes).
+        The Namespace goes too when Kepler made it and nothing else is left in it."""
+        cluster = self.clusters(req.target.env)
+        ns, sel = req.target.namespace, selector(req.target.service)
+        deleted = []
+        for kind in ISTIO_KINDS if req.part == "istio" else KUBERNETES_KINDS:
+            for obj in cluster.list(kind, ns, sel):
+                name = obj["metadata"]["name"]
+                if cluster.delete(kind, ns, name):
+                    deleted.append(f"{kind} {ns}/{name}")
+        if req.part == "kubernetes" and self._namespace_is_ours_and_empty(cluster, ns):
+            if cluster.delete("Namespace", None, ns):
+                deleted.append(f"Namespace {ns}")
+        return TeardownResult(deleted=deleted)
+
+    @staticmethod
+    def _namespace_is_ours_and_empty(cluster: Cluster, ns: str) -> bool:
+        live = cluster.get("Namespace", None, ns)
+        if live is None or not all(
+                (live["metadata"].get("labels") or {}).get(k) == v for k, v in naming.MANAGED_BY.items()):
+            return False
+        for kind in ISTIO_KINDS + KUBERNETES_KINDS:
+            for obj in cluster.list(kind, ns):
+                if (kind, obj["metadata"]["name"]) not in BUILTIN:
+                    return False
+        return True
+
+    @activity.defn(name="kubernetes.inventory")
+    def inventory(self, target: EnvTarget) -> list[str]:
+        """Read-only: what Kepler still manages for the service in one environment."""
+        cluster = self.clusters(target.env)
+        ns, sel = target.namespace, selector(target.service)
+        return [f"{kind} {ns}/{obj['metadata']['name']}"
+                for kind in ISTIO_KINDS + KUBERNETES_KINDS for obj in cluster.list(kind, ns, sel)]

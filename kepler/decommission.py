@@ -1,0 +1,61 @@
+"""Contracts of the Decommission workflow and its activities (DESIGN §3)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from kepler.models import Model, Outcome
+from kepler.settings import ApprovalPolicy
+from kepler.validation import UserName
+
+
+class EnvTarget(Model):
+    env: str
+    namespace: str
+    service: str
+
+
+class DecommissionPlan(Model):
+    """From the worker's kepler.yaml: who approves, and where the service lives."""
+    approval: ApprovalPolicy
+    targets: list[EnvTarget]
+
+
+class RunningQuery(Model):
+    service: str
+    envs: list[str]
+    exclude: str = ""  # the asking workflow's own id
+
+
+class Footprint(Model):
+    """What phase 1 changes in one environment, recorded before it changes it, so a
+    restore puts it back exactly."""
+    target: EnvTarget
+    virtual_services: list[dict[str, Any]] = Field(default_factory=list)  # clean manifests
+    replicas: dict[str, int] = Field(default_factory=dict)  # Deployment -> replicas before
+
+
+class TeardownRequest(Model):
+    target: EnvTarget
+    part: Literal["istio", "kubernetes"]
+
+
+class TeardownResult(Model):
+    deleted: list[str] = Field(default_factory=list)
+
+
+class RestoreRequest(Model):
+    requested_by: UserName
+    reason: str = Field("", max_length=500)
+
+
+class DecommissionReport(Model):
+    service: str
+    outcome: Outcome
+    recorded: list[Footprint] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)
+    remaining: list[str] = Field(default_factory=list)
+    restored_by: str = ""
+    error: str = ""
