@@ -23,9 +23,22 @@ def register(app: typer.Typer) -> None:
     commands_ops.register(app)
 
     @app.command()
-    def demo(output: str = OutputOpt) -> None:
+    def demo(as_user: Optional[str] = typer.Option(None, "--as"), output: str = OutputOpt) -> None:
         """Run the demo against the sandbox: create, release, approve, bad release, canary."""
-        _not_built("demo", 5, output)
+        from starter import demo as demo_module
+        from starter import session
+        from starter.output import console
+
+        try:
+            p = session.platform()
+            user = as_user or __import__("os").environ.get("KEPLER_USER") or "dev"
+            links = session.run(demo_module.demo(p, user))
+        except CliError as e:
+            fail(e, output == "json")
+        console.rule("[bold]done")
+        console.print(f"Temporal UI: {p.temporal.ui_url}")
+        for link in links:
+            console.print(link)
 
     @app.command()
     def canary(service: str, env: str = EnvOpt, ref: str = typer.Option(..., "--ref"),
@@ -40,17 +53,3 @@ def register(app: typer.Typer) -> None:
         control.__doc__ = f"{verb.capitalize()} the running canary of SERVICE in ENV."
         app.command(verb)(control)
 
-    @app.command()
-    def decommission(service: str, reason: str = "", output: str = OutputOpt) -> None:
-        """Decommission SERVICE (approval always; reversible during the soak)."""
-        _not_built("decommission", 7, output)
-
-    @app.command()
-    def restore(service: str, output: str = OutputOpt) -> None:
-        """Undo phase 1 of a decommission during its soak period."""
-        _not_built("restore", 7, output)
-
-    @app.command()
-    def chatops(host: str = "127.0.0.1", port: int = 8300) -> None:
-        """Serve the Slack-compatible chat-ops endpoint."""
-        _not_built("chatops", 7, "text")

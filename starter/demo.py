@@ -1,0 +1,97 @@
+"""`kepler demo`: a guided tour against the sandbox, watchable in the Temporal UI.
+
+1. create the service `demo-shop` (GitLab project, Jenkins job, objects in every env);
+2. release v1 to staging; 3. release v1 to prod, which needs approval, and approve
+it as a second configured user; 4. release a bad v2 (its commit says it crashes)
+that rolls back automatically, image and config; then print the UI links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import gitlab
+import yaml
+
+from kepler.models import ApprovalDecision, CreateServiceRequest, ReleaseRequest, ServiceSpec
+from kepler.settings import Platform, Secrets
+from starter import ops, session
+from starter.output import FAILED, CliError, console
+from starter.watch import watch
+
+SERVICE = "demo-shop"
+SPEC = ServiceSpec(name=SERVICE, team="demo", template="python", replicas=2, owners=["alice"],
+                   config_files={"app.conf": "greeting=hello from v1\n"},
+                   environments={"prod": {"replicas": 3}})
+
+
+def prepare_repository(p: Platform) -> None:
+    """What a developer would push: tag v1, and a branch bad-v2 whose build crashes."""
+    gl = gitlab.Gitlab(p.gitlab.url, private_token=Secrets().gitlab_token.get_secret_value())
+    project = gl.projects.get(f"{p.gitlab.group}/{SERVICE}")
+    names = {t.name for t in project.tags.list(get_all=True)}
+    if "v1" not in names:
+        project.tags.create({"tag_name": "v1", "ref": project.default_branch or "main"})
+    if "bad-v2" not in {b.name for b in project.branches.list(get_all=True)}:
+        project.branches.create({"branch": "bad-v2", "ref": "v1"})
+        spec = SPEC.model_dump(mode="json", exclude_defaults=True)
+        spec["config_files"] = {"app.conf": "greeting=hello from v2\n"}
+        project.commits.create({"branch": "bad-v2", "commit_message": "v2: new greeting (crashes)",
+                                "actions": [
+            {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "crash: true\n"},
+            {"action": "update", "file_path": ".kepler/service.yaml",
+             "content": yaml.safe_dump({"name": SERVICE, **spec}, sort_keys=False)}]})
+
+
+async def run_step(p: Platform, title: str, req: Any, approver: str | None = None,
+                   expect_failure: bool = False) -> str:
+    console.rule(f"[bold]{title}")
+    client = await session.client(p)
+    started = await ops.start(client, req, p.temporal.task_queue)
+    link = session.ui_link(p, started.workflow_id, started.run_id)
+    console.print(f"workflow [bold]{started.workflow_id}[/bold]  {link}")
+    if approver:
+        await _approve_when_pending(client, started, req, approver)
+    await watch(started.handle)
+    try:
+        await started.handle.result()
+        failed = False
+    except Exception:  # noqa: BLE001 - the outcome is shown by the watch view
+        failed = True
+    if failed != expect_failure:
+        raise CliError(f"demo: {title} did not go as expected; see {link}", FAILED)
+    return link
+
+
+async def _approve_when_pending(client: Any, started: ops.Started, req: ReleaseRequest,
+                                approver: str) -> None:
+    for _ in range(600):
+        status = await ops.status(client, started.workflow_id)
+        if status.pending_approval:
+            console.print(f"{req.requested_by} may not approve their own release; "
+                          f"[bold]{approver}[/bold] approves it")
+            await ops.decide(client, req.service, req.env, "approve",
+                             ApprovalDecision(approver=approver, comment="demo: looks good"))
+            return
+        await asyncio.sleep(0.2)
+    raise CliError("demo: the prod release never asked for approval", FAILED)
+
+
+async def demo(p: Platform, user: str) -> list[str]:
+    links = [await run_step(p, "1. create the service", CreateServiceRequest(
+        spec=SPEC, requested_by=user, reason="kepler demo"))]
+    await asyncio.get_running_loop().run_in_executor(None, prepare_repository, p)
+    links.append(await run_step(p, "2. release v1 to staging", ReleaseRequest(
+        service=SERVICE, env="staging", ref="v1", requested_by=user, reason="demo")))
+    prod = p.environments.get("prod")
+    if prod is not None:
+        approver = next((a for a in prod.approval.approvers if a != user), None)
+        links.append(await run_step(p, "3. release v1 to prod (needs approval)", ReleaseRequest(
+            service=SERVICE, env="prod", ref="v1", requested_by=user, reason="demo"),
+            approver=approver if prod.approval.required else None))
+    links.append(await run_step(p, "4. release a bad v2 to staging: it crashes and rolls back",
+                                ReleaseRequest(service=SERVICE, env="staging", ref="bad-v2",
+                                               requested_by=user, reason="demo"),
+                                expect_failure=True))
+    return links
