@@ -92,9 +92,10 @@ def worker() -> None:
 
 
 def _register_operations() -> None:
-    from starter import commands
+    from starter import commands, commands_decommission
 
     commands.register(app)
+    commands_decommission.register(app)
 
 
 _register_operations()
