@@ -16,7 +16,7 @@ import jenkins
 import requests
 from temporalio import activity
 
-from activities.errors import non_retryable, retryable
+from activities.errors import non_retryable, raise_for_status, retryable
 from kepler import naming
 from kepler.settings import Platform, Secrets
 from kepler.steps import BuildRequest, BuildResult, EnsureJob, UndoCreated
@@ -38,6 +38,9 @@ def jenkins_errors(what: str) -> Iterator[None]:
         if re.search(r"\[40[0-9]\]|\[4[1-9][0-9]\]", text) and "[408]" not in text and "[429]" not in text:
             raise non_retryable("InvalidInput", f"{what}: {text[:300]}") from None
         raise retryable(f"{what}: {text[:300]}") from None
+    except requests.HTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        raise_for_status(status, what)
     except (requests.ConnectionError, requests.Timeout, TimeoutError) as e:
         raise retryable(f"{what}: Jenkins unreachable: {type(e).__name__}") from None
 

@@ -1,0 +1,187 @@
+"""Each activity against the sandbox, through the real client libraries, including
+injected faults: transient ones are classified retryable and a retry gets through;
+conflicts are re-read and re-applied; permanent ones fail at once with a type."""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.gitlab import GitLabActivities
+from activities.istio import IstioActivities
+from activities.jenkins import JenkinsActivities, job_config
+from activities.kubernetes import KubernetesActivities
+from activities.registry import RegistryActivities
+from kepler import manifests
+from kepler.models import ServiceSpec
+from kepler.settings import Platform, Secrets, parse_platform
+from kepler.steps import (
+    ApplyObjects, ApplyRelease, BuildRequest, EnsureJob, EnsureProject, ImageQuery, ReadSpec,
+    ReleaseTarget, ResolveRef, RouteWeights, UndoCreated, WaitRollout,
+)
+from sandbox.serve import Sandbox
+from sandbox.world import SandboxSettings
+from tests.conftest import platform_yaml
+
+from datetime import timedelta
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    settings = SandboxSettings(state_dir=tmp_path_factory.mktemp("acts"), build_seconds=0.1,
+                               seconds_per_replica=0.05)
+    sandbox = Sandbox(settings).start()
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(box: Sandbox) -> Platform:
+    return parse_platform(platform_yaml(box.urls, "127.0.0.1:1", "unused"))
+
+
+def fault(box: Sandbox, standin: str, **rule: object) -> None:
+    httpx.post(f"{box.urls[standin]}/_sandbox/faults", json=rule).raise_for_status()
+
+
+def run(fn, *args):  # noqa: ANN001, ANN202 - thin wrapper over the SDK's test harness
+    return ActivityEnvironment().run(fn, *args)
+
+
+def expect(kind: str, fn, *args) -> ApplicationError:  # noqa: ANN001
+    with pytest.raises(ApplicationError) as e:
+        run(fn, *args)
+    assert e.value.type == kind, e.value
+    return e.value
+
+
+def test_gitlab_create_adopt_resolve_read_and_undo(box: Sandbox, platform: Platform) -> None:
+    gl = GitLabActivities(platform, Secrets())
+    spec = "name: cart\nteam: shop\n"
+    project = run(gl.ensure_project, EnsureProject(service="cart", template="go", spec_yaml=spec, run_id="r1"))
+    assert project.created and project.path == "demo/cart"
+    again = run(gl.ensure_project, EnsureProject(service="cart", template="go", spec_yaml=spec, run_id="r2"))
+    assert not again.created and again.project_id == project.project_id  # adopted, not duplicated
+    commit = run(gl.resolve_ref, ResolveRef(service="cart", ref="main"))
+    assert len(commit.sha) == 40
+    assert run(gl.read_spec, ReadSpec(service="cart", sha=commit.sha)).team == "shop"
+    error = expect("NotFound", gl.resolve_ref, ResolveRef(service="cart", ref="no-such-branch"))
+    assert error.non_retryable and "no-such-branch" in str(error)
+
+    fault(box, "gitlab", method="GET", path="/projects/demo(%2F|/)cart$", status=503, count=1)
+    transient = expect("Unavailable", gl.resolve_ref, ResolveRef(service="cart", ref="main"))
+    assert not transient.non_retryable  # the workflow's retry policy will try again
+    assert run(gl.resolve_ref, ResolveRef(service="cart", ref="main")).sha == commit.sha
+
+    assert run(gl.delete_project_if_created, UndoCreated(service="cart", run_id="r2")) is False
+    assert run(gl.delete_project_if_created, UndoCreated(service="cart", run_id="r1")) is True
+    assert run(gl.delete_project_if_created, UndoCreated(service="cart", run_id="r1")) is False
+
+
+def test_wrong_token_is_unauthorized_not_retried(platform: Platform) -> None:
+    secrets = Secrets(gitlab_token="wrong", jenkins_token="wrong")
+    expect("Unauthorized", GitLabActivities(platform, secrets).resolve_ref, ResolveRef(service="x", ref="main"))
+    expect("Unauthorized", JenkinsActivities(platform, secrets).ensure_job,
+           EnsureJob(service="x", repo_url="http://g/x.git", run_id="r"))
+
+
+def test_jenkins_config_escapes_everything() -> None:
+    hostile = "http://g/x.git</url></hudson.plugins.git.UserRemoteConfig><script>rm -rf /</script>"
+    xml = job_config("shop", hostile, "run-<&>")
+    root = ET.fromstring(xml.split("\n", 1)[1])
+    assert root.find(".//userRemoteConfigs/*/url").text == hostile
+    assert root.find(".//script") is None
+    assert "run-<&>" in root.findtext("description")
+
+
+def test_jenkins_job_build_and_registry_digest(box: Sandbox, platform: Platform) -> None:
+    gl, jk = GitLabActivities(platform, Secrets()), JenkinsActivities(platform, Secrets())
+    reg = RegistryActivities(platform, Secrets())
+    project = run(gl.ensure_project, EnsureProject(service="api", template="python",
+                                                   spec_yaml="name: api\nteam: t\n", run_id="r1"))
+    assert run(jk.ensure_job, EnsureJob(service="api", repo_url=project.http_url, run_id="r1")) is True
+    assert run(jk.ensure_job, EnsureJob(service="api", repo_url=project.http_url, run_id="r2")) is False
+    sha = run(gl.resolve_ref, ResolveRef(service="api", ref="main")).sha
+    query = ImageQuery(repository="demo/api", reference=sha)
+    assert run(reg.find_image, query) == ""
+    fault(box, "jenkins", method="POST", path="buildWithParameters", status=502, count=1)
+    expect("Unavailable", jk.build, BuildRequest(service="api", commit=sha, image=f"{platform.registry.host}/demo/api:{sha}"))
+    result = run(jk.build, BuildRequest(service="api", commit=sha, image=f"{platform.registry.host}/demo/api:{sha}"))
+    assert result.result == "SUCCESS" and result.number >= 1
+    image = run(reg.find_image, query)
+    assert image.startswith(f"{platform.registry.host}/demo/api@sha256:")
+
+    import gitlab as gitlab_lib
+    p = gitlab_lib.Gitlab(platform.gitlab.url, private_token=Secrets().gitlab_token.get_secret_value()).projects.get("demo/api")
+    bad = p.commits.create({"branch": "main", "commit_message": "break the build", "actions": [
+        {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "build:\n  fail: true\n"}]})
+    error = expect("BuildFailed", jk.build, BuildRequest(service="api", commit=bad.id, image=f"{platform.registry.host}/demo/api:{bad.id}"))
+    assert "FAILURE" in str(error) and "log tail" in str(error)
+    assert run(jk.delete_job_if_created, UndoCreated(service="api", run_id="r2")) is False
+    assert run(jk.delete_job_if_created, UndoCreated(service="api", run_id="r1")) is True
+
+
+def test_kubernetes_objects_release_rollout_conflict_and_routes(box: Sandbox, platform: Platform) -> None:
+    k8s = KubernetesActivities(platform)
+    spec = ServiceSpec(name="web", team="t", replicas=2, config_files={"a": "1"})
+    objects = manifests.for_environment(spec, "staging", "web-staging")
+    applied = run(k8s.apply_objects, ApplyObjects(env="staging", manifests=objects, run_id="r1"))
+    assert all(a.created for a in applied) and {a.kind for a in applied} >= {"Namespace", "Deployment", "VirtualService"}
+    again = run(k8s.apply_objects, ApplyObjects(env="staging", manifests=objects, run_id="r2"))
+    assert not any(a.created for a in again)
+
+    import asyncio
+
+    from sandbox.oci import build_image, push_image  # a real image in the sandbox registry
+    image = asyncio.run(push_image(box.urls["registry"], "demo/web", "v1", build_image(
+        {"app": b"v1"}, {}, created="2026-01-01T00:00:00Z")))
+    target = ReleaseTarget(env="staging", namespace="web-staging", service="web")
+    change = ApplyRelease(target=target, image=f"{platform.registry.host}/demo/web@{image}", replicas=2,
+                          config={"a": "2"}, resources=spec.resources, annotations={"kepler.dev/commit": "c1"})
+    before = run(k8s.snapshot, target)
+    fault(box, "kubernetes", method="PUT", path="/deployments/web$", status=409, count=1,
+          body='{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409}')
+    result = run(k8s.apply_release, change)  # the 409 is re-read and re-applied, not retried blindly
+    assert result.changed
+    assert not run(k8s.apply_release, change).changed  # already applied: nothing written
+    run(k8s.wait_rollout, WaitRollout(target=target, generation=result.generation, timeout=timedelta(seconds=30)))
+    now = run(k8s.snapshot, target)
+    assert now.image == change.image and now.config == {"a": "2"} and now.replicas == 2
+    assert [r.image for r in run(k8s.revision_history, target)][0] == change.image
+
+    run(k8s.restore_release, before)
+    restored = run(k8s.snapshot, target)
+    assert restored.image == before.image and restored.config == before.config
+
+    istio = IstioActivities(platform)
+    previous = run(istio.set_routes, RouteWeights(env="staging", namespace="web-staging", service="web",
+                                                  stable=80, canary=20, canary_header=True))
+    assert (previous.stable, previous.canary) == (100, 0)
+    assert (run(istio.set_routes, RouteWeights(env="staging", namespace="web-staging", service="web")).canary) == 20
+
+    assert run(k8s.delete_if_created, UndoCreated(service="web", run_id="r2", env="staging", kind="Service",
+                                                  namespace="web-staging", name="web")) is False
+    assert run(k8s.delete_if_created, UndoCreated(service="web", run_id="r1", env="staging", kind="Service",
+                                                  namespace="web-staging", name="web")) is True
+
+
+def test_rollout_of_a_missing_image_fails_fast(box: Sandbox, platform: Platform) -> None:
+    k8s = KubernetesActivities(platform)
+    spec = ServiceSpec(name="ghost", team="t", replicas=1)
+    run(k8s.apply_objects, ApplyObjects(env="staging", manifests=manifests.for_environment(
+        spec, "staging", "ghost-staging"), run_id="r1"))
+    target = ReleaseTarget(env="staging", namespace="ghost-staging", service="ghost")
+    missing = f"{platform.registry.host}/demo/ghost@sha256:" + "f" * 64
+    result = run(k8s.apply_release, ApplyRelease(target=target, image=missing, replicas=1, config={},
+                                                 resources=spec.resources, annotations={}))
+    error = expect("RolloutFailed", k8s.wait_rollout, WaitRollout(
+        target=target, generation=result.generation, timeout=timedelta(seconds=30)))
+    assert "ImagePullBackOff" in str(error) or "ErrImagePull" in str(error)
+    assert error.non_retryable
