@@ -1,0 +1,84 @@
+"""The decommission activities against the Kubernetes+Istio stand-in through the official
+client: record, remove routes, scale to 0, restore exactly, tear down, and again (idempotent)."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio.testing import ActivityEnvironment
+
+from activities.k8s_client import Clusters
+from activities.k8s_teardown import TeardownActivities
+from activities.kubernetes import KubernetesActivities
+from kepler import manifests
+from kepler.decommission import EnvTarget, TeardownRequest
+from kepler.models import ServiceSpec
+from kepler.settings import parse_platform
+from kepler.steps import ApplyObjects
+from sandbox.serve import Sandbox
+from tests.conftest import platform_yaml
+
+
+def run(fn, *args):  # noqa: ANN001, ANN202
+    return ActivityEnvironment().run(fn, *args)
+
+
+def test_phase_one_restore_and_teardown_on_the_stand_in(sandbox: Sandbox) -> None:
+    platform = parse_platform(platform_yaml(sandbox.urls, "127.0.0.1:1", "unused"))
+    service = f"dc{uuid.uuid4().hex[:8]}"
+    ns = f"{service}-staging"
+    spec = ServiceSpec(name=service, team="t")
+    run(KubernetesActivities(platform).apply_objects, ApplyObjects(
+        env="staging", manifests=manifests.for_environment(spec, "staging", ns), run_id="r1"))
+    cluster = Clusters(platform)("staging")
+    cluster.patch("Deployment", ns, service, {"spec": {"replicas": 2}})
+    vs_before = cluster.get("VirtualService", ns, service)["spec"]
+
+    acts = TeardownActivities(platform)
+    target = EnvTarget(env="staging", namespace=ns, service=service)
+    fp = run(acts.record_footprint, target)
+    assert fp.replicas == {service: 2}
+    assert [v["metadata"]["name"] for v in fp.virtual_services] == [service]
+
+    assert run(acts.remove_routes, fp) == [f"VirtualService {ns}/{service}"]
+    assert run(acts.remove_routes, fp) == []  # idempotent
+    assert run(acts.scale_down, fp) == [f"Deployment {ns}/{service} -> 0"]
+    assert run(acts.scale_down, fp) == []
+    assert cluster.get("VirtualService", ns, service) is None
+    assert cluster.get("Deployment", ns, service)["spec"]["replicas"] == 0
+
+    assert run(acts.scale_restore, fp) == [f"Deployment {ns}/{service} -> 2"]
+    assert run(acts.restore_routes, fp) == [f"VirtualService {ns}/{service}"]
+    assert run(acts.restore_routes, fp) == []
+    assert cluster.get("VirtualService", ns, service)["spec"] == vs_before
+    assert cluster.get("Deployment", ns, service)["spec"]["replicas"] == 2
+
+    istio = run(acts.teardown, TeardownRequest(target=target, part="istio"))
+    assert sorted(istio.deleted) == sorted([f"VirtualService {ns}/{service}",
+                                            f"DestinationRule {ns}/{service}"])
+    kube = run(acts.teardown, TeardownRequest(target=target, part="kubernetes"))
+    for what in (f"Deployment {ns}/{service}", f"Service {ns}/{service}",
+                 f"ConfigMap {ns}/{service}-config", f"ServiceAccount {ns}/{service}",
+                 f"Namespace {ns}"):
+        assert what in kube.deleted, (what, kube.deleted)
+    assert run(acts.inventory, target) == []
+    assert run(acts.teardown, TeardownRequest(target=target, part="kubernetes")).deleted == []
+    assert cluster.get("Namespace", None, ns) is None
+
+
+def test_a_shared_namespace_is_not_deleted(sandbox: Sandbox) -> None:
+    platform = parse_platform(platform_yaml(sandbox.urls, "127.0.0.1:1", "unused"))
+    ns = f"shared{uuid.uuid4().hex[:6]}"
+    kube = KubernetesActivities(platform)
+    names = [f"a{uuid.uuid4().hex[:6]}", f"b{uuid.uuid4().hex[:6]}"]
+    for name in names:
+        run(kube.apply_objects, ApplyObjects(env="staging", run_id="r", manifests=manifests.for_environment(
+            ServiceSpec(name=name, team="t"), "staging", ns)))
+    acts = TeardownActivities(platform)
+    target = EnvTarget(env="staging", namespace=ns, service=names[0])
+    run(acts.teardown, TeardownRequest(target=target, part="istio"))
+    result = run(acts.teardown, TeardownRequest(target=target, part="kubernetes"))
+    assert f"Namespace {ns}" not in result.deleted
+    cluster = Clusters(platform)("staging")
+    assert cluster.get("Deployment", ns, names[1]) is not None  # the neighbour is untouched
+    assert cluster.get("Namespace", None, ns) is not None
