@@ -9,6 +9,7 @@ from kepler.settings import Platform, Secrets
 
 def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
     """Every activity, bound to this worker's configuration."""
+    from activities.docker_build import DockerBuildActivities
     from activities.gitlab import GitLabActivities
     from activities.istio import IstioActivities
     from activities.jenkins import JenkinsActivities
@@ -22,7 +23,8 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
 
     instances = [
         PlatformActivities(platform), GitLabActivities(platform, secrets),
-        JenkinsActivities(platform, secrets), RegistryActivities(platform, secrets),
+        JenkinsActivities(platform, secrets), DockerBuildActivities(platform, secrets),
+        RegistryActivities(platform, secrets),
         KubernetesActivities(platform), IstioActivities(platform), PrometheusActivities(platform),
         NotifyActivities(platform, secrets),
         TeardownActivities(platform), OperationsActivities(platform),

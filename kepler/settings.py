@@ -104,6 +104,15 @@ class PrometheusConfig(Model):
     url: str
 
 
+class DockerBuilderConfig(Model):
+    """The local Docker builder (`builder: docker`): which engine, and how RUN steps reach
+    the network. The registry must be reachable (and, for plain http, listed in the
+    engine's --insecure-registry) from the engine."""
+    host: str | None = Field(None, description="e.g. unix:///var/run/docker.sock; default DOCKER_HOST")
+    network_mode: str | None = Field(None, description="network for RUN steps, e.g. none or host")
+    timeout_s: int = Field(600, ge=10, le=86400)
+
+
 class ChatOpsConfig(Model):
     """The Slack chat-ops endpoint: who is who, and where replies may be posted."""
     users: dict[str, UserName] = Field(default_factory=dict,
@@ -123,9 +132,10 @@ class DecommissionPolicy(Model):
 
 class Platform(Model):
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
-    builder: Literal["jenkins"] = "jenkins"
+    builder: Literal["jenkins", "docker"] = "jenkins"
     gitlab: GitLabConfig
     jenkins: JenkinsConfig
+    docker: DockerBuilderConfig = Field(default_factory=DockerBuilderConfig)
     registry: RegistryConfig
     prometheus: PrometheusConfig | None = None
     environments: dict[EnvName, EnvironmentConfig]

@@ -22,7 +22,7 @@ class EnvironmentPolicy(Model):
     bake_time: timedelta
     rollout_timeout: timedelta
     verify_with_prometheus: bool = False
-    builder: Literal["jenkins"] = "jenkins"
+    builder: Literal["jenkins", "docker"] = "jenkins"
     registry_host: str = ""
     image_repository: str = ""  # <group>/<service> inside the registry
 
@@ -102,6 +102,7 @@ class BuildResult(Model):
     result: str
     duration_ms: int = 0
     log_tail: str = ""
+    digest: str = ""  # the pushed manifest digest, when the builder knows it
 
 
 class ImageQuery(Model):
@@ -210,3 +211,9 @@ class SpecForEnv(Model):
     """What CreateService lays down in one environment."""
     spec: ServiceSpec
     policy: EnvironmentPolicy
+
+
+class ScaleDeployment(Model):
+    """Set a Deployment's replicas; a Deployment that does not exist is left alone."""
+    target: ReleaseTarget
+    replicas: int = Field(ge=0, le=1000)

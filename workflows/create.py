@@ -55,11 +55,12 @@ class CreateService(KeplerWorkflow):
             await self.step("GitLab webhook", GitLabActivities.ensure_hook,
                             EnsureHook(project_id=project.project_id))
 
-            self.saga.add("delete the Jenkins job if this run created it",
-                          lambda: self.step("undo: delete job",
-                                            JenkinsActivities.delete_job_if_created, undo))
-            await self.step("Jenkins job", JenkinsActivities.ensure_job,
-                            EnsureJob(service=spec.name, repo_url=project.http_url, run_id=run_id))
+            if policies[0].builder == "jenkins":  # the docker builder needs no job
+                self.saga.add("delete the Jenkins job if this run created it",
+                              lambda: self.step("undo: delete job",
+                                                JenkinsActivities.delete_job_if_created, undo))
+                await self.step("Jenkins job", JenkinsActivities.ensure_job,
+                                EnsureJob(service=spec.name, repo_url=project.http_url, run_id=run_id))
 
             for policy in policies:
                 objects = manifests.for_environment(spec, policy.env, policy.namespace)

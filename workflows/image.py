@@ -6,6 +6,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.docker_build import DockerBuildActivities
     from activities.jenkins import JenkinsActivities
     from activities.registry import RegistryActivities
     from kepler.steps import BuildRequest, EnvironmentPolicy, ImageQuery
@@ -20,7 +21,8 @@ async def ensure_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, service: s
         wf.skip("build", f"image for {commit[:12]} already in the registry")
         return image
     build = BuildRequest(service=service, commit=commit, image=policy.image(commit))
-    await wf.step("build", JenkinsActivities.build, build, LONG_WAIT)
+    builder = DockerBuildActivities.build if policy.builder == "docker" else JenkinsActivities.build
+    await wf.step("build", builder, build, LONG_WAIT)
     image = await wf.step("resolve digest", RegistryActivities.find_image, query)
     if not image:
         raise StepFailed("resolve digest", f"the build passed but {build.image} is not in the "
