@@ -159,7 +159,8 @@ def register(app: typer.Typer) -> None:
             def body() -> int:
                 as_json = _json(output)
                 p = session.platform()
-                session.check_env(p, env)
+                if env != "all":  # service-wide operations (decommission) wait on <service>@all
+                    session.check_env(p, env)
                 decision = session.build(ApprovalDecision, approver=session.acting_user(p, as_user),
                                          comment=comment)
 
