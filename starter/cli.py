@@ -96,6 +96,9 @@ def _register_operations() -> None:
 
     commands.register(app)
     commands_decommission.register(app)
+    from starter import codec_server
+
+    codec_server.register(app)
 
 
 _register_operations()

@@ -16,3 +16,12 @@ class SleepsADay:
     async def run(self, req: ApprovalDecision) -> ApprovalDecision:
         await workflow.sleep(timedelta(days=1))
         return ApprovalDecision(approver=req.approver, comment=f"woke {workflow.now().isoformat()}")
+
+
+@workflow.defn
+class Echo:
+    """Returns its input with a comment: what a payload carries, for the codec tests."""
+
+    @workflow.run
+    async def run(self, req: ApprovalDecision) -> ApprovalDecision:
+        return ApprovalDecision(approver=req.approver, comment=f"echo: {req.comment}")
