@@ -37,7 +37,10 @@ def build_worker(client: Client, platform: Platform, secrets: Secrets,
 async def run(platform: Platform | None = None) -> None:
     platform = platform or load_platform()
     secrets = Secrets()
-    client = await connect(platform.temporal.address, platform.temporal.namespace)
+    from kepler import telemetry
+
+    client = await connect(platform.temporal.address, platform.temporal.namespace,
+                           runtime=telemetry.runtime(), interceptors=telemetry.tracing_interceptors())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,7 +56,9 @@ async def run(platform: Platform | None = None) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kepler.telemetry import configure_logging
+
+    configure_logging()  # KEPLER_LOG_FORMAT=json for one JSON object a line
     asyncio.run(run())
 
 

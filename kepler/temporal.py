@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+from temporalio.runtime import Runtime
 
 
 def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
@@ -21,5 +23,7 @@ def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
                                failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
 
 
-async def connect(address: str, namespace: str = "default") -> Client:
-    return await Client.connect(address, namespace=namespace, data_converter=data_converter())
+async def connect(address: str, namespace: str = "default", runtime: Runtime | None = None,
+                  interceptors: Sequence[Interceptor] = ()) -> Client:
+    return await Client.connect(address, namespace=namespace, data_converter=data_converter(),
+                                runtime=runtime, interceptors=interceptors)

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from kepler.settings import ApprovalPolicy
     from activities.notify import Notification, NotifyActivities
+    from workflows import metrics
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,19 @@ class KeplerWorkflow:
         self.state.error = error
         self.state.stage = "done"
         workflow.upsert_search_attributes([sa.OUTCOME.value_set(outcome), sa.STAGE.value_set("done")])
+        self._approval_metric(False)
+        metrics.operation_finished(self._operation_name(), self.state.service, self.state.env, outcome)
+
+    def _operation_name(self) -> str:
+        operation = self.state.operation if self.state else ""
+        return str(getattr(operation, "value", operation))
+
+    def _approval_metric(self, pending: bool) -> None:
+        """The `kepler_approvals_pending` gauge: 1 from the gate's start until decided."""
+        if pending or getattr(self, "_approval_gauge", False):
+            self._approval_gauge = pending
+            metrics.approval_pending(self._operation_name(), self.state.service, self.state.env,
+                                     pending)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -204,6 +218,7 @@ class KeplerWorkflow:
             requested_by=self.state.requested_by, min_approvals=policy.min_approvals,
             deadline=deadline)
         self.set_stage("awaiting approval")
+        self._approval_metric(True)
         await self.notify("awaiting_approval", f"{what} needs approval by one of "
                           f"{', '.join(policy.approvers)} before {deadline.isoformat()}")
         while self._decision is None:
@@ -218,6 +233,7 @@ class KeplerWorkflow:
                     await self.notify("approval_reminder", f"{what} is still waiting for approval")
         pending = self.state.pending_approval
         self.state.pending_approval = None
+        self._approval_metric(False)
         if self._decision is None:
             raise ApprovalEnded("expired", f"approval expired after {policy.timeout}")
         verdict, decision = self._decision
