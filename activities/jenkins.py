@@ -23,6 +23,7 @@ from kepler.steps import BuildRequest, BuildResult, EnsureJob, UndoCreated
 
 POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 30
+RECENT_BUILDS = 10
 
 
 @contextlib.contextmanager
@@ -119,7 +120,11 @@ class JenkinsActivities:
         if details:
             progress = dict(details[0])
         with jenkins_errors(f"build {name} at {req.commit[:12]}"):
-            if "queue_item" not in progress:
+            if "queue_item" not in progress and "number" not in progress:
+                found = self._existing_build(server, name, req)
+                if found is not None:  # triggered by a try that died before it could say so
+                    progress["number"] = found
+            if "queue_item" not in progress and "number" not in progress:
                 progress["queue_item"] = server.build_job(
                     name, parameters={"GIT_REF": req.commit, "IMAGE": req.image})
                 activity.heartbeat(progress)
@@ -147,6 +152,20 @@ class JenkinsActivities:
                 raise non_retryable("BuildFailed", f"build {name} #{number} ended {result}; "
                                     f"log tail:\n{tail}")
         return BuildResult(number=number, result=result, duration_ms=info.get("duration", 0))
+
+    @staticmethod
+    def _existing_build(server: jenkins.Jenkins, name: str, req: BuildRequest) -> int | None:
+        """A recent build of exactly this commit and image that is running or passed."""
+        wanted = {"GIT_REF": req.commit, "IMAGE": req.image}
+        for ref in server.get_job_info(name).get("builds", [])[:RECENT_BUILDS]:
+            info = server.get_build_info(name, ref["number"])
+            if not info.get("building") and info.get("result") != "SUCCESS":
+                continue
+            for action in info.get("actions") or []:
+                params = {p.get("name"): p.get("value") for p in (action or {}).get("parameters", [])}
+                if params and all(params.get(k) == v for k, v in wanted.items()):
+                    return ref["number"]
+        return None
 
     @activity.defn(name="jenkins.delete_job")
     def delete_job(self, service: str) -> bool:

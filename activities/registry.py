@@ -7,6 +7,7 @@ import httpx
 from temporalio import activity
 
 from activities.errors import raise_for_status, retryable
+from kepler import USER_AGENT
 from kepler.images import DIGEST_RE
 from kepler.settings import Platform, Secrets
 from kepler.steps import ImageQuery
@@ -28,7 +29,8 @@ class RegistryActivities:
         auth = None
         if self.config.username and self._password:
             auth = httpx.BasicAuth(self.config.username, self._password.get_secret_value())
-        return httpx.Client(base_url=self.config.url, auth=auth, timeout=15)
+        return httpx.Client(base_url=self.config.url, auth=auth, timeout=15,
+                            headers={"User-Agent": USER_AGENT})
 
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """The manifest digest of repository:reference, or None when it does not exist."""

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 class FaultRule(BaseModel):
     method: str = Field("*", description="HTTP method to match, or *")
     path: str = Field(".*", description="regular expression searched in path?query")
+    client: str = Field("", description="regular expression searched in the User-Agent")
     status: int | None = Field(None, ge=100, le=599)
     latency_ms: int = Field(0, ge=0, le=600_000)
     drop: bool = False
@@ -51,12 +52,14 @@ class Faults:
         self._lock = threading.Lock()
         self._random = random.Random()
 
-    def take(self, method: str, target: str) -> FaultRule | None:
+    def take(self, method: str, target: str, user_agent: str = "") -> FaultRule | None:
         with self._lock:
             for rule in list(self.rules):
                 if rule.method not in ("*", method):
                     continue
                 if not re.search(rule.path, target):
+                    continue
+                if rule.client and not re.search(rule.client, user_agent):
                     continue
                 if rule.probability < 1.0 and self._random.random() >= rule.probability:
                     continue
@@ -130,7 +133,9 @@ class _FaultMiddleware:
         target = scope["path"]
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
-        rule = self.faults.take(scope["method"], target)
+        agent = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+                      if k == b"user-agent"), "")
+        rule = self.faults.take(scope["method"], target, agent)
         if rule is None:
             await self.app(scope, receive, send)
             return
@@ -159,6 +164,7 @@ def sandbox_routes(faults: Faults, audit: Audit) -> list[Route]:
         try:
             rule = FaultRule.model_validate(await request.json())
             re.compile(rule.path)
+            re.compile(rule.client)
         except (ValidationError, re.error, ValueError) as e:
             return JSONResponse({"message": f"invalid fault rule: {e}"}, status_code=400)
         faults.rules.append(rule)

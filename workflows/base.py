@@ -27,14 +27,16 @@ with workflow.unsafe.imports_passed_through():
 
 @dataclass(frozen=True)
 class StepOptions:
-    start_to_close: timedelta = timedelta(seconds=60)
+    # Short, so a call lost with a crashed worker is retried elsewhere within seconds;
+    # each HTTP call inside has its own 15 s timeout.
+    start_to_close: timedelta = timedelta(seconds=30)
     heartbeat: timedelta | None = None
     attempts: int = 0  # 0: until the start-to-close/schedule-to-close budget runs out
     schedule_to_close: timedelta | None = timedelta(minutes=30)
 
 
 QUICK = StepOptions()
-LONG_WAIT = StepOptions(start_to_close=timedelta(hours=1), heartbeat=timedelta(seconds=30),
+LONG_WAIT = StepOptions(start_to_close=timedelta(hours=1), heartbeat=timedelta(seconds=10),
                         schedule_to_close=timedelta(hours=2))
 NOTIFY = StepOptions(start_to_close=timedelta(seconds=30), attempts=5,
                      schedule_to_close=timedelta(minutes=5))

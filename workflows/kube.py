@@ -28,7 +28,7 @@ async def restore(wf: KeplerWorkflow, previous: ReleaseSnapshot) -> ApplyResult:
 
 async def wait_rollout(wf: KeplerWorkflow, wait: WaitRollout) -> RolloutResult:
     options = StepOptions(start_to_close=wait.timeout + timedelta(minutes=1),
-                          heartbeat=timedelta(seconds=20),
+                          heartbeat=timedelta(seconds=10),
                           schedule_to_close=wait.timeout * 2 + timedelta(minutes=5))
     return await wf.step("wait for rollout", KubernetesActivities.wait_rollout, wait, options)
 
