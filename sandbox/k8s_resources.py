@@ -43,6 +43,7 @@ class Resource:
 
 
 ISTIO = "networking.istio.io"
+RBAC = "rbac.authorization.k8s.io"
 RESOURCES: tuple[Resource, ...] = (
     Resource("", ("v1",), "namespaces", "Namespace", False, ("ns",), ("status",), "label"),
     Resource("", ("v1",), "pods", "Pod", True, ("po",), ("status",), categories=("all",)),
@@ -60,6 +61,11 @@ RESOURCES: tuple[Resource, ...] = (
              True, ("hpa",), ("status",), has_generation=True, categories=("all",)),
     Resource("policy", ("v1",), "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",),
              ("status",), has_generation=True),
+    # RBAC objects, so the worker's deploy/kubernetes manifests apply here too (stored, not enforced)
+    Resource(RBAC, ("v1",), "clusterroles", "ClusterRole", False),
+    Resource(RBAC, ("v1",), "clusterrolebindings", "ClusterRoleBinding", False),
+    Resource(RBAC, ("v1",), "roles", "Role", True),
+    Resource(RBAC, ("v1",), "rolebindings", "RoleBinding", True),
     Resource(ISTIO, ("v1", "v1beta1"), "virtualservices", "VirtualService", True, ("vs",),
              ("status",), has_generation=True, categories=("istio-io", "networking-istio-io")),
     Resource(ISTIO, ("v1", "v1beta1"), "destinationrules", "DestinationRule", True, ("dr",),

@@ -19,6 +19,8 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
 from activities.docker_build import DockerBuildActivities
+from activities.k8s_client import Cluster
+from kepler import rbac
 from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.steps import BuildRequest
@@ -126,7 +128,15 @@ async def test_build_streams_log_heartbeats_and_pushes(
 
 
 async def test_release_builds_with_docker_and_deploys_by_digest(
-        world: Sandbox, registry: str, platform: Platform, worker: Any, dev_env: Any) -> None:
+        world: Sandbox, registry: str, platform: Platform, worker: Any, dev_env: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str]] = []  # every Kubernetes request the activities make
+    original = Cluster.call
+
+    def recording(self: Cluster, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append((method, path))
+        return original(self, method, path, *args, **kwargs)
+    monkeypatch.setattr(Cluster, "call", recording)
     service = f"r{uuid.uuid4().hex[:8]}"
     await create_service(dev_env, service)
     sha = commit_dockerfile(world, service, GOOD)
@@ -149,6 +159,10 @@ async def test_release_builds_with_docker_and_deploys_by_digest(
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
                  for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
     assert "jenkins.ensure_job" not in scheduled  # the docker builder needs no Jenkins job
+    # deploy/kubernetes's RBAC allows every request this create + release made
+    assert len(calls) > 10
+    denied = sorted({(m, p) for m, p in calls if not rbac.allowed(m, p)})
+    assert denied == [], f"requests the worker's ClusterRoles would refuse: {denied}"
 
 
 async def test_failed_build_fails_the_release_with_the_log_tail(
