@@ -10,6 +10,8 @@ from kepler.settings import Platform, Secrets
 def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
     """Every activity, bound to this worker's configuration."""
     from activities.docker_build import DockerBuildActivities
+    from activities.alerts import AlertActivities
+    from activities.k8s_workloads import WorkloadActivities
     from activities.gitlab import GitLabActivities
     from activities.istio import IstioActivities
     from activities.jenkins import JenkinsActivities
@@ -29,5 +31,6 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
         NotifyActivities(platform, secrets),
         TeardownActivities(platform), OperationsActivities(platform),
     ]
+    instances += [WorkloadActivities(platform), AlertActivities(platform)]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))
             if hasattr(getattr(type(obj), name), "__temporal_activity_definition")]

@@ -8,6 +8,7 @@ from typing import Any
 
 from kepler import naming
 from kepler.models import Resources, ServiceSpec
+from kepler.workloads import CONFIG_MOUNT, Volume
 
 PLACEHOLDER_IMAGE = "kepler/placeholder:none"  # the Deployment before its first release
 ISTIO = "networking.istio.io/v1"
@@ -30,8 +31,21 @@ def resources_block(r: Resources) -> dict[str, Any]:
             "limits": {"cpu": r.cpu_limit, "memory": r.memory_limit}}
 
 
+def volume_blocks(volumes: list[Volume]) -> tuple[list[dict], list[dict]]:
+    """(pod volumes, container volumeMounts) binding existing claims and ConfigMaps."""
+    pod_volumes, mounts = [], []
+    for i, v in enumerate(volumes):
+        name = f"vol-{i}"
+        pod_volumes.append({"name": name, **(
+            {"persistentVolumeClaim": {"claimName": v.claim, "readOnly": v.read_only}}
+            if v.claim else {"configMap": {"name": v.config_map}})})
+        mounts.append({"name": name, "mountPath": v.mount_path, "readOnly": v.read_only})
+    return pod_volumes, mounts
+
+
 def pod_template(service: str, version: str, image: str, port: int, health_path: str,
-                 env: dict[str, str], resources: Resources, annotations: dict[str, str]) -> dict:
+                 env: dict[str, str], resources: Resources, annotations: dict[str, str],
+                 volumes: list[Volume] | None = None, config_mount: str = CONFIG_MOUNT) -> dict:
     container = {
         "name": service, "image": image,
         "ports": [{"name": "http", "containerPort": port}],
@@ -39,15 +53,17 @@ def pod_template(service: str, version: str, image: str, port: int, health_path:
         "envFrom": [],
         "resources": resources_block(resources),
         "readinessProbe": {"httpGet": {"path": health_path, "port": port}},
-        "volumeMounts": [{"name": "config", "mountPath": "/etc/kepler/config"}],
+        "volumeMounts": [{"name": "config", "mountPath": config_mount}],
     }
+    extra_volumes, extra_mounts = volume_blocks(volumes or [])
+    container["volumeMounts"] += extra_mounts
     return {
         "metadata": {"labels": naming.labels(service, version), "annotations": annotations},
         "spec": {
             "serviceAccountName": service,
             "containers": [container],
             "volumes": [{"name": "config", "configMap": {
-                "name": naming.config_map_name(service), "optional": True}}],
+                "name": naming.config_map_name(service), "optional": True}}] + extra_volumes,
         },
     }
 
@@ -64,7 +80,40 @@ def deployment(spec: ServiceSpec, env: str, namespace: str, name: str | None = N
             "progressDeadlineSeconds": 600,
             "selector": {"matchLabels": {"app": spec.name, "version": version}},
             "template": pod_template(spec.name, version, image, spec.port, spec.health_path,
-                                     spec.env_in(env), spec.resources_in(env), {}),
+                                     spec.env_in(env), spec.resources_in(env), {},
+                                     spec.volumes, spec.config_mount_path),
+        },
+    }
+
+
+def job_pod_template(spec: ServiceSpec, env: str, image: str,
+                     annotations: dict[str, str] | None = None) -> dict:
+    """A cronjob service's pod: the service's pod without ports and probes, run to
+    completion (restartPolicy Never; retries are the Job's backoffLimit)."""
+    template = pod_template(spec.name, "stable", image, spec.port, spec.health_path,
+                            spec.env_in(env), spec.resources_in(env), annotations or {},
+                            spec.volumes, spec.config_mount_path)
+    c = template["spec"]["containers"][0]
+    c.pop("ports")
+    c.pop("readinessProbe")
+    template["spec"]["restartPolicy"] = "Never"
+    return template
+
+
+def cronjob(spec: ServiceSpec, env: str, namespace: str, image: str = PLACEHOLDER_IMAGE) -> dict:
+    """A cronjob service's CronJob: suspended until its first release."""
+    assert spec.schedule is not None
+    s = spec.schedule
+    return {
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": _meta(spec.name, namespace, spec.name),
+        "spec": {
+            "schedule": s.cron, "concurrencyPolicy": s.concurrency_policy,
+            "suspend": image == PLACEHOLDER_IMAGE,
+            "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
+            "jobTemplate": {"metadata": {"labels": naming.labels(spec.name)}, "spec": {
+                "backoffLimit": s.backoff_limit, "activeDeadlineSeconds": s.active_deadline,
+                "template": job_pod_template(spec, env, image)}},
         },
     }
 
@@ -80,6 +129,10 @@ def for_environment(spec: ServiceSpec, env: str, namespace: str) -> list[dict[st
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(svc, namespace, svc)},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(naming.config_map_name(svc), namespace, svc),
          "data": dict(spec.config_files)},
+    ]
+    if spec.type == "cronjob":  # no Deployment, Service, autoscaling or routes
+        return objects + [cronjob(spec, env, namespace)]
+    objects += [
         deployment(spec, env, namespace),
         {"apiVersion": "v1", "kind": "Service", "metadata": _meta(svc, namespace, svc),
          "spec": {"selector": {"app": svc},

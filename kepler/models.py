@@ -18,6 +18,7 @@ from kepler.validation import (
     ConfigKey, DnsSubdomain, Duration, EnvName, EnvVarName, GitRef, Quantity, ServiceName,
     UserName,
 )
+from kepler.workloads import CONFIG_MOUNT, Schedule, Volume, check_volumes, mount_path
 
 
 class Model(BaseModel):
@@ -71,6 +72,28 @@ class ServiceSpec(Model):
     autoscaling: Autoscaling | None = None
     min_available: int | None = Field(None, ge=0, le=100, description="PodDisruptionBudget")
     environments: dict[EnvName, EnvironmentOverride] = Field(default_factory=dict)
+    type: Literal["deployment", "cronjob"] = "deployment"
+    schedule: Schedule | None = Field(None, description="required when type is cronjob")
+    volumes: list[Volume] = Field(default_factory=list, max_length=20)
+    config_mount_path: str = CONFIG_MOUNT
+
+    @field_validator("config_mount_path")
+    @classmethod
+    def _config_mount(cls, value: str) -> str:
+        return mount_path(value)
+
+    @model_validator(mode="after")
+    def _workload(self) -> "ServiceSpec":
+        if self.type == "cronjob":
+            if self.schedule is None:
+                raise ValueError("schedule is required when type is cronjob")
+            if self.exposure == "external" or self.autoscaling or self.min_available is not None:
+                raise ValueError("a cronjob has no Service: exposure external, autoscaling and "
+                                 "min_available are for type deployment")
+        elif self.schedule is not None:
+            raise ValueError("schedule is only for type cronjob")
+        check_volumes(self.volumes, self.config_mount_path)
+        return self
 
     @field_validator("env", "config_files")
     @classmethod
@@ -110,6 +133,8 @@ class Operation(str, Enum):
     ROLLBACK = "rollback"
     CANARY = "canary"
     DECOMMISSION = "decommission"
+    JOB = "job"  # a run of a cronjob service, now (kepler job run)
+    ALERT = "alert"  # what Kepler did about a firing alert (POST /alertmanager)
 
 
 class CreateServiceRequest(Model):

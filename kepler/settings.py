@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kepler.alerts import AlertsConfig
 from kepler.models import Model
 from kepler.notifications import NotificationsConfig
 from kepler.validation import Duration, EnvName, UserName, describe_validation_error
@@ -143,6 +144,7 @@ class Platform(Model):
     chatops: ChatOpsConfig = Field(default_factory=ChatOpsConfig)
     decommission: DecommissionPolicy = Field(default_factory=DecommissionPolicy)
     identity: Literal["env", "env-or-as"] = "env-or-as"
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")
     def _has_env(self) -> "Platform":
@@ -179,6 +181,7 @@ class Secrets(BaseSettings):
     registry_password: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    alertmanager_token: SecretStr | None = None
     smtp_password: SecretStr | None = None
 
 

@@ -289,6 +289,8 @@ class ResourceApi:
         rv = (options.get("preconditions") or {}).get("resourceVersion")
         obj = self.store.delete(t.res, t.namespace, t.name or "", propagation=propagation,
                                 precondition_rv=rv)
+        if t.res.kind == "PersistentVolumeClaim":  # as the apiserver: the object, being deleted
+            return JSONResponse(_versioned(obj, t))
         return JSONResponse(_deleted_status(t.res, obj))
 
     def delete_collection(self, request: Request, t: Target) -> Response:

@@ -141,6 +141,8 @@ def validate(res: Resource, obj: dict[str, Any]) -> None:
         for k, v in (spec.get("selector") or {}).items():
             for e in label_value_errors(str(v)):
                 invalid.add(f"spec.selector[{k}]", e, v)
+    elif res.kind in ("Job", "CronJob") and isinstance(spec, dict):
+        _validate_batch(res.kind, spec, invalid)
     elif res.kind == "HorizontalPodAutoscaler" and isinstance(spec, dict):
         if not isinstance(spec.get("maxReplicas"), int) or spec["maxReplicas"] < 1:
             invalid.add("spec.maxReplicas", "must be greater than or equal to 1",
@@ -194,6 +196,29 @@ def _validate_pod_spec(spec: dict[str, Any], field: str, invalid: Invalid) -> No
             seen.add(cname)
         if not c.get("image"):
             invalid.add(f"{field}.containers[{i}].image", "", reason="FieldValueRequired")
+
+
+def _validate_batch(kind: str, spec: dict[str, Any], invalid: Invalid) -> None:
+    """A Job's (or a CronJob's jobTemplate's) pods run to completion; a CronJob's schedule
+    must parse."""
+    prefix = "spec"
+    if kind == "CronJob":
+        from kepler import cron
+
+        try:
+            cron.parse(str(spec.get("schedule", "")))
+        except ValueError as e:
+            invalid.add("spec.schedule", str(e), spec.get("schedule"))
+        if spec.get("concurrencyPolicy", "Allow") not in ("Allow", "Forbid", "Replace"):
+            invalid.add("spec.concurrencyPolicy", 'supported values: "Allow", "Forbid", "Replace"',
+                        spec.get("concurrencyPolicy"), reason="FieldValueNotSupported")
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+        prefix = "spec.jobTemplate.spec"
+    pod = (spec.get("template") or {}).get("spec") or {}
+    if pod.get("restartPolicy") not in ("OnFailure", "Never"):
+        invalid.add(f"{prefix}.template.spec.restartPolicy", 'supported values: "OnFailure", '
+                    '"Never"', pod.get("restartPolicy"), reason="FieldValueNotSupported")
+    _validate_pod_spec(pod, f"{prefix}.template.spec", invalid)
 
 
 def check_field_validation(res: Resource, obj: dict[str, Any], mode: str | None) -> list[str]:

@@ -32,6 +32,8 @@ from starlette.routing import Route
 
 from sandbox import k8s_discovery as discovery
 from sandbox.k8s_api import ResourceApi
+from sandbox.k8s_batch import BatchController
+from sandbox.k8s_logs import PodLogs
 from sandbox.k8s_images import ImageResolver
 from sandbox.k8s_store import Store
 from sandbox.rollout import Controller
@@ -49,10 +51,13 @@ class KubernetesSim:
     images: ImageResolver
     controller: Controller
     traffic: Traffic
+    batch: BatchController | None = None
 
     def step(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         self.controller.tick(now)
+        if self.batch is not None:
+            self.batch.tick(now)
         self.traffic.advance(now)
 
     async def run(self) -> None:
@@ -84,7 +89,9 @@ def create_app(world: World) -> Starlette:
     images = ImageResolver()
     controller = Controller(store, images, settings)
     traffic = Traffic(store, controller.kubelet, settings.traffic_rps)
-    sim = KubernetesSim(store, images, controller, traffic)
+    sim = KubernetesSim(store, images, controller, traffic,
+                        BatchController(store, images, settings.seconds_per_replica))
+    logs = PodLogs(store)
     world.components["kubernetes"] = sim
     api = ResourceApi(store)
     _ensure_default_namespaces(store)
@@ -156,6 +163,7 @@ def create_app(world: World) -> Starlette:
         Route("/apis/{group}/{version}", group_resources),
         Route("/openapi/v3", openapi_root),
         Route("/openapi/v3/{path:path}", openapi_doc),
+        Route("/api/v1/namespaces/{namespace}/pods/{name}/log", logs.handle),
         Route("/api/v1/{rest:path}", core, methods=methods),
         Route("/apis/{group}/{version}/{rest:path}", grouped, methods=methods),
         Route("/metrics", metrics),

@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
     from starter import commands_ops
 
     commands_ops.register(app)
+    from starter import commands_jobs
+
+    commands_jobs.register(app)
 
     @app.command()
     def demo(as_user: Optional[str] = typer.Option(None, "--as"), output: str = OutputOpt) -> None:

@@ -24,6 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from kepler import naming
 from kepler import search_attributes as sa
 from kepler.decommission import DecommissionReport, RestoreRequest
+from kepler.jobs import JobReport, RunJobRequest
 from kepler.models import (
     ApprovalDecision, CreateServiceRequest, DecommissionRequest, OperationStatus, ReleaseReport,
     ReleaseRequest, RollbackRequest,
@@ -48,6 +49,8 @@ WORKFLOW_FOR = {
     DecommissionRequest: ("Decommission", "decommission"),
 }
 RESULT_TYPE: dict[type, type] = {DecommissionRequest: DecommissionReport}
+WORKFLOW_FOR[RunJobRequest] = ("RunJob", "job")  # kepler job run
+RESULT_TYPE[RunJobRequest] = JobReport
 
 
 def _identity(req: Any) -> tuple[str, str, str, str]:

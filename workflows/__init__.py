@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from workflows.alert import AlertAction
 from workflows.create import CreateService
 from workflows.decommission import Decommission
+from workflows.job import RunJob
 from workflows.release import ReleaseVersion
 from workflows.rollback import Rollback
 
 ALL: list[type] = [CreateService, ReleaseVersion, Rollback, Decommission]
+ALL += [RunJob, AlertAction]

@@ -19,6 +19,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
     from activities.jenkins import JenkinsActivities
     from activities.kubernetes import KubernetesActivities
+    from activities.k8s_workloads import WorkloadActivities
+    from kepler.jobs import VolumeCheck
     from activities.platform import PlatformActivities
     from kepler import manifests
     from kepler.models import CreateServiceRequest, Operation, ReleaseReport
@@ -45,6 +47,12 @@ class CreateService(KeplerWorkflow):
             envs = await self.step("read environments", PlatformActivities.environments, None)
             policies = [await self.step(f"read policy {env}", PlatformActivities.environment_policy,
                                         PolicyQuery(service=spec.name, env=env)) for env in envs]
+            for policy in policies if spec.volumes else []:  # storage is bound, never made
+                await self.step(f"{policy.env}: check volumes", WorkloadActivities.check_volumes,
+                                VolumeCheck(env=policy.env, namespace=policy.namespace,
+                                            claims=[v.claim for v in spec.volumes if v.claim],
+                                            config_maps=[v.config_map for v in spec.volumes
+                                                         if v.config_map]))
 
             undo = UndoCreated(service=spec.name, run_id=run_id)
             self.saga.add("delete the GitLab project if this run created it",

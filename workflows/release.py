@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         QUICK, ApprovalEnded, KeplerWorkflow, StepFailed, StepOptions, failure,
     )
     from workflows.image import ensure_image
-    from workflows import kube
+    from workflows import cronjob, kube
 
 
 @workflow.defn(name="ReleaseVersion")
@@ -56,6 +56,12 @@ class ReleaseVersion(KeplerWorkflow):
                 report.approved_by = [a for a in self.state.notes if a.startswith("approved by")]
 
             target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
+            if spec.type == "cronjob":  # a CronJob's pod template; one run is the check
+                previous = await cronjob.snapshot(self, target)
+                report.previous_image = previous.image
+                applied = True
+                await cronjob.release(self, req, previous, spec, image, commit.sha)
+                return await self._released(report, req)
             snapshot = await kube.snapshot(self, target)
             report.previous_image = snapshot.image
             self.saga.add(f"restore {snapshot.image or 'the empty deployment'} and its config",
@@ -82,6 +88,13 @@ class ReleaseVersion(KeplerWorkflow):
             await self.notify("cancelled", f"release of {req.ref} cancelled; undone: "
                               f"{', '.join(report.undone) or 'nothing'}")
             raise
+        self.finish("succeeded")
+        report.outcome = "succeeded"
+        await self.notify("succeeded", f"{req.ref} ({report.commit[:12]}) is live in {req.env}")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return report
+
+    async def _released(self, report: ReleaseReport, req: ReleaseRequest) -> ReleaseReport:
         self.finish("succeeded")
         report.outcome = "succeeded"
         await self.notify("succeeded", f"{req.ref} ({report.commit[:12]}) is live in {req.env}")

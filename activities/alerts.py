@@ -1,0 +1,90 @@
+"""Temporal, for alert-driven rollback: start a Rollback on the `<service>@<env>` lock, or,
+when an operation already holds it, abort it if it is a canary.
+
+Starting goes through starter.ops.start, the same function the CLI and chat bot use, so
+the lock, the refusal while a service-wide operation runs and the search attributes
+are the same. The Rollback runs on the task queue of the worker that runs this activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from activities.errors import retryable
+from kepler import naming
+from kepler import search_attributes as sa
+from kepler.alerts import AlertActionRequest, AlertOutcome
+from kepler.models import RollbackRequest
+from kepler.settings import Platform
+from kepler.temporal import connect
+
+
+class AlertActivities:
+    def __init__(self, platform: Platform, client: Client | None = None) -> None:
+        self.platform = platform
+        self._client = client
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        async with self._lock:
+            if self._client is None:
+                t = self.platform.temporal
+                self._client = await connect(t.address, t.namespace)
+            return self._client
+
+    @activity.defn(name="alerts.act")
+    async def act(self, req: AlertActionRequest) -> AlertOutcome:
+        from starter import ops  # the one way operations start (lock, attributes, refusals)
+
+        client = await self.client()
+        workflow_id = naming.workflow_id(req.service, req.env)
+        why = f"alert {req.alertname or '?'} ({req.fingerprint}) firing" + (
+            f": {req.summary}" if req.summary else "")
+        rollback = RollbackRequest(service=req.service, env=req.env, target="previous",
+                                   requested_by=req.requested_by, reason=why[:500])
+        try:
+            started = await ops.start(client, rollback, activity.info().task_queue)
+            return AlertOutcome(action="rollback_started", workflow_id=started.workflow_id,
+                                detail=f"started a rollback of {req.service} in {req.env} to the "
+                                       f"previous version ({started.workflow_id})")
+        except ops.Refused as refused:
+            busy = str(refused)
+        except RPCError as e:
+            raise retryable(f"start rollback {workflow_id}: {e.message}") from None
+        return await self._busy(client, req, workflow_id, busy, why)
+
+    async def _busy(self, client: Client, req: AlertActionRequest, workflow_id: str,
+                    busy: str, why: str) -> AlertOutcome:
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            desc = await handle.describe()
+        except RPCError:
+            return AlertOutcome(action="busy", workflow_id=workflow_id,
+                                detail=f"{busy}; no rollback started")
+        running = desc.status == WorkflowExecutionStatus.RUNNING
+        attrs = desc.typed_search_attributes
+        if running and activity.info().attempt > 1 and desc.workflow_type == "Rollback" and \
+                attrs.get(sa.REQUESTED_BY) == req.requested_by:
+            return AlertOutcome(action="rollback_started", workflow_id=workflow_id,
+                                detail=f"rollback of {req.service} in {req.env} running "
+                                       f"({workflow_id})")  # started by an earlier attempt
+        if running and desc.workflow_type == "Canary" and req.abort_canary:
+            try:
+                # the Canary's `abort` update takes a CanaryControl {by, reason}
+                result = await handle.execute_update(
+                    "abort", {"by": req.requested_by, "reason": why[:500]}, result_type=str)
+            except WorkflowUpdateFailedError as e:
+                reason = getattr(e.cause, "message", None) or str(e.cause)
+                return AlertOutcome(action="busy", workflow_id=workflow_id,
+                                    detail=f"the canary {workflow_id} refused abort: {reason}")
+            except RPCError as e:
+                raise retryable(f"abort {workflow_id}: {e.message}") from None
+            return AlertOutcome(action="canary_aborted", workflow_id=workflow_id,
+                                detail=f"aborted the canary {workflow_id}: {result}")
+        return AlertOutcome(action="busy", workflow_id=workflow_id,
+                            detail=f"{busy}; no rollback started (the running operation keeps "
+                                   "the lock)")

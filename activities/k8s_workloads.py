@@ -1,0 +1,236 @@
+"""Kubernetes for cronjob services and volumes: release a CronJob's pod template by
+digest, run it once now as a Job and wait for the verdict, stop a run, and check that
+the claims and ConfigMaps a service mounts exist.
+
+Same rules as activities/kubernetes.py: writes read first and retry a 409 with a
+fresh read; each activity is idempotent; what a retry cannot fix is non-retryable.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+
+from activities.errors import non_retryable
+from activities.k8s_client import Cluster, Clusters
+from activities.kubernetes import FATAL_WAITING, KubernetesActivities, read_modify_write
+from kepler import manifests, naming
+from kepler.jobs import JobRef, JobResult, StartJob, VolumeCheck, WaitJob
+from kepler.models import Resources
+from kepler.settings import Platform
+from kepler.steps import ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget
+
+POLL_SECONDS = 0.25
+MANUAL = "cronjob.kubernetes.io/instantiate"
+
+
+def job_container(cronjob: dict) -> dict:
+    return cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+
+
+def job_condition(job: dict) -> tuple[str, str] | None:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+            return c["type"], f"{c.get('reason', '')}: {c.get('message', '')}".strip(": ")
+    return None
+
+
+class WorkloadActivities:
+    def __init__(self, platform: Platform) -> None:
+        self.clusters = Clusters(platform)
+
+    # --- releases of a cronjob service ---------------------------------------------------
+
+    @activity.defn(name="cronjob.snapshot")
+    def snapshot(self, target: ReleaseTarget) -> ReleaseSnapshot:
+        """What the CronJob runs now; `replicas` is 1 when it is scheduled, 0 when suspended."""
+        cluster = self.clusters(target.env)
+        cj = cluster.get("CronJob", target.namespace, target.name())
+        if cj is None:
+            return ReleaseSnapshot(target=target)
+        c = job_container(cj)
+        cm = cluster.get("ConfigMap", target.namespace, naming.config_map_name(target.service))
+        res = c.get("resources", {})
+        return ReleaseSnapshot(
+            target=target, exists=True, image=c.get("image", ""),
+            replicas=0 if cj["spec"].get("suspend") else 1,
+            annotations={k: v for k, v in (cj["metadata"].get("annotations") or {}).items()
+                         if k.startswith(naming.ANNOTATION_PREFIX) and k != naming.CREATED_BY_RUN},
+            config=(cm.get("data") or {}) if cm else None,
+            resources=Resources(
+                cpu_request=res.get("requests", {}).get("cpu", "100m"),
+                memory_request=res.get("requests", {}).get("memory", "128Mi"),
+                cpu_limit=res.get("limits", {}).get("cpu", "500m"),
+                memory_limit=res.get("limits", {}).get("memory", "256Mi")),
+            env={e["name"]: e.get("value", "") for e in c.get("env") or []})
+
+    @activity.defn(name="cronjob.apply_release")
+    def apply_release(self, req: ApplyRelease) -> ApplyResult:
+        """Config, then the CronJob's pod template (image by digest, env, resources,
+        annotations) and `suspend: false`; nothing is written when both already match."""
+        return self._apply(req.target, req.image, req.replicas, req.config, req.env,
+                           req.resources, req.annotations)
+
+    @activity.defn(name="cronjob.restore_release")
+    def restore_release(self, previous: ReleaseSnapshot) -> ApplyResult:
+        if not previous.exists:
+            return ApplyResult(changed=False, generation=0)
+        return self._apply(previous.target, previous.image, previous.replicas, previous.config,
+                           previous.env, previous.resources, previous.annotations)
+
+    def _apply(self, target: ReleaseTarget, image: str, replicas: int,
+               config: dict[str, str] | None, env: dict[str, str], resources: Resources | None,
+               annotations: dict[str, str]) -> ApplyResult:
+        cluster = self.clusters(target.env)
+        config_hash = manifests.config_hash(config or {})
+        if config is not None:
+            KubernetesActivities._apply_config(cluster, target,
+                                               naming.config_map_name(target.service), config)
+        changed = False
+        suspend = replicas == 0
+
+        def change(cj: dict) -> bool:
+            nonlocal changed
+            c = job_container(cj)
+            template = cj["spec"]["jobTemplate"]["spec"]["template"]
+            tmpl_ann = template.setdefault("metadata", {}).get("annotations") or {}
+            desired_env = [{"name": k, "value": v} for k, v in sorted(env.items())]
+            if (c.get("image") == image and bool(cj["spec"].get("suspend")) == suspend
+                    and tmpl_ann.get(naming.CONFIG_HASH) == config_hash
+                    and (c.get("env") or []) == desired_env
+                    and (resources is None or c.get("resources") == manifests.resources_block(resources))):
+                return False
+            c["image"], c["env"] = image, desired_env
+            if resources is not None:
+                c["resources"] = manifests.resources_block(resources)
+            cj["spec"]["suspend"] = suspend
+            template["metadata"]["annotations"] = {**tmpl_ann, **annotations,
+                                                   naming.CONFIG_HASH: config_hash}
+            meta_ann = cj["metadata"].get("annotations") or {}
+            cj["metadata"]["annotations"] = {**meta_ann, **annotations}
+            changed = True
+            return True
+
+        live = read_modify_write(cluster, "CronJob", target.namespace, target.name(), change)
+        return ApplyResult(changed=changed, generation=live["metadata"].get("generation", 0))
+
+    # --- runs ------------------------------------------------------------------------------
+
+    @activity.defn(name="cronjob.start_job")
+    def start_job(self, req: StartJob) -> JobRef:
+        """A Job from the CronJob's template, as `kubectl create job --from=cronjob/...`."""
+        cluster = self.clusters(req.target.env)
+        ns = req.target.namespace
+        live = cluster.get("Job", ns, req.name)
+        if live is not None:  # a retry of this very start
+            return JobRef(target=req.target, name=req.name,
+                          image=live["spec"]["template"]["spec"]["containers"][0]["image"],
+                          active_deadline=live["spec"].get("activeDeadlineSeconds") or 600)
+        cj = cluster.get("CronJob", ns, req.target.name())
+        if cj is None:
+            raise non_retryable("NotFound", f"CronJob {ns}/{req.target.name()} does not exist: "
+                                f"{req.target.service} is not a cronjob service in {req.target.env} "
+                                "(type: cronjob in its spec, then kepler service create)")
+        image = job_container(cj)["image"]
+        if image == manifests.PLACEHOLDER_IMAGE:
+            raise non_retryable("InvalidInput", f"{req.target.service} has never been released in "
+                                f"{req.target.env}: release it first (kepler release)")
+        template = cj["spec"]["jobTemplate"]
+        meta = template.get("metadata") or {}
+        job = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": req.name, "namespace": ns,
+                            "labels": {**(meta.get("labels") or {}), **naming.MANAGED_BY},
+                            "annotations": {**(meta.get("annotations") or {}), MANUAL: "manual",
+                                            **req.annotations},
+                            "ownerReferences": [{
+                                "apiVersion": "batch/v1", "kind": "CronJob",
+                                "name": cj["metadata"]["name"], "uid": cj["metadata"]["uid"],
+                                "controller": True, "blockOwnerDeletion": True}]},
+               "spec": {**template["spec"], "backoffLimit": 0}}
+        cluster.create(job)
+        return JobRef(target=req.target, name=req.name, image=image, created=True,
+                      active_deadline=template["spec"].get("activeDeadlineSeconds") or 600)
+
+    @activity.defn(name="cronjob.wait_job")
+    def wait_job(self, req: WaitJob) -> JobResult:
+        """Wait for the Job's verdict, heartbeating; a failed run (or one whose pod cannot
+        start) fails non-retryable with the tail of its log."""
+        ref = req.job
+        cluster = self.clusters(ref.target.env)
+        ns = ref.target.namespace
+        deadline = time.monotonic() + req.timeout.total_seconds()
+        while True:
+            job = cluster.get("Job", ns, ref.name)
+            if job is None:
+                raise non_retryable("JobFailed", f"Job {ns}/{ref.name} disappeared before it ended")
+            verdict = job_condition(job)
+            if verdict is not None:
+                tail = self.log_tail(cluster, ns, ref.name)
+                if verdict[0] == "Complete":
+                    return JobResult(name=ref.name, outcome="succeeded", detail=verdict[1],
+                                     log_tail=tail)
+                raise non_retryable("JobFailed", f"Job {ns}/{ref.name} failed: {verdict[1]}"
+                                    + (f"; last log lines: {' | '.join(tail)}" if tail else ""))
+            problem = self._pod_problem(cluster, ns, ref.name)
+            if problem:
+                raise non_retryable("JobFailed", f"Job {ns}/{ref.name}: {problem}")
+            if time.monotonic() > deadline:
+                raise non_retryable("JobFailed", f"Job {ns}/{ref.name} did not end within "
+                                    f"{req.timeout}")
+            status = job.get("status") or {}
+            activity.heartbeat(f"active {status.get('active', 0)}, failed {status.get('failed', 0)}")
+            time.sleep(POLL_SECONDS)
+
+    @activity.defn(name="cronjob.stop_job")
+    def stop_job(self, ref: JobRef) -> bool:
+        """Undo of a run: delete the Job (and its pods) if it is still running; a finished
+        one stays, as the record of what happened."""
+        cluster = self.clusters(ref.target.env)
+        job = cluster.get("Job", ref.target.namespace, ref.name)
+        if job is None or job_condition(job) is not None:
+            return False
+        return cluster.delete("Job", ref.target.namespace, ref.name)
+
+    @staticmethod
+    def _pod_problem(cluster: Cluster, namespace: str, job: str) -> str | None:
+        for pod in cluster.list("Pod", namespace, f"job-name={job}"):
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in FATAL_WAITING:
+                    return (f"pod {pod['metadata']['name']}: {waiting['reason']}: "
+                            f"{waiting.get('message', '')}").strip()
+        return None
+
+    @staticmethod
+    def log_tail(cluster: Cluster, namespace: str, job: str, lines: int = 5) -> list[str]:
+        """The last lines of the Job's newest pod (best effort: logs may be gone)."""
+        pods = cluster.list("Pod", namespace, f"job-name={job}")
+        if not pods:
+            return []
+        pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+        try:
+            text = k8s.CoreV1Api(cluster.api).read_namespaced_pod_log(
+                pod["metadata"]["name"], namespace, tail_lines=lines, _request_timeout=10)
+        except (ApiException, OSError):
+            return []
+        return [ln for ln in str(text).splitlines() if ln][-lines:]
+
+    # --- volumes ---------------------------------------------------------------------------
+
+    @activity.defn(name="kubernetes.check_volumes")
+    def check_volumes(self, req: VolumeCheck) -> list[str]:
+        """Every claim and ConfigMap the spec mounts exists in the namespace; otherwise
+        non-retryable, naming each missing one (Kepler binds storage, never creates it)."""
+        cluster = self.clusters(req.env)
+        missing = [f"PersistentVolumeClaim {name!r}" for name in req.claims
+                   if cluster.get("PersistentVolumeClaim", req.namespace, name) is None]
+        missing += [f"ConfigMap {name!r}" for name in req.config_maps
+                    if cluster.get("ConfigMap", req.namespace, name) is None]
+        if missing:
+            raise non_retryable("NotFound", f"volumes: {', '.join(missing)} not found in namespace "
+                                f"{req.namespace!r} ({req.env}): create "
+                                f"{'it' if len(missing) == 1 else 'them'} first, or fix the spec")
+        return [f"{req.env}: {n}" for n in req.claims + req.config_maps]

@@ -1,0 +1,155 @@
+"""The Alertmanager webhook: POST /alertmanager, served by `kepler alerts`.
+
+Point an Alertmanager `webhook_config` at it with
+`http_config: {authorization: {credentials: <KEPLER_ALERTMANAGER_TOKEN>}}`. Requests
+without that bearer token get 401 and change nothing; a body that is not a version 4
+webhook payload gets 400. Each alert is triaged against `alerts.rollback` in
+kepler.yaml (kepler/alerts.py); each one that acts starts an AlertAction workflow whose
+id is made of the alert's fingerprint and startsAt, so a redelivery does nothing new.
+The answer lists what happened to each alert (Alertmanager only needs the 2xx; the
+list is for people reading its logs and for tests). Temporal unreachable: 503, so
+Alertmanager retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import (
+    SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from kepler import search_attributes as sa
+from kepler.alerts import AlertActionRequest, AlertOutcome, WebhookPayload, alert_workflow_id, triage
+from kepler.settings import Platform, Secrets
+from kepler.temporal import connect
+from kepler.validation import describe_validation_error
+
+log = logging.getLogger("kepler.alerts")
+MAX_BODY = 1024 * 1024
+WAIT_FOR_OUTCOME_S = 5.0
+
+
+class NotConfigured(Exception):
+    """No token: the endpoint refuses to run unauthenticated."""
+
+
+class AlertReceiver:
+    def __init__(self, platform: Platform, token: str,
+                 client: Client | Callable[[], Awaitable[Client]] | None = None,
+                 wait_for_outcome: float = WAIT_FOR_OUTCOME_S) -> None:
+        self.platform, self.token = platform, token.encode()
+        self.wait_for_outcome = wait_for_outcome
+        self._client = client if isinstance(client, Client) else None
+        self._factory = None if isinstance(client, Client) else client
+        self._lock = asyncio.Lock()
+        self.app = Starlette(routes=[
+            Route("/alertmanager", self.receive, methods=["POST"]),
+            Route("/healthz", lambda r: PlainTextResponse("ok"), methods=["GET"]),
+        ])
+
+    async def client(self) -> Client:
+        async with self._lock:
+            if self._client is None:
+                t = self.platform.temporal
+                self._client = await (self._factory() if self._factory
+                                      else connect(t.address, t.namespace))
+            return self._client
+
+    def authorised(self, request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token)
+
+    async def receive(self, request: Request) -> JSONResponse:
+        if not self.authorised(request):
+            log.warning("alerts: refused an unauthenticated request from %s",
+                        request.client.host if request.client else "?")
+            return JSONResponse({"error": "unauthorized"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": "payload too large"}, status_code=413)
+        try:
+            payload = WebhookPayload.model_validate(json.loads(body))
+        except ValueError as e:  # JSON and pydantic errors; nothing is done
+            detail = describe_validation_error(e) if isinstance(e, ValidationError) else str(e)
+            return JSONResponse({"error": f"not an Alertmanager v4 webhook payload: {detail}"},
+                                status_code=400)
+        envs = sorted(self.platform.environments)
+        results: list[dict[str, Any]] = []
+        try:
+            for alert in payload.alerts:
+                action, why = triage(alert, self.platform.alerts, envs)
+                entry: dict[str, Any] = {"fingerprint": alert.fingerprint,
+                                         "alertname": alert.labels.get("alertname", "")}
+                if action is None:
+                    entry.update(action="ignored", reason=why)
+                else:
+                    entry.update(await self.act(action))
+                results.append(entry)
+        except RPCError as e:
+            log.error("alerts: Temporal unavailable: %s", e.message)
+            return JSONResponse({"error": f"Temporal unavailable: {e.message}",
+                                 "results": results}, status_code=503)
+        log.info("alerts: %s from %s: %s", payload.status, payload.receiver,
+                 "; ".join(f"{r['fingerprint']}: {r['action']}" for r in results))
+        return JSONResponse({"results": results})
+
+    async def act(self, req: AlertActionRequest) -> dict[str, Any]:
+        client = await self.client()
+        workflow_id = alert_workflow_id(req.service, req.env, req.fingerprint, req.starts_at)
+        try:
+            handle = await client.start_workflow(
+                "AlertAction", req, id=workflow_id, task_queue=self.platform.temporal.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes([
+                    SearchAttributePair(sa.SERVICE, req.service), SearchAttributePair(sa.ENV, req.env),
+                    SearchAttributePair(sa.OPERATION, "alert"),
+                    SearchAttributePair(sa.REQUESTED_BY, req.requested_by),
+                    SearchAttributePair(sa.VERSION, req.alertname or req.fingerprint),
+                    SearchAttributePair(sa.STAGE, "starting"),
+                    SearchAttributePair(sa.OUTCOME, "running")]),
+                static_summary=f"alert {req.alertname} firing for {req.service} in {req.env}",
+                result_type=AlertOutcome)
+        except WorkflowAlreadyStartedError:
+            return {"action": "duplicate", "workflow_id": workflow_id,
+                    "reason": "this firing alert was already handled: nothing new is done"}
+        entry: dict[str, Any] = {"action": "handling", "workflow_id": workflow_id}
+        try:
+            outcome = await asyncio.wait_for(handle.result(), self.wait_for_outcome)
+        except asyncio.TimeoutError:
+            return entry  # still running; its history says what it did
+        except WorkflowFailureError as e:
+            return {**entry, "action": "failed", "reason": str(e.cause)}
+        return {**entry, "action": outcome.action, "target": outcome.workflow_id,
+                "reason": outcome.detail}
+
+
+def create_app(platform: Platform, secrets: Secrets | None = None,
+               client: Client | Callable[[], Awaitable[Client]] | None = None,
+               wait_for_outcome: float = WAIT_FOR_OUTCOME_S) -> Starlette:
+    token = (secrets or Secrets()).alertmanager_token
+    if token is None or not token.get_secret_value():
+        raise NotConfigured("KEPLER_ALERTMANAGER_TOKEN is not set: the alert endpoint refuses "
+                            "to run without authenticating requests")
+    return AlertReceiver(platform, token.get_secret_value(), client, wait_for_outcome).app
+
+
+def serve(platform: Platform, host: str, port: int) -> None:
+    import uvicorn
+
+    app = create_app(platform)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,40 @@
+"""AlertAction: what Kepler did about one firing alert, recorded and notified.
+
+Started by POST /alertmanager with the id `alert-<service>@<env>-<fingerprint>-<startsAt>`,
+so a second delivery of the same firing alert is refused by Temporal and does nothing
+new. It starts a Rollback to the previous version on the `<service>@<env>` lock, or,
+when an operation holds the lock, aborts it if it is a canary, or records that it
+left the running operation alone.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.alerts import AlertActivities
+    from kepler.alerts import AlertActionRequest, AlertOutcome
+    from kepler.models import Operation
+    from workflows.base import KeplerWorkflow, StepFailed, failure
+
+
+@workflow.defn(name="AlertAction")
+class AlertAction(KeplerWorkflow):
+    @workflow.run
+    async def run(self, req: AlertActionRequest) -> AlertOutcome:
+        self.begin(Operation.ALERT, req.service, req.env, req.requested_by, req.alertname)
+        assert self.state is not None
+        self.state.notes.append(f"alert {req.alertname} ({req.fingerprint}) firing since "
+                                f"{req.starts_at.isoformat()}; matched {req.rule}")
+        try:
+            outcome: AlertOutcome = await self.step("act on the alert", AlertActivities.act, req)
+        except StepFailed as e:
+            message = f"step '{e.step}' failed: {e.cause}"
+            self.finish("failed", message)
+            await self.notify("failed", f"alert {req.alertname}: {message}")
+            raise failure(message, "failed")
+        self.state.notes.append(outcome.detail)
+        self.finish("succeeded")
+        await self.notify("alert", f"alert {req.alertname} firing for {req.service} in "
+                          f"{req.env}: {outcome.detail}")
+        return outcome
