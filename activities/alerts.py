@@ -24,7 +24,7 @@ from kepler.temporal import connect
 
 
 class AlertActivities:
-    def __init__(self, platform: Platform, client: Client | None = None) -> None:
+    def __init__(self, platform: Platform | None, client: Client | None = None) -> None:
         self.platform = platform
         self._client = client
         self._lock = asyncio.Lock()
@@ -32,6 +32,7 @@ class AlertActivities:
     async def client(self) -> Client:
         async with self._lock:
             if self._client is None:
+                assert self.platform is not None, "a platform or a client"
                 t = self.platform.temporal
                 self._client = await connect(t.address, t.namespace)
             return self._client

@@ -66,5 +66,6 @@ class VolumeCheck(Model):
 
 
 def job_name(service: str, run_id: str, kind: str = "run") -> str:
-    """`<service>-<kind>-<8 hex of the run id>`: stable across retries of one run."""
-    return f"{service}-{kind}-{run_id.replace('-', '')[:8]}"
+    """`<service>-<kind>-<10 hex of the run id>`: stable across retries of one run, unique
+    across runs (the run id's random end: a UUIDv7 starts with the time)."""
+    return f"{service}-{kind}-{run_id.replace('-', '')[-10:]}"
