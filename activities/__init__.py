@@ -16,6 +16,7 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
     from activities.istio import IstioActivities
     from activities.jenkins import JenkinsActivities
     from activities.kubernetes import KubernetesActivities
+    from activities.k8s_scale import ScaleActivities
     from activities.k8s_teardown import TeardownActivities
     from activities.notify import NotifyActivities
     from activities.operations import OperationsActivities
@@ -29,7 +30,7 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
         RegistryActivities(platform, secrets),
         KubernetesActivities(platform), IstioActivities(platform), PrometheusActivities(platform),
         NotifyActivities(platform, secrets),
-        TeardownActivities(platform), OperationsActivities(platform),
+        TeardownActivities(platform), OperationsActivities(platform), ScaleActivities(platform),
     ]
     instances += [WorkloadActivities(platform), AlertActivities(platform)]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))

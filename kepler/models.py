@@ -135,6 +135,9 @@ class Operation(str, Enum):
     DECOMMISSION = "decommission"
     JOB = "job"  # a run of a cronjob service, now (kepler job run)
     ALERT = "alert"  # what Kepler did about a firing alert (POST /alertmanager)
+    TRAIN = "train"
+    SCALE = "scale"
+    RESOURCES = "resources"
 
 
 class CreateServiceRequest(Model):
@@ -149,6 +152,9 @@ class ReleaseRequest(Model):
     ref: GitRef
     requested_by: UserName
     reason: str = Field("", max_length=500)
+    train_approved: bool = Field(False, description=(
+        "set by a ReleaseTrain whose own gate passed; honoured only when this release "
+        "runs as that train's child, never on a release started on its own"))
 
 
 class RollbackRequest(Model):

@@ -30,6 +30,9 @@ from kepler.models import (
     ReleaseRequest, RollbackRequest,
 )
 
+from kepler.scale import ResourcesRequest, ScaleReport, ScaleRequest
+from kepler.train import TrainReport, TrainRequest
+
 
 class Refused(Exception):
     """The platform said no: a conflict, an unauthorised approver, nothing pending."""
@@ -51,6 +54,10 @@ WORKFLOW_FOR = {
 RESULT_TYPE: dict[type, type] = {DecommissionRequest: DecommissionReport}
 WORKFLOW_FOR[RunJobRequest] = ("RunJob", "job")  # kepler job run
 RESULT_TYPE[RunJobRequest] = JobReport
+WORKFLOW_FOR.update({TrainRequest: ("ReleaseTrain", "train"), ScaleRequest: ("Scale", "scale"),
+                     ResourcesRequest: ("SetResources", "resources")})
+RESULT_TYPE.update({TrainRequest: TrainReport, ScaleRequest: ScaleReport,
+                    ResourcesRequest: ScaleReport})
 
 
 def _identity(req: Any) -> tuple[str, str, str, str]:

@@ -8,6 +8,10 @@ from workflows.decommission import Decommission
 from workflows.job import RunJob
 from workflows.release import ReleaseVersion
 from workflows.rollback import Rollback
+from workflows.scale import Scale, SetResources
+from workflows.schedule import ScheduledRelease
+from workflows.train import ReleaseTrain
 
 ALL: list[type] = [CreateService, ReleaseVersion, Rollback, Decommission]
 ALL += [RunJob, AlertAction]
+ALL += [ReleaseTrain, Scale, SetResources, ScheduledRelease]

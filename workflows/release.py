@@ -19,6 +19,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.prometheus import PrometheusActivities
     from kepler import naming
     from kepler.models import Operation, ReleaseReport, ReleaseRequest
+    from kepler.scale import Overrides
+    from kepler.train import TRAIN_PREFIX
     from kepler.steps import (
         ApplyRelease, EnvironmentPolicy, PolicyQuery, ReadSpec, ReleaseTarget, ResolveRef,
         VerifyRelease, WaitRollout,
@@ -50,7 +52,9 @@ class ReleaseVersion(KeplerWorkflow):
             image = await ensure_image(self, policy, req.service, commit.sha)
             report.image = image
 
-            if policy.approval.required:
+            if policy.approval.required and self.approved_by_train(req):
+                self.skip("approval", f"approved with {workflow.info().parent.workflow_id}")
+            elif policy.approval.required:
                 await self.approval_gate(policy.approval,
                                          f"release of {req.service} {req.ref} to {req.env}")
                 report.approved_by = [a for a in self.state.notes if a.startswith("approved by")]
@@ -67,10 +71,12 @@ class ReleaseVersion(KeplerWorkflow):
             self.saga.add(f"restore {snapshot.image or 'the empty deployment'} and its config",
                           lambda: kube.restore_and_wait(self, snapshot, policy.rollout_timeout))
             applied = True
+            override = Overrides.from_annotations(snapshot.annotations)  # kepler scale|resources
             result = await kube.apply(self, ApplyRelease(
-                target=target, image=image, replicas=spec.replicas_in(req.env),
+                target=target, image=image,
+                replicas=spec.replicas_in(req.env) if override.replicas is None else override.replicas,
                 config=spec.config_files, env=spec.env_in(req.env),
-                resources=spec.resources_in(req.env), port=spec.port,
+                resources=override.resources or spec.resources_in(req.env), port=spec.port,
                 health_path=spec.health_path,
                 annotations={
                     naming.RELEASE_ID: workflow.info().workflow_id + "/" + workflow.info().run_id,
@@ -93,6 +99,15 @@ class ReleaseVersion(KeplerWorkflow):
         await self.notify("succeeded", f"{req.ref} ({report.commit[:12]}) is live in {req.env}")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return report
+
+    @staticmethod
+    def approved_by_train(req: ReleaseRequest) -> bool:
+        """The train's one gate stands for its members' gates: honoured only when this
+        release is the child of a ReleaseTrain (a client cannot start a child, so setting
+        the flag on a release of one's own changes nothing)."""
+        parent = workflow.info().parent
+        return req.train_approved and parent is not None and parent.workflow_id.startswith(
+            TRAIN_PREFIX) and parent.workflow_id.endswith("@" + req.env)
 
     async def _released(self, report: ReleaseReport, req: ReleaseRequest) -> ReleaseReport:
         self.finish("succeeded")

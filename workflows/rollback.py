@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.registry import RegistryActivities
     from kepler import manifests, naming
     from kepler.models import Operation, ReleaseReport, RollbackRequest
+    from kepler.scale import Overrides
     from kepler.steps import (
         ApplyRelease, EnvironmentPolicy, ImageQuery, PolicyQuery, ReadSpec, ReleaseSnapshot,
         ReleaseTarget, ResolveRef, Revision, RouteWeights, WaitRollout,
@@ -57,7 +58,9 @@ class Rollback(KeplerWorkflow):
                 spec = await self.step("read service spec", GitLabActivities.read_spec,
                                        ReadSpec(service=req.service, sha=commit))
                 config, env = spec.config_files, spec.env_in(req.env)
-                resources = spec.resources_in(req.env)
+                # an override from `kepler resources` outlives releases and rollbacks
+                resources = Overrides.from_annotations(current.annotations).resources or \
+                    spec.resources_in(req.env)
                 replicas = current.replicas or spec.replicas_in(req.env)
 
             self.saga.add(f"restore {current.image} and its config",

@@ -1,0 +1,30 @@
+"""Scheduled releases: a Temporal Schedule per service and environment.
+
+A schedule's workflow ids get the fire time appended, so a schedule cannot start
+ReleaseVersion under the `<service>@<env>` lock itself. It starts ScheduledRelease,
+which starts ReleaseVersion as a child under that id: a nightly release never runs
+alongside a manual one (it is skipped, and says why), and with overlap policy SKIP
+a fire while the previous nightly still runs is skipped too.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kepler.models import Model, ReleaseReport, ReleaseRequest
+
+
+def schedule_id(service: str, env: str) -> str:
+    return f"release-{service}@{env}"
+
+
+class ScheduledReleaseRequest(Model):
+    release: ReleaseRequest
+    cron: str = Field("", max_length=200)
+
+
+class ScheduledReleaseReport(Model):
+    outcome: str  # succeeded | failed | rolled_back | skipped | ...
+    release_id: str = ""
+    detail: str = ""
+    report: ReleaseReport | None = None

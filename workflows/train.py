@@ -1,0 +1,200 @@
+"""ReleaseTrain: release several services to one environment as one operation.
+
+The runbook: read each member's policy, check nothing else runs on it and resolve
+its ref (so the approver sees commits, and an unknown member fails before any side
+effect); ONE approval gate for the whole train, when the environment's policy asks;
+then, wave by wave in dependency order, record each member's current release,
+register its undo, and release it as a child ReleaseVersion under the member's own
+`<service>@<env>` id (the lock: a concurrent manual release is refused, and so is the
+train's member). Members of one wave run in parallel. If any member fails, the rest of
+its wave finishes, later waves never start, and every member already released is put
+back, image and config, in reverse order. The report lists each member's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.gitlab import GitLabActivities
+    from activities.kubernetes import KubernetesActivities
+    from activities.operations import OperationsActivities
+    from activities.platform import PlatformActivities
+    from kepler import naming
+    from kepler.decommission import RunningQuery
+    from kepler.models import Operation, ReleaseReport, ReleaseRequest, StepRecord
+    from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseSnapshot, ReleaseTarget, ResolveRef
+    from kepler.train import MemberResult, TrainMember, TrainReport, TrainRequest, waves
+    from workflows import kube
+    from workflows.base import (
+        ApprovalEnded, KeplerWorkflow, StepFailed, describe_cause, failure,
+    )
+
+CHILD_OUTCOMES = {"KeplerRolledBack": "rolled_back", "KeplerFailed": "failed",
+                  "KeplerCancelled": "cancelled", "KeplerRejected": "rejected",
+                  "KeplerExpired": "expired"}
+
+
+class MemberFailed(Exception):
+    pass
+
+
+@workflow.defn(name="ReleaseTrain")
+class ReleaseTrain(KeplerWorkflow):
+    def __init__(self) -> None:
+        super().__init__()
+        self.train: TrainReport | None = None
+
+    @workflow.query
+    def report(self) -> TrainReport:
+        assert self.train is not None
+        return self.train
+
+    @workflow.run
+    async def run(self, req: TrainRequest) -> TrainReport:
+        plan = waves(req.members)
+        self.begin(Operation.TRAIN, req.service, req.env, req.requested_by,
+                   " ".join(f"{m.service}:{m.ref}" for m in req.members)[:200])
+        self.train = report = TrainReport(name=req.name, env=req.env, members=[
+            MemberResult(service=s, ref=self._member(req, s).ref, wave=i + 1)
+            for i, wave in enumerate(plan) for s in wave])
+        try:
+            policies = await self.preflight(req)
+            policy = policies[req.members[0].service]
+            approved = False
+            if policy.approval.required:
+                what = (f"release train {req.name} to {req.env}: " + ", ".join(
+                    f"{m.service} {m.ref} ({report.member(m.service).commit[:12]})" for m in req.members))
+                await self.approval_gate(policy.approval, what)
+                report.approved_by = [n for n in self.state.notes if n.startswith("approved by")]
+                approved = True
+            for i, wave in enumerate(plan):
+                self.set_stage(f"wave {i + 1} of {len(plan)}: " + ", ".join(wave))
+                ok = await asyncio.gather(*(self.release(req, self._member(req, s), policies[s], approved)
+                                            for s in wave))
+                if not all(ok):
+                    failed = [s for s, good in zip(wave, ok) if not good]
+                    raise MemberFailed(f"{', '.join(failed)} failed: " + "; ".join(
+                        report.member(s).error for s in failed))
+        except (StepFailed, ApprovalEnded, MemberFailed) as e:
+            return await self._fail(e, report)
+        except asyncio.CancelledError:
+            await self._undo(report)
+            self.finish("cancelled", "cancelled; rolled back: " + (", ".join(report.rolled_back) or "nothing"))
+            report.outcome = "cancelled"
+            raise
+        self.finish("succeeded")
+        report.outcome = "succeeded"
+        await self.notify("succeeded", f"train {req.name}: {len(req.members)} services released to "
+                          f"{req.env}")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return report
+
+    @staticmethod
+    def _member(req: TrainRequest, service: str) -> TrainMember:
+        return next(m for m in req.members if m.service == service)
+
+    async def preflight(self, req: TrainRequest) -> dict[str, EnvironmentPolicy]:
+        """Reads only: policies, nothing else running on a member, refs resolve."""
+        async def one(m: TrainMember) -> EnvironmentPolicy:
+            policy = await self.step(f"{m.service}: read policy", PlatformActivities.environment_policy,
+                                     PolicyQuery(service=m.service, env=req.env))
+            busy = await self.step(f"{m.service}: check nothing runs",
+                                   OperationsActivities.running_operations,
+                                   RunningQuery(service=m.service, envs=[req.env]))
+            if busy:
+                raise StepFailed(f"{m.service}: check nothing runs", "; ".join(busy), "Conflict")
+            commit = await self.step(f"{m.service}: resolve {m.ref}", GitLabActivities.resolve_ref,
+                                     ResolveRef(service=m.service, ref=m.ref))
+            self.train.member(m.service).commit = commit.sha
+            return policy
+
+        policies = await asyncio.gather(*(one(m) for m in req.members))
+        return {m.service: p for m, p in zip(req.members, policies)}
+
+    async def release(self, req: TrainRequest, m: TrainMember, policy: EnvironmentPolicy,
+                      approved: bool) -> bool:
+        """Release one member as a child; False (with the member's error) when it failed.
+        A child that fails undoes its own change, so only successes stay in the saga."""
+        result = self.train.member(m.service)
+        target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=m.service)
+        before: ReleaseSnapshot = await self.step(
+            f"{m.service}: record current release", KubernetesActivities.snapshot, target)
+        result.previous_image = before.image
+        child_id = naming.workflow_id(m.service, req.env)
+        undo = f"{m.service}: restore {before.image or 'the empty deployment'} and its config"
+        release_id: list[str] = []
+        self.saga.add(undo, lambda: self._restore(m.service, before, release_id, policy))
+        record = StepRecord(name=f"release {m.service} {m.ref}", started_at=workflow.now())
+        self.state.steps.append(record)
+        result.outcome = "running"
+        try:
+            handle = await workflow.start_child_workflow(
+                "ReleaseVersion", ReleaseRequest(
+                    service=m.service, env=req.env, ref=m.ref, requested_by=req.requested_by,
+                    reason=f"train {req.name}" + (f": {req.reason}" if req.reason else ""),
+                    train_approved=approved),
+                id=child_id, result_type=ReleaseReport,
+                static_summary=f"release {m.service} {m.ref} to {req.env} (train {req.name})")
+            release_id.append(f"{child_id}/{handle.first_execution_run_id}")
+            child: ReleaseReport = await handle
+        except WorkflowAlreadyStartedError:
+            self.saga.discard(undo)
+            return self._failed(record, result, "failed", f"{child_id} is busy with another operation")
+        except ChildWorkflowError as e:
+            self.saga.discard(undo)  # the child put back what it changed
+            message, kind = describe_cause(e)
+            return self._failed(record, result, CHILD_OUTCOMES.get(kind, "failed"), message)
+        except asyncio.CancelledError:
+            self.saga.discard(undo)  # a cancelled child compensates itself
+            record.outcome, record.finished_at, result.outcome = "failed", workflow.now(), "cancelled"
+            raise
+        record.outcome, record.finished_at = "done", workflow.now()
+        result.outcome, result.image, result.commit = "succeeded", child.image, child.commit
+        return True
+
+    @staticmethod
+    def _failed(record: StepRecord, result: MemberResult, outcome: str, message: str) -> bool:
+        record.outcome, record.detail, record.finished_at = "failed", message, workflow.now()
+        result.outcome, result.error = outcome, message
+        return False
+
+    async def _restore(self, service: str, before: ReleaseSnapshot, release_id: list[str],
+                       policy: EnvironmentPolicy) -> None:
+        """Put a released member back, unless someone released it again since."""
+        result = self.train.member(service)
+        now = await self.step(f"{service}: read current release", KubernetesActivities.snapshot,
+                              before.target)
+        running = now.annotations.get(naming.RELEASE_ID, "")
+        if release_id and running != release_id[0]:
+            result.rollback = (f"left alone: changed since the train released it (now {running} "
+                               f"by {now.annotations.get(naming.REQUESTED_BY, 'someone')})")
+            self.state.notes.append(f"{service}: {result.rollback}")
+            return
+        self.set_stage(f"rolling back {service}")
+        await kube.restore_and_wait(self, before, policy.rollout_timeout)
+        result.outcome = "rolled_back"
+        result.rollback = f"restored {before.image or 'the empty deployment'} and its config"
+        self.train.rolled_back.append(service)
+
+    async def _undo(self, report: TrainReport) -> None:
+        for member in report.members:
+            if member.outcome == "pending":
+                member.outcome = "not_started"
+        await self.compensate()
+
+    async def _fail(self, error: Exception, report: TrainReport) -> TrainReport:
+        await self._undo(report)
+        outcome = error.outcome if isinstance(error, ApprovalEnded) else (
+            "rolled_back" if report.rolled_back else "failed")
+        message = (f"step '{error.step}' failed: {error.cause}" if isinstance(error, StepFailed)
+                   else str(error))
+        message += f"; rolled back: {', '.join(report.rolled_back) or 'nothing'}"
+        self.finish(outcome, message)
+        report.outcome, report.error = outcome, message
+        await self.notify(outcome, f"train {report.name}: {message}")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        raise failure(message, outcome)
