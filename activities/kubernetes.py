@@ -20,7 +20,7 @@ from kepler.models import Resources
 from kepler.settings import Platform
 from kepler.steps import (
     Applied, ApplyObjects, ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, Revision,
-    RolloutResult, UndoCreated, WaitRollout,
+    RolloutResult, ScaleDeployment, UndoCreated, WaitRollout,
 )
 
 POLL_SECONDS = 0.25
@@ -270,3 +270,14 @@ class KubernetesActivities:
         deploy = self.clusters(target.env).get("Deployment", target.namespace, target.name())
         ann = (deploy or {}).get("metadata", {}).get("annotations") or {}
         return int(ann.get("deployment.kubernetes.io/revision", 0))
+
+    @activity.defn(name="kubernetes.scale")
+    def scale(self, req: ScaleDeployment) -> bool:
+        """Set the replicas of a Deployment; False when it does not exist or already has them."""
+        cluster = self.clusters(req.target.env)
+        live = cluster.get("Deployment", req.target.namespace, req.target.name())
+        if live is None or live["spec"].get("replicas") == req.replicas:
+            return False
+        cluster.patch("Deployment", req.target.namespace, req.target.name(),
+                      {"spec": {"replicas": req.replicas}})
+        return True

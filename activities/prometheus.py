@@ -8,6 +8,7 @@ import httpx
 from temporalio import activity
 
 from activities.errors import non_retryable, raise_for_status, retryable
+from kepler.canary import AnalysisResult, CanaryAnalysis, MetricValue
 from kepler.settings import Platform
 from kepler.steps import VerifyRelease, VerifyResult
 
@@ -52,3 +53,28 @@ class PrometheusActivities:
             return VerifyResult(verdict="failed", detail=f"request success rate {value:.2f}% < "
                                 f"{req.min_success_rate}%")
         return VerifyResult(verdict="passed", detail=f"request success rate {value:.2f}%")
+
+    @activity.defn(name="prometheus.analyse")
+    def analyse(self, req: CanaryAnalysis) -> AnalysisResult:
+        """One canary analysis round: each check's value (None when there is no data).
+        An unreachable or failing Prometheus is retryable; a refused query is not."""
+        from kepler import promql
+
+        if not self.url:
+            raise non_retryable("InvalidInput", "no Prometheus configured: a canary needs one "
+                                "(prometheus.url in kepler.yaml)")
+        values = []
+        for check in req.metrics:
+            try:
+                if check.query is None:
+                    query = promql.render(check.name, req.namespace, promql.workload_regex(
+                        req.workload), req.interval)
+                else:
+                    query = promql.render_custom(check.query, req.namespace, req.workload,
+                                                 req.interval, req.service)
+            except ValueError as e:
+                raise non_retryable("InvalidInput", f"metric {check.name}: {e}") from None
+            activity.heartbeat(check.name)
+            values.append(MetricValue(name=check.name, value=instant_query(self.url, query),
+                                      query=query))
+        return AnalysisResult(values=values)

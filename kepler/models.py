@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kepler import validation
+from kepler import promql, validation
 from kepler.images import DIGEST_RE
 from kepler.validation import (
     ConfigKey, DnsSubdomain, Duration, EnvName, EnvVarName, GitRef, Quantity, ServiceName,
@@ -197,10 +197,19 @@ class CanaryRequest(Model):
     step_weight: int = Field(10, ge=1, le=100)
     max_weight: int = Field(50, ge=1, le=100)
     interval: Duration = timedelta(minutes=1)
-    metrics: list[MetricCheck] = Field(default_factory=list)
+    metrics: list[MetricCheck] = Field(default_factory=list, description=(
+        "checks added to the built-ins; a check named like a built-in without a query "
+        "changes that built-in's thresholds"))
     failure_limit: int = Field(5, ge=1, le=100)
     no_data: Literal["fail", "skip", "halt"] = "fail"
+    query_error_limit: int = Field(3, ge=1, le=100, description=(
+        "analysis rounds in a row whose queries fail (after retries) before each further "
+        "one counts as a failed check"))
     approve_promotion: bool = False
+    max_duration: Duration = Field(timedelta(days=7), description=(
+        "the whole canary's deadline: past it, traffic goes back to stable"))
+    rounds_per_run: int = Field(100, ge=1, le=1000, description=(
+        "analysis rounds per workflow run before continue-as-new (bounded history)"))
 
     @field_validator("interval")
     @classmethod
@@ -219,10 +228,38 @@ class CanaryRequest(Model):
                 raise ValueError("must be strictly increasing")
         return value
 
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, value: list[MetricCheck]) -> list[MetricCheck]:
+        names = [m.name for m in value]
+        if len(names) != len(set(names)):
+            raise ValueError("metric names must be unique")
+        for m in value:
+            if m.query is None and m.name not in promql.THRESHOLDS:
+                raise ValueError(f"metric {m.name!r} needs a query (built-ins: "
+                                 f"{', '.join(promql.THRESHOLDS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "CanaryRequest":
+        if not self.steps and self.max_weight < self.step_weight:
+            raise ValueError("max_weight must be >= step_weight")
+        if self.max_duration < self.interval * 2:
+            raise ValueError("max_duration must be at least two intervals")
+        return self
+
     def weights(self) -> list[int]:
         if self.steps:
             return list(self.steps)
         return list(range(self.step_weight, self.max_weight + 1, self.step_weight))
+
+    def effective_metrics(self) -> list[MetricCheck]:
+        """The built-ins (with any threshold overrides), then the custom checks."""
+        given = {m.name: m for m in self.metrics}
+        checks = []
+        for name, (bound, limit) in promql.THRESHOLDS.items():
+            checks.append(given.pop(name, None) or MetricCheck(name=name, **{bound: limit}))
+        return checks + list(given.values())
 
 
 class DecommissionRequest(Model):
@@ -240,7 +277,7 @@ class ApprovalDecision(Model):
 # --- status and reports --------------------------------------------------------------------
 
 Outcome = Literal["running", "succeeded", "failed", "rolled_back", "rejected", "expired",
-                  "cancelled", "soaking", "restored"]
+                  "cancelled", "soaking", "restored", "aborted"]
 
 
 class StepRecord(Model):
@@ -260,6 +297,34 @@ class PendingApproval(Model):
     deadline: datetime
 
 
+class CheckStatus(Model):
+    """One analysis check of a canary: its threshold, last value and failures."""
+    name: str
+    threshold: str
+    last_value: float | None = None
+    last_result: Literal["pending", "passed", "failed", "no_data", "skipped", "error"] = "pending"
+    failures: int = 0
+
+
+class CanaryProgress(Model):
+    """What a canary's `status` adds: where the traffic is and what it waits on."""
+    weights: list[int]
+    step: int = 0  # how many of `weights` have been reached; 0 before the first shift
+    weight: int = 0
+    interval: timedelta
+    failed_checks: int = 0
+    failure_limit: int
+    query_errors: int = 0  # analysis rounds in a row whose queries failed
+    paused: bool = False
+    paused_by: str = ""
+    waiting_on: str = ""
+    next_analysis_at: datetime | None = None
+    rounds: int = 0
+    run: int = 1  # workflow runs so far (continue-as-new keeps each run's history bounded)
+    checks: list[CheckStatus] = Field(default_factory=list)
+    last_failure: str = ""
+
+
 class OperationStatus(Model):
     operation: Operation
     service: str
@@ -273,6 +338,7 @@ class OperationStatus(Model):
     error: str = ""
     undone: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    canary: CanaryProgress | None = None
 
 
 class ReleaseReport(Model):

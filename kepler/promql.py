@@ -104,3 +104,18 @@ def parse_builtin(query: str) -> BuiltinQuery | None:
         if m:
             return BuiltinQuery(metric, m["namespace"], m["workload"], m["interval"])
     return None
+
+
+def render_custom(query: str, namespace: str, workload: str, interval: str, service: str) -> str:
+    """A custom check's PromQL with `$namespace`, `$workload`, `$service` and `$interval`
+    filled in (string.Template; `$$` is a literal dollar sign)."""
+    if not _NAMESPACE.match(namespace):
+        raise ValueError(f"namespace {namespace!r} must be a DNS-1123 label")
+    interval_seconds(interval)
+    return Template(query).safe_substitute(namespace=namespace, workload=workload,
+                                           interval=interval, service=service)
+
+
+def duration(seconds: float) -> str:
+    """A Prometheus duration for a number of seconds (whole seconds, at least 1s)."""
+    return f"{max(1, int(seconds))}s"

@@ -23,13 +23,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from kepler import naming
 from kepler import search_attributes as sa
+from kepler.canary import CanaryReport
 from kepler.decommission import DecommissionReport, RestoreRequest
 from kepler.jobs import JobReport, RunJobRequest
 from kepler.models import (
-    ApprovalDecision, CreateServiceRequest, DecommissionRequest, OperationStatus, ReleaseReport,
-    ReleaseRequest, RollbackRequest,
+    ApprovalDecision, CanaryRequest, CreateServiceRequest, DecommissionRequest, OperationStatus,
+    ReleaseReport, ReleaseRequest, RollbackRequest,
 )
-
 from kepler.scale import ResourcesRequest, ScaleReport, ScaleRequest
 from kepler.train import TrainReport, TrainRequest
 
@@ -50,8 +50,10 @@ WORKFLOW_FOR = {
     RollbackRequest: ("Rollback", "rollback"),
     CreateServiceRequest: ("CreateService", "create"),
     DecommissionRequest: ("Decommission", "decommission"),
+    CanaryRequest: ("Canary", "canary"),
 }
-RESULT_TYPE: dict[type, type] = {DecommissionRequest: DecommissionReport}
+RESULT_TYPE: dict[type, type] = {DecommissionRequest: DecommissionReport,
+                                 CanaryRequest: CanaryReport}
 WORKFLOW_FOR[RunJobRequest] = ("RunJob", "job")  # kepler job run
 RESULT_TYPE[RunJobRequest] = JobReport
 WORKFLOW_FOR.update({TrainRequest: ("ReleaseTrain", "train"), ScaleRequest: ("Scale", "scale"),
@@ -131,6 +133,25 @@ async def restore(client: Client, service: str, req: RestoreRequest) -> str:
         raise Refused(getattr(e.cause, "message", None) or str(e.cause)) from None
     except RPCError as e:
         raise Refused(f"{workflow_id}: nothing to restore ({e.message})") from None
+
+
+async def control(client: Client, service: str, env: str, verb: str, req: Any) -> str:
+    """pause, resume, promote or abort the running canary; refused (exit 3) when no canary
+    runs or it cannot do that now."""
+    workflow_id = naming.workflow_id(service, env)
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        desc = await handle.describe()
+    except RPCError:
+        raise Refused(f"{workflow_id}: no canary is running") from None
+    if desc.status != WorkflowExecutionStatus.RUNNING or desc.workflow_type != "Canary":
+        raise Refused(f"{workflow_id}: no canary is running")
+    try:
+        return await handle.execute_update(verb, req, result_type=str)
+    except WorkflowUpdateFailedError as e:
+        raise Refused(getattr(e.cause, "message", None) or str(e.cause)) from None
+    except RPCError as e:
+        raise Refused(f"{workflow_id}: cannot {verb} ({e.message})") from None
 
 
 async def describe_running(client: Client, workflow_id: str) -> str:

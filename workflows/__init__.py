@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workflows.alert import AlertAction
+from workflows.canary import Canary
 from workflows.create import CreateService
 from workflows.decommission import Decommission
 from workflows.job import RunJob
@@ -12,6 +13,6 @@ from workflows.scale import Scale, SetResources
 from workflows.schedule import ScheduledRelease
 from workflows.train import ReleaseTrain
 
-ALL: list[type] = [CreateService, ReleaseVersion, Rollback, Decommission]
+ALL: list[type] = [CreateService, ReleaseVersion, Rollback, Decommission, Canary]
 ALL += [RunJob, AlertAction]
 ALL += [ReleaseTrain, Scale, SetResources, ScheduledRelease]

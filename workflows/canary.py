@@ -1,0 +1,424 @@
+"""Canary: move traffic to a new version step by step while Prometheus says it is healthy.
+
+The runbook: resolve the ref; reuse or build the image and pin it by digest (as
+ReleaseVersion does); approval when the environment's policy asks; deploy
+`<service>-canary` and route testers to it (`x-canary: always`); then, for each
+weight, wait the interval and analyse the canary's metrics. A failed round counts
+toward the failure limit and holds the weight; reaching the limit aborts. After the
+last weight passes (or on `promote`), an optional approval, then promotion: the
+primary gets the new image and config, rolls out, takes 100 % of the traffic, and the
+canary scales to 0.
+
+Before any traffic moves, the undo "route 100 % to stable, scale the canary to 0" is
+in the saga: an abort, the failure limit, the deadline, a failed step or a
+cancellation always ends there. Long canaries continue-as-new with their state, so
+each run's history stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.gitlab import GitLabActivities
+    from activities.istio import IstioActivities
+    from activities.kubernetes import KubernetesActivities
+    from activities.platform import PlatformActivities
+    from activities.prometheus import PrometheusActivities
+    from kepler import manifests, naming, promql
+    from kepler.canary import (
+        AnalysisResult, CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
+        new_checks,
+    )
+    from kepler.models import CanaryProgress, CanaryRequest, Operation
+    from kepler.steps import (
+        ApplyObjects, ApplyRelease, EnvironmentPolicy, PolicyQuery, ReadSpec, ReleaseTarget,
+        ResolveRef, RouteWeights, ScaleDeployment, WaitRollout,
+    )
+    from workflows import kube
+    from workflows.base import (
+        RETRY, ApprovalEnded, KeplerWorkflow, StepFailed, StepOptions, describe_cause, failure,
+    )
+    from workflows.image import ensure_image
+
+KEEP_STEPS = 30  # step records carried across continue-as-new (the rest is in history)
+UNDO = StepOptions(schedule_to_close=timedelta(hours=1))  # an undo keeps trying for an hour
+ANALYSIS_ATTEMPTS = 3
+
+
+class CanaryEnded(Exception):
+    """The canary stops and retreats: failure limit, abort or deadline."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+@workflow.defn(name="Canary")
+class Canary(KeplerWorkflow):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cs: CanaryState | None = None
+        self.phase = "preparing"  # preparing | analysing | approval | promoting | done
+        self._abort: CanaryControl | None = None
+        self._promote: CanaryControl | None = None
+        self._run_rounds = 0
+        self._approve_promotion = False
+
+    @workflow.run
+    async def run(self, req: CanaryRequest, carried: CanaryState | None = None) -> CanaryReport:
+        if not isinstance(req, CanaryRequest):  # started with one argument: the SDK types
+            req = CanaryRequest.model_validate(req)  # arguments only when all are given
+        self.begin(Operation.CANARY, req.service, req.env, req.requested_by, req.ref)
+        self._approve_promotion = req.approve_promotion
+        report = CanaryReport(service=req.service, env=req.env, outcome="running")
+        try:
+            if carried is None:
+                await self._prepare(req)
+            else:
+                self._carry_on(carried)
+            report.commit, report.image = self.cs.commit, self.cs.image
+            report.previous_image = self.cs.previous_image
+            await self._analyse(req)
+            if self._abort:
+                raise self._aborted()
+            if req.approve_promotion:
+                self.phase = "approval"
+                self.progress.waiting_on = "approval before promotion"
+                self._decision = None  # a second gate: the first one's decision is spent
+                await self.approval_gate(
+                    self.cs.policy.approval.model_copy(update={"required": True}),
+                    f"promotion of the {req.service} canary {self.cs.version} in {req.env}")
+                report.approved_by = [n for n in self.state.notes if n.startswith("approved by")]
+            await self._promote_primary(req)
+        except (StepFailed, ApprovalEnded, CanaryEnded) as e:
+            return await self._fail(e, report)
+        except asyncio.CancelledError:
+            report.undone = await self._retreat()
+            self.finish("cancelled", "cancelled; undone: " + (", ".join(report.undone) or "nothing"))
+            await self.notify("cancelled", f"canary of {req.ref} cancelled; traffic back on stable")
+            raise
+        self.phase = "done"
+        self.progress.waiting_on = ""
+        self.finish("succeeded")
+        self._fill(report, "succeeded")
+        await self.notify("promoted", f"{self.cs.version} promoted in {req.env} after "
+                          f"{self.progress.rounds} analysis rounds")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return report
+
+    @property
+    def progress(self) -> CanaryProgress:
+        assert self.state is not None and self.state.canary is not None
+        return self.state.canary
+
+    # --- before any traffic moves ------------------------------------------------------------
+
+    async def _prepare(self, req: CanaryRequest) -> None:
+        policy: EnvironmentPolicy = await self.step(
+            "read policy", PlatformActivities.environment_policy,
+            PolicyQuery(service=req.service, env=req.env))
+        if req.approve_promotion and not policy.approval.approvers:
+            raise StepFailed("read policy", f"approve_promotion needs approvers, and {req.env} "
+                             "lists none in kepler.yaml", "InvalidInput")
+        self.state.canary = CanaryProgress(
+            weights=req.weights(), interval=req.interval, failure_limit=req.failure_limit,
+            checks=new_checks(req.effective_metrics()))
+        commit = await self.step("resolve ref", GitLabActivities.resolve_ref,
+                                 ResolveRef(service=req.service, ref=req.ref))
+        version = f"{req.ref}@{commit.short_id}"
+        self.set_version(version)
+        spec = await self.step("read service spec", GitLabActivities.read_spec,
+                               ReadSpec(service=req.service, sha=commit.sha))
+        primary = await kube.snapshot(self, self._target(policy, primary=True))
+        if not primary.exists or not primary.replicas or primary.image == manifests.PLACEHOLDER_IMAGE:
+            raise StepFailed("record current release", f"{req.service} runs nothing in {req.env} "
+                             "yet: release a first version (kepler release) before a canary",
+                             "NotFound")
+        image = await ensure_image(self, policy, req.service, commit.sha)
+        now = workflow.now()
+        self.cs = CanaryState(progress=self.progress, policy=policy, spec=spec, commit=commit.sha,
+                              version=version, image=image, previous_image=primary.image,
+                              started_at=now, deadline=now + req.max_duration)
+        if policy.approval.required:
+            self.phase = "approval"
+            await self.approval_gate(policy.approval, f"canary of {req.service} {req.ref} "
+                                     f"in {req.env}")
+            self.phase = "preparing"
+        self._register_retreat()
+        await self._deploy_canary(req)
+        if self._abort:
+            raise self._aborted()
+        await self._shift(0, canary_header=True)
+        await self.notify("started", f"canary {version} in {req.env}: {self.progress.weight}% "
+                          f"of the traffic; testers reach it with the header x-canary: always")
+
+    async def _deploy_canary(self, req: CanaryRequest) -> None:
+        """Create `<service>-canary` if missing, then (re-)apply the new image and scale it up:
+        a retry of the same version simply re-applies it."""
+        cs, target = self.cs, self._target(self.cs.policy, primary=False)
+        self.progress.waiting_on = f"rollout of {target.name()}"
+        replicas = max(1, cs.spec.replicas_in(req.env))
+        await self.step("create canary deployment", KubernetesActivities.apply_objects, ApplyObjects(
+            env=req.env, run_id=workflow.info().run_id, manifests=[manifests.deployment(
+                cs.spec, req.env, cs.policy.namespace, name=target.name(), version="canary",
+                image=cs.image, replicas=0)]))
+        result = await self.step("deploy canary", KubernetesActivities.apply_release, ApplyRelease(
+            target=target, image=cs.image, replicas=replicas, config=cs.spec.config_files,
+            env=cs.spec.env_in(req.env), resources=cs.spec.resources_in(req.env),
+            port=cs.spec.port, health_path=cs.spec.health_path, annotations=self._annotations(req)))
+        rollout = asyncio.ensure_future(kube.wait_rollout(self, WaitRollout(
+            target=target, generation=result.generation, timeout=cs.policy.rollout_timeout)))
+        await workflow.wait_condition(lambda: rollout.done() or self._abort is not None)
+        if not rollout.done():  # an abort does not wait for the canary to come up
+            rollout.cancel()
+            await workflow.wait([rollout])
+            raise self._aborted()
+        await rollout
+
+    def _carry_on(self, carried: CanaryState) -> None:
+        """A continued run: restore the state and the undo, and go on analysing."""
+        self.cs = carried
+        self.state.canary = carried.progress
+        self.state.steps, self.state.notes = carried.steps, carried.notes
+        self.set_version(carried.version)
+        self.progress.run += 1
+        self._register_retreat()
+
+    def _register_retreat(self) -> None:
+        self.saga.add(f"scale {naming.canary_name(self.state.service)} to 0", lambda: self.step(
+            "scale canary to 0", KubernetesActivities.scale, ScaleDeployment(
+                target=self._target(self.cs.policy, primary=False), replicas=0), UNDO))
+        self.saga.add("route 100% to stable", self._route_stable)
+
+    async def _route_stable(self) -> None:
+        await self.step("route 100% to stable", IstioActivities.set_routes, RouteWeights(
+            env=self.state.env, namespace=self.cs.policy.namespace, service=self.state.service),
+            UNDO)
+        self.progress.weight = 0
+
+    # --- the analysis loop ---------------------------------------------------------------------
+
+    async def _analyse(self, req: CanaryRequest) -> None:
+        """Returns when every weight has passed, or on promote/abort; raises CanaryEnded."""
+        self.phase = "analysing"
+        p = self.progress
+        metrics = req.effective_metrics()
+        while not (self._abort or self._promote):
+            if self._run_rounds >= req.rounds_per_run or workflow.info().is_continue_as_new_suggested():
+                await self._continue_as_new(req)
+            now = workflow.now()
+            if now >= self.cs.deadline:
+                raise CanaryEnded("expired", f"the canary's deadline ({req.max_duration}) passed "
+                                  f"at {p.weight}% (step {p.step}/{len(p.weights)})")
+            p.next_analysis_at = now + req.interval
+            p.waiting_on = (f"paused by {p.paused_by}: analysis continues; resume, promote or abort"
+                            if p.paused else f"analysis at {p.next_analysis_at:%H:%M:%S} UTC of "
+                            f"{p.weight}% (step {p.step}/{len(p.weights)})")
+            self.set_stage("paused" if p.paused else f"canary {p.weight}%")
+            try:
+                await workflow.wait_condition(lambda: bool(self._abort or self._promote),
+                                              timeout=min(req.interval, self.cs.deadline - now))
+                continue
+            except asyncio.TimeoutError:
+                pass
+            if workflow.now() >= self.cs.deadline:
+                continue
+            verdict, detail = await self._round(req, metrics)
+            p.rounds += 1
+            self._run_rounds += 1
+            if verdict == "failed":
+                p.failed_checks += 1
+                p.last_failure = detail
+                self.state.notes.append(f"round {p.rounds} at {p.weight}% failed: {detail}")
+                if p.failed_checks >= p.failure_limit:
+                    raise CanaryEnded("rolled_back", f"failure limit {p.failure_limit} reached at "
+                                      f"{p.weight}%: {detail} ({self._failure_counts()})")
+            elif verdict == "halt" and not p.paused:
+                p.paused, p.paused_by = True, "the no-data policy"
+                self.state.notes.append(f"halted at {p.weight}%: {detail}")
+            elif verdict == "passed" and not p.paused:
+                if p.step >= len(p.weights):
+                    return
+                await self._shift(p.step)
+
+    async def _round(self, req: CanaryRequest, metrics: list) -> tuple[str, str]:
+        analysis = CanaryAnalysis(
+            env=req.env, namespace=self.cs.policy.namespace, service=req.service,
+            workload=naming.canary_name(req.service),
+            interval=promql.duration(req.interval.total_seconds()), metrics=metrics)
+        result, error = None, ""
+        try:
+            result = await workflow.execute_activity_method(
+                PrometheusActivities.analyse, analysis,
+                summary=f"analysis at {self.progress.weight}%",
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=min(req.interval, timedelta(minutes=2)),
+                heartbeat_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=ANALYSIS_ATTEMPTS,
+                                         non_retryable_error_types=["InvalidInput"], **RETRY))
+        except ActivityError as e:
+            if isinstance(e.cause, CancelledError):
+                raise asyncio.CancelledError() from e
+            error, kind = describe_cause(e)
+            if kind == "InvalidInput":
+                raise StepFailed("analysis", error, kind) from e
+        return evaluate(self.progress, metrics, result, error, req.no_data, req.query_error_limit)
+
+    async def _shift(self, index: int, canary_header: bool = True) -> None:
+        weight = self.progress.weights[index]
+        await self.step(f"route {weight}% to canary", IstioActivities.set_routes, RouteWeights(
+            env=self.state.env, namespace=self.cs.policy.namespace, service=self.state.service,
+            stable=100 - weight, canary=weight, canary_header=canary_header))
+        self.progress.step, self.progress.weight = index + 1, weight
+
+    async def _continue_as_new(self, req: CanaryRequest) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._abort or self._promote:
+            return
+        self.cs.progress = self.progress
+        self.cs.steps = self.state.steps[-KEEP_STEPS:]
+        self.cs.notes = self.state.notes[-KEEP_STEPS:]
+        workflow.continue_as_new(args=[req, self.cs])
+
+    # --- the end -------------------------------------------------------------------------------
+
+    async def _promote_primary(self, req: CanaryRequest) -> None:
+        self.phase = "promoting"
+        cs, p = self.cs, self.progress
+        self.set_stage("promoting")
+        primary = self._target(cs.policy, primary=True)
+        before = await kube.snapshot(self, primary)
+        self.saga.add(f"restore {before.image} and its config",
+                      lambda: kube.restore_and_wait(self, before, cs.policy.rollout_timeout))
+        p.waiting_on = f"rollout of {req.service} with {cs.image}"
+        result = await kube.apply(self, ApplyRelease(
+            target=primary, image=cs.image, replicas=cs.spec.replicas_in(req.env),
+            config=cs.spec.config_files, env=cs.spec.env_in(req.env),
+            resources=cs.spec.resources_in(req.env), port=cs.spec.port,
+            health_path=cs.spec.health_path, annotations=self._annotations(req)))
+        await kube.wait_rollout(self, WaitRollout(target=primary, generation=result.generation,
+                                                  timeout=cs.policy.rollout_timeout))
+        p.waiting_on = "traffic back to the primary"
+        await self._route_stable()
+        await self.step("scale canary to 0", KubernetesActivities.scale, ScaleDeployment(
+            target=self._target(cs.policy, primary=False), replicas=0))
+        self.saga.discard(f"restore {before.image} and its config")
+        self.saga.discard("route 100% to stable")
+        self.saga.discard(f"scale {naming.canary_name(req.service)} to 0")
+
+    async def _retreat(self) -> list[str]:
+        self.phase = "done"
+        if self.state.canary is not None:
+            self.progress.waiting_on = "traffic back to stable"
+        return await self.compensate()
+
+    async def _fail(self, error: Exception, report: CanaryReport) -> CanaryReport:
+        outcome = getattr(error, "outcome", "failed")
+        if self.state.canary is None:  # failed before the canary existed
+            self.state.canary = CanaryProgress(weights=[], interval=timedelta(0), failure_limit=0)
+        report.undone = await self._retreat()
+        message = (f"step '{error.step}' failed: {error.cause}" if isinstance(error, StepFailed)
+                   else str(error))
+        message += f"; undone: {', '.join(report.undone) or 'nothing'}"
+        self.progress.waiting_on = ""
+        self.finish(outcome, message)
+        self._fill(report, outcome)
+        report.error = message
+        await self.notify(outcome, message)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        raise failure(message, outcome)
+
+    def _fill(self, report: CanaryReport, outcome: str) -> None:
+        p = self.progress
+        report.outcome, report.weight, report.failed_checks = outcome, p.weight, p.failed_checks
+        report.checks, report.runs = list(p.checks), p.run
+
+    def _aborted(self) -> CanaryEnded:
+        a = self._abort
+        return CanaryEnded("aborted", f"aborted by {a.by}" + (f": {a.reason}" if a.reason else "")
+                           + f" at {self.progress.weight}%")
+
+    def _failure_counts(self) -> str:
+        def last(value: float | None) -> str:
+            return "no data" if value is None else f"{value:.2f}"
+        return "; ".join(f"{c.name} failed {c.failures}x (threshold {c.threshold}, last "
+                         f"{last(c.last_value)})" for c in self.progress.checks if c.failures)
+
+    def _target(self, policy: EnvironmentPolicy, primary: bool) -> ReleaseTarget:
+        service = self.state.service
+        return ReleaseTarget(env=self.state.env, namespace=policy.namespace, service=service,
+                             deployment="" if primary else naming.canary_name(service))
+
+    def _annotations(self, req: CanaryRequest) -> dict[str, str]:
+        return {naming.RELEASE_ID: workflow.info().workflow_id + "/" + workflow.info().run_id,
+                naming.COMMIT: self.cs.commit, naming.REQUESTED_BY: req.requested_by,
+                naming.VERSION: req.ref}
+
+    # --- pause, resume, promote, abort -------------------------------------------------------
+
+    def _refuse_unless(self, ok: bool, why: str) -> None:
+        if not ok:
+            raise ValueError(f"{self.state.service}@{self.state.env}: {why}" if self.state else why)
+
+    @workflow.update
+    async def pause(self, control: CanaryControl) -> str:
+        self.progress.paused, self.progress.paused_by = True, control.by
+        self.state.notes.append(f"paused by {control.by}" + (f": {control.reason}" if control.reason else ""))
+        return f"paused at {self.progress.weight}%; analysis continues"
+
+    @pause.validator
+    def _validate_pause(self, control: CanaryControl) -> None:
+        self._refuse_unless(self.phase == "analysing", f"the canary is {self._phase_text()}")
+        self._refuse_unless(not self.progress.paused, f"already paused by {self.progress.paused_by}")
+
+    @workflow.update
+    async def resume(self, control: CanaryControl) -> str:
+        self.progress.paused, self.progress.paused_by = False, ""
+        self.state.notes.append(f"resumed by {control.by}")
+        return f"resumed at {self.progress.weight}%"
+
+    @resume.validator
+    def _validate_resume(self, control: CanaryControl) -> None:
+        self._refuse_unless(self.phase == "analysing", f"the canary is {self._phase_text()}")
+        self._refuse_unless(self.progress.paused, "the canary is not paused")
+
+    @workflow.update
+    async def promote(self, control: CanaryControl) -> str:
+        self._promote = control
+        self.state.notes.append(f"promotion requested by {control.by}")
+        return "promoting: remaining steps skipped" + (
+            "; approval still required" if self.phase == "analysing" and self._needs_approval() else "")
+
+    @promote.validator
+    def _validate_promote(self, control: CanaryControl) -> None:
+        self._refuse_unless(self.phase == "analysing" and not self._promote and not self._abort,
+                            f"the canary is {self._phase_text()}")
+
+    @workflow.update
+    async def abort(self, control: CanaryControl) -> str:
+        self._abort = control
+        return "aborting: traffic goes back to stable and the canary scales to 0"
+
+    @abort.validator
+    def _validate_abort(self, control: CanaryControl) -> None:
+        self._refuse_unless(self.phase in ("preparing", "analysing") and not self._abort,
+                            f"the canary is {self._phase_text()}" + (
+                                "; reject it or `kepler cancel` it" if self.phase == "approval" else ""))
+
+    def _needs_approval(self) -> bool:
+        return self._approve_promotion
+
+    def _phase_text(self) -> str:
+        if self._abort:
+            return "already aborting"
+        if self._promote:
+            return "already promoting"
+        return {"preparing": "not analysing yet", "analysing": "analysing",
+                "approval": "waiting for approval before promotion",
+                "promoting": "promoting", "done": "finished"}[self.phase]
