@@ -82,17 +82,19 @@ def _json(doc: dict[str, Any] | None) -> Response:
     return JSONResponse(doc)
 
 
-def create_app(world: World) -> Starlette:
+def create_app(world: World, name: str = "kubernetes") -> Starlette:
+    """One cluster. A second one (SandboxSettings.clusters) is another app with its own
+    `name`, store, state folder and simulation; the Prometheus stand-in reads the first."""
     settings = world.settings
-    state = world.state_path("kubernetes")
-    store = Store(state, world.audits["kubernetes"])
+    state = world.state_path(name)
+    store = Store(state, world.audits[name])
     images = ImageResolver()
     controller = Controller(store, images, settings)
     traffic = Traffic(store, controller.kubelet, settings.traffic_rps)
     sim = KubernetesSim(store, images, controller, traffic,
                         BatchController(store, images, settings.seconds_per_replica))
     logs = PodLogs(store)
-    world.components["kubernetes"] = sim
+    world.components[name] = sim
     api = ResourceApi(store)
     _ensure_default_namespaces(store)
 

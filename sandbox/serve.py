@@ -51,7 +51,11 @@ class Sandbox:
                 continue  # a stand-in not built (yet)
             if hasattr(module, "create_app"):
                 modules[name] = module
-        for name in modules:
+        factories = {name: module.create_app for name, module in modules.items()}
+        if "kubernetes" in modules:
+            for name in settings.extra_clusters():
+                factories[name] = lambda world, n=name: modules["kubernetes"].create_app(world, n)
+        for name in factories:
             sock = _bind(settings.host, settings.ports.get(name, 0))
             self._sockets[name] = sock
             self.world.urls[name] = f"http://{settings.host}:{sock.getsockname()[1]}"
@@ -59,9 +63,9 @@ class Sandbox:
             state = self.world.state_path(name)
             self.world.audits[name] = Audit(state / "audit.jsonl" if state else None)
         self.apps = {
-            name: with_sandbox_routes(module.create_app(self.world),
+            name: with_sandbox_routes(create_app(self.world),
                                       self.world.faults[name], self.world.audits[name])
-            for name, module in modules.items()
+            for name, create_app in factories.items()
         }
 
     @property

@@ -33,6 +33,13 @@ class SandboxSettings:
     progress_deadline_scale: float = 1.0  # tests shrink progressDeadlineSeconds
     traffic_rps: float = 50.0
     standins: tuple[str, ...] = STANDINS
+    # Several Kubernetes clusters, e.g. ("staging", "prod"): the first is served as
+    # "kubernetes", each other one as "kubernetes-<name>" on its own port. Empty: one.
+    clusters: tuple[str, ...] = ()
+
+    def extra_clusters(self) -> list[str]:
+        """The stand-in names of the clusters after the first."""
+        return [f"kubernetes-{c}" for c in self.clusters[1:]]
 
 
 @dataclass

@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
     from starter import commands_jobs
 
     commands_jobs.register(app)
+    from starter import commands_fleet, commands_schedule
+
+    commands_fleet.register(app)
+    commands_schedule.register(app)
 
     @app.command()
     def demo(as_user: Optional[str] = typer.Option(None, "--as"), output: str = OutputOpt) -> None:
