@@ -32,6 +32,7 @@ class FleetWorld(FakeWorld):
     busy: dict[str, str] = field(default_factory=dict)  # service -> what runs on it
     events: list[tuple[str, str]] = field(default_factory=list)
     rollout_seconds: float = 0.0
+    on_restore: dict[str, Any] = field(default_factory=dict)  # service -> called before its restore
     max_parallel: int = 0
     _rolling: int = 0
 
@@ -67,6 +68,8 @@ class FleetWorld(FakeWorld):
         @activity.defn(name="kubernetes.restore_release")
         async def restore_release(s: ReleaseSnapshot) -> ApplyResult:
             world.events.append(("restore", s.target.service))
+            if s.target.service in world.on_restore:
+                world.on_restore.pop(s.target.service)(world)
             return write(s.target, s.image, s.replicas, s.config, s.resources, s.annotations)
 
         @activity.defn(name="kubernetes.wait_rollout")

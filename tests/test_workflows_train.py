@@ -12,6 +12,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
 
 import workflows
+from kepler import naming
 from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest
 from kepler.train import TrainReport, TrainRequest, waves
 from starter import ops
@@ -178,3 +179,26 @@ def test_cycles_unknown_and_repeated_members_are_refused_before_anything_starts(
         train("staging", ("web", []), ("web", []))
     with pytest.raises(ValidationError, match=r"cannot depend on itself"):
         train("staging", ("web", ["web"]))
+
+
+async def test_a_member_released_again_meanwhile_is_left_alone(harness: Harness) -> None:
+    """Between the member's release and the train's rollback, someone else released it:
+    the train does not overwrite that newer release, and says so."""
+    world = harness.world
+    world.crash.add("api")
+
+    def someone_released_db(w: FleetWorld) -> None:
+        w.deployments["db"]["annotations"][naming.RELEASE_ID] = "db@staging/other-run"
+        w.deployments["db"]["annotations"][naming.REQUESTED_BY] = "dave"
+        w.deployments["db"]["image"] = "reg/demo/db@sha256:" + "d" * 64
+
+    world.on_restore["api"] = someone_released_db  # runs as api undoes itself
+    started = await harness.start(train("staging", ("db", []), ("api", ["db"])))
+    with pytest.raises(WorkflowFailureError):
+        await started.handle.result()
+    report = await started.handle.query("report", result_type=TrainReport)
+    assert report.rolled_back == []
+    assert report.member("db").rollback.startswith("left alone: changed since the train released it")
+    assert "by dave" in report.member("db").rollback
+    assert world.deployments["db"]["image"] == "reg/demo/db@sha256:" + "d" * 64
+    assert ("restore", "db") not in world.events
