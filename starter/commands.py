@@ -28,6 +28,9 @@ def register(app: typer.Typer) -> None:
 
     commands_fleet.register(app)
     commands_schedule.register(app)
+    from starter import commands_canary
+
+    commands_canary.register(app)
 
     @app.command()
     def demo(as_user: Optional[str] = typer.Option(None, "--as"), output: str = OutputOpt) -> None:
@@ -46,17 +49,3 @@ def register(app: typer.Typer) -> None:
         console.print(f"Temporal UI: {p.temporal.ui_url}")
         for link in links:
             console.print(link)
-
-    @app.command()
-    def canary(service: str, env: str = EnvOpt, ref: str = typer.Option(..., "--ref"),
-               steps: Optional[str] = None, interval: str = "1m", watch: bool = False,
-               output: str = OutputOpt) -> None:
-        """Run a canary of REF for SERVICE in ENV, shifting traffic step by step."""
-        _not_built("canary", 6, output)
-
-    for verb in ("pause", "resume", "promote", "abort"):
-        def control(service: str, env: str = EnvOpt, output: str = OutputOpt, _verb: str = verb) -> None:
-            _not_built(_verb, 6, output)
-        control.__doc__ = f"{verb.capitalize()} the running canary of SERVICE in ENV."
-        app.command(verb)(control)
-

@@ -3,18 +3,23 @@
 1. create the service `demo-shop` (GitLab project, Jenkins job, objects in every env);
 2. release v1 to staging; 3. release v1 to prod, which needs approval, and approve
 it as a second configured user; 4. release a bad v2 (its commit says it crashes)
-that rolls back automatically, image and config; then print the UI links.
+that rolls back automatically, image and config; 5. a canary of a good v2 in staging:
+traffic shifts 20 % then 50 % while the analysis passes, then it is promoted; then print
+the UI links.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import gitlab
 import yaml
 
-from kepler.models import ApprovalDecision, CreateServiceRequest, ReleaseRequest, ServiceSpec
+from kepler.models import (
+    ApprovalDecision, CanaryRequest, CreateServiceRequest, ReleaseRequest, ServiceSpec,
+)
 from kepler.settings import Platform, Secrets
 from starter import ops, session
 from starter.output import FAILED, CliError, console
@@ -27,7 +32,8 @@ SPEC = ServiceSpec(name=SERVICE, team="demo", template="python", replicas=2, own
 
 
 def prepare_repository(p: Platform) -> None:
-    """What a developer would push: tag v1, and a branch bad-v2 whose build crashes."""
+    """What a developer would push: tag v1, a branch bad-v2 whose build crashes, and a
+    healthy branch v2 for the canary."""
     gl = gitlab.Gitlab(p.gitlab.url, private_token=Secrets().gitlab_token.get_secret_value())
     project = gl.projects.get(f"{p.gitlab.group}/{SERVICE}")
     names = {t.name for t in project.tags.list(get_all=True)}
@@ -40,6 +46,14 @@ def prepare_repository(p: Platform) -> None:
         project.commits.create({"branch": "bad-v2", "commit_message": "v2: new greeting (crashes)",
                                 "actions": [
             {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "crash: true\n"},
+            {"action": "update", "file_path": ".kepler/service.yaml",
+             "content": yaml.safe_dump({"name": SERVICE, **spec}, sort_keys=False)}]})
+    if "v2" not in {b.name for b in project.branches.list(get_all=True)}:
+        project.branches.create({"branch": "v2", "ref": "v1"})
+        spec = SPEC.model_dump(mode="json", exclude_defaults=True)
+        spec["config_files"] = {"app.conf": "greeting=hello from v2\n"}
+        project.commits.create({"branch": "v2", "commit_message": "v2: new greeting", "actions": [
+            {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "latency_ms: 80\n"},
             {"action": "update", "file_path": ".kepler/service.yaml",
              "content": yaml.safe_dump({"name": SERVICE, **spec}, sort_keys=False)}]})
 
@@ -94,4 +108,8 @@ async def demo(p: Platform, user: str) -> list[str]:
                                 ReleaseRequest(service=SERVICE, env="staging", ref="bad-v2",
                                                requested_by=user, reason="demo"),
                                 expect_failure=True))
+    links.append(await run_step(p, "5. canary of a good v2 in staging: 20 %, 50 %, promoted",
+                                CanaryRequest(service=SERVICE, env="staging", ref="v2",
+                                              steps=[20, 50], interval=timedelta(seconds=10),
+                                              requested_by=user, reason="demo")))
     return links

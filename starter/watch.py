@@ -12,7 +12,7 @@ from rich.text import Text
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
-from kepler.models import OperationStatus
+from kepler.models import CanaryProgress, OperationStatus
 from starter.output import console
 
 MARKS = {"done": "[green]✔[/green]", "failed": "[red]✘[/red]", "running": "[yellow]…[/yellow]",
@@ -35,6 +35,8 @@ def render(status: OperationStatus) -> Group:
             took = f"{(step.finished_at - step.started_at).total_seconds():.1f}s"
         table.add_row(MARKS.get(step.outcome, step.outcome), step.name, took, step.detail)
     parts: list[Any] = [table]
+    if status.canary is not None:
+        parts.append(canary_table(status.canary))
     if status.pending_approval:
         p = status.pending_approval
         parts.append(Text(f"waiting for approval by one of {', '.join(p.approvers)} "
@@ -47,6 +49,21 @@ def render(status: OperationStatus) -> Group:
     for note in status.notes:
         parts.append(Text(note, style="dim"))
     return Group(*parts)
+
+
+def canary_table(c: CanaryProgress) -> Table:
+    paused = f", paused by {c.paused_by}" if c.paused else ""
+    title = (f"canary {c.weight}% (step {c.step}/{len(c.weights)}: {c.weights}), failed checks "
+             f"{c.failed_checks}/{c.failure_limit}{paused}"
+             + (f", run {c.run}" if c.run > 1 else ""))
+    table = Table(title=title, caption=c.waiting_on or None, show_header=True,
+                  header_style="bold", expand=False)
+    for col in ("check", "threshold", "last", "result", "failures"):
+        table.add_column(col)
+    for check in c.checks:
+        last = "" if check.last_value is None else f"{check.last_value:.2f}"
+        table.add_row(check.name, check.threshold, last, check.last_result, str(check.failures))
+    return table
 
 
 async def watch(handle: WorkflowHandle, interval: float = 0.5) -> OperationStatus | None:

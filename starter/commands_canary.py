@@ -1,0 +1,119 @@
+"""`kepler canary` and `kepler pause|resume|promote|abort` (DESIGN §5, issue 6)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from kepler import naming
+from kepler.canary import CanaryControl
+from kepler.models import CanaryRequest, MetricCheck
+from starter import ops, session
+from starter.commands_ops import AsOpt, EnvOpt, OutputOpt, _json, guarded, launch
+from starter.output import BAD_INPUT, OK, CliError, emit
+
+METRIC_HELP = ("a check NAME:MIN:MAX[:PROMQL] (MIN or MAX may be empty); without PROMQL, NAME "
+               "is a built-in (request-success-rate, request-duration) and this sets its "
+               "thresholds. PromQL may use $namespace, $workload, $service and $interval. "
+               "Repeatable.")
+
+
+def parse_steps(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CliError(f"--steps: must be comma-separated weights such as 10,20,50 (got {text!r})",
+                       BAD_INPUT) from None
+
+
+def parse_metric(text: str) -> dict[str, Any]:
+    parts = text.split(":", 3)
+    if len(parts) < 3:
+        raise CliError(f"--metric: must be NAME:MIN:MAX[:PROMQL] (got {text!r})", BAD_INPUT)
+    name, low, high = parts[:3]
+    check: dict[str, Any] = {"name": name, "query": parts[3] if len(parts) == 4 else None}
+    for key, value in (("min", low), ("max", high)):
+        if value.strip():
+            try:
+                check[key] = float(value)
+            except ValueError:
+                raise CliError(f"--metric {name}: {key} must be a number (got {value!r})",
+                               BAD_INPUT) from None
+    return check
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def canary(service: str, env: str = EnvOpt, ref: str = typer.Option(..., "--ref"),
+               steps: Optional[str] = typer.Option(
+                   None, "--steps", help="weights in percent, e.g. 10,20,50"),
+               step_weight: int = typer.Option(10, "--step-weight", help="without --steps"),
+               max_weight: int = typer.Option(50, "--max-weight", help="without --steps"),
+               interval: str = typer.Option("1m", "--interval", help="analysis interval (>= 10s)"),
+               failure_limit: int = typer.Option(5, "--failure-limit",
+                                                 help="failed checks before rolling back"),
+               no_data: str = typer.Option("fail", "--no-data", help="fail | skip | halt"),
+               success_rate: Optional[float] = typer.Option(
+                   None, "--success-rate", help="minimum request success rate in % (99)"),
+               max_p99: Optional[float] = typer.Option(
+                   None, "--max-p99", help="maximum p99 request duration in ms (500)"),
+               metric: list[str] = typer.Option([], "--metric", help=METRIC_HELP),
+               approve_promotion: bool = typer.Option(
+                   False, "--approve-promotion", help="wait for an approval before promoting"),
+               max_duration: str = typer.Option("7d", "--max-duration",
+                                                help="deadline of the whole canary"),
+               reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
+               as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+        """Run a canary of REF for SERVICE in ENV: shift traffic step by step while the
+        analysis passes, then promote; roll back at the failure limit."""
+        def body() -> int:
+            as_json = _json(output)
+            p = session.platform()
+            session.check_env(p, env)
+            checks = [parse_metric(m) for m in metric]
+            if success_rate is not None:
+                checks.append({"name": "request-success-rate", "min": success_rate})
+            if max_p99 is not None:
+                checks.append({"name": "request-duration", "max": max_p99})
+            req = session.build(
+                CanaryRequest, service=service, env=env, ref=ref, reason=reason,
+                requested_by=session.acting_user(p, as_user), steps=parse_steps(steps),
+                step_weight=step_weight, max_weight=max_weight, interval=interval,
+                failure_limit=failure_limit, no_data=no_data,
+                metrics=[session.build(MetricCheck, **c) for c in checks],
+                approve_promotion=approve_promotion, max_duration=max_duration)
+            return session.run(launch(p, req, watch_it, as_json))
+        guarded(output, body)
+
+    def make(verb: str, what: str) -> None:
+        def control(service: str, env: str = EnvOpt, reason: str = "",
+                    as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+            def body() -> int:
+                as_json = _json(output)
+                p = session.platform()
+                session.check_env(p, env)
+                req = session.build(CanaryControl, by=session.acting_user(p, as_user),
+                                    reason=reason)
+
+                async def go() -> str:
+                    return await ops.control(await session.client(p), service, env, verb, req)
+
+                result = session.run(go())
+                workflow_id = naming.workflow_id(service, env)
+                emit({"workflow_id": workflow_id, "result": result}, as_json,
+                     f"{workflow_id}: {result}")
+                return OK
+            guarded(output, body)
+        control.__doc__ = what
+        app.command(verb)(control)
+
+    for verb, what in (("pause", "Pause the running canary of SERVICE in ENV (analysis goes on)."),
+                       ("resume", "Resume the paused canary of SERVICE in ENV."),
+                       ("promote", "Promote the running canary of SERVICE in ENV now, skipping "
+                                   "its remaining steps (not its approval)."),
+                       ("abort", "Abort the running canary of SERVICE in ENV: traffic back to "
+                                 "stable, canary scaled to 0.")):
+        make(verb, what)
