@@ -285,3 +285,13 @@ async def test_continue_as_new_keeps_state_and_bounds_each_runs_history(harness:
     assert len(sizes) == report.runs
     assert max(sizes) < 200, sizes
     assert sum(sizes) > max(sizes) * 3  # one run alone would have grown past the bound
+
+
+async def test_the_whole_canary_deadline_is_enforced(harness: Harness) -> None:
+    handle = await harness.start(max_duration=timedelta(minutes=5))
+    await harness.until(handle, at_step(1), "step 1")
+    await harness.control("pause")  # a canary left paused still ends at its deadline
+    message = await failure_of(handle)
+    assert "deadline (0:05:00) passed at 10%" in message
+    assert_retreated(harness.world)
+    assert (await harness.status(handle)).outcome == "expired"
