@@ -12,6 +12,7 @@ from gitlab.v4.objects import Project
 from pydantic import ValidationError
 from temporalio import activity
 
+from activities.http_retry import retrying_session
 from activities.errors import non_retryable, raise_for_status, retryable
 from kepler.models import ServiceSpec
 from kepler.settings import Platform, Secrets
@@ -42,7 +43,7 @@ class GitLabActivities:
 
     def client(self) -> gitlab.Gitlab:
         return gitlab.Gitlab(self.config.url, private_token=self._token.get_secret_value(),
-                             timeout=15, keep_base_url=True)
+                             timeout=15, keep_base_url=True, session=retrying_session())
 
     def _path(self, service: str) -> str:
         return f"{self.config.group}/{service}"

@@ -16,6 +16,7 @@ import jenkins
 import requests
 from temporalio import activity
 
+from activities.http_retry import retrying_jenkins_session
 from activities.errors import non_retryable, raise_for_status, retryable
 from kepler import naming
 from kepler.settings import Platform, Secrets
@@ -78,8 +79,10 @@ class JenkinsActivities:
         self._token = secrets.jenkins_token
 
     def client(self) -> jenkins.Jenkins:
-        return jenkins.Jenkins(self.config.url, username=self.config.user,
-                               password=self._token.get_secret_value(), timeout=15)
+        server = jenkins.Jenkins(self.config.url, username=self.config.user,
+                                 password=self._token.get_secret_value(), timeout=15)
+        server._session = retrying_jenkins_session()  # python-jenkins has no public hook
+        return server
 
     @activity.defn(name="jenkins.ensure_job")
     def ensure_job(self, req: EnsureJob) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, NoReturn
 
 import urllib3
@@ -12,6 +13,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from activities.http_retry import ATTEMPTS, IDEMPOTENT, transient_retry
 from activities.errors import non_retryable, raise_for_status, retryable
 from kepler.settings import ClusterConfig, Platform
 
@@ -66,11 +68,17 @@ class Cluster:
             method=method, resource_path=path, query_params=query or [], body=body,
             header_params={"Accept": "application/json", "Content-Type": content_type},
             auth_settings=["BearerToken"])
-        try:
-            return self.api._call_with_legacy_options(
-                request, {"200": "object", "201": "object", "202": "object"}, None, True, 15, True)
-        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
-            raise retryable(f"{method} {path}: cluster unreachable: {type(e).__name__}") from None
+        attempts = ATTEMPTS if method in IDEMPOTENT else 1
+        for attempt in range(attempts):
+            try:
+                return self.api._call_with_legacy_options(
+                    request, {"200": "object", "201": "object", "202": "object"}, None, True, 15, True)
+            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
+                # urllib3 retries what fails before the answer; a body cut off is seen here
+                if attempt == attempts - 1:
+                    raise retryable(f"{method} {path}: cluster unreachable: {type(e).__name__}") from None
+                time.sleep(0.05 * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
         try:
@@ -147,6 +155,7 @@ class Clusters:
                                                      context=cluster.context)
         conf = k8s.Configuration()
         conf.host = cluster.server
+        conf.retries = transient_retry()
         conf.verify_ssl = cluster.verify_tls
         if cluster.token_env:
             token = os.environ.get(cluster.token_env)

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kepler.alerts import AlertsConfig
+from kepler import yamlio
 from kepler.models import Model
 from kepler.notifications import NotificationsConfig
 from kepler.validation import Duration, EnvName, UserName, describe_validation_error
@@ -209,7 +210,7 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 def parse_platform(text: str, source: str = DEFAULT_CONFIG) -> Platform:
     try:
         root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = yamlio.load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"{source}:{mark.line + 1}" if mark else source

@@ -12,7 +12,7 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from kepler import naming
+from kepler import naming, yamlio
 from kepler import search_attributes as sa
 from kepler.models import (
     ApprovalDecision, CreateServiceRequest, OperationStatus, ReleaseRequest, RollbackRequest,
@@ -85,9 +85,12 @@ def register(app: typer.Typer) -> None:
             as_json = _json(output)
             p = session.platform()
             try:
-                data = yaml.safe_load(file.read_text())
-            except (OSError, yaml.YAMLError) as e:
-                raise CliError(f"{file}: {e}", BAD_INPUT) from None
+                data = yamlio.load(file.read_text())
+            except OSError as e:
+                raise CliError(f"{file}: cannot read: {e.strerror}", BAD_INPUT) from None
+            except yaml.MarkedYAMLError as e:
+                line = e.problem_mark.line + 1 if e.problem_mark else 0
+                raise CliError(f"{file}:{line}: {e.problem}", BAD_INPUT) from None
             if not isinstance(data, dict):
                 raise CliError(f"{file}: must be a mapping (a service spec)", BAD_INPUT)
             spec = session.build(ServiceSpec, **data)
@@ -159,8 +162,7 @@ def register(app: typer.Typer) -> None:
             def body() -> int:
                 as_json = _json(output)
                 p = session.platform()
-                if env != "all":  # service-wide operations (decommission) wait on <service>@all
-                    session.check_env(p, env)
+                session.check_target(p, service, env)  # env "all": service-wide (decommission)
                 decision = session.build(ApprovalDecision, approver=session.acting_user(p, as_user),
                                          comment=comment)
 
@@ -181,6 +183,7 @@ def register(app: typer.Typer) -> None:
         def body() -> int:
             as_json = _json(output)
             p = session.platform()
+            session.check_target(p, service, env)
             workflow_id = naming.workflow_id(service, env)
 
             async def go() -> OperationStatus:
@@ -218,6 +221,7 @@ def register(app: typer.Typer) -> None:
         def body() -> int:
             as_json = _json(output)
             p = session.platform()
+            session.check_target(p, service, env)
             workflow_id = naming.workflow_id(service, env)
 
             async def go() -> None:

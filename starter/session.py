@@ -44,6 +44,18 @@ def check_env(p: Platform, env: str) -> None:
                        f"{', '.join(sorted(p.environments))})", BAD_INPUT)
 
 
+def check_target(p: Platform, service: str, env: str) -> None:
+    """SERVICE and --env of a command that addresses `<service>@<env>` (or `@all`)."""
+    from kepler.validation import service_name
+
+    try:
+        service_name(service)
+    except ValueError as e:
+        raise CliError(f"service: {e}", BAD_INPUT) from None
+    if env != "all":
+        check_env(p, env)
+
+
 def build(model: Callable[..., T], **fields: Any) -> T:
     """A validated request, or exit 2 naming the field and the rule."""
     try:

@@ -51,6 +51,10 @@ def fault(box: Sandbox, standin: str, **rule: object) -> None:
     httpx.post(f"{box.urls[standin]}/_sandbox/faults", json=rule).raise_for_status()
 
 
+def faults_left(box: Sandbox, standin: str) -> int:
+    return len(httpx.get(f"{box.urls[standin]}/_sandbox/faults").json())
+
+
 def run(fn, *args):  # noqa: ANN001, ANN202 - thin wrapper over the SDK's test harness
     return ActivityEnvironment().run(fn, *args)
 
@@ -75,9 +79,13 @@ def test_gitlab_create_adopt_resolve_read_and_undo(box: Sandbox, platform: Platf
     error = expect("NotFound", gl.resolve_ref, ResolveRef(service="cart", ref="no-such-branch"))
     assert error.non_retryable and "no-such-branch" in str(error)
 
-    fault(box, "gitlab", method="GET", path="/projects/demo(%2F|/)cart$", status=503, count=1)
+    fault(box, "gitlab", method="GET", path="/projects/demo(%2F|/)cart$", status=503, count=2)
+    assert run(gl.resolve_ref, ResolveRef(service="cart", ref="main")).sha == commit.sha
+    assert faults_left(box, "gitlab") == 0  # both 503s were met, and retried within the call
+    fault(box, "gitlab", method="GET", path="/projects/demo(%2F|/)cart$", status=503, count=None)
     transient = expect("Unavailable", gl.resolve_ref, ResolveRef(service="cart", ref="main"))
-    assert not transient.non_retryable  # the workflow's retry policy will try again
+    assert not transient.non_retryable  # an outage: the workflow's retry policy takes over
+    httpx.delete(f"{box.urls['gitlab']}/_sandbox/faults")
     assert run(gl.resolve_ref, ResolveRef(service="cart", ref="main")).sha == commit.sha
 
     assert run(gl.delete_project_if_created, UndoCreated(service="cart", run_id="r2")) is False
@@ -111,10 +119,13 @@ def test_jenkins_job_build_and_registry_digest(box: Sandbox, platform: Platform)
     sha = run(gl.resolve_ref, ResolveRef(service="api", ref="main")).sha
     query = ImageQuery(repository="demo/api", reference=sha)
     assert run(reg.find_image, query) == ""
-    fault(box, "jenkins", method="POST", path="buildWithParameters", status=502, count=1)
+    fault(box, "jenkins", method="POST", path="buildWithParameters", status=502, count=None)
     expect("Unavailable", jk.build, BuildRequest(service="api", commit=sha, image=f"{platform.registry.host}/demo/api:{sha}"))
+    httpx.delete(f"{box.urls['jenkins']}/_sandbox/faults")
+    fault(box, "jenkins", method="GET", path="/queue/item/", drop=True, count=2)
     result = run(jk.build, BuildRequest(service="api", commit=sha, image=f"{platform.registry.host}/demo/api:{sha}"))
     assert result.result == "SUCCESS" and result.number >= 1
+    assert faults_left(box, "jenkins") == 0  # dropped answers while following the queue: retried
     image = run(reg.find_image, query)
     assert image.startswith(f"{platform.registry.host}/demo/api@sha256:")
 
