@@ -31,6 +31,7 @@ def sha_of(ref: str) -> str:
 @dataclass
 class FakeWorld:
     approvers: list[str] = field(default_factory=lambda: ["alice", "bob"])
+    min_approvals: int = 1
     images: dict[str, str] = field(default_factory=dict)   # commit -> digest
     build_fails: bool = False
     rollout_fails: bool = False
@@ -59,6 +60,7 @@ class FakeWorld:
             return EnvironmentPolicy(
                 env=q.env, namespace=f"{q.service}-{q.env}",
                 approval=ApprovalPolicy(required=needs, approvers=world.approvers if needs else [],
+                                        min_approvals=world.min_approvals if needs else 1,
                                         timeout=timedelta(hours=24), remind_every=timedelta(hours=4)),
                 rollback_approval=ApprovalPolicy(), bounds=Bounds(), bake_time=timedelta(0),
                 rollout_timeout=timedelta(minutes=10), registry_host="reg",
