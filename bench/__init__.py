@@ -1,0 +1,1 @@
+"""Kepler benchmarks (`make bench`, `make bench-soak`): not tests, figures."""

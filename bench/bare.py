@@ -1,0 +1,30 @@
+"""The baseline: a bare Temporal workflow running N no-op activities one after the other,
+with the retry policy and timeouts Kepler's steps use (workflows/base.py QUICK + RETRY).
+No search attributes, no status, no saga: what Temporal itself costs."""
+
+from __future__ import annotations
+
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.base import NON_RETRYABLE, QUICK, RETRY
+
+
+@activity.defn(name="bench.noop")
+def noop(step: int) -> int:
+    """Synchronous, like Kepler's activities: it runs in the same thread pool."""
+    return step
+
+
+@workflow.defn(name="BenchBare")
+class BenchBare:
+    @workflow.run
+    async def run(self, activities: int) -> int:
+        for step in range(activities):
+            await workflow.execute_activity(
+                noop, step, start_to_close_timeout=QUICK.start_to_close,
+                schedule_to_close_timeout=QUICK.schedule_to_close,
+                retry_policy=RetryPolicy(maximum_attempts=QUICK.attempts,
+                                         non_retryable_error_types=NON_RETRYABLE, **RETRY))
+        return activities

@@ -1,0 +1,196 @@
+"""What every benchmark shares: one dev server, the sandbox (in its own process), the real
+worker and the bare baseline worker in this process, and setup helpers (services, commits,
+images pushed ahead so releases find them)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import gitlab
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from bench.bare import BenchBare, noop
+from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
+from kepler.search_attributes import ALL_KEYS
+from kepler.settings import Platform, Secrets, parse_platform
+from kepler.temporal import data_converter
+from sandbox.oci import LABEL_REVISION, build_image, push_image
+from starter import ops
+from tests.conftest import platform_yaml
+from worker import build_worker
+
+BIN = Path(sys.executable).parent
+QUEUE = "kepler-bench"
+BARE_QUEUE = "bench-bare"
+HARNESS_AGENT = "bench-harness"  # setup traffic; never matches the fault rules' client regex
+
+
+@dataclass
+class Stack:
+    client: Client
+    urls: dict[str, str]
+    platform: Platform
+    queue: str = QUEUE
+
+    @property
+    def gitlab(self) -> gitlab.Gitlab:
+        return gitlab.Gitlab(self.urls["gitlab"], private_token="sandbox-gitlab-token",
+                             user_agent=HARNESS_AGENT)
+
+
+@asynccontextmanager
+async def sandbox_process(seconds_per_replica: float, build_seconds: float) -> AsyncIterator[dict[str, str]]:
+    with tempfile.TemporaryDirectory(prefix="kepler-bench-") as tmp:
+        urls_file = Path(tmp) / "urls.json"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.sandbox_proc", "--state-dir", str(Path(tmp) / "state"),
+             "--urls-file", str(urls_file), "--seconds-per-replica", str(seconds_per_replica),
+             "--build-seconds", str(build_seconds)],
+            cwd=Path(__file__).resolve().parent.parent)
+        try:
+            deadline = time.monotonic() + 30
+            while not urls_file.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the sandbox did not start")
+                await asyncio.sleep(0.05)
+            yield json.loads(urls_file.read_text())
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@asynccontextmanager
+async def stack(seconds_per_replica: float = 0.0, build_seconds: float = 0.1) -> AsyncIterator[Stack]:
+    """Dev server + sandbox + the real worker (queue QUEUE) + the bare worker (BARE_QUEUE)."""
+    async with sandbox_process(seconds_per_replica, build_seconds) as urls:
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(BIN / "temporal"), search_attributes=ALL_KEYS,
+            data_converter=data_converter(), dev_server_log_level="error")
+        try:
+            platform = parse_platform(platform_yaml(
+                urls, env.client.service_client.config.target_host, QUEUE))
+            with ThreadPoolExecutor(max_workers=64, thread_name_prefix="bench-activity") as pool:
+                bare = Worker(env.client, task_queue=BARE_QUEUE, workflows=[BenchBare],
+                              activities=[noop], activity_executor=pool, max_concurrent_activities=64)
+                async with build_worker(env.client, platform, Secrets(), pool, QUEUE), bare:
+                    yield Stack(env.client, urls, platform)
+        finally:
+            await env.shutdown()
+
+
+def rss_mib() -> float:
+    """Peak resident set size of this process (the worker, plus the small driver)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+async def create_services(st: Stack, names: list[str], parallel: int = 40) -> None:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(name: str) -> None:
+        async with gate:
+            req = CreateServiceRequest(spec=ServiceSpec(name=name, team="bench", replicas=1),
+                                       requested_by="carol")
+            await (await ops.start(st.client, req, st.queue)).handle.result()
+
+    await asyncio.gather(*(one(n) for n in names))
+
+
+def push_commit(st: Stack, service: str, label: str) -> str:
+    """A new commit on main (what a developer pushes); returns its sha."""
+    project = st.gitlab.projects.get(f"demo/{service}")
+    commit = project.commits.create({"branch": "main", "commit_message": label, "actions": [
+        {"action": "create", "file_path": f"bench/{label}.txt", "content": label}]})
+    return str(commit.id)
+
+
+async def prepush_image(st: Stack, service: str, sha: str) -> None:
+    """Put the commit's image in the registry, as a finished build would, so find_image hits."""
+    image = build_image({"app.txt": sha.encode()}, {LABEL_REVISION: sha},
+                        created="2025-01-01T00:00:00Z")
+    await push_image(st.urls["registry"], f"demo/{service}", sha, image)
+
+
+async def cached_commits(st: Stack, service: str, count: int) -> list[str]:
+    shas = []
+    for n in range(count):
+        sha = await asyncio.to_thread(push_commit, st, service, f"c{n}")
+        await prepush_image(st, service, sha)
+        shas.append(sha)
+    return shas
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+async def release(st: Stack, service: str, ref: str, env: str = "staging") -> tuple[float, ReleaseReport, str]:
+    """Start a release and wait for it: (seconds from start to result, report, run id)."""
+    t0 = time.perf_counter()
+    started = await ops.start(st.client, ReleaseRequest(service=service, env=env, ref=ref,
+                                                        requested_by="carol"), st.queue)
+    report = await started.handle.result()
+    return time.perf_counter() - t0, report, started.run_id
+
+
+async def bare(st: Stack, workflow_id: str, activities: int) -> float:
+    t0 = time.perf_counter()
+    await st.client.execute_workflow(BenchBare.run, activities, id=workflow_id,
+                                     task_queue=BARE_QUEUE)
+    return time.perf_counter() - t0
+
+
+async def history(client: Client, workflow_id: str, run_id: str | None = None) -> list[HistoryEvent]:
+    return list((await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()).events)
+
+
+def activity_count(events: list[HistoryEvent]) -> int:
+    return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class Figure:
+    """One row of the table: `value` against `baseline` (ratio = value / baseline)."""
+    name: str
+    value: float
+    unit: str
+    target: str
+    passed: bool | None
+    baseline: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.baseline if self.baseline else None

@@ -1,0 +1,85 @@
+"""`make bench`: every figure on one dev server, printed as one table and written to
+bench/RESULTS.md. `python bench/run.py --only overhead,history` runs a subset."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import Figure, stack  # noqa: E402
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+ALL = ("overhead", "concurrency", "history", "reaction")
+
+
+def table(figures: list[Figure]) -> str:
+    rows = [("figure", "value", "baseline", "ratio", "target", "result")]
+    for f in figures:
+        rows.append((f.name, f"{f.value:.3g} {f.unit}".strip(),
+                     "" if f.baseline is None else f"{f.baseline:.3g} {f.unit}".strip(),
+                     "" if f.ratio is None else f"{f.ratio:.2f}x", f.target,
+                     {True: "pass", False: "FAIL", None: "info"}[f.passed]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+async def run(only: tuple[str, ...]) -> list[Figure]:
+    figures: list[Figure] = []
+    extra: dict[str, float] = {}
+    async with stack() as st:
+        if "overhead" in only:
+            from bench import overhead
+            found, extra = await overhead.measure(st)
+            figures += found
+        if "concurrency" in only:
+            from bench import concurrency
+            figures += await concurrency.measure(st)
+        if "reaction" in only:
+            from bench import reaction
+            figures += await reaction.measure(st)
+    if "history" in only:
+        from bench import history
+        figures += await history.measure(extra.get("release_events"))
+    return figures
+
+
+def write_results(figures: list[Figure], seconds: float) -> None:
+    """Replace the 'Latest run' section of RESULTS.md; keep everything after it."""
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    notes = "\n".join(f"- {f.name}: {f.note}" for f in figures if f.note)
+    latest = (f"## Latest run ({now}, {seconds:.0f} s, `make bench`)\n\n{table(figures)}\n\n"
+              f"{notes}\n")
+    head = "# Kepler benchmark results\n\nWritten by `make bench` (bench/run.py).\n\n"
+    rest = ""
+    if RESULTS.exists():
+        text = RESULTS.read_text()
+        marker = text.find("\n## ", text.find("## Latest run") + 1) if "## Latest run" in text else -1
+        rest = text[marker + 1:] if marker >= 0 else ""
+    RESULTS.write_text(head + latest + ("\n" + rest if rest else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench/run.py")
+    parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated: {', '.join(ALL)}")
+    parser.add_argument("--no-write", action="store_true", help="print only; keep RESULTS.md")
+    args = parser.parse_args()
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    t0 = time.perf_counter()
+    figures = asyncio.run(run(only))
+    print(table(figures))
+    if not args.no_write:
+        write_results(figures, time.perf_counter() - t0)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
