@@ -13,7 +13,8 @@ from typing import Any, AsyncIterator
 import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
+from kepler.canary import CanaryReport
+from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
 from kepler.search_attributes import ALL_KEYS
 from kepler.temporal import connect
 from sandbox.serve import Sandbox
@@ -101,6 +102,19 @@ async def test_dev_server_restart_mid_release(slow_box: Sandbox, tmp_path: Path)
         report = await asyncio.wait_for(handle.result(), 120)
         assert report.outcome == "succeeded"
         assert "@sha256:" in report.image
+
+        # and in the middle of a canary, while it waits for its analysis interval
+        canary = await ops.start(client, CanaryRequest(service="survivor", env="staging", ref="main",
+                                                       requested_by="carol", steps=[50],
+                                                       interval="10s"), "restart")
+        await wait_for(lambda: _is(stage_of(client, canary.workflow_id), "canary 50%"), 90,
+                       "the canary at 50%")
+        await server.stop()
+        await server.start()
+        client = await connect(server.address)
+        handle = client.get_workflow_handle(canary.workflow_id, result_type=CanaryReport)
+        result = await asyncio.wait_for(handle.result(), 180)
+        assert result.outcome == "succeeded", result
     finally:
         await worker.stop()
         await server.stop()
