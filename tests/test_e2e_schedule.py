@@ -24,7 +24,7 @@ from tests.test_e2e_release import apps, kepler
 pytestmark = pytest.mark.e2e
 
 
-async def eventually(check: Any, what: str, timeout: float = 60) -> Any:
+async def eventually(check: Any, what: str, timeout: float = 150) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         result = await check()
@@ -111,7 +111,7 @@ async def test_a_schedule_fires_by_itself(
             first, result_type=ScheduledReleaseReport).result()
         return report
 
-    report = await eventually(fired_and_done, "a fire", timeout=60)
+    report = await eventually(fired_and_done, "a fire", timeout=150)
     assert report.outcome == "succeeded" and report.release_id == "often@staging"
     assert apps(sandbox).read_namespaced_deployment("often", "often-staging").status.available_replicas == 3
     await handle.delete()

@@ -170,9 +170,12 @@ def test_no_routes_logs_only() -> None:
 
 
 def test_bad_routes_are_refused_with_the_line() -> None:
-    text = (ROOT / "kepler.yaml").read_text() + (
+    base = (ROOT / "kepler.yaml").read_text()
+    start = base.index("notifications:\n")
+    end = base.index("\n\n", start)  # the sample's notifications block, replaced
+    text = base[:start] + (
         "notifications:\n  channels:\n    slack: {type: slack, url: http://x}\n"
-        "  routes:\n    - channels: [slak]\n      events: [succeded]\n")
+        "  routes:\n    - channels: [slak]\n      events: [succeded]") + base[end:]
     with pytest.raises(ConfigError) as e:
         parse_platform(text)
     message = str(e.value)
