@@ -8,7 +8,6 @@ are the same. The Rollback runs on the task queue of the worker that runs this a
 
 from __future__ import annotations
 
-import asyncio
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -20,22 +19,16 @@ from kepler import search_attributes as sa
 from kepler.alerts import AlertActionRequest, AlertOutcome
 from kepler.models import RollbackRequest
 from kepler.settings import Platform
-from kepler.temporal import connect
+from kepler.temporal import LazyClient
 
 
 class AlertActivities:
     def __init__(self, platform: Platform | None, client: Client | None = None) -> None:
         self.platform = platform
-        self._client = client
-        self._lock = asyncio.Lock()
+        self._temporal = LazyClient(platform.temporal if platform else None, client)
 
     async def client(self) -> Client:
-        async with self._lock:
-            if self._client is None:
-                assert self.platform is not None, "a platform or a client"
-                t = self.platform.temporal
-                self._client = await connect(t.address, t.namespace)
-            return self._client
+        return await self._temporal.get()
 
     @activity.defn(name="alerts.act")
     async def act(self, req: AlertActionRequest) -> AlertOutcome:

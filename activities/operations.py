@@ -3,7 +3,6 @@ which operations on a service are running right now (Temporal)."""
 
 from __future__ import annotations
 
-import asyncio
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -14,21 +13,16 @@ from kepler import naming
 from kepler import search_attributes as sa
 from kepler.decommission import DecommissionPlan, EnvTarget, RunningQuery
 from kepler.settings import Platform
-from kepler.temporal import connect
+from kepler.temporal import LazyClient
 
 
 class OperationsActivities:
     def __init__(self, platform: Platform, client: Client | None = None) -> None:
         self.platform = platform
-        self._client = client
-        self._lock = asyncio.Lock()
+        self._temporal = LazyClient(platform.temporal, client)
 
     async def client(self) -> Client:
-        async with self._lock:
-            if self._client is None:
-                t = self.platform.temporal
-                self._client = await connect(t.address, t.namespace)
-            return self._client
+        return await self._temporal.get()
 
     @activity.defn(name="platform.decommission_plan")
     async def decommission_plan(self, service: str) -> DecommissionPlan:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any, Awaitable, Callable
+
 import dataclasses
 from typing import Sequence
 
@@ -27,3 +30,26 @@ async def connect(address: str, namespace: str = "default", runtime: Runtime | N
                   interceptors: Sequence[Interceptor] = ()) -> Client:
     return await Client.connect(address, namespace=namespace, data_converter=data_converter(),
                                 runtime=runtime, interceptors=interceptors)
+
+
+class LazyClient:
+    """One Temporal client, connected on first use and then shared: for the servers
+    (chat-ops, alerts) and the activities that talk to Temporal themselves. Give it a
+    connected client, a factory coroutine, or nothing to connect to `temporal`."""
+
+    def __init__(self, temporal: Any | None,
+                 client: Client | Callable[[], Awaitable[Client]] | None = None) -> None:
+        self._temporal = temporal
+        self._client = client if isinstance(client, Client) else None
+        self._factory = None if isinstance(client, Client) else client
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Client:
+        async with self._lock:
+            if self._client is None:
+                if self._factory is not None:
+                    self._client = await self._factory()
+                else:
+                    assert self._temporal is not None, "a platform or a client"
+                    self._client = await connect(self._temporal.address, self._temporal.namespace)
+            return self._client

@@ -34,7 +34,7 @@ from temporalio.service import RPCError
 from kepler import search_attributes as sa
 from kepler.alerts import AlertActionRequest, AlertOutcome, WebhookPayload, alert_workflow_id, triage
 from kepler.settings import Platform, Secrets
-from kepler.temporal import connect
+from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error
 
 log = logging.getLogger("kepler.alerts")
@@ -52,21 +52,14 @@ class AlertReceiver:
                  wait_for_outcome: float = WAIT_FOR_OUTCOME_S) -> None:
         self.platform, self.token = platform, token.encode()
         self.wait_for_outcome = wait_for_outcome
-        self._client = client if isinstance(client, Client) else None
-        self._factory = None if isinstance(client, Client) else client
-        self._lock = asyncio.Lock()
+        self._temporal = LazyClient(platform.temporal, client)
         self.app = Starlette(routes=[
             Route("/alertmanager", self.receive, methods=["POST"]),
             Route("/healthz", lambda r: PlainTextResponse("ok"), methods=["GET"]),
         ])
 
     async def client(self) -> Client:
-        async with self._lock:
-            if self._client is None:
-                t = self.platform.temporal
-                self._client = await (self._factory() if self._factory
-                                      else connect(t.address, t.namespace))
-            return self._client
+        return await self._temporal.get()
 
     def authorised(self, request: Request) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")

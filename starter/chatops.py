@@ -15,7 +15,6 @@ updates as the CLI, so the approval validators (four eyes) hold here too.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import hmac
 import json
@@ -39,7 +38,7 @@ from kepler import naming
 from kepler.decommission import RestoreRequest
 from kepler.models import ApprovalDecision, DecommissionRequest, ReleaseRequest, RollbackRequest
 from kepler.settings import Platform, Secrets
-from kepler.temporal import connect
+from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error, service_name
 from starter import ops
 
@@ -94,9 +93,7 @@ class ChatOps:
                  client: Client | Callable[[], Awaitable[Client]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.platform, self.secret, self.clock = platform, secret.encode(), clock
-        self._client = client if isinstance(client, Client) else None
-        self._factory = None if isinstance(client, Client) else client
-        self._lock = asyncio.Lock()
+        self._temporal = LazyClient(platform.temporal, client)
         self._seen: dict[str, float] = {}
         self.app = Starlette(routes=[
             Route("/slack/commands", self.commands, methods=["POST"]),
@@ -105,12 +102,7 @@ class ChatOps:
         ])
 
     async def client(self) -> Client:
-        async with self._lock:
-            if self._client is None:
-                t = self.platform.temporal
-                self._client = await (self._factory() if self._factory
-                                      else connect(t.address, t.namespace))
-            return self._client
+        return await self._temporal.get()
 
     # --- verification --------------------------------------------------------------------
 
