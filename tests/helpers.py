@@ -6,7 +6,7 @@ import os
 import shutil
 import socket
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -47,3 +47,18 @@ def require_binary(name: str, *candidates: str) -> str:
     if os.environ.get("KEPLER_REQUIRE_REAL") == "1":
         pytest.fail(f"KEPLER_REQUIRE_REAL=1 but {reason}")
     pytest.skip(reason)
+
+
+def sandbox_fixture(name: str, **settings: Any) -> Any:
+    """A module-scoped fixture running its own sandbox, e.g. with slow rollouts:
+    `slow_box = sandbox_fixture("crash", seconds_per_replica=1.5)`."""
+    from sandbox.serve import Sandbox
+    from sandbox.world import SandboxSettings
+
+    @pytest.fixture(scope="module")
+    def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+        sandbox = Sandbox(SandboxSettings(state_dir=tmp_path_factory.mktemp(name), **settings)).start()
+        yield sandbox
+        sandbox.stop()
+
+    return box

@@ -4,32 +4,26 @@ with the right outcome, the image is applied once and the build triggered once."
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import gitlab
 import httpx
 import pytest
 from temporalio.client import Client
 
-from kepler.models import CreateServiceRequest, OperationStatus, ReleaseRequest, ServiceSpec
+from kepler.models import CreateServiceRequest, ReleaseRequest, ServiceSpec
 from sandbox.serve import Sandbox
-from sandbox.world import SandboxSettings
 from starter import ops
 from tests.conftest import platform_yaml
+from tests.helpers import sandbox_fixture
 from tests.workers import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def slow_box(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
-    """Builds and rollouts slow enough to kill a worker in the middle of them."""
-    box = Sandbox(SandboxSettings(state_dir=tmp_path_factory.mktemp("crash"), build_seconds=3,
-                                  seconds_per_replica=1.5)).start()
-    yield box
-    box.stop()
+slow_box = sandbox_fixture("crash", build_seconds=3, seconds_per_replica=1.5)
+"""Builds and rollouts slow enough to kill a worker in the middle of them."""
 
 
 class Case:

@@ -11,14 +11,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import gitlab
 import httpx
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 from kubernetes import client as k8s
@@ -30,22 +29,18 @@ from kepler.models import CreateServiceRequest, ReleaseRequest, ServiceSpec
 from kepler.settings import Secrets, parse_platform
 from kepler.steps import BuildRequest, BuildResult, Commit, ResolveRef
 from sandbox.serve import Sandbox
-from sandbox.world import STANDINS, SandboxSettings
+from sandbox.world import STANDINS
 from starter import ops
 from tests.conftest import platform_yaml
 from tests.fake_activities import FakeWorld, sha_of
+from tests.helpers import sandbox_fixture
 from worker import build_worker
 
 BIN = Path(sys.executable).parent
 KEPLER_CLIENTS = r"^(python-gitlab|python-requests|OpenAPI-Generator|kepler)/"
 
 
-@pytest.fixture(scope="module")
-def flaky_box(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
-    box = Sandbox(SandboxSettings(state_dir=tmp_path_factory.mktemp("flaky"), build_seconds=0.1,
-                                  seconds_per_replica=0.05)).start()
-    yield box
-    box.stop()
+flaky_box = sandbox_fixture("flaky", build_seconds=0.1, seconds_per_replica=0.05)
 
 
 def set_faults(box: Sandbox, rules: list[dict]) -> None:

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -18,22 +18,17 @@ from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseReport, Re
 from kepler.search_attributes import ALL_KEYS
 from kepler.temporal import connect
 from sandbox.serve import Sandbox
-from sandbox.world import SandboxSettings
 from starter import ops
 from tests.conftest import platform_yaml
 from tests.helpers import free_port
+from tests.helpers import sandbox_fixture
 from tests.workers import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def slow_box(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
-    box = Sandbox(SandboxSettings(state_dir=tmp_path_factory.mktemp("restart"), build_seconds=0.5,
-                                  seconds_per_replica=2)).start()
-    yield box
-    box.stop()
+slow_box = sandbox_fixture("restart", build_seconds=0.5, seconds_per_replica=2)
 
 
 class DevServer:

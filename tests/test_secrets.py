@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import yaml
 
-from kepler.decommission import RestoreRequest  # noqa: F401 - the decommission contract
 from kepler.models import (
     ApprovalDecision, CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseRequest,
     RollbackRequest, ServiceSpec,
@@ -20,10 +19,10 @@ from kepler.models import (
 from kepler.scale import ResourcesRequest, ScaleRequest
 from kepler.train import TrainMember, TrainRequest
 from sandbox.serve import Sandbox
-from sandbox.world import SandboxSettings
 from starter import ops
 from tests.conftest import platform_yaml
 from tests.receivers import HttpReceiver
+from tests.helpers import sandbox_fixture
 from tests.workers import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -39,14 +38,9 @@ SECRETS = {
 QUEUE = "secrets-scan"
 
 
-@pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
-    sandbox = Sandbox(SandboxSettings(
-        state_dir=tmp_path_factory.mktemp("secrets"), build_seconds=0.1, seconds_per_replica=0.05,
-        gitlab_token=SECRETS["KEPLER_GITLAB_TOKEN"],
-        jenkins_token=SECRETS["KEPLER_JENKINS_TOKEN"])).start()
-    yield sandbox
-    sandbox.stop()
+box = sandbox_fixture("secrets", build_seconds=0.1, seconds_per_replica=0.05,
+                      gitlab_token=SECRETS["KEPLER_GITLAB_TOKEN"],
+                      jenkins_token=SECRETS["KEPLER_JENKINS_TOKEN"])
 
 
 async def test_no_secret_in_histories_logs_or_notifications(box: Sandbox, dev_env: Any,
