@@ -94,11 +94,7 @@ class ReleaseVersion(KeplerWorkflow):
             await self.notify("cancelled", f"release of {req.ref} cancelled; undone: "
                               f"{', '.join(report.undone) or 'nothing'}")
             raise
-        self.finish("succeeded")
-        report.outcome = "succeeded"
-        await self.notify("succeeded", f"{req.ref} ({report.commit[:12]}) is live in {req.env}")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return report
+        return await self._released(report, req)
 
     @staticmethod
     def approved_by_train(req: ReleaseRequest) -> bool:
