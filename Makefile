@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench up down venv clean
+.PHONY: demo test bench bench-soak up down venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+bench-soak: $(STAMP)
+	$(PY) bench/soak.py
 
 up: $(STAMP)
 	$(VENV)/bin/kepler dev up

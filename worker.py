@@ -17,6 +17,10 @@ from kepler.settings import Platform, Secrets, load_platform
 from kepler.temporal import connect
 
 log = logging.getLogger("kepler.worker")
+# Activity slots and threads: waits (rollouts, builds) hold a slot for their whole length,
+# so 64 slots starved the short steps of 200 concurrent releases (bench/RESULTS.md); idle
+# threads cost little.
+ACTIVITY_SLOTS = 256
 
 
 def build_worker(client: Client, platform: Platform, secrets: Secrets,
@@ -30,7 +34,7 @@ def build_worker(client: Client, platform: Platform, secrets: Secrets,
         workflows=workflows.ALL,
         activities=activities.build(platform, secrets),
         activity_executor=executor,
-        max_concurrent_activities=64,
+        max_concurrent_activities=ACTIVITY_SLOTS,
     )
 
 
@@ -45,7 +49,7 @@ async def run(platform: Platform | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with ThreadPoolExecutor(max_workers=64, thread_name_prefix="kepler-activity") as executor:
+    with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS, thread_name_prefix="kepler-activity") as executor:
         worker = build_worker(client, platform, secrets, executor)
         log.info("worker polling task queue %s on %s", platform.temporal.task_queue,
                  platform.temporal.address)

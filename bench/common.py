@@ -32,7 +32,7 @@ from kepler.temporal import data_converter
 from sandbox.oci import LABEL_REVISION, build_image, push_image
 from starter import ops
 from tests.conftest import platform_yaml
-from worker import build_worker
+from worker import ACTIVITY_SLOTS, build_worker
 
 BIN = Path(sys.executable).parent
 QUEUE = "kepler-bench"
@@ -56,17 +56,17 @@ class Stack:
 @asynccontextmanager
 async def sandbox_process(seconds_per_replica: float, build_seconds: float) -> AsyncIterator[dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="kepler-bench-") as tmp:
-        urls_file = Path(tmp) / "urls.json"
+        urls_file, log = Path(tmp) / "urls.json", (Path(tmp) / "sandbox.log").open("w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sandbox_proc", "--state-dir", str(Path(tmp) / "state"),
-             "--urls-file", str(urls_file), "--seconds-per-replica", str(seconds_per_replica),
+            [sys.executable, "-m", "bench.sandbox_proc", "--urls-file", str(urls_file), "--seconds-per-replica", str(seconds_per_replica),
              "--build-seconds", str(build_seconds)],
-            cwd=Path(__file__).resolve().parent.parent)
+            cwd=Path(__file__).resolve().parent.parent, stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + 30
             while not urls_file.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the sandbox did not start")
+                    raise RuntimeError("the sandbox did not start: "
+                                       + (Path(tmp) / "sandbox.log").read_text()[-2000:])
                 await asyncio.sleep(0.05)
             yield json.loads(urls_file.read_text())
         finally:
@@ -75,6 +75,7 @@ async def sandbox_process(seconds_per_replica: float, build_seconds: float) -> A
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            log.close()
 
 
 @asynccontextmanager
@@ -87,9 +88,10 @@ async def stack(seconds_per_replica: float = 0.0, build_seconds: float = 0.1) ->
         try:
             platform = parse_platform(platform_yaml(
                 urls, env.client.service_client.config.target_host, QUEUE))
-            with ThreadPoolExecutor(max_workers=64, thread_name_prefix="bench-activity") as pool:
+            with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS, thread_name_prefix="bench-activity") as pool:
                 bare = Worker(env.client, task_queue=BARE_QUEUE, workflows=[BenchBare],
-                              activities=[noop], activity_executor=pool, max_concurrent_activities=64)
+                              activities=[noop], activity_executor=pool,
+                              max_concurrent_activities=ACTIVITY_SLOTS)
                 async with build_worker(env.client, platform, Secrets(), pool, QUEUE), bare:
                     yield Stack(env.client, urls, platform)
         finally:

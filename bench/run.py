@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,16 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 ALL = ("overhead", "concurrency", "history", "reaction")
 
 
+def number(value: float, unit: str) -> str:
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{text} {unit}".strip()
+
+
 def table(figures: list[Figure]) -> str:
     rows = [("figure", "value", "baseline", "ratio", "target", "result")]
     for f in figures:
-        rows.append((f.name, f"{f.value:.3g} {f.unit}".strip(),
-                     "" if f.baseline is None else f"{f.baseline:.3g} {f.unit}".strip(),
+        rows.append((f.name, number(f.value, f.unit),
+                     "" if f.baseline is None else number(f.baseline, f.unit),
                      "" if f.ratio is None else f"{f.ratio:.2f}x", f.target,
                      {True: "pass", False: "FAIL", None: "info"}[f.passed]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -52,11 +58,13 @@ async def run(only: tuple[str, ...]) -> list[Figure]:
     return figures
 
 
-def write_results(figures: list[Figure], seconds: float) -> None:
+def write_results(figures: list[Figure], seconds: float, load: float) -> None:
     """Replace the 'Latest run' section of RESULTS.md; keep everything after it."""
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     notes = "\n".join(f"- {f.name}: {f.note}" for f in figures if f.note)
-    latest = (f"## Latest run ({now}, {seconds:.0f} s, `make bench`)\n\n{table(figures)}\n\n"
+    latest = (f"## Latest run ({now}, {seconds:.0f} s, `make bench`)\n\n"
+              f"2 cores; load average {load:.1f} when it started (other work on the machine "
+              f"skews every figure: compare ratios, not absolutes).\n\n{table(figures)}\n\n"
               f"{notes}\n")
     head = "# Kepler benchmark results\n\nWritten by `make bench` (bench/run.py).\n\n"
     rest = ""
@@ -73,11 +81,11 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; keep RESULTS.md")
     args = parser.parse_args()
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
-    t0 = time.perf_counter()
+    t0, load = time.perf_counter(), os.getloadavg()[0]
     figures = asyncio.run(run(only))
     print(table(figures))
     if not args.no_write:
-        write_results(figures, time.perf_counter() - t0)
+        write_results(figures, time.perf_counter() - t0, load)
     sys.stdout.flush()
 
 

@@ -15,7 +15,7 @@ from sandbox.world import SandboxSettings
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sandbox_proc")
-    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--state-dir", type=Path, default=None, help="default: in memory")
     parser.add_argument("--urls-file", type=Path, required=True)
     parser.add_argument("--seconds-per-replica", type=float, default=0.0)
     parser.add_argument("--build-seconds", type=float, default=0.1)

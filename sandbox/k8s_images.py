@@ -96,7 +96,7 @@ class ImageResolver:
         info = self.by_ref.get(image)
         now = time.monotonic()
         stale = info is None or (
-            info.state == "missing" and now - info.checked > RECHECK_MISSING_S) or (
+            info.state in ("missing", "pending") and now - info.checked > RECHECK_MISSING_S) or (
             info.state == "ok" and not parse_image(image).by_digest
             and now - info.checked > RECHECK_TAG_S)
         if stale and image not in self._inflight:
@@ -125,6 +125,9 @@ class ImageResolver:
                     return ImageInfo("ok", self.labels_by_digest[digest], digest,
                                      checked=time.monotonic())
                 labels = await self._labels(client, base, manifest)
+        except httpx.TransportError as e:  # a slow or unreachable registry: the kubelet
+            return ImageInfo("pending", message=f"pulling image {image!r}: {e!r}",  # retries
+                             checked=time.monotonic())
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
             return ImageInfo("missing", message=f'failed to pull image "{image}": {e}',
                              checked=time.monotonic())

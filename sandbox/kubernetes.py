@@ -63,6 +63,7 @@ class KubernetesSim:
     async def run(self) -> None:
         last_save = time.monotonic()
         while True:
+            started = time.monotonic()
             try:
                 self.step()
             except Exception:  # keep simulating; a bad object must not stop the world
@@ -70,7 +71,10 @@ class KubernetesSim:
             if self.store.dirty and time.monotonic() - last_save > 0.5:
                 self.store.save()
                 last_save = time.monotonic()
-            await asyncio.sleep(self.controller.tick_seconds)
+            # With hundreds of objects a reconcile takes long: keep it under a quarter of
+            # the loop, so the API stays responsive (the simulation slows down instead).
+            spent = time.monotonic() - started
+            await asyncio.sleep(max(self.controller.tick_seconds, 3 * spent))
 
 
 def _json(doc: dict[str, Any] | None) -> Response:

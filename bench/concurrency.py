@@ -1,0 +1,88 @@
+"""Figure 2: 200 concurrent releases of distinct services on one worker process, against
+200 concurrent bare workflows (same activity count) on the same worker and dev server.
+
+Setup, not measured: create the services and push each one's image ahead (cached)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Awaitable
+
+from bench.common import (
+    Figure, Stack, activity_count, bare, create_services, current_rss_mib, history,
+    percentile, prepush_image, release,
+)
+
+TIMEOUT = 600.0  # a release not done by then counts as lost
+
+
+def head_of_main(st: Stack, service: str) -> str:
+    return str(st.gitlab.projects.get(f"demo/{service}").branches.get("main").commit["id"])
+
+
+async def _timed(runs: list[Awaitable[float]]) -> tuple[float, list[float], int, int]:
+    """(wall seconds, per-run seconds, failed, lost) of running everything at once."""
+    async def guarded(run: Awaitable[float]) -> float | str:
+        try:
+            return await asyncio.wait_for(run, TIMEOUT)
+        except asyncio.TimeoutError:
+            return "lost"
+        except Exception as e:  # noqa: BLE001 - counted, and shown
+            return f"failed: {e}"
+
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(guarded(r) for r in runs))
+    wall = time.perf_counter() - t0
+    times = [r for r in results if isinstance(r, float)]
+    failed = [r for r in results if isinstance(r, str) and r != "lost"]
+    if failed:
+        print(f"{len(failed)} failed, e.g. {failed[0]}")
+    return wall, times, len(failed), results.count("lost")
+
+
+async def measure(st: Stack, count: int = int(os.environ.get("BENCH_RELEASES", "200"))) -> list[Figure]:
+    names = [f"conc{n:03d}" for n in range(count)]
+    t0 = time.perf_counter()
+    await create_services(st, names)
+    shas = await asyncio.gather(*(asyncio.to_thread(head_of_main, st, n) for n in names))
+    await asyncio.gather(*(prepush_image(st, n, sha) for n, sha in zip(names, shas)))
+    print(f"setup: {count} services created and their images pushed in "
+          f"{time.perf_counter() - t0:.0f} s")
+
+    peak = current_rss_mib()
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, current_rss_mib())
+            await asyncio.sleep(0.5)
+
+    async def one(name: str, sha: str) -> float:
+        seconds, report, _ = await release(st, name, sha)
+        if report.outcome != "succeeded":
+            raise RuntimeError(f"{name}: {report.outcome} {report.error}")
+        return seconds
+
+    sampler = asyncio.create_task(sample())
+    wall, times, failed, lost = await _timed([one(n, s) for n, s in zip(names, shas)])
+    sampling = False
+    await sampler
+    activities = activity_count(await history(st.client, f"{names[0]}@staging"))
+    bare_wall, bare_times, bare_failed, _ = await _timed(
+        [bare(st, f"bare-conc-{n}", activities) for n in range(count)])
+    tput, bare_tput = len(times) / wall, len(bare_times) / bare_wall
+    return [
+        Figure(f"concurrency: {count} releases, completion", wall, "s", "info", None, bare_wall),
+        Figure("concurrency: throughput", tput, "rel/s", ">= 0.5x bare", tput / bare_tput >= 0.5,
+               bare_tput, f"{activities} activities per workflow; bare: {bare_failed} failed"),
+        Figure("concurrency: p50 per release", percentile(times, 0.5), "s", "info", None,
+               percentile(bare_times, 0.5)),
+        Figure("concurrency: p95 per release", percentile(times, 0.95), "s", "info", None,
+               percentile(bare_times, 0.95)),
+        Figure("concurrency: worker RSS (peak while releasing)", peak, "MiB", "info", None,
+               note="worker, bench driver and SDK core in one process; sandbox in its own"),
+        Figure("concurrency: failed + lost", failed + lost, "", "0", failed + lost == 0),
+    ]

@@ -1,0 +1,96 @@
+"""Figure 3: history sizes. The release's event count comes from the overhead run (real
+worker, dev server). Canary figures run on the time-skipping test server with the
+in-memory activities of tests/fake_canary.py (a real 7-day canary would take 7 days):
+events per weight step, and a canary paused for its whole 7-day deadline at a 1-minute
+interval (10,080 analysis rounds), walked run by run through its continue-as-new chain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+import workflows
+from bench.common import BIN, Figure, history
+from kepler.canary import CanaryControl
+from kepler.models import CanaryRequest, OperationStatus
+from kepler.temporal import data_converter
+from starter import ops
+from tests.conftest import register_search_attributes
+from tests.fake_canary import CanaryWorld
+
+RELEASE_TARGET, RUN_TARGET = 80, 10_000
+
+
+async def run_sizes(client: Client, handle: WorkflowHandle) -> list[int]:
+    """Event count of each run in the chain, following continue-as-new."""
+    run_id, sizes = handle.first_execution_run_id or handle.result_run_id or "", []
+    while run_id:
+        events = await history(client, handle.id, run_id)
+        sizes.append(len(events))
+        last = events[-1]
+        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                  if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+                  else "")
+    return sizes
+
+
+async def _canary(env: WorkflowEnvironment, queue: str, service: str, **fields: Any) -> WorkflowHandle:
+    req = CanaryRequest(**{"service": service, "env": "staging", "ref": "v2",
+                           "requested_by": "carol", **fields})
+    return (await ops.start(env.client, req, queue)).handle
+
+
+async def _seven_days(env: WorkflowEnvironment, queue: str) -> tuple[list[int], float]:
+    handle = await _canary(env, queue, "week", steps=[10, 20, 50], interval=timedelta(minutes=1),
+                           max_duration=timedelta(days=7))
+    t0 = time.perf_counter()
+    while True:  # wait for the first weight, then pause: analysis goes on for 7 days
+        status = await handle.query("status", result_type=OperationStatus)
+        if status.canary and status.canary.step == 1 and status.stage.startswith("canary"):
+            break
+        await env.sleep(timedelta(seconds=20))
+    await ops.control(env.client, "week", "staging", "pause", CanaryControl(by="bench"))
+    try:
+        await handle.result()
+        raise AssertionError("a paused canary must end at its deadline")
+    except WorkflowFailureError as e:
+        assert "deadline" in str(e.cause), e.cause
+    return await run_sizes(env.client, handle), time.perf_counter() - t0
+
+
+async def measure(release_events: float | None) -> list[Figure]:
+    figures = []
+    if release_events is not None:
+        figures.append(Figure("history: release events (no approval)", release_events, "events",
+                              f"<= {RELEASE_TARGET}", release_events <= RELEASE_TARGET))
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=data_converter())
+    try:
+        await register_search_attributes(env.client)
+        queue = f"bench-{uuid.uuid4().hex[:6]}"
+        async with Worker(env.client, task_queue=queue, workflows=workflows.ALL,
+                          activities=CanaryWorld().activities()):
+            one = await _canary(env, queue, "one", steps=[50])
+            five = await _canary(env, queue, "five", steps=[10, 20, 30, 40, 50])
+            await asyncio.gather(one.result(), five.result())
+            per_step = (len(await history(env.client, "five@staging"))
+                        - len(await history(env.client, "one@staging"))) / 4
+            sizes, seconds = await _seven_days(env, queue)
+    finally:
+        await env.shutdown()
+    figures.append(Figure("history: canary events per weight step", per_step, "events", "info",
+                          None, note="time-skipping server, in-memory activities"))
+    figures.append(Figure("history: 7-day canary, largest run", max(sizes), "events",
+                          f"<= {RUN_TARGET:,}", max(sizes) <= RUN_TARGET, sum(sizes),
+                          f"paused 7 days at 1 min: {len(sizes)} runs (continue-as-new), "
+                          f"{sum(sizes):,} events in all (baseline column: one run would hold "
+                          f"them all); simulated in {seconds:.0f} s on the time-skipping server"))
+    return figures

@@ -1,0 +1,117 @@
+"""Figure 4: how fast Kepler reacts to a human.
+
+- approve: from the `approve` update's return (client clock) to the start of the deploy
+  activity (kubernetes.apply_release's ActivityTaskStarted event time; same machine, same
+  clock), for a prod release (approval required) with a cached image;
+- abort: from sending `abort` to a canary at 10 % until the sandbox's VirtualService routes
+  100 % to stable (polled every 10 ms over HTTP, as any client of the cluster would see it)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from datetime import datetime, timedelta, timezone
+
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError
+
+from bench.common import Figure, Stack, cached_commits, create_services, history, release
+from kepler.canary import CanaryControl
+from kepler.models import ApprovalDecision, CanaryRequest, OperationStatus, ReleaseRequest
+from starter import ops
+
+SERVICE = "react"
+APPROVE_TARGET_MS, ABORT_TARGET_S = 200.0, 2.0
+
+
+async def _until_stage(st: Stack, workflow_id: str, check: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    handle = st.client.get_workflow_handle(workflow_id)
+    while time.monotonic() < deadline:
+        status = await handle.query("status", result_type=OperationStatus)
+        if status.stage == check:
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"{workflow_id} never reached {check!r}")
+
+
+def _started_at(events: list, activity_type: str) -> tuple[datetime, datetime]:
+    """(scheduled, started) times of the first activity of that type."""
+    scheduled = {e.event_id: e for e in events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                 and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type}
+    for e in events:
+        if (e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED and
+                e.activity_task_started_event_attributes.scheduled_event_id in scheduled):
+            s = scheduled[e.activity_task_started_event_attributes.scheduled_event_id]
+            return s.event_time.ToDatetime(timezone.utc), e.event_time.ToDatetime(timezone.utc)
+    raise LookupError(f"no started {activity_type}")
+
+
+async def approve_to_deploy(st: Stack, commits: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Milliseconds from the approve update's return to the deploy activity's start, and to
+    the first activity after the gate (kubernetes.snapshot)."""
+    to_deploy, to_first = [], []
+    for n in range(runs):
+        started = await ops.start(st.client, ReleaseRequest(
+            service=SERVICE, env="prod", ref=commits[n % 2], requested_by="carol"), st.queue)
+        await _until_stage(st, started.workflow_id, "awaiting approval")
+        await ops.decide(st.client, SERVICE, "prod", "approve", ApprovalDecision(approver="alice"))
+        returned = datetime.now(timezone.utc)
+        assert (await started.handle.result()).outcome == "succeeded"
+        events = await history(st.client, started.workflow_id, started.run_id)
+        to_deploy.append((_started_at(events, "kubernetes.apply_release")[1] - returned)
+                         .total_seconds() * 1000)
+        to_first.append((_started_at(events, "kubernetes.snapshot")[1] - returned)
+                        .total_seconds() * 1000)
+    return to_deploy, to_first
+
+
+def _stable(vs: dict) -> bool:
+    primary = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
+    return [d.get("weight", 0) for d in primary["route"]] == [100, 0]
+
+
+async def abort_to_stable(st: Stack, commits: list[str], runs: int) -> list[float]:
+    url = (f"{st.urls['kubernetes']}/apis/networking.istio.io/v1/namespaces/{SERVICE}-staging/"
+           f"virtualservices/{SERVICE}")
+    seconds = []
+    async with httpx.AsyncClient(timeout=5) as http:
+        for n in range(runs):
+            started = await ops.start(st.client, CanaryRequest(
+                service=SERVICE, env="staging", ref=commits[(n + 1) % 2], requested_by="carol",
+                steps=[10, 20, 50], interval=timedelta(seconds=30)), st.queue)
+            await _until_stage(st, started.workflow_id, "canary 10%")
+            assert not _stable((await http.get(url)).json())
+            t0 = time.perf_counter()
+            await ops.control(st.client, SERVICE, "staging", "abort", CanaryControl(by="dave"))
+            while not _stable((await http.get(url)).json()):
+                if time.perf_counter() - t0 > 30:
+                    raise TimeoutError("traffic never went back to stable")
+                await asyncio.sleep(0.01)
+            seconds.append(time.perf_counter() - t0)
+            try:
+                await started.handle.result()
+            except WorkflowFailureError:
+                pass  # aborted, as asked
+    return seconds
+
+
+async def measure(st: Stack, runs: int = 5) -> list[Figure]:
+    await create_services(st, [SERVICE])
+    commits = await cached_commits(st, SERVICE, 2)
+    await release(st, SERVICE, commits[0])  # the primary a canary starts from
+    to_deploy, to_first = await approve_to_deploy(st, commits, runs)
+    aborts = await abort_to_stable(st, commits, 3)
+    return [
+        Figure("reaction: approve -> deploy activity start (p50)", statistics.median(to_deploy),
+               "ms", f"<= {APPROVE_TARGET_MS:.0f} ms", statistics.median(to_deploy) <= APPROVE_TARGET_MS,
+               note=f"{runs} prod releases; to the first activity after the gate "
+               f"(record current release): p50 {statistics.median(to_first):.0f} ms; "
+               f"max to deploy {max(to_deploy):.0f} ms"),
+        Figure("reaction: abort -> VirtualService 100% stable (median)", statistics.median(aborts),
+               "s", f"<= {ABORT_TARGET_S:.0f} s", statistics.median(aborts) <= ABORT_TARGET_S,
+               note=f"3 canaries aborted at 10%; max {max(aborts):.2f} s"),
+    ]
