@@ -125,8 +125,8 @@ class ImageResolver:
                     return ImageInfo("ok", self.labels_by_digest[digest], digest,
                                      checked=time.monotonic())
                 labels = await self._labels(client, base, manifest)
-        except httpx.TransportError as e:  # a slow or unreachable registry: the kubelet
-            return ImageInfo("pending", message=f"pulling image {image!r}: {e!r}",  # retries
+        except httpx.TimeoutException as e:  # a slow registry (or a busy sandbox): still
+            return ImageInfo("pending", message=f"pulling image {image!r}: {e!r}",  # pulling
                              checked=time.monotonic())
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
             return ImageInfo("missing", message=f'failed to pull image "{image}": {e}',
