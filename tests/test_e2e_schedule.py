@@ -36,56 +36,56 @@ async def eventually(check: Any, what: str, timeout: float = 150) -> Any:
 
 async def test_nightly_schedule_is_listed_fires_and_is_deleted(
         sandbox: Sandbox, platform_file: Path, e2e_worker: Any, dev_env, tmp_path: Path) -> None:
-    spec = {"name": "nightly", "team": "ops", "replicas": 1}
+    spec = {"name": "sched", "team": "ops", "replicas": 1}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
                                   "--watch")
     assert code == 0, out + err
 
-    code, out, err = await kepler(platform_file, "schedule", "release", "nightly", "--env", "staging",
+    code, out, err = await kepler(platform_file, "schedule", "release", "sched", "--env", "staging",
                                   "--ref", "main", "--cron", "0 2 * * *")
-    assert code == 0 and "release-nightly@staging" in out, out + err
-    code, out, err = await kepler(platform_file, "schedule", "release", "nightly", "--env", "staging",
+    assert code == 0 and "release-sched@staging" in out, out + err
+    code, out, err = await kepler(platform_file, "schedule", "release", "sched", "--env", "staging",
                                   "--ref", "main", "--cron", "0 3 * * *")
     assert code == 3 and "already exists" in err
-    code, out, err = await kepler(platform_file, "schedule", "release", "nightly", "--env", "staging",
+    code, out, err = await kepler(platform_file, "schedule", "release", "sched", "--env", "staging",
                                   "--ref", "main", "--cron", "nightly")
     assert code == 2 and "--cron" in err
 
     rows = json.loads((await kepler(platform_file, "schedule", "list", "-o", "json"))[1])
-    row = next(r for r in rows if r["id"] == "release-nightly@staging")
+    row = next(r for r in rows if r["id"] == "release-sched@staging")
     assert (row["service"], row["env"], row["ref"], row["cron"], row["requested_by"]) == (
-        "nightly", "staging", "main", "0 2 * * *", "carol")
-    desc = await dev_env.client.get_schedule_handle("release-nightly@staging").describe()
+        "sched", "staging", "main", "0 2 * * *", "carol")
+    desc = await dev_env.client.get_schedule_handle("release-sched@staging").describe()
     assert desc.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
     nxt = desc.info.next_action_times[0].astimezone(timezone.utc)
     assert (nxt.hour, nxt.minute) == (2, 0)
 
-    # fire it now: a ScheduledRelease starts ReleaseVersion under nightly@staging
-    code, out, err = await kepler(platform_file, "schedule", "trigger", "nightly", "--env", "staging")
+    # fire it now: a ScheduledRelease starts ReleaseVersion under sched@staging
+    code, out, err = await kepler(platform_file, "schedule", "trigger", "sched", "--env", "staging")
     assert code == 0, err
 
     async def released() -> dict | None:
-        code, out, _ = await kepler(platform_file, "status", "nightly", "--env", "staging", "-o", "json")
+        code, out, _ = await kepler(platform_file, "status", "sched", "--env", "staging", "-o", "json")
         status = json.loads(out) if out.strip() else {}
         return status if status.get("outcome") == "succeeded" else None
 
     status = await eventually(released, "the triggered release succeeded")
     assert status["operation"] == "release" and status["requested_by"] == "carol"
-    deploy = apps(sandbox).read_namespaced_deployment("nightly", "nightly-staging")
+    deploy = apps(sandbox).read_namespaced_deployment("sched", "sched-staging")
     assert "@sha256:" in deploy.spec.template.spec.containers[0].image
     assert deploy.status.available_replicas == 1
-    desc = await dev_env.client.get_schedule_handle("release-nightly@staging").describe()
+    desc = await dev_env.client.get_schedule_handle("release-sched@staging").describe()
     fired = desc.info.recent_actions[-1].action.workflow_id
-    assert fired.startswith("scheduled-nightly@staging")
+    assert fired.startswith("scheduled-sched@staging")
     report = await dev_env.client.get_workflow_handle(fired, result_type=ScheduledReleaseReport).result()
-    assert report.outcome == "succeeded" and report.release_id == "nightly@staging"
+    assert report.outcome == "succeeded" and report.release_id == "sched@staging"
 
-    code, out, err = await kepler(platform_file, "schedule", "delete", "nightly", "--env", "staging")
+    code, out, err = await kepler(platform_file, "schedule", "delete", "sched", "--env", "staging")
     assert code == 0, err
     rows = json.loads((await kepler(platform_file, "schedule", "list", "-o", "json"))[1])
-    assert not [r for r in rows if r["id"] == "release-nightly@staging"]
-    code, out, err = await kepler(platform_file, "schedule", "delete", "nightly", "--env", "staging")
+    assert not [r for r in rows if r["id"] == "release-sched@staging"]
+    code, out, err = await kepler(platform_file, "schedule", "delete", "sched", "--env", "staging")
     assert code == 3 and "no such schedule" in err
 
 
