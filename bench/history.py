@@ -59,7 +59,7 @@ async def _seven_days(env: WorkflowEnvironment, queue: str) -> tuple[list[int], 
         await env.sleep(timedelta(seconds=20))
     await ops.control(env.client, "week", "staging", "pause", CanaryControl(by="bench"))
     try:
-        await handle.result()
+        await asyncio.wait_for(handle.result(), 600)
         raise AssertionError("a paused canary must end at its deadline")
     except WorkflowFailureError as e:
         assert "deadline" in str(e.cause), e.cause
@@ -78,9 +78,10 @@ async def measure(release_events: float | None) -> list[Figure]:
         queue = f"bench-{uuid.uuid4().hex[:6]}"
         async with Worker(env.client, task_queue=queue, workflows=workflows.ALL,
                           activities=CanaryWorld().activities()):
-            one = await _canary(env, queue, "one", steps=[50])
-            five = await _canary(env, queue, "five", steps=[10, 20, 30, 40, 50])
-            await asyncio.gather(one.result(), five.result())
+            # One at a time: two result() calls at once confuse the server's auto-skipping.
+            for service, steps in (("one", [50]), ("five", [10, 20, 30, 40, 50])):
+                handle = await _canary(env, queue, service, steps=steps)
+                await asyncio.wait_for(handle.result(), 120)
             per_step = (len(await history(env.client, "five@staging"))
                         - len(await history(env.client, "one@staging"))) / 4
             sizes, seconds = await _seven_days(env, queue)
