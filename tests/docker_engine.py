@@ -59,7 +59,7 @@ def start_engine(insecure_registries: tuple[str, ...] = ("127.0.0.0/8",)) -> Eng
         reason = "dockerd needs root to run containers for RUN steps"
         if os.environ.get("KEPLER_REQUIRE_REAL") == "1":
             pytest.fail(f"KEPLER_REQUIRE_REAL=1 but {reason}")
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
     root = Path(tempfile.mkdtemp(prefix="kd", dir="/tmp"))  # short: unix socket paths are limited
     host = f"unix://{root}/docker.sock"
     args = [dockerd, "--host", host, "--data-root", str(root / "data"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from pathlib import Path
 import shutil
 import socket
 import time
@@ -46,7 +48,7 @@ def require_binary(name: str, *candidates: str) -> str:
     reason = f"{name} is not installed (apt-get install {name})"
     if os.environ.get("KEPLER_REQUIRE_REAL") == "1":
         pytest.fail(f"KEPLER_REQUIRE_REAL=1 but {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason=reason)
 
 
 def sandbox_fixture(name: str, **settings: Any) -> Any:
@@ -62,3 +64,34 @@ def sandbox_fixture(name: str, **settings: Any) -> Any:
         sandbox.stop()
 
     return box
+
+
+@contextmanager
+def real_prometheus(scrape_target: str, home: Path) -> Iterator[str]:
+    """Debian's prometheus on a free port, scraping `host:port` every second; its URL."""
+    import subprocess
+
+    import httpx
+    import yaml
+
+    binary = require_binary("prometheus")
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "scrape_configs": [{"job_name": "sandbox", "static_configs": [
+                  {"targets": [scrape_target]}]}]}
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(home / "log").open("w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
+                   timeout=30, what="prometheus ready")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

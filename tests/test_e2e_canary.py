@@ -6,19 +6,17 @@ commit asks for a 20 % error rate is rolled back by the metric; a healthy one is
 from __future__ import annotations
 
 import json
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
-import httpx
 import pytest
 import yaml
 from kubernetes import client as k8s
 
 from sandbox.serve import Sandbox
 from tests.conftest import platform_yaml
-from tests.helpers import free_port, require_binary, wait_until
+from tests.helpers import real_prometheus as start_prometheus
 from tests.test_e2e_release import apps, gitlab_client, kepler, wait_for_outcome, wait_for_stage
 
 pytestmark = pytest.mark.e2e
@@ -27,28 +25,9 @@ NS = "payments-staging"
 
 @pytest.fixture(scope="module")
 def real_prometheus(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = require_binary("prometheus")
-    home = tmp_path_factory.mktemp("prometheus-canary")
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "scrape_configs": [{"job_name": "sandbox", "static_configs": [
-                  {"targets": [sandbox.urls["kubernetes"].removeprefix("http://")]}]}]}
-    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(home / "log").open("w"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
-                   timeout=30, what="prometheus ready")
+    with start_prometheus(sandbox.urls["kubernetes"].removeprefix("http://"),
+                         tmp_path_factory.mktemp("prometheus-canary")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

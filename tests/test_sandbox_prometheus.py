@@ -4,18 +4,15 @@ Prometheus (Debian's) scraping the sandbox and agreeing with the stand-in."""
 from __future__ import annotations
 
 import math
-import subprocess
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
-import yaml
 from kubernetes import client
 
 from kepler import promql
 from sandbox.serve import Sandbox
-from tests.helpers import free_port, require_binary, wait_until
+from tests.helpers import real_prometheus, wait_until
 from tests.test_sandbox_kubernetes import box, deployment, kube, ns, push  # noqa: F401
 from tests.test_sandbox_kubernetes_rollout import rolled_out
 
@@ -159,29 +156,9 @@ def test_standin_answers_builtin_queries(box: Sandbox, kube: client.ApiClient, n
 
 @pytest.fixture(scope="module")
 def prometheus(box: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = require_binary("prometheus")
-    home = tmp_path_factory.mktemp("prometheus")
-    target = box.urls["kubernetes"].removeprefix("http://")
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "scrape_configs": [{"job_name": "sandbox", "static_configs": [
-                  {"targets": [target]}]}]}
-    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, f"--config.file={home / 'prometheus.yml'}",
-         f"--storage.tsdb.path={home / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(home / "log").open("w"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
-                   timeout=30, what="prometheus ready")
+    with real_prometheus(box.urls["kubernetes"].removeprefix("http://"),
+                         tmp_path_factory.mktemp("prometheus")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_real_prometheus_agrees_with_standin(box: Sandbox, kube: client.ApiClient, ns: str,
