@@ -34,7 +34,8 @@ def build_worker(client: Client, platform: Platform, secrets: Secrets,
         workflows=workflows.ALL,
         activities=activities.build(platform, secrets),
         activity_executor=executor,
-        max_concurrent_activities=ACTIVITY_SLOTS,
+        # one slot per thread: more would queue in the executor, fewer would idle threads
+        max_concurrent_activities=executor._max_workers,
     )
 
 
