@@ -16,7 +16,7 @@ from temporalio import activity
 
 from activities.errors import non_retryable
 from activities.k8s_client import Cluster, Clusters
-from activities.kubernetes import FATAL_WAITING, KubernetesActivities, read_modify_write
+from activities.kubernetes import FATAL_WAITING, KubernetesActivities, read_modify_write, snapshot_of
 from kepler import manifests, naming
 from kepler.jobs import JobRef, JobResult, StartJob, VolumeCheck, WaitJob
 from kepler.models import Resources
@@ -51,21 +51,8 @@ class WorkloadActivities:
         cj = cluster.get("CronJob", target.namespace, target.name())
         if cj is None:
             return ReleaseSnapshot(target=target)
-        c = job_container(cj)
-        cm = cluster.get("ConfigMap", target.namespace, naming.config_map_name(target.service))
-        res = c.get("resources", {})
-        return ReleaseSnapshot(
-            target=target, exists=True, image=c.get("image", ""),
-            replicas=0 if cj["spec"].get("suspend") else 1,
-            annotations={k: v for k, v in (cj["metadata"].get("annotations") or {}).items()
-                         if k.startswith(naming.ANNOTATION_PREFIX) and k != naming.CREATED_BY_RUN},
-            config=(cm.get("data") or {}) if cm else None,
-            resources=Resources(
-                cpu_request=res.get("requests", {}).get("cpu", "100m"),
-                memory_request=res.get("requests", {}).get("memory", "128Mi"),
-                cpu_limit=res.get("limits", {}).get("cpu", "500m"),
-                memory_limit=res.get("limits", {}).get("memory", "256Mi")),
-            env={e["name"]: e.get("value", "") for e in c.get("env") or []})
+        return snapshot_of(cluster, target, cj, job_container(cj),
+                           replicas=0 if cj["spec"].get("suspend") else 1)
 
     @activity.defn(name="cronjob.apply_release")
     def apply_release(self, req: ApplyRelease) -> ApplyResult:

@@ -49,6 +49,26 @@ def read_modify_write(cluster: Cluster, kind: str, namespace: str, name: str,
                            type="Conflict409")
 
 
+def snapshot_of(cluster: Cluster, target: ReleaseTarget, workload: dict, c: dict,
+                replicas: int) -> ReleaseSnapshot:
+    """What a workload (Deployment or CronJob) runs now: image, config, resources, env and
+    Kepler's annotations, enough to put it back exactly."""
+    cm = cluster.get("ConfigMap", target.namespace, naming.config_map_name(target.service))
+    res = c.get("resources", {})
+    return ReleaseSnapshot(
+        target=target, exists=True, image=c.get("image", ""), replicas=replicas,
+        annotations={k: v for k, v in (workload["metadata"].get("annotations") or {}).items()
+                     if k.startswith(naming.ANNOTATION_PREFIX) and k != naming.CREATED_BY_RUN},
+        config=(cm.get("data") or {}) if cm else None,
+        resources=Resources(
+            cpu_request=res.get("requests", {}).get("cpu", "100m"),
+            memory_request=res.get("requests", {}).get("memory", "128Mi"),
+            cpu_limit=res.get("limits", {}).get("cpu", "500m"),
+            memory_limit=res.get("limits", {}).get("memory", "256Mi")),
+        env={e["name"]: e.get("value", "") for e in c.get("env") or []},
+    )
+
+
 def container(deploy: dict) -> dict:
     return deploy["spec"]["template"]["spec"]["containers"][0]
 
@@ -114,22 +134,8 @@ class KubernetesActivities:
         deploy = cluster.get("Deployment", target.namespace, target.name())
         if deploy is None:
             return ReleaseSnapshot(target=target)
-        c = container(deploy)
-        cm = cluster.get("ConfigMap", target.namespace, naming.config_map_name(target.service))
-        res = c.get("resources", {})
-        return ReleaseSnapshot(
-            target=target, exists=True, image=c.get("image", ""),
-            replicas=deploy["spec"].get("replicas", 0),
-            annotations={k: v for k, v in (deploy["metadata"].get("annotations") or {}).items()
-                         if k.startswith(naming.ANNOTATION_PREFIX) and k != naming.CREATED_BY_RUN},
-            config=(cm.get("data") or {}) if cm else None,
-            resources=Resources(
-                cpu_request=res.get("requests", {}).get("cpu", "100m"),
-                memory_request=res.get("requests", {}).get("memory", "128Mi"),
-                cpu_limit=res.get("limits", {}).get("cpu", "500m"),
-                memory_limit=res.get("limits", {}).get("memory", "256Mi")),
-            env={e["name"]: e.get("value", "") for e in c.get("env") or []},
-        )
+        return snapshot_of(cluster, target, deploy, container(deploy),
+                           replicas=deploy["spec"].get("replicas", 0))
 
     @activity.defn(name="kubernetes.apply_release")
     def apply_release(self, req: ApplyRelease) -> ApplyResult:
