@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator
 
 import gitlab
 import requests
 import yaml
 from gitlab.v4.objects import Project
+from gitlab.utils import EncodedId
 from pydantic import ValidationError
 from temporalio import activity
 
+from activities.http_clients import PerThread
 from activities.http_retry import retrying_session
 from activities.errors import non_retryable, raise_for_status, retryable
 from kepler.models import ServiceSpec
@@ -40,17 +42,34 @@ class GitLabActivities:
     def __init__(self, platform: Platform, secrets: Secrets) -> None:
         self.config = platform.gitlab
         self._token = secrets.gitlab_token
+        self._clients = PerThread(self._new_client)
 
-    def client(self) -> gitlab.Gitlab:
+    def _new_client(self) -> gitlab.Gitlab:
         return gitlab.Gitlab(self.config.url, private_token=self._token.get_secret_value(),
                              timeout=15, keep_base_url=True, session=retrying_session())
+
+    def client(self) -> gitlab.Gitlab:
+        return self._clients.get()
 
     def _path(self, service: str) -> str:
         return f"{self.config.group}/{service}"
 
-    def project(self, service: str) -> Project:
-        with gitlab_errors(f"GitLab project {self._path(service)}"):
-            return self.client().projects.get(self._path(service))
+    def _get(self, service: str, path: str, what: str, **kwargs: Any) -> Any | None:
+        """GET a path under the service's project in one request (python-gitlab's HTTP
+        layer: building a Project object costs more CPU than the call). None when the
+        object does not exist; a missing project is NotFound, non-retryable."""
+        project = self._path(service)
+        with gitlab_errors(what):
+            try:
+                return self.client().http_get(f"/projects/{EncodedId(project)}/{path}",
+                                              **kwargs)
+            except gitlab.exceptions.GitlabHttpError as e:
+                if e.response_code == 404 and "Project" in str(e.error_message):
+                    raise non_retryable("NotFound", f"GitLab project {project} does not "
+                                        "exist: create the service first") from None
+                if e.response_code == 404:
+                    return None
+                raise
 
     @activity.defn(name="gitlab.ensure_project")
     def ensure_project(self, req: EnsureProject) -> ProjectRef:
@@ -137,25 +156,22 @@ class GitLabActivities:
 
     @activity.defn(name="gitlab.resolve_ref")
     def resolve_ref(self, req: ResolveRef) -> Commit:
-        project = self.project(req.service)
-        with gitlab_errors(f"resolve {req.ref!r} in {self._path(req.service)}"):
-            try:
-                commit = project.commits.get(req.ref)
-            except gitlab.exceptions.GitlabGetError as e:
-                if e.response_code == 404:
-                    raise non_retryable("NotFound", f"ref {req.ref!r} does not exist in "
-                                        f"{self._path(req.service)}") from None
-                raise
-        return Commit(sha=commit.id, short_id=commit.short_id, title=commit.title)
+        commit = self._get(req.service, f"repository/commits/{EncodedId(req.ref)}",
+                           f"resolve {req.ref!r} in {self._path(req.service)}")
+        if commit is None:
+            raise non_retryable("NotFound", f"ref {req.ref!r} does not exist in "
+                                f"{self._path(req.service)}")
+        return Commit(sha=commit["id"], short_id=commit["short_id"], title=commit.get("title", ""))
 
     @activity.defn(name="gitlab.read_spec")
     def read_spec(self, req: ReadSpec) -> ServiceSpec:
-        project = self.project(req.service)
-        with gitlab_errors(f"read {SPEC_PATH} at {req.sha[:12]}"):
-            text = self._read(project, SPEC_PATH, req.sha)
-        if text is None:
+        raw = self._get(req.service, f"repository/files/{EncodedId(SPEC_PATH)}/raw",
+                        f"read {SPEC_PATH} at {req.sha[:12]}", query_data={"ref": req.sha},
+                        raw=True)
+        if raw is None:
             raise non_retryable("NotFound", f"{SPEC_PATH} is missing at {req.sha[:12]}: "
                                 "create the service with kepler service create")
+        text = raw.content.decode()
         try:
             return ServiceSpec.model_validate(yaml.safe_load(text))
         except (ValidationError, yaml.YAMLError) as e:

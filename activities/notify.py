@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import non_retryable, retryable
+from activities.http_clients import shared_httpx
 from kepler.models import Model
 from kepler.notifications import (
     EmailChannel, LogChannel, SlackChannel, WebhookChannel, WeComChannel,
@@ -189,8 +190,9 @@ class NotifyActivities:
         url = self._url(channel)
         where = httpx.URL(url).copy_with(path="/", query=None)  # never log a token in a path
         try:
-            response = httpx.post(url, content=body, timeout=channel.timeout_seconds,
-                                  headers={"Content-Type": "application/json", **headers})
+            response = shared_httpx().post(
+                url, content=body, timeout=channel.timeout_seconds,
+                headers={"Content-Type": "application/json", **headers})
         except httpx.HTTPError as e:
             raise DeliveryError(f"{kind} at {where.host}:{where.port or ''} unreachable: "
                                 f"{type(e).__name__}") from None

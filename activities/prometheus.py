@@ -7,7 +7,7 @@ import math
 import httpx
 from temporalio import activity
 
-from kepler import USER_AGENT
+from activities.http_clients import shared_httpx
 from activities.errors import non_retryable, raise_for_status, retryable
 from kepler.canary import AnalysisResult, CanaryAnalysis, MetricValue
 from kepler.settings import Platform
@@ -17,8 +17,8 @@ from kepler.steps import VerifyRelease, VerifyResult
 def instant_query(url: str, promql: str, timeout: float = 15) -> float | None:
     """The single value of an instant query; None when there is no data."""
     try:
-        response = httpx.post(f"{url.rstrip('/')}/api/v1/query", data={"query": promql},
-                              timeout=timeout, headers={"User-Agent": USER_AGENT})
+        response = shared_httpx().post(f"{url.rstrip('/')}/api/v1/query",
+                                       data={"query": promql}, timeout=timeout)
     except httpx.TransportError as e:
         raise retryable(f"Prometheus unreachable: {type(e).__name__}") from None
     if response.status_code == 400:

@@ -7,7 +7,7 @@ import httpx
 from temporalio import activity
 
 from activities.errors import raise_for_status, retryable
-from kepler import USER_AGENT
+from activities.http_clients import shared_httpx
 from kepler.images import DIGEST_RE
 from kepler.settings import Platform, Secrets
 from kepler.steps import ImageQuery
@@ -25,20 +25,18 @@ class RegistryActivities:
         self.config = platform.registry
         self._password = secrets.registry_password
 
-    def client(self) -> httpx.Client:
-        auth = None
+    def _auth(self) -> httpx.BasicAuth | None:
         if self.config.username and self._password:
-            auth = httpx.BasicAuth(self.config.username, self._password.get_secret_value())
-        return httpx.Client(base_url=self.config.url, auth=auth, timeout=15,
-                            headers={"User-Agent": USER_AGENT})
+            return httpx.BasicAuth(self.config.username, self._password.get_secret_value())
+        return None
 
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """The manifest digest of repository:reference, or None when it does not exist."""
         what = f"registry {repository}:{reference}"
         try:
-            with self.client() as http:
-                response = http.head(f"/v2/{repository}/manifests/{reference}",
-                                     headers={"Accept": MANIFEST_TYPES})
+            response = shared_httpx().head(
+                f"{self.config.url.rstrip('/')}/v2/{repository}/manifests/{reference}",
+                headers={"Accept": MANIFEST_TYPES}, auth=self._auth(), timeout=15)
         except httpx.TransportError as e:
             raise retryable(f"{what}: registry unreachable: {type(e).__name__}") from None
         if response.status_code == 404:

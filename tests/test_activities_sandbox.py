@@ -79,10 +79,11 @@ def test_gitlab_create_adopt_resolve_read_and_undo(box: Sandbox, platform: Platf
     error = expect("NotFound", gl.resolve_ref, ResolveRef(service="cart", ref="no-such-branch"))
     assert error.non_retryable and "no-such-branch" in str(error)
 
-    fault(box, "gitlab", method="GET", path="/projects/demo(%2F|/)cart$", status=503, count=2)
+    commits = "/projects/demo(%2F|/)cart/repository/commits/main$"
+    fault(box, "gitlab", method="GET", path=commits, status=503, count=2)
     assert run(gl.resolve_ref, ResolveRef(service="cart", ref="main")).sha == commit.sha
     assert faults_left(box, "gitlab") == 0  # both 503s were met, and retried within the call
-    fault(box, "gitlab", method="GET", path="/projects/demo(%2F|/)cart$", status=503, count=None)
+    fault(box, "gitlab", method="GET", path=commits, status=503, count=None)
     transient = expect("Unavailable", gl.resolve_ref, ResolveRef(service="cart", ref="main"))
     assert not transient.non_retryable  # an outage: the workflow's retry policy takes over
     httpx.delete(f"{box.urls['gitlab']}/_sandbox/faults")

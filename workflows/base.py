@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from kepler.settings import ApprovalPolicy
     from activities.notify import Notification, NotifyActivities
-    from workflows import metrics
+    import workflows.metrics as metrics
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         ApplyObjects, ApplyRelease, EnvironmentPolicy, PolicyQuery, ReadSpec, ReleaseTarget,
         ResolveRef, RouteWeights, ScaleDeployment, WaitRollout,
     )
-    from workflows import kube
+    import workflows.kube as kube
     from workflows.base import (
         RETRY, ApprovalEnded, KeplerWorkflow, StepFailed, StepOptions, describe_cause, failure,
     )

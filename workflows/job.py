@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.jobs import JobReport, RunJobRequest
     from kepler.models import Operation
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget
-    from workflows import cronjob
+    import workflows.cronjob as cronjob
     from workflows.base import KeplerWorkflow, StepFailed, failure
 
 

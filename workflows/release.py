@@ -29,7 +29,8 @@ with workflow.unsafe.imports_passed_through():
         QUICK, ApprovalEnded, KeplerWorkflow, StepFailed, StepOptions, failure,
     )
     from workflows.image import ensure_image
-    from workflows import cronjob, kube
+    import workflows.cronjob as cronjob
+    import workflows.kube as kube
 
 
 @workflow.defn(name="ReleaseVersion")

@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         ApplyRelease, EnvironmentPolicy, ImageQuery, PolicyQuery, ReadSpec, ReleaseSnapshot,
         ReleaseTarget, ResolveRef, Revision, RouteWeights, WaitRollout,
     )
-    from workflows import kube
+    import workflows.kube as kube
     from workflows.base import ApprovalEnded, KeplerWorkflow, StepFailed, failure
 
 

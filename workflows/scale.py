@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
         bounds_problems, request_problems,
     )
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReadSpec, ReleaseTarget, ResolveRef, WaitRollout
-    from workflows import kube
+    import workflows.kube as kube
     from workflows.base import KeplerWorkflow, StepFailed, failure
 
 

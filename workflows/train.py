@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.models import Operation, ReleaseReport, ReleaseRequest, StepRecord
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseSnapshot, ReleaseTarget, ResolveRef
     from kepler.train import MemberResult, TrainMember, TrainReport, TrainRequest, waves
-    from workflows import kube
+    import workflows.kube as kube
     from workflows.base import (
         ApprovalEnded, KeplerWorkflow, StepFailed, describe_cause, failure,
     )
