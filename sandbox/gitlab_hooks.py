@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from sandbox.gitlab_api import Api, Call, error, not_found, truthy
 from sandbox.gitlab_store import USER, now_iso
+from sandbox.http_client import shared_client
 
 _background: set[asyncio.Task[None]] = set()
 
@@ -103,8 +104,8 @@ def fire_push_hooks(api: Api, project: dict[str, Any], branch: str, commit: dict
         if hook.get("token"):
             headers["X-Gitlab-Token"] = hook["token"]
         try:
-            async with httpx.AsyncClient(timeout=5) as client:
-                response = await client.post(hook["url"], json=payload, headers=headers)
+            response = await shared_client().post(hook["url"], json=payload, headers=headers,
+                                                  timeout=5)
             api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], status=response.status_code)
         except httpx.HTTPError as e:
             api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], error=str(e))

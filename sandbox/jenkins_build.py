@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import yaml
 
+from sandbox.http_client import shared_client
 from sandbox.oci import (LABEL_BUILD_FAIL, LABEL_CRASH, LABEL_ERROR_RATE, LABEL_LATENCY_MS,
                          LABEL_REVISION, PushError, build_image, parse_image_ref, push_image)
 
@@ -177,22 +178,22 @@ async def run_build(*, gitlab_url: str, gitlab_token: str, repository_url: str |
     path = project_path(repository_url, gitlab_url)
     log(f"The recommended git tool is: NONE\nCloning the remote Git repository\n"
         f"Cloning repository {repository_url}")
-    project = quote(path, safe="")
-    async with httpx.AsyncClient(base_url=f"{gitlab_url}/api/v4", timeout=30,
-                                 headers={"PRIVATE-TOKEN": gitlab_token}) as gitlab:
-        try:
-            found = await gitlab.get(f"/projects/{project}/repository/commits/{quote(ref, safe='')}")
-            if found.status_code == 404:
-                raise BuildFailed(f"Couldn't find any revision to build for {ref!r} in {path}. "
-                                  "Verify the repository and branch configuration for this job.")
-            found.raise_for_status()
-            commit = found.json()
-            log(f"Checking out Revision {commit['id']} ({ref})\nCommit message: \"{commit['title']}\"")
-            archive = await gitlab.get(f"/projects/{project}/repository/archive.tar.gz",
-                                       params={"sha": commit["id"]})
-            archive.raise_for_status()
-        except httpx.HTTPError as e:
-            raise BuildFailed(f"could not fetch {path}@{ref} from GitLab: {e}") from e
+    repository = f"{gitlab_url}/api/v4/projects/{quote(path, safe='')}/repository"
+    gitlab, headers = shared_client(), {"PRIVATE-TOKEN": gitlab_token}
+    try:
+        found = await gitlab.get(f"{repository}/commits/{quote(ref, safe='')}", headers=headers,
+                                 timeout=30)
+        if found.status_code == 404:
+            raise BuildFailed(f"Couldn't find any revision to build for {ref!r} in {path}. "
+                              "Verify the repository and branch configuration for this job.")
+        found.raise_for_status()
+        commit = found.json()
+        log(f"Checking out Revision {commit['id']} ({ref})\nCommit message: \"{commit['title']}\"")
+        archive = await gitlab.get(f"{repository}/archive.tar.gz", params={"sha": commit["id"]},
+                                   headers=headers, timeout=30)
+        archive.raise_for_status()
+    except httpx.HTTPError as e:
+        raise BuildFailed(f"could not fetch {path}@{ref} from GitLab: {e}") from e
     files = _untar(archive.content)
     wanted = behaviour(files)
     image_text = params.get("IMAGE", "")
@@ -220,7 +221,8 @@ async def run_build(*, gitlab_url: str, gitlab_token: str, repository_url: str |
     log(f"Successfully built {image.digest[7:19]}\n[Pipeline] }}\n[Pipeline] stage\n"
         f"[Pipeline] {{ (Push)\n+ docker push {target}")
     try:
-        digest = await push_image(f"http://{target.host}", target.repository, target.reference, image)
+        digest = await push_image(f"http://{target.host}", target.repository, target.reference,
+                                  image, client=shared_client())
     except (PushError, httpx.HTTPError) as e:
         raise BuildFailed(f"docker push failed: {e}") from e
     log(f"{target.reference}: digest: {digest} size: {len(image.manifest)}\n[Pipeline] }}")

@@ -97,7 +97,8 @@ class BatchController:
 
     def jobs_of(self, cj: dict[str, Any]) -> list[dict[str, Any]]:
         uid = cj["metadata"]["uid"]
-        return [j for j in self.store.iter(JOBS, cj["metadata"]["namespace"]) if owned_by(j, uid)]
+        return [j for j in self.store.owned(JOBS, cj["metadata"]["namespace"], uid)
+                if owned_by(j, uid)]
 
     def sync_cronjob(self, cj: dict[str, Any], now: float) -> None:
         spec = cj.get("spec") or {}
@@ -153,7 +154,8 @@ class BatchController:
 
     def pods_of(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         uid = job["metadata"]["uid"]
-        return [p for p in self.store.iter(PODS, job["metadata"]["namespace"]) if owned_by(p, uid)]
+        return [p for p in self.store.owned(PODS, job["metadata"]["namespace"], uid)
+                if owned_by(p, uid)]
 
     def sync_job(self, job: dict[str, Any], now: float) -> None:
         spec = job.get("spec") or {}

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from sandbox.http_client import shared_client
+
 CRASH_LABEL = "io.kepler.sandbox.crash"
 ERROR_RATE_LABEL = "io.kepler.sandbox.error-rate"
 LATENCY_LABEL = "io.kepler.sandbox.latency-ms"
@@ -106,6 +108,14 @@ class ImageResolver:
             task.add_done_callback(self._tasks.discard)
         return info or ImageInfo("pending")
 
+    async def aclose(self) -> None:
+        """Cancel the lookups in flight (the sandbox is stopping)."""
+        loop = asyncio.get_running_loop()
+        tasks = [t for t in self._tasks if t.get_loop() is loop]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _refresh(self, image: str) -> None:
         try:
             self.by_ref[image] = await self.fetch(image)
@@ -115,16 +125,16 @@ class ImageResolver:
     async def fetch(self, image: str) -> ImageInfo:
         ref = parse_image(image)
         base = f"http://{ref.registry}/v2/{ref.repository}"
+        client = shared_client()
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                manifest, digest = await self._manifest(client, base, ref.reference)
-                if manifest is None:
-                    return ImageInfo("missing", message=f'pull access denied or manifest '
-                                     f'unknown for "{image}"', checked=time.monotonic())
-                if digest in self.labels_by_digest:
-                    return ImageInfo("ok", self.labels_by_digest[digest], digest,
-                                     checked=time.monotonic())
-                labels = await self._labels(client, base, manifest)
+            manifest, digest = await self._manifest(client, base, ref.reference)
+            if manifest is None:
+                return ImageInfo("missing", message=f'pull access denied or manifest '
+                                 f'unknown for "{image}"', checked=time.monotonic())
+            if digest in self.labels_by_digest:
+                return ImageInfo("ok", self.labels_by_digest[digest], digest,
+                                 checked=time.monotonic())
+            labels = await self._labels(client, base, manifest)
         except httpx.TimeoutException as e:  # a slow registry (or a busy sandbox): still
             return ImageInfo("pending", message=f"pulling image {image!r}: {e!r}",  # pulling
                              checked=time.monotonic())
@@ -139,7 +149,8 @@ class ImageResolver:
 
     async def _manifest(self, client: httpx.AsyncClient, base: str,
                         reference: str) -> tuple[dict[str, Any] | None, str]:
-        r = await client.get(f"{base}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES})
+        r = await client.get(f"{base}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES},
+                             timeout=self.timeout)
         if r.status_code != 200:
             return None, ""
         digest = r.headers.get("Docker-Content-Digest") or (
@@ -159,7 +170,8 @@ class ImageResolver:
     async def _labels(self, client: httpx.AsyncClient, base: str,
                       manifest: dict[str, Any]) -> dict[str, str] | None:
         config_digest = manifest["config"]["digest"]
-        r = await client.get(f"{base}/blobs/{config_digest}", follow_redirects=True)
+        r = await client.get(f"{base}/blobs/{config_digest}", follow_redirects=True,
+                             timeout=self.timeout)
         if r.status_code != 200:
             return None
         config = json.loads(r.content)

@@ -54,7 +54,8 @@ class Kubelet:
 
     def pods_of(self, rs: dict[str, Any]) -> list[dict[str, Any]]:
         uid = rs["metadata"]["uid"]
-        return [p for p in self.store.iter(PODS, rs["metadata"]["namespace"]) if owned_by(p, uid)]
+        return [p for p in self.store.owned(PODS, rs["metadata"]["namespace"], uid)
+                if owned_by(p, uid)]
 
     def is_ready(self, pod: dict[str, Any]) -> bool:
         return self.store.sim["pods"].get(pod["metadata"]["uid"], {}).get("state") == "running"
@@ -101,10 +102,9 @@ class Kubelet:
                                   "observedGeneration": rs["metadata"].get("generation", 1)}
         status = {k: v for k, v in status.items() if v or k == "replicas"}
         if rs.get("status") != status:
-            updated = copy.deepcopy(rs)
-            updated["status"] = status
-            self.store.update(REPLICASETS, updated, subresource="status", actor="controller",
-                              audited=False)
+            # Shallow is enough: the store copies what it is given before using it.
+            self.store.update(REPLICASETS, {**rs, "status": status}, subresource="status",
+                              actor="controller", audited=False)
 
     # -- kubelet ---------------------------------------------------------------------
 
@@ -133,10 +133,8 @@ class Kubelet:
             sim["state"], sim["started"] = "running", now
         status = self._pod_status(pod, sim, now)
         if pod.get("status") != status:
-            updated = copy.deepcopy(pod)
-            updated["status"] = status
-            self.store.update(PODS, updated, subresource="status", actor="kubelet",
-                              audited=False)
+            self.store.update(PODS, {**pod, "status": status}, subresource="status",
+                              actor="kubelet", audited=False)
 
     def _pod_status(self, pod: dict[str, Any], sim: dict[str, Any], now: float) -> dict[str, Any]:
         state = sim["state"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sandbox.common import Audit, StateStore
+from sandbox.k8s_index import ObjectIndex, split_key
 from sandbox.k8s_resources import (RESOURCES, ApiError, Resource, already_exists, conflict,
                                    not_found, resource_for_kind)
 from sandbox.k8s_schema import apply_defaults, validate
@@ -66,11 +67,14 @@ class Store:
         self.watchers: list[Watcher] = []
         self.on_delete: list[Callable[[Resource, dict[str, Any]], None]] = []
         self.dirty = False
+        self.index = ObjectIndex(self.objects)
 
     # -- reading -------------------------------------------------------------------
 
     @property
     def objects(self) -> dict[str, dict[str, Any]]:
+        """Every object by key (read-only: writes go through `_put`/`_drop`, which keep
+        `self.index` in step)."""
         return self.state.data["objects"]
 
     @property
@@ -97,10 +101,20 @@ class Store:
         return copy.deepcopy(obj)
 
     def iter(self, res: Resource, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The stored objects of `res` (in `namespace`, if given), oldest first."""
+        objects = self.objects
+        keys = self.index.keys(f"{res.group}/{res.plural}",
+                               namespace if res.namespaced else None)
+        return [objects[k] for k in keys]
+
+    def owned(self, res: Resource, namespace: str | None, uid: str) -> list[dict[str, Any]]:
+        """The stored objects of `res` in `namespace` with an ownerReference to `uid`
+        (controller or not), oldest first: `iter` filtered, without the scan."""
         prefix = f"{res.group}/{res.plural}/"
         if namespace is not None and res.namespaced:
             prefix += f"{namespace}/"
-        return [o for k, o in self.objects.items() if k.startswith(prefix)]
+        objects = self.objects
+        return [objects[k] for k in self.index.owned(uid) if k.startswith(prefix)]
 
     def list(self, res: Resource, namespace: str | None, labels: list[Requirement],
              fields: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
@@ -166,7 +180,7 @@ class Store:
         if res.has_generation:
             meta["generation"] = 1
         meta["resourceVersion"] = self._next_rv()
-        self.objects[self.key(res, namespace, meta["name"])] = obj
+        self._put(self.key(res, namespace, meta["name"]), obj)
         self._publish("ADDED", res, obj)
         if audited:
             self._audit("create", res, obj, actor)
@@ -176,7 +190,8 @@ class Store:
     def update(self, res: Resource, obj: dict[str, Any], *, subresource: str | None = None,
                actor: str = "api", action: str = "update",
                audited: bool = True) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
+        # A status write reads only the name, resourceVersion and status of `obj`.
+        obj = {**obj} if subresource == "status" else copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         namespace = meta.get("namespace") if res.namespaced else None
         current = self.find(res, namespace, meta.get("name", ""))
@@ -187,7 +202,7 @@ class Store:
             raise conflict(res, meta["name"])
         if subresource == "status":
             merged = copy.deepcopy(current)
-            merged["status"] = obj.get("status", {})
+            merged["status"] = copy.deepcopy(obj.get("status", {}))
             obj = merged
         else:
             if "status" in current and "status" in res.subresources:
@@ -207,7 +222,7 @@ class Store:
         if res.has_generation and _spec_of(obj) != _spec_of(current):
             meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
         meta["resourceVersion"] = self._next_rv()
-        self.objects[self.key(res, namespace, meta["name"])] = obj
+        self._put(self.key(res, namespace, meta["name"]), obj)
         self._publish("MODIFIED", res, obj)
         if audited:
             self._audit(action, res, obj, actor)
@@ -224,7 +239,7 @@ class Store:
         if precondition_rv and precondition_rv != obj["metadata"]["resourceVersion"]:
             raise conflict(res, name)
         uid = obj["metadata"]["uid"]
-        del self.objects[key]
+        self._drop(key)
         for dependant_res, dependant in self._dependants(uid):
             dmeta = dependant["metadata"]
             if propagation == "Orphan":
@@ -252,13 +267,25 @@ class Store:
             self.save()
         return copy.deepcopy(obj)
 
+    def _put(self, key: str, obj: dict[str, Any]) -> None:
+        old = self.objects.get(key)
+        self.objects[key] = obj
+        if old is None:
+            self.index.add(key, obj)
+        else:
+            self.index.replace(key, old, obj)
+
+    def _drop(self, key: str) -> None:
+        self.index.remove(key, self.objects.pop(key))
+
     def _dependants(self, uid: str) -> list[tuple[Resource, dict[str, Any]]]:
-        found = []
-        for res in RESOURCES:
-            for o in self.iter(res):
-                if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or []):
-                    found.append((res, o))
-        return found
+        """Objects with an ownerReference to `uid`, by resource (in RESOURCES order), then
+        oldest first."""
+        by_res: dict[str, list[dict[str, Any]]] = {}
+        for key in self.index.owned(uid):
+            by_res.setdefault(split_key(key)[0], []).append(self.objects[key])
+        return [(res, o) for res in RESOURCES
+                for o in by_res.get(f"{res.group}/{res.plural}", ())]
 
     def events_since(self, rv: int) -> list[tuple[int, str, Resource, dict[str, Any]]] | None:
         """Watch events after `rv`, or None when they are no longer kept (410 Gone)."""

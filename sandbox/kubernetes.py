@@ -157,6 +157,7 @@ def create_app(world: World, name: str = "kubernetes") -> Starlette:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await images.aclose()
             store.save()
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]

@@ -40,9 +40,14 @@ def template_hash(template: dict[str, Any]) -> str:
 
 
 def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
-    clean = copy.deepcopy(template)
-    (clean.get("metadata") or {}).get("labels", {}).pop(HASH_LABEL, None)
-    return clean
+    """`template` without the pod-template-hash label; shares everything else with it
+    (this runs for every ReplicaSet on every tick, so no deep copy)."""
+    meta = template.get("metadata") or {}
+    labels = meta.get("labels")
+    if not isinstance(labels, dict) or HASH_LABEL not in labels:
+        return template
+    return {**template, "metadata": {**meta, "labels": {k: v for k, v in labels.items()
+                                                          if k != HASH_LABEL}}}
 
 
 def resolve_int_or_percent(value: Any, total: int, round_up: bool) -> int:
@@ -82,7 +87,7 @@ class Controller:
 
     def replicasets_of(self, d: dict[str, Any]) -> list[dict[str, Any]]:
         uid = d["metadata"]["uid"]
-        return [rs for rs in self.store.iter(REPLICASETS, d["metadata"]["namespace"])
+        return [rs for rs in self.store.owned(REPLICASETS, d["metadata"]["namespace"], uid)
                 if owned_by(rs, uid)]
 
     def _counts(self, rs: dict[str, Any]) -> tuple[int, int]:
@@ -94,9 +99,9 @@ class Controller:
         if d is None or d["spec"].get("paused"):
             return
         rses = self.replicasets_of(d)
-        template = d["spec"]["template"]
-        new_rs = next((rs for rs in rses if _without_hash(rs["spec"]["template"])
-                       == _without_hash(template)), None)
+        template = _without_hash(d["spec"]["template"])
+        new_rs = next((rs for rs in rses if _without_hash(rs["spec"]["template"]) == template),
+                      None)
         max_revision = max((revision_of(rs) for rs in rses), default=0)
         sim = self.store.sim["deployments"].setdefault(d["metadata"]["uid"], {})
         if new_rs is None:
@@ -211,11 +216,10 @@ class Controller:
 
     def _cleanup_history(self, d: dict[str, Any], olds: list[dict[str, Any]]) -> None:
         limit = int(d["spec"].get("revisionHistoryLimit", 10))
-        idle = [rs for rs in olds if self.store.find(REPLICASETS, rs["metadata"]["namespace"],
-                                                     rs["metadata"]["name"]) is not None
-                and int(self.store.find(REPLICASETS, rs["metadata"]["namespace"],
-                                        rs["metadata"]["name"])["spec"].get("replicas", 0)) == 0
-                and self._counts(rs)[0] == 0]
+        current = (self.store.find(REPLICASETS, rs["metadata"]["namespace"],
+                                   rs["metadata"]["name"]) for rs in olds)
+        idle = [rs for rs, now_rs in zip(olds, current) if now_rs is not None
+                and int(now_rs["spec"].get("replicas", 0)) == 0 and self._counts(rs)[0] == 0]
         for rs in sorted(idle, key=revision_of)[: max(0, len(idle) - limit)]:
             self.store.delete(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"],
                               actor="controller")
@@ -295,9 +299,8 @@ class Controller:
         status["conditions"] = self._conditions(old, sim, ready >= desired - max_unavailable,
                                                 now)
         if old != status:
-            updated_obj = copy.deepcopy(d)
-            updated_obj["status"] = status
-            self.store.update(DEPLOYMENTS, updated_obj, subresource="status",
+            # Shallow is enough: the store copies what it is given before using it.
+            self.store.update(DEPLOYMENTS, {**d, "status": status}, subresource="status",
                               actor="controller", audited=False)
 
     def _conditions(self, old: dict[str, Any], sim: dict[str, Any], available: bool,

@@ -19,6 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from sandbox.common import Audit, Faults, with_sandbox_routes
+from sandbox.http_client import close_shared_client
 from sandbox.world import STANDINS, SandboxSettings, World
 
 
@@ -94,6 +95,7 @@ class Sandbox:
         for server in self._servers:
             server.should_exit = True
         await asyncio.gather(*tasks)
+        await close_shared_client()
 
     def stop_serving(self) -> None:
         self._stop.set()
