@@ -229,7 +229,10 @@ class KubernetesActivities:
             if observed and updated >= want and available >= want and status.get("replicas", 0) <= want:
                 return RolloutResult(ready_replicas=available, revision=(
                     deploy["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", ""))
-            problem = self._pod_problem(cluster, deploy)
+            # Pods are read once the quick first polls are over: a rollout done within
+            # them costs one request a poll, and a pod that cannot start is still seen
+            # within a poll period.
+            problem = self._pod_problem(cluster, deploy) if delay >= POLL_SECONDS else None
             if problem:
                 raise non_retryable("RolloutFailed", f"{ns}/{name}: {problem}")
             if time.monotonic() > deadline:

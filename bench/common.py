@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -46,6 +47,11 @@ class Stack:
     urls: dict[str, str]
     platform: Platform
     queue: str = QUEUE
+    pids: dict[str, int] = field(default_factory=dict)  # process -> pid, for CPU accounting
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each process of the stack has used so far."""
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     @property
     def gitlab(self) -> gitlab.Gitlab:
@@ -54,7 +60,8 @@ class Stack:
 
 
 @asynccontextmanager
-async def sandbox_process(seconds_per_replica: float, build_seconds: float) -> AsyncIterator[dict[str, str]]:
+async def sandbox_process(seconds_per_replica: float,
+                          build_seconds: float) -> AsyncIterator[tuple[dict[str, str], int]]:
     with tempfile.TemporaryDirectory(prefix="kepler-bench-") as tmp:
         urls_file, log = Path(tmp) / "urls.json", (Path(tmp) / "sandbox.log").open("w")
         proc = subprocess.Popen(
@@ -68,7 +75,7 @@ async def sandbox_process(seconds_per_replica: float, build_seconds: float) -> A
                     raise RuntimeError("the sandbox did not start: "
                                        + (Path(tmp) / "sandbox.log").read_text()[-2000:])
                 await asyncio.sleep(0.05)
-            yield json.loads(urls_file.read_text())
+            yield json.loads(urls_file.read_text()), proc.pid
         finally:
             proc.terminate()
             try:
@@ -81,7 +88,7 @@ async def sandbox_process(seconds_per_replica: float, build_seconds: float) -> A
 @asynccontextmanager
 async def stack(seconds_per_replica: float = 0.0, build_seconds: float = 0.1) -> AsyncIterator[Stack]:
     """Dev server + sandbox + the real worker (queue QUEUE) + the bare worker (BARE_QUEUE)."""
-    async with sandbox_process(seconds_per_replica, build_seconds) as urls:
+    async with sandbox_process(seconds_per_replica, build_seconds) as (urls, sandbox_pid):
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(BIN / "temporal"), search_attributes=ALL_KEYS,
             data_converter=data_converter(), dev_server_log_level="error")
@@ -93,9 +100,32 @@ async def stack(seconds_per_replica: float = 0.0, build_seconds: float = 0.1) ->
                               activities=[noop], activity_executor=pool,
                               max_concurrent_activities=ACTIVITY_SLOTS)
                 async with build_worker(env.client, platform, Secrets(), pool, QUEUE), bare:
-                    yield Stack(env.client, urls, platform)
+                    yield Stack(env.client, urls, platform, pids={
+                        "worker": os.getpid(), "dev server": dev_server_pid(),
+                        "sandbox": sandbox_pid})
         finally:
             await env.shutdown()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def dev_server_pid() -> int:
+    """The `temporal server start-dev` child of this process (the SDK does not say)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            comm, rest = stat.read_text().split(") ", 1)
+        except OSError:
+            continue
+        if int(rest.split()[1]) == os.getpid() and comm.endswith("(temporal"):
+            return int(stat.parent.name)
+    return 0
 
 
 def rss_mib() -> float:

@@ -67,12 +67,19 @@ async def measure(st: Stack, count: int = int(os.environ.get("BENCH_RELEASES", "
         return seconds
 
     sampler = asyncio.create_task(sample())
+    cpu0 = st.cpu_seconds()
     wall, times, failed, lost = await _timed([one(n, s) for n, s in zip(names, shas)])
+    cpu1 = st.cpu_seconds()
     sampling = False
     await sampler
     activities = activity_count(await history(st.client, f"{names[0]}@staging"))
     bare_wall, bare_times, bare_failed, _ = await _timed(
         [bare(st, f"bare-conc-{n}", activities) for n in range(count)])
+    cpu2 = st.cpu_seconds()
+    cpu = [Figure(f"concurrency: CPU per release, {name}", (cpu1[name] - cpu0[name]) / count * 1000,
+                  "ms", "info", None, (cpu2[name] - cpu1[name]) / count * 1000 or None,
+                  "CPU time of the process over the run / releases (baseline: the bare run)")
+           for name in cpu0]
     tput, bare_tput = len(times) / wall, len(bare_times) / bare_wall
     return [
         Figure(f"concurrency: {count} releases, completion", wall, "s", "info", None, bare_wall),
@@ -85,4 +92,5 @@ async def measure(st: Stack, count: int = int(os.environ.get("BENCH_RELEASES", "
         Figure("concurrency: worker RSS (peak while releasing)", peak, "MiB", "info", None,
                note="worker, bench driver and SDK core in one process; sandbox in its own"),
         Figure("concurrency: failed + lost", failed + lost, "", "0", failed + lost == 0),
+        *cpu,
     ]

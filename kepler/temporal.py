@@ -3,15 +3,49 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
-
 import dataclasses
-from typing import Sequence
+import functools
+from typing import Any, Awaitable, Callable, Sequence
 
+from pydantic import TypeAdapter
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, Interceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter, DataConverter, DefaultFailureConverterWithEncodedAttributes,
+    DefaultPayloadConverter, JSONPlainPayloadConverter, PayloadCodec,
+)
 from temporalio.runtime import Runtime
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_adapter(hint: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(hint)
+
+
+class _PydanticJSON(PydanticJSONPlainPayloadConverter):
+    """temporalio.contrib.pydantic's JSON converter with its type adapters cached per
+    process: the workflow sandbox makes a converter per workflow run, so a per-converter
+    cache rebuilt every payload type's adapter on every run."""
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        try:
+            adapter = _type_adapter(Any if type_hint is None else type_hint)
+        except TypeError:  # an unhashable hint: the stock path
+            return super().from_payload(payload, type_hint)
+        return adapter.validate_json(payload.data)
+
+
+class PayloadConverter(CompositePayloadConverter):
+    """The SDK's default converters, with pydantic v2 for JSON."""
+
+    def __init__(self) -> None:
+        json = _PydanticJSON()
+        super().__init__(*(json if isinstance(c, JSONPlainPayloadConverter) else c
+                           for c in DefaultPayloadConverter.default_encoding_payload_converters))
+
+
+pydantic_data_converter = DataConverter(payload_converter_class=PayloadConverter)
 
 
 def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
