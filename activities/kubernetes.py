@@ -31,10 +31,11 @@ CONFLICT_RETRIES = 5
 
 
 def read_modify_write(cluster: Cluster, kind: str, namespace: str, name: str,
-                      change: Callable[[dict], bool]) -> dict:
-    """Apply `change` to the live object; retry on 409 with a fresh read."""
-    for _ in range(CONFLICT_RETRIES):
-        obj = cluster.get(kind, namespace, name)
+                      change: Callable[[dict], bool], live: dict | None = None) -> dict:
+    """Apply `change` to the live object (`live`, when the caller has just read it);
+    retry on 409 with a fresh read."""
+    for attempt in range(CONFLICT_RETRIES):
+        obj = live if attempt == 0 and live is not None else cluster.get(kind, namespace, name)
         if obj is None:
             raise non_retryable("NotFound", f"{kind} {namespace}/{name} does not exist: "
                                 "create the service first (kepler service create)")
@@ -190,7 +191,8 @@ class KubernetesActivities:
     @staticmethod
     def _apply_config(cluster: Cluster, target: ReleaseTarget, name: str,
                       config: dict[str, str]) -> None:
-        if cluster.get("ConfigMap", target.namespace, name) is None:
+        live = cluster.get("ConfigMap", target.namespace, name)
+        if live is None:
             cluster.create({"apiVersion": "v1", "kind": "ConfigMap", "data": config,
                             "metadata": {"name": name, "namespace": target.namespace,
                                          "labels": {"app": target.service, **naming.MANAGED_BY}}})
@@ -202,7 +204,7 @@ class KubernetesActivities:
             cm["data"] = config
             return True
 
-        read_modify_write(cluster, "ConfigMap", target.namespace, name, change)
+        read_modify_write(cluster, "ConfigMap", target.namespace, name, change, live)
 
     @activity.defn(name="kubernetes.wait_rollout")
     def wait_rollout(self, req: WaitRollout) -> RolloutResult:

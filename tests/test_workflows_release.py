@@ -225,3 +225,28 @@ async def test_create_service_failure_undoes_only_what_it_created(harness: Harne
     message = await failure_of(await harness.start(CreateServiceRequest(spec=spec, requested_by="c")))
     assert "staging: objects and routes" in message
     assert harness.world.created == []  # prod objects, job and project all deleted
+
+
+async def test_search_attributes_show_each_wait_and_the_outcome_with_few_writes(
+        harness: Harness) -> None:
+    """The UI filters on KeplerStage/KeplerVersion/KeplerOutcome: current at every wait
+    and at the end, while quick steps cost no visibility write of their own."""
+    from temporalio.api.enums.v1 import EventType
+
+    from kepler import search_attributes as sa
+
+    started = await harness.start(release("prod"))
+    await harness.wait_stage(started, "awaiting approval")
+    attrs = (await started.handle.describe()).typed_search_attributes
+    assert attrs.get(sa.STAGE) == "awaiting approval"
+    assert attrs.get(sa.VERSION) == f"v1@{sha_of('v1')[:8]}"
+    assert attrs.get(sa.OUTCOME) == "running" and attrs.get(sa.SERVICE) == "shop"
+    await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="alice"))
+    assert (await started.handle.result()).outcome == "succeeded"
+    attrs = (await started.handle.describe()).typed_search_attributes
+    assert (attrs.get(sa.STAGE), attrs.get(sa.OUTCOME)) == ("done", "succeeded")
+    events = [e async for e in started.handle.fetch_history_events()]
+    upserts = [e for e in events
+               if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+    # the patch marker's own, build, approval, rollout wait, outcome (was one per step: 13)
+    assert len(upserts) <= 5, len(upserts)

@@ -156,8 +156,12 @@ class KeplerWorkflow:
         for update in updates:
             self._pending_attributes[update.key.name] = update
         if not defer:
-            workflow.upsert_search_attributes(list(self._pending_attributes.values()))
+            current = workflow.info().typed_search_attributes
+            changed = [u for u in self._pending_attributes.values()
+                       if current.get(u.key) != u.value]  # e.g. a stage left and come back to
             self._pending_attributes.clear()
+            if changed:
+                workflow.upsert_search_attributes(changed)
 
     def finish(self, outcome: Outcome, error: str = "") -> None:
         assert self.state is not None
