@@ -19,6 +19,7 @@ from typing import Any
 from kepler import cron
 from sandbox.k8s_images import ImageResolver
 from sandbox.k8s_pods import PODS, owned_by, owner_ref
+from sandbox.k8s_queue import WorkQueue
 from sandbox.k8s_resources import resource_for_kind
 from sandbox.k8s_store import Store, now_rfc3339, parse_rfc3339
 
@@ -61,17 +62,31 @@ class BatchController:
         self.start_seconds = seconds_per_replica
         self.store.sim.setdefault("pods", {})
         self.store.sim.setdefault("cronjobs", {})
+        self.queue = WorkQueue(store, (PVCS, CRONJOBS, JOBS))
 
     def tick(self, now: float) -> None:
-        for pvc in list(self.store.iter(PVCS)):
+        """Reconcile what may have changed (see sandbox/k8s_queue.py)."""
+        due = self.queue.take(now)
+        try:
+            self._reconcile(due, now)
+        except BaseException:
+            self.queue.put_back(due)
+            raise
+
+    def _reconcile(self, due: set[str], now: float) -> None:
+        queue, objects = self.queue, self.store.objects
+        for key in queue.ordered(PVCS, due):
+            pvc = objects[key]
             if (pvc.get("status") or {}).get("phase") != "Bound":
                 self._bind(pvc)
-        for cj in list(self.store.iter(CRONJOBS)):
-            self.sync_cronjob(cj, now)
-        for job in list(self.store.iter(JOBS)):
-            current = self.store.find(JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
-            if current is not None:
-                self.sync_job(current, now)
+        for key in queue.ordered(CRONJOBS, due):
+            if key in objects:
+                self.sync_cronjob(objects[key], now)
+                queue.wake(key, (now // 60 + 1) * 60)  # the next scheduled minute, maybe
+        # `queue.marked` holds what this tick wrote so far: e.g. a Job a CronJob started.
+        for key in queue.ordered(JOBS, due | queue.marked):
+            if key in objects:
+                queue.wake(key, self.sync_job(objects[key], now))
 
     def _bind(self, pvc: dict[str, Any]) -> None:
         spec = pvc.get("spec") or {}
@@ -157,11 +172,12 @@ class BatchController:
         return [p for p in self.store.owned(PODS, job["metadata"]["namespace"], uid)
                 if owned_by(p, uid)]
 
-    def sync_job(self, job: dict[str, Any], now: float) -> None:
+    def sync_job(self, job: dict[str, Any], now: float) -> float | None:
+        """Sync its pods and status; returns when it may next change with no write (a pod's
+        next state, the active deadline), or None."""
         spec = job.get("spec") or {}
         pods = self.pods_of(job)
-        for pod in pods:
-            self.sync_pod(pod, now)
+        wakes = [self.sync_pod(pod, now) for pod in pods]
         states = [self.store.sim["pods"].get(p["metadata"]["uid"], {}).get("state") for p in pods]
         succeeded, failed = states.count("succeeded"), states.count("failed")
         active = len(states) - succeeded - failed
@@ -206,6 +222,10 @@ class BatchController:
             updated["status"] = status
             self.store.update(JOBS, updated, subresource="status", actor="controller",
                               audited=False)
+        if condition is None and spec.get("activeDeadlineSeconds") is not None:
+            wakes.append(parse_rfc3339(status["startTime"]) +
+                         float(spec["activeDeadlineSeconds"]))
+        return min((w for w in wakes if w is not None), default=None)
 
     def _create_pod(self, job: dict[str, Any], now: float) -> None:
         template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
@@ -223,7 +243,8 @@ class BatchController:
         self.store.sim["pods"][created["metadata"]["uid"]] = {
             "state": "pending", "created": now, "job": job["metadata"]["uid"]}
 
-    def sync_pod(self, pod: dict[str, Any], now: float) -> None:
+    def sync_pod(self, pod: dict[str, Any], now: float) -> float | None:
+        """Advance a Job pod; returns when it may next change by itself, or None."""
         sim = self.store.sim["pods"].setdefault(pod["metadata"]["uid"],
                                                 {"state": "pending", "created": now, "job": ""})
         if sim["state"] in ("pending", "missing"):
@@ -245,6 +266,12 @@ class BatchController:
             updated["status"] = status
             self.store.update(PODS, updated, subresource="status", actor="kubelet",
                               audited=False)
+        if sim["state"] in ("pending", "missing"):
+            return now  # ask the image resolver again on the next tick
+        if sim["state"] == "running":
+            return float(sim["started"]) if now < float(sim["started"]) else float(
+                sim["finished"])
+        return None
 
     @staticmethod
     def _pod_status(pod: dict[str, Any], sim: dict[str, Any], now: float) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class ObjectIndex:
         self.by_resource: dict[str, dict[str, None]] = {}
         self.by_namespace: dict[tuple[str, str], dict[str, None]] = {}
         self.by_owner: dict[str, set[str]] = {}
+        self.by_uid: dict[str, str] = {}  # metadata.uid -> key
         self.seq: dict[str, int] = {}  # a key's position in `objects`, to order owner lookups
         self._counter = itertools.count()
         for key, obj in objects.items():
@@ -43,9 +44,13 @@ class ObjectIndex:
         self.seq[key] = next(self._counter)
         self.by_resource.setdefault(res, {})[key] = None
         self.by_namespace.setdefault((res, namespace), {})[key] = None
+        uid = (obj.get("metadata") or {}).get("uid")
+        if isinstance(uid, str):
+            self.by_uid[uid] = key
         self._link(key, obj)
 
     def replace(self, key: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+        # The store keeps an object's uid across updates, so `by_uid` needs no change.
         if owner_uids(old) != owner_uids(new):
             self._unlink(key, old)
             self._link(key, new)
@@ -55,6 +60,9 @@ class ObjectIndex:
         del self.seq[key]
         _discard(self.by_resource, res, key)
         _discard(self.by_namespace, (res, namespace), key)
+        uid = (obj.get("metadata") or {}).get("uid")
+        if isinstance(uid, str) and self.by_uid.get(uid) == key:
+            del self.by_uid[uid]
         self._unlink(key, obj)
 
     def keys(self, res: str, namespace: str | None) -> Iterable[str]:

@@ -60,7 +60,9 @@ class Kubelet:
     def is_ready(self, pod: dict[str, Any]) -> bool:
         return self.store.sim["pods"].get(pod["metadata"]["uid"], {}).get("state") == "running"
 
-    def sync_replicaset(self, rs: dict[str, Any], now: float) -> None:
+    def sync_replicaset(self, rs: dict[str, Any], now: float) -> float | None:
+        """Sync its pods and status; returns when a pod may next change by itself (see
+        `sync_pod`), or None."""
         want = int((rs.get("spec") or {}).get("replicas", 0))
         pods = self.pods_of(rs)
         for _ in range(want - len(pods)):
@@ -72,9 +74,9 @@ class Kubelet:
                 meta = pod["metadata"]
                 self.store.delete(PODS, meta["namespace"], meta["name"], actor="controller",
                                   audited=False)
-        for pod in self.pods_of(rs):
-            self.sync_pod(pod, rs, now)
+        wakes = [self.sync_pod(pod, rs, now) for pod in self.pods_of(rs)]
         self._rs_status(rs)
+        return min((w for w in wakes if w is not None), default=None)
 
     def _created(self, pod: dict[str, Any]) -> float:
         return float(self.store.sim["pods"].get(pod["metadata"]["uid"], {}).get("created", 0))
@@ -108,7 +110,10 @@ class Kubelet:
 
     # -- kubelet ---------------------------------------------------------------------
 
-    def sync_pod(self, pod: dict[str, Any], rs: dict[str, Any] | None, now: float) -> None:
+    def sync_pod(self, pod: dict[str, Any], rs: dict[str, Any] | None,
+                 now: float) -> float | None:
+        """Advance the pod's simulated state and status; returns when it may next change
+        with no write to look at it again (None: not before something is written)."""
         uid = pod["metadata"]["uid"]
         sim = self.store.sim["pods"].setdefault(uid, {"state": "pending", "created": now})
         images = [c["image"] for c in pod["spec"].get("containers") or []]
@@ -135,6 +140,19 @@ class Kubelet:
         if pod.get("status") != status:
             self.store.update(PODS, {**pod, "status": status}, subresource="status",
                               actor="kubelet", audited=False)
+        return self._next_change(sim, now)
+
+    def _next_change(self, sim: dict[str, Any], now: float) -> float | None:
+        state = sim["state"]
+        if state in ("pending", "missing"):
+            return now  # ask the image resolver again on the next tick (it rate-limits)
+        if state == "starting":
+            return float(sim["ready_at"])
+        if state == "crash":  # the restart count grows every `period`
+            period = max(1.0, self.spr * 5)
+            started = float(sim["started"])
+            return started + (int((now - started) / period) + 1) * period
+        return None
 
     def _pod_status(self, pod: dict[str, Any], sim: dict[str, Any], now: float) -> dict[str, Any]:
         state = sim["state"]

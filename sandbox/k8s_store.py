@@ -66,6 +66,10 @@ class Store:
         self.history: deque[tuple[int, str, Resource, dict[str, Any]]] = deque(maxlen=HISTORY)
         self.watchers: list[Watcher] = []
         self.on_delete: list[Callable[[Resource, dict[str, Any]], None]] = []
+        # Called with every object created, changed or deleted (what a watch would see) and,
+        # for a change, its previous version: the controllers learn what to reconcile next.
+        self.on_write: list[Callable[[Resource, dict[str, Any], dict[str, Any] | None],
+                                     None]] = []
         self.dirty = False
         self.index = ObjectIndex(self.objects)
 
@@ -129,7 +133,8 @@ class Store:
         self.state.data["rv"] = self.rv + 1
         return str(self.rv)
 
-    def _publish(self, kind: str, res: Resource, obj: dict[str, Any]) -> None:
+    def _publish(self, kind: str, res: Resource, obj: dict[str, Any],
+                 old: dict[str, Any] | None = None) -> None:
         snapshot = copy.deepcopy(obj)
         self.history.append((int(obj["metadata"]["resourceVersion"]), kind, res, snapshot))
         for w in list(self.watchers):
@@ -139,6 +144,8 @@ class Store:
                 except asyncio.QueueFull:
                     self.watchers.remove(w)  # a stuck client; its stream ends
         self.dirty = True
+        for hook in self.on_write:
+            hook(res, obj, old)
 
     def _audit(self, action: str, res: Resource, obj: dict[str, Any], actor: str) -> None:
         meta = obj["metadata"]
@@ -223,7 +230,7 @@ class Store:
             meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
         meta["resourceVersion"] = self._next_rv()
         self._put(self.key(res, namespace, meta["name"]), obj)
-        self._publish("MODIFIED", res, obj)
+        self._publish("MODIFIED", res, obj, current)
         if audited:
             self._audit(action, res, obj, actor)
             self.save()

@@ -58,7 +58,7 @@ class KubernetesSim:
         self.controller.tick(now)
         if self.batch is not None:
             self.batch.tick(now)
-        self.traffic.advance(now)
+        self.traffic.advance(now, settle=False)
 
     async def run(self) -> None:
         last_save = time.monotonic()

@@ -2,7 +2,8 @@
 maxSurge/maxUnavailable, revisions, history limit, and the status and conditions
 the real controller reports (Progressing / Available, ProgressDeadlineExceeded).
 
-`Controller.tick` reconciles every object; the stand-in calls it on a short period.
+`Controller.tick` reconciles the objects that may have changed; the stand-in calls it on
+a short period.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from sandbox.k8s_images import ImageResolver
 from sandbox.k8s_pods import PODS, REPLICASETS, Kubelet, owned_by, owner_ref
+from sandbox.k8s_queue import WorkQueue
 from sandbox.k8s_resources import resource_for_kind
 from sandbox.k8s_store import Store, now_rfc3339
 from sandbox.world import SandboxSettings
@@ -71,17 +73,37 @@ class Controller:
         self.kubelet = Kubelet(store, images, settings.seconds_per_replica)
         self.tick_seconds = max(0.02, min(0.25, settings.seconds_per_replica / 3))
         self.store.sim.setdefault("deployments", {})
+        self.queue = WorkQueue(store, (DEPLOYMENTS, REPLICASETS))
 
     def tick(self, now: float) -> None:
-        for d in list(self.store.iter(DEPLOYMENTS)):
-            self.sync_deployment(d["metadata"]["namespace"], d["metadata"]["name"], now)
-        for rs in list(self.store.iter(REPLICASETS)):
-            current = self.store.find(REPLICASETS, rs["metadata"]["namespace"],
-                                      rs["metadata"]["name"])
-            if current is not None:
-                self.kubelet.sync_replicaset(current, now)
-        for d in list(self.store.iter(DEPLOYMENTS)):
-            self.sync_status(d["metadata"]["namespace"], d["metadata"]["name"], now)
+        """Reconcile what may have changed (see sandbox/k8s_queue.py): the Deployments
+        and ReplicaSets written or due, and those this tick's own writes touch."""
+        due = self.queue.take(now)
+        try:
+            self._reconcile(due, now)
+        except BaseException:
+            self.queue.put_back(due)
+            raise
+
+    def _reconcile(self, due: set[str], now: float) -> None:
+        queue, objects, sims = self.queue, self.store.objects, self.store.sim["deployments"]
+        for key in queue.ordered(DEPLOYMENTS, due):
+            if key in objects:
+                meta = objects[key]["metadata"]
+                self.sync_deployment(meta["namespace"], meta["name"], now)
+        # `queue.marked` holds what this tick wrote so far: e.g. a ReplicaSet just scaled.
+        for key in queue.ordered(REPLICASETS, due | queue.marked):
+            rs = objects.get(key)
+            if rs is not None:
+                queue.wake(key, self.kubelet.sync_replicaset(rs, now))
+        for key in queue.ordered(DEPLOYMENTS, due | queue.marked):
+            if key not in objects:
+                continue
+            meta = objects[key]["metadata"]
+            before = dict(sims.get(meta["uid"]) or {})
+            queue.wake(key, self.sync_status(meta["namespace"], meta["name"], now))
+            if sims.get(meta["uid"], {}) != before:
+                queue.marked.add(key)  # not settled while its simulation state moves
 
     # -- rollout -------------------------------------------------------------------
 
@@ -246,10 +268,12 @@ class Controller:
 
     # -- status ----------------------------------------------------------------------
 
-    def sync_status(self, namespace: str, name: str, now: float) -> None:
+    def sync_status(self, namespace: str, name: str, now: float) -> float | None:
+        """Update the status; returns when it may next change without any write (the
+        progress deadline of an incomplete rollout), or None."""
         d = self.store.find(DEPLOYMENTS, namespace, name)
         if d is None:
-            return
+            return None
         desired = int(d["spec"]["replicas"])
         rses = self.replicasets_of(d)
         template = _without_hash(d["spec"]["template"])
@@ -302,6 +326,11 @@ class Controller:
             # Shallow is enough: the store copies what it is given before using it.
             self.store.update(DEPLOYMENTS, {**d, "status": status}, subresource="status",
                               actor="controller", audited=False)
+        if "last_progress" not in sim:  # e.g. paused from the start: Progressing's
+            return math.floor(now) + 1.0  # lastUpdateTime shows the clock, to the second
+        if complete or sim.get("reason") == "ProgressDeadlineExceeded":
+            return None
+        return float(sim["last_progress"]) + deadline
 
     def _conditions(self, old: dict[str, Any], sim: dict[str, Any], available: bool,
                     now: float) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ linear interpolation inside L's bucket lands on L (see `latency_shape`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
            300000, 600000, 1800000, 3600000)
 SAMPLE_EVERY_S = 1.0
 KEEP_SAMPLES = 1800
+# What flows are derived from (besides the pods' simulated state, which a pod write shows).
+INPUT_KINDS = {r.kind for r in (SERVICES, PODS, REPLICASETS, VIRTUAL_SERVICES,
+                                 DESTINATION_RULES)}
 
 SeriesKey = tuple[str, str, str, str]  # namespace, workload, version, service
 
@@ -50,6 +54,9 @@ def latency_shape(latency_ms: float) -> tuple[list[float], float]:
     cdf = [0.0 if le <= below else f if le <= lower else 1.0 for le in BUCKETS]
     mean = f * (below + lower) / 2 + (1 - f) * (lower + upper) / 2
     return cdf, mean
+
+
+_shape = functools.lru_cache(maxsize=1024)(latency_shape)
 
 
 @dataclass
@@ -87,25 +94,50 @@ class Traffic:
         self.series: dict[SeriesKey, Series] = {}
         self.last = time.time()
         self.samples: deque[tuple[float, dict[SeriesKey, Series]]] = deque(maxlen=KEEP_SAMPLES)
+        # Flows only change with a write to what they are derived from, in their namespace.
+        self._by_service: dict[str, list[Flow]] = {}  # by Service namespace/name
+        self._derived: list[Flow] = []  # what `flows` answered last
+        self._flows: list[Flow] = []  # what serves since the last advance
+        self._stale: set[str] | None = None  # namespaces to derive again; None: all
+        self._owed = 0.0  # seconds of traffic at `_flows` not yet added to `series`
+        store.on_write.append(self._written)
 
-    def advance(self, now: float | None = None) -> None:
+    def _written(self, res: Any, obj: dict[str, Any], _: dict[str, Any] | None) -> None:
+        if res.kind in INPUT_KINDS and self._stale is not None:
+            self._stale.add(obj["metadata"].get("namespace", ""))
+
+    def advance(self, now: float | None = None, *, settle: bool = True) -> None:
+        """Add the requests served up to `now` to `series` (and take a sample every
+        SAMPLE_EVERY_S). With `settle=False` (the simulation's tick), what steady flows
+        serve is added only when they change, a sample is due or a reader settles."""
         now = time.time() if now is None else now
         dt = now - self.last
         if dt <= 0:
             return
         self.last = now
-        for flow in self.flows():
+        flows = self.flows()
+        if flows != self._flows:  # they serve since the previous advance
+            self._add(self._flows, self._owed)
+            self._flows, self._owed = flows, 0.0
+        self._owed += dt
+        sample = not self.samples or now - self.samples[-1][0] >= SAMPLE_EVERY_S
+        if settle or sample:
+            self._add(self._flows, self._owed)
+            self._owed = 0.0
+        if sample:
+            self.samples.append((now, {k: v.copy() for k, v in self.series.items()}))
+
+    def _add(self, flows: list[Flow], dt: float) -> None:
+        for flow in flows:
             n = self.rps * dt * flow.share
             s = self.series.setdefault(flow.key, Series())
             s.errors += n * flow.error_rate
             s.ok += n * (1 - flow.error_rate)
-            cdf, mean = latency_shape(flow.latency_ms)
+            cdf, mean = _shape(flow.latency_ms)
             for i, share in enumerate(cdf):
                 assert s.buckets is not None
                 s.buckets[i] += n * share
             s.sum_ms += n * mean
-        if not self.samples or now - self.samples[-1][0] >= SAMPLE_EVERY_S:
-            self.samples.append((now, {k: v.copy() for k, v in self.series.items()}))
 
     # -- who serves what ------------------------------------------------------------
 
@@ -120,27 +152,43 @@ class Traffic:
         return str(pod["metadata"]["name"])
 
     def flows(self) -> list[Flow]:
-        flows: list[Flow] = []
+        """Every Service's flows, in Service order (derived again only for the namespaces
+        written to since the last call)."""
+        stale = self._stale
+        if stale is not None and not stale:
+            return self._derived
+        by_service: dict[str, list[Flow]] = {}
         for svc in self.store.iter(SERVICES):
-            selector = (svc.get("spec") or {}).get("selector")
-            if not selector:
-                continue
-            ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-            reqs = parse_label_selector(",".join(f"{k}={v}" for k, v in selector.items()))
-            pods = [p for p in self.store.iter(PODS, ns)
-                    if matches(reqs, p["metadata"].get("labels")) and self.kubelet.is_ready(p)]
-            if not pods:
-                continue
-            for subset_labels, weight in self._weights(ns, name):
-                chosen = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v
-                                                 for k, v in subset_labels.items())]
-                for pod in chosen:
-                    labels = self.store.sim["pods"].get(pod["metadata"]["uid"], {}).get(
-                        "labels", {})
-                    error_rate, latency = behaviour(labels)
-                    version = (pod["metadata"].get("labels") or {}).get("version", "unknown")
-                    flows.append(Flow((ns, self._workload(pod), version, name),
-                                      weight / len(chosen), error_rate, latency))
+            meta = svc["metadata"]
+            key = f"{meta['namespace']}/{meta['name']}"
+            cached = (self._by_service.get(key)
+                      if stale is not None and meta["namespace"] not in stale else None)
+            by_service[key] = cached if cached is not None else self._flows_of(svc)
+        self._by_service, self._stale = by_service, set()
+        self._derived = [f for flows in by_service.values() for f in flows]
+        return self._derived
+
+    def _flows_of(self, svc: dict[str, Any]) -> list[Flow]:
+        selector = (svc.get("spec") or {}).get("selector")
+        if not selector:
+            return []
+        ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        reqs = parse_label_selector(",".join(f"{k}={v}" for k, v in selector.items()))
+        pods = [p for p in self.store.iter(PODS, ns)
+                if matches(reqs, p["metadata"].get("labels")) and self.kubelet.is_ready(p)]
+        if not pods:
+            return []
+        flows: list[Flow] = []
+        for subset_labels, weight in self._weights(ns, name):
+            chosen = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v
+                                             for k, v in subset_labels.items())]
+            for pod in chosen:
+                labels = self.store.sim["pods"].get(pod["metadata"]["uid"], {}).get(
+                    "labels", {})
+                error_rate, latency = behaviour(labels)
+                version = (pod["metadata"].get("labels") or {}).get("version", "unknown")
+                flows.append(Flow((ns, self._workload(pod), version, name),
+                                  weight / len(chosen), error_rate, latency))
         return flows
 
     def _weights(self, namespace: str, service: str) -> list[tuple[dict[str, str], float]]:
