@@ -66,12 +66,7 @@ class BatchController:
 
     def tick(self, now: float) -> None:
         """Reconcile what may have changed (see sandbox/k8s_queue.py)."""
-        due = self.queue.take(now)
-        try:
-            self._reconcile(due, now)
-        except BaseException:
-            self.queue.put_back(due)
-            raise
+        self.queue.run(now, self._reconcile)
 
     def _reconcile(self, due: set[str], now: float) -> None:
         queue, objects = self.queue, self.store.objects

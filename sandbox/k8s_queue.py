@@ -16,7 +16,7 @@ Anything else is settled: looking at it would change nothing.
 from __future__ import annotations
 
 import heapq
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sandbox.k8s_index import owner_uids, split_key
 from sandbox.k8s_resources import Resource
@@ -83,6 +83,15 @@ class WorkQueue:
     def put_back(self, keys: set[str]) -> None:
         """Keys a failed tick did not finish with: look at them again on the next one."""
         self.marked |= keys
+
+    def run(self, now: float, reconcile: Callable[[set[str], float], None]) -> None:
+        """One tick: `reconcile(due keys, now)`; if it fails, its keys come back next tick."""
+        due = self.take(now)
+        try:
+            reconcile(due, now)
+        except BaseException:
+            self.put_back(due)
+            raise
 
     def ordered(self, res: Resource, keys: set[str]) -> list[str]:
         """The keys of `res` still stored, oldest first (as a full reconcile takes them)."""

@@ -78,12 +78,7 @@ class Controller:
     def tick(self, now: float) -> None:
         """Reconcile what may have changed (see sandbox/k8s_queue.py): the Deployments
         and ReplicaSets written or due, and those this tick's own writes touch."""
-        due = self.queue.take(now)
-        try:
-            self._reconcile(due, now)
-        except BaseException:
-            self.queue.put_back(due)
-            raise
+        self.queue.run(now, self._reconcile)
 
     def _reconcile(self, due: set[str], now: float) -> None:
         queue, objects, sims = self.queue, self.store.objects, self.store.sim["deployments"]
