@@ -28,6 +28,7 @@ FIRST_POLL_SECONDS = 0.02  # rollout done at once is seen in tens of ms, not a w
 FATAL_WAITING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
                  "CreateContainerConfigError")
 CONFLICT_RETRIES = 5
+HEARTBEAT_AFTER_SECONDS = 1.0  # well inside the 10 s heartbeat timeout of LONG_WAIT steps
 
 
 def read_modify_write(cluster: Cluster, kind: str, namespace: str, name: str,
@@ -212,7 +213,8 @@ class KubernetesActivities:
         Fails fast, non-retryable, on a deadline exceeded or a pod that cannot start."""
         cluster = self.clusters(req.target.env)
         ns, name = req.target.namespace, req.target.name()
-        deadline = time.monotonic() + req.timeout.total_seconds()
+        started = time.monotonic()
+        deadline = started + req.timeout.total_seconds()
         delay = FIRST_POLL_SECONDS
         while True:
             deploy = cluster.get("Deployment", ns, name)
@@ -240,7 +242,8 @@ class KubernetesActivities:
             if time.monotonic() > deadline:
                 raise non_retryable("RolloutFailed", f"{ns}/{name}: not rolled out after "
                                     f"{req.timeout} ({progress})")
-            activity.heartbeat(progress)
+            if time.monotonic() - started >= HEARTBEAT_AFTER_SECONDS:
+                activity.heartbeat(progress)  # a server write: not for a rollout done in ms
             time.sleep(delay)
             delay = min(POLL_SECONDS, delay * 2)
 
