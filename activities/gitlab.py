@@ -161,6 +161,8 @@ class GitLabActivities:
         if commit is None:
             raise non_retryable("NotFound", f"ref {req.ref!r} does not exist in "
                                 f"{self._path(req.service)}")
+        if not isinstance(commit, dict):  # not JSON: a proxy's page, say
+            raise retryable(f"resolve {req.ref!r}: GitLab answered without JSON")
         return Commit(sha=commit["id"], short_id=commit["short_id"], title=commit.get("title", ""))
 
     @activity.defn(name="gitlab.read_spec")

@@ -98,7 +98,7 @@ async def measure(st: Stack, count: int = int(os.environ.get("BENCH_RELEASES", "
                   "CPU time of the process over the run / releases (baseline: the bare runs)")
            for name in cpu0]
     tput = len(times) / wall
-    bare_tput = (len(first[1]) / first[0] + len(second[1]) / second[0]) / 2
+    bare_tput = len(bare_times) / (first[0] + second[0])  # over both runs, like bare_wall
     print(f"bare runs: {first[0]:.1f} s before the releases, {second[0]:.1f} s after")
     return [
         Figure(f"concurrency: {count} releases, completion", wall, "s", "info", None, bare_wall),

@@ -35,6 +35,7 @@ class HttpReceiver:
     statuses: list[int] = field(default_factory=list)
     reply: bytes = b"ok"
     received: list[Received] = field(default_factory=list)
+    reply_headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         receiver = self
@@ -49,6 +50,8 @@ class HttpReceiver:
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(receiver.reply)))
+                for name, value in receiver.reply_headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(receiver.reply)
 

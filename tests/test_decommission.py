@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 import workflows
+from kepler import search_attributes as sa
 from activities.notify import Notification
 from activities.operations import OperationsActivities
 from kepler.decommission import (
@@ -169,6 +170,8 @@ async def test_approved_decommission_soaks_then_deletes_and_archives(harness: Ha
     assert await harness.approve("alice") == "approved"
     status = await harness.wait_stage(started, "soaking")
     assert status.outcome == "soaking"
+    attrs = (await started.handle.describe()).typed_search_attributes  # what the UI filters on
+    assert (attrs.get(sa.STAGE), attrs.get(sa.OUTCOME)) == ("soaking", "soaking")
     for c in harness.estate.clusters.values():
         assert c.vs is None and c.replicas == {"shop": 0, "shop-canary": 0}
     assert harness.estate.jenkins_job and harness.estate.gitlab == "active"
@@ -183,6 +186,8 @@ async def test_approved_decommission_soaks_then_deletes_and_archives(harness: Ha
     assert events == ["started", "awaiting_approval", "soaking", "decommissioned"]
     status = await started.handle.query("status", result_type=OperationStatus)
     assert status.outcome == "succeeded" and any(n.startswith("deleted: ") for n in status.notes)
+    attrs = (await started.handle.describe()).typed_search_attributes
+    assert (attrs.get(sa.STAGE), attrs.get(sa.OUTCOME)) == ("done", "succeeded")
 
 
 async def test_restore_during_soak_undoes_phase_one_exactly(harness: Harness) -> None:

@@ -240,3 +240,18 @@ async def test_a_retry_does_not_resend_to_channels_already_reached(dev_env) -> N
     finally:
         good.close()
         flaky.close()
+
+
+def test_the_shared_http_client_never_carries_a_cookie_from_one_call_to_the_next() -> None:
+    """One connection pool serves the registry, Prometheus and every webhook: a session
+    cookie one of them sets must not travel with the next call (to it or to another)."""
+    from activities.http_clients import shared_httpx
+
+    receiver = HttpReceiver(reply_headers={"Set-Cookie": "sid=SECRET-SESSION; Path=/"})
+    try:
+        for _ in range(2):
+            assert shared_httpx().post(receiver.url, content=b"{}", timeout=5).status_code == 200
+        assert all("cookie" not in {k.lower() for k in r.headers} for r in receiver.received)
+        assert len(receiver.received) == 2
+    finally:
+        receiver.close()

@@ -135,7 +135,8 @@ class KeplerWorkflow:
         """The stage in `status` at once; in the search attributes at once too, unless
         `defer` (a step of milliseconds): then with the next write (see _upsert)."""
         assert self.state is not None
-        if self.state.stage != stage:
+        if self.state.stage != stage or (self._coalesce and not defer):
+            # (a deferred step may have set the same name: the write is still owed)
             self.state.stage = stage
             self._upsert([sa.STAGE.value_set(stage)], defer)
 

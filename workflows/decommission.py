@@ -73,7 +73,11 @@ class Decommission(KeplerWorkflow):
             self._phase = "phase 2"
             self.saga = Saga()  # past the point of no return
             self.state.outcome = "running"
-            workflow.upsert_search_attributes([sa.OUTCOME.value_set("running")])
+            if self._coalesce:  # not "soaking" any more: a restore is no longer possible
+                self.state.stage = "deleting"
+                self._upsert([sa.OUTCOME.value_set("running"), sa.STAGE.value_set("deleting")])
+            else:
+                workflow.upsert_search_attributes([sa.OUTCOME.value_set("running")])
             await self.phase_two(req.service, report)
         except (StepFailed, ApprovalEnded) as e:
             return await self._fail(e, report)
@@ -109,7 +113,10 @@ class Decommission(KeplerWorkflow):
         """Wait out the soak; True if a restore was asked for."""
         deadline = workflow.now() + req.soak
         self.state.outcome = "soaking"
-        workflow.upsert_search_attributes([sa.OUTCOME.value_set("soaking")])
+        if self._coalesce:
+            self._upsert([sa.OUTCOME.value_set("soaking")], defer=True)
+        else:
+            workflow.upsert_search_attributes([sa.OUTCOME.value_set("soaking")])
         self.set_stage("soaking")
         self._phase = "soak"
         await self.notify("soaking", f"{req.service} has no routes and 0 replicas everywhere; "
