@@ -103,7 +103,7 @@ async def measure(st: Stack, count: int = int(os.environ.get("BENCH_RELEASES", "
     return [
         Figure(f"concurrency: {count} releases, completion", wall, "s", "info", None, bare_wall),
         Figure("concurrency: throughput", tput, "rel/s", ">= 0.5x bare", tput / bare_tput >= 0.5,
-               bare_tput, f"{activities} activities per workflow; bare: the mean of a run "
+               bare_tput, f"{activities} activities per workflow; bare: the rate over a run "
                f"before ({count / first[0]:.1f} rel/s) and after ({count / second[0]:.1f} rel/s) "
                f"the releases, {bare_failed} failed"),
         Figure("concurrency: p50 per release", percentile(times, 0.5), "s", "info", None,
