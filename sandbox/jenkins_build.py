@@ -221,8 +221,7 @@ async def run_build(*, gitlab_url: str, gitlab_token: str, repository_url: str |
     log(f"Successfully built {image.digest[7:19]}\n[Pipeline] }}\n[Pipeline] stage\n"
         f"[Pipeline] {{ (Push)\n+ docker push {target}")
     try:
-        digest = await push_image(f"http://{target.host}", target.repository, target.reference,
-                                  image, client=shared_client())
+        digest = await push_image(f"http://{target.host}", target.repository, target.reference, image)
     except (PushError, httpx.HTTPError) as e:
         raise BuildFailed(f"docker push failed: {e}") from e
     log(f"{target.reference}: digest: {digest} size: {len(image.manifest)}\n[Pipeline] }}")

@@ -153,51 +153,32 @@ def _registry_error(step: str, response: httpx.Response) -> PushError:
     return PushError(f"{step}: registry answered {response.status_code} {detail}")
 
 
-def _on(base: str, path: str) -> httpx.URL:
-    """`path` on the registry at `base`, joined as an httpx client's base_url would be (a
-    registry may answer an upload with an absolute Location: that is kept)."""
-    url = httpx.URL(path)
-    if not url.is_relative_url:
-        return url
-    root = httpx.URL(base)
-    prefix = root.raw_path if root.raw_path.endswith(b"/") else root.raw_path + b"/"
-    return root.copy_with(raw_path=prefix + url.raw_path.lstrip(b"/"))
-
-
-async def push_blob(client: httpx.AsyncClient, registry_url: str, repository: str, data: bytes,
-                    timeout: float = 30.0) -> str:
+async def push_blob(client: httpx.AsyncClient, repository: str, data: bytes) -> str:
     """Upload a blob unless the registry already has it; returns its digest."""
     digest = sha256_digest(data)
-    head = await client.head(_on(registry_url, f"/v2/{repository}/blobs/{digest}"),
-                             timeout=timeout)
+    head = await client.head(f"/v2/{repository}/blobs/{digest}")
     if head.status_code == 200:
         return digest
-    start = await client.post(_on(registry_url, f"/v2/{repository}/blobs/uploads/"),
-                              timeout=timeout)
+    start = await client.post(f"/v2/{repository}/blobs/uploads/")
     if start.status_code != 202:
         raise _registry_error(f"start upload of {digest}", start)
     location = start.headers["location"]
     separator = "&" if "?" in location else "?"
-    done = await client.put(_on(registry_url, f"{location}{separator}digest={digest}"),
-                            content=data, headers={"content-type": "application/octet-stream"},
-                            timeout=timeout)
+    done = await client.put(f"{location}{separator}digest={digest}", content=data,
+                            headers={"content-type": "application/octet-stream"})
     if done.status_code != 201:
         raise _registry_error(f"upload {digest}", done)
     return digest
 
 
 async def push_image(registry_url: str, repository: str, reference: str, image: Image,
-                     timeout: float = 30.0, client: httpx.AsyncClient | None = None) -> str:
-    """Push config, layer and manifest; returns the manifest digest the registry reports.
-    Uses `client` if given (the sandbox's shared one), else a client of its own."""
-    if client is None:
-        async with httpx.AsyncClient(timeout=timeout) as own:
-            return await push_image(registry_url, repository, reference, image, timeout, own)
-    await push_blob(client, registry_url, repository, image.config, timeout)
-    await push_blob(client, registry_url, repository, image.layer, timeout)
-    put = await client.put(_on(registry_url, f"/v2/{repository}/manifests/{reference}"),
-                           content=image.manifest, headers={"content-type": OCI_MANIFEST},
-                           timeout=timeout)
-    if put.status_code != 201:
-        raise _registry_error(f"put manifest {repository}:{reference}", put)
-    return put.headers.get("docker-content-digest", image.digest)
+                     timeout: float = 30.0) -> str:
+    """Push config, layer and manifest; returns the manifest digest the registry reports."""
+    async with httpx.AsyncClient(base_url=registry_url, timeout=timeout) as client:
+        await push_blob(client, repository, image.config)
+        await push_blob(client, repository, image.layer)
+        put = await client.put(f"/v2/{repository}/manifests/{reference}", content=image.manifest,
+                               headers={"content-type": OCI_MANIFEST})
+        if put.status_code != 201:
+            raise _registry_error(f"put manifest {repository}:{reference}", put)
+        return put.headers.get("docker-content-digest", image.digest)

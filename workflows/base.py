@@ -120,11 +120,7 @@ class KeplerWorkflow:
             *([sa.VERSION.value_set(version)] if version else []),
         ]
         self._coalesce = workflow.patched(COALESCED_SEARCH_ATTRIBUTES)
-        if self._coalesce:  # what the starter set already needs no second write
-            current = workflow.info().typed_search_attributes
-            updates = [u for u in updates if current.get(u.key) != u.value]
-        if updates:
-            workflow.upsert_search_attributes(updates)
+        self._upsert(updates)  # coalesced: only what the starter did not set already
 
     @workflow.query
     def status(self) -> OperationStatus:
@@ -139,6 +135,12 @@ class KeplerWorkflow:
             # (a deferred step may have set the same name: the write is still owed)
             self.state.stage = stage
             self._upsert([sa.STAGE.value_set(stage)], defer)
+
+    def set_outcome(self, outcome: Outcome) -> None:
+        """An outcome while still running (e.g. "soaking"): written with the next stage."""
+        assert self.state is not None
+        self.state.outcome = outcome
+        self._upsert([sa.OUTCOME.value_set(outcome)], defer=True)
 
     def set_version(self, version: str) -> None:
         assert self.state is not None

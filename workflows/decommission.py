@@ -22,7 +22,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.k8s_teardown import TeardownActivities
     from activities.operations import OperationsActivities
     from kepler import naming
-    from kepler import search_attributes as sa
     from kepler.decommission import (
         DecommissionPlan, DecommissionReport, Footprint, RestoreRequest, RunningQuery,
         TeardownRequest, TeardownResult,
@@ -72,12 +71,9 @@ class Decommission(KeplerWorkflow):
                 return await self._restored(report)
             self._phase = "phase 2"
             self.saga = Saga()  # past the point of no return
-            self.state.outcome = "running"
+            self.set_outcome("running")
             if self._coalesce:  # not "soaking" any more: a restore is no longer possible
-                self.state.stage = "deleting"
-                self._upsert([sa.OUTCOME.value_set("running"), sa.STAGE.value_set("deleting")])
-            else:
-                workflow.upsert_search_attributes([sa.OUTCOME.value_set("running")])
+                self.set_stage("deleting")
             await self.phase_two(req.service, report)
         except (StepFailed, ApprovalEnded) as e:
             return await self._fail(e, report)
@@ -112,11 +108,7 @@ class Decommission(KeplerWorkflow):
     async def soak(self, req: DecommissionRequest) -> bool:
         """Wait out the soak; True if a restore was asked for."""
         deadline = workflow.now() + req.soak
-        self.state.outcome = "soaking"
-        if self._coalesce:
-            self._upsert([sa.OUTCOME.value_set("soaking")], defer=True)
-        else:
-            workflow.upsert_search_attributes([sa.OUTCOME.value_set("soaking")])
+        self.set_outcome("soaking")
         self.set_stage("soaking")
         self._phase = "soak"
         await self.notify("soaking", f"{req.service} has no routes and 0 replicas everywhere; "
