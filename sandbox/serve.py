@@ -1,5 +1,6 @@
 """Run every stand-in of one sandbox world, each on its own loopback port.
 
+Each stand-in is the subpackage of its name; its `app.create_app(world)` builds it.
 `Sandbox(settings).start()` runs them in a background thread (the pytest
 fixture); `python -m sandbox` runs them in the foreground (`kepler dev up`).
 Ports are bound before any app starts, so each stand-in knows the others' URLs.
@@ -45,9 +46,9 @@ class Sandbox:
         modules = {}
         for name in settings.standins:
             try:
-                module = importlib.import_module(f"sandbox.{name}")
+                module = importlib.import_module(f"sandbox.{name}.app")
             except ModuleNotFoundError as e:
-                if e.name != f"sandbox.{name}":
+                if e.name not in (f"sandbox.{name}", f"sandbox.{name}.app"):
                     raise
                 continue  # a stand-in not built (yet)
             if hasattr(module, "create_app"):

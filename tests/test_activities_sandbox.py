@@ -151,7 +151,7 @@ def test_kubernetes_objects_release_rollout_conflict_and_routes(box: Sandbox, pl
 
     import asyncio
 
-    from sandbox.oci import build_image, push_image  # a real image in the sandbox registry
+    from sandbox.registry.oci import build_image, push_image  # a real image in the sandbox registry
     image = asyncio.run(push_image(box.urls["registry"], "demo/web", "v1", build_image(
         {"app": b"v1"}, {}, created="2026-01-01T00:00:00Z")))
     target = ReleaseTarget(env="staging", namespace="web-staging", service="web")

@@ -12,7 +12,7 @@ import httpx
 import jenkins
 import pytest
 
-from sandbox.oci import OCI_MANIFEST
+from sandbox.registry.oci import OCI_MANIFEST
 from sandbox.serve import Sandbox
 from sandbox.world import SandboxSettings
 from tests.helpers import wait_until

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.common import Audit
-from sandbox.k8s_resources import RESOURCES, Resource, resource_for_kind
-from sandbox.k8s_store import Store
+from sandbox.kubernetes.resources import RESOURCES, Resource, resource_for_kind
+from sandbox.kubernetes.store import Store
 
 NS = resource_for_kind("Namespace")
 PODS = resource_for_kind("Pod")

@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from sandbox.oci import build_image, push_image
+from sandbox.registry.oci import build_image, push_image
 from sandbox.serve import Sandbox
 from sandbox.world import SandboxSettings
 from tests.helpers import wait_until

@@ -12,9 +12,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kepler import cron
-from sandbox.k8s_batch import BatchController
-from sandbox.k8s_images import ImageResolver
-from sandbox.k8s_store import Store
+from sandbox.kubernetes.batch import BatchController
+from sandbox.kubernetes.images import ImageResolver
+from sandbox.kubernetes.store import Store
 from sandbox.serve import Sandbox
 from tests.helpers import wait_until
 from tests.test_sandbox_kubernetes import (api_client, box, deployment, kube, ns,  # noqa: F401
@@ -97,8 +97,8 @@ def test_cronjob_crud_and_manual_job_from_its_template(box: Sandbox, kube: clien
 
 def test_schedule_concurrency_policy_and_history() -> None:
     store = Store(None, __import__("sandbox.common", fromlist=["Audit"]).Audit(None))
-    from sandbox.k8s_batch import CRONJOBS, JOBS, job_condition
-    from sandbox.k8s_resources import resource_for_kind
+    from sandbox.kubernetes.batch import CRONJOBS, JOBS, job_condition
+    from sandbox.kubernetes.resources import resource_for_kind
 
     store.create(resource_for_kind("Namespace"), {"metadata": {"name": "n"}})
     batch = BatchController(store, ImageResolver(), 0.05)

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from sandbox.common import Audit
-from sandbox.k8s_batch import BatchController, job_condition
-from sandbox.k8s_images import ImageInfo, ImageResolver
-from sandbox.k8s_resources import resource_for_kind
-from sandbox.k8s_store import Store
-from sandbox.kubernetes import KubernetesSim
-from sandbox.rollout import Controller
-from sandbox.traffic import Traffic
+from sandbox.kubernetes.app import KubernetesSim
+from sandbox.kubernetes.batch import BatchController, job_condition
+from sandbox.kubernetes.images import ImageInfo, ImageResolver
+from sandbox.kubernetes.resources import resource_for_kind
+from sandbox.kubernetes.rollout import Controller
+from sandbox.kubernetes.store import Store
+from sandbox.kubernetes.traffic import Traffic
 from sandbox.world import SandboxSettings
 
 NS = resource_for_kind("Namespace")

@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from sandbox.oci import build_image, push_image
+from sandbox.registry.oci import build_image, push_image
 from sandbox.serve import Sandbox
 from tests.helpers import wait_until
 from tests.test_sandbox_kubernetes import (api_client, box, deployment, kube, ns,  # noqa: F401

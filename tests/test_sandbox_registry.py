@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from sandbox.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
+from sandbox.registry.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
 from sandbox.serve import Sandbox
 from sandbox.world import SandboxSettings
 from tests.helpers import free_port, require_binary, wait_until

@@ -17,9 +17,9 @@ import string
 import time
 from typing import Any
 
-from sandbox.k8s_images import ImageResolver
-from sandbox.k8s_resources import resource_for_kind
-from sandbox.k8s_store import Store, now_rfc3339
+from sandbox.kubernetes.images import ImageResolver
+from sandbox.kubernetes.resources import resource_for_kind
+from sandbox.kubernetes.store import Store, now_rfc3339
 
 PODS = resource_for_kind("Pod")
 REPLICASETS = resource_for_kind("ReplicaSet")

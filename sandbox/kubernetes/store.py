@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sandbox.common import Audit, StateStore
-from sandbox.k8s_index import ObjectIndex, split_key
-from sandbox.k8s_resources import (RESOURCES, ApiError, Resource, already_exists, conflict,
-                                   not_found, resource_for_kind)
-from sandbox.k8s_schema import apply_defaults, validate
-from sandbox.k8s_select import Requirement, fields_match, matches
+from sandbox.kubernetes.index import ObjectIndex, split_key
+from sandbox.kubernetes.resources import (RESOURCES, ApiError, Resource, already_exists, conflict,
+                                          not_found, resource_for_kind)
+from sandbox.kubernetes.schema import apply_defaults, validate
+from sandbox.kubernetes.select import Requirement, fields_match, matches
 
 HISTORY = 5000  # watch events kept for resuming a watch from a resourceVersion
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from sandbox.k8s_store import parse_rfc3339
+from sandbox.kubernetes.store import parse_rfc3339
 
 Column = tuple[str, str, int, Callable[[dict[str, Any]], Any]]  # name, type, priority, cell
 

@@ -28,9 +28,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.common import StateStore
-from sandbox.oci import (DIGEST_RE, DOCKER_CONFIG, MANIFEST_TYPES, OCI_CONFIG, OCI_INDEX,
-                         OCI_MANIFEST, DOCKER_LIST, TAG_RE, sha256_digest, valid_digest,
-                         valid_repository)
+from sandbox.registry.oci import (DIGEST_RE, DOCKER_CONFIG, MANIFEST_TYPES, OCI_CONFIG, OCI_INDEX,
+                                  OCI_MANIFEST, DOCKER_LIST, TAG_RE, sha256_digest, valid_digest,
+                                  valid_repository)
 from sandbox.world import World
 
 API_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sandbox.k8s_resources import bad_request
+from sandbox.kubernetes.resources import bad_request
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from sandbox.gitlab_api import Api, Call, error, not_found, truthy
-from sandbox.gitlab_hooks import fire_push_hooks
-from sandbox.gitlab_store import REF_RE, USER, now_iso
+from sandbox.gitlab.api import Api, Call, error, not_found, truthy
+from sandbox.gitlab.hooks import fire_push_hooks
+from sandbox.gitlab.store import REF_RE, USER, now_iso
 
 ACTIONS = ("create", "update", "delete", "move", "chmod")
 

@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kepler import cron
-from sandbox.k8s_images import ImageResolver
-from sandbox.k8s_pods import PODS, owned_by, owner_ref
-from sandbox.k8s_queue import WorkQueue
-from sandbox.k8s_resources import resource_for_kind
-from sandbox.k8s_store import Store, now_rfc3339, parse_rfc3339
+from sandbox.kubernetes.images import ImageResolver
+from sandbox.kubernetes.pods import PODS, owned_by, owner_ref
+from sandbox.kubernetes.queue import WorkQueue
+from sandbox.kubernetes.resources import resource_for_kind
+from sandbox.kubernetes.store import Store, now_rfc3339, parse_rfc3339
 
 CRONJOBS = resource_for_kind("CronJob")
 JOBS = resource_for_kind("Job")
@@ -65,7 +65,7 @@ class BatchController:
         self.queue = WorkQueue(store, (PVCS, CRONJOBS, JOBS))
 
     def tick(self, now: float) -> None:
-        """Reconcile what may have changed (see sandbox/k8s_queue.py)."""
+        """Reconcile what may have changed (see sandbox/kubernetes/queue.py)."""
         self.queue.run(now, self._reconcile)
 
     def _reconcile(self, due: set[str], now: float) -> None:

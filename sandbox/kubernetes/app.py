@@ -7,8 +7,8 @@ scale/status subresources for namespaces, pods, services, configmaps, secrets,
 serviceaccounts, events, deployments, replicasets, HPAs, PDBs and Istio's
 virtualservices/destinationrules/gateways (networking.istio.io v1 and v1beta1).
 
-A controller loop runs rollouts (sandbox/rollout.py, sandbox/k8s_pods.py) and the
-traffic simulation (sandbox/traffic.py), whose Istio-style series are exported on
+A controller loop runs rollouts (sandbox/kubernetes/rollout.py, sandbox/kubernetes/pods.py) and the
+traffic simulation (sandbox/kubernetes/traffic.py), whose Istio-style series are exported on
 `/metrics`. The Prometheus stand-in reads the same simulation through
 `world.components["kubernetes"]`.
 
@@ -30,14 +30,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from sandbox import k8s_discovery as discovery
-from sandbox.k8s_api import ResourceApi
-from sandbox.k8s_batch import BatchController
-from sandbox.k8s_logs import PodLogs
-from sandbox.k8s_images import ImageResolver
-from sandbox.k8s_store import Store
-from sandbox.rollout import Controller
-from sandbox.traffic import Traffic
+from sandbox.kubernetes import discovery
+from sandbox.kubernetes.api import ResourceApi
+from sandbox.kubernetes.batch import BatchController
+from sandbox.kubernetes.logs import PodLogs
+from sandbox.kubernetes.images import ImageResolver
+from sandbox.kubernetes.store import Store
+from sandbox.kubernetes.rollout import Controller
+from sandbox.kubernetes.traffic import Traffic
 from sandbox.world import World
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def create_app(world: World, name: str = "kubernetes") -> Starlette:
 
 
 def _ensure_default_namespaces(store: Store) -> None:
-    from sandbox.k8s_resources import resource_for_kind
+    from sandbox.kubernetes.resources import resource_for_kind
 
     namespaces = resource_for_kind("Namespace")
     for name in ("default", "kube-system", "kube-public", "istio-system"):

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sandbox.common import StateStore
-from sandbox.gitlab_templates import TEMPLATES
+from sandbox.gitlab.templates import TEMPLATES
 
 USER = {"id": 1, "username": "kepler", "name": "Kepler Sandbox", "email": "kepler@sandbox.local",
         "state": "active"}

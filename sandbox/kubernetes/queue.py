@@ -18,9 +18,9 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, Iterable
 
-from sandbox.k8s_index import owner_uids, split_key
-from sandbox.k8s_resources import Resource
-from sandbox.k8s_store import Store
+from sandbox.kubernetes.index import owner_uids, split_key
+from sandbox.kubernetes.resources import Resource
+from sandbox.kubernetes.store import Store
 
 RESYNC_S = 5.0
 

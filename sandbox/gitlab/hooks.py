@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 from starlette.responses import JSONResponse, Response
 
-from sandbox.gitlab_api import Api, Call, error, not_found, truthy
-from sandbox.gitlab_store import USER, now_iso
+from sandbox.gitlab.api import Api, Call, error, not_found, truthy
+from sandbox.gitlab.store import USER, now_iso
 from sandbox.http_client import shared_client
 
 _background: set[asyncio.Task[None]] = set()

@@ -3,7 +3,7 @@
 Namespaces (the `kepler` user, groups `kepler-templates` with projects `go`,
 `python`, `static`, and `demo`), projects (create, from a template, get by id
 or path, list, archive, unarchive, delete), hooks, and, in
-sandbox/gitlab_repository.py, files, commits, branches, tags and archives.
+sandbox/gitlab/repository.py, files, commits, branches, tags and archives.
 Validation and error bodies follow GitLab: a taken name or path is a 400 with
 field errors, as GitLab answers.
 """
@@ -17,10 +17,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.common import StateStore
-from sandbox.gitlab_api import Api, Call, error, not_found, truthy
-from sandbox.gitlab_hooks import register_hook_routes
-from sandbox.gitlab_repository import register_repository_routes
-from sandbox.gitlab_store import NAME_RE, NAME_RULE, USER, GitLabStore, path_problem
+from sandbox.gitlab.api import Api, Call, error, not_found, truthy
+from sandbox.gitlab.hooks import register_hook_routes
+from sandbox.gitlab.repository import register_repository_routes
+from sandbox.gitlab.store import NAME_RE, NAME_RULE, USER, GitLabStore, path_problem
 from sandbox.world import World
 
 

@@ -22,8 +22,8 @@ import httpx
 import yaml
 
 from sandbox.http_client import shared_client
-from sandbox.oci import (LABEL_BUILD_FAIL, LABEL_CRASH, LABEL_ERROR_RATE, LABEL_LATENCY_MS,
-                         LABEL_REVISION, PushError, build_image, parse_image_ref, push_image)
+from sandbox.registry.oci import (LABEL_BUILD_FAIL, LABEL_CRASH, LABEL_ERROR_RATE, LABEL_LATENCY_MS,
+                                  LABEL_REVISION, PushError, build_image, parse_image_ref, push_image)
 
 SANDBOX_FILE = "kepler-sandbox.yaml"
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Any
 
-from sandbox.k8s_resources import GROUPS, RESOURCES, Resource
+from sandbox.kubernetes.resources import GROUPS, RESOURCES, Resource
 
 KUBE_VERSION = {"major": "1", "minor": "37", "gitVersion": "v1.37.0-kepler-sandbox",
                 "gitCommit": "0000000000000000000000000000000000000000",

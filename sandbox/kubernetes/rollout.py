@@ -13,11 +13,11 @@ import json
 import math
 from typing import Any
 
-from sandbox.k8s_images import ImageResolver
-from sandbox.k8s_pods import PODS, REPLICASETS, Kubelet, owned_by, owner_ref
-from sandbox.k8s_queue import WorkQueue
-from sandbox.k8s_resources import resource_for_kind
-from sandbox.k8s_store import Store, now_rfc3339
+from sandbox.kubernetes.images import ImageResolver
+from sandbox.kubernetes.pods import PODS, REPLICASETS, Kubelet, owned_by, owner_ref
+from sandbox.kubernetes.queue import WorkQueue
+from sandbox.kubernetes.resources import resource_for_kind
+from sandbox.kubernetes.store import Store, now_rfc3339
 from sandbox.world import SandboxSettings
 
 DEPLOYMENTS = resource_for_kind("Deployment")
@@ -76,7 +76,7 @@ class Controller:
         self.queue = WorkQueue(store, (DEPLOYMENTS, REPLICASETS))
 
     def tick(self, now: float) -> None:
-        """Reconcile what may have changed (see sandbox/k8s_queue.py): the Deployments
+        """Reconcile what may have changed (see sandbox/kubernetes/queue.py): the Deployments
         and ReplicaSets written or due, and those this tick's own writes touch."""
         self.queue.run(now, self._reconcile)
 

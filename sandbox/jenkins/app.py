@@ -4,7 +4,7 @@ Jobs are parameterised pipelines (GIT_REF, IMAGE) whose config.xml names a
 GitLab repository. `buildWithParameters` queues an item (merged with an
 identical waiting one, as Jenkins does), which after a short quiet period (and
 once no other build runs, if the job disables concurrent builds) becomes build
-N; the build runs in a background task (sandbox/jenkins_build.py) and ends
+N; the build runs in a background task (sandbox/jenkins/build.py) and ends
 SUCCESS, FAILURE or ABORTED. A successful build's description is
 `<image>@<digest>`.
 """
@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox.common import StateStore
-from sandbox.jenkins_build import BuildFailed, parse_job_config, run_build
+from sandbox.jenkins.build import BuildFailed, parse_job_config, run_build
 from sandbox.world import World
 
 VERSION = "2.462.3"

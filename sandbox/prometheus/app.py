@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kepler.promql import REQUEST_SUCCESS_RATE, BuiltinQuery, parse_builtin
-from sandbox.traffic import BUCKETS, Series, SeriesKey, Traffic
+from sandbox.kubernetes.traffic import BUCKETS, Series, SeriesKey, Traffic
 from sandbox.world import World
 
 MIN_SPAN_S = 0.5  # two samples closer than this make no rate

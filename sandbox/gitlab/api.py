@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sandbox.common import Audit
-from sandbox.gitlab_store import USER, GitLabStore
+from sandbox.gitlab.store import USER, GitLabStore
 
 Handler = Callable[["Call"], Awaitable[Response]]
 

@@ -20,10 +20,10 @@ from typing import Any, AsyncIterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from sandbox.k8s_images import CRASH_LABEL, behaviour
-from sandbox.k8s_pods import PODS
-from sandbox.k8s_resources import ApiError, bad_request
-from sandbox.k8s_store import Store, now_rfc3339, parse_rfc3339
+from sandbox.kubernetes.images import CRASH_LABEL, behaviour
+from sandbox.kubernetes.pods import PODS
+from sandbox.kubernetes.resources import ApiError, bad_request
+from sandbox.kubernetes.store import Store, now_rfc3339, parse_rfc3339
 
 PATHS = ("/api/items", "/api/items/42", "/api/cart", "/healthz", "/api/checkout")
 HISTORY_S = 3600  # request lines are kept for the last hour

@@ -20,11 +20,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.k8s_images import behaviour
-from sandbox.k8s_pods import PODS, REPLICASETS, Kubelet
-from sandbox.k8s_resources import resource_for_kind
-from sandbox.k8s_select import matches, parse_label_selector
-from sandbox.k8s_store import Store
+from sandbox.kubernetes.images import behaviour
+from sandbox.kubernetes.pods import PODS, REPLICASETS, Kubelet
+from sandbox.kubernetes.resources import resource_for_kind
+from sandbox.kubernetes.select import matches, parse_label_selector
+from sandbox.kubernetes.store import Store
 
 SERVICES = resource_for_kind("Service")
 VIRTUAL_SERVICES = resource_for_kind("VirtualService")

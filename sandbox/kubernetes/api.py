@@ -14,13 +14,13 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from sandbox.k8s_discovery import patch_types
-from sandbox.k8s_patch import APPLY_PATCH, apply_patch
-from sandbox.k8s_resources import RESOURCES, ApiError, Resource, bad_request, find_resource
-from sandbox.k8s_schema import check_field_validation
-from sandbox.k8s_select import parse_field_selector, parse_label_selector
-from sandbox.k8s_store import Store, Watcher
-from sandbox.k8s_table import table, wants_table
+from sandbox.kubernetes.discovery import patch_types
+from sandbox.kubernetes.patch import APPLY_PATCH, apply_patch
+from sandbox.kubernetes.resources import RESOURCES, ApiError, Resource, bad_request, find_resource
+from sandbox.kubernetes.schema import check_field_validation
+from sandbox.kubernetes.select import parse_field_selector, parse_label_selector
+from sandbox.kubernetes.store import Store, Watcher
+from sandbox.kubernetes.table import table, wants_table
 
 
 @dataclass

@@ -12,9 +12,9 @@ import ipaddress
 import zlib
 from typing import Any
 
-from sandbox.k8s_resources import (ApiError, Invalid, Resource, label_value_errors,
-                                   name_errors, validate_labels)
-from sandbox.k8s_select import requirements_from_label_selector, matches
+from sandbox.kubernetes.resources import (ApiError, Invalid, Resource, label_value_errors,
+                                          name_errors, validate_labels)
+from sandbox.kubernetes.select import requirements_from_label_selector, matches
 
 TOP_LEVEL = {"apiVersion", "kind", "metadata", "spec", "status"}
 EXTRA_TOP_LEVEL = {
