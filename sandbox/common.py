@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
@@ -156,47 +156,54 @@ class _FaultMiddleware:
         await self.app(scope, receive, send)
 
 
-def sandbox_routes(faults: Faults, audit: Audit) -> list[Route]:
-    async def list_faults(_: Request) -> Response:
-        return JSONResponse([r.model_dump() for r in faults.rules])
+class SandboxControl:
+    """The /_sandbox endpoints of one stand-in: its fault rules, its audit log, health."""
 
-    async def add_fault(request: Request) -> Response:
+    def __init__(self, faults: Faults, audit: Audit) -> None:
+        self.faults = faults
+        self.audit = audit
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/_sandbox/faults", self.list_faults, methods=["GET"]),
+            Route("/_sandbox/faults", self.add_fault, methods=["POST"]),
+            Route("/_sandbox/faults", self.clear_faults, methods=["DELETE"]),
+            Route("/_sandbox/audit", self.get_audit, methods=["GET"]),
+            Route("/_sandbox/audit", self.clear_audit, methods=["DELETE"]),
+            Route("/_sandbox/health", self.health, methods=["GET"]),
+        ]
+
+    async def list_faults(self, _: Request) -> Response:
+        return JSONResponse([r.model_dump() for r in self.faults.rules])
+
+    async def add_fault(self, request: Request) -> Response:
         try:
             rule = FaultRule.model_validate(await request.json())
             re.compile(rule.path)
             re.compile(rule.client)
         except (ValidationError, re.error, ValueError) as e:
             return JSONResponse({"message": f"invalid fault rule: {e}"}, status_code=400)
-        faults.rules.append(rule)
+        self.faults.rules.append(rule)
         return JSONResponse(rule.model_dump(), status_code=201)
 
-    async def clear_faults(_: Request) -> Response:
-        faults.rules.clear()
+    async def clear_faults(self, _: Request) -> Response:
+        self.faults.rules.clear()
         return Response(status_code=204)
 
-    async def get_audit(_: Request) -> Response:
-        return JSONResponse(audit.entries)
+    async def get_audit(self, _: Request) -> Response:
+        return JSONResponse(self.audit.entries)
 
-    async def clear_audit(_: Request) -> Response:
-        audit.clear()
+    async def clear_audit(self, _: Request) -> Response:
+        self.audit.clear()
         return Response(status_code=204)
 
-    async def health(_: Request) -> Response:
+    async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "ok"})
-
-    return [
-        Route("/_sandbox/faults", list_faults, methods=["GET"]),
-        Route("/_sandbox/faults", add_fault, methods=["POST"]),
-        Route("/_sandbox/faults", clear_faults, methods=["DELETE"]),
-        Route("/_sandbox/audit", get_audit, methods=["GET"]),
-        Route("/_sandbox/audit", clear_audit, methods=["DELETE"]),
-        Route("/_sandbox/health", health, methods=["GET"]),
-    ]
 
 
 def with_sandbox_routes(app: ASGIApp, faults: Faults, audit: Audit) -> ASGIApp:
     """The stand-in app, behind fault injection, plus the /_sandbox endpoints."""
-    control = Starlette(routes=sandbox_routes(faults, audit))
+    control = Starlette(routes=SandboxControl(faults, audit).routes())
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/_sandbox/"):
@@ -206,5 +213,3 @@ def with_sandbox_routes(app: ASGIApp, faults: Faults, audit: Audit) -> ASGIApp:
 
     return _FaultMiddleware(dispatch, faults)
 
-
-Handler = Callable[[Request], Awaitable[Response]]

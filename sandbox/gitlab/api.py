@@ -33,6 +33,12 @@ def truthy(value: Any) -> bool:
     return value is True or str(value).lower() in ("true", "1", "yes")
 
 
+def missing_args(args: dict[str, Any], *names: str) -> Response | None:
+    """GitLab's 400 naming the required arguments that are absent or empty, or None."""
+    absent = [n for n in names if args.get(n) in (None, "")]
+    return error(400, ", ".join(f"{n} is missing" for n in absent), key="error") if absent else None
+
+
 @dataclass
 class Call:
     """One API request: the decoded path parameters and the merged query/body arguments."""
@@ -48,20 +54,39 @@ class Call:
     def project(self) -> dict[str, Any] | None:
         return self.store.project(self.params["id"])
 
+    def writable_project(self) -> tuple[dict[str, Any] | None, Response | None]:
+        """The project, or the answer to a write on a missing (404) or archived (403) one."""
+        project = self.project()
+        if project is None:
+            return None, not_found("Project")
+        if project["archived"]:
+            return None, error(403, "403 Forbidden")
+        return project, None
+
+
+class Routes:
+    """The route handlers of one module, collected at import by `@routes.route(...)`.
+
+    A pattern is the path under /api/v4 with `:name` for a parameter segment."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, list[str], Handler]] = []
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.entries.append((method, pattern.split("/"), handler))
+            return handler
+        return register
+
 
 class Api:
-    def __init__(self, store: GitLabStore, audit: Audit, base_url: str, token: str) -> None:
+    def __init__(self, store: GitLabStore, audit: Audit, base_url: str, token: str,
+                 routes: list[Routes]) -> None:
         self.store = store
         self.audit = audit
         self.base_url = base_url
         self.token = token
-        self.routes: list[tuple[str, list[str], Handler]] = []
-
-    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
-            self.routes.append((method, pattern.split("/"), handler))
-            return handler
-        return register
+        self.routes = [entry for table in routes for entry in table.entries]
 
     def save(self) -> None:
         self.store.state.save()

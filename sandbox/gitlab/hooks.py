@@ -8,9 +8,14 @@ from typing import Any
 import httpx
 from starlette.responses import JSONResponse, Response
 
-from sandbox.gitlab.api import Api, Call, error, not_found, truthy
+from sandbox.gitlab.api import Api, Call, Routes, error, not_found, truthy
 from sandbox.gitlab.store import USER, now_iso
 from sandbox.http_client import shared_client
+
+routes = Routes()
+
+HOOK_FIELDS = ("url", "push_events", "tag_push_events", "merge_requests_events",
+               "enable_ssl_verification", "push_events_branch_filter", "token")
 
 _background: set[asyncio.Task[None]] = set()
 
@@ -21,65 +26,62 @@ def _missing_url(call: Call) -> Response | None:
     return None
 
 
-def register_hook_routes(api: Api) -> None:
-    store = api.store
+def _hook_json(project: dict[str, Any], hook: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in hook.items() if k != "token"} | {"project_id": project["id"]}
 
-    # ---- hooks ---------------------------------------------------------------
 
-    hook_fields = ("url", "push_events", "tag_push_events", "merge_requests_events",
-                   "enable_ssl_verification", "push_events_branch_filter", "token")
+@routes.route("GET", "projects/:id/hooks")
+async def list_hooks(call: Call) -> Response:
+    project = call.project()
+    if project is None:
+        return not_found("Project")
+    return call.api.paginate(call, [_hook_json(project, h) for h in project["hooks"].values()])
 
-    def hook_json(project: dict[str, Any], hook: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in hook.items() if k != "token"} | {"project_id": project["id"]}
 
-    @api.route("GET", "projects/:id/hooks")
-    async def list_hooks(call: Call) -> Response:
-        project = call.project()
-        if project is None:
-            return not_found("Project")
-        return api.paginate(call, [hook_json(project, h) for h in project["hooks"].values()])
+@routes.route("POST", "projects/:id/hooks")
+async def create_hook(call: Call) -> Response:
+    project = call.project()
+    if project is None:
+        return not_found("Project")
+    if (problem := _missing_url(call)) is not None:
+        return problem
+    url = str(call.args["url"])
+    if not url.startswith(("http://", "https://")) or len(url) < 10:
+        return error(422, "Invalid url given", key="error")
+    hook_id = call.store.next_id("hook")
+    hook = {"id": hook_id, "url": url, "push_events": True, "tag_push_events": False,
+            "merge_requests_events": False, "enable_ssl_verification": True,
+            "push_events_branch_filter": "", "created_at": now_iso()}
+    hook.update({k: call.args[k] for k in HOOK_FIELDS if k in call.args})
+    for key in ("push_events", "tag_push_events", "merge_requests_events", "enable_ssl_verification"):
+        hook[key] = truthy(hook[key])
+    project["hooks"][str(hook_id)] = hook
+    call.api.save()
+    call.api.audit.record("create_hook", project=project["path_with_namespace"], hook_id=hook_id,
+                          url=url)
+    return JSONResponse(_hook_json(project, hook), status_code=201)
 
-    @api.route("POST", "projects/:id/hooks")
-    async def create_hook(call: Call) -> Response:
-        project = call.project()
-        if project is None:
-            return not_found("Project")
-        if (problem := _missing_url(call)) is not None:
-            return problem
-        url = str(call.args["url"])
-        if not url.startswith(("http://", "https://")) or len(url) < 10:
-            return error(422, "Invalid url given", key="error")
-        hook_id = store.next_id("hook")
-        hook = {"id": hook_id, "url": url, "push_events": True, "tag_push_events": False,
-                "merge_requests_events": False, "enable_ssl_verification": True,
-                "push_events_branch_filter": "", "created_at": now_iso()}
-        hook.update({k: call.args[k] for k in hook_fields if k in call.args})
-        for key in ("push_events", "tag_push_events", "merge_requests_events", "enable_ssl_verification"):
-            hook[key] = truthy(hook[key])
-        project["hooks"][str(hook_id)] = hook
-        api.save()
-        api.audit.record("create_hook", project=project["path_with_namespace"], hook_id=hook_id, url=url)
-        return JSONResponse(hook_json(project, hook), status_code=201)
 
-    @api.route("GET", "projects/:id/hooks/:hook_id")
-    async def get_hook(call: Call) -> Response:
-        project = call.project()
-        if project is None:
-            return not_found("Project")
-        hook = project["hooks"].get(call.params["hook_id"])
-        return JSONResponse(hook_json(project, hook)) if hook else error(404, "404 Not found")
+@routes.route("GET", "projects/:id/hooks/:hook_id")
+async def get_hook(call: Call) -> Response:
+    project = call.project()
+    if project is None:
+        return not_found("Project")
+    hook = project["hooks"].get(call.params["hook_id"])
+    return JSONResponse(_hook_json(project, hook)) if hook else error(404, "404 Not found")
 
-    @api.route("DELETE", "projects/:id/hooks/:hook_id")
-    async def delete_hook(call: Call) -> Response:
-        project = call.project()
-        if project is None:
-            return not_found("Project")
-        if project["hooks"].pop(call.params["hook_id"], None) is None:
-            return error(404, "404 Not found")
-        api.save()
-        api.audit.record("delete_hook", project=project["path_with_namespace"], hook_id=call.params["hook_id"])
-        return Response(status_code=204)
 
+@routes.route("DELETE", "projects/:id/hooks/:hook_id")
+async def delete_hook(call: Call) -> Response:
+    project = call.project()
+    if project is None:
+        return not_found("Project")
+    if project["hooks"].pop(call.params["hook_id"], None) is None:
+        return error(404, "404 Not found")
+    call.api.save()
+    call.api.audit.record("delete_hook", project=project["path_with_namespace"],
+                          hook_id=call.params["hook_id"])
+    return Response(status_code=204)
 
 
 def fire_push_hooks(api: Api, project: dict[str, Any], branch: str, commit: dict[str, Any],
@@ -98,19 +100,20 @@ def fire_push_hooks(api: Api, project: dict[str, Any], branch: str, commit: dict
                     "default_branch": project["default_branch"]},
         "commits": [api.commit_json(project, commit)], "total_commits_count": 1,
     }
-
-    async def deliver(hook: dict[str, Any]) -> None:
-        headers = {"X-Gitlab-Event": "Push Hook"}
-        if hook.get("token"):
-            headers["X-Gitlab-Token"] = hook["token"]
-        try:
-            response = await shared_client().post(hook["url"], json=payload, headers=headers,
-                                                  timeout=5)
-            api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], status=response.status_code)
-        except httpx.HTTPError as e:
-            api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], error=str(e))
-
     for hook in hooks:
-        task = asyncio.get_running_loop().create_task(deliver(hook))
+        task = asyncio.get_running_loop().create_task(_deliver(api, hook, payload))
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+
+async def _deliver(api: Api, hook: dict[str, Any], payload: dict[str, Any]) -> None:
+    headers = {"X-Gitlab-Event": "Push Hook"}
+    if hook.get("token"):
+        headers["X-Gitlab-Token"] = hook["token"]
+    try:
+        response = await shared_client().post(hook["url"], json=payload, headers=headers,
+                                              timeout=5)
+        api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"],
+                         status=response.status_code)
+    except httpx.HTTPError as e:
+        api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], error=str(e))

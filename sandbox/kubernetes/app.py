@@ -7,9 +7,9 @@ scale/status subresources for namespaces, pods, services, configmaps, secrets,
 serviceaccounts, events, deployments, replicasets, HPAs, PDBs and Istio's
 virtualservices/destinationrules/gateways (networking.istio.io v1 and v1beta1).
 
-A controller loop runs rollouts (sandbox/kubernetes/rollout.py, sandbox/kubernetes/pods.py) and the
-traffic simulation (sandbox/kubernetes/traffic.py), whose Istio-style series are exported on
-`/metrics`. The Prometheus stand-in reads the same simulation through
+A controller loop runs rollouts (sandbox/kubernetes/rollout.py, pods.py), Jobs and
+CronJobs (batch.py) and the traffic simulation (traffic.py), whose Istio-style series
+are exported on `/metrics`. The Prometheus stand-in reads the same simulation through
 `world.components["kubernetes"]`.
 
 Point a client at it with `kubernetes.client.Configuration(host=world.urls["kubernetes"])`,
@@ -33,10 +33,11 @@ from starlette.routing import Route
 from sandbox.kubernetes import discovery
 from sandbox.kubernetes.api import ResourceApi
 from sandbox.kubernetes.batch import BatchController
-from sandbox.kubernetes.logs import PodLogs
 from sandbox.kubernetes.images import ImageResolver
-from sandbox.kubernetes.store import Store
+from sandbox.kubernetes.logs import PodLogs
+from sandbox.kubernetes.resources import resource_for_kind
 from sandbox.kubernetes.rollout import Controller
+from sandbox.kubernetes.store import Store
 from sandbox.kubernetes.traffic import Traffic
 from sandbox.world import World
 
@@ -86,46 +87,74 @@ def _json(doc: dict[str, Any] | None) -> Response:
     return JSONResponse(doc)
 
 
-def create_app(world: World, name: str = "kubernetes") -> Starlette:
-    """One cluster. A second one (SandboxSettings.clusters) is another app with its own
-    `name`, store, state folder and simulation; the Prometheus stand-in reads the first."""
-    settings = world.settings
-    state = world.state_path(name)
-    store = Store(state, world.audits[name])
-    images = ImageResolver()
-    controller = Controller(store, images, settings)
-    traffic = Traffic(store, controller.kubelet, settings.traffic_rps)
-    sim = KubernetesSim(store, images, controller, traffic,
-                        BatchController(store, images, settings.seconds_per_replica))
-    logs = PodLogs(store)
-    world.components[name] = sim
-    api = ResourceApi(store)
-    _ensure_default_namespaces(store)
+class KubernetesApi:
+    """The HTTP routes of one cluster: discovery, OpenAPI, the resource API, pod logs,
+    the traffic metrics and the health endpoints."""
 
-    async def version(_: Request) -> Response:
+    def __init__(self, sim: KubernetesSim, host: str) -> None:
+        self.sim = sim
+        self.host = host
+        self.api = ResourceApi(sim.store)
+        self.logs = PodLogs(sim.store)
+
+    def routes(self) -> list[Route]:
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        return [
+            Route("/version", self.version),
+            Route("/api", self.core_versions),
+            Route("/api/v1", self.core_resources),
+            Route("/apis", self.groups),
+            Route("/apis/{group}", self.group),
+            Route("/apis/{group}/{version}", self.group_resources),
+            Route("/openapi/v3", self.openapi_root),
+            Route("/openapi/v3/{path:path}", self.openapi_doc),
+            Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self.logs.handle),
+            Route("/api/v1/{rest:path}", self.core, methods=methods),
+            Route("/apis/{group}/{version}/{rest:path}", self.grouped, methods=methods),
+            Route("/metrics", self.metrics),
+            Route("/healthz", self.healthz),
+            Route("/readyz", self.healthz),
+            Route("/livez", self.healthz),
+        ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        """Run the simulation while the app serves; save the store when it stops."""
+        task = asyncio.create_task(self.sim.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.sim.images.aclose()
+            self.sim.store.save()
+
+    # ---- discovery and OpenAPI ------------------------------------------------------------
+
+    async def version(self, _: Request) -> Response:
         return JSONResponse(discovery.KUBE_VERSION)
 
-    async def core_versions(request: Request) -> Response:
-        host = request.headers.get("host", f"{settings.host}")
-        return JSONResponse(discovery.api_versions(host))
+    async def core_versions(self, request: Request) -> Response:
+        return JSONResponse(discovery.api_versions(request.headers.get("host", self.host)))
 
-    async def groups(_: Request) -> Response:
+    async def groups(self, _: Request) -> Response:
         return JSONResponse(discovery.api_group_list())
 
-    async def core_resources(_: Request) -> Response:
+    async def core_resources(self, _: Request) -> Response:
         return _json(discovery.api_resource_list("", "v1"))
 
-    async def group(request: Request) -> Response:
+    async def group(self, request: Request) -> Response:
         return _json(discovery.api_group(request.path_params["group"]))
 
-    async def group_resources(request: Request) -> Response:
+    async def group_resources(self, request: Request) -> Response:
         p = request.path_params
         return _json(discovery.api_resource_list(p["group"], p["version"]))
 
-    async def openapi_root(_: Request) -> Response:
+    async def openapi_root(self, _: Request) -> Response:
         return JSONResponse(discovery.openapi_v3_root())
 
-    async def openapi_doc(request: Request) -> Response:
+    async def openapi_doc(self, request: Request) -> Response:
         parts = request.path_params["path"].strip("/").split("/")
         doc = None
         if parts[0] == "api" and len(parts) == 2:
@@ -134,56 +163,40 @@ def create_app(world: World, name: str = "kubernetes") -> Starlette:
             doc = discovery.openapi_v3_document(parts[1], parts[2])
         return _json(doc)
 
-    async def core(request: Request) -> Response:
-        return await api.handle(request, "", "v1", request.path_params["rest"])
+    # ---- resources, metrics, health -------------------------------------------------------
 
-    async def grouped(request: Request) -> Response:
+    async def core(self, request: Request) -> Response:
+        return await self.api.handle(request, "", "v1", request.path_params["rest"])
+
+    async def grouped(self, request: Request) -> Response:
         p = request.path_params
-        return await api.handle(request, p["group"], p["version"], p["rest"])
+        return await self.api.handle(request, p["group"], p["version"], p["rest"])
 
-    async def metrics(_: Request) -> Response:
-        return PlainTextResponse(traffic.render(),
+    async def metrics(self, _: Request) -> Response:
+        return PlainTextResponse(self.sim.traffic.render(),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def healthz(_: Request) -> Response:
+    async def healthz(self, _: Request) -> Response:
         return PlainTextResponse("ok")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(sim.run())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await images.aclose()
-            store.save()
 
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    routes = [
-        Route("/version", version),
-        Route("/api", core_versions),
-        Route("/api/v1", core_resources),
-        Route("/apis", groups),
-        Route("/apis/{group}", group),
-        Route("/apis/{group}/{version}", group_resources),
-        Route("/openapi/v3", openapi_root),
-        Route("/openapi/v3/{path:path}", openapi_doc),
-        Route("/api/v1/namespaces/{namespace}/pods/{name}/log", logs.handle),
-        Route("/api/v1/{rest:path}", core, methods=methods),
-        Route("/apis/{group}/{version}/{rest:path}", grouped, methods=methods),
-        Route("/metrics", metrics),
-        Route("/healthz", healthz),
-        Route("/readyz", healthz),
-        Route("/livez", healthz),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+def create_app(world: World, name: str = "kubernetes") -> Starlette:
+    """One cluster. A second one (SandboxSettings.clusters) is another app with its own
+    `name`, store, state folder and simulation; the Prometheus stand-in reads the first."""
+    settings = world.settings
+    store = Store(world.state_path(name), world.audits[name])
+    images = ImageResolver()
+    controller = Controller(store, images, settings)
+    traffic = Traffic(store, controller.kubelet, settings.traffic_rps)
+    sim = KubernetesSim(store, images, controller, traffic,
+                        BatchController(store, images, settings.seconds_per_replica))
+    world.components[name] = sim
+    cluster = KubernetesApi(sim, settings.host)
+    _ensure_default_namespaces(store)
+    return Starlette(routes=cluster.routes(), lifespan=cluster.lifespan)
 
 
 def _ensure_default_namespaces(store: Store) -> None:
-    from sandbox.kubernetes.resources import resource_for_kind
-
     namespaces = resource_for_kind("Namespace")
     for name in ("default", "kube-system", "kube-public", "istio-system"):
         if store.find(namespaces, None, name) is None:

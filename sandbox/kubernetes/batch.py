@@ -16,9 +16,9 @@ import string
 from datetime import datetime, timezone
 from typing import Any
 
-from kepler import cron
+from sandbox.kubernetes import cron
 from sandbox.kubernetes.images import ImageResolver
-from sandbox.kubernetes.pods import PODS, owned_by, owner_ref
+from sandbox.kubernetes.pods import PODS, owned_by, owner_ref, pull_images
 from sandbox.kubernetes.queue import WorkQueue
 from sandbox.kubernetes.resources import resource_for_kind
 from sandbox.kubernetes.store import Store, now_rfc3339, parse_rfc3339
@@ -243,13 +243,8 @@ class BatchController:
         sim = self.store.sim["pods"].setdefault(pod["metadata"]["uid"],
                                                 {"state": "pending", "created": now, "job": ""})
         if sim["state"] in ("pending", "missing"):
-            infos = [self.images.lookup(c["image"]) for c in pod["spec"].get("containers") or []]
-            if any(i.state == "missing" for i in infos):
-                sim["state"] = "missing"
-                sim["message"] = next(i.message for i in infos if i.state == "missing")
-            elif infos and all(i.state == "ok" for i in infos):
-                sim["labels"] = {k: v for i in infos for k, v in i.labels.items()}
-                sim["digests"] = [i.digest for i in infos]
+            infos = pull_images(self.images, pod, sim)
+            if infos is not None:
                 sim["outcome"] = "failed" if any(i.crashes for i in infos) else "succeeded"
                 sim["state"], sim["started"] = "running", now + self.start_seconds
                 sim["finished"] = sim["started"] + self.run_seconds

@@ -17,12 +17,29 @@ import string
 import time
 from typing import Any
 
-from sandbox.kubernetes.images import ImageResolver
+from sandbox.kubernetes.images import ImageInfo, ImageResolver
 from sandbox.kubernetes.resources import resource_for_kind
 from sandbox.kubernetes.store import Store, now_rfc3339
 
 PODS = resource_for_kind("Pod")
 REPLICASETS = resource_for_kind("ReplicaSet")
+
+
+def pull_images(images: ImageResolver, pod: dict[str, Any],
+                sim: dict[str, Any]) -> list[ImageInfo] | None:
+    """The kubelet's image pull for a pod not started yet: an image the registry does not
+    have makes `sim` "missing"; once every image resolves, their labels and digests go
+    into `sim` and they are returned. None while any is missing or still being looked up."""
+    infos = [images.lookup(c["image"]) for c in pod["spec"].get("containers") or []]
+    if any(i.state == "missing" for i in infos):
+        sim["state"] = "missing"
+        sim["message"] = next(i.message for i in infos if i.state == "missing")
+        return None
+    if infos and all(i.state == "ok" for i in infos):
+        sim["labels"] = {k: v for i in infos for k, v in i.labels.items()}
+        sim["digests"] = [i.digest for i in infos]
+        return infos
+    return None
 
 
 def owned_by(obj: dict[str, Any], uid: str) -> bool:
@@ -116,15 +133,9 @@ class Kubelet:
         with no write to look at it again (None: not before something is written)."""
         uid = pod["metadata"]["uid"]
         sim = self.store.sim["pods"].setdefault(uid, {"state": "pending", "created": now})
-        images = [c["image"] for c in pod["spec"].get("containers") or []]
         if sim["state"] in ("pending", "missing"):
-            infos = [self.images.lookup(i) for i in images]
-            if any(i.state == "missing" for i in infos):
-                sim["state"] = "missing"
-                sim["message"] = next(i.message for i in infos if i.state == "missing")
-            elif infos and all(i.state == "ok" for i in infos):
-                sim["labels"] = {k: v for i in infos for k, v in i.labels.items()}
-                sim["digests"] = [i.digest for i in infos]
+            infos = pull_images(self.images, pod, sim)
+            if infos is not None:
                 if any(i.crashes for i in infos):
                     sim["state"] = "crash"
                     sim["started"] = now

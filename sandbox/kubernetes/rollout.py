@@ -111,6 +111,18 @@ class Controller:
         pods = self.kubelet.pods_of(rs)
         return len(pods), sum(1 for p in pods if self.kubelet.is_ready(p))
 
+    def _totals(self, rses: list[dict[str, Any]],
+                new_rs: dict[str, Any] | None) -> tuple[int, int, int]:
+        """(replicas, ready, updated): pods of all ReplicaSets, the ready ones, the new one's."""
+        replicas = ready = updated = 0
+        for rs in rses:
+            total, rs_ready = self._counts(rs)
+            replicas += total
+            ready += rs_ready
+            if rs is new_rs:
+                updated = total
+        return replicas, ready, updated
+
     def sync_deployment(self, namespace: str, name: str, now: float) -> None:
         d = self.store.find(DEPLOYMENTS, namespace, name)
         if d is None or d["spec"].get("paused"):
@@ -274,13 +286,7 @@ class Controller:
         template = _without_hash(d["spec"]["template"])
         new_rs = next((rs for rs in rses if _without_hash(rs["spec"]["template"]) == template),
                       None)
-        replicas = ready = updated = 0
-        for rs in rses:
-            total, rs_ready = self._counts(rs)
-            replicas += total
-            ready += rs_ready
-            if rs is new_rs:
-                updated = total
+        replicas, ready, updated = self._totals(rses, new_rs)
         rolling = (d["spec"].get("strategy") or {}).get("rollingUpdate") or {}
         max_unavailable = resolve_int_or_percent(rolling.get("maxUnavailable", "25%"),
                                                  desired, False)

@@ -12,6 +12,7 @@ import ipaddress
 import zlib
 from typing import Any
 
+from sandbox.kubernetes import cron
 from sandbox.kubernetes.resources import (ApiError, Invalid, Resource, label_value_errors,
                                           name_errors, validate_labels)
 from sandbox.kubernetes.select import requirements_from_label_selector, matches
@@ -203,8 +204,6 @@ def _validate_batch(kind: str, spec: dict[str, Any], invalid: Invalid) -> None:
     must parse."""
     prefix = "spec"
     if kind == "CronJob":
-        from kepler import cron
-
         try:
             cron.parse(str(spec.get("schedule", "")))
         except ValueError as e:

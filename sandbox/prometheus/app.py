@@ -1,9 +1,10 @@
 """Prometheus stand-in: `/api/v1/query` for exactly the built-in analysis queries.
 
-It recognises renderings of kepler/promql.py's templates and evaluates them from
-the Kubernetes stand-in's traffic simulation (shared in-process through
-`world.components["kubernetes"]`), the way Prometheus would from scraped samples:
-rate over the window, sum, ratio or histogram_quantile. Any other PromQL gets
+It recognises Flagger's built-in queries (sandbox/prometheus/queries.py, the ones
+kepler/promql.py renders) and evaluates them from the Kubernetes stand-in's traffic
+simulation (shared in-process through `world.components["kubernetes"]`), the way
+Prometheus would from scraped samples: rate over the window, sum, ratio or
+histogram_quantile. Any other PromQL gets
 400 bad_data (point Kepler at a real Prometheus for custom queries); no matching
 series gives an empty vector.
 """
@@ -21,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kepler.promql import REQUEST_SUCCESS_RATE, BuiltinQuery, parse_builtin
 from sandbox.kubernetes.traffic import BUCKETS, Series, SeriesKey, Traffic
+from sandbox.prometheus.queries import REQUEST_SUCCESS_RATE, BuiltinQuery, parse_builtin
 from sandbox.world import World
 
 MIN_SPAN_S = 0.5  # two samples closer than this make no rate
@@ -104,8 +105,21 @@ def _error(message: str, status: int = 400, kind: str = "bad_data") -> Response:
                         status_code=status)
 
 
-def create_app(world: World) -> Starlette:
-    async def query(request: Request) -> Response:
+class PrometheusApi:
+    """The query API over the simulation of the first Kubernetes cluster."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/query", self.query, methods=["GET", "POST"]),
+            Route("/api/v1/status/buildinfo", self.buildinfo),
+            Route("/-/ready", self.ready),
+            Route("/-/healthy", self.ready),
+        ]
+
+    async def query(self, request: Request) -> Response:
         params = dict(request.query_params)
         if request.method == "POST":
             # application/x-www-form-urlencoded, parsed here (no multipart dependency)
@@ -118,7 +132,7 @@ def create_app(world: World) -> Starlette:
             return _error("the sandbox Prometheus answers only Kepler's built-in analysis "
                           "queries (request-success-rate, request-duration); this query "
                           "needs a real Prometheus")
-        sim = world.components.get("kubernetes")
+        sim = self.world.components.get("kubernetes")
         now = time.time()
         value = evaluate(sim.traffic, parsed, now) if sim is not None else None
         result: list[dict[str, Any]] = []
@@ -127,16 +141,13 @@ def create_app(world: World) -> Starlette:
         return JSONResponse({"status": "success",
                              "data": {"resultType": "vector", "result": result}})
 
-    async def ready(_: Request) -> Response:
+    async def ready(self, _: Request) -> Response:
         return Response("Prometheus Server is Ready.\n", media_type="text/plain")
 
-    async def buildinfo(_: Request) -> Response:
+    async def buildinfo(self, _: Request) -> Response:
         return JSONResponse({"status": "success", "data": {"version": "sandbox",
                                                            "revision": "kepler"}})
 
-    return Starlette(routes=[
-        Route("/api/v1/query", query, methods=["GET", "POST"]),
-        Route("/api/v1/status/buildinfo", buildinfo),
-        Route("/-/ready", ready),
-        Route("/-/healthy", ready),
-    ])
+
+def create_app(world: World) -> Starlette:
+    return Starlette(routes=PrometheusApi(world).routes())

@@ -1,0 +1,85 @@
+"""Cron schedules as the stand-in's CronJob controller reads them: five fields (minute
+hour day-of-month month day-of-week) with lists, ranges, steps and names, or a macro
+(@hourly, @daily, ...). The apiserver side rejects a CronJob whose schedule does not
+parse (sandbox/kubernetes/schema.py); the controller starts a Job at each minute that
+matches (sandbox/kubernetes/batch.py).
+
+The sandbox's own reading, as a cluster has its own: Kepler validates schedules with
+kepler/cron.py before it sends them, and the two must agree on what is valid.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+          "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+          "@hourly": "0 * * * *"}
+FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+          ("day of week", 0, 7))
+NAMES = {3: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+         4: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]}
+_PART = re.compile(r"^(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/([0-9]+))?$")
+
+
+def _value(token: str, index: int) -> int:
+    names = NAMES.get(index)
+    if names and token in names:
+        return names.index(token) + (1 if index == 3 else 0)
+    if not token.isdigit():
+        raise ValueError(f"{FIELDS[index][0]}: {token!r} is not a number"
+                         + (f" or a name ({', '.join(names)})" if names else ""))
+    return int(token)
+
+
+def _field(text: str, index: int) -> set[int]:
+    name, low, high = FIELDS[index]
+    values: set[int] = set()
+    for part in text.split(","):
+        m = _PART.match(part)
+        if not m:
+            raise ValueError(f"{name}: {part!r} is not a value, range, list or step")
+        base, step_text = m.groups()
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"{name}: step must be at least 1")
+        if base == "*":
+            start, end = low, high
+        elif "-" in base:
+            a, b = base.split("-")
+            start, end = _value(a, index), _value(b, index)
+        else:
+            start = _value(base, index)
+            end = high if step_text else start
+        if not (low <= start <= high and low <= end <= high) or start > end:
+            raise ValueError(f"{name}: {base!r} is outside {low}-{high}")
+        values.update(range(start, end + 1, step))
+    if index == 4 and 7 in values:  # both 0 and 7 are Sunday
+        values = (values - {7}) | {0}
+    return values
+
+
+def parse(schedule: str) -> list[set[int]]:
+    """The allowed values of each of the five fields; ValueError naming the field."""
+    text = MACROS.get(schedule.strip().lower(), schedule.strip().lower())
+    if text.startswith(("tz=", "cron_tz=")):
+        raise ValueError("a time zone inside the schedule is not supported")
+    parts = text.split()
+    if len(parts) != 5:
+        raise ValueError(f"must have 5 fields (minute hour day-of-month month day-of-week) or be "
+                         f"one of {', '.join(MACROS)} (got {schedule[:80]!r})")
+    return [_field(p, i) for i, p in enumerate(parts)]
+
+
+def matches(schedule: str, when: datetime) -> bool:
+    """True when `when` (to the minute) is one of the schedule's times. As cron does, a
+    restricted day-of-month and day-of-week match when either does."""
+    minute, hour, dom, month, dow = parse(schedule)
+    fields = MACROS.get(schedule.strip().lower(), schedule.strip().lower()).split()
+    weekday = (when.weekday() + 1) % 7
+    if fields[2] != "*" and fields[4] != "*":
+        day_ok = when.day in dom or weekday in dow
+    else:
+        day_ok = when.day in dom and weekday in dow
+    return when.minute in minute and when.hour in hour and when.month in month and day_ok
