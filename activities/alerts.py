@@ -1,9 +1,9 @@
 """Temporal, for alert-driven rollback: start a Rollback on the `<service>@<env>` lock, or,
 when an operation already holds it, abort it if it is a canary.
 
-Starting goes through starter.ops.start, the same function the CLI and chat bot use, so
-the lock, the refusal while a service-wide operation runs and the search attributes
-are the same. The Rollback runs on the task queue of the worker that runs this activity.
+Starting goes through kepler.operations_client.start, the same function the CLI and chat
+bot use, so the lock, the refusal while a service-wide operation runs and the search
+attributes are the same. The Rollback runs on the task queue of the worker that runs this activity.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.service import RPCError
 
 from activities.errors import retryable
-from kepler import naming
+from kepler import naming, operations_client
 from kepler import search_attributes as sa
 from kepler.alerts import AlertActionRequest, AlertOutcome
 from kepler.models import RollbackRequest
@@ -32,8 +32,6 @@ class AlertActivities:
 
     @activity.defn(name="alerts.act")
     async def act(self, req: AlertActionRequest) -> AlertOutcome:
-        from starter import ops  # the one way operations start (lock, attributes, refusals)
-
         client = await self.client()
         workflow_id = naming.workflow_id(req.service, req.env)
         why = f"alert {req.alertname or '?'} ({req.fingerprint}) firing" + (
@@ -41,11 +39,11 @@ class AlertActivities:
         rollback = RollbackRequest(service=req.service, env=req.env, target="previous",
                                    requested_by=req.requested_by, reason=why[:500])
         try:
-            started = await ops.start(client, rollback, activity.info().task_queue)
+            started = await operations_client.start(client, rollback, activity.info().task_queue)
             return AlertOutcome(action="rollback_started", workflow_id=started.workflow_id,
                                 detail=f"started a rollback of {req.service} in {req.env} to the "
                                        f"previous version ({started.workflow_id})")
-        except ops.Refused as refused:
+        except operations_client.Refused as refused:
             busy = str(refused)
         except RPCError as e:
             raise retryable(f"start rollback {workflow_id}: {e.message}") from None

@@ -31,7 +31,7 @@ from kepler.search_attributes import ALL_KEYS
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.temporal import data_converter
 from sandbox.registry.oci import LABEL_REVISION, build_image, push_image
-from starter import ops
+from kepler import operations_client as ops
 from tests.conftest import platform_yaml
 from worker import ACTIVITY_SLOTS, build_worker
 

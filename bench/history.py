@@ -22,7 +22,7 @@ from bench.common import BIN, Figure, history
 from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, OperationStatus
 from kepler.temporal import data_converter
-from starter import ops
+from kepler import operations_client as ops
 from tests.conftest import register_search_attributes
 from tests.fake_canary import CanaryWorld
 

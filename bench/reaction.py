@@ -20,7 +20,7 @@ from temporalio.client import WorkflowFailureError
 from bench.common import Figure, Stack, cached_commits, create_services, history, release
 from kepler.canary import CanaryControl
 from kepler.models import ApprovalDecision, CanaryRequest, OperationStatus, ReleaseRequest
-from starter import ops
+from kepler import operations_client as ops
 
 SERVICE = "react"
 APPROVE_TARGET_MS, ABORT_TARGET_S = 200.0, 2.0

@@ -1,4 +1,4 @@
-"""Contracts of the Decommission workflow and its activities (DESIGN §3)."""
+"""Contracts of the Decommission workflow and its activities."""
 
 from __future__ import annotations
 

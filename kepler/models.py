@@ -1,4 +1,5 @@
-"""What workflows, activities and starters exchange (DESIGN §2-§3).
+"""What workflows, activities and starters exchange: the service spec, operation
+requests, reports and status (docs/architecture.md describes the whole).
 
 Every field is validated here, once; a bad value is refused before any side
 effect with a message naming the field and the rule.

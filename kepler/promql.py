@@ -29,7 +29,7 @@ TEMPLATES: dict[str, str] = {
         + _SELECTOR + "}[${interval}])) by (le))"),
 }
 
-# Default thresholds of the built-ins (DESIGN.md §3, Canary).
+# Default thresholds of the built-ins: what a canary checks unless the request sets them.
 THRESHOLDS: dict[str, tuple[str, float]] = {
     REQUEST_SUCCESS_RATE: ("min", 99.0),
     REQUEST_DURATION: ("max", 500.0),

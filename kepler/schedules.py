@@ -18,6 +18,11 @@ def schedule_id(service: str, env: str) -> str:
     return f"release-{service}@{env}"
 
 
+def fire_workflow_id(service: str, env: str) -> str:
+    """The id a schedule's ScheduledRelease starts under (the schedule appends the fire time)."""
+    return f"scheduled-{service}@{env}"
+
+
 class ScheduledReleaseRequest(Model):
     release: ReleaseRequest
     cron: str = Field("", max_length=200)

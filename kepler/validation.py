@@ -1,4 +1,5 @@
-"""The naming rules of DESIGN §2, each a validator whose message names the rule.
+"""The naming rules (services, environments, users, git refs, Kubernetes names and
+quantities, durations), each a validator whose message names the rule.
 
 Pydantic prefixes the field, so a user reads e.g.
 `service.name: must be a DNS-1035 label (...)`.

@@ -19,23 +19,21 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
+import typer
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.common import (
-    SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from kepler import search_attributes as sa
-from kepler.alerts import AlertActionRequest, AlertOutcome, WebhookPayload, alert_workflow_id, triage
+from kepler import operations_client
+from kepler.alerts import AlertActionRequest, WebhookPayload, triage
 from kepler.settings import Platform, Secrets
 from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error
+from starter import session
 
 log = logging.getLogger("kepler.alerts")
 MAX_BODY = 1024 * 1024
@@ -102,27 +100,14 @@ class AlertReceiver:
 
     async def act(self, req: AlertActionRequest) -> dict[str, Any]:
         client = await self.client()
-        workflow_id = alert_workflow_id(req.service, req.env, req.fingerprint, req.starts_at)
-        try:
-            handle = await client.start_workflow(
-                "AlertAction", req, id=workflow_id, task_queue=self.platform.temporal.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(sa.SERVICE, req.service), SearchAttributePair(sa.ENV, req.env),
-                    SearchAttributePair(sa.OPERATION, "alert"),
-                    SearchAttributePair(sa.REQUESTED_BY, req.requested_by),
-                    SearchAttributePair(sa.VERSION, req.alertname or req.fingerprint),
-                    SearchAttributePair(sa.STAGE, "starting"),
-                    SearchAttributePair(sa.OUTCOME, "running")]),
-                static_summary=f"alert {req.alertname} firing for {req.service} in {req.env}",
-                result_type=AlertOutcome)
-        except WorkflowAlreadyStartedError:
-            return {"action": "duplicate", "workflow_id": workflow_id,
+        try:  # the id is the alert's fingerprint and startsAt: it starts once
+            started = await operations_client.start(client, req, self.platform.temporal.task_queue)
+        except operations_client.Refused:
+            return {"action": "duplicate", "workflow_id": operations_client.workflow_id(req),
                     "reason": "this firing alert was already handled: nothing new is done"}
-        entry: dict[str, Any] = {"action": "handling", "workflow_id": workflow_id}
+        entry: dict[str, Any] = {"action": "handling", "workflow_id": started.workflow_id}
         try:
-            outcome = await asyncio.wait_for(handle.result(), self.wait_for_outcome)
+            outcome = await asyncio.wait_for(started.handle.result(), self.wait_for_outcome)
         except asyncio.TimeoutError:
             return entry  # still running; its history says what it did
         except WorkflowFailureError as e:
@@ -146,3 +131,12 @@ def serve(platform: Platform, host: str, port: int) -> None:
 
     app = create_app(platform)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def alerts(host: str = typer.Option("127.0.0.1", "--host"),
+               port: int = typer.Option(8301, "--port")) -> None:
+        """Serve POST /alertmanager: Alertmanager webhooks (bearer token from
+        KEPLER_ALERTMANAGER_TOKEN) that roll back per the alerts policy in kepler.yaml."""
+        session.serve(serve, NotConfigured, host, port)

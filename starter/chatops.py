@@ -1,4 +1,4 @@
-"""Chat-ops: a Slack-compatible ASGI endpoint (DESIGN §5), served by `kepler chatops`.
+"""Chat-ops: a Slack-compatible ASGI endpoint, served by `kepler chatops`.
 
 POST /slack/commands      `/kepler release shop --env prod --ref v2 --reason "..."` etc.,
                           the same grammar as the CLI
@@ -8,8 +8,8 @@ Every request is verified with Slack's signing secret (v0 HMAC-SHA256 over
 `v0:{timestamp}:{body}`, timestamp at most 5 minutes old, constant-time compare,
 each signature accepted once); anything else gets 401 and changes nothing. Slack
 users act as the Kepler identity `chatops.users` maps them to; unmapped users are
-refused. Everything goes through starter/ops, the same functions and workflow
-updates as the CLI, so the approval validators (four eyes) hold here too.
+refused. Everything goes through kepler/operations_client.py, the same functions and
+workflow updates as the CLI, so the approval validators (four eyes) hold here too.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import json
 import logging
 import shlex
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NoReturn
 from urllib.parse import parse_qs
 
 import httpx
+import typer
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -34,13 +35,13 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from kepler import naming
+from kepler import naming, operations_client
 from kepler.decommission import RestoreRequest
 from kepler.models import ApprovalDecision, DecommissionRequest, ReleaseRequest, RollbackRequest
 from kepler.settings import Platform, Secrets
 from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error, service_name
-from starter import ops
+from starter import session
 
 log = logging.getLogger("kepler.chatops")
 MAX_AGE = 300  # seconds
@@ -68,7 +69,7 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # never exit the server
+    def error(self, message: str) -> NoReturn:  # never exit the server
         raise BadInput(message)
 
 
@@ -218,7 +219,7 @@ class ChatOps:
             return f":warning: bad input: {describe_validation_error(e)}"
         except ValueError as e:  # service_name
             return f":warning: bad input: service: {e}"
-        except ops.Refused as e:
+        except operations_client.Refused as e:
             return f":no_entry: refused: {e}"
         except RPCError as e:
             return f":x: Temporal answered: {e.message}"
@@ -228,8 +229,10 @@ class ChatOps:
         return f"<{t.ui_url.rstrip('/')}/namespaces/{t.namespace}/workflows/{workflow_id}|{workflow_id}>"
 
     async def _start(self, req: Any) -> str:
-        started = await ops.start(await self.client(), req, self.platform.temporal.task_queue)
-        return f":rocket: started {ops.summary(req)}\n{self.link(started.workflow_id)}"
+        started = await operations_client.start(await self.client(), req,
+                                                self.platform.temporal.task_queue)
+        summary = operations_client.summary(req)
+        return f":rocket: started {summary}\n{self.link(started.workflow_id)}"
 
     async def _release(self, user: str, a: argparse.Namespace) -> str:
         return await self._start(ReleaseRequest(service=a.service, env=a.env, ref=a.ref,
@@ -245,7 +248,8 @@ class ChatOps:
 
     async def _approve(self, user: str, a: argparse.Namespace, verb: str = "approve") -> str:
         decision = ApprovalDecision(approver=user, comment=a.comment)
-        result = await ops.decide(await self.client(), a.service, a.env, verb, decision)
+        result = await operations_client.decide(await self.client(), a.service, a.env, verb,
+                                                decision)
         workflow_id = naming.workflow_id(a.service, a.env)
         log.info("chatops: %s %s %s: %s", user, verb, workflow_id, result)
         return f":white_check_mark: {workflow_id}: {result} by {user}\n{self.link(workflow_id)}"
@@ -254,15 +258,15 @@ class ChatOps:
         return await self._approve(user, a, "reject")
 
     async def _restore(self, user: str, a: argparse.Namespace) -> str:
-        result = await ops.restore(await self.client(), a.service,
-                                   RestoreRequest(requested_by=user, reason=a.reason))
+        result = await operations_client.restore(await self.client(), a.service,
+                                                 RestoreRequest(requested_by=user, reason=a.reason))
         workflow_id = naming.service_workflow_id(a.service)
         return f":leftwards_arrow_with_hook: {workflow_id}: {result}\n{self.link(workflow_id)}"
 
     async def _status(self, user: str, a: argparse.Namespace) -> str:
         workflow_id = naming.workflow_id(a.service, a.env)
         try:
-            s = await ops.status(await self.client(), workflow_id)
+            s = await operations_client.status(await self.client(), workflow_id)
         except RPCError:
             return f":grey_question: {workflow_id}: no operation found"
         lines = [f"*{workflow_id}*: {s.operation.value} {s.version} by {s.requested_by}: "
@@ -297,3 +301,12 @@ def serve(platform: Platform, host: str, port: int) -> None:
 
     app = create_app(platform)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def chatops(host: str = typer.Option("127.0.0.1", "--host"),
+                port: int = typer.Option(8300, "--port")) -> None:
+        """Serve the Slack-compatible chat-ops endpoint (/slack/commands, /slack/interactions);
+        the signing secret comes from KEPLER_SLACK_SIGNING_SECRET."""
+        session.serve(serve, NotConfigured, host, port)

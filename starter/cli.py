@@ -1,82 +1,23 @@
-"""The `kepler` command line (DESIGN §5). Command forms are a contract."""
+"""The `kepler` command line: the Typer app, assembled from one module per subject.
+Command forms, options, output and exit codes are a contract (tests check them); the
+order commands register in is the order `kepler --help` lists them."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
 
 import typer
 
 from kepler.settings import ConfigError, load_platform
-from starter import dev as devstack
-from starter.output import BAD_INPUT, FAILED, CliError, emit, fail
+from starter import (
+    alerts, canary, chatops, codec_server, decommission, demo, dev, jobs, release, scale,
+    schedule, service, train,
+)
+from starter.cli_common import BAD_INPUT, CliError, fail
 
 app = typer.Typer(help="Kepler: durable delivery pipelines on Temporal.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-dev_app = typer.Typer(help="The local stack: Temporal dev server, sandbox, worker.",
-                      no_args_is_help=True)
-app.add_typer(dev_app, name="dev")
-
-OutputOpt = typer.Option("text", "--output", "-o", help="text or json")
-
-
-def _json(output: str) -> bool:
-    if output not in ("text", "json"):
-        raise typer.BadParameter("must be text or json", param_hint="--output")
-    return output == "json"
-
-
-def _platform():
-    try:
-        return load_platform()
-    except ConfigError as e:
-        raise CliError(str(e), BAD_INPUT) from None
-
-
-@dev_app.command("up")
-def dev_up(output: str = OutputOpt) -> None:
-    """Start the Temporal dev server, the sandbox and a worker (idempotent)."""
-    as_json = _json(output)
-    try:
-        state = devstack.up(_platform())
-    except CliError as e:
-        fail(e, as_json)
-    except RuntimeError as e:
-        fail(CliError(str(e), FAILED), as_json)
-    emit(state, as_json, _describe(state))
-
-
-@dev_app.command("down")
-def dev_down(output: str = OutputOpt) -> None:
-    """Stop what `kepler dev up` started, and nothing else."""
-    as_json = _json(output)
-    result = devstack.down()
-    emit(result, as_json, "stopped: " + (", ".join(result["stopped"]) or "nothing was running"))
-
-
-@dev_app.command("status")
-def dev_status(output: str = OutputOpt) -> None:
-    """Show every component of the local stack and its URLs."""
-    as_json = _json(output)
-    state = devstack.status()
-    emit(state, as_json, _describe(state))
-
-
-def _describe(state: dict) -> str:
-    lines = []
-    for name, item in state.items():
-        mark = "[green]running[/green]" if item.get("running") else "[red]stopped[/red]"
-        lines.append(f"{name:9} {mark}")
-        if item.get("address"):
-            lines.append(f"          frontend {item['address']}")
-        if item.get("ui"):
-            lines.append(f"          UI       {item['ui']}")
-        for sub, url in (item.get("urls") or {}).items():
-            lines.append(f"          {sub:10} {url}")
-        if item.get("task_queue"):
-            lines.append(f"          task queue {item['task_queue']}")
-    return "\n".join(lines)
 
 
 @app.command()
@@ -91,17 +32,9 @@ def worker() -> None:
     worker_module.main()
 
 
-def _register_operations() -> None:
-    from starter import commands, commands_decommission
-
-    commands.register(app)
-    commands_decommission.register(app)
-    from starter import codec_server
-
-    codec_server.register(app)
-
-
-_register_operations()
+for subject in (dev, release, service, jobs, alerts, train, scale, schedule, canary, demo,
+                decommission, chatops, codec_server):
+    subject.register(app)
 
 
 def main() -> None:

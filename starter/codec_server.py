@@ -12,6 +12,7 @@ import hmac
 import os
 from typing import Sequence
 
+import typer
 from google.protobuf import json_format
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,6 +23,7 @@ from starlette.routing import Route
 from temporalio.api.common.v1 import Payloads
 
 from kepler.codec import CodecError, EncryptionCodec
+from starter.cli_common import BAD_INPUT, CliError, fail
 
 DEFAULT_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233", "http://localhost:8080")
 ENV_TOKEN = "KEPLER_CODEC_AUTH_TOKEN"
@@ -82,17 +84,13 @@ def app_from_env() -> Starlette:
     return create_app(codec, os.environ.get(ENV_TOKEN, ""), origins or DEFAULT_ORIGINS)
 
 
-def register(app) -> None:  # typer.Typer
-    import typer
-
+def register(app: typer.Typer) -> None:
     @app.command("codec-server")
     def codec_server(host: str = typer.Option("127.0.0.1", help="address to listen on"),
                      port: int = typer.Option(8234, help="port to listen on")) -> None:
         """Serve /decode and /encode for the Temporal UI (keys from KEPLER_CODEC_KEYS,
         bearer token from KEPLER_CODEC_AUTH_TOKEN, origins from KEPLER_CODEC_CORS_ORIGINS)."""
         import uvicorn
-
-        from starter.output import BAD_INPUT, CliError, fail
 
         try:
             asgi = app_from_env()

@@ -11,18 +11,23 @@ the UI links.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
-from typing import Any
+from typing import Any, Optional
 
 import gitlab
+import typer
 import yaml
+from temporalio.client import Client
 
+from kepler import operations_client
 from kepler.models import (
     ApprovalDecision, CanaryRequest, CreateServiceRequest, ReleaseRequest, ServiceSpec,
 )
+from kepler.operations_client import Started
 from kepler.settings import Platform, Secrets
-from starter import ops, session
-from starter.output import FAILED, CliError, console
+from starter import session
+from starter.cli_common import FAILED, CliError, OutputOpt, console, fail
 from starter.watch import watch
 
 SERVICE = "demo-shop"
@@ -62,7 +67,7 @@ async def run_step(p: Platform, title: str, req: Any, approver: str | None = Non
                    expect_failure: bool = False) -> str:
     console.rule(f"[bold]{title}")
     client = await session.client(p)
-    started = await ops.start(client, req, p.temporal.task_queue)
+    started = await operations_client.start(client, req, p.temporal.task_queue)
     link = session.ui_link(p, started.workflow_id, started.run_id)
     console.print(f"workflow [bold]{started.workflow_id}[/bold]  {link}")
     if approver:
@@ -78,21 +83,21 @@ async def run_step(p: Platform, title: str, req: Any, approver: str | None = Non
     return link
 
 
-async def _approve_when_pending(client: Any, started: ops.Started, req: ReleaseRequest,
+async def _approve_when_pending(client: Client, started: Started, req: ReleaseRequest,
                                 approver: str) -> None:
     for _ in range(600):
-        status = await ops.status(client, started.workflow_id)
+        status = await operations_client.status(client, started.workflow_id)
         if status.pending_approval:
             console.print(f"{req.requested_by} may not approve their own release; "
                           f"[bold]{approver}[/bold] approves it")
-            await ops.decide(client, req.service, req.env, "approve",
+            await operations_client.decide(client, req.service, req.env, "approve",
                              ApprovalDecision(approver=approver, comment="demo: looks good"))
             return
         await asyncio.sleep(0.2)
     raise CliError("demo: the prod release never asked for approval", FAILED)
 
 
-async def demo(p: Platform, user: str) -> list[str]:
+async def run_demo(p: Platform, user: str) -> list[str]:
     links = [await run_step(p, "1. create the service", CreateServiceRequest(
         spec=SPEC, requested_by=user, reason="kepler demo"))]
     await asyncio.get_running_loop().run_in_executor(None, prepare_repository, p)
@@ -113,3 +118,19 @@ async def demo(p: Platform, user: str) -> list[str]:
                                               steps=[20, 50], interval=timedelta(seconds=10),
                                               requested_by=user, reason="demo")))
     return links
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(as_user: Optional[str] = typer.Option(None, "--as"), output: str = OutputOpt) -> None:
+        """Run the demo against the sandbox: create, release, approve, bad release, canary."""
+        try:
+            p = session.platform()
+            user = as_user or os.environ.get("KEPLER_USER") or "dev"
+            links = session.run(run_demo(p, user))
+        except CliError as e:
+            fail(e, output == "json")
+        console.rule("[bold]done")
+        console.print(f"Temporal UI: {p.temporal.ui_url}")
+        for link in links:
+            console.print(link)

@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import typer
+
 from kepler.search_attributes import ALL_KEYS
 from kepler.settings import Platform, config_path
+from starter import session
+from starter.cli_common import FAILED, CliError, OutputOpt, emit, fail
 
 COMPONENTS = ("temporal", "sandbox", "worker")
 STANDINS = ("gitlab", "jenkins", "registry", "kubernetes", "prometheus")  # as `python -m sandbox` serves
@@ -200,6 +204,62 @@ def status() -> dict[str, Any]:
                 item[key] = entry[key]
         out[name] = item
     return out
+
+
+def register(app: typer.Typer) -> None:
+    dev_app = typer.Typer(help="The local stack: Temporal dev server, sandbox, worker.",
+                          no_args_is_help=True)
+    app.add_typer(dev_app, name="dev")
+
+    @dev_app.command("up")
+    def dev_up(output: str = OutputOpt) -> None:
+        """Start the Temporal dev server, the sandbox and a worker (idempotent)."""
+        as_json = _wants_json(output)
+        try:
+            state = up(session.platform())
+        except CliError as e:
+            fail(e, as_json)
+        except RuntimeError as e:
+            fail(CliError(str(e), FAILED), as_json)
+        emit(state, as_json, describe(state))
+
+    @dev_app.command("down")
+    def dev_down(output: str = OutputOpt) -> None:
+        """Stop what `kepler dev up` started, and nothing else."""
+        as_json = _wants_json(output)
+        result = down()
+        emit(result, as_json, "stopped: " + (", ".join(result["stopped"]) or "nothing was running"))
+
+    @dev_app.command("status")
+    def dev_status(output: str = OutputOpt) -> None:
+        """Show every component of the local stack and its URLs."""
+        as_json = _wants_json(output)
+        state = status()
+        emit(state, as_json, describe(state))
+
+
+def _wants_json(output: str) -> bool:
+    """--output of the dev commands: a bad value is a usage error here (click's message
+    and usage line), where the operation commands answer `error: --output: ...`."""
+    if output not in ("text", "json"):
+        raise typer.BadParameter("must be text or json", param_hint="--output")
+    return output == "json"
+
+
+def describe(state: dict[str, Any]) -> str:
+    lines = []
+    for name, item in state.items():
+        mark = "[green]running[/green]" if item.get("running") else "[red]stopped[/red]"
+        lines.append(f"{name:9} {mark}")
+        if item.get("address"):
+            lines.append(f"          frontend {item['address']}")
+        if item.get("ui"):
+            lines.append(f"          UI       {item['ui']}")
+        for sub, url in (item.get("urls") or {}).items():
+            lines.append(f"          {sub:10} {url}")
+        if item.get("task_queue"):
+            lines.append(f"          task queue {item['task_queue']}")
+    return "\n".join(lines)
 
 
 __all__ = ["up", "down", "status", "STANDINS"]

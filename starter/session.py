@@ -1,23 +1,32 @@
 """What every operation command needs: the platform file, the acting user, a Temporal
-client, validated requests, and a way to turn outcomes into exit codes."""
+client, validated requests, starting an operation and following it, and a way to turn
+outcomes into exit codes."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, NoReturn, TypeVar
 
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
+from kepler import operations_client
+from kepler.models import OperationStatus
+from kepler.operations_client import Refused, Started
 from kepler.settings import ConfigError, Platform, load_platform
 from kepler.temporal import connect
-from kepler.validation import describe_validation_error
-from starter.output import BAD_INPUT, FAILED, REFUSED, CliError
-from starter.ops import Refused
+from kepler.validation import describe_validation_error, service_name
+from starter.cli_common import (
+    BAD_INPUT, FAILED, OK, REFUSED, CliError, emit, guarded, wants_json,
+)
+from starter.watch import watch
 
 T = TypeVar("T")
+# How `launch` reports a watched operation's end: (started, UI link, last status seen,
+# as JSON) -> exit code.
+Finish = Callable[[Started, str, OperationStatus | None, bool], Awaitable[int]]
 
 
 def platform() -> Platform:
@@ -44,14 +53,17 @@ def check_env(p: Platform, env: str) -> None:
                        f"{', '.join(sorted(p.environments))})", BAD_INPUT)
 
 
-def check_target(p: Platform, service: str, env: str) -> None:
-    """SERVICE and --env of a command that addresses `<service>@<env>` (or `@all`)."""
-    from kepler.validation import service_name
-
+def check_service(service: str) -> None:
+    """SERVICE, where it goes into an id or a visibility query before any request does."""
     try:
         service_name(service)
     except ValueError as e:
         raise CliError(f"service: {e}", BAD_INPUT) from None
+
+
+def check_target(p: Platform, service: str, env: str) -> None:
+    """SERVICE and --env of a command that addresses `<service>@<env>` (or `@all`)."""
+    check_service(service)
     if env != "all":
         check_env(p, env)
 
@@ -75,6 +87,67 @@ async def client(p: Platform) -> Client:
     except (RPCError, RuntimeError, asyncio.TimeoutError, OSError) as e:
         raise CliError(f"cannot reach Temporal at {p.temporal.address}: {e} "
                        "(is `kepler dev up` running?)", FAILED) from None
+
+
+async def launch(p: Platform, req: Any, watch_it: bool, as_json: bool, hint: str = "",
+                 finish: Finish | None = None) -> int:
+    """Start the operation `req`. Without --watch, print its id and UI link (and `hint`);
+    with it, follow it to its end and report the outcome (`finish` reports it its own way)."""
+    temporal = await client(p)
+    started = await operations_client.start(temporal, req, p.temporal.task_queue)
+    link = ui_link(p, started.workflow_id, started.run_id)
+    if not watch_it:
+        text = f"started [bold]{started.workflow_id}[/bold] ({operations_client.summary(req)})"
+        emit({"workflow_id": started.workflow_id, "run_id": started.run_id, "ui": link}, as_json,
+             f"{text}\n{link}" + (f"\n{hint}" if hint else ""))
+        return OK
+    last = await watch(started.handle) if not as_json else None
+    if finish is not None:
+        return await finish(started, link, last, as_json)
+    try:
+        report = await started.handle.result()
+    except Exception as e:  # noqa: BLE001 - the failure is the operation's outcome
+        status = last or await _status_or_none(temporal, started.workflow_id)
+        message = status.error if status and status.error else str(e)
+        raise CliError(message, FAILED, {"workflow_id": started.workflow_id, "ui": link,
+                                         "outcome": status.outcome if status else "failed"}) from None
+    emit({"workflow_id": started.workflow_id, "ui": link, "report": report}, as_json,
+         f"[green]{report.outcome}[/green]  {link}")
+    return OK
+
+
+def start_operation(output: str, env: str, as_user: str | None, watch_it: bool,
+                    model: Callable[..., Any], **fields: Any) -> NoReturn:
+    """The whole of a command that starts one operation in ENV: `model(env=ENV,
+    requested_by=the acting user, **fields)`, launched (see `launch`)."""
+    def body() -> int:
+        as_json = wants_json(output)
+        p = platform()
+        check_env(p, env)
+        req = build(model, env=env, requested_by=acting_user(p, as_user), **fields)
+        return run(launch(p, req, watch_it, as_json))
+    guarded(output, body)
+
+
+async def _status_or_none(temporal: Client, workflow_id: str) -> OperationStatus | None:
+    try:
+        return await operations_client.status(temporal, workflow_id)
+    except RPCError:
+        return None
+
+
+def serve(server: Callable[[Platform, str, int], None], not_configured: type[Exception],
+          host: str, port: int) -> NoReturn:
+    """`kepler chatops|alerts`: run the endpoint until stopped; exit 2 when it is not
+    configured (`not_configured` says what is missing)."""
+    def body() -> int:
+        p = platform()
+        try:
+            server(p, host, port)
+        except not_configured as e:
+            raise CliError(str(e), BAD_INPUT) from None
+        return OK
+    guarded("text", body)
 
 
 def run(coro: Awaitable[T]) -> T:

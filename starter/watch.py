@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
 from kepler.models import CanaryProgress, OperationStatus
-from starter.output import console
+from starter.cli_common import console
 
 MARKS = {"done": "[green]✔[/green]", "failed": "[red]✘[/red]", "running": "[yellow]…[/yellow]",
          "skipped": "[dim]–[/dim]", "undone": "[magenta]↺[/magenta]"}

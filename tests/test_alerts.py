@@ -15,7 +15,7 @@ from activities.notify import Notification
 from kepler.alerts import AlertsConfig, WebhookPayload, alert_workflow_id, triage
 from kepler.models import Model, ReleaseRequest
 from kepler.settings import ConfigError, parse_platform
-from starter import ops
+from kepler import operations_client as ops
 from workflows.alert import AlertAction
 
 

@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 
 import workflows
 from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest
-from starter import ops
+from kepler import operations_client as ops
 from tests.fake_activities import FakeWorld
 
 

@@ -28,7 +28,7 @@ from kepler.models import (
     ApprovalDecision, DecommissionRequest, OperationStatus, ReleaseRequest,
 )
 from kepler.settings import load_platform
-from starter import ops
+from kepler import operations_client as ops
 from tests.fake_activities import FakeWorld
 
 VS = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",

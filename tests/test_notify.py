@@ -22,7 +22,7 @@ import workflows
 from activities.notify import Notification, NotifyActivities
 from kepler.models import OperationStatus, ReleaseRequest
 from kepler.settings import ConfigError, Platform, Secrets, parse_platform
-from starter import ops
+from kepler import operations_client as ops
 from tests.fake_activities import FakeWorld
 from tests.helpers import free_port
 from tests.receivers import HttpReceiver, SmtpServer, self_signed

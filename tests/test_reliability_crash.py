@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from kepler.models import CreateServiceRequest, ReleaseRequest, ServiceSpec
 from sandbox.serve import Sandbox
-from starter import ops
+from kepler import operations_client as ops
 from tests.conftest import platform_yaml
 from tests.helpers import sandbox_fixture
 from tests.workers import WorkerProcess, wait_for

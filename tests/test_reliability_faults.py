@@ -30,7 +30,7 @@ from kepler.settings import Secrets, parse_platform
 from kepler.steps import BuildRequest, BuildResult, Commit, ResolveRef
 from sandbox.serve import Sandbox
 from sandbox.world import STANDINS
-from starter import ops
+from kepler import operations_client as ops
 from tests.conftest import platform_yaml
 from tests.fake_activities import FakeWorld, sha_of
 from tests.helpers import sandbox_fixture

@@ -18,7 +18,7 @@ from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseReport, Re
 from kepler.search_attributes import ALL_KEYS
 from kepler.temporal import connect
 from sandbox.serve import Sandbox
-from starter import ops
+from kepler import operations_client as ops
 from tests.conftest import platform_yaml
 from tests.helpers import free_port
 from tests.helpers import sandbox_fixture

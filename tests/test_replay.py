@@ -21,7 +21,7 @@ import workflows
 from kepler.models import ApprovalDecision, CreateServiceRequest, ReleaseRequest, RollbackRequest, ServiceSpec
 from kepler.steps import Revision
 from kepler.temporal import data_converter
-from starter import ops
+from kepler import operations_client as ops
 from tests.fake_activities import FakeWorld, sha_of
 
 HISTORIES = Path(__file__).parent / "histories"

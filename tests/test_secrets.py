@@ -19,7 +19,7 @@ from kepler.models import (
 from kepler.scale import ResourcesRequest, ScaleRequest
 from kepler.train import TrainMember, TrainRequest
 from sandbox.serve import Sandbox
-from starter import ops
+from kepler import operations_client as ops
 from tests.conftest import platform_yaml
 from tests.receivers import HttpReceiver
 from tests.helpers import sandbox_fixture

@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 import workflows
 from kepler.canary import CanaryControl
 from kepler.models import ApprovalDecision, CanaryRequest, MetricCheck, OperationStatus
-from starter import ops
+from kepler import operations_client as ops
 from tests.fake_canary import HEALTHY, CanaryWorld
 
 OLD = "reg/demo/shop@sha256:" + "0" * 64

@@ -17,7 +17,7 @@ from kepler.models import (
     ServiceSpec,
 )
 from kepler.steps import Revision
-from starter import ops
+from kepler import operations_client as ops
 from tests.fake_activities import FakeWorld, sha_of
 
 

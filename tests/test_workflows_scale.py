@@ -16,7 +16,7 @@ from kepler import scale as sc
 from kepler.models import OperationStatus, ReleaseRequest, Resources
 from kepler.scale import ResourcesRequest, ScaleReport, ScaleRequest
 from kepler.settings import Bounds
-from starter import ops
+from kepler import operations_client as ops
 from tests.fake_fleet import FleetWorld
 
 

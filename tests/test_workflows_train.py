@@ -15,7 +15,7 @@ import workflows
 from kepler import naming
 from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest
 from kepler.train import TrainReport, TrainRequest, waves
-from starter import ops
+from kepler import operations_client as ops
 from tests.fake_fleet import FleetWorld, original
 
 

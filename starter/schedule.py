@@ -4,29 +4,24 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
 from temporalio.client import (
-    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError,
-    ScheduleOverlapPolicy, SchedulePolicy, ScheduleSpec, ScheduleState,
+    Client, Schedule, ScheduleAlreadyRunningError, ScheduleHandle, ScheduleOverlapPolicy,
+    SchedulePolicy, ScheduleSpec, ScheduleState,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from kepler import search_attributes as sa
+from kepler import operations_client
 from kepler.models import ReleaseRequest
 from kepler.schedules import ScheduledReleaseRequest, schedule_id
 from kepler.settings import Platform
-from kepler.validation import service_name
 from starter import session
-from starter.commands_ops import _json, guarded
-from starter.output import BAD_INPUT, OK, REFUSED, CliError, emit
-
-OutputOpt = typer.Option("text", "--output", "-o", help="text or json")
-EnvOpt = typer.Option(..., "--env", "-e", help="target environment (from kepler.yaml)")
-AsOpt = typer.Option(None, "--as", help="act as USER (where the identity mode allows)")
+from starter.cli_common import (
+    BAD_INPUT, OK, REFUSED, AsOpt, CliError, EnvOpt, OutputOpt, emit, guarded, wants_json,
+)
 
 
 def check_cron(cron: str) -> str:
@@ -40,15 +35,8 @@ def check_cron(cron: str) -> str:
 async def create(p: Platform, req: ReleaseRequest, cron: str) -> str:
     client = await session.client(p)
     sid = schedule_id(req.service, req.env)
-    action = ScheduleActionStartWorkflow(
-        "ScheduledRelease", ScheduledReleaseRequest(release=req, cron=cron),
-        id=f"scheduled-{req.service}@{req.env}", task_queue=p.temporal.task_queue,
-        static_summary=f"scheduled release {req.service} {req.ref} to {req.env} ({cron})",
-        typed_search_attributes=TypedSearchAttributes([
-            SearchAttributePair(sa.SERVICE, req.service), SearchAttributePair(sa.ENV, req.env),
-            SearchAttributePair(sa.OPERATION, "scheduled-release"),
-            SearchAttributePair(sa.VERSION, req.ref),
-            SearchAttributePair(sa.REQUESTED_BY, req.requested_by)]))
+    action = operations_client.schedule_action(ScheduledReleaseRequest(release=req, cron=cron),
+                                               p.temporal.task_queue)
     try:
         await client.create_schedule(sid, Schedule(
             action=action, spec=ScheduleSpec(cron_expressions=[cron]),
@@ -67,7 +55,7 @@ async def create(p: Platform, req: ReleaseRequest, cron: str) -> str:
     return sid
 
 
-async def listing(p: Platform) -> list[dict]:
+async def listing(p: Platform) -> list[dict[str, Any]]:
     client = await session.client(p)
     rows = []
     async for entry in await client.list_schedules():
@@ -85,7 +73,7 @@ async def listing(p: Platform) -> list[dict]:
     return sorted(rows, key=lambda r: r["id"])
 
 
-async def handle_of(client: Client, service: str, env: str):
+async def handle_of(client: Client, service: str, env: str) -> ScheduleHandle:
     sid = schedule_id(service, env)
     handle = client.get_schedule_handle(sid)
     try:
@@ -109,7 +97,7 @@ def register(app: typer.Typer) -> None:
         """Release REF of SERVICE to ENV on a cron schedule (UTC); a fire is skipped while the
         previous one, or any other operation on SERVICE in ENV, still runs."""
         def body() -> int:
-            as_json = _json(output)
+            as_json = wants_json(output)
             p = session.platform()
             session.check_env(p, env)
             spec = check_cron(cron)
@@ -127,7 +115,7 @@ def register(app: typer.Typer) -> None:
     def schedule_list(output: str = OutputOpt) -> None:
         """List scheduled releases with their next fire times."""
         def body() -> int:
-            as_json = _json(output)
+            as_json = wants_json(output)
             rows = session.run(listing(session.platform()))
             table = Table(header_style="bold")
             for col in ("schedule", "ref", "cron", "by", "next"):
@@ -142,13 +130,10 @@ def register(app: typer.Typer) -> None:
     for verb in ("delete", "trigger"):
         def act(service: str, env: str = EnvOpt, output: str = OutputOpt, _verb: str = verb) -> None:
             def body() -> int:
-                as_json = _json(output)
+                as_json = wants_json(output)
                 p = session.platform()
                 session.check_env(p, env)
-                try:
-                    service_name(service)
-                except ValueError as e:
-                    raise CliError(f"service: {e}", BAD_INPUT) from None
+                session.check_service(service)
 
                 async def go() -> None:
                     handle = await handle_of(await session.client(p), service, env)

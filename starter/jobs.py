@@ -1,5 +1,5 @@
-"""`kepler job run`, `kepler logs` and `kepler alerts` (issue 12): cronjob services run on
-demand, pod logs through the Kubernetes API, and the Alertmanager webhook."""
+"""`kepler job run` and `kepler logs`: cronjob services run on demand, and pod logs
+through the Kubernetes API."""
 
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from kepler.jobs import RunJobRequest
-from kepler.validation import parse_duration, service_name
+from kepler.settings import Platform
+from kepler.validation import parse_duration
 from starter import session
-from starter.commands_ops import _json, guarded, launch
-from starter.output import BAD_INPUT, FAILED, OK, CliError, err_console
-
-OutputOpt = typer.Option("text", "--output", "-o", help="text or json")
-EnvOpt = typer.Option(..., "--env", "-e", help="target environment (from kepler.yaml)")
-AsOpt = typer.Option(None, "--as", help="act as USER (where the identity mode allows)")
+from starter.cli_common import (
+    BAD_INPUT, FAILED, OK, AsOpt, CliError, EnvOpt, OutputOpt, err_console, guarded, wants_json,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,14 +30,8 @@ def register(app: typer.Typer) -> None:
                 output: str = OutputOpt) -> None:
         """Run the cronjob service SERVICE in ENV once, now (a Job from its CronJob), under
         the SERVICE@ENV lock; with --watch, wait for its verdict."""
-        def body() -> int:
-            as_json = _json(output)
-            p = session.platform()
-            session.check_env(p, env)
-            req = session.build(RunJobRequest, service=service, env=env, reason=reason,
-                                requested_by=session.acting_user(p, as_user))
-            return session.run(launch(p, req, watch_it, as_json))
-        guarded(output, body)
+        session.start_operation(output, env, as_user, watch_it, RunJobRequest, service=service,
+                                reason=reason)
 
     @app.command()
     def logs(service: str, env: str = EnvOpt,
@@ -50,13 +42,10 @@ def register(app: typer.Typer) -> None:
              output: str = OutputOpt) -> None:
         """Show (or --follow) the logs of SERVICE's pods in ENV, through the Kubernetes API."""
         def body() -> int:
-            as_json = _json(output)
+            as_json = wants_json(output)
             p = session.platform()
             session.check_env(p, env)
-            try:
-                service_name(service)
-            except ValueError as e:
-                raise CliError(f"service: {e}", BAD_INPUT) from None
+            session.check_service(service)
             if version not in ("stable", "canary"):
                 raise CliError("--version: must be stable or canary", BAD_INPUT)
             if tail is not None and tail < 0:
@@ -72,24 +61,8 @@ def register(app: typer.Typer) -> None:
             return _logs(p, service, env, version, since_seconds, tail, follow, as_json)
         guarded(output, body)
 
-    @app.command()
-    def alerts(host: str = typer.Option("127.0.0.1", "--host"),
-               port: int = typer.Option(8301, "--port")) -> None:
-        """Serve POST /alertmanager: Alertmanager webhooks (bearer token from
-        KEPLER_ALERTMANAGER_TOKEN) that roll back per the alerts policy in kepler.yaml."""
-        def body() -> int:
-            from starter import alerts as alerts_module
 
-            p = session.platform()
-            try:
-                alerts_module.serve(p, host, port)
-            except alerts_module.NotConfigured as e:
-                raise CliError(str(e), BAD_INPUT) from None
-            return OK
-        guarded("text", body)
-
-
-def _logs(p, service: str, env: str, version: str, since: int | None, tail: int | None,
+def _logs(p: Platform, service: str, env: str, version: str, since: int | None, tail: int | None,
           follow: bool, as_json: bool) -> int:
     from activities import k8s_logs
     from activities.k8s_client import Clusters

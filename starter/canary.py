@@ -1,4 +1,5 @@
-"""`kepler canary` and `kepler pause|resume|promote|abort` (DESIGN §5, issue 6)."""
+"""`kepler canary` and `kepler pause|resume|promote|abort`: a progressive release of one
+service in one environment, and steering it while it runs."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from typing import Any, Optional
 
 import typer
 
-from kepler import naming
+from kepler import naming, operations_client
 from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, MetricCheck
-from starter import ops, session
-from starter.commands_ops import AsOpt, EnvOpt, OutputOpt, _json, guarded, launch
-from starter.output import BAD_INPUT, OK, CliError, emit
+from starter import session
+from starter.cli_common import (
+    BAD_INPUT, OK, AsOpt, CliError, EnvOpt, OutputOpt, emit, guarded, wants_json,
+)
 
 METRIC_HELP = ("a check NAME:MIN:MAX[:PROMQL] (MIN or MAX may be empty); without PROMQL, NAME "
                "is a built-in (request-success-rate, request-duration) and this sets its "
@@ -70,7 +72,7 @@ def register(app: typer.Typer) -> None:
         """Run a canary of REF for SERVICE in ENV: shift traffic step by step while the
         analysis passes, then promote; roll back at the failure limit."""
         def body() -> int:
-            as_json = _json(output)
+            as_json = wants_json(output)
             p = session.platform()
             session.check_env(p, env)
             checks = [parse_metric(m) for m in metric]
@@ -85,21 +87,22 @@ def register(app: typer.Typer) -> None:
                 failure_limit=failure_limit, no_data=no_data,
                 metrics=[session.build(MetricCheck, **c) for c in checks],
                 approve_promotion=approve_promotion, max_duration=max_duration)
-            return session.run(launch(p, req, watch_it, as_json))
+            return session.run(session.launch(p, req, watch_it, as_json))
         guarded(output, body)
 
     def make(verb: str, what: str) -> None:
         def control(service: str, env: str = EnvOpt, reason: str = "",
                     as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
             def body() -> int:
-                as_json = _json(output)
+                as_json = wants_json(output)
                 p = session.platform()
                 session.check_env(p, env)
                 req = session.build(CanaryControl, by=session.acting_user(p, as_user),
                                     reason=reason)
 
                 async def go() -> str:
-                    return await ops.control(await session.client(p), service, env, verb, req)
+                    return await operations_client.control(await session.client(p), service, env,
+                                                           verb, req)
 
                 result = session.run(go())
                 workflow_id = naming.workflow_id(service, env)

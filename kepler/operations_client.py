@@ -1,0 +1,237 @@
+"""Starting and steering operations through Temporal: what the CLI, chat-ops, the
+Alertmanager receiver, the alert activity and tests share.
+
+Which workflow an operation request starts, under which name and with which result
+type comes from the registry (kepler/operations.py). Its workflow id is its lock:
+`<service>@<env>` ("env") or `<service>@all` ("service"), started with
+WorkflowIDConflictPolicy.FAIL, so a second operation is refused while the first runs;
+the refusal names the running operation, who started it and when. An operation with
+an id of its own ("own": an alert's firing, a schedule's fire) is started once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from temporalio.client import (
+    Client, ScheduleActionStartWorkflow, WorkflowExecutionStatus, WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from kepler import naming
+from kepler import search_attributes as sa
+from kepler.alerts import AlertActionRequest, alert_workflow_id
+from kepler.decommission import RestoreRequest
+from kepler.models import (
+    ApprovalDecision, CreateServiceRequest, DecommissionRequest, OperationStatus,
+)
+from kepler.operations import BY_REQUEST
+from kepler.schedules import ScheduledReleaseRequest, fire_workflow_id
+
+
+class Refused(Exception):
+    """The platform said no: a conflict, an unauthorised approver, nothing pending."""
+
+
+@dataclass
+class Started:
+    workflow_id: str
+    run_id: str
+    handle: WorkflowHandle
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Whom an operation request is about, as its search attributes say."""
+    service: str
+    env: str  # "all" for a service-wide operation
+    version: str  # "" when it has none
+    requested_by: str
+
+
+def subject(req: Any) -> Subject:
+    if isinstance(req, ScheduledReleaseRequest):
+        rel = req.release
+        return Subject(rel.service, rel.env, rel.ref, rel.requested_by)
+    if isinstance(req, CreateServiceRequest):
+        return Subject(req.spec.name, "all", "", req.requested_by)
+    if isinstance(req, DecommissionRequest):
+        return Subject(req.service, "all", "", req.requested_by)
+    if isinstance(req, AlertActionRequest):
+        return Subject(req.service, req.env, req.alertname or req.fingerprint, req.requested_by)
+    version = getattr(req, "ref", "") or getattr(req, "target", "")
+    return Subject(req.service, req.env, version, req.requested_by)
+
+
+def workflow_id(req: Any) -> str:
+    """The id `req` starts under: its lock, or for "own", the id its starter gives it."""
+    lock = BY_REQUEST[type(req)].lock
+    who = subject(req)
+    if lock == "env":
+        return naming.workflow_id(who.service, who.env)
+    if lock == "service":
+        return naming.service_workflow_id(who.service)
+    if isinstance(req, AlertActionRequest):
+        return alert_workflow_id(req.service, req.env, req.fingerprint, req.starts_at)
+    if isinstance(req, ScheduledReleaseRequest):
+        return fire_workflow_id(who.service, who.env)
+    raise TypeError(f"{type(req).__name__}: no workflow id for lock {lock!r}")
+
+
+def start_attributes(req: Any) -> TypedSearchAttributes:
+    """The search attributes every operation starts with, so the Temporal UI and
+    `kepler history` show it at once; its workflow then keeps stage and outcome up to
+    date. ScheduledRelease keeps neither (it only starts a release), so it starts
+    without them: they would say "starting" and "running" for ever."""
+    who = subject(req)
+    pairs = [SearchAttributePair(sa.SERVICE, who.service), SearchAttributePair(sa.ENV, who.env),
+             SearchAttributePair(sa.OPERATION, BY_REQUEST[type(req)].operation),
+             SearchAttributePair(sa.REQUESTED_BY, who.requested_by)]
+    if not isinstance(req, ScheduledReleaseRequest):
+        pairs += [SearchAttributePair(sa.STAGE, "starting"),
+                  SearchAttributePair(sa.OUTCOME, "running")]
+    if who.version:
+        pairs.append(SearchAttributePair(sa.VERSION, who.version))
+    return TypedSearchAttributes(pairs)
+
+
+def summary(req: Any) -> str:
+    """One line for the Temporal UI (the workflow's static summary) and the starters."""
+    if isinstance(req, AlertActionRequest):
+        return f"alert {req.alertname} firing for {req.service} in {req.env}"
+    who = subject(req)
+    if isinstance(req, ScheduledReleaseRequest):
+        return f"scheduled release {who.service} {who.version} to {who.env} ({req.cron})"
+    text = (f"{BY_REQUEST[type(req)].operation} {who.service}"
+            + (f" {who.version}" if who.version else "")
+            + (f" to {who.env}" if who.env != "all" else ""))
+    return text + f" by {req.requested_by}" + (f": {req.reason}" if req.reason else "")
+
+
+async def start(client: Client, req: Any, task_queue: str) -> Started:
+    """Start the operation `req` asks for; Refused while its lock is held, or, for an
+    operation with an id of its own, when that id has already run."""
+    op = BY_REQUEST[type(req)]
+    wid = workflow_id(req)
+    own = op.lock == "own"
+    if not own:
+        await _refuse_if_service_busy(client, req, subject(req))
+    try:
+        handle = await client.start_workflow(
+            op.workflow, req, id=wid, task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=(WorkflowIDReusePolicy.REJECT_DUPLICATE if own
+                             else WorkflowIDReusePolicy.ALLOW_DUPLICATE),
+            search_attributes=start_attributes(req), static_summary=summary(req),
+            result_type=op.result)
+    except WorkflowAlreadyStartedError:
+        if own:
+            raise Refused(f"{wid} has already started") from None
+        raise Refused(await describe_running(client, wid)) from None
+    return Started(wid, handle.result_run_id or "", handle)
+
+
+def schedule_action(req: Any, task_queue: str) -> ScheduleActionStartWorkflow:
+    """What a Temporal Schedule starts at each fire: the workflow, id, summary and search
+    attributes `start` would give `req`."""
+    return ScheduleActionStartWorkflow(
+        BY_REQUEST[type(req)].workflow, req, id=workflow_id(req), task_queue=task_queue,
+        static_summary=summary(req), typed_search_attributes=start_attributes(req))
+
+
+async def _refuse_if_service_busy(client: Client, req: Any, who: Subject) -> None:
+    """A decommission refuses while anything runs on the service; an operation in one
+    environment refuses while the service-wide one (create, decommission) runs. The
+    Decommission workflow checks again itself (this check is a courtesy: it answers at once)."""
+    if isinstance(req, DecommissionRequest):
+        query = f'{sa.SERVICE.name} = "{who.service}" AND ExecutionStatus = "Running"'
+        try:
+            async for execution in client.list_workflows(query, limit=5):
+                if execution.id != naming.service_workflow_id(who.service):
+                    raise Refused("refused: " + await describe_running(client, execution.id))
+        except RPCError as e:
+            if e.status != RPCStatusCode.UNIMPLEMENTED:  # a server without visibility
+                raise
+    elif who.env != "all":
+        service_wide = naming.service_workflow_id(who.service)
+        try:
+            desc = await client.get_workflow_handle(service_wide).describe()
+        except RPCError:
+            return
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            raise Refused(await describe_running(client, service_wide))
+
+
+async def _update(handle: WorkflowHandle, name: str, arg: Any, when_absent: str) -> str:
+    """Run the update `name`; its validator's refusal, or `<id>: <when_absent> (why)` when
+    the workflow is not there to take it, becomes Refused."""
+    try:
+        return await handle.execute_update(name, arg, result_type=str)
+    except WorkflowUpdateFailedError as e:
+        raise Refused(getattr(e.cause, "message", None) or str(e.cause)) from None
+    except RPCError as e:
+        raise Refused(f"{handle.id}: {when_absent} ({e.message})") from None
+
+
+async def restore(client: Client, service: str, req: RestoreRequest) -> str:
+    """Undo phase 1 of a soaking decommission; waits until routes and replicas are back."""
+    handle = client.get_workflow_handle(naming.service_workflow_id(service))
+    return await _update(handle, "restore", req, "nothing to restore")
+
+
+async def control(client: Client, service: str, env: str, verb: str, req: Any) -> str:
+    """pause, resume, promote or abort the running canary; refused (exit 3) when no canary
+    runs or it cannot do that now."""
+    handle = client.get_workflow_handle(naming.workflow_id(service, env))
+    try:
+        desc = await handle.describe()
+    except RPCError:
+        raise Refused(f"{handle.id}: no canary is running") from None
+    if desc.status != WorkflowExecutionStatus.RUNNING or desc.workflow_type != "Canary":
+        raise Refused(f"{handle.id}: no canary is running")
+    return await _update(handle, verb, req, f"cannot {verb}")
+
+
+async def cancel(client: Client, workflow_id: str) -> None:
+    """Ask the running operation to cancel (it undoes what it did, then ends cancelled)."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        desc = await handle.describe()
+    except RPCError:
+        raise Refused(f"{workflow_id}: nothing is running") from None
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        raise Refused(f"{workflow_id}: nothing is running")
+    await handle.cancel()
+
+
+async def describe_running(client: Client, workflow_id: str) -> str:
+    try:
+        desc = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return f"{workflow_id} is busy with another operation"
+    attrs = desc.typed_search_attributes
+    operation = attrs.get(sa.OPERATION) or desc.workflow_type
+    who = attrs.get(sa.REQUESTED_BY) or "someone"
+    started: datetime = desc.start_time
+    stage = attrs.get(sa.STAGE) or "running"
+    return (f"{workflow_id} is busy: {operation} {attrs.get(sa.VERSION) or ''} started by {who} "
+            f"at {started:%Y-%m-%d %H:%M:%S} UTC is {stage}").replace("  ", " ")
+
+
+async def decide(client: Client, service: str, env: str, verdict: str,
+                 decision: ApprovalDecision) -> str:
+    """approve or reject; a refused approver gets the validator's reason."""
+    handle = client.get_workflow_handle(naming.workflow_id(service, env))
+    return await _update(handle, verdict, decision, f"nothing to {verdict}")
+
+
+async def status(client: Client, workflow_id: str) -> OperationStatus:
+    return await client.get_workflow_handle(workflow_id).query("status",
+                                                              result_type=OperationStatus)

@@ -1,0 +1,116 @@
+"""`kepler release`, `rollback`, `approve`, `reject`, `status`, `history` and `cancel`:
+one operation on a service in one environment, its approval and its record."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from temporalio.service import RPCError
+
+from kepler import naming, operations_client
+from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest, RollbackRequest
+from starter import session
+from starter.cli_common import (
+    FAILED, OK, AsOpt, CliError, EnvOpt, OutputOpt, console, emit, guarded, wants_json,
+)
+from starter.service import history_table, service_history
+from starter.watch import render
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def release(service: str, env: str = EnvOpt, ref: str = typer.Option(..., "--ref"),
+                reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
+                as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+        """Release git REF of SERVICE to ENV."""
+        session.start_operation(output, env, as_user, watch_it, ReleaseRequest, service=service,
+                                ref=ref, reason=reason)
+
+    @app.command()
+    def rollback(service: str, env: str = EnvOpt,
+                 to: str = typer.Option("previous", "--to", help="previous | VERSION | sha256:DIGEST"),
+                 reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
+                 as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+        """Roll SERVICE back in ENV to the previous release, a version or a digest."""
+        session.start_operation(output, env, as_user, watch_it, RollbackRequest, service=service,
+                                target=to, reason=reason)
+
+    for verb in ("approve", "reject"):
+        def decide(service: str, env: str = EnvOpt, comment: str = "",
+                   as_user: Optional[str] = AsOpt, output: str = OutputOpt, _verb: str = verb) -> None:
+            def body() -> int:
+                as_json = wants_json(output)
+                p = session.platform()
+                session.check_target(p, service, env)  # env "all": service-wide (decommission)
+                decision = session.build(ApprovalDecision, approver=session.acting_user(p, as_user),
+                                         comment=comment)
+
+                async def go() -> str:
+                    return await operations_client.decide(await session.client(p), service, env,
+                                                          _verb, decision)
+
+                result = session.run(go())
+                emit({"workflow_id": naming.workflow_id(service, env), "result": result}, as_json,
+                     f"{naming.workflow_id(service, env)}: {result}")
+                return OK
+            guarded(output, body)
+        decide.__doc__ = f"{verb.capitalize()} the pending approval of SERVICE in ENV."
+        app.command(verb)(decide)
+
+    @app.command()
+    def status(service: str, env: str = EnvOpt, output: str = OutputOpt) -> None:
+        """Show the running or last operation on SERVICE in ENV."""
+        def body() -> int:
+            as_json = wants_json(output)
+            p = session.platform()
+            session.check_target(p, service, env)
+            workflow_id = naming.workflow_id(service, env)
+
+            async def go() -> OperationStatus:
+                try:
+                    return await operations_client.status(await session.client(p), workflow_id)
+                except RPCError as e:
+                    raise CliError(f"{workflow_id}: no operation found ({e.message})", FAILED) from None
+
+            state = session.run(go())
+            if as_json:
+                emit({"workflow_id": workflow_id, "ui": session.ui_link(p, workflow_id),
+                      **state.model_dump(mode="json")}, True)
+            else:
+                console.print(render(state))
+                console.print(session.ui_link(p, workflow_id))
+            return OK if state.outcome in ("succeeded", "running", "soaking", "restored") else FAILED
+        guarded(output, body)
+
+    @app.command()
+    def history(service: str, env: Optional[str] = typer.Option(None, "--env", "-e"),
+                output: str = OutputOpt) -> None:
+        """List past operations on SERVICE, newest first."""
+        def body() -> int:
+            as_json = wants_json(output)
+            p = session.platform()
+            if env:
+                session.check_env(p, env)
+            rows = session.run(service_history(p, service, env))
+            emit(rows, as_json, None if as_json else history_table(rows))
+            return OK
+        guarded(output, body)
+
+    @app.command()
+    def cancel(service: str, env: str = EnvOpt, output: str = OutputOpt) -> None:
+        """Cancel the running operation on SERVICE in ENV (it undoes what it did first)."""
+        def body() -> int:
+            as_json = wants_json(output)
+            p = session.platform()
+            session.check_target(p, service, env)
+            workflow_id = naming.workflow_id(service, env)
+
+            async def go() -> None:
+                await operations_client.cancel(await session.client(p), workflow_id)
+
+            session.run(go())
+            emit({"workflow_id": workflow_id, "cancel_requested": True}, as_json,
+                 f"{workflow_id}: cancellation requested; it undoes its changes, then ends cancelled")
+            return OK
+        guarded(output, body)

@@ -1,0 +1,86 @@
+"""`kepler scale` and `kepler resources`: a service's replicas and CPU/memory in one
+environment, within the environment's bounds."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from kepler.scale import ResourcesRequest, ScaleRequest, quantity_value
+from kepler.settings import Platform
+from starter import session
+from starter.cli_common import (
+    BAD_INPUT, AsOpt, CliError, EnvOpt, OutputOpt, WatchOpt, guarded, wants_json,
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def scale(service: str, env: str = EnvOpt,
+              replicas: Optional[int] = typer.Option(None, "--replicas", help="pods to run"),
+              reset: bool = typer.Option(False, "--reset", help="back to the service spec's count"),
+              reason: str = "", watch_it: bool = WatchOpt, as_user: Optional[str] = AsOpt,
+              output: str = OutputOpt) -> None:
+        """Set SERVICE's replicas in ENV; the next releases keep it until --reset."""
+        def body() -> int:
+            as_json = wants_json(output)
+            p = session.platform()
+            session.check_env(p, env)
+            if (replicas is None) != reset:
+                raise CliError("--replicas: give a number of replicas, or --reset (not both)",
+                               BAD_INPUT)
+            req = session.build(ScaleRequest, service=service, env=env, replicas=replicas,
+                                reset=reset, reason=reason,
+                                requested_by=session.acting_user(p, as_user))
+            check_bounds(p, env, replicas=req.replicas)
+            return session.run(session.launch(p, req, watch_it, as_json))
+        guarded(output, body)
+
+    @app.command()
+    def resources(service: str, env: str = EnvOpt,
+                  cpu: Optional[str] = typer.Option(None, "--cpu", help="CPU request, e.g. 500m"),
+                  memory: Optional[str] = typer.Option(None, "--memory", help="memory request, e.g. 512Mi"),
+                  cpu_limit: Optional[str] = typer.Option(None, "--cpu-limit"),
+                  memory_limit: Optional[str] = typer.Option(None, "--memory-limit"),
+                  reset: bool = typer.Option(False, "--reset", help="back to the service spec's"),
+                  reason: str = "", watch_it: bool = WatchOpt, as_user: Optional[str] = AsOpt,
+                  output: str = OutputOpt) -> None:
+        """Set SERVICE's CPU/memory in ENV; the next releases keep it until --reset."""
+        def body() -> int:
+            as_json = wants_json(output)
+            p = session.platform()
+            session.check_env(p, env)
+            if reset == any((cpu, memory, cpu_limit, memory_limit)):
+                raise CliError("--cpu: give --cpu and/or --memory (or their limits), or --reset "
+                               "(not both)", BAD_INPUT)
+            req = session.build(ResourcesRequest, service=service, env=env, cpu=cpu, memory=memory,
+                                cpu_limit=cpu_limit, memory_limit=memory_limit, reset=reset,
+                                reason=reason, requested_by=session.acting_user(p, as_user))
+            check_bounds(p, env, quantities={"--cpu": req.cpu, "--memory": req.memory,
+                                             "--cpu-limit": req.cpu_limit,
+                                             "--memory-limit": req.memory_limit})
+            for kind in ("cpu", "memory"):
+                request, limit = getattr(req, kind), getattr(req, f"{kind}_limit")
+                if request and limit and quantity_value(request) > quantity_value(limit):
+                    raise CliError(f"--{kind}: the request {request} is over --{kind}-limit {limit}",
+                                   BAD_INPUT)
+            return session.run(session.launch(p, req, watch_it, as_json))
+        guarded(output, body)
+
+
+def check_bounds(p: Platform, env: str, replicas: int | None = None,
+                 quantities: dict[str, str | None] | None = None) -> None:
+    """Refuse, before anything starts, what goes over the environment's bounds (exit 2)."""
+    bounds = p.environment(env).bounds
+    if replicas is not None and replicas > bounds.max_replicas:
+        raise CliError(f"--replicas: {replicas} is over {env}'s maximum of {bounds.max_replicas} "
+                       f"(environments.{env}.bounds.max_replicas in kepler.yaml)", BAD_INPUT)
+    for option, value in (quantities or {}).items():
+        if not value:
+            continue
+        limit = bounds.max_cpu if "cpu" in option else bounds.max_memory
+        kind = "max_cpu" if "cpu" in option else "max_memory"
+        if quantity_value(value) > quantity_value(limit):
+            raise CliError(f"{option}: {value} is over {env}'s maximum of {limit} "
+                           f"(environments.{env}.bounds.{kind} in kepler.yaml)", BAD_INPUT)

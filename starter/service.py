@@ -1,0 +1,115 @@
+"""`kepler service create|show|list`, and the record of past operations that `service
+show` and `kepler history` read (Temporal visibility)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from rich.table import Table
+
+from kepler import search_attributes as sa
+from kepler import yamlio
+from kepler.models import CreateServiceRequest, ServiceSpec
+from kepler.settings import Platform
+from starter import session
+from starter.cli_common import (
+    BAD_INPUT, FAILED, OK, AsOpt, CliError, OutputOpt, emit, guarded, wants_json,
+)
+
+
+def register(app: typer.Typer) -> None:
+    service_app = typer.Typer(help="Create, show and list services.", no_args_is_help=True)
+    app.add_typer(service_app, name="service")
+
+    @service_app.command("create")
+    def service_create(file: Path = typer.Option(..., "-f", "--file", help="service spec YAML"),
+                       reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
+                       as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+        """Create a service: GitLab project, Jenkins job, objects and routes in every env."""
+        def body() -> int:
+            as_json = wants_json(output)
+            p = session.platform()
+            spec = session.build(ServiceSpec, **read_spec(file))
+            for env in spec.environments:
+                session.check_env(p, env)
+            req = session.build(CreateServiceRequest, spec=spec, reason=reason,
+                                requested_by=session.acting_user(p, as_user))
+            return session.run(session.launch(p, req, watch_it, as_json))
+        guarded(output, body)
+
+    @service_app.command("show")
+    def service_show(service: str, output: str = OutputOpt) -> None:
+        """Show the last operation on SERVICE in each environment."""
+        def body() -> int:
+            as_json = wants_json(output)
+            p = session.platform()
+            rows = session.run(service_history(p, service, None))
+            latest: dict[str, dict[str, str]] = {}
+            for row in rows:
+                latest.setdefault(row["env"], row)
+            emit(latest, as_json, None if as_json else history_table(list(latest.values())))
+            return OK if latest else FAILED
+        guarded(output, body)
+
+    @service_app.command("list")
+    def service_list(output: str = OutputOpt) -> None:
+        """List the services Kepler created."""
+        def body() -> int:
+            as_json = wants_json(output)
+            p = session.platform()
+            rows = session.run(operations(p, f"{sa.OPERATION.name} = 'create'"))
+            services = sorted({r["service"] for r in rows if r["outcome"] == "succeeded"})
+            emit(services, as_json, "\n".join(services) or "no services yet")
+            return OK
+        guarded(output, body)
+
+
+def read_spec(file: Path) -> dict[str, Any]:
+    try:
+        data = yamlio.load(file.read_text())
+    except OSError as e:
+        raise CliError(f"{file}: cannot read: {e.strerror}", BAD_INPUT) from None
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else 0
+        raise CliError(f"{file}:{line}: {e.problem}", BAD_INPUT) from None
+    if not isinstance(data, dict):
+        raise CliError(f"{file}: must be a mapping (a service spec)", BAD_INPUT)
+    return data
+
+
+def history_table(rows: list[dict[str, str]]) -> Table:
+    table = Table(show_header=True, header_style="bold")
+    for col in ("started", "operation", "env", "version", "by", "status", "outcome"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["started"][:19], r["operation"], r["env"], r["version"], r["requested_by"],
+                      r["status"], r["outcome"])
+    return table
+
+
+async def service_history(p: Platform, service: str, env: str | None) -> list[dict[str, str]]:
+    """Operations on SERVICE (in ENV), newest first."""
+    session.check_service(service)  # validated: it goes into a visibility query
+    query = f"{sa.SERVICE.name} = '{service}'"
+    if env:
+        query += f" AND {sa.ENV.name} = '{env}'"
+    return await operations(p, query)
+
+
+async def operations(p: Platform, query: str) -> list[dict[str, str]]:
+    """The operations a visibility query finds, newest first, as their search attributes say."""
+    client = await session.client(p)
+    rows = []
+    async for wf in client.list_workflows(query, limit=200):
+        attrs = wf.typed_search_attributes
+        rows.append({
+            "workflow_id": wf.id, "run_id": wf.run_id, "service": attrs.get(sa.SERVICE) or "",
+            "env": attrs.get(sa.ENV) or "", "operation": attrs.get(sa.OPERATION) or wf.workflow_type,
+            "version": attrs.get(sa.VERSION) or "", "requested_by": attrs.get(sa.REQUESTED_BY) or "",
+            "started": wf.start_time.isoformat(), "status": wf.status.name.lower() if wf.status else "",
+            "outcome": attrs.get(sa.OUTCOME) or "", "stage": attrs.get(sa.STAGE) or "",
+        })
+    return sorted(rows, key=lambda r: r["started"], reverse=True)
