@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-soak up down venv clean
+.PHONY: demo test bench bench-soak up down venv clean rbac
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,10 @@ bench: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(PY) bench/soak.py
+
+# the worker's RBAC rules, from the Kubernetes calls in activities/ (deploy/rbac.py)
+rbac: $(STAMP)
+	$(PY) -m deploy.rbac > deploy/kubernetes/base/rbac-rules.yaml
 
 up: $(STAMP)
 	$(VENV)/bin/kepler dev up

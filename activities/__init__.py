@@ -9,15 +9,16 @@ from kepler.settings import Platform, Secrets
 
 def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
     """Every activity, bound to this worker's configuration."""
-    from activities.docker_build import DockerBuildActivities
     from activities.alerts import AlertActivities
-    from activities.k8s_workloads import WorkloadActivities
+    from activities.docker_build import DockerBuildActivities
     from activities.gitlab import GitLabActivities
-    from activities.istio import IstioActivities
     from activities.jenkins import JenkinsActivities
-    from activities.kubernetes import KubernetesActivities
-    from activities.k8s_scale import ScaleActivities
-    from activities.k8s_teardown import TeardownActivities
+    from activities.kubernetes.cronjob import CronJobActivities
+    from activities.kubernetes.istio import IstioActivities
+    from activities.kubernetes.scale import ScaleActivities
+    from activities.kubernetes.teardown import TeardownActivities
+    from activities.kubernetes.volumes import VolumeActivities
+    from activities.kubernetes.workloads import DeploymentActivities
     from activities.notify import NotifyActivities
     from activities.operations import OperationsActivities
     from activities.platform import PlatformActivities
@@ -28,10 +29,10 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
         PlatformActivities(platform), GitLabActivities(platform, secrets),
         JenkinsActivities(platform, secrets), DockerBuildActivities(platform, secrets),
         RegistryActivities(platform, secrets),
-        KubernetesActivities(platform), IstioActivities(platform), PrometheusActivities(platform),
-        NotifyActivities(platform, secrets),
-        TeardownActivities(platform), OperationsActivities(platform), ScaleActivities(platform),
+        DeploymentActivities(platform), CronJobActivities(platform), VolumeActivities(platform),
+        ScaleActivities(platform), TeardownActivities(platform), IstioActivities(platform),
+        PrometheusActivities(platform), NotifyActivities(platform, secrets),
+        OperationsActivities(platform), AlertActivities(platform),
     ]
-    instances += [WorkloadActivities(platform), AlertActivities(platform)]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))
             if hasattr(getattr(type(obj), name), "__temporal_activity_definition")]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from kepler.models import Model, Resources, ServiceSpec
+from kepler.models import Model, Resources
 from kepler.settings import ApprovalPolicy, Bounds
 
 # --- platform policy (read by the worker from its own kepler.yaml) -------------------------
@@ -205,12 +205,6 @@ class VerifyRelease(Model):
 class VerifyResult(Model):
     verdict: Literal["passed", "failed", "no_data", "skipped"]
     detail: str = ""
-
-
-class SpecForEnv(Model):
-    """What CreateService lays down in one environment."""
-    spec: ServiceSpec
-    policy: EnvironmentPolicy
 
 
 class ScaleDeployment(Model):

@@ -64,8 +64,8 @@ def register(app: typer.Typer) -> None:
 
 def _logs(p: Platform, service: str, env: str, version: str, since: int | None, tail: int | None,
           follow: bool, as_json: bool) -> int:
-    from activities import k8s_logs
-    from activities.k8s_client import Clusters
+    from kepler import pod_logs as k8s_logs
+    from kepler.kube import Clusters
 
     namespace = p.environment(env).namespace_for(service, env)
     try:

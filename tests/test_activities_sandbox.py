@@ -15,9 +15,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.gitlab import GitLabActivities
-from activities.istio import IstioActivities
+from activities.kubernetes.istio import IstioActivities
 from activities.jenkins import JenkinsActivities, job_config
-from activities.kubernetes import KubernetesActivities
+from activities.kubernetes.workloads import DeploymentActivities
 from activities.registry import RegistryActivities
 from kepler import manifests
 from kepler.models import ServiceSpec
@@ -141,7 +141,7 @@ def test_jenkins_job_build_and_registry_digest(box: Sandbox, platform: Platform)
 
 
 def test_kubernetes_objects_release_rollout_conflict_and_routes(box: Sandbox, platform: Platform) -> None:
-    k8s = KubernetesActivities(platform)
+    k8s = DeploymentActivities(platform)
     spec = ServiceSpec(name="web", team="t", replicas=2, config_files={"a": "1"})
     objects = manifests.for_environment(spec, "staging", "web-staging")
     applied = run(k8s.apply_objects, ApplyObjects(env="staging", manifests=objects, run_id="r1"))
@@ -185,7 +185,7 @@ def test_kubernetes_objects_release_rollout_conflict_and_routes(box: Sandbox, pl
 
 
 def test_rollout_of_a_missing_image_fails_fast(box: Sandbox, platform: Platform) -> None:
-    k8s = KubernetesActivities(platform)
+    k8s = DeploymentActivities(platform)
     spec = ServiceSpec(name="ghost", team="t", replicas=1)
     run(k8s.apply_objects, ApplyObjects(env="staging", manifests=manifests.for_environment(
         spec, "staging", "ghost-staging"), run_id="r1"))

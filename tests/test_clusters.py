@@ -10,7 +10,7 @@ import pytest
 import yaml
 from temporalio.exceptions import ApplicationError
 
-from activities.k8s_client import Clusters
+from activities.kubernetes.client import Clusters
 from kepler.settings import parse_platform
 
 BASE = {"gitlab": {"url": "http://g"}, "jenkins": {"url": "http://j"},

@@ -7,9 +7,10 @@ import uuid
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.k8s_client import Clusters
-from activities.k8s_teardown import TeardownActivities
-from activities.kubernetes import KubernetesActivities
+from activities.kubernetes.client import Clusters
+from activities.kubernetes.istio import IstioActivities
+from activities.kubernetes.teardown import TeardownActivities
+from activities.kubernetes.workloads import DeploymentActivities
 from kepler import manifests
 from kepler.decommission import EnvTarget, TeardownRequest
 from kepler.models import ServiceSpec
@@ -28,28 +29,28 @@ def test_phase_one_restore_and_teardown_on_the_stand_in(sandbox: Sandbox) -> Non
     service = f"dc{uuid.uuid4().hex[:8]}"
     ns = f"{service}-staging"
     spec = ServiceSpec(name=service, team="t")
-    run(KubernetesActivities(platform).apply_objects, ApplyObjects(
+    run(DeploymentActivities(platform).apply_objects, ApplyObjects(
         env="staging", manifests=manifests.for_environment(spec, "staging", ns), run_id="r1"))
     cluster = Clusters(platform)("staging")
     cluster.patch("Deployment", ns, service, {"spec": {"replicas": 2}})
     vs_before = cluster.get("VirtualService", ns, service)["spec"]
 
-    acts = TeardownActivities(platform)
+    acts, routes = TeardownActivities(platform), IstioActivities(platform)
     target = EnvTarget(env="staging", namespace=ns, service=service)
     fp = run(acts.record_footprint, target)
     assert fp.replicas == {service: 2}
     assert [v["metadata"]["name"] for v in fp.virtual_services] == [service]
 
-    assert run(acts.remove_routes, fp) == [f"VirtualService {ns}/{service}"]
-    assert run(acts.remove_routes, fp) == []  # idempotent
+    assert run(routes.remove_routes, fp) == [f"VirtualService {ns}/{service}"]
+    assert run(routes.remove_routes, fp) == []  # idempotent
     assert run(acts.scale_down, fp) == [f"Deployment {ns}/{service} -> 0"]
     assert run(acts.scale_down, fp) == []
     assert cluster.get("VirtualService", ns, service) is None
     assert cluster.get("Deployment", ns, service)["spec"]["replicas"] == 0
 
     assert run(acts.scale_restore, fp) == [f"Deployment {ns}/{service} -> 2"]
-    assert run(acts.restore_routes, fp) == [f"VirtualService {ns}/{service}"]
-    assert run(acts.restore_routes, fp) == []
+    assert run(routes.restore_routes, fp) == [f"VirtualService {ns}/{service}"]
+    assert run(routes.restore_routes, fp) == []
     assert cluster.get("VirtualService", ns, service)["spec"] == vs_before
     assert cluster.get("Deployment", ns, service)["spec"]["replicas"] == 2
 
@@ -69,7 +70,7 @@ def test_phase_one_restore_and_teardown_on_the_stand_in(sandbox: Sandbox) -> Non
 def test_a_shared_namespace_is_not_deleted(sandbox: Sandbox) -> None:
     platform = parse_platform(platform_yaml(sandbox.urls, "127.0.0.1:1", "unused"))
     ns = f"shared{uuid.uuid4().hex[:6]}"
-    kube = KubernetesActivities(platform)
+    kube = DeploymentActivities(platform)
     names = [f"a{uuid.uuid4().hex[:6]}", f"b{uuid.uuid4().hex[:6]}"]
     for name in names:
         run(kube.apply_objects, ApplyObjects(env="staging", run_id="r", manifests=manifests.for_environment(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kepler import rbac
+from deploy import rbac
 from kepler.search_attributes import ALL_KEYS
 from kepler.settings import parse_platform
 from sandbox.serve import Sandbox
@@ -91,7 +91,7 @@ def test_rbac_is_exactly_what_the_activities_call(overlay: str) -> None:
     expected = {r["metadata"]["name"]: r["rules"] for r in rbac.cluster_roles()}
     assert {name: role["rules"] for name, role in roles.items()} == expected, (
         "deploy/kubernetes/base/rbac-rules.yaml is out of date with the activities' Kubernetes "
-        "calls: run `python -m kepler.rbac > deploy/kubernetes/base/rbac-rules.yaml`")
+        f"calls: run `{rbac.COMMAND}`")
     for kind, verbs in rbac.required_access().items():
         group, plural, namespaced = rbac.resource_of(kind)
         role = roles["kepler-managed-objects" if namespaced else "kepler-namespaces"]
@@ -112,8 +112,8 @@ def test_rbac_is_exactly_what_the_activities_call(overlay: str) -> None:
 
 
 def test_every_kubernetes_call_goes_through_the_cluster_verbs() -> None:
-    """Raw REST calls would bypass the RBAC derivation: only k8s_client.py may make them."""
-    offenders = [f"{p.name}:{n}" for p in (ROOT / "activities").glob("*.py") if p.name != "k8s_client.py"
+    """Raw REST calls would bypass the RBAC derivation: only kubernetes/client.py may make them."""
+    offenders = [f"{p.name}:{n}" for p in (ROOT / "activities").rglob("*.py") if p != rbac.CLIENT
                  for n, line in enumerate(p.read_text().splitlines(), 1)
                  if re.search(r"\.call\(\s*\"(GET|POST|PUT|PATCH|DELETE)\"", line)]
     assert offenders == []

@@ -19,8 +19,8 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
 from activities.docker_build import DockerBuildActivities
-from activities.k8s_client import Cluster
-from kepler import rbac
+from activities.kubernetes.client import Cluster
+from deploy import rbac
 from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.steps import BuildRequest

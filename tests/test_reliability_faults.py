@@ -23,8 +23,7 @@ from temporalio.worker import Worker
 from kubernetes import client as k8s
 
 import workflows
-from activities.k8s_client import Cluster
-from activities.kubernetes import read_modify_write
+from activities.kubernetes.client import Cluster, read_modify_write
 from kepler.models import CreateServiceRequest, ReleaseRequest, ServiceSpec
 from kepler.settings import Secrets, parse_platform
 from kepler.steps import BuildRequest, BuildResult, Commit, ResolveRef

@@ -26,8 +26,8 @@ from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
-    from activities.istio import IstioActivities
-    from activities.kubernetes import KubernetesActivities
+    from activities.kubernetes.istio import IstioActivities
+    from activities.kubernetes.workloads import DeploymentActivities
     from activities.platform import PlatformActivities
     from activities.prometheus import PrometheusActivities
     from kepler import manifests, naming, promql
@@ -164,11 +164,11 @@ class Canary(KeplerWorkflow):
         cs, target = self.cs, self._target(self.cs.policy, primary=False)
         self.progress.waiting_on = f"rollout of {target.name()}"
         replicas = max(1, cs.spec.replicas_in(req.env))
-        await self.step("create canary deployment", KubernetesActivities.apply_objects, ApplyObjects(
+        await self.step("create canary deployment", DeploymentActivities.apply_objects, ApplyObjects(
             env=req.env, run_id=workflow.info().run_id, manifests=[manifests.deployment(
                 cs.spec, req.env, cs.policy.namespace, name=target.name(), version="canary",
                 image=cs.image, replicas=0)]))
-        result = await self.step("deploy canary", KubernetesActivities.apply_release, ApplyRelease(
+        result = await self.step("deploy canary", DeploymentActivities.apply_release, ApplyRelease(
             target=target, image=cs.image, replicas=replicas, config=cs.spec.config_files,
             env=cs.spec.env_in(req.env), resources=cs.spec.resources_in(req.env),
             port=cs.spec.port, health_path=cs.spec.health_path, annotations=self._annotations(req)))
@@ -192,7 +192,7 @@ class Canary(KeplerWorkflow):
 
     def _register_retreat(self) -> None:
         self.saga.add(f"scale {naming.canary_name(self.state.service)} to 0", lambda: self.step(
-            "scale canary to 0", KubernetesActivities.scale, ScaleDeployment(
+            "scale canary to 0", DeploymentActivities.scale, ScaleDeployment(
                 target=self._target(self.cs.policy, primary=False), replicas=0), UNDO))
         self.saga.add("route 100% to stable", self._route_stable)
 
@@ -306,7 +306,7 @@ class Canary(KeplerWorkflow):
                                                   timeout=cs.policy.rollout_timeout))
         p.waiting_on = "traffic back to the primary"
         await self._route_stable()
-        await self.step("scale canary to 0", KubernetesActivities.scale, ScaleDeployment(
+        await self.step("scale canary to 0", DeploymentActivities.scale, ScaleDeployment(
             target=self._target(cs.policy, primary=False), replicas=0))
         self.saga.discard(f"restore {before.image} and its config")
         self.saga.discard("route 100% to stable")

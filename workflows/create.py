@@ -18,8 +18,8 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.gitlab import GitLabActivities
     from activities.jenkins import JenkinsActivities
-    from activities.kubernetes import KubernetesActivities
-    from activities.k8s_workloads import WorkloadActivities
+    from activities.kubernetes.volumes import VolumeActivities
+    from activities.kubernetes.workloads import DeploymentActivities
     from kepler.jobs import VolumeCheck
     from activities.platform import PlatformActivities
     from kepler import manifests
@@ -48,7 +48,7 @@ class CreateService(KeplerWorkflow):
             policies = [await self.step(f"read policy {env}", PlatformActivities.environment_policy,
                                         PolicyQuery(service=spec.name, env=env)) for env in envs]
             for policy in policies if spec.volumes else []:  # storage is bound, never made
-                await self.step(f"{policy.env}: check volumes", WorkloadActivities.check_volumes,
+                await self.step(f"{policy.env}: check volumes", VolumeActivities.check_volumes,
                                 VolumeCheck(env=policy.env, namespace=policy.namespace,
                                             claims=[v.claim for v in spec.volumes if v.claim],
                                             config_maps=[v.config_map for v in spec.volumes
@@ -74,7 +74,7 @@ class CreateService(KeplerWorkflow):
                 objects = manifests.for_environment(spec, policy.env, policy.namespace)
                 for obj in objects:
                     self._register_delete(policy.env, obj, run_id)
-                await self.step(f"{policy.env}: objects and routes", KubernetesActivities.apply_objects,
+                await self.step(f"{policy.env}: objects and routes", DeploymentActivities.apply_objects,
                                 ApplyObjects(env=policy.env, manifests=objects, run_id=run_id))
         except (StepFailed, ApprovalEnded) as e:
             undone = await self.compensate()
@@ -98,4 +98,4 @@ class CreateService(KeplerWorkflow):
                            namespace=meta.get("namespace", ""), name=meta["name"])
         self.saga.add(f"{env}: delete {obj['kind']} {meta['name']} if this run created it",
                       lambda: self.step(f"undo: delete {obj['kind']} {meta['name']}",
-                                        KubernetesActivities.delete_if_created, undo))
+                                        DeploymentActivities.delete_if_created, undo))

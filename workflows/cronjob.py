@@ -10,7 +10,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.k8s_workloads import WorkloadActivities
+    from activities.kubernetes.cronjob import CronJobActivities
     from kepler import naming
     from kepler.jobs import JobRef, JobResult, StartJob, WaitJob, job_name
     from kepler.models import ReleaseRequest, ServiceSpec
@@ -21,15 +21,15 @@ WAIT_SLACK = timedelta(minutes=1)
 
 
 async def snapshot(wf: KeplerWorkflow, target: ReleaseTarget) -> ReleaseSnapshot:
-    return await wf.step("record current release", WorkloadActivities.snapshot, target)
+    return await wf.step("record current release", CronJobActivities.snapshot, target)
 
 
 async def restore(wf: KeplerWorkflow, previous: ReleaseSnapshot) -> ApplyResult:
-    return await wf.step("restore previous release", WorkloadActivities.restore_release, previous)
+    return await wf.step("restore previous release", CronJobActivities.restore_release, previous)
 
 
 async def apply(wf: KeplerWorkflow, change: ApplyRelease) -> ApplyResult:
-    return await wf.step("apply image and config", WorkloadActivities.apply_release, change)
+    return await wf.step("apply image and config", CronJobActivities.apply_release, change)
 
 
 async def run_once(wf: KeplerWorkflow, target: ReleaseTarget, kind: str,
@@ -39,13 +39,13 @@ async def run_once(wf: KeplerWorkflow, target: ReleaseTarget, kind: str,
     name = job_name(target.service, workflow.info().run_id, kind)
     ref = JobRef(target=target, name=name)
     wf.saga.add(f"stop run {name} if it still runs",
-                lambda: wf.step(f"undo: stop {name}", WorkloadActivities.stop_job, ref))
-    started: JobRef = await wf.step(step, WorkloadActivities.start_job, StartJob(
+                lambda: wf.step(f"undo: stop {name}", CronJobActivities.stop_job, ref))
+    started: JobRef = await wf.step(step, CronJobActivities.start_job, StartJob(
         target=target, name=name, annotations=annotations))
     timeout = timedelta(seconds=started.active_deadline) + WAIT_SLACK
     options = StepOptions(start_to_close=timeout + WAIT_SLACK, heartbeat=timedelta(seconds=30),
                           schedule_to_close=timeout * 2 + LONG_WAIT.start_to_close)
-    result: JobResult = await wf.step("wait for the run", WorkloadActivities.wait_job,
+    result: JobResult = await wf.step("wait for the run", CronJobActivities.wait_job,
                                       WaitJob(job=started, timeout=timeout), options)
     wf.saga.discard(f"stop run {name} if it still runs")
     assert wf.state is not None

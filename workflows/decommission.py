@@ -19,7 +19,8 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
     from activities.jenkins import JenkinsActivities
-    from activities.k8s_teardown import TeardownActivities
+    from activities.kubernetes.istio import IstioActivities
+    from activities.kubernetes.teardown import TeardownActivities
     from activities.operations import OperationsActivities
     from kepler import naming
     from kepler.decommission import (
@@ -64,7 +65,7 @@ class Decommission(KeplerWorkflow):
                 report.recorded.append(fp)
                 self.saga.add(f"{target.env}: replicas and routes back",
                               lambda fp=fp: self._restore_env(fp))
-                await self.step(f"{target.env}: remove routes", TeardownActivities.remove_routes, fp)
+                await self.step(f"{target.env}: remove routes", IstioActivities.remove_routes, fp)
                 await self.step(f"{target.env}: scale to 0", TeardownActivities.scale_down, fp)
 
             if await self.soak(req):
@@ -166,7 +167,7 @@ class Decommission(KeplerWorkflow):
     async def _restore_env(self, fp: Footprint) -> None:
         env = fp.target.env
         await self.step(f"undo: {env}: replicas back", TeardownActivities.scale_restore, fp)
-        await self.step(f"undo: {env}: routes back", TeardownActivities.restore_routes, fp)
+        await self.step(f"undo: {env}: routes back", IstioActivities.restore_routes, fp)
 
     async def _restored(self, report: DecommissionReport) -> DecommissionReport:
         assert self._restore is not None

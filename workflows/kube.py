@@ -7,7 +7,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kubernetes import KubernetesActivities
+    from activities.kubernetes.workloads import DeploymentActivities
     from kepler.steps import (
         ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout,
     )
@@ -15,22 +15,22 @@ with workflow.unsafe.imports_passed_through():
 
 
 async def snapshot(wf: KeplerWorkflow, target: ReleaseTarget) -> ReleaseSnapshot:
-    return await wf.step("record current release", KubernetesActivities.snapshot, target)
+    return await wf.step("record current release", DeploymentActivities.snapshot, target)
 
 
 async def apply(wf: KeplerWorkflow, change: ApplyRelease) -> ApplyResult:
-    return await wf.step("apply image and config", KubernetesActivities.apply_release, change)
+    return await wf.step("apply image and config", DeploymentActivities.apply_release, change)
 
 
 async def restore(wf: KeplerWorkflow, previous: ReleaseSnapshot) -> ApplyResult:
-    return await wf.step("restore previous release", KubernetesActivities.restore_release, previous)
+    return await wf.step("restore previous release", DeploymentActivities.restore_release, previous)
 
 
 async def wait_rollout(wf: KeplerWorkflow, wait: WaitRollout) -> RolloutResult:
     options = StepOptions(start_to_close=wait.timeout + timedelta(minutes=1),
                           heartbeat=timedelta(seconds=10),
                           schedule_to_close=wait.timeout * 2 + timedelta(minutes=5))
-    return await wf.step("wait for rollout", KubernetesActivities.wait_rollout, wait, options)
+    return await wf.step("wait for rollout", DeploymentActivities.wait_rollout, wait, options)
 
 
 async def restore_and_wait(wf: KeplerWorkflow, previous: ReleaseSnapshot,

@@ -14,8 +14,8 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
-    from activities.istio import IstioActivities
-    from activities.kubernetes import KubernetesActivities
+    from activities.kubernetes.istio import IstioActivities
+    from activities.kubernetes.workloads import DeploymentActivities
     from activities.platform import PlatformActivities
     from activities.registry import RegistryActivities
     from kepler import manifests, naming
@@ -99,7 +99,7 @@ class Rollback(KeplerWorkflow):
                           target: ReleaseTarget, current: ReleaseSnapshot) -> tuple[str, str]:
         """(image by digest, commit or '') of the rollback target."""
         history: list[Revision] = await self.step(
-            "read revision history", KubernetesActivities.revision_history, target)
+            "read revision history", DeploymentActivities.revision_history, target)
         if req.target == "previous":
             for rev in history:
                 if rev.image != current.image and rev.image != manifests.PLACEHOLDER_IMAGE:

@@ -15,7 +15,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
-    from activities.k8s_scale import ScaleActivities
+    from activities.kubernetes.scale import ScaleActivities
     from activities.platform import PlatformActivities
     from kepler.models import Operation, Resources
     from kepler.scale import (

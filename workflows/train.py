@@ -20,7 +20,7 @@ from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
-    from activities.kubernetes import KubernetesActivities
+    from activities.kubernetes.workloads import DeploymentActivities
     from activities.operations import OperationsActivities
     from activities.platform import PlatformActivities
     from kepler import naming
@@ -122,7 +122,7 @@ class ReleaseTrain(KeplerWorkflow):
         result = self.train.member(m.service)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=m.service)
         before: ReleaseSnapshot = await self.step(
-            f"{m.service}: record current release", KubernetesActivities.snapshot, target)
+            f"{m.service}: record current release", DeploymentActivities.snapshot, target)
         result.previous_image = before.image
         child_id = naming.workflow_id(m.service, req.env)
         undo = f"{m.service}: restore {before.image or 'the empty deployment'} and its config"
@@ -166,7 +166,7 @@ class ReleaseTrain(KeplerWorkflow):
                        policy: EnvironmentPolicy) -> None:
         """Put a released member back, unless someone released it again since."""
         result = self.train.member(service)
-        now = await self.step(f"{service}: read current release", KubernetesActivities.snapshot,
+        now = await self.step(f"{service}: read current release", DeploymentActivities.snapshot,
                               before.target)
         running = now.annotations.get(naming.RELEASE_ID, "")
         if release_id and running != release_id[0]:

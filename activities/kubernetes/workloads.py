@@ -1,4 +1,5 @@
-"""Kubernetes: lay down a service's objects, apply a release, watch its rollout.
+"""Kubernetes Deployments: lay down a service's objects, apply a release, watch its
+rollout, read its revisions, scale it.
 
 Writes read first and send the resourceVersion they read; on 409 they re-read and
 re-apply (bounded), so a concurrent change is never blindly overwritten.
@@ -8,16 +9,14 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import non_retryable
-from activities.k8s_client import Cluster, Clusters
-from kepler import manifests, naming
-from kepler.models import Resources
-from kepler.settings import Platform
+from activities.kubernetes.client import Cluster
+from activities.kubernetes.release import DEPLOYMENT, ReleaseActivities, cannot_start
+from kepler import naming
 from kepler.steps import (
     Applied, ApplyObjects, ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, Revision,
     RolloutResult, ScaleDeployment, UndoCreated, WaitRollout,
@@ -25,59 +24,11 @@ from kepler.steps import (
 
 POLL_SECONDS = 0.25  # the steady poll of a rollout; the first polls come sooner, so a
 FIRST_POLL_SECONDS = 0.02  # rollout done at once is seen in tens of ms, not a whole period
-FATAL_WAITING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
-                 "CreateContainerConfigError")
-CONFLICT_RETRIES = 5
 HEARTBEAT_AFTER_SECONDS = 1.0  # well inside the 10 s heartbeat timeout of LONG_WAIT steps
 
 
-def read_modify_write(cluster: Cluster, kind: str, namespace: str, name: str,
-                      change: Callable[[dict], bool], live: dict | None = None) -> dict:
-    """Apply `change` to the live object (`live`, when the caller has just read it);
-    retry on 409 with a fresh read."""
-    for attempt in range(CONFLICT_RETRIES):
-        obj = live if attempt == 0 and live is not None else cluster.get(kind, namespace, name)
-        if obj is None:
-            raise non_retryable("NotFound", f"{kind} {namespace}/{name} does not exist: "
-                                "create the service first (kepler service create)")
-        if not change(obj):
-            return obj
-        try:
-            return cluster.replace(obj)
-        except ApplicationError as e:
-            if e.type != "Conflict409":
-                raise
-    raise ApplicationError(f"{kind} {namespace}/{name} kept changing under us (409 x{CONFLICT_RETRIES})",
-                           type="Conflict409")
-
-
-def snapshot_of(cluster: Cluster, target: ReleaseTarget, workload: dict, c: dict,
-                replicas: int) -> ReleaseSnapshot:
-    """What a workload (Deployment or CronJob) runs now: image, config, resources, env and
-    Kepler's annotations, enough to put it back exactly."""
-    cm = cluster.get("ConfigMap", target.namespace, naming.config_map_name(target.service))
-    res = c.get("resources", {})
-    return ReleaseSnapshot(
-        target=target, exists=True, image=c.get("image", ""), replicas=replicas,
-        annotations={k: v for k, v in (workload["metadata"].get("annotations") or {}).items()
-                     if k.startswith(naming.ANNOTATION_PREFIX) and k != naming.CREATED_BY_RUN},
-        config=(cm.get("data") or {}) if cm else None,
-        resources=Resources(
-            cpu_request=res.get("requests", {}).get("cpu", "100m"),
-            memory_request=res.get("requests", {}).get("memory", "128Mi"),
-            cpu_limit=res.get("limits", {}).get("cpu", "500m"),
-            memory_limit=res.get("limits", {}).get("memory", "256Mi")),
-        env={e["name"]: e.get("value", "") for e in c.get("env") or []},
-    )
-
-
-def container(deploy: dict) -> dict:
-    return deploy["spec"]["template"]["spec"]["containers"][0]
-
-
-class KubernetesActivities:
-    def __init__(self, platform: Platform) -> None:
-        self.clusters = Clusters(platform)
+class DeploymentActivities(ReleaseActivities):
+    workload = DEPLOYMENT
 
     # --- objects of a service -----------------------------------------------------------------
 
@@ -124,88 +75,20 @@ class KubernetesActivities:
             return False
         return cluster.delete(undo.kind, undo.namespace or None, undo.name)
 
-    @activity.defn(name="kubernetes.delete_object")
-    def delete_object(self, undo: UndoCreated) -> bool:
-        return self.clusters(undo.env).delete(undo.kind, undo.namespace or None, undo.name)
-
     # --- releases -----------------------------------------------------------------------------
 
     @activity.defn(name="kubernetes.snapshot")
     def snapshot(self, target: ReleaseTarget) -> ReleaseSnapshot:
-        cluster = self.clusters(target.env)
-        deploy = cluster.get("Deployment", target.namespace, target.name())
-        if deploy is None:
-            return ReleaseSnapshot(target=target)
-        return snapshot_of(cluster, target, deploy, container(deploy),
-                           replicas=deploy["spec"].get("replicas", 0))
+        return self._snapshot(target)
 
     @activity.defn(name="kubernetes.apply_release")
     def apply_release(self, req: ApplyRelease) -> ApplyResult:
         """Config first, then the Deployment; nothing is written when both already match."""
-        return self._apply(req.target, req.image, req.replicas, req.config, req.env,
-                           req.resources, req.annotations)
+        return self._apply(req)
 
     @activity.defn(name="kubernetes.restore_release")
     def restore_release(self, previous: ReleaseSnapshot) -> ApplyResult:
-        if not previous.exists:
-            return ApplyResult(changed=False, generation=0)
-        return self._apply(previous.target, previous.image, previous.replicas, previous.config,
-                           previous.env, previous.resources, previous.annotations)
-
-    def _apply(self, target: ReleaseTarget, image: str, replicas: int,
-               config: dict[str, str] | None, env: dict[str, str], resources: Resources | None,
-               annotations: dict[str, str]) -> ApplyResult:
-        cluster = self.clusters(target.env)
-        cm_name = naming.config_map_name(target.service)
-        config_hash = manifests.config_hash(config or {})
-        if config is not None and target.name() == target.service:
-            self._apply_config(cluster, target, cm_name, config)
-        changed = False
-
-        def change(deploy: dict) -> bool:
-            nonlocal changed
-            c = container(deploy)
-            template = deploy["spec"]["template"]
-            tmpl_ann = template["metadata"].setdefault("annotations", {}) or {}
-            desired_env = [{"name": k, "value": v} for k, v in sorted(env.items())]
-            same = (c.get("image") == image and deploy["spec"].get("replicas") == replicas
-                    and tmpl_ann.get(naming.CONFIG_HASH) == config_hash
-                    and (c.get("env") or []) == desired_env
-                    and (resources is None or c.get("resources") == manifests.resources_block(resources)))
-            if same:
-                return False
-            c["image"] = image
-            c["env"] = desired_env
-            if resources is not None:
-                c["resources"] = manifests.resources_block(resources)
-            deploy["spec"]["replicas"] = replicas
-            template["metadata"]["annotations"] = {**tmpl_ann, **annotations,
-                                                   naming.CONFIG_HASH: config_hash}
-            meta_ann = deploy["metadata"].setdefault("annotations", {}) or {}
-            deploy["metadata"]["annotations"] = {**meta_ann, **annotations}
-            changed = True
-            return True
-
-        live = read_modify_write(cluster, "Deployment", target.namespace, target.name(), change)
-        return ApplyResult(changed=changed, generation=live["metadata"].get("generation", 0))
-
-    @staticmethod
-    def _apply_config(cluster: Cluster, target: ReleaseTarget, name: str,
-                      config: dict[str, str]) -> None:
-        live = cluster.get("ConfigMap", target.namespace, name)
-        if live is None:
-            cluster.create({"apiVersion": "v1", "kind": "ConfigMap", "data": config,
-                            "metadata": {"name": name, "namespace": target.namespace,
-                                         "labels": {"app": target.service, **naming.MANAGED_BY}}})
-            return
-
-        def change(cm: dict) -> bool:
-            if (cm.get("data") or {}) == config:
-                return False
-            cm["data"] = config
-            return True
-
-        read_modify_write(cluster, "ConfigMap", target.namespace, name, change, live)
+        return self._restore(previous)
 
     @activity.defn(name="kubernetes.wait_rollout")
     def wait_rollout(self, req: WaitRollout) -> RolloutResult:
@@ -249,16 +132,13 @@ class KubernetesActivities:
 
     @staticmethod
     def _pod_problem(cluster: Cluster, deploy: dict) -> str | None:
+        """A pod of the Deployment's current image that cannot start."""
         labels = deploy["spec"]["selector"].get("matchLabels", {})
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        image = container(deploy)["image"]
+        image = DEPLOYMENT.container(deploy)["image"]
         for pod in cluster.list("Pod", deploy["metadata"]["namespace"], selector):
-            if pod["spec"]["containers"][0].get("image") != image:
-                continue
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                waiting = (cs.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in FATAL_WAITING:
-                    return f"pod {pod['metadata']['name']}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+            if pod["spec"]["containers"][0].get("image") == image and (problem := cannot_start(pod)):
+                return problem
         return None
 
     @activity.defn(name="kubernetes.revision_history")
@@ -281,12 +161,6 @@ class KubernetesActivities:
                 commit=tmpl_ann.get(naming.COMMIT, ""), release_id=tmpl_ann.get(naming.RELEASE_ID, ""),
                 requested_by=tmpl_ann.get(naming.REQUESTED_BY, "")))
         return sorted(revisions, key=lambda r: r.revision, reverse=True)
-
-    @activity.defn(name="kubernetes.current_revision")
-    def current_revision(self, target: ReleaseTarget) -> int:
-        deploy = self.clusters(target.env).get("Deployment", target.namespace, target.name())
-        ann = (deploy or {}).get("metadata", {}).get("annotations") or {}
-        return int(ann.get("deployment.kubernetes.io/revision", 0))
 
     @activity.defn(name="kubernetes.scale")
     def scale(self, req: ScaleDeployment) -> bool:

@@ -1,21 +1,23 @@
-"""One official-`kubernetes`-client ApiClient per environment's cluster, and generic
-REST verbs over the kinds Kepler manages (core, apps, autoscaling, policy, Istio)."""
+"""One official-`kubernetes`-client ApiClient per environment's cluster (made by
+kepler/kube.py), generic REST verbs over the kinds Kepler manages (core, apps, batch,
+autoscaling, policy, Istio), and the read-modify-write every update goes through.
+
+Every Kubernetes call of the activities goes through `Cluster`'s verbs: deploy/rbac.py
+derives the worker's RBAC rules from them."""
 
 from __future__ import annotations
 
-import os
-import threading
 import time
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 import urllib3
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from temporalio.exceptions import ApplicationError
 
-from activities.http_retry import ATTEMPTS, IDEMPOTENT, transient_retry
 from activities.errors import non_retryable, raise_for_status, retryable
-from kepler.settings import ClusterConfig, Platform
+from kepler import kube
+from kepler.retry import ATTEMPTS, IDEMPOTENT
+from kepler.settings import Platform
 
 # kind -> (API prefix, plural, namespaced)
 KINDS: dict[str, tuple[str, str, bool]] = {
@@ -38,7 +40,7 @@ KINDS: dict[str, tuple[str, str, bool]] = {
 }
 
 MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+CONFLICT_RETRIES = 5
 
 
 def fail(e: ApiException, what: str) -> NoReturn:
@@ -46,11 +48,8 @@ def fail(e: ApiException, what: str) -> NoReturn:
                      else str(e.body or e.reason))
 
 
-class Cluster:
+class Cluster(kube.Connection):
     """Generic verbs on one cluster. Objects are plain dicts."""
-
-    def __init__(self, api: k8s.ApiClient) -> None:
-        self.api = api
 
     def path(self, kind: str, namespace: str | None, name: str | None = None,
              subresource: str = "") -> str:
@@ -131,37 +130,42 @@ class Cluster:
             fail(e, f"delete {kind} {namespace}/{name}")
 
 
-class Clusters:
-    """An ApiClient per environment, made once per worker."""
-
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
-        self._clusters: dict[str, Cluster] = {}
-        self._lock = threading.Lock()
+class Clusters(kube.Clusters):
+    """A Cluster per environment, made once per worker; a cluster that cannot be
+    configured fails non-retryable."""
+    connection = Cluster
 
     def __call__(self, env: str) -> Cluster:
-        with self._lock:
-            if env not in self._clusters:
-                config = self.platform.environments.get(env)
-                if config is None:
-                    raise non_retryable("InvalidInput", f"env: unknown environment {env!r}")
-                self._clusters[env] = Cluster(self._api_client(config.cluster))
-            return self._clusters[env]
+        try:
+            return super().__call__(env)  # type: ignore[return-value]
+        except kube.ClusterConfigError as e:
+            raise non_retryable(e.kind, str(e)) from None
 
-    @staticmethod
-    def _api_client(cluster: ClusterConfig) -> k8s.ApiClient:
-        if cluster.context:
-            return k8s_config.new_client_from_config(config_file=cluster.kubeconfig,
-                                                     context=cluster.context)
-        conf = k8s.Configuration()
-        conf.host = cluster.server
-        conf.retries = transient_retry()
-        conf.verify_ssl = cluster.verify_tls
-        if cluster.token_env:
-            token = os.environ.get(cluster.token_env)
-            if not token:
-                raise non_retryable("Unauthorized", f"{cluster.token_env} is not set in the "
-                                    "worker's environment")
-            conf.api_key = {"authorization": token}
-            conf.api_key_prefix = {"authorization": "Bearer"}
-        return k8s.ApiClient(conf)
+
+class ClusterActivities:
+    """Base of the Kubernetes activity classes: the worker's clusters."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.clusters = Clusters(platform)
+
+
+def read_modify_write(cluster: Cluster, kind: str, namespace: str, name: str,
+                      change: Callable[[dict], bool], live: dict | None = None) -> dict:
+    """Apply `change` to the live object (`live`, when the caller has just read it) and
+    write it back with the resourceVersion read; retry on 409 with a fresh read, so a
+    concurrent change is never blindly overwritten. `change` returns False when the
+    object already matches: then nothing is written."""
+    for attempt in range(CONFLICT_RETRIES):
+        obj = live if attempt == 0 and live is not None else cluster.get(kind, namespace, name)
+        if obj is None:
+            raise non_retryable("NotFound", f"{kind} {namespace}/{name} does not exist: "
+                                "create the service first (kepler service create)")
+        if not change(obj):
+            return obj
+        try:
+            return cluster.replace(obj)
+        except ApplicationError as e:
+            if e.type != "Conflict409":
+                raise
+    raise ApplicationError(f"{kind} {namespace}/{name} kept changing under us (409 x{CONFLICT_RETRIES})",
+                           type="Conflict409")

@@ -5,29 +5,14 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.k8s_client import Clusters
-from activities.kubernetes import container, read_modify_write
+from activities.kubernetes.client import ClusterActivities, read_modify_write
+from activities.kubernetes.release import DEPLOYMENT, resources_of
 from kepler import manifests, naming
-from kepler.models import Resources
 from kepler.scale import OVERRIDE_KEYS, ApplyOverrides, DeploymentState, Overrides
-from kepler.settings import Platform
 from kepler.steps import ReleaseTarget
 
 
-def _resources(c: dict) -> Resources | None:
-    res = c.get("resources") or {}
-    if not res:
-        return None
-    return Resources(cpu_request=res.get("requests", {}).get("cpu", "100m"),
-                     memory_request=res.get("requests", {}).get("memory", "128Mi"),
-                     cpu_limit=res.get("limits", {}).get("cpu", "500m"),
-                     memory_limit=res.get("limits", {}).get("memory", "256Mi"))
-
-
-class ScaleActivities:
-    def __init__(self, platform: Platform) -> None:
-        self.clusters = Clusters(platform)
-
+class ScaleActivities(ClusterActivities):
     @activity.defn(name="kubernetes.deployment_state")
     def deployment_state(self, target: ReleaseTarget) -> DeploymentState:
         deploy = self.clusters(target.env).get("Deployment", target.namespace, target.name())
@@ -36,7 +21,7 @@ class ScaleActivities:
         ann = deploy["metadata"].get("annotations") or {}
         return DeploymentState(
             target=target, exists=True, replicas=deploy["spec"].get("replicas", 0),
-            resources=_resources(container(deploy)), overrides=Overrides.from_annotations(ann),
+            resources=resources_of(DEPLOYMENT.container(deploy)), overrides=Overrides.from_annotations(ann),
             generation=deploy["metadata"].get("generation", 0), commit=ann.get(naming.COMMIT, ""))
 
     @activity.defn(name="kubernetes.apply_overrides")
@@ -46,7 +31,7 @@ class ScaleActivities:
         wanted = {k: v for k, v in req.overrides.annotations().items()}
 
         def change(deploy: dict) -> bool:
-            c = container(deploy)
+            c = DEPLOYMENT.container(deploy)
             meta_ann = dict(deploy["metadata"].get("annotations") or {})
             new_ann = {k: v for k, v in meta_ann.items() if k not in OVERRIDE_KEYS}
             new_ann.update({k: v for k, v in wanted.items() if v is not None})
@@ -68,6 +53,6 @@ class ScaleActivities:
         live = read_modify_write(self.clusters(t.env), "Deployment", t.namespace, t.name(), change)
         ann = live["metadata"].get("annotations") or {}
         return DeploymentState(target=t, exists=True, replicas=live["spec"].get("replicas", 0),
-                               resources=_resources(container(live)),
+                               resources=resources_of(DEPLOYMENT.container(live)),
                                overrides=Overrides.from_annotations(ann),
                                generation=live["metadata"].get("generation", 0))

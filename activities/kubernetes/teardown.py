@@ -1,15 +1,15 @@
-"""Kubernetes + Istio verbs of a decommission: record, remove routes, scale to zero,
-put both back, and delete what Kepler manages for a service. Every verb is
-idempotent: deleting what is gone and scaling what is already scaled are no-ops."""
+"""The Kubernetes verbs of a decommission: record the footprint, scale to zero and back,
+and delete what Kepler manages for a service (its Istio objects too). Removing and
+restoring the routes is istio.py's. Every verb is idempotent: deleting what is gone and
+scaling what is already scaled are no-ops."""
 
 from __future__ import annotations
 
 from temporalio import activity
 
-from activities.k8s_client import Cluster, Clusters
+from activities.kubernetes.client import Cluster, ClusterActivities
 from kepler import naming
 from kepler.decommission import EnvTarget, Footprint, TeardownRequest, TeardownResult
-from kepler.settings import Platform
 
 ISTIO_KINDS = ["VirtualService", "Gateway", "DestinationRule"]
 # Deleted in this order; the Namespace last, and only when nothing else lives in it.
@@ -31,10 +31,7 @@ def clean(obj: dict) -> dict:
             "metadata": keep, "spec": obj.get("spec", {})}
 
 
-class TeardownActivities:
-    def __init__(self, platform: Platform) -> None:
-        self.clusters = Clusters(platform)
-
+class TeardownActivities(ClusterActivities):
     @activity.defn(name="kubernetes.record_footprint")
     def record_footprint(self, target: EnvTarget) -> Footprint:
         """Read-only: the service's routes and replica counts in one environment."""
@@ -45,28 +42,6 @@ class TeardownActivities:
         replicas = {d["metadata"]["name"]: d["spec"].get("replicas", 0)
                     for d in cluster.list("Deployment", ns, sel)}
         return Footprint(target=target, virtual_services=routes, replicas=replicas)
-
-    @activity.defn(name="istio.remove_routes")
-    def remove_routes(self, footprint: Footprint) -> list[str]:
-        cluster = self.clusters(footprint.target.env)
-        ns = footprint.target.namespace
-        return [f"VirtualService {ns}/{vs['metadata']['name']}"
-                for vs in footprint.virtual_services
-                if cluster.delete("VirtualService", ns, vs["metadata"]["name"])]
-
-    @activity.defn(name="istio.restore_routes")
-    def restore_routes(self, footprint: Footprint) -> list[str]:
-        cluster = self.clusters(footprint.target.env)
-        ns, restored = footprint.target.namespace, []
-        for vs in footprint.virtual_services:
-            live = cluster.get("VirtualService", ns, vs["metadata"]["name"])
-            if live is None:
-                cluster.create({**vs, "metadata": {**vs["metadata"], "namespace": ns}})
-                restored.append(f"VirtualService {ns}/{vs['metadata']['name']}")
-            elif live.get("spec") != vs["spec"]:
-                cluster.patch("VirtualService", ns, vs["metadata"]["name"], {"spec": vs["spec"]})
-                restored.append(f"VirtualService {ns}/{vs['metadata']['name']}")
-        return restored
 
     @activity.defn(name="kubernetes.scale_down")
     def scale_down(self, footprint: Footprint) -> list[str]:

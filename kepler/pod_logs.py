@@ -1,6 +1,7 @@
 """Pod logs through the Kubernetes API (official client: list pods by label, then
-read_namespaced_pod_log, or its follow stream), for `kepler logs`. Read-only: no
-workflow, no lock; what it shows comes straight from the cluster."""
+read_namespaced_pod_log, or its follow stream), for `kepler logs` and the log tail of a
+failed cronjob run. Read-only: no workflow, no lock; what it shows comes straight from
+the cluster."""
 
 from __future__ import annotations
 
@@ -33,11 +34,13 @@ def service_pods(core: k8s.CoreV1Api, namespace: str, service: str, version: str
     return sorted(pods, key=lambda p: (p.metadata.creation_timestamp, p.metadata.name))
 
 
-def read(core: k8s.CoreV1Api, namespace: str, pod: str, container: str,
-         since_seconds: int | None, tail: int | None) -> list[LogLine]:
+def read(core: k8s.CoreV1Api, namespace: str, pod: str, container: str | None,
+         since_seconds: int | None, tail: int | None, timeout: float = 30) -> list[LogLine]:
+    """The pod's log (of its only container when `container` is None), at most `tail`
+    lines of the last `since_seconds`."""
     text = core.read_namespaced_pod_log(pod, namespace, container=container,
                                         since_seconds=since_seconds, tail_lines=tail,
-                                        _request_timeout=30)
+                                        _request_timeout=timeout)
     return [LogLine(pod, ln) for ln in str(text).splitlines()]
 
 

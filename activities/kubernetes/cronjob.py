@@ -1,9 +1,8 @@
-"""Kubernetes for cronjob services and volumes: release a CronJob's pod template by
-digest, run it once now as a Job and wait for the verdict, stop a run, and check that
-the claims and ConfigMaps a service mounts exist.
+"""Cronjob services: release a CronJob's pod template by digest (release.py, the same
+path as a Deployment's), run it once now as a Job and wait for the verdict, stop a run.
 
-Same rules as activities/kubernetes.py: writes read first and retry a 409 with a
-fresh read; each activity is idempotent; what a retry cannot fix is non-retryable.
+Same rules as the other Kubernetes activities: writes read first and retry a 409 with
+a fresh read; each activity is idempotent; what a retry cannot fix is non-retryable.
 """
 
 from __future__ import annotations
@@ -15,20 +14,14 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
 from activities.errors import non_retryable
-from activities.k8s_client import Cluster, Clusters
-from activities.kubernetes import FATAL_WAITING, KubernetesActivities, read_modify_write, snapshot_of
-from kepler import manifests, naming
-from kepler.jobs import JobRef, JobResult, StartJob, VolumeCheck, WaitJob
-from kepler.models import Resources
-from kepler.settings import Platform
+from activities.kubernetes.client import Cluster
+from activities.kubernetes.release import CRONJOB, ReleaseActivities, cannot_start
+from kepler import manifests, naming, pod_logs
+from kepler.jobs import JobRef, JobResult, StartJob, WaitJob
 from kepler.steps import ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget
 
 POLL_SECONDS = 0.25
 MANUAL = "cronjob.kubernetes.io/instantiate"
-
-
-def job_container(cronjob: dict) -> dict:
-    return cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
 
 
 def job_condition(job: dict) -> tuple[str, str] | None:
@@ -38,71 +31,25 @@ def job_condition(job: dict) -> tuple[str, str] | None:
     return None
 
 
-class WorkloadActivities:
-    def __init__(self, platform: Platform) -> None:
-        self.clusters = Clusters(platform)
+class CronJobActivities(ReleaseActivities):
+    workload = CRONJOB
 
     # --- releases of a cronjob service ---------------------------------------------------
 
     @activity.defn(name="cronjob.snapshot")
     def snapshot(self, target: ReleaseTarget) -> ReleaseSnapshot:
         """What the CronJob runs now; `replicas` is 1 when it is scheduled, 0 when suspended."""
-        cluster = self.clusters(target.env)
-        cj = cluster.get("CronJob", target.namespace, target.name())
-        if cj is None:
-            return ReleaseSnapshot(target=target)
-        return snapshot_of(cluster, target, cj, job_container(cj),
-                           replicas=0 if cj["spec"].get("suspend") else 1)
+        return self._snapshot(target)
 
     @activity.defn(name="cronjob.apply_release")
     def apply_release(self, req: ApplyRelease) -> ApplyResult:
         """Config, then the CronJob's pod template (image by digest, env, resources,
         annotations) and `suspend: false`; nothing is written when both already match."""
-        return self._apply(req.target, req.image, req.replicas, req.config, req.env,
-                           req.resources, req.annotations)
+        return self._apply(req)
 
     @activity.defn(name="cronjob.restore_release")
     def restore_release(self, previous: ReleaseSnapshot) -> ApplyResult:
-        if not previous.exists:
-            return ApplyResult(changed=False, generation=0)
-        return self._apply(previous.target, previous.image, previous.replicas, previous.config,
-                           previous.env, previous.resources, previous.annotations)
-
-    def _apply(self, target: ReleaseTarget, image: str, replicas: int,
-               config: dict[str, str] | None, env: dict[str, str], resources: Resources | None,
-               annotations: dict[str, str]) -> ApplyResult:
-        cluster = self.clusters(target.env)
-        config_hash = manifests.config_hash(config or {})
-        if config is not None:
-            KubernetesActivities._apply_config(cluster, target,
-                                               naming.config_map_name(target.service), config)
-        changed = False
-        suspend = replicas == 0
-
-        def change(cj: dict) -> bool:
-            nonlocal changed
-            c = job_container(cj)
-            template = cj["spec"]["jobTemplate"]["spec"]["template"]
-            tmpl_ann = template.setdefault("metadata", {}).get("annotations") or {}
-            desired_env = [{"name": k, "value": v} for k, v in sorted(env.items())]
-            if (c.get("image") == image and bool(cj["spec"].get("suspend")) == suspend
-                    and tmpl_ann.get(naming.CONFIG_HASH) == config_hash
-                    and (c.get("env") or []) == desired_env
-                    and (resources is None or c.get("resources") == manifests.resources_block(resources))):
-                return False
-            c["image"], c["env"] = image, desired_env
-            if resources is not None:
-                c["resources"] = manifests.resources_block(resources)
-            cj["spec"]["suspend"] = suspend
-            template["metadata"]["annotations"] = {**tmpl_ann, **annotations,
-                                                   naming.CONFIG_HASH: config_hash}
-            meta_ann = cj["metadata"].get("annotations") or {}
-            cj["metadata"]["annotations"] = {**meta_ann, **annotations}
-            changed = True
-            return True
-
-        live = read_modify_write(cluster, "CronJob", target.namespace, target.name(), change)
-        return ApplyResult(changed=changed, generation=live["metadata"].get("generation", 0))
+        return self._restore(previous)
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -121,7 +68,7 @@ class WorkloadActivities:
             raise non_retryable("NotFound", f"CronJob {ns}/{req.target.name()} does not exist: "
                                 f"{req.target.service} is not a cronjob service in {req.target.env} "
                                 "(type: cronjob in its spec, then kepler service create)")
-        image = job_container(cj)["image"]
+        image = CRONJOB.container(cj)["image"]
         if image == manifests.PLACEHOLDER_IMAGE:
             raise non_retryable("InvalidInput", f"{req.target.service} has never been released in "
                                 f"{req.target.env}: release it first (kepler release)")
@@ -184,11 +131,8 @@ class WorkloadActivities:
     @staticmethod
     def _pod_problem(cluster: Cluster, namespace: str, job: str) -> str | None:
         for pod in cluster.list("Pod", namespace, f"job-name={job}"):
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                waiting = (cs.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in FATAL_WAITING:
-                    return (f"pod {pod['metadata']['name']}: {waiting['reason']}: "
-                            f"{waiting.get('message', '')}").strip()
+            if problem := cannot_start(pod):
+                return problem
         return None
 
     @staticmethod
@@ -199,25 +143,8 @@ class WorkloadActivities:
             return []
         pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
         try:
-            text = k8s.CoreV1Api(cluster.api).read_namespaced_pod_log(
-                pod["metadata"]["name"], namespace, tail_lines=lines, _request_timeout=10)
+            read = pod_logs.read(k8s.CoreV1Api(cluster.api), namespace, pod["metadata"]["name"],
+                                 container=None, since_seconds=None, tail=lines, timeout=10)
         except (ApiException, OSError):
             return []
-        return [ln for ln in str(text).splitlines() if ln][-lines:]
-
-    # --- volumes ---------------------------------------------------------------------------
-
-    @activity.defn(name="kubernetes.check_volumes")
-    def check_volumes(self, req: VolumeCheck) -> list[str]:
-        """Every claim and ConfigMap the spec mounts exists in the namespace; otherwise
-        non-retryable, naming each missing one (Kepler binds storage, never creates it)."""
-        cluster = self.clusters(req.env)
-        missing = [f"PersistentVolumeClaim {name!r}" for name in req.claims
-                   if cluster.get("PersistentVolumeClaim", req.namespace, name) is None]
-        missing += [f"ConfigMap {name!r}" for name in req.config_maps
-                    if cluster.get("ConfigMap", req.namespace, name) is None]
-        if missing:
-            raise non_retryable("NotFound", f"volumes: {', '.join(missing)} not found in namespace "
-                                f"{req.namespace!r} ({req.env}): create "
-                                f"{'it' if len(missing) == 1 else 'them'} first, or fix the spec")
-        return [f"{req.env}: {n}" for n in req.claims + req.config_maps]
+        return [line.text for line in read if line.text][-lines:]

@@ -1,14 +1,14 @@
 """Istio routing (networking.istio.io/v1) through the official client: weights between
-the stable and canary subsets, and the `x-canary: always` route for testers."""
+the stable and canary subsets, and the `x-canary: always` route for testers (canary,
+rollback); a service's VirtualServices taken away and put back (decommission)."""
 
 from __future__ import annotations
 
 from temporalio import activity
 
-from activities.k8s_client import Clusters
-from activities.kubernetes import read_modify_write
+from activities.kubernetes.client import ClusterActivities, read_modify_write
 from kepler import manifests
-from kepler.settings import Platform
+from kepler.decommission import Footprint
 from kepler.steps import RouteWeights
 
 
@@ -28,10 +28,7 @@ def current_weights(vs: dict) -> tuple[int, int, bool]:
     return stable, canary, header
 
 
-class IstioActivities:
-    def __init__(self, platform: Platform) -> None:
-        self.clusters = Clusters(platform)
-
+class IstioActivities(ClusterActivities):
     @activity.defn(name="istio.set_routes")
     def set_routes(self, req: RouteWeights) -> RouteWeights:
         """Set the VirtualService's weights; returns what they were (for undo)."""
@@ -53,3 +50,25 @@ class IstioActivities:
 
         read_modify_write(self.clusters(req.env), "VirtualService", req.namespace, req.service, change)
         return previous
+
+    @activity.defn(name="istio.remove_routes")
+    def remove_routes(self, footprint: Footprint) -> list[str]:
+        cluster = self.clusters(footprint.target.env)
+        ns = footprint.target.namespace
+        return [f"VirtualService {ns}/{vs['metadata']['name']}"
+                for vs in footprint.virtual_services
+                if cluster.delete("VirtualService", ns, vs["metadata"]["name"])]
+
+    @activity.defn(name="istio.restore_routes")
+    def restore_routes(self, footprint: Footprint) -> list[str]:
+        cluster = self.clusters(footprint.target.env)
+        ns, restored = footprint.target.namespace, []
+        for vs in footprint.virtual_services:
+            live = cluster.get("VirtualService", ns, vs["metadata"]["name"])
+            if live is None:
+                cluster.create({**vs, "metadata": {**vs["metadata"], "namespace": ns}})
+                restored.append(f"VirtualService {ns}/{vs['metadata']['name']}")
+            elif live.get("spec") != vs["spec"]:
+                cluster.patch("VirtualService", ns, vs["metadata"]["name"], {"spec": vs["spec"]})
+                restored.append(f"VirtualService {ns}/{vs['metadata']['name']}")
+        return restored

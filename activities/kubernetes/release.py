@@ -1,0 +1,196 @@
+"""The one path that puts a release on a workload, and puts a snapshot back.
+
+A Deployment (workloads.py) and a cronjob service's CronJob (cronjob.py) run the same
+kind of pod template; they keep it in different places and say "running" differently
+(`replicas` vs `suspend`). `Workload` names those differences; the rest is here, once:
+what a snapshot records, the service's ConfigMap, and the patch of the pod template
+(image by digest, env, resources, Kepler's annotations, and the config hash that rolls
+the pods when only the config changed), written read-modify-write (409-safe) and only
+when something differs.
+"""
+
+from __future__ import annotations
+
+from activities.kubernetes.client import Cluster, ClusterActivities, read_modify_write
+from kepler import manifests, naming
+from kepler.models import Resources
+from kepler.steps import ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget
+
+# A pod whose container waits for one of these will not start without a new release.
+FATAL_WAITING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                 "CreateContainerConfigError")
+
+
+class Workload:
+    """Where a kind of workload keeps its pod template, and how it says "running"."""
+    kind = ""
+
+    def template(self, obj: dict) -> dict:
+        raise NotImplementedError
+
+    def replicas(self, obj: dict) -> int:
+        """What a snapshot records."""
+        raise NotImplementedError
+
+    def at_scale(self, obj: dict, replicas: int) -> bool:
+        raise NotImplementedError
+
+    def set_scale(self, obj: dict, replicas: int) -> None:
+        raise NotImplementedError
+
+    def container(self, obj: dict) -> dict:
+        return self.template(obj)["spec"]["containers"][0]
+
+
+class _Deployment(Workload):
+    kind = "Deployment"
+
+    def template(self, obj: dict) -> dict:
+        return obj["spec"]["template"]
+
+    def replicas(self, obj: dict) -> int:
+        return obj["spec"].get("replicas", 0)
+
+    def at_scale(self, obj: dict, replicas: int) -> bool:
+        return obj["spec"].get("replicas") == replicas
+
+    def set_scale(self, obj: dict, replicas: int) -> None:
+        obj["spec"]["replicas"] = replicas
+
+
+class _CronJob(Workload):
+    """A CronJob is 'running' (replicas 1) when scheduled, not when suspended (0)."""
+    kind = "CronJob"
+
+    def template(self, obj: dict) -> dict:
+        return obj["spec"]["jobTemplate"]["spec"]["template"]
+
+    def replicas(self, obj: dict) -> int:
+        return 0 if obj["spec"].get("suspend") else 1
+
+    def at_scale(self, obj: dict, replicas: int) -> bool:
+        return bool(obj["spec"].get("suspend")) == (replicas == 0)
+
+    def set_scale(self, obj: dict, replicas: int) -> None:
+        obj["spec"]["suspend"] = replicas == 0
+
+
+DEPLOYMENT: Workload = _Deployment()
+CRONJOB: Workload = _CronJob()
+
+
+def resources_of(c: dict) -> Resources | None:
+    """A container's requests and limits (Kepler's defaults for a missing one); None
+    when it sets none."""
+    res = c.get("resources") or {}
+    if not res:
+        return None
+    requests, limits = res.get("requests", {}), res.get("limits", {})
+    return Resources(cpu_request=requests.get("cpu", "100m"),
+                     memory_request=requests.get("memory", "128Mi"),
+                     cpu_limit=limits.get("cpu", "500m"), memory_limit=limits.get("memory", "256Mi"))
+
+
+def cannot_start(pod: dict) -> str | None:
+    """Why the pod's container cannot start (FATAL_WAITING), or None."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in FATAL_WAITING:
+            return (f"pod {pod['metadata']['name']}: {waiting['reason']}: "
+                    f"{waiting.get('message', '')}").strip()
+    return None
+
+
+def set_release(workload: Workload, obj: dict, release: ApplyRelease | ReleaseSnapshot,
+                config_hash: str) -> bool:
+    """Change `obj` (as read) to run `release`; False, and `obj` untouched, when it
+    already does."""
+    template = workload.template(obj)
+    c = template["spec"]["containers"][0]
+    tmpl_ann = template.setdefault("metadata", {}).get("annotations") or {}
+    env = [{"name": k, "value": v} for k, v in sorted(release.env.items())]
+    resources = None if release.resources is None else manifests.resources_block(release.resources)
+    if (c.get("image") == release.image and workload.at_scale(obj, release.replicas)
+            and tmpl_ann.get(naming.CONFIG_HASH) == config_hash
+            and (c.get("env") or []) == env
+            and (resources is None or c.get("resources") == resources)):
+        return False
+    c["image"], c["env"] = release.image, env
+    if resources is not None:
+        c["resources"] = resources
+    workload.set_scale(obj, release.replicas)
+    template["metadata"]["annotations"] = {**tmpl_ann, **release.annotations,
+                                           naming.CONFIG_HASH: config_hash}
+    obj["metadata"]["annotations"] = {**(obj["metadata"].get("annotations") or {}),
+                                      **release.annotations}
+    return True
+
+
+def apply_config(cluster: Cluster, target: ReleaseTarget, config: dict[str, str]) -> None:
+    """Create the service's ConfigMap, or bring its data up to `config`."""
+    name = naming.config_map_name(target.service)
+    live = cluster.get("ConfigMap", target.namespace, name)
+    if live is None:
+        cluster.create({"apiVersion": "v1", "kind": "ConfigMap", "data": config,
+                        "metadata": {"name": name, "namespace": target.namespace,
+                                     "labels": {"app": target.service, **naming.MANAGED_BY}}})
+        return
+
+    def change(cm: dict) -> bool:
+        if (cm.get("data") or {}) == config:
+            return False
+        cm["data"] = config
+        return True
+
+    read_modify_write(cluster, "ConfigMap", target.namespace, name, change, live)
+
+
+class ReleaseActivities(ClusterActivities):
+    """Snapshot, apply and restore a release on one kind of workload; a subclass sets
+    `workload` and names the activities."""
+    workload: Workload
+
+    def _snapshot(self, target: ReleaseTarget) -> ReleaseSnapshot:
+        """What the workload runs now: image, config, resources, env and Kepler's
+        annotations, enough to put it back exactly."""
+        cluster = self.clusters(target.env)
+        obj = cluster.get(self.workload.kind, target.namespace, target.name())
+        if obj is None:
+            return ReleaseSnapshot(target=target)
+        c = self.workload.container(obj)
+        cm = cluster.get("ConfigMap", target.namespace, naming.config_map_name(target.service))
+        return ReleaseSnapshot(
+            target=target, exists=True, image=c.get("image", ""),
+            replicas=self.workload.replicas(obj),
+            annotations={k: v for k, v in (obj["metadata"].get("annotations") or {}).items()
+                         if k.startswith(naming.ANNOTATION_PREFIX) and k != naming.CREATED_BY_RUN},
+            config=(cm.get("data") or {}) if cm else None,
+            resources=resources_of(c) or Resources(),
+            env={e["name"]: e.get("value", "") for e in c.get("env") or []},
+        )
+
+    def _apply(self, release: ApplyRelease | ReleaseSnapshot) -> ApplyResult:
+        """Config first (by the primary workload only: a canary shares it), then the
+        workload; nothing is written when both already match."""
+        target = release.target
+        cluster = self.clusters(target.env)
+        if release.config is not None and target.name() == target.service:
+            apply_config(cluster, target, release.config)
+        config_hash = manifests.config_hash(release.config or {})
+        changed = False
+
+        def change(obj: dict) -> bool:
+            nonlocal changed
+            if not set_release(self.workload, obj, release, config_hash):
+                return False
+            changed = True
+            return True
+
+        live = read_modify_write(cluster, self.workload.kind, target.namespace, target.name(),
+                                 change)
+        return ApplyResult(changed=changed, generation=live["metadata"].get("generation", 0))
+
+    def _restore(self, previous: ReleaseSnapshot) -> ApplyResult:
+        if not previous.exists:
+            return ApplyResult(changed=False, generation=0)
+        return self._apply(previous)
