@@ -25,9 +25,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import non_retryable, retryable
 from activities.http_clients import shared_httpx
-from kepler.models import Model
 from kepler.notifications import (
-    EmailChannel, LogChannel, SlackChannel, WebhookChannel, WeComChannel,
+    EmailChannel, LogChannel, Notification, SlackChannel, WebhookChannel, WeComChannel,
 )
 from kepler.settings import Platform, Secrets
 
@@ -43,14 +42,6 @@ TITLES = {
 }
 SIGNATURE_HEADER = "X-Kepler-Signature"
 APPROVE_ACTION, REJECT_ACTION = "kepler_approve", "kepler_reject"
-
-
-class Notification(Model):
-    event: str
-    service: str
-    env: str
-    text: str
-    link: str = ""  # the workflow id; the activity turns it into a Temporal UI link
 
 
 def title(note: Notification) -> str:

@@ -1,5 +1,5 @@
 """The baseline: a bare Temporal workflow running N no-op activities one after the other,
-with the retry policy and timeouts Kepler's steps use (workflows/base.py QUICK + RETRY).
+with the retry policy and timeouts Kepler's steps use (workflows/common/options.py QUICK + RETRY).
 No search attributes, no status, no saga: what Temporal itself costs."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.base import NON_RETRYABLE, QUICK, RETRY
+    from workflows.common.options import QUICK, RETRY
 
 
 @activity.defn(name="bench.noop")
@@ -26,5 +26,5 @@ class BenchBare:
                 noop, step, start_to_close_timeout=QUICK.start_to_close,
                 schedule_to_close_timeout=QUICK.schedule_to_close,
                 retry_policy=RetryPolicy(maximum_attempts=QUICK.attempts,
-                                         non_retryable_error_types=NON_RETRYABLE, **RETRY))
+                                         non_retryable_error_types=list(QUICK.non_retryable), **RETRY))
         return activities

@@ -289,6 +289,14 @@ class StepRecord(Model):
     detail: str = ""
 
 
+class Approval(Model):
+    """One recorded decision at a gate: who, when, what they said."""
+    approver: str
+    at: datetime
+    verdict: Literal["approve", "reject"] = "approve"
+    comment: str = ""
+
+
 class PendingApproval(Model):
     env: str
     approvers: list[str]
@@ -339,6 +347,7 @@ class OperationStatus(Model):
     error: str = ""
     undone: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    approvals: list[Approval] = Field(default_factory=list)  # decided, every gate of the run
     canary: CanaryProgress | None = None
 
 

@@ -39,6 +39,15 @@ EVENTS: tuple[str, ...] = (
 )
 
 
+class Notification(Model):
+    """What a workflow asks the notify activity to send (never a secret)."""
+    event: str
+    service: str
+    env: str
+    text: str
+    link: str = ""  # the workflow id; the activity turns it into a Temporal UI link
+
+
 class _Channel(Model):
     pass
 

@@ -3,7 +3,7 @@
 - Metrics (`KEPLER_METRICS_ADDRESS`, e.g. `0.0.0.0:9464`): the Temporal SDK runtime's
   Prometheus exporter serves `/metrics` with the SDK's series (`temporal_*`: workflow
   and activity latencies, task slots, polls, failures) and Kepler's own, recorded through
-  the SDK's metric meter from workflows (workflows/metrics.py): `kepler_operations_total`
+  the SDK's metric meter from workflows (workflows/common/metrics.py): `kepler_operations_total`
   (operation, service, env, outcome), `kepler_operation_duration_seconds` (histogram),
   `kepler_approvals_pending` (gauge), `kepler_canary_rollbacks_total`.
 - Logs (`KEPLER_LOG_FORMAT=json`): one JSON object a line, with the workflow id, run id,

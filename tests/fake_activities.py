@@ -19,7 +19,7 @@ from kepler.steps import (
     ReadSpec, ReleaseSnapshot, ReleaseTarget, ResolveRef, Revision, RolloutResult, RouteWeights,
     UndoCreated, VerifyRelease, VerifyResult, WaitRollout,
 )
-from activities.notify import Notification
+from kepler.notifications import Notification
 
 DIGEST = "sha256:" + "a" * 64
 

@@ -11,7 +11,7 @@ from temporalio import activity, workflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.alerts import AlertActivities
-from activities.notify import Notification
+from kepler.notifications import Notification
 from kepler.alerts import AlertsConfig, WebhookPayload, alert_workflow_id, triage
 from kepler.models import Model, ReleaseRequest
 from kepler.settings import ConfigError, parse_platform

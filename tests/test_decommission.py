@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 
 import workflows
 from kepler import search_attributes as sa
-from activities.notify import Notification
+from kepler.notifications import Notification
 from activities.operations import OperationsActivities
 from kepler.decommission import (
     DecommissionReport, EnvTarget, Footprint, RestoreRequest, TeardownRequest, TeardownResult,
@@ -30,6 +30,7 @@ from kepler.models import (
 from kepler.settings import load_platform
 from kepler import operations_client as ops
 from tests.fake_activities import FakeWorld
+from tests.helpers import keep_history
 
 VS = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
       "metadata": {"name": "shop", "labels": {"app": "shop"}},
@@ -188,6 +189,7 @@ async def test_approved_decommission_soaks_then_deletes_and_archives(harness: Ha
     assert status.outcome == "succeeded" and any(n.startswith("deleted: ") for n in status.notes)
     attrs = (await started.handle.describe()).typed_search_attributes
     assert (attrs.get(sa.STAGE), attrs.get(sa.OUTCOME)) == ("done", "succeeded")
+    await keep_history(harness.client, "decommission", started.workflow_id)
 
 
 async def test_restore_during_soak_undoes_phase_one_exactly(harness: Harness) -> None:

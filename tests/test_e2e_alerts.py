@@ -16,6 +16,7 @@ from kepler.alerts import AlertsConfig
 from kepler.settings import Secrets, load_platform
 from sandbox.serve import Sandbox
 from starter import alerts
+from tests.helpers import keep_history
 from tests.test_alerts import payload
 from tests.test_e2e_release import apps, gitlab_client, kepler, wait_for_outcome, wait_for_stage
 
@@ -88,6 +89,8 @@ async def test_alertmanager_webhook_rolls_back_once(
         assert status["operation"] == "rollback" and status["outcome"] == "succeeded"
         assert status["requested_by"] == "alertmanager"
         assert image_of(sandbox, "ledger", "staging") == v1
+        async for execution in dev_env.client.list_workflows('KeplerOperation = "alert"'):
+            await keep_history(dev_env.client, "alert-rollback", execution.id, execution.run_id)
 
         # the same firing alert again: nothing new
         r = await http.post("/alertmanager", json=firing, headers=auth)

@@ -12,6 +12,7 @@ import yaml
 from kubernetes import client as k8s
 
 from sandbox.serve import Sandbox
+from tests.helpers import keep_history
 from tests.test_e2e_release import core, gitlab_client, kepler, wait_for_outcome
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +33,7 @@ def job_done(j: Any) -> str:
 
 
 async def test_cronjob_service_with_volumes_release_run_and_logs(
-        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, dev_env: Any, tmp_path: Path) -> None:
     spec = {"name": "nightly", "team": "data", "type": "cronjob",
             "schedule": {"cron": "0 3 * * *", "concurrency_policy": "Forbid"},
             "config_files": {"job.conf": "mode=v1\n"},
@@ -118,6 +119,7 @@ async def test_cronjob_service_with_volumes_release_run_and_logs(
     run = jobs(sandbox, "nightly-staging")[report["job"]]
     assert run.metadata.annotations["kepler.dev/requested-by"] == "carol"
     assert run.spec.template.spec.containers[0].image == image
+    await keep_history(dev_env.client, "job", "nightly@staging")
     code, out, err = await kepler(platform_file, "history", "nightly", "--env", "staging", "-o", "json")
     assert json.loads(out)[0]["operation"] == "job"
 

@@ -19,6 +19,7 @@ from temporalio.client import ScheduleOverlapPolicy
 
 from kepler.schedules import ScheduledReleaseReport
 from sandbox.serve import Sandbox
+from tests.helpers import keep_history
 from tests.test_e2e_release import apps, kepler
 
 pytestmark = pytest.mark.e2e
@@ -80,6 +81,7 @@ async def test_nightly_schedule_is_listed_fires_and_is_deleted(
     assert fired.startswith("scheduled-sched@staging")
     report = await dev_env.client.get_workflow_handle(fired, result_type=ScheduledReleaseReport).result()
     assert report.outcome == "succeeded" and report.release_id == "sched@staging"
+    await keep_history(dev_env.client, "scheduled-release", fired)
 
     code, out, err = await kepler(platform_file, "schedule", "delete", "sched", "--env", "staging")
     assert code == 0, err

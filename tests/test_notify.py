@@ -19,7 +19,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 import workflows
-from activities.notify import Notification, NotifyActivities
+from activities.notify import NotifyActivities
+from kepler.notifications import Notification
 from kepler.models import OperationStatus, ReleaseRequest
 from kepler.settings import ConfigError, Platform, Secrets, parse_platform
 from kepler import operations_client as ops

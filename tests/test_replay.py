@@ -1,13 +1,17 @@
 """Determinism: recorded histories of every workflow replay against today's code.
 
 A change to workflow code that would break running workflows fails here; guard
-such a change with `workflow.patched`. Record new histories with
-`KEPLER_RECORD_HISTORIES=1 pytest tests/test_replay.py`.
+such a change with `workflow.patched`. The histories come from the tests that call
+`tests.helpers.keep_history` (one or more per workflow type, kept from the code of their
+day so old runs stay covered); record a new one with
+`KEPLER_RECORD_HISTORIES=1 pytest <that test>`. (The five oldest come from `_record`
+below: `KEPLER_RECORD_HISTORIES=1 pytest tests/test_replay.py` rewrites them.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from pathlib import Path
@@ -80,3 +84,12 @@ async def test_recorded_history_replays(path: Path) -> None:
 
 def test_histories_were_recorded() -> None:
     assert len(list(HISTORIES.glob("*.json"))) >= 5, "record them: KEPLER_RECORD_HISTORIES=1"
+
+
+def test_every_workflow_type_has_a_recorded_history() -> None:
+    """Each workflow type in the registry is replayed from at least one recorded history."""
+    from kepler.operations import OPERATIONS
+
+    recorded = {json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]
+                ["workflowType"]["name"] for p in HISTORIES.glob("*.json")}
+    assert {o.workflow for o in OPERATIONS} <= recorded, {o.workflow for o in OPERATIONS} - recorded

@@ -18,6 +18,7 @@ from kepler.scale import ResourcesRequest, ScaleReport, ScaleRequest
 from kepler.settings import Bounds
 from kepler import operations_client as ops
 from tests.fake_fleet import FleetWorld
+from tests.helpers import keep_history
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ async def test_scale_persists_into_the_next_release_and_reset_goes_back_to_the_s
     status = await ops.status(client, "shop@staging")
     assert status.operation.value == "scale" and status.version == "5 replicas"
     assert status.requested_by == "carol" and status.outcome == "succeeded"
+    await keep_history(client, "scale", "shop@staging")
 
     await run(client, queue, ReleaseRequest(service="shop", env="staging", ref="v2", requested_by="carol"))
     assert w.deployments["shop"]["replicas"] == 5  # the spec says 2; the override stands
@@ -59,6 +61,7 @@ async def test_resources_persist_into_the_next_release(world) -> None:
     wanted = Resources(cpu_request="500m", memory_request="512Mi", cpu_limit="500m",
                        memory_limit="512Mi")
     assert report.resources == wanted and report.previous_resources == Resources()
+    await keep_history(client, "set-resources", "shop@staging")
     await run(client, queue, ReleaseRequest(service="shop", env="staging", ref="v2", requested_by="carol"))
     assert w.deployments["shop"]["resources"] == wanted
     await run(client, queue, ResourcesRequest(service="shop", env="staging", reset=True,

@@ -17,6 +17,7 @@ from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest
 from kepler.train import TrainReport, TrainRequest, waves
 from kepler import operations_client as ops
 from tests.fake_fleet import FleetWorld, original
+from tests.helpers import keep_history
 
 
 class Harness:
@@ -99,6 +100,7 @@ async def test_third_of_four_fails_every_released_member_is_rolled_back_in_rever
     assert report.member("db").rollback.startswith("restored reg/demo/db@sha256:000")
     final = await ops.status(harness.client, started.workflow_id)
     assert final.outcome == "rolled_back" and final.undone[0].startswith("api: restore")
+    await keep_history(harness.client, "train-rolled-back", started.workflow_id)
 
     # the members did not ask again: the train's approval stood for theirs
     child = await ops.status(harness.client, "db@prod")

@@ -1,4 +1,5 @@
-"""Workflows: deterministic code only. Each lives in its own importable module.
+"""Workflows: deterministic code only. Each lives in its own importable module, named in
+the registry of operations (kepler/operations.py).
 
 The package imports nothing itself: Temporal's sandbox re-imports a workflow's module,
 package included, for every workflow run, so importing every workflow here made each
@@ -11,17 +12,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_MODULE_OF = {
-    "CreateService": "create", "ReleaseVersion": "release", "Rollback": "rollback",
-    "Decommission": "decommission", "Canary": "canary", "RunJob": "job",
-    "AlertAction": "alert", "ReleaseTrain": "train", "Scale": "scale",
-    "SetResources": "scale", "ScheduledRelease": "schedule",
-}
-
 
 def __getattr__(name: str) -> Any:
+    from kepler.operations import BY_WORKFLOW, OPERATIONS
+
     if name == "ALL":
-        return [__getattr__(n) for n in _MODULE_OF]
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(f"workflows.{_MODULE_OF[name]}"), name)
+        return [__getattr__(o.workflow) for o in OPERATIONS]
+    if name in BY_WORKFLOW:
+        return getattr(importlib.import_module(f"workflows.{BY_WORKFLOW[name].module}"), name)
     raise AttributeError(f"module 'workflows' has no attribute {name!r}")

@@ -15,26 +15,24 @@ with workflow.unsafe.imports_passed_through():
     from activities.alerts import AlertActivities
     from kepler.alerts import AlertActionRequest, AlertOutcome
     from kepler.models import Operation
-    from workflows.base import KeplerWorkflow, StepFailed, failure
+    from workflows.base import Done, KeplerWorkflow
 
 
 @workflow.defn(name="AlertAction")
 class AlertAction(KeplerWorkflow):
     @workflow.run
     async def run(self, req: AlertActionRequest) -> AlertOutcome:
-        self.begin(Operation.ALERT, req.service, req.env, req.requested_by, req.alertname)
+        return await self.operate(Operation.ALERT, req.service, req.env, req.requested_by,
+                                  req.alertname, lambda: self.runbook(req))
+
+    async def runbook(self, req: AlertActionRequest) -> Done:
         assert self.state is not None
         self.state.notes.append(f"alert {req.alertname} ({req.fingerprint}) firing since "
                                 f"{req.starts_at.isoformat()}; matched {req.rule}")
-        try:
-            outcome: AlertOutcome = await self.step("act on the alert", AlertActivities.act, req)
-        except StepFailed as e:
-            message = f"step '{e.step}' failed: {e.cause}"
-            self.finish("failed", message)
-            await self.notify("failed", f"alert {req.alertname}: {message}")
-            raise failure(message, "failed")
+        self.report = outcome = await self.step("act on the alert", AlertActivities.act, req)
         self.state.notes.append(outcome.detail)
-        self.finish("succeeded")
-        await self.notify("alert", f"alert {req.alertname} firing for {req.service} in "
-                          f"{req.env}: {outcome.detail}")
-        return outcome
+        return Done("alert", f"alert {req.alertname} firing for {req.service} in "
+                    f"{req.env}: {outcome.detail}")
+
+    def end_message(self, outcome: str, message: str) -> str:
+        return f"alert {self.state.version}: {message}"

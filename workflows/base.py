@@ -1,5 +1,13 @@
-"""What every Kepler workflow shares: steps with timings, the saga, the approval gate,
-the `status` query and the search attributes the UI filters on.
+"""The one operation lifecycle every Kepler workflow runs in (docs/architecture.md).
+
+`operate` begins the operation (status, search attributes), runs the workflow's runbook
+and owns every way it can end: succeeded (or the runbook's own success, e.g.
+restored), failed, rolled_back, cancelled, rejected, expired, aborted. On any end but
+success it compensates the saga (each undo shielded), tells the truth about the outcome
+(`rolled_back` only when every undo succeeded; otherwise `failed`, naming what could not
+be put back), notifies, waits for running handlers and raises the final error. A
+workflow writes its runbook and, where it needs them, the hooks `before_undo`,
+`end_message` and `on_end`.
 
 Deterministic only: no I/O, no wall clock (workflow.now()), no randomness.
 """
@@ -7,105 +15,121 @@ Deterministic only: no I/O, no wall clock (workflow.now()), no randomness.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from kepler import search_attributes as sa
-    from kepler.models import (
-        ApprovalDecision, Operation, OperationStatus, Outcome, PendingApproval, StepRecord,
-    )
-    from kepler.settings import ApprovalPolicy
-    from activities.notify import Notification, NotifyActivities
-    import workflows.metrics as metrics
+    from kepler.models import Operation, OperationStatus, Outcome, StepRecord
+    from activities.notify import NotifyActivities
+    from kepler.notifications import Notification
+    import workflows.common.metrics as metrics
+    from workflows.common.approval import ApprovalEnded, ApprovalGate
+    from workflows.common.errors import OperationEnded, StepFailed, failure
+    from workflows.common.options import LONG_WAIT, NOTIFY, QUICK, RETRY, UNDO, StepOptions
+    from workflows.common.saga import Compensation, NotPutBack, Saga, Undo, describe_cause
 
+__all__ = ["KeplerWorkflow", "Done", "StepFailed", "OperationEnded", "ApprovalEnded", "NotPutBack",
+           "Undo", "StepOptions", "QUICK", "LONG_WAIT", "UNDO", "describe_cause", "failure"]
 
-# workflow.patched id: search attributes written only when they change, quick steps' stage
-# with the next write (histories from before keep one write per stage).
+# workflow.patched ids. Search attributes written only when they change, quick steps'
+# stage with the next write (histories from before keep one write per stage):
 COALESCED_SEARCH_ATTRIBUTES = "kepler-coalesced-search-attributes"
+# Every operation notifies when cancelled (before, only releases and canaries did):
+NOTIFY_ON_CANCEL = "kepler-notify-on-cancel"
 
 
-@dataclass(frozen=True)
-class StepOptions:
-    # Short, so a call lost with a crashed worker is retried elsewhere within seconds;
-    # each HTTP call inside has its own 15 s timeout.
-    start_to_close: timedelta = timedelta(seconds=30)
-    heartbeat: timedelta | None = None
-    attempts: int = 0  # 0: until the start-to-close/schedule-to-close budget runs out
-    schedule_to_close: timedelta | None = timedelta(minutes=30)
+class Done(NamedTuple):
+    """How a runbook that went through ends: the notification, and the outcome."""
+    event: str
+    text: str
+    outcome: Outcome = "succeeded"
 
 
-QUICK = StepOptions()
-LONG_WAIT = StepOptions(start_to_close=timedelta(hours=1), heartbeat=timedelta(seconds=10),
-                        schedule_to_close=timedelta(hours=2))
-NOTIFY = StepOptions(start_to_close=timedelta(seconds=30), attempts=5,
-                     schedule_to_close=timedelta(minutes=5))
-
-RETRY = dict(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-             maximum_interval=timedelta(seconds=30))
-NON_RETRYABLE = ["InvalidInput", "NotFound", "BuildFailed", "RolloutFailed", "Conflict",
-                 "Unauthorized"]
-
-
-class StepFailed(Exception):
-    def __init__(self, step: str, cause: str, error_type: str = "") -> None:
-        super().__init__(f"{step}: {cause}")
-        self.step = step
-        self.cause = cause
-        self.error_type = error_type
-
-
-def describe_cause(error: BaseException) -> tuple[str, str]:
-    """The innermost message and type of an activity/child failure."""
-    while isinstance(error, (ActivityError, ChildWorkflowError)) and error.cause is not None:
-        error = error.cause
-    kind = getattr(error, "type", "") or type(error).__name__
-    return str(error.message if hasattr(error, "message") else error), kind or ""
-
-
-class Saga:
-    """Undo steps registered before their step runs; compensated in reverse order."""
+class KeplerWorkflow(ApprovalGate):
+    # Histories recorded before NOTIFY_ON_CANCEL notified on cancel only for these:
+    notified_on_cancel_before = False
 
     def __init__(self) -> None:
-        self._undos: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
-
-    def add(self, description: str, undo: Callable[[], Awaitable[Any]]) -> None:
-        self._undos.append((description, undo))
-
-    def discard(self, description: str) -> None:
-        self._undos = [(d, u) for d, u in self._undos if d != description]
-
-    @property
-    def pending(self) -> list[str]:
-        return [d for d, _ in self._undos]
-
-    async def compensate(self) -> tuple[list[str], list[str]]:
-        undone, failed = [], []
-        while self._undos:
-            description, undo = self._undos.pop()
-            try:
-                # Shielded: a second cancellation must not interrupt an undo half-way.
-                await asyncio.shield(asyncio.ensure_future(undo()))
-                undone.append(description)
-            except Exception as e:  # noqa: BLE001 - report and keep undoing the rest
-                failed.append(f"{description} ({describe_cause(e)[0]})")
-        return undone, failed
-
-
-class KeplerWorkflow:
-    """Base class: subclasses call `self.begin(...)` first thing in `run`."""
-
-    def __init__(self) -> None:
+        super().__init__()
         self.state: OperationStatus | None = None
         self.saga = Saga()
-        self._decision: tuple[str, ApprovalDecision] | None = None
+        self.report: Any = None  # the workflow's result; outcome, error, undone filled here
         self._coalesce = False
         self._pending_attributes: dict[str, SearchAttributeUpdate] = {}
+
+    # --- the lifecycle ------------------------------------------------------------------------
+
+    async def operate(self, operation: Operation, service: str, env: str, requested_by: str,
+                      version: str, runbook: Callable[[], Awaitable[Done]]) -> Any:
+        self.begin(operation, service, env, requested_by, version)
+        try:
+            done = await runbook()
+        except (StepFailed, OperationEnded) as e:
+            await self._end(e)
+            raise AssertionError("unreachable")  # _end raises the final error
+        except asyncio.CancelledError:
+            await self._end(None)
+            raise
+        self.finish(done.outcome)
+        self._fill_report(done.outcome, "", [])
+        self.on_end(done.outcome)
+        await self.notify(done.event, done.text)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.report
+
+    async def _end(self, error: StepFailed | OperationEnded | None) -> None:
+        """Undo, tell the truth, notify, wait for handlers; raise the final error
+        (cancellation: return, the caller re-raises it)."""
+        assert self.state is not None
+        outcome: Outcome = "cancelled" if error is None else "failed"
+        self.before_undo(outcome if error is None else getattr(error, "outcome", "failed"))
+        compensation = await self.compensate()
+        if error is not None:
+            outcome = self.truthful_outcome(error, compensation)
+        message = ("cancelled by request" if error is None else error.describe())
+        message += f"; undone: {', '.join(compensation.undone) or 'nothing'}"
+        if compensation.not_put_back:
+            message += f"; NOT put back: {'; '.join(compensation.not_put_back)}"
+        message = self.end_message(outcome, message)
+        self.finish(outcome, message)
+        self._fill_report(outcome, message, compensation.undone)
+        self.on_end(outcome)
+        if error is not None or workflow.patched(NOTIFY_ON_CANCEL) or self.notified_on_cancel_before:
+            await self.notify(outcome, message)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if error is not None:
+            raise failure(message, outcome)
+
+    @staticmethod
+    def truthful_outcome(error: StepFailed | OperationEnded, compensation: Compensation) -> Outcome:
+        """`rolled_back` only when something was undone and every undo succeeded."""
+        if not compensation.complete:
+            return "failed"
+        if isinstance(error, OperationEnded):
+            return error.outcome
+        return "rolled_back" if compensation.undone else "failed"
+
+    def _fill_report(self, outcome: Outcome, error: str, undone: list[str]) -> None:
+        fields = getattr(type(self.report), "model_fields", {})
+        for name, value in (("outcome", outcome), ("error", error), ("undone", undone)):
+            if name in fields and (value or name == "outcome"):
+                setattr(self.report, name, value)
+
+    # --- hooks a workflow may override ----------------------------------------------------
+
+    def before_undo(self, outcome: str) -> None:
+        """Called once when the operation ends other than successfully, before the saga."""
+
+    def end_message(self, outcome: Outcome, message: str) -> str:
+        """The final message (status error, notification, failure) of an unsuccessful end."""
+        return message
+
+    def on_end(self, outcome: Outcome) -> None:
+        """Called once with the final outcome, before the last notification."""
 
     # --- status and search attributes -------------------------------------------------------
 
@@ -121,6 +145,11 @@ class KeplerWorkflow:
         ]
         self._coalesce = workflow.patched(COALESCED_SEARCH_ATTRIBUTES)
         self._upsert(updates)  # coalesced: only what the starter did not set already
+
+    @property
+    def coalesced(self) -> bool:
+        """Whether this run writes search attributes coalesced (histories from before don't)."""
+        return self._coalesce
 
     @workflow.query
     def status(self) -> OperationStatus:
@@ -173,46 +202,47 @@ class KeplerWorkflow:
         self.state.stage = "done"
         self._upsert([sa.OUTCOME.value_set(outcome), sa.STAGE.value_set("done")])
         self._approval_metric(False)
-        metrics.operation_finished(self._operation_name(), self.state.service, self.state.env, outcome)
-
-    def _operation_name(self) -> str:
-        operation = self.state.operation if self.state else ""
-        return str(getattr(operation, "value", operation))
-
-    def _approval_metric(self, pending: bool) -> None:
-        """The `kepler_approvals_pending` gauge: 1 from the gate's start until decided."""
-        if pending or getattr(self, "_approval_gauge", False):
-            self._approval_gauge = pending
-            metrics.approval_pending(self._operation_name(), self.state.service, self.state.env,
-                                     pending)
+        metrics.operation_finished(self.state.operation.value, self.state.service,
+                                   self.state.env, outcome)
 
     # --- steps ------------------------------------------------------------------------------
 
     async def step(self, name: str, activity: Callable[..., Any], arg: Any,
                    options: StepOptions = QUICK, result_type: type | None = None) -> Any:
+        """Run one activity as a named step of `status`; raises StepFailed."""
         assert self.state is not None
         record = StepRecord(name=name, started_at=workflow.now())
         self.state.steps.append(record)
         self.set_stage(name, defer=options.heartbeat is None)  # heartbeats: a long wait
         try:
-            result = await workflow.execute_activity_method(
+            result = await self.attempt(name, activity, arg, options, result_type)
+        except (StepFailed, asyncio.CancelledError) as e:
+            record.outcome, record.finished_at = "failed", workflow.now()
+            record.detail = e.cause if isinstance(e, StepFailed) else "cancelled"
+            raise
+        record.outcome, record.finished_at = "done", workflow.now()
+        return result
+
+    async def attempt(self, name: str, activity: Callable[..., Any], arg: Any,
+                      options: StepOptions = QUICK, result_type: type | None = None) -> Any:
+        """One activity with `options`, not recorded as a step: its failure raises
+        StepFailed, the workflow's own cancellation asyncio.CancelledError."""
+        try:
+            return await workflow.execute_activity_method(
                 activity, args=[] if arg is None else [arg], summary=name,
                 start_to_close_timeout=options.start_to_close,
                 schedule_to_close_timeout=options.schedule_to_close,
                 heartbeat_timeout=options.heartbeat,
                 retry_policy=RetryPolicy(maximum_attempts=options.attempts,
-                                         non_retryable_error_types=NON_RETRYABLE, **RETRY),
+                                         non_retryable_error_types=list(options.non_retryable),
+                                         **RETRY),
                 **({"result_type": result_type} if result_type else {}),
             )
         except ActivityError as e:
             if isinstance(e.cause, CancelledError):  # the workflow itself is being cancelled
-                record.outcome, record.detail, record.finished_at = "failed", "cancelled", workflow.now()
                 raise asyncio.CancelledError() from e
             cause, kind = describe_cause(e)
-            record.outcome, record.detail, record.finished_at = "failed", cause, workflow.now()
             raise StepFailed(name, cause, kind) from e
-        record.outcome, record.finished_at = "done", workflow.now()
-        return result
 
     def skip(self, name: str, detail: str) -> None:
         assert self.state is not None
@@ -234,98 +264,15 @@ class KeplerWorkflow:
         except ActivityError as e:
             self.state.notes.append(f"notification {event!r} not delivered: {describe_cause(e)[0]}")
 
-    async def compensate(self) -> list[str]:
+    async def compensate(self) -> Compensation:
+        """Run the saga now (the lifecycle does on every unsuccessful end; a decommission's
+        restore does on request)."""
         assert self.state is not None
         if not self.saga.pending:
-            return []
+            return Compensation()
         self.set_stage("compensating")
-        undone, failed = await self.saga.compensate()
-        self.state.undone = undone
-        if failed:
-            self.state.notes.append("undo failed: " + "; ".join(failed))
-        return undone
-
-    # --- approval gate ----------------------------------------------------------------------
-
-    async def approval_gate(self, policy: ApprovalPolicy, what: str) -> None:
-        """Wait for `policy.min_approvals` approvals (or one rejection), with reminders.
-        Raises ApplicationError on rejection or expiry, after setting the outcome."""
-        assert self.state is not None
-        deadline = workflow.now() + policy.timeout
-        self.state.pending_approval = PendingApproval(
-            env=self.state.env, approvers=list(policy.approvers),
-            requested_by=self.state.requested_by, min_approvals=policy.min_approvals,
-            deadline=deadline)
-        self.set_stage("awaiting approval")
-        self._approval_metric(True)
-        await self.notify("awaiting_approval", f"{what} needs approval by one of "
-                          f"{', '.join(policy.approvers)} before {deadline.isoformat()}")
-        while self._decision is None:
-            remaining = deadline - workflow.now()
-            if remaining <= timedelta(0):
-                break
-            try:
-                await workflow.wait_condition(lambda: self._decision is not None,
-                                              timeout=min(policy.remind_every, remaining))
-            except asyncio.TimeoutError:
-                if workflow.now() < deadline:
-                    await self.notify("approval_reminder", f"{what} is still waiting for approval")
-        pending = self.state.pending_approval
-        self.state.pending_approval = None
-        self._approval_metric(False)
-        if self._decision is None:
-            raise ApprovalEnded("expired", f"approval expired after {policy.timeout}")
-        verdict, decision = self._decision
-        if verdict == "reject":
-            raise ApprovalEnded("rejected", f"rejected by {decision.approver}"
-                                + (f": {decision.comment}" if decision.comment else ""))
-        self.state.notes.append("approved by " + ", ".join(a.approver for a in pending.approvals))
-
-    def _check_decision(self, decision: ApprovalDecision) -> PendingApproval:
-        pending = self.state.pending_approval if self.state else None
-        if pending is None or self._decision is not None:
-            raise ValueError("nothing is pending approval")
-        if decision.approver == pending.requested_by:
-            raise ValueError(f"{decision.approver} requested this operation and may not approve "
-                             "it (four eyes)")
-        if decision.approver not in pending.approvers:
-            raise ValueError(f"{decision.approver} is not an approver for {pending.env} "
-                             f"(approvers: {', '.join(pending.approvers)})")
-        if any(a.approver == decision.approver for a in pending.approvals):
-            raise ValueError(f"{decision.approver} has already approved")
-        return pending
-
-    @workflow.update
-    async def approve(self, decision: ApprovalDecision) -> str:
-        pending = self._check_decision(decision)
-        pending.approvals.append(decision)
-        if len(pending.approvals) >= pending.min_approvals:
-            self._decision = ("approve", decision)
-            return "approved"
-        return f"approval recorded ({len(pending.approvals)} of {pending.min_approvals})"
-
-    @approve.validator
-    def _validate_approve(self, decision: ApprovalDecision) -> None:
-        self._check_decision(decision)
-
-    @workflow.update
-    async def reject(self, decision: ApprovalDecision) -> str:
-        self._check_decision(decision)
-        self._decision = ("reject", decision)
-        return "rejected"
-
-    @reject.validator
-    def _validate_reject(self, decision: ApprovalDecision) -> None:
-        self._check_decision(decision)
-
-
-class ApprovalEnded(Exception):
-    def __init__(self, outcome: Outcome, message: str) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-
-
-def failure(message: str, outcome: str) -> ApplicationError:
-    """The final error of a workflow: non-retryable, typed by outcome."""
-    return ApplicationError(message, type=f"Kepler{outcome.title().replace('_', '')}",
-                            non_retryable=True)
+        compensation = await self.saga.compensate()
+        self.state.undone = compensation.undone
+        if compensation.not_put_back:
+            self.state.notes.append("not put back: " + "; ".join(compensation.not_put_back))
+        return compensation

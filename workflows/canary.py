@@ -21,8 +21,6 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
@@ -32,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.prometheus import PrometheusActivities
     from kepler import manifests, naming, promql
     from kepler.canary import (
-        AnalysisResult, CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
+        CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
         new_checks,
     )
     from kepler.models import CanaryProgress, CanaryRequest, Operation
@@ -40,23 +38,14 @@ with workflow.unsafe.imports_passed_through():
         ApplyObjects, ApplyRelease, EnvironmentPolicy, PolicyQuery, ReadSpec, ReleaseTarget,
         ResolveRef, RouteWeights, ScaleDeployment, WaitRollout,
     )
-    import workflows.kube as kube
+    import workflows.steps.kube as kube
     from workflows.base import (
-        RETRY, ApprovalEnded, KeplerWorkflow, StepFailed, StepOptions, describe_cause, failure,
+        UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo,
     )
-    from workflows.image import ensure_image
+    from workflows.steps.image import ensure_image
 
 KEEP_STEPS = 30  # step records carried across continue-as-new (the rest is in history)
-UNDO = StepOptions(schedule_to_close=timedelta(hours=1))  # an undo keeps trying for an hour
 ANALYSIS_ATTEMPTS = 3
-
-
-class CanaryEnded(Exception):
-    """The canary stops and retreats: failure limit, abort or deadline."""
-
-    def __init__(self, outcome: str, message: str) -> None:
-        super().__init__(message)
-        self.outcome = outcome
 
 
 @workflow.defn(name="Canary")
@@ -69,48 +58,54 @@ class Canary(KeplerWorkflow):
         self._promote: CanaryControl | None = None
         self._run_rounds = 0
         self._approve_promotion = False
+        self._retreat: list[Undo] = []  # scale the canary to 0, route 100 % to stable
 
     @workflow.run
     async def run(self, req: CanaryRequest, carried: CanaryState | None = None) -> CanaryReport:
         if not isinstance(req, CanaryRequest):  # started with one argument: the SDK types
             req = CanaryRequest.model_validate(req)  # arguments only when all are given
-        self.begin(Operation.CANARY, req.service, req.env, req.requested_by, req.ref)
         self._approve_promotion = req.approve_promotion
-        report = CanaryReport(service=req.service, env=req.env, outcome="running")
-        try:
-            if carried is None:
-                await self._prepare(req)
-            else:
-                self._carry_on(carried)
-            report.commit, report.image = self.cs.commit, self.cs.image
-            report.previous_image = self.cs.previous_image
-            await self._analyse(req)
-            if self._abort:
-                raise self._aborted()
-            if req.approve_promotion:
-                self.phase = "approval"
-                self.progress.waiting_on = "approval before promotion"
-                self._decision = None  # a second gate: the first one's decision is spent
-                await self.approval_gate(
-                    self.cs.policy.approval.model_copy(update={"required": True}),
-                    f"promotion of the {req.service} canary {self.cs.version} in {req.env}")
-                report.approved_by = [n for n in self.state.notes if n.startswith("approved by")]
-            await self._promote_primary(req)
-        except (StepFailed, ApprovalEnded, CanaryEnded) as e:
-            return await self._fail(e, report)
-        except asyncio.CancelledError:
-            report.undone = await self._retreat()
-            self.finish("cancelled", "cancelled; undone: " + (", ".join(report.undone) or "nothing"))
-            await self.notify("cancelled", f"canary of {req.ref} cancelled; traffic back on stable")
-            raise
+        self.report = CanaryReport(service=req.service, env=req.env, outcome="running")
+        return await self.operate(Operation.CANARY, req.service, req.env, req.requested_by,
+                                  req.ref, lambda: self.runbook(req, carried))
+
+    async def runbook(self, req: CanaryRequest, carried: CanaryState | None) -> Done:
+        report: CanaryReport = self.report
+        if carried is None:
+            await self._prepare(req)
+        else:
+            self._carry_on(carried)
+        report.commit, report.image = self.cs.commit, self.cs.image
+        report.previous_image = self.cs.previous_image
+        await self._analyse(req)
+        if self._abort:
+            raise self._aborted()
+        if req.approve_promotion:
+            self.phase = "approval"
+            self.progress.waiting_on = "approval before promotion"
+            approvals = await self.approval_gate(
+                self.cs.policy.approval.model_copy(update={"required": True}),
+                f"promotion of the {req.service} canary {self.cs.version} in {req.env}")
+            report.approved_by = [a.approver for a in approvals]
+        await self._promote_primary(req)
         self.phase = "done"
         self.progress.waiting_on = ""
-        self.finish("succeeded")
-        self._fill(report, "succeeded")
-        await self.notify("promoted", f"{self.cs.version} promoted in {req.env} after "
-                          f"{self.progress.rounds} analysis rounds")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return report
+        return Done("promoted", f"{self.cs.version} promoted in {req.env} after "
+                    f"{self.progress.rounds} analysis rounds")
+
+    def before_undo(self, outcome: str) -> None:
+        self.phase = "done"
+        if self.state.canary is None:  # ended before the canary existed
+            self.state.canary = CanaryProgress(weights=[], interval=timedelta(0), failure_limit=0)
+        else:
+            self.progress.waiting_on = "traffic back to stable"
+
+    def on_end(self, outcome: str) -> None:
+        p, report = self.progress, self.report
+        if outcome != "succeeded":
+            p.waiting_on = ""
+        report.weight, report.failed_checks = p.weight, p.failed_checks
+        report.checks, report.runs = list(p.checks), p.run
 
     @property
     def progress(self) -> CanaryProgress:
@@ -147,14 +142,15 @@ class Canary(KeplerWorkflow):
                               started_at=now, deadline=now + req.max_duration)
         if policy.approval.required:
             self.phase = "approval"
-            await self.approval_gate(policy.approval, f"canary of {req.service} {req.ref} "
-                                     f"in {req.env}")
+            approvals = await self.approval_gate(policy.approval, f"canary of {req.service} "
+                                                 f"{req.ref} in {req.env}")
+            self.report.approved_by = [a.approver for a in approvals]
             self.phase = "preparing"
         self._register_retreat()
         await self._deploy_canary(req)
         if self._abort:
             raise self._aborted()
-        await self._shift(0, canary_header=True)
+        await self._shift(0)
         await self.notify("started", f"canary {version} in {req.env}: {self.progress.weight}% "
                           f"of the traffic; testers reach it with the header x-canary: always")
 
@@ -191,10 +187,11 @@ class Canary(KeplerWorkflow):
         self._register_retreat()
 
     def _register_retreat(self) -> None:
-        self.saga.add(f"scale {naming.canary_name(self.state.service)} to 0", lambda: self.step(
-            "scale canary to 0", DeploymentActivities.scale, ScaleDeployment(
-                target=self._target(self.cs.policy, primary=False), replicas=0), UNDO))
-        self.saga.add("route 100% to stable", self._route_stable)
+        self._retreat = [
+            self.saga.add(f"scale {naming.canary_name(self.state.service)} to 0", lambda: self.step(
+                "scale canary to 0", DeploymentActivities.scale, ScaleDeployment(
+                    target=self._target(self.cs.policy, primary=False), replicas=0), UNDO)),
+            self.saga.add("route 100% to stable", self._route_stable)]
 
     async def _route_stable(self) -> None:
         await self.step("route 100% to stable", IstioActivities.set_routes, RouteWeights(
@@ -205,7 +202,7 @@ class Canary(KeplerWorkflow):
     # --- the analysis loop ---------------------------------------------------------------------
 
     async def _analyse(self, req: CanaryRequest) -> None:
-        """Returns when every weight has passed, or on promote/abort; raises CanaryEnded."""
+        """Returns when every weight has passed, or on promote/abort; raises OperationEnded."""
         self.phase = "analysing"
         p = self.progress
         metrics = req.effective_metrics()
@@ -214,7 +211,7 @@ class Canary(KeplerWorkflow):
                 await self._continue_as_new(req)
             now = workflow.now()
             if now >= self.cs.deadline:
-                raise CanaryEnded("expired", f"the canary's deadline ({req.max_duration}) passed "
+                raise OperationEnded("expired", f"the canary's deadline ({req.max_duration}) passed "
                                   f"at {p.weight}% (step {p.step}/{len(p.weights)})")
             p.next_analysis_at = now + req.interval
             p.waiting_on = (f"paused by {p.paused_by}: analysis continues; resume, promote or abort"
@@ -237,7 +234,7 @@ class Canary(KeplerWorkflow):
                 p.last_failure = detail
                 self.state.notes.append(f"round {p.rounds} at {p.weight}% failed: {detail}")
                 if p.failed_checks >= p.failure_limit:
-                    raise CanaryEnded("rolled_back", f"failure limit {p.failure_limit} reached at "
+                    raise OperationEnded("rolled_back", f"failure limit {p.failure_limit} reached at "
                                       f"{p.weight}%: {detail} ({self._failure_counts()})")
             elif verdict == "halt" and not p.paused:
                 p.paused, p.paused_by = True, "the no-data policy"
@@ -254,27 +251,22 @@ class Canary(KeplerWorkflow):
             interval=promql.duration(req.interval.total_seconds()), metrics=metrics)
         result, error = None, ""
         try:
-            result = await workflow.execute_activity_method(
-                PrometheusActivities.analyse, analysis,
-                summary=f"analysis at {self.progress.weight}%",
-                start_to_close_timeout=timedelta(seconds=30),
-                schedule_to_close_timeout=min(req.interval, timedelta(minutes=2)),
-                heartbeat_timeout=timedelta(seconds=20),
-                retry_policy=RetryPolicy(maximum_attempts=ANALYSIS_ATTEMPTS,
-                                         non_retryable_error_types=["InvalidInput"], **RETRY))
-        except ActivityError as e:
-            if isinstance(e.cause, CancelledError):
-                raise asyncio.CancelledError() from e
-            error, kind = describe_cause(e)
-            if kind == "InvalidInput":
-                raise StepFailed("analysis", error, kind) from e
+            result = await self.attempt(f"analysis at {self.progress.weight}%",
+                                        PrometheusActivities.analyse, analysis, StepOptions(
+                schedule_to_close=min(req.interval, timedelta(minutes=2)),
+                heartbeat=timedelta(seconds=20), attempts=ANALYSIS_ATTEMPTS,
+                non_retryable=("InvalidInput",)))
+        except StepFailed as e:  # no verdict this round: evaluate() counts it as a query error
+            if e.error_type == "InvalidInput":
+                raise StepFailed("analysis", e.cause, e.error_type) from e
+            error = e.cause
         return evaluate(self.progress, metrics, result, error, req.no_data, req.query_error_limit)
 
-    async def _shift(self, index: int, canary_header: bool = True) -> None:
+    async def _shift(self, index: int) -> None:
         weight = self.progress.weights[index]
         await self.step(f"route {weight}% to canary", IstioActivities.set_routes, RouteWeights(
             env=self.state.env, namespace=self.cs.policy.namespace, service=self.state.service,
-            stable=100 - weight, canary=weight, canary_header=canary_header))
+            stable=100 - weight, canary=weight, canary_header=True))
         self.progress.step, self.progress.weight = index + 1, weight
 
     async def _continue_as_new(self, req: CanaryRequest) -> None:
@@ -294,8 +286,8 @@ class Canary(KeplerWorkflow):
         self.set_stage("promoting")
         primary = self._target(cs.policy, primary=True)
         before = await kube.snapshot(self, primary)
-        self.saga.add(f"restore {before.image} and its config",
-                      lambda: kube.restore_and_wait(self, before, cs.policy.rollout_timeout))
+        restore = self.saga.add(f"restore {before.image} and its config",
+                                lambda: kube.restore_and_wait(self, before, cs.policy.rollout_timeout))
         p.waiting_on = f"rollout of {req.service} with {cs.image}"
         result = await kube.apply(self, ApplyRelease(
             target=primary, image=cs.image, replicas=cs.spec.replicas_in(req.env),
@@ -308,40 +300,11 @@ class Canary(KeplerWorkflow):
         await self._route_stable()
         await self.step("scale canary to 0", DeploymentActivities.scale, ScaleDeployment(
             target=self._target(cs.policy, primary=False), replicas=0))
-        self.saga.discard(f"restore {before.image} and its config")
-        self.saga.discard("route 100% to stable")
-        self.saga.discard(f"scale {naming.canary_name(req.service)} to 0")
+        self.saga.discard(restore, *self._retreat)
 
-    async def _retreat(self) -> list[str]:
-        self.phase = "done"
-        if self.state.canary is not None:
-            self.progress.waiting_on = "traffic back to stable"
-        return await self.compensate()
-
-    async def _fail(self, error: Exception, report: CanaryReport) -> CanaryReport:
-        outcome = getattr(error, "outcome", "failed")
-        if self.state.canary is None:  # failed before the canary existed
-            self.state.canary = CanaryProgress(weights=[], interval=timedelta(0), failure_limit=0)
-        report.undone = await self._retreat()
-        message = (f"step '{error.step}' failed: {error.cause}" if isinstance(error, StepFailed)
-                   else str(error))
-        message += f"; undone: {', '.join(report.undone) or 'nothing'}"
-        self.progress.waiting_on = ""
-        self.finish(outcome, message)
-        self._fill(report, outcome)
-        report.error = message
-        await self.notify(outcome, message)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        raise failure(message, outcome)
-
-    def _fill(self, report: CanaryReport, outcome: str) -> None:
-        p = self.progress
-        report.outcome, report.weight, report.failed_checks = outcome, p.weight, p.failed_checks
-        report.checks, report.runs = list(p.checks), p.run
-
-    def _aborted(self) -> CanaryEnded:
+    def _aborted(self) -> OperationEnded:
         a = self._abort
-        return CanaryEnded("aborted", f"aborted by {a.by}" + (f": {a.reason}" if a.reason else "")
+        return OperationEnded("aborted", f"aborted by {a.by}" + (f": {a.reason}" if a.reason else "")
                            + f" at {self.progress.weight}%")
 
     def _failure_counts(self) -> str:
@@ -356,9 +319,7 @@ class Canary(KeplerWorkflow):
                              deployment="" if primary else naming.canary_name(service))
 
     def _annotations(self, req: CanaryRequest) -> dict[str, str]:
-        return {naming.RELEASE_ID: workflow.info().workflow_id + "/" + workflow.info().run_id,
-                naming.COMMIT: self.cs.commit, naming.REQUESTED_BY: req.requested_by,
-                naming.VERSION: req.ref}
+        return kube.release_annotations(req.requested_by, commit=self.cs.commit, version=req.ref)
 
     # --- pause, resume, promote, abort -------------------------------------------------------
 

@@ -9,8 +9,6 @@ tell the owners. Undo deletes only what this run created.
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -27,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.steps import (
         ApplyObjects, EnsureHook, EnsureJob, EnsureProject, PolicyQuery, UndoCreated,
     )
-    from workflows.base import ApprovalEnded, KeplerWorkflow, StepFailed, failure
+    from workflows.base import Done, KeplerWorkflow
 
 
 def spec_yaml(req: CreateServiceRequest) -> str:
@@ -40,57 +38,47 @@ def spec_yaml(req: CreateServiceRequest) -> str:
 class CreateService(KeplerWorkflow):
     @workflow.run
     async def run(self, req: CreateServiceRequest) -> ReleaseReport:
+        self.report = ReleaseReport(service=req.spec.name, env="all", outcome="running")
+        return await self.operate(Operation.CREATE, req.spec.name, "all", req.requested_by, "",
+                                  lambda: self.runbook(req))
+
+    async def runbook(self, req: CreateServiceRequest) -> Done:
         spec = req.spec
-        self.begin(Operation.CREATE, spec.name, "all", req.requested_by)
         run_id = workflow.info().run_id
-        try:
-            envs = await self.step("read environments", PlatformActivities.environments, None)
-            policies = [await self.step(f"read policy {env}", PlatformActivities.environment_policy,
-                                        PolicyQuery(service=spec.name, env=env)) for env in envs]
-            for policy in policies if spec.volumes else []:  # storage is bound, never made
-                await self.step(f"{policy.env}: check volumes", VolumeActivities.check_volumes,
-                                VolumeCheck(env=policy.env, namespace=policy.namespace,
-                                            claims=[v.claim for v in spec.volumes if v.claim],
-                                            config_maps=[v.config_map for v in spec.volumes
-                                                         if v.config_map]))
+        envs = await self.step("read environments", PlatformActivities.environments, None)
+        policies = [await self.step(f"read policy {env}", PlatformActivities.environment_policy,
+                                    PolicyQuery(service=spec.name, env=env)) for env in envs]
+        for policy in policies if spec.volumes else []:  # storage is bound, never made
+            await self.step(f"{policy.env}: check volumes", VolumeActivities.check_volumes,
+                            VolumeCheck(env=policy.env, namespace=policy.namespace,
+                                        claims=[v.claim for v in spec.volumes if v.claim],
+                                        config_maps=[v.config_map for v in spec.volumes
+                                                     if v.config_map]))
 
-            undo = UndoCreated(service=spec.name, run_id=run_id)
-            self.saga.add("delete the GitLab project if this run created it",
-                          lambda: self.step("undo: delete project",
-                                            GitLabActivities.delete_project_if_created, undo))
-            project = await self.step("GitLab project", GitLabActivities.ensure_project, EnsureProject(
-                service=spec.name, template=spec.template, spec_yaml=spec_yaml(req), run_id=run_id))
-            await self.step("GitLab webhook", GitLabActivities.ensure_hook,
-                            EnsureHook(project_id=project.project_id))
+        undo = UndoCreated(service=spec.name, run_id=run_id)
+        self.saga.add("delete the GitLab project if this run created it",
+                      lambda: self.step("undo: delete project",
+                                        GitLabActivities.delete_project_if_created, undo))
+        project = await self.step("GitLab project", GitLabActivities.ensure_project, EnsureProject(
+            service=spec.name, template=spec.template, spec_yaml=spec_yaml(req), run_id=run_id))
+        await self.step("GitLab webhook", GitLabActivities.ensure_hook,
+                        EnsureHook(project_id=project.project_id))
 
-            if policies[0].builder == "jenkins":  # the docker builder needs no job
-                self.saga.add("delete the Jenkins job if this run created it",
-                              lambda: self.step("undo: delete job",
-                                                JenkinsActivities.delete_job_if_created, undo))
-                await self.step("Jenkins job", JenkinsActivities.ensure_job,
-                                EnsureJob(service=spec.name, repo_url=project.http_url, run_id=run_id))
+        if policies[0].builder == "jenkins":  # the docker builder needs no job
+            self.saga.add("delete the Jenkins job if this run created it",
+                          lambda: self.step("undo: delete job",
+                                            JenkinsActivities.delete_job_if_created, undo))
+            await self.step("Jenkins job", JenkinsActivities.ensure_job,
+                            EnsureJob(service=spec.name, repo_url=project.http_url, run_id=run_id))
 
-            for policy in policies:
-                objects = manifests.for_environment(spec, policy.env, policy.namespace)
-                for obj in objects:
-                    self._register_delete(policy.env, obj, run_id)
-                await self.step(f"{policy.env}: objects and routes", DeploymentActivities.apply_objects,
-                                ApplyObjects(env=policy.env, manifests=objects, run_id=run_id))
-        except (StepFailed, ApprovalEnded) as e:
-            undone = await self.compensate()
-            message = f"step '{getattr(e, 'step', '?')}' failed: {getattr(e, 'cause', e)}; " \
-                      f"undone: {', '.join(undone) or 'nothing'}"
-            self.finish("failed", message)
-            await self.notify("failed", message)
-            raise failure(message, "failed")
-        except asyncio.CancelledError:
-            undone = await self.compensate()
-            self.finish("cancelled", "cancelled; undone: " + (", ".join(undone) or "nothing"))
-            raise
-        self.finish("succeeded")
-        await self.notify("created", f"service {spec.name} is ready in {', '.join(envs)}; "
-                          f"owners: {', '.join(spec.owners) or spec.team}")
-        return ReleaseReport(service=spec.name, env="all", outcome="succeeded")
+        for policy in policies:
+            objects = manifests.for_environment(spec, policy.env, policy.namespace)
+            for obj in objects:
+                self._register_delete(policy.env, obj, run_id)
+            await self.step(f"{policy.env}: objects and routes", DeploymentActivities.apply_objects,
+                            ApplyObjects(env=policy.env, manifests=objects, run_id=run_id))
+        return Done("created", f"service {spec.name} is ready in {', '.join(envs)}; "
+                    f"owners: {', '.join(spec.owners) or spec.team}")
 
     def _register_delete(self, env: str, obj: dict, run_id: str) -> None:
         meta = obj["metadata"]

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         TeardownRequest, TeardownResult,
     )
     from kepler.models import DecommissionRequest, Operation
-    from workflows.base import ApprovalEnded, KeplerWorkflow, Saga, StepFailed, failure
+    from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
 @workflow.defn(name="Decommission")
@@ -39,60 +39,50 @@ class Decommission(KeplerWorkflow):
         self.report: DecommissionReport | None = None
         self._restore: RestoreRequest | None = None
         self._phase = "checks"
+        self._problems: list[str] = []  # phase 2 steps that failed after their retries
 
     @workflow.run
     async def run(self, req: DecommissionRequest) -> DecommissionReport:
-        self.begin(Operation.DECOMMISSION, req.service, "all", req.requested_by)
-        self.report = report = DecommissionReport(service=req.service, outcome="running")
-        try:
-            self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
-                                               req.service)
-            if not plan.approval.approvers:
-                raise StepFailed("read policy", "no decommission approvers are configured "
-                                 "(decommission.approvers or environments.*.approval.approvers "
-                                 "in kepler.yaml)", "InvalidInput")
-            await self.refuse_if_busy(req.service)
-            await self.notify("started", f"decommission of {req.service} requested by "
-                              f"{req.requested_by}" + (f": {req.reason}" if req.reason else ""))
-            self._phase = "approval"
-            await self.approval_gate(plan.approval, f"decommission of {req.service}")
-            await self.refuse_if_busy(req.service)  # anything started while we waited?
+        self.report = DecommissionReport(service=req.service, outcome="running")
+        return await self.operate(Operation.DECOMMISSION, req.service, "all", req.requested_by,
+                                  "", lambda: self.runbook(req))
 
-            self._phase = "phase 1"
-            for target in plan.targets:
-                fp: Footprint = await self.step(f"{target.env}: record routes and replicas",
-                                                TeardownActivities.record_footprint, target)
-                report.recorded.append(fp)
-                self.saga.add(f"{target.env}: replicas and routes back",
-                              lambda fp=fp: self._restore_env(fp))
-                await self.step(f"{target.env}: remove routes", IstioActivities.remove_routes, fp)
-                await self.step(f"{target.env}: scale to 0", TeardownActivities.scale_down, fp)
+    async def runbook(self, req: DecommissionRequest) -> Done:
+        report: DecommissionReport = self.report
+        self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
+                                           req.service)
+        if not plan.approval.approvers:
+            raise StepFailed("read policy", "no decommission approvers are configured "
+                             "(decommission.approvers or environments.*.approval.approvers "
+                             "in kepler.yaml)", "InvalidInput")
+        await self.refuse_if_busy(req.service)
+        await self.notify("started", f"decommission of {req.service} requested by "
+                          f"{req.requested_by}" + (f": {req.reason}" if req.reason else ""))
+        self._phase = "approval"
+        await self.approval_gate(plan.approval, f"decommission of {req.service}")
+        await self.refuse_if_busy(req.service)  # anything started while we waited?
 
-            if await self.soak(req):
-                return await self._restored(report)
-            self._phase = "phase 2"
-            self.saga = Saga()  # past the point of no return
-            self.set_outcome("running")
-            if self._coalesce:  # not "soaking" any more: a restore is no longer possible
-                self.set_stage("deleting")
-            await self.phase_two(req.service, report)
-        except (StepFailed, ApprovalEnded) as e:
-            return await self._fail(e, report)
-        except asyncio.CancelledError:
-            report.outcome = "cancelled"
-            if self._phase == "phase 2":
-                self.finish("cancelled", self._phase_two_summary(report, "cancelled during phase 2"))
-            else:
-                undone = await self.compensate()
-                self.finish("cancelled", "cancelled; undone: " + (", ".join(undone) or "nothing"))
-            raise
-        report.outcome = "succeeded"
-        self.finish("succeeded")
+        self._phase = "phase 1"
+        for target in plan.targets:
+            fp: Footprint = await self.step(f"{target.env}: record routes and replicas",
+                                            TeardownActivities.record_footprint, target)
+            report.recorded.append(fp)
+            self.saga.add(f"{target.env}: replicas and routes back",
+                          lambda fp=fp: self._restore_env(fp))
+            await self.step(f"{target.env}: remove routes", IstioActivities.remove_routes, fp)
+            await self.step(f"{target.env}: scale to 0", TeardownActivities.scale_down, fp)
+
+        if await self.soak(req):
+            return await self._restored()
+        self._phase = "phase 2"
+        self.saga.clear()  # past the point of no return
+        self.set_outcome("running")
+        if self.coalesced:  # not "soaking" any more: a restore is no longer possible
+            self.set_stage("deleting")
+        await self.phase_two(req.service, report)
         self.state.notes.append("deleted: " + ", ".join(report.deleted))
-        await self.notify("decommissioned", f"{req.service} is decommissioned: routes, workloads "
-                          "and the Jenkins job deleted; the GitLab project is archived")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return report
+        return Done("decommissioned", f"{req.service} is decommissioned: routes, workloads "
+                    "and the Jenkins job deleted; the GitLab project is archived")
 
     # --- the runbook's parts ------------------------------------------------------------------
 
@@ -123,7 +113,7 @@ class Decommission(KeplerWorkflow):
 
     async def phase_two(self, service: str, report: DecommissionReport) -> None:
         assert self.plan is not None
-        problems: list[str] = []
+        problems = self._problems
 
         async def attempt(name: str, activity, arg, deleted: str | None = None) -> None:
             try:
@@ -169,51 +159,31 @@ class Decommission(KeplerWorkflow):
         await self.step(f"undo: {env}: replicas back", TeardownActivities.scale_restore, fp)
         await self.step(f"undo: {env}: routes back", IstioActivities.restore_routes, fp)
 
-    async def _restored(self, report: DecommissionReport) -> DecommissionReport:
+    async def _restored(self) -> Done:
         assert self._restore is not None
         self.set_stage("restoring")
-        expected = len(self.saga.pending)
-        undone = await self.compensate()
-        if len(undone) < expected:
-            message = "restore incomplete: " + "; ".join(n for n in self.state.notes
-                                                         if n.startswith("undo failed"))
-            report.outcome, report.error = "failed", message
-            self.finish("failed", message)
-            await self.notify("failed", message)
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            raise failure(message, "failed")
-        report.outcome, report.restored_by = "restored", self._restore.requested_by
-        self.finish("restored")
-        self.state.notes.append(f"restored by {self._restore.requested_by}"
+        compensation = await self.compensate()
+        if not compensation.complete:
+            raise StepFailed("restore", "restore incomplete: not put back: "
+                             + "; ".join(compensation.not_put_back), "RestoreIncomplete")
+        by = self._restore.requested_by
+        self.report.restored_by = by
+        self.state.notes.append(f"restored by {by}"
                                 + (f": {self._restore.reason}" if self._restore.reason else ""))
-        await self.notify("restored", f"{report.service} is restored by "
-                          f"{self._restore.requested_by}: {', '.join(undone)}")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return report
+        return Done("restored", f"{self.report.service} is restored by {by}: "
+                    f"{', '.join(compensation.undone)}", outcome="restored")
 
-    def _phase_two_summary(self, report: DecommissionReport, why: str) -> str:
-        return (f"{why}; deleted: {', '.join(report.deleted) or 'nothing'}; "
-                f"remains: {', '.join(report.remaining) or 'unknown, see the steps'}")
-
-    async def _fail(self, error: Exception, report: DecommissionReport) -> DecommissionReport:
-        if isinstance(error, ApprovalEnded):
-            outcome, message = error.outcome, str(error)
-        elif self._phase == "phase 2":
-            outcome = "failed"
-            message = self._phase_two_summary(report, f"phase 2 incomplete after retries: {error.cause}")
+    def end_message(self, outcome: str, message: str) -> str:
+        if self._phase != "phase 2":
+            return message
+        report: DecommissionReport = self.report
+        if outcome == "failed":
             self.state.notes += ["deleted: " + (", ".join(report.deleted) or "nothing"),
                                  "remains: " + (", ".join(report.remaining) or "nothing")]
-        else:
-            outcome = "rolled_back" if self.saga.pending else "failed"
-            message = f"step '{error.step}' failed: {error.cause}"
-        undone = await self.compensate()
-        if self._phase != "phase 2" and not isinstance(error, ApprovalEnded):
-            message += f"; undone: {', '.join(undone) or 'nothing'}"
-        report.outcome, report.error = outcome, message
-        self.finish(outcome, message)
-        await self.notify(outcome, message)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        raise failure(message, outcome)
+        why = ("cancelled during phase 2" if outcome == "cancelled"
+               else f"phase 2 incomplete after retries: {'; '.join(self._problems)}")
+        return (f"{why}; deleted: {', '.join(report.deleted) or 'nothing'}; "
+                f"remains: {', '.join(report.remaining) or 'unknown, see the steps'}")
 
     # --- restore --------------------------------------------------------------------------
 

@@ -8,8 +8,6 @@ its commit; wait for the rollout; route 100 % to stable; notify.
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -18,82 +16,66 @@ with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.workloads import DeploymentActivities
     from activities.platform import PlatformActivities
     from activities.registry import RegistryActivities
-    from kepler import manifests, naming
+    from kepler import manifests
     from kepler.models import Operation, ReleaseReport, RollbackRequest
     from kepler.scale import Overrides
     from kepler.steps import (
         ApplyRelease, EnvironmentPolicy, ImageQuery, PolicyQuery, ReadSpec, ReleaseSnapshot,
         ReleaseTarget, ResolveRef, Revision, RouteWeights, WaitRollout,
     )
-    import workflows.kube as kube
-    from workflows.base import ApprovalEnded, KeplerWorkflow, StepFailed, failure
+    import workflows.steps.kube as kube
+    from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
 @workflow.defn(name="Rollback")
 class Rollback(KeplerWorkflow):
     @workflow.run
     async def run(self, req: RollbackRequest) -> ReleaseReport:
-        self.begin(Operation.ROLLBACK, req.service, req.env, req.requested_by, req.target)
-        report = ReleaseReport(service=req.service, env=req.env, outcome="running")
-        applied = False
-        try:
-            policy: EnvironmentPolicy = await self.step(
-                "read policy", PlatformActivities.environment_policy,
-                PolicyQuery(service=req.service, env=req.env))
-            target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
-            current = await kube.snapshot(self, target)
-            if not current.exists:
-                raise StepFailed("find target", f"{req.service} has no Deployment in {req.env}",
-                                 "NotFound")
-            report.previous_image = current.image
-            image, commit = await self.find_target(req, policy, target, current)
-            report.image, report.commit = image, commit
-            self.set_version(commit[:12] if commit else image.rsplit("@", 1)[-1][:19])
-            if policy.rollback_approval.required:
-                await self.approval_gate(policy.rollback_approval,
-                                         f"rollback of {req.service} in {req.env} to {req.target}")
+        self.report = ReleaseReport(service=req.service, env=req.env, outcome="running")
+        return await self.operate(Operation.ROLLBACK, req.service, req.env, req.requested_by,
+                                  req.target, lambda: self.runbook(req))
 
-            config, env, resources, replicas = current.config, current.env, current.resources, current.replicas
-            if commit:
-                spec = await self.step("read service spec", GitLabActivities.read_spec,
-                                       ReadSpec(service=req.service, sha=commit))
-                config, env = spec.config_files, spec.env_in(req.env)
-                # an override from `kepler resources` outlives releases and rollbacks
-                resources = Overrides.from_annotations(current.annotations).resources or \
-                    spec.resources_in(req.env)
-                replicas = current.replicas or spec.replicas_in(req.env)
+    async def runbook(self, req: RollbackRequest) -> Done:
+        report: ReleaseReport = self.report
+        policy: EnvironmentPolicy = await self.step(
+            "read policy", PlatformActivities.environment_policy,
+            PolicyQuery(service=req.service, env=req.env))
+        target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
+        current = await kube.snapshot(self, target)
+        if not current.exists:
+            raise StepFailed("find target", f"{req.service} has no Deployment in {req.env}",
+                             "NotFound")
+        report.previous_image = current.image
+        image, commit = await self.find_target(req, policy, target, current)
+        report.image, report.commit = image, commit
+        self.set_version(commit[:12] if commit else image.rsplit("@", 1)[-1][:19])
+        if policy.rollback_approval.required:
+            approvals = await self.approval_gate(
+                policy.rollback_approval, f"rollback of {req.service} in {req.env} to {req.target}")
+            report.approved_by = [a.approver for a in approvals]
 
-            self.saga.add(f"restore {current.image} and its config",
-                          lambda: kube.restore_and_wait(self, current, policy.rollout_timeout))
-            applied = True
-            result = await kube.apply(self, ApplyRelease(
-                target=target, image=image, replicas=replicas, config=config or {}, env=env,
-                resources=resources or manifests.Resources(), annotations={
-                    naming.RELEASE_ID: workflow.info().workflow_id + "/" + workflow.info().run_id,
-                    naming.COMMIT: commit, naming.REQUESTED_BY: req.requested_by,
-                    naming.VERSION: f"rollback to {req.target}"}))
-            await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
-                                                      timeout=policy.rollout_timeout))
-            await self.step("route 100% to stable", IstioActivities.set_routes, RouteWeights(
-                env=req.env, namespace=policy.namespace, service=req.service))
-        except (StepFailed, ApprovalEnded) as e:
-            outcome = e.outcome if isinstance(e, ApprovalEnded) else "failed"
-            undone = await self.compensate()
-            message = (f"step '{e.step}' failed: {e.cause}" if isinstance(e, StepFailed) else str(e))
-            message += f"; undone: {', '.join(undone) or 'nothing'}"
-            self.finish(outcome, message)
-            await self.notify(outcome, message)
-            raise failure(message, outcome)
-        except asyncio.CancelledError:
-            undone = await self.compensate()
-            self.finish("cancelled", "cancelled; undone: " + (", ".join(undone) or "nothing"))
-            raise
-        self.finish("succeeded")
-        report.outcome = "succeeded"
-        await self.notify("rolled_back", f"{req.service} in {req.env} rolled back to {report.image}"
-                          + (f" ({req.reason})" if req.reason else ""))
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return report
+        config, env, resources, replicas = current.config, current.env, current.resources, current.replicas
+        if commit:
+            spec = await self.step("read service spec", GitLabActivities.read_spec,
+                                   ReadSpec(service=req.service, sha=commit))
+            config, env = spec.config_files, spec.env_in(req.env)
+            # an override from `kepler resources` outlives releases and rollbacks
+            resources = Overrides.from_annotations(current.annotations).resources or \
+                spec.resources_in(req.env)
+            replicas = current.replicas or spec.replicas_in(req.env)
+
+        self.saga.add(f"restore {current.image} and its config",
+                      lambda: kube.restore_and_wait(self, current, policy.rollout_timeout))
+        result = await kube.apply(self, ApplyRelease(
+            target=target, image=image, replicas=replicas, config=config or {}, env=env,
+            resources=resources or manifests.Resources(), annotations=kube.release_annotations(
+                req.requested_by, commit=commit, version=f"rollback to {req.target}")))
+        await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
+                                                  timeout=policy.rollout_timeout))
+        await self.step("route 100% to stable", IstioActivities.set_routes, RouteWeights(
+            env=req.env, namespace=policy.namespace, service=req.service))
+        return Done("rolled_back", f"{req.service} in {req.env} rolled back to {report.image}"
+                    + (f" ({req.reason})" if req.reason else ""))
 
     async def find_target(self, req: RollbackRequest, policy: EnvironmentPolicy,
                           target: ReleaseTarget, current: ReleaseSnapshot) -> tuple[str, str]:

@@ -9,8 +9,6 @@ override annotation the next release honours; wait for the rollout; notify.
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -23,8 +21,8 @@ with workflow.unsafe.imports_passed_through():
         bounds_problems, request_problems,
     )
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReadSpec, ReleaseTarget, ResolveRef, WaitRollout
-    import workflows.kube as kube
-    from workflows.base import KeplerWorkflow, StepFailed, failure
+    import workflows.steps.kube as kube
+    from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
 class _Change(KeplerWorkflow):
@@ -32,51 +30,39 @@ class _Change(KeplerWorkflow):
 
     async def change(self, req: ScaleRequest | ResourcesRequest, operation: Operation,
                      version: str) -> ScaleReport:
-        self.begin(operation, req.service, req.env, req.requested_by, version)
-        report = ScaleReport(service=req.service, env=req.env, outcome="running")
-        try:
-            policy: EnvironmentPolicy = await self.step(
-                "read policy", PlatformActivities.environment_policy,
-                PolicyQuery(service=req.service, env=req.env))
-            target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
-            current: DeploymentState = await self.step(
-                "read deployment", ScaleActivities.deployment_state, target)
-            if not current.exists:
-                raise StepFailed("read deployment", f"{req.service} has no Deployment in {req.env}: "
-                                 "create and release it first", "NotFound")
-            report.previous_replicas, report.previous_resources = current.replicas, current.resources
-            change = await self.desired(req, current)
-            problems = bounds_problems(policy.bounds, change.replicas, change.resources)
-            if change.resources:
-                problems += request_problems(change.resources)
-            if problems:
-                raise StepFailed("check bounds", "; ".join(problems), "InvalidInput")
-            undo = ApplyOverrides(target=target, replicas=current.replicas,
-                                  resources=current.resources, overrides=current.overrides,
-                                  requested_by=req.requested_by,
-                                  operation_id=workflow.info().workflow_id)
-            self.saga.add(f"back to {current.replicas} replicas and the previous resources",
-                          lambda: self._apply(undo, policy, "undo"))
-            after = await self._apply(change, policy, "apply")
-            report.replicas, report.resources, report.override = (
-                after.replicas, after.resources, after.overrides)
-        except StepFailed as e:
-            undone = await self.compensate()
-            message = f"step '{e.step}' failed: {e.cause}; undone: {', '.join(undone) or 'nothing'}"
-            outcome = "rolled_back" if undone else "failed"
-            self.finish(outcome, message)
-            await self.notify(outcome, message)
-            raise failure(message, outcome)
-        except asyncio.CancelledError:
-            report.undone = await self.compensate()
-            self.finish("cancelled", "cancelled; undone: " + (", ".join(report.undone) or "nothing"))
-            raise
-        self.finish("succeeded")
-        report.outcome = "succeeded"
-        await self.notify("succeeded", f"{req.service} in {req.env}: {version}"
-                          + (f" ({req.reason})" if req.reason else ""))
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return report
+        self.report = ScaleReport(service=req.service, env=req.env, outcome="running")
+        return await self.operate(operation, req.service, req.env, req.requested_by, version,
+                                  lambda: self.runbook(req, version))
+
+    async def runbook(self, req: ScaleRequest | ResourcesRequest, version: str) -> Done:
+        report: ScaleReport = self.report
+        policy: EnvironmentPolicy = await self.step(
+            "read policy", PlatformActivities.environment_policy,
+            PolicyQuery(service=req.service, env=req.env))
+        target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
+        current: DeploymentState = await self.step(
+            "read deployment", ScaleActivities.deployment_state, target)
+        if not current.exists:
+            raise StepFailed("read deployment", f"{req.service} has no Deployment in {req.env}: "
+                             "create and release it first", "NotFound")
+        report.previous_replicas, report.previous_resources = current.replicas, current.resources
+        change = await self.desired(req, current)
+        problems = bounds_problems(policy.bounds, change.replicas, change.resources)
+        if change.resources:
+            problems += request_problems(change.resources)
+        if problems:
+            raise StepFailed("check bounds", "; ".join(problems), "InvalidInput")
+        undo = ApplyOverrides(target=target, replicas=current.replicas,
+                              resources=current.resources, overrides=current.overrides,
+                              requested_by=req.requested_by,
+                              operation_id=workflow.info().workflow_id)
+        self.saga.add(f"back to {current.replicas} replicas and the previous resources",
+                      lambda: self._apply(undo, policy, "undo"))
+        after = await self._apply(change, policy, "apply")
+        report.replicas, report.resources, report.override = (
+            after.replicas, after.resources, after.overrides)
+        return Done("succeeded", f"{req.service} in {req.env}: {version}"
+                    + (f" ({req.reason})" if req.reason else ""))
 
     async def desired(self, req, current: DeploymentState) -> ApplyOverrides:
         raise NotImplementedError

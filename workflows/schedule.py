@@ -12,8 +12,8 @@ with workflow.unsafe.imports_passed_through():
     from kepler import naming
     from kepler.models import ReleaseReport
     from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
-    from workflows.base import describe_cause
-    from workflows.train import CHILD_OUTCOMES
+    from kepler.operations import outcome_of_error
+    from workflows.common.saga import describe_cause
 
 
 @workflow.defn(name="ScheduledRelease")
@@ -42,6 +42,6 @@ class ScheduledRelease:
             self.result.detail = f"{child_id} was busy with another operation at fire time"
         except ChildWorkflowError as e:
             message, kind = describe_cause(e)
-            self.result.outcome = CHILD_OUTCOMES.get(kind, "failed")
+            self.result.outcome = outcome_of_error(kind)
             self.result.detail = message
         return self.result

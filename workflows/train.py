@@ -28,18 +28,18 @@ with workflow.unsafe.imports_passed_through():
     from kepler.models import Operation, ReleaseReport, ReleaseRequest, StepRecord
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseSnapshot, ReleaseTarget, ResolveRef
     from kepler.train import MemberResult, TrainMember, TrainReport, TrainRequest, waves
-    import workflows.kube as kube
-    from workflows.base import (
-        ApprovalEnded, KeplerWorkflow, StepFailed, describe_cause, failure,
-    )
+    from kepler.operations import outcome_of_error
+    import workflows.steps.kube as kube
+    from workflows.base import Done, KeplerWorkflow, NotPutBack, StepFailed, describe_cause
 
-CHILD_OUTCOMES = {"KeplerRolledBack": "rolled_back", "KeplerFailed": "failed",
-                  "KeplerCancelled": "cancelled", "KeplerRejected": "rejected",
-                  "KeplerExpired": "expired"}
+class MembersFailed(StepFailed):
+    """Members of a wave failed (each undid its own change); the train undoes the rest."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__("release members", message, "MembersFailed")
 
-class MemberFailed(Exception):
-    pass
+    def describe(self) -> str:
+        return self.cause
 
 
 @workflow.defn(name="ReleaseTrain")
@@ -56,42 +56,43 @@ class ReleaseTrain(KeplerWorkflow):
     @workflow.run
     async def run(self, req: TrainRequest) -> TrainReport:
         plan = waves(req.members)
-        self.begin(Operation.TRAIN, req.service, req.env, req.requested_by,
-                   " ".join(f"{m.service}:{m.ref}" for m in req.members)[:200])
-        self.train = report = TrainReport(name=req.name, env=req.env, members=[
+        self.train = self.report = TrainReport(name=req.name, env=req.env, members=[
             MemberResult(service=s, ref=self._member(req, s).ref, wave=i + 1)
             for i, wave in enumerate(plan) for s in wave])
-        try:
-            policies = await self.preflight(req)
-            policy = policies[req.members[0].service]
-            approved = False
-            if policy.approval.required:
-                what = (f"release train {req.name} to {req.env}: " + ", ".join(
-                    f"{m.service} {m.ref} ({report.member(m.service).commit[:12]})" for m in req.members))
-                await self.approval_gate(policy.approval, what)
-                report.approved_by = [n for n in self.state.notes if n.startswith("approved by")]
-                approved = True
-            for i, wave in enumerate(plan):
-                self.set_stage(f"wave {i + 1} of {len(plan)}: " + ", ".join(wave))
-                ok = await asyncio.gather(*(self.release(req, self._member(req, s), policies[s], approved)
-                                            for s in wave))
-                if not all(ok):
-                    failed = [s for s, good in zip(wave, ok) if not good]
-                    raise MemberFailed(f"{', '.join(failed)} failed: " + "; ".join(
-                        report.member(s).error for s in failed))
-        except (StepFailed, ApprovalEnded, MemberFailed) as e:
-            return await self._fail(e, report)
-        except asyncio.CancelledError:
-            await self._undo(report)
-            self.finish("cancelled", "cancelled; rolled back: " + (", ".join(report.rolled_back) or "nothing"))
-            report.outcome = "cancelled"
-            raise
-        self.finish("succeeded")
-        report.outcome = "succeeded"
-        await self.notify("succeeded", f"train {req.name}: {len(req.members)} services released to "
-                          f"{req.env}")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return report
+        return await self.operate(Operation.TRAIN, req.service, req.env, req.requested_by,
+                                  " ".join(f"{m.service}:{m.ref}" for m in req.members)[:200],
+                                  lambda: self.runbook(req, plan))
+
+    async def runbook(self, req: TrainRequest, plan: list[list[str]]) -> Done:
+        report = self.train
+        policies = await self.preflight(req)
+        policy = policies[req.members[0].service]
+        approved = False
+        if policy.approval.required:
+            what = (f"release train {req.name} to {req.env}: " + ", ".join(
+                f"{m.service} {m.ref} ({report.member(m.service).commit[:12]})" for m in req.members))
+            approvals = await self.approval_gate(policy.approval, what)
+            report.approved_by = [a.approver for a in approvals]
+            approved = True
+        for i, wave in enumerate(plan):
+            self.set_stage(f"wave {i + 1} of {len(plan)}: " + ", ".join(wave))
+            ok = await asyncio.gather(*(self.release(req, self._member(req, s), policies[s], approved)
+                                        for s in wave))
+            if not all(ok):
+                failed = [s for s, good in zip(wave, ok) if not good]
+                raise MembersFailed(f"{', '.join(failed)} failed: " + "; ".join(
+                    report.member(s).error for s in failed))
+        return Done("succeeded", f"train {req.name}: {len(req.members)} services released to "
+                    f"{req.env}")
+
+    def before_undo(self, outcome: str) -> None:
+        for member in self.train.members:
+            if member.outcome == "pending":
+                member.outcome = "not_started"
+
+    def end_message(self, outcome: str, message: str) -> str:
+        return (f"train {self.train.name}: {message}; rolled back: "
+                f"{', '.join(self.train.rolled_back) or 'nothing'}")
 
     @staticmethod
     def _member(req: TrainRequest, service: str) -> TrainMember:
@@ -125,9 +126,10 @@ class ReleaseTrain(KeplerWorkflow):
             f"{m.service}: record current release", DeploymentActivities.snapshot, target)
         result.previous_image = before.image
         child_id = naming.workflow_id(m.service, req.env)
-        undo = f"{m.service}: restore {before.image or 'the empty deployment'} and its config"
         release_id: list[str] = []
-        self.saga.add(undo, lambda: self._restore(m.service, before, release_id, policy))
+        undo = self.saga.add(
+            f"{m.service}: restore {before.image or 'the empty deployment'} and its config",
+            lambda: self._restore(m.service, before, release_id, policy))
         record = StepRecord(name=f"release {m.service} {m.ref}", started_at=workflow.now())
         self.state.steps.append(record)
         result.outcome = "running"
@@ -147,7 +149,7 @@ class ReleaseTrain(KeplerWorkflow):
         except ChildWorkflowError as e:
             self.saga.discard(undo)  # the child put back what it changed
             message, kind = describe_cause(e)
-            return self._failed(record, result, CHILD_OUTCOMES.get(kind, "failed"), message)
+            return self._failed(record, result, outcome_of_error(kind), message)
         except asyncio.CancelledError:
             self.saga.discard(undo)  # a cancelled child compensates itself
             record.outcome, record.finished_at, result.outcome = "failed", workflow.now(), "cancelled"
@@ -173,28 +175,9 @@ class ReleaseTrain(KeplerWorkflow):
             result.rollback = (f"left alone: changed since the train released it (now {running} "
                                f"by {now.annotations.get(naming.REQUESTED_BY, 'someone')})")
             self.state.notes.append(f"{service}: {result.rollback}")
-            return
+            raise NotPutBack(result.rollback)
         self.set_stage(f"rolling back {service}")
         await kube.restore_and_wait(self, before, policy.rollout_timeout)
         result.outcome = "rolled_back"
         result.rollback = f"restored {before.image or 'the empty deployment'} and its config"
         self.train.rolled_back.append(service)
-
-    async def _undo(self, report: TrainReport) -> None:
-        for member in report.members:
-            if member.outcome == "pending":
-                member.outcome = "not_started"
-        await self.compensate()
-
-    async def _fail(self, error: Exception, report: TrainReport) -> TrainReport:
-        await self._undo(report)
-        outcome = error.outcome if isinstance(error, ApprovalEnded) else (
-            "rolled_back" if report.rolled_back else "failed")
-        message = (f"step '{error.step}' failed: {error.cause}" if isinstance(error, StepFailed)
-                   else str(error))
-        message += f"; rolled back: {', '.join(report.rolled_back) or 'nothing'}"
-        self.finish(outcome, message)
-        report.outcome, report.error = outcome, message
-        await self.notify(outcome, f"train {report.name}: {message}")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        raise failure(message, outcome)

@@ -11,11 +11,11 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.cronjob import CronJobActivities
-    from kepler import naming
     from kepler.jobs import JobRef, JobResult, StartJob, WaitJob, job_name
     from kepler.models import ReleaseRequest, ServiceSpec
     from kepler.steps import ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget
     from workflows.base import LONG_WAIT, KeplerWorkflow, StepOptions
+    import workflows.steps.kube as kube
 
 WAIT_SLACK = timedelta(minutes=1)
 
@@ -38,8 +38,8 @@ async def run_once(wf: KeplerWorkflow, target: ReleaseTarget, kind: str,
     still runs) and wait for its verdict; a failed run raises StepFailed."""
     name = job_name(target.service, workflow.info().run_id, kind)
     ref = JobRef(target=target, name=name)
-    wf.saga.add(f"stop run {name} if it still runs",
-                lambda: wf.step(f"undo: stop {name}", CronJobActivities.stop_job, ref))
+    stop = wf.saga.add(f"stop run {name} if it still runs",
+                       lambda: wf.step(f"undo: stop {name}", CronJobActivities.stop_job, ref))
     started: JobRef = await wf.step(step, CronJobActivities.start_job, StartJob(
         target=target, name=name, annotations=annotations))
     timeout = timedelta(seconds=started.active_deadline) + WAIT_SLACK
@@ -47,7 +47,7 @@ async def run_once(wf: KeplerWorkflow, target: ReleaseTarget, kind: str,
                           schedule_to_close=timeout * 2 + LONG_WAIT.start_to_close)
     result: JobResult = await wf.step("wait for the run", CronJobActivities.wait_job,
                                       WaitJob(job=started, timeout=timeout), options)
-    wf.saga.discard(f"stop run {name} if it still runs")
+    wf.saga.discard(stop)
     assert wf.state is not None
     wf.state.notes.append(f"run {name} succeeded" + (
         f"; last log lines: {' | '.join(result.log_tail)}" if result.log_tail else ""))
@@ -61,9 +61,7 @@ async def release(wf: KeplerWorkflow, req: ReleaseRequest, previous: ReleaseSnap
     target = previous.target
     wf.saga.add(f"restore {previous.image or 'the empty cronjob'} and its config",
                 lambda: restore(wf, previous))
-    annotations = {
-        naming.RELEASE_ID: workflow.info().workflow_id + "/" + workflow.info().run_id,
-        naming.COMMIT: commit, naming.REQUESTED_BY: req.requested_by, naming.VERSION: req.ref}
+    annotations = kube.release_annotations(req.requested_by, commit=commit, version=req.ref)
     await apply(wf, ApplyRelease(
         target=target, image=image, replicas=1, config=spec.config_files,
         env=spec.env_in(req.env), resources=spec.resources_in(req.env), annotations=annotations))

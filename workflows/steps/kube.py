@@ -8,10 +8,24 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.workloads import DeploymentActivities
+    from kepler import naming
     from kepler.steps import (
         ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout,
     )
-    from workflows.base import QUICK, KeplerWorkflow, StepOptions
+    from workflows.base import KeplerWorkflow, StepOptions
+
+
+def release_annotations(requested_by: str, commit: str | None = None,
+                        version: str | None = None) -> dict[str, str]:
+    """What a release writes on the workload: this run's id, who asked, commit, version."""
+    info = workflow.info()
+    annotations = {naming.RELEASE_ID: f"{info.workflow_id}/{info.run_id}"}
+    if commit is not None:
+        annotations[naming.COMMIT] = commit
+    annotations[naming.REQUESTED_BY] = requested_by
+    if version is not None:
+        annotations[naming.VERSION] = version
+    return annotations
 
 
 async def snapshot(wf: KeplerWorkflow, target: ReleaseTarget) -> ReleaseSnapshot:

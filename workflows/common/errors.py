@@ -1,0 +1,37 @@
+"""How a runbook stops: a step that failed, or an end it chose (rejected, aborted, ...).
+The lifecycle in workflows/base.py turns either into the operation's outcome."""
+
+from __future__ import annotations
+
+from temporalio.exceptions import ApplicationError
+
+from kepler.models import Outcome
+from kepler.operations import error_type
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, cause: str, error_type: str = "") -> None:
+        super().__init__(f"{step}: {cause}")
+        self.step = step
+        self.cause = cause
+        self.error_type = error_type
+
+    def describe(self) -> str:
+        return f"step '{self.step}' failed: {self.cause}"
+
+
+class OperationEnded(Exception):
+    """The runbook ends the operation with `outcome` (a canary's failure limit, an abort,
+    a rejected approval); what it changed is undone first."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+    def describe(self) -> str:
+        return str(self)
+
+
+def failure(message: str, outcome: str) -> ApplicationError:
+    """The final error of a workflow: non-retryable, typed by outcome (KeplerRolledBack, ...)."""
+    return ApplicationError(message, type=error_type(outcome), non_retryable=True)

@@ -1,0 +1,1 @@
+"""Runbook steps several workflows share: images, Deployments, CronJobs."""
