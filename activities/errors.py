@@ -1,4 +1,4 @@
-"""Error classification (DESIGN §4): what a retry cannot fix fails at once, with a type.
+"""Error classification: what a retry cannot fix fails at once, with a type.
 
 4xx validation, auth and not-found-where-it-must-exist are non-retryable; 5xx,
 429, timeouts and connection errors are raised as retryable so the workflow's

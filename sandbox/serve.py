@@ -43,16 +43,7 @@ class Sandbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
-        modules = {}
-        for name in settings.standins:
-            try:
-                module = importlib.import_module(f"sandbox.{name}.app")
-            except ModuleNotFoundError as e:
-                if e.name not in (f"sandbox.{name}", f"sandbox.{name}.app"):
-                    raise
-                continue  # a stand-in not built (yet)
-            if hasattr(module, "create_app"):
-                modules[name] = module
+        modules = {name: importlib.import_module(f"sandbox.{name}.app") for name in settings.standins}
         factories = {name: module.create_app for name, module in modules.items()}
         if "kubernetes" in modules:
             for name in settings.extra_clusters():

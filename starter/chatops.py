@@ -37,7 +37,10 @@ from temporalio.service import RPCError
 
 from kepler import naming, operations_client
 from kepler.decommission import RestoreRequest
-from kepler.models import ApprovalDecision, DecommissionRequest, ReleaseRequest, RollbackRequest
+from kepler.canary import CanaryControl
+from kepler.models import (
+    ApprovalDecision, CanaryRequest, DecommissionRequest, ReleaseRequest, RollbackRequest,
+)
 from kepler.settings import Platform, Secrets
 from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error, service_name
@@ -45,14 +48,17 @@ from starter import session
 
 log = logging.getLogger("kepler.chatops")
 MAX_AGE = 300  # seconds
-NOT_BUILT = {"canary": 6, "pause": 6, "resume": 6, "promote": 6, "abort": 6}
+CONTROLS = ("pause", "resume", "promote", "abort")
+VERBS = ("release", "rollback", "canary", *CONTROLS, "status", "approve", "reject",
+         "decommission", "restore")
 USAGE = """*Kepler commands* (the CLI's grammar):
 `release SERVICE --env ENV --ref REF [--reason TEXT]`
 `rollback SERVICE --env ENV [--to previous|VERSION|sha256:DIGEST] [--reason TEXT]`
 `status SERVICE --env ENV|all`
 `approve|reject SERVICE --env ENV|all [--comment TEXT]`
 `decommission SERVICE [--reason TEXT]`   `restore SERVICE [--reason TEXT]`
-`canary|pause|resume|promote|abort ...` (not built yet)"""
+`canary SERVICE --env ENV --ref REF [--steps 10,20,50] [--interval 1m] [--reason TEXT]`
+`pause|resume|promote|abort SERVICE --env ENV [--reason TEXT]`"""
 
 
 class NotConfigured(Exception):
@@ -76,13 +82,16 @@ class _Parser(argparse.ArgumentParser):
 def _parser(verb: str) -> _Parser:
     p = _Parser(prog=verb, add_help=False)
     p.add_argument("service")
-    if verb in ("release", "rollback", "status", "approve", "reject"):
+    if verb in ("release", "rollback", "canary", "status", "approve", "reject", *CONTROLS):
         p.add_argument("--env", "-e", required=True)
-    if verb == "release":
+    if verb in ("release", "canary"):
         p.add_argument("--ref", required=True)
+    if verb == "canary":
+        p.add_argument("--steps", default=None)
+        p.add_argument("--interval", default="1m")
     if verb == "rollback":
         p.add_argument("--to", default="previous")
-    if verb in ("release", "rollback", "decommission", "restore"):
+    if verb in ("release", "rollback", "canary", "decommission", "restore", *CONTROLS):
         p.add_argument("--reason", default="")
     if verb in ("approve", "reject"):
         p.add_argument("--comment", default="")
@@ -197,11 +206,7 @@ class ChatOps:
         if not words or words[0] in ("help", "-h", "--help"):
             return USAGE
         verb, rest = words[0], words[1:]
-        if verb in NOT_BUILT:
-            return (f":construction: `{verb}` is not built yet (issue #{NOT_BUILT[verb]}); "
-                    "nothing was done")
-        if verb not in ("release", "rollback", "status", "approve", "reject", "decommission",
-                        "restore"):
+        if verb not in VERBS:
             return f":warning: unknown command {verb!r}\n{USAGE}"
         try:
             args = _parser(verb).parse_args(rest)
@@ -210,8 +215,10 @@ class ChatOps:
             if env != "all" and env not in self.platform.environments:
                 raise BadInput(f"--env: unknown environment {env!r} (configured: "
                                f"{', '.join(sorted(self.platform.environments))})")
-            if env == "all" and verb in ("release", "rollback"):
+            if env == "all" and verb in ("release", "rollback", "canary", *CONTROLS):
                 raise BadInput("--env: name one environment")
+            if verb in CONTROLS:
+                return await self._control(user, args, verb)
             return await getattr(self, "_" + verb)(user, args)
         except BadInput as e:
             return f":warning: bad input: {e}\n`{_parser(verb).format_usage().strip()}`"
@@ -241,6 +248,25 @@ class ChatOps:
     async def _rollback(self, user: str, a: argparse.Namespace) -> str:
         return await self._start(RollbackRequest(service=a.service, env=a.env, target=a.to,
                                                  reason=a.reason, requested_by=user))
+
+    async def _canary(self, user: str, a: argparse.Namespace) -> str:
+        steps = None
+        if a.steps is not None:
+            try:
+                steps = [int(part) for part in a.steps.split(",") if part.strip()]
+            except ValueError:
+                raise BadInput(f"--steps: must be comma-separated weights such as 10,20,50 "
+                               f"(got {a.steps!r})") from None
+        return await self._start(CanaryRequest(service=a.service, env=a.env, ref=a.ref,
+                                               steps=steps, interval=a.interval,
+                                               reason=a.reason, requested_by=user))
+
+    async def _control(self, user: str, a: argparse.Namespace, verb: str) -> str:
+        result = await operations_client.control(await self.client(), a.service, a.env, verb,
+                                                 CanaryControl(by=user, reason=a.reason))
+        workflow_id = naming.workflow_id(a.service, a.env)
+        log.info("chatops: %s %s %s: %s", user, verb, workflow_id, result)
+        return f":traffic_light: {workflow_id}: {result}\n{self.link(workflow_id)}"
 
     async def _decommission(self, user: str, a: argparse.Namespace) -> str:
         return await self._start(DecommissionRequest(service=a.service, reason=a.reason,

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from pydantic import SecretStr
+from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
@@ -137,9 +138,26 @@ async def test_bad_input_is_refused_naming_the_field(bot: Bot) -> None:
     assert await bot.status("shop@prod") is None
 
 
-async def test_canary_commands_say_they_are_not_built(bot: Bot) -> None:
-    for text in ("canary shop --env prod --ref v2", "promote shop --env prod", "abort shop --env prod"):
-        assert "is not built yet (issue #6); nothing was done" in await bot.command(text)
+async def test_canary_and_its_controls_work_like_the_cli(bot: Bot) -> None:
+    assert "--steps: must be comma-separated" in await bot.command(
+        "canary shop --env prod --ref v2 --steps 10,x")
+    assert "no canary is running" in await bot.command("abort shop --env prod")
+    assert await bot.status("shop@prod") is None  # nothing was started by the refusals
+
+    started = await bot.command("canary shop --env prod --ref v2 --steps 20,50 --reason test")
+    assert started.startswith(":rocket: started canary shop v2 to prod by carol: test"), started
+    await bot.wait_stage("shop@prod", "awaiting approval")  # prod's policy asks first
+    status = await bot.status("shop@prod")
+    assert status and status.operation.value == "canary" and status.requested_by == "carol"
+    refused = await bot.command("pause shop --env prod")
+    assert refused.startswith(":no_entry: refused: shop@prod: the canary is waiting"), refused
+    assert "reject it or `kepler cancel` it" in await bot.command("abort shop --env prod --reason x")
+    rejected = await bot.command("reject shop --env prod --comment no", user="UALICE")
+    assert rejected.startswith(":white_check_mark: shop@prod: rejected by alice"), rejected
+    handle = bot.client.get_workflow_handle("shop@prod")
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert (await bot.status("shop@prod")).outcome == "rejected"
 
 
 async def test_approve_button_advances_a_waiting_release_with_four_eyes(bot: Bot) -> None:
