@@ -1,11 +1,11 @@
 """Cron schedules as Kubernetes CronJobs read them: five fields (minute hour
 day-of-month month day-of-week) with lists, ranges, steps and names, or a macro
-(@hourly, @daily, ...). Validated in the service spec; evaluated by the sandbox."""
+(@hourly, @daily, ...). Validated in the service spec before it reaches a cluster
+(the sandbox's CronJob controller has its own reading, as a real cluster has)."""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
 MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
           "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
@@ -69,16 +69,3 @@ def parse(schedule: str) -> list[set[int]]:
 def validate(schedule: str) -> str:
     parse(schedule)
     return schedule.strip()
-
-
-def matches(schedule: str, when: datetime) -> bool:
-    """True when `when` (to the minute) is one of the schedule's times. As cron does, a
-    restricted day-of-month and day-of-week match when either does."""
-    minute, hour, dom, month, dow = parse(schedule)
-    fields = MACROS.get(schedule.strip().lower(), schedule.strip().lower()).split()
-    weekday = (when.weekday() + 1) % 7
-    if fields[2] != "*" and fields[4] != "*":
-        day_ok = when.day in dom or weekday in dow
-    else:
-        day_ok = when.day in dom and weekday in dow
-    return when.minute in minute and when.hour in hour and when.month in month and day_ok

@@ -1,14 +1,14 @@
 """The built-in canary analysis queries (Flagger's), as PromQL templates.
 
-The one place they are written: the canary analysis renders them for a real
-Prometheus, and the Prometheus stand-in recognises exactly these renderings
-(`parse_builtin`) and answers them from the sandbox's simulation.
+The canary analysis renders them for a real Prometheus. The Prometheus stand-in
+recognises them by their text as a Prometheus user would (sandbox/prometheus/queries.py,
+its own reading); tests/sandbox/test_prometheus.py sends these renderings there, so the
+two cannot drift apart unnoticed.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from string import Template
 
 REQUEST_SUCCESS_RATE = "request-success-rate"
@@ -67,43 +67,6 @@ def render(metric: str, namespace: str, workload: str, interval: str) -> str:
     interval_seconds(interval)
     return Template(TEMPLATES[metric]).substitute(namespace=namespace, workload=workload,
                                                   interval=interval)
-
-
-@dataclass(frozen=True)
-class BuiltinQuery:
-    metric: str
-    namespace: str
-    workload: str  # a regular expression, fully anchored as PromQL's =~
-    interval: str
-
-    @property
-    def seconds(self) -> float:
-        return interval_seconds(self.interval)
-
-
-def _pattern(template: str) -> re.Pattern[str]:
-    text = re.escape(template)
-    for name, group in (("namespace", r"(?P<namespace>[a-z0-9-]+)"),
-                        ("workload", r'(?P<workload>[^"\\]*)'),
-                        ("interval", r"(?P<interval>[0-9a-z]+)")):
-        escaped = re.escape("${" + name + "}")
-        text = text.replace(escaped, group, 1)
-        text = text.replace(escaped, f"(?P={name})")
-    # Whitespace is insignificant in PromQL: accept any amount where the template has some.
-    text = text.replace(r"\ ", r"\s*")
-    return re.compile(r"^\s*" + text + r"\s*$")
-
-
-_PATTERNS = {metric: _pattern(t) for metric, t in TEMPLATES.items()}
-
-
-def parse_builtin(query: str) -> BuiltinQuery | None:
-    """Recognise a rendering of a built-in query, or None for any other PromQL."""
-    for metric, pattern in _PATTERNS.items():
-        m = pattern.match(query)
-        if m:
-            return BuiltinQuery(metric, m["namespace"], m["workload"], m["interval"])
-    return None
 
 
 def render_custom(query: str, namespace: str, workload: str, interval: str, service: str) -> str:

@@ -101,7 +101,7 @@ HISTORIES = Path(__file__).parent / "histories"
 
 
 async def keep_history(client: Any, name: str, workflow_id: str, run_id: str | None = None) -> None:
-    """Replay material (tests/test_replay.py replays every file in tests/histories/): with
+    """Replay material (tests/workflows/test_replay.py replays every file in tests/histories/): with
     KEPLER_RECORD_HISTORIES=1, write this run's history to tests/histories/<name>.json."""
     if os.environ.get("KEPLER_RECORD_HISTORIES") == "1":
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()

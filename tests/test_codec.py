@@ -22,7 +22,7 @@ from kepler.codec import CodecError, EncryptionCodec, parse_keys
 from kepler.models import ApprovalDecision
 from kepler.temporal import data_converter
 from tests.helpers import free_port, wait_until
-from tests.sample_workflows import Echo
+from tests.fakes.sample_workflows import Echo
 
 OLD_KEY = base64.b64encode(b"o" * 32).decode()
 NEW_KEY = base64.b64encode(b"n" * 32).decode()

@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 from kepler import search_attributes as sa
 from kepler.models import ApprovalDecision, CanaryRequest, ReleaseRequest, RollbackRequest, ServiceSpec
 from kepler.settings import ConfigError, load_platform, parse_platform
-from tests.sample_workflows import SleepsADay
+from tests.fakes.sample_workflows import SleepsADay
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -26,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.istio import IstioActivities
     from activities.kubernetes.workloads import DeploymentActivities
-    from activities.platform import PlatformActivities
     from activities.prometheus import PrometheusActivities
     from kepler import manifests, naming, promql
     from kepler.canary import (
@@ -35,10 +34,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from kepler.models import CanaryProgress, CanaryRequest, Operation
     from kepler.steps import (
-        ApplyObjects, ApplyRelease, EnvironmentPolicy, PolicyQuery, ReadSpec, ReleaseTarget,
+        ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec, ReleaseTarget,
         ResolveRef, RouteWeights, ScaleDeployment, WaitRollout,
     )
     import workflows.steps.kube as kube
+    from workflows.steps.platform import read_policy
     from workflows.base import (
         UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo,
     )
@@ -115,9 +115,7 @@ class Canary(KeplerWorkflow):
     # --- before any traffic moves ------------------------------------------------------------
 
     async def _prepare(self, req: CanaryRequest) -> None:
-        policy: EnvironmentPolicy = await self.step(
-            "read policy", PlatformActivities.environment_policy,
-            PolicyQuery(service=req.service, env=req.env))
+        policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         if req.approve_promotion and not policy.approval.approvers:
             raise StepFailed("read policy", f"approve_promotion needs approvers, and {req.env} "
                              "lists none in kepler.yaml", "InvalidInput")

@@ -23,8 +23,9 @@ with workflow.unsafe.imports_passed_through():
     from kepler import manifests
     from kepler.models import CreateServiceRequest, Operation, ReleaseReport
     from kepler.steps import (
-        ApplyObjects, EnsureHook, EnsureJob, EnsureProject, PolicyQuery, UndoCreated,
+        ApplyObjects, EnsureHook, EnsureJob, EnsureProject, UndoCreated,
     )
+    from workflows.steps.platform import read_policy
     from workflows.base import Done, KeplerWorkflow
 
 
@@ -46,8 +47,7 @@ class CreateService(KeplerWorkflow):
         spec = req.spec
         run_id = workflow.info().run_id
         envs = await self.step("read environments", PlatformActivities.environments, None)
-        policies = [await self.step(f"read policy {env}", PlatformActivities.environment_policy,
-                                    PolicyQuery(service=spec.name, env=env)) for env in envs]
+        policies = [await read_policy(self, spec.name, env, f"read policy {env}") for env in envs]
         for policy in policies if spec.volumes else []:  # storage is bound, never made
             await self.step(f"{policy.env}: check volumes", VolumeActivities.check_volumes,
                             VolumeCheck(env=policy.env, namespace=policy.namespace,

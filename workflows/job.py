@@ -10,12 +10,12 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.platform import PlatformActivities
     from kepler.jobs import JobReport, RunJobRequest
     from kepler.models import Operation
-    from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget
+    from kepler.steps import EnvironmentPolicy, ReleaseTarget
     import workflows.steps.cronjob as cronjob
     import workflows.steps.kube as kube
+    from workflows.steps.platform import read_policy
     from workflows.base import Done, KeplerWorkflow
 
 
@@ -28,9 +28,7 @@ class RunJob(KeplerWorkflow):
                                   lambda: self.runbook(req))
 
     async def runbook(self, req: RunJobRequest) -> Done:
-        policy: EnvironmentPolicy = await self.step(
-            "read policy", PlatformActivities.environment_policy,
-            PolicyQuery(service=req.service, env=req.env))
+        policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         result = await cronjob.run_once(self, target, "run", kube.release_annotations(
             req.requested_by), step="start the run")

@@ -14,15 +14,15 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
-    from activities.platform import PlatformActivities
     from activities.prometheus import PrometheusActivities
     from kepler.models import Operation, ReleaseReport, ReleaseRequest
     from kepler.scale import Overrides
     from kepler.train import TRAIN_PREFIX
     from kepler.steps import (
-        ApplyRelease, EnvironmentPolicy, PolicyQuery, ReadSpec, ReleaseTarget, ResolveRef,
+        ApplyRelease, EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef,
         VerifyRelease, WaitRollout,
     )
+    from workflows.steps.platform import read_policy
     from workflows.base import Done, KeplerWorkflow, StepFailed
     from workflows.steps.image import ensure_image
     import workflows.steps.cronjob as cronjob
@@ -41,9 +41,7 @@ class ReleaseVersion(KeplerWorkflow):
 
     async def runbook(self, req: ReleaseRequest) -> Done:
         report: ReleaseReport = self.report
-        policy: EnvironmentPolicy = await self.step(
-            "read policy", PlatformActivities.environment_policy,
-            PolicyQuery(service=req.service, env=req.env))
+        policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         commit = await self.step("resolve ref", GitLabActivities.resolve_ref,
                                  ResolveRef(service=req.service, ref=req.ref))
         report.commit = commit.sha

@@ -14,16 +14,16 @@ with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.istio import IstioActivities
     from activities.kubernetes.workloads import DeploymentActivities
-    from activities.platform import PlatformActivities
     from activities.registry import RegistryActivities
     from kepler import manifests
     from kepler.models import Operation, ReleaseReport, RollbackRequest
     from kepler.scale import Overrides
     from kepler.steps import (
-        ApplyRelease, EnvironmentPolicy, ImageQuery, PolicyQuery, ReadSpec, ReleaseSnapshot,
+        ApplyRelease, EnvironmentPolicy, ImageQuery, ReadSpec, ReleaseSnapshot,
         ReleaseTarget, ResolveRef, Revision, RouteWeights, WaitRollout,
     )
     import workflows.steps.kube as kube
+    from workflows.steps.platform import read_policy
     from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
@@ -37,9 +37,7 @@ class Rollback(KeplerWorkflow):
 
     async def runbook(self, req: RollbackRequest) -> Done:
         report: ReleaseReport = self.report
-        policy: EnvironmentPolicy = await self.step(
-            "read policy", PlatformActivities.environment_policy,
-            PolicyQuery(service=req.service, env=req.env))
+        policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         current = await kube.snapshot(self, target)
         if not current.exists:

@@ -14,14 +14,14 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.scale import ScaleActivities
-    from activities.platform import PlatformActivities
     from kepler.models import Operation, Resources
     from kepler.scale import (
         ApplyOverrides, DeploymentState, Overrides, ResourcesRequest, ScaleReport, ScaleRequest,
         bounds_problems, request_problems,
     )
-    from kepler.steps import EnvironmentPolicy, PolicyQuery, ReadSpec, ReleaseTarget, ResolveRef, WaitRollout
+    from kepler.steps import EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef, WaitRollout
     import workflows.steps.kube as kube
+    from workflows.steps.platform import read_policy
     from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
@@ -36,9 +36,7 @@ class _Change(KeplerWorkflow):
 
     async def runbook(self, req: ScaleRequest | ResourcesRequest, version: str) -> Done:
         report: ScaleReport = self.report
-        policy: EnvironmentPolicy = await self.step(
-            "read policy", PlatformActivities.environment_policy,
-            PolicyQuery(service=req.service, env=req.env))
+        policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         current: DeploymentState = await self.step(
             "read deployment", ScaleActivities.deployment_state, target)

@@ -22,14 +22,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.workloads import DeploymentActivities
     from activities.operations import OperationsActivities
-    from activities.platform import PlatformActivities
     from kepler import naming
     from kepler.decommission import RunningQuery
     from kepler.models import Operation, ReleaseReport, ReleaseRequest, StepRecord
-    from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseSnapshot, ReleaseTarget, ResolveRef
+    from kepler.steps import EnvironmentPolicy, ReleaseSnapshot, ReleaseTarget, ResolveRef
     from kepler.train import MemberResult, TrainMember, TrainReport, TrainRequest, waves
     from kepler.operations import outcome_of_error
     import workflows.steps.kube as kube
+    from workflows.steps.platform import read_policy
     from workflows.base import Done, KeplerWorkflow, NotPutBack, StepFailed, describe_cause
 
 class MembersFailed(StepFailed):
@@ -101,8 +101,7 @@ class ReleaseTrain(KeplerWorkflow):
     async def preflight(self, req: TrainRequest) -> dict[str, EnvironmentPolicy]:
         """Reads only: policies, nothing else running on a member, refs resolve."""
         async def one(m: TrainMember) -> EnvironmentPolicy:
-            policy = await self.step(f"{m.service}: read policy", PlatformActivities.environment_policy,
-                                     PolicyQuery(service=m.service, env=req.env))
+            policy = await read_policy(self, m.service, req.env, f"{m.service}: read policy")
             busy = await self.step(f"{m.service}: check nothing runs",
                                    OperationsActivities.running_operations,
                                    RunningQuery(service=m.service, envs=[req.env]))

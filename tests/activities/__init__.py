@@ -1,0 +1,1 @@
+"""Activities against the stand-ins and real components, through the real client libraries."""

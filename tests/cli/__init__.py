@@ -1,0 +1,1 @@
+"""The CLI, chat-ops and the client module: input, refusals, the local stack."""

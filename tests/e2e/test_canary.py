@@ -1,0 +1,153 @@
+"""Canary end to end: the `kepler` CLI, the real dev server, the real worker and activities,
+the sandbox (GitLab, Jenkins, registry, Kubernetes+Istio with simulated traffic) and the
+real Prometheus (Debian's) scraping the sandbox's Istio-style metrics. A version whose
+commit asks for a 20 % error rate is rolled back by the metric; a healthy one is promoted."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from sandbox.serve import Sandbox
+from tests.conftest import platform_yaml
+from tests.helpers import real_prometheus as start_prometheus
+from tests.e2e.test_release import apps, gitlab_client, kepler, wait_for_outcome, wait_for_stage
+
+pytestmark = pytest.mark.e2e
+NS = "payments-staging"
+
+
+@pytest.fixture(scope="module")
+def real_prometheus(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with start_prometheus(sandbox.urls["kubernetes"].removeprefix("http://"),
+                         tmp_path_factory.mktemp("prometheus-canary")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def canary_platform(sandbox: Sandbox, dev_env: Any, real_prometheus: str,
+                    tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kepler.yaml for the sandbox with the real Prometheus, on its own task queue."""
+    path = tmp_path_factory.mktemp("canary-platform") / "kepler.yaml"
+    path.write_text(platform_yaml({**sandbox.urls, "prometheus": real_prometheus},
+                                  dev_env.client.service_client.config.target_host,
+                                  "kepler-e2e-canary"))
+    return path
+
+
+@pytest.fixture(scope="module")
+async def canary_worker(canary_platform: Path, dev_env: Any) -> AsyncIterator[None]:
+    """The real worker (every workflow and activity), as tests/conftest.py's e2e_worker,
+    pointed at the real Prometheus."""
+    from kepler.settings import Secrets, load_platform
+    from worker import build_worker
+
+    with ThreadPoolExecutor(max_workers=64) as executor:
+        async with build_worker(dev_env.client, load_platform(canary_platform), Secrets(), executor):
+            yield
+
+
+def routes(sandbox: Sandbox) -> list[dict]:
+    conf = k8s.Configuration()
+    conf.host = sandbox.urls["kubernetes"]
+    vs = k8s.CustomObjectsApi(k8s.ApiClient(conf)).get_namespaced_custom_object(
+        "networking.istio.io", "v1", NS, "virtualservices", "payments")
+    return vs["spec"]["http"]
+
+
+def image_of(sandbox: Sandbox, name: str) -> tuple[str, int]:
+    d = apps(sandbox).read_namespaced_deployment(name, NS)
+    return d.spec.template.spec.containers[0].image, d.spec.replicas
+
+
+def push_version(sandbox: Sandbox, tag: str, behaviour: dict[str, Any]) -> None:
+    project = gitlab_client(sandbox).projects.get("demo/payments")
+    project.commits.create({"branch": "main", "commit_message": f"{tag}: {behaviour}", "actions": [
+        {"action": "update" if tag != "v2" else "create", "file_path": "kepler-sandbox.yaml",
+         "content": yaml.safe_dump(behaviour)}]})
+    project.tags.create({"tag_name": tag, "ref": "main"})
+
+
+async def test_bad_canary_is_rolled_back_by_its_metric_and_a_good_one_promoted(
+        sandbox: Sandbox, canary_platform: Path, canary_worker: Any, tmp_path: Path) -> None:
+    spec = {"name": "payments", "team": "payments", "template": "python", "replicas": 2}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = await kepler(canary_platform, "service", "create", "-f",
+                                  str(tmp_path / "spec.yaml"), "--watch")
+    assert code == 0, out + err
+    code, out, err = await kepler(canary_platform, "release", "payments", "--env", "staging",
+                                  "--ref", "main", "--watch", "-o", "json")
+    assert code == 0, out + err
+    v1 = json.loads(out)["report"]["image"]
+
+    code, out, err = await kepler(canary_platform, "abort", "payments", "--env", "staging")
+    assert code == 3 and "no canary is running" in err
+
+    # v2 answers 20 % of its requests with 500s: the success rate check fails.
+    push_version(sandbox, "v2", {"error_rate": 0.2})
+    code, out, err = await kepler(canary_platform, "canary", "payments", "--env", "staging",
+                                  "--ref", "v2", "--steps", "50", "--interval", "10s",
+                                  "--failure-limit", "1", "--watch", "-o", "json")
+    assert code == 1, out + err
+    failed = json.loads(out or err)
+    assert failed["outcome"] == "rolled_back", failed
+    assert "failure limit 1 reached at 50%: request-success-rate 8" in failed["error"]
+    assert "< 99" in failed["error"] and "route 100% to stable" in failed["error"]
+    assert image_of(sandbox, "payments") == (v1, 2)
+    assert image_of(sandbox, "payments-canary")[1] == 0
+    assert [r["name"] for r in routes(sandbox)] == ["primary"]
+    assert [d["weight"] for d in routes(sandbox)[0]["route"]] == [100, 0]
+
+    # v3 is healthy: it goes through the analysis and is promoted.
+    push_version(sandbox, "v3", {"error_rate": 0, "latency_ms": 60})
+    code, out, err = await kepler(canary_platform, "canary", "payments", "--env", "staging",
+                                  "--ref", "v3", "--steps", "50", "--interval", "10s",
+                                  "--watch", "-o", "json")
+    assert code == 0, out + err
+    report = json.loads(out)["report"]
+    assert report["outcome"] == "succeeded" and report["image"] != v1
+    rate, p99 = report["checks"]
+    assert rate["last_value"] == pytest.approx(100, abs=0.5) and rate["last_result"] == "passed"
+    assert p99["last_value"] == pytest.approx(60, rel=0.05)
+    assert image_of(sandbox, "payments") == (report["image"], 2)
+    assert image_of(sandbox, "payments-canary") == (report["image"], 0)
+    assert [d["weight"] for d in routes(sandbox)[0]["route"]] == [100, 0]
+    status = json.loads((await kepler(canary_platform, "status", "payments", "--env", "staging",
+                                      "-o", "json"))[1])
+    assert status["outcome"] == "succeeded" and status["canary"]["rounds"] == 1
+
+
+async def test_cli_controls_against_the_prometheus_standin(
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
+    """The sandbox's own Prometheus stand-in (what `kepler dev up` and the demo use) answers
+    the analysis; pause, a refused second pause, and promote through the CLI."""
+    spec = {"name": "orders", "team": "shop", "template": "python", "replicas": 1}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert (await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+                         "--watch"))[0] == 0
+    assert (await kepler(platform_file, "release", "orders", "--env", "staging", "--ref", "main",
+                         "--watch"))[0] == 0
+    code, out, err = await kepler(platform_file, "canary", "orders", "--env", "staging", "--ref",
+                                  "main", "--steps", "20,50", "--interval", "10s", "-o", "json")
+    assert code == 0 and json.loads(out)["workflow_id"] == "orders@staging", out + err
+    await wait_for_stage(platform_file, "orders", "staging", "canary 20%")
+    code, out, err = await kepler(platform_file, "pause", "orders", "--env", "staging")
+    assert code == 0 and "paused at 20%" in out, out + err
+    code, out, err = await kepler(platform_file, "pause", "orders", "--env", "staging", "-o", "json")
+    assert code == 3 and "already paused by carol" in json.loads(out)["error"]
+    status = await wait_for_stage(platform_file, "orders", "staging", "paused")
+    assert status["canary"]["paused"] and status["canary"]["weight"] == 20
+    code, out, err = await kepler(platform_file, "promote", "orders", "--env", "staging",
+                                  user="dave")
+    assert code == 0 and "promoting" in out, out + err
+    status = await wait_for_outcome(platform_file, "orders", "staging")
+    assert status["outcome"] == "succeeded", status
+    assert "promotion requested by dave" in status["notes"]
+    code, out, err = await kepler(platform_file, "resume", "orders", "--env", "staging")
+    assert code == 3 and "no canary is running" in err

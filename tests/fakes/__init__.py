@@ -1,0 +1,1 @@
+"""In-memory activities and sample workflows the workflow tests share."""

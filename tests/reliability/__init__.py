@@ -1,0 +1,1 @@
+"""Crashes, restarts, faults and secrets."""

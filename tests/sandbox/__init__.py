@@ -1,0 +1,1 @@
+"""The stand-ins, driven with the real client libraries (and compared with the real components)."""

@@ -1,0 +1,96 @@
+"""The one operation lifecycle (workflows/base.py): where the workflows' own endings used
+to disagree, each now ends the same way. Every test here failed against a copy before."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import WorkflowFailureError
+
+from kepler import operations_client as ops
+from kepler.models import ApprovalDecision, CreateServiceRequest, RollbackRequest, ServiceSpec
+from kepler.steps import Revision
+from tests.fakes.world import sha_of
+from tests.workflows.test_release import Harness, failure_of, harness, release  # noqa: F401
+
+OLD = "reg/demo/shop@sha256:" + "0" * 64
+
+
+async def error_type_of(started: ops.Started) -> str:
+    with pytest.raises(WorkflowFailureError) as e:
+        await started.handle.result()
+    return getattr(e.value.cause, "type", "")
+
+
+async def test_an_undo_that_fails_is_named_and_the_outcome_is_failed_not_rolled_back(
+        harness: Harness) -> None:
+    """The release's rollout fails and so does putting the old image back: nothing may
+    claim `rolled_back`; the message names what is NOT put back."""
+    harness.world.rollout_fails = True
+    harness.world.fail_step = "restore_release"
+    started = await harness.start(release(ref="v2"))
+    assert await error_type_of(started) == "KeplerFailed"
+    status = await ops.status(harness.client, started.workflow_id)
+    assert status.outcome == "failed"
+    assert (f"NOT put back: restore {OLD} and its config (restore previous release: "
+            "restore_release exploded)") in status.error
+    assert any(n.startswith("not put back: ") for n in status.notes)
+    assert [n.event for n in harness.world.notes][-1] == "failed"
+
+
+async def test_every_operation_notifies_when_cancelled(harness: Harness) -> None:
+    """A rollback cancelled mid-rollout puts the old image back and says so (only
+    releases and canaries used to notify on cancel)."""
+    harness.world.history = [Revision(revision=2, image=OLD),
+                             Revision(revision=1, image="reg/demo/shop@sha256:" + "c" * 64,
+                                      commit=sha_of("v0"))]
+    harness.world.rollout_hangs = True
+    started = await harness.start(RollbackRequest(service="shop", env="staging", requested_by="carol"))
+    await harness.wait_stage(started, "wait for rollout")
+    await started.handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await started.handle.result()
+    status = await ops.status(harness.client, started.workflow_id)
+    assert status.outcome == "cancelled" and status.undone == [f"restore {OLD} and its config"]
+    assert harness.world.deployment["image"] == OLD
+    cancelled = [n for n in harness.world.notes if n.event == "cancelled"]
+    assert len(cancelled) == 1 and f"undone: restore {OLD}" in cancelled[0].text
+
+
+async def test_a_create_whose_later_step_fails_is_rolled_back_when_everything_was_undone(
+        harness: Harness) -> None:
+    """CreateService used to say `failed` even after deleting all it made; like every
+    operation it now says `rolled_back` when every undo succeeded."""
+    harness.world.fail_step = "ensure_job"
+    started = await harness.start(CreateServiceRequest(spec=ServiceSpec(name="shop", team="t"),
+                                                       requested_by="carol"))
+    assert await error_type_of(started) == "KeplerRolledBack"
+    status = await ops.status(harness.client, started.workflow_id)
+    assert status.outcome == "rolled_back"
+    assert "undone: delete the Jenkins job if this run created it, delete the GitLab project" \
+        in status.error
+    assert "delete_project_if_created" in harness.world.calls
+
+
+async def test_a_failed_rollback_that_put_everything_back_says_rolled_back(harness: Harness) -> None:
+    harness.world.history = [Revision(revision=2, image=OLD),
+                             Revision(revision=1, image="reg/demo/shop@sha256:" + "c" * 64,
+                                      commit=sha_of("v0"))]
+    harness.world.rollout_fails = True
+    started = await harness.start(RollbackRequest(service="shop", env="staging", requested_by="carol"))
+    assert await error_type_of(started) == "KeplerRolledBack"
+    assert harness.world.deployment["image"] == OLD
+    status = await ops.status(harness.client, started.workflow_id)
+    assert status.outcome == "rolled_back" and "CrashLoopBackOff" in status.error
+
+
+async def test_approvals_are_recorded_as_data(harness: Harness) -> None:
+    started = await harness.start(release(env="prod"))
+    await harness.wait_stage(started, "awaiting approval")
+    await ops.decide(harness.client, "shop", "prod", "approve",
+                     ApprovalDecision(approver="alice", comment="LGTM"))
+    report = await started.handle.result()
+    assert report.approved_by == ["alice"]
+    status = await ops.status(harness.client, started.workflow_id)
+    (approval,) = status.approvals
+    assert (approval.approver, approval.verdict, approval.comment) == ("alice", "approve", "LGTM")
+    assert status.steps[0].started_at <= approval.at
