@@ -1,6 +1,6 @@
 """Figure 3: history sizes. The release's event count comes from the overhead run (real
 worker, dev server). Canary figures run on the time-skipping test server with the
-in-memory activities of tests/fake_canary.py (a real 7-day canary would take 7 days):
+in-memory activities of tests/fakes/canary.py (a real 7-day canary would take 7 days):
 events per weight step, and a canary paused for its whole 7-day deadline at a 1-minute
 interval (10,080 analysis rounds), walked run by run through its continue-as-new chain."""
 
@@ -24,7 +24,7 @@ from kepler.models import CanaryRequest, OperationStatus
 from kepler.temporal import data_converter
 from kepler import operations_client as ops
 from tests.conftest import register_search_attributes
-from tests.fake_canary import CanaryWorld
+from tests.fakes.canary import CanaryWorld
 
 RELEASE_TARGET, RUN_TARGET = 80, 10_000
 

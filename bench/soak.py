@@ -1,7 +1,7 @@
 """`make bench-soak`: the longer soak of issue 9. Services each run one lifecycle (create,
 then release after release of fresh commits, built by the sandbox's Jenkins) while 20 % of
 Kepler's calls to every stand-in fail (10 % answered 503, 10 % connection dropped; the
-rules of tests/test_reliability_faults.py, matched on Kepler's client User-Agents only).
+rules of tests/reliability/test_faults.py, matched on Kepler's client User-Agents only).
 Reports how many releases succeeded, failed and were lost (not done within the timeout).
 
     python bench/soak.py [--services 10] [--releases 10] [--fault-rate 0.2]"""

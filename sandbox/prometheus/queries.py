@@ -1,7 +1,7 @@
 """The PromQL the Prometheus stand-in answers: Flagger's built-in canary analysis queries.
 
 The stand-in knows these queries as a Prometheus user would, from their text: Kepler
-renders the same ones (kepler/promql.py), and tests/test_sandbox_prometheus.py sends
+renders the same ones (kepler/promql.py), and tests/sandbox/test_prometheus.py sends
 Kepler's renderings here, so the two cannot drift apart unnoticed. Any other query is
 not recognised (`parse_builtin` returns None).
 """

@@ -1,7 +1,7 @@
 """Registry stand-in: the Distribution API v2 subset Kepler and the Jenkins stand-in use.
 
 Status codes, headers and error bodies follow Debian's docker-registry 2.8
-(tests/test_sandbox_registry.py runs the same sequence against both):
+(tests/sandbox/test_registry.py runs the same sequence against both):
 a POST with `?digest=` opens an upload session (202) like the real one rather
 than completing a single-request upload; OCI manifests fetched by tag need an
 Accept header naming their media type; invalid repository names get 404.
