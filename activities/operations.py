@@ -27,7 +27,7 @@ class OperationsActivities:
     @activity.defn(name="platform.decommission_plan")
     async def decommission_plan(self, service: str) -> DecommissionPlan:
         return DecommissionPlan(
-            approval=self.platform.decommission_approval(),
+            approval=self.platform.decommission_approval(), policy=self.platform.decommission,
             targets=[EnvTarget(env=env, namespace=cfg.namespace_for(service, env), service=service)
                      for env, cfg in sorted(self.platform.environments.items())])
 

@@ -44,7 +44,7 @@ class RegistryActivities:
         if response.status_code != 200:
             raise_for_status(response.status_code, what)
         digest = response.headers.get("Docker-Content-Digest", "")
-        if not DIGEST_RE.match(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise retryable(f"{what}: registry answered without a valid Docker-Content-Digest")
         return digest
 

@@ -41,7 +41,7 @@ def parse_keys(text: str) -> tuple[str, dict[str, bytes]]:
     current = ""
     for n, item in enumerate(p.strip() for p in text.split(",") if p.strip()):
         kid, sep, encoded = item.partition(":")
-        if not sep or not KEY_ID_RE.match(kid):
+        if not sep or not KEY_ID_RE.fullmatch(kid):
             raise CodecError(f"{ENV_KEYS}: entry {n + 1} must be id:base64key with an id of "
                              "letters, digits, '.', '_' or '-'")
         try:

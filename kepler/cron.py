@@ -31,7 +31,7 @@ def _field(text: str, index: int) -> set[int]:
     name, low, high = FIELDS[index]
     values: set[int] = set()
     for part in text.split(","):
-        m = _PART.match(part)
+        m = _PART.fullmatch(part)
         if not m:
             raise ValueError(f"{name}: {part!r} is not a value, range, list or step")
         base, step_text = m.groups()

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from kepler.models import Model, Outcome
-from kepler.settings import ApprovalPolicy
+from kepler.settings import ApprovalPolicy, DecommissionPolicy
 from kepler.validation import UserName
 
 
@@ -21,6 +21,7 @@ class DecommissionPlan(Model):
     """From the worker's kepler.yaml: who approves, and where the service lives."""
     approval: ApprovalPolicy
     targets: list[EnvTarget]
+    policy: DecommissionPolicy = Field(default_factory=DecommissionPolicy)
 
 
 class RunningQuery(Model):

@@ -31,7 +31,7 @@ class ImageRef(BaseModel, frozen=True):
 
     @classmethod
     def parse(cls, text: str) -> "ImageRef":
-        m = _REFERENCE.match(text)
+        m = _REFERENCE.fullmatch(text)
         if not m or len(text) > 512:
             raise ValueError(f"is not a valid image reference (got {text[:100]!r})")
         registry = m["registry"]
@@ -43,7 +43,7 @@ class ImageRef(BaseModel, frozen=True):
         return cls(registry=registry, repository=repository, tag=m["tag"], digest=m["digest"])
 
     def with_digest(self, digest: str) -> "ImageRef":
-        if not DIGEST_RE.match(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise ValueError(f"is not a sha256 digest (got {digest[:80]!r})")
         return ImageRef(registry=self.registry, repository=self.repository, tag=None, digest=digest)
 

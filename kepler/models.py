@@ -168,7 +168,7 @@ class RollbackRequest(Model):
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        if value == "previous" or DIGEST_RE.match(value):
+        if value == "previous" or DIGEST_RE.fullmatch(value):
             return value
         if value.startswith("sha256:"):
             raise ValueError("a digest target must be sha256: followed by 64 hex digits")
@@ -267,7 +267,7 @@ class DecommissionRequest(Model):
     service: ServiceName
     requested_by: UserName
     reason: str = Field("", max_length=500)
-    soak: Duration = timedelta(hours=24)
+    soak: Duration = timedelta(hours=24)  # at least the platform's decommission.min_soak
 
 
 class ApprovalDecision(Model):

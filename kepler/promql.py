@@ -45,13 +45,13 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 60480
 def workload_regex(*names: str) -> str:
     """A `destination_workload=~` regex matching exactly these workload names."""
     for name in names:
-        if not _NAMESPACE.match(name):
+        if not _NAMESPACE.fullmatch(name):
             raise ValueError(f"workload name {name!r} must be a DNS-1123 label")
     return "|".join(names)
 
 
 def interval_seconds(interval: str) -> float:
-    if not _INTERVAL.match(interval):
+    if not _INTERVAL.fullmatch(interval):
         raise ValueError(f"interval {interval!r} must be a Prometheus duration such as 1m or 30s")
     return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(interval))
 
@@ -60,7 +60,7 @@ def render(metric: str, namespace: str, workload: str, interval: str) -> str:
     """The PromQL of built-in `metric` for workloads matching `workload` (a regex or a name)."""
     if metric not in TEMPLATES:
         raise ValueError(f"unknown built-in metric {metric!r}; known: {', '.join(TEMPLATES)}")
-    if not _NAMESPACE.match(namespace):
+    if not _NAMESPACE.fullmatch(namespace):
         raise ValueError(f"namespace {namespace!r} must be a DNS-1123 label")
     if '"' in workload or "\\" in workload:
         raise ValueError("workload regex must not contain quotes or backslashes")
@@ -72,7 +72,7 @@ def render(metric: str, namespace: str, workload: str, interval: str) -> str:
 def render_custom(query: str, namespace: str, workload: str, interval: str, service: str) -> str:
     """A custom check's PromQL with `$namespace`, `$workload`, `$service` and `$interval`
     filled in (string.Template; `$$` is a literal dollar sign)."""
-    if not _NAMESPACE.match(namespace):
+    if not _NAMESPACE.fullmatch(namespace):
         raise ValueError(f"namespace {namespace!r} must be a DNS-1123 label")
     interval_seconds(interval)
     return Template(query).safe_substitute(namespace=namespace, workload=workload,

@@ -31,7 +31,7 @@ _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)$")
 
 
 def quantity_value(q: str) -> float:
-    m = _QUANTITY.match(q)
+    m = _QUANTITY.fullmatch(q)
     if not m or m.group(2) not in _UNITS:
         raise ValueError(f"not a Kubernetes quantity: {q!r}")
     return float(m.group(1)) * _UNITS[m.group(2)]
@@ -44,10 +44,24 @@ class Overrides(Model):
 
     @classmethod
     def from_annotations(cls, annotations: dict[str, str]) -> "Overrides":
+        """The overrides a workload carries; ValueError naming the annotation when one is
+        not what `kepler scale|resources` writes (someone edited it by hand)."""
         replicas = annotations.get(REPLICAS) or None
         resources = annotations.get(RESOURCES) or None
-        return cls(replicas=int(replicas) if replicas else None,
-                   resources=Resources.model_validate(json.loads(resources)) if resources else None)
+        try:
+            count = int(replicas) if replicas else None
+            if count is not None and count < 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"annotation {REPLICAS}: {replicas[:40]!r} is not a replica count "
+                             f"(edited by hand?): fix or remove it with kubectl annotate") from None
+        try:
+            limits = Resources.model_validate(json.loads(resources)) if resources else None
+        except ValueError:
+            raise ValueError(f"annotation {RESOURCES}: {resources[:80]!r} is not what kepler "
+                             f"resources writes (edited by hand?): fix or remove it with kubectl "
+                             f"annotate") from None
+        return cls(replicas=count, resources=limits)
 
     def annotations(self) -> dict[str, str | None]:
         """The override annotations to set; None removes one."""

@@ -130,6 +130,15 @@ class DecommissionPolicy(Model):
     min_approvals: int = Field(1, ge=1, le=10)
     timeout: Duration = timedelta(hours=24)
     remind_every: Duration = timedelta(hours=4)
+    min_soak: Duration = Field(timedelta(minutes=1), description=(
+        "the shortest soak a decommission may ask for: the time anyone has to restore"))
+
+    def soak_problem(self, soak: timedelta) -> str:
+        """Why `soak` is refused, or ''."""
+        if soak < self.min_soak:
+            return (f"soak: {soak} is under the platform's minimum of {self.min_soak} "
+                    "(decommission.min_soak in kepler.yaml)")
+        return ""
 
 
 class Platform(Model):

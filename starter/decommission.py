@@ -11,7 +11,9 @@ from kepler import naming, operations_client
 from kepler.decommission import RestoreRequest
 from kepler.models import DecommissionRequest
 from starter import session
-from starter.cli_common import OK, AsOpt, OutputOpt, emit, guarded, wants_json
+from starter.cli_common import (
+    BAD_INPUT, OK, AsOpt, CliError, OutputOpt, emit, guarded, wants_json,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,6 +29,8 @@ def register(app: typer.Typer) -> None:
             p = session.platform()
             req = session.build(DecommissionRequest, service=service, reason=reason, soak=soak,
                                 requested_by=session.acting_user(p, as_user))
+            if problem := p.decommission.soak_problem(req.soak):
+                raise CliError("--" + problem, BAD_INPUT)
             return session.run(session.launch(p, req, watch_it, as_json))
         guarded(output, body)
 

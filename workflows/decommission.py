@@ -51,6 +51,8 @@ class Decommission(KeplerWorkflow):
         report: DecommissionReport = self.report
         self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
                                            req.service)
+        if problem := plan.policy.soak_problem(req.soak):
+            raise StepFailed("read policy", problem, "InvalidInput")
         if not plan.approval.approvers:
             raise StepFailed("read policy", "no decommission approvers are configured "
                              "(decommission.approvers or environments.*.approval.approvers "

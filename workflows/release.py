@@ -16,7 +16,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
     from activities.prometheus import PrometheusActivities
     from kepler.models import Operation, ReleaseReport, ReleaseRequest
-    from kepler.scale import Overrides
     from kepler.train import TRAIN_PREFIX
     from kepler.steps import (
         ApplyRelease, EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef,
@@ -67,7 +66,7 @@ class ReleaseVersion(KeplerWorkflow):
         report.previous_image = snapshot.image
         self.saga.add(f"restore {snapshot.image or 'the empty deployment'} and its config",
                       lambda: kube.restore_and_wait(self, snapshot, policy.rollout_timeout))
-        override = Overrides.from_annotations(snapshot.annotations)  # kepler scale|resources
+        override = kube.overrides_of(snapshot)  # kepler scale|resources
         result = await kube.apply(self, ApplyRelease(
             target=target, image=image,
             replicas=spec.replicas_in(req.env) if override.replicas is None else override.replicas,

@@ -17,7 +17,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.registry import RegistryActivities
     from kepler import manifests
     from kepler.models import Operation, ReleaseReport, RollbackRequest
-    from kepler.scale import Overrides
     from kepler.steps import (
         ApplyRelease, EnvironmentPolicy, ImageQuery, ReadSpec, ReleaseSnapshot,
         ReleaseTarget, ResolveRef, Revision, RouteWeights, WaitRollout,
@@ -58,7 +57,7 @@ class Rollback(KeplerWorkflow):
                                    ReadSpec(service=req.service, sha=commit))
             config, env = spec.config_files, spec.env_in(req.env)
             # an override from `kepler resources` outlives releases and rollbacks
-            resources = Overrides.from_annotations(current.annotations).resources or \
+            resources = kube.overrides_of(current).resources or \
                 spec.resources_in(req.env)
             replicas = current.replicas or spec.replicas_in(req.env)
 

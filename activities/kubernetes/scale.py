@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.errors import non_retryable
 from activities.kubernetes.client import ClusterActivities, read_modify_write
 from activities.kubernetes.release import DEPLOYMENT, resources_of
 from kepler import manifests, naming
 from kepler.scale import OVERRIDE_KEYS, ApplyOverrides, DeploymentState, Overrides
 from kepler.steps import ReleaseTarget
+
+
+def overrides_of(annotations: dict[str, str]) -> Overrides:
+    """A hand-edited override annotation is bad data no retry can fix."""
+    try:
+        return Overrides.from_annotations(annotations)
+    except ValueError as e:
+        raise non_retryable("InvalidInput", str(e)) from None
 
 
 class ScaleActivities(ClusterActivities):
@@ -21,7 +30,7 @@ class ScaleActivities(ClusterActivities):
         ann = deploy["metadata"].get("annotations") or {}
         return DeploymentState(
             target=target, exists=True, replicas=deploy["spec"].get("replicas", 0),
-            resources=resources_of(DEPLOYMENT.container(deploy)), overrides=Overrides.from_annotations(ann),
+            resources=resources_of(DEPLOYMENT.container(deploy)), overrides=overrides_of(ann),
             generation=deploy["metadata"].get("generation", 0), commit=ann.get(naming.COMMIT, ""))
 
     @activity.defn(name="kubernetes.apply_overrides")
@@ -54,5 +63,5 @@ class ScaleActivities(ClusterActivities):
         ann = live["metadata"].get("annotations") or {}
         return DeploymentState(target=t, exists=True, replicas=live["spec"].get("replicas", 0),
                                resources=resources_of(DEPLOYMENT.container(live)),
-                               overrides=Overrides.from_annotations(ann),
+                               overrides=overrides_of(ann),
                                generation=live["metadata"].get("generation", 0))

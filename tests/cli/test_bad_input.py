@@ -58,6 +58,20 @@ CLI_CASES: list[tuple[list[str], list[str]]] = [
     (["cancel", "sh op", "--env", "staging"], ["service"]),
     (["history", "Bad Name"], ["service"]),
     (["release", "shop", "--env", "staging"], ["--ref"]),  # a missing option
+    # patterns match the whole string: a trailing newline would fork the lock (issue 17)
+    (["release", "shop\n", "--env", "staging", "--ref", "main"], ["service", "DNS-1035"]),
+    (["release", "shop", "--env", "staging\n", "--ref", "main"], ["unknown environment"]),
+    (["release", "shop", "--env", "staging", "--ref", "main", "--as", "carol\n"], ["requested_by"]),
+    (["rollback", "shop", "--env", "staging", "--to", "sha256:" + "a" * 64 + "\n"], ["target"]),
+    (["approve", "shop\n", "--env", "staging"], ["service"]),
+    (["scale", "shop\n", "--env", "staging", "--replicas", "2"], ["service"]),
+    (["resources", "shop", "--env", "staging", "--cpu", "500m\n"], ["cpu"]),
+    # every duration is bounded (a 3000000d soak once overflowed a workflow's timer)
+    (["decommission", "shop", "--soak", "3000000d"], ["soak", "at most 90 days"]),
+    (["decommission", "shop", "--soak", "99999999999999999d"], ["soak", "too long"]),
+    (["decommission", "shop", "--soak", "30s"], ["--soak", "minimum of 0:01:00", "min_soak"]),
+    (["canary", "shop", "--env", "staging", "--ref", "v2", "--max-duration", "400d"],
+     ["max_duration", "at most 90 days"]),
 ]
 
 # spec files for `kepler service create -f` (YAML text, words expected)
@@ -79,6 +93,9 @@ SPEC_CASES: list[tuple[str, list[str]]] = [
     (yaml.safe_dump({**OK_SPEC, "owners": ["<script>"]}), ["owners"]),
     (yaml.safe_dump({**OK_SPEC, "environments": {"qa": {}}}), ["unknown environment 'qa'"]),
     (yaml.safe_dump({**OK_SPEC, "port": 70000}), ["port"]),
+    (yaml.safe_dump({**OK_SPEC, "name": "shop\n"}), ["name", "DNS-1035"]),
+    (yaml.safe_dump({**OK_SPEC, "team": "payments\n"}), ["team"]),
+    (yaml.safe_dump({**OK_SPEC, "env": {"LOG_LEVEL\n": "x"}}), ["env"]),
     ("name: shop\nteam: payments\nname: other\n", ["duplicate key 'name'", ":3:"]),
     ("- a\n- b\n", ["must be a mapping"]),
     ("name: [unclosed\n", [":2:"]),
@@ -147,7 +164,7 @@ CHAT_CASES = [
     "release shop --env staging --ref a..b", "release shop --env staging",
     "rollback shop --env staging --to sha256:zz", "release ../../etc --env staging --ref main",
     "approve shop --env staging --comment " + "x" * 501, "release shop --env all --ref main",
-    "release 'shop\" --env staging", "deploy shop",
+    "release 'shop\" --env staging", "deploy shop", "release 'shop\n' --env staging --ref main",
 ]
 
 
@@ -179,6 +196,13 @@ def test_client_api_refuses_bad_input_naming_the_field() -> None:
         (ApprovalDecision, dict(approver=""), "approver"),
         (CreateServiceRequest, dict(spec={"name": "shop"}, requested_by="a"), "spec.team"),
         (ServiceSpec, dict(name="shop", team="t", replicas=-5), "replicas"),
+        # what a raw Temporal start decodes through the converter: the same models
+        (ReleaseRequest, dict(service="shop\n", env="prod", ref="main", requested_by="a"), "service"),
+        (ReleaseRequest, dict(service="shop", env="prod\n", ref="main", requested_by="a"), "env"),
+        (ReleaseRequest, dict(service="shop", env="prod", ref="main", requested_by="a\n"), "requested_by"),
+        (ApprovalDecision, dict(approver="alice\n"), "approver"),
+        (RollbackRequest, dict(service="shop", env="prod", target="sha256:" + "a" * 64 + "\n",
+                               requested_by="a"), "target"),
     ]
     for model, fields, field in cases:
         with pytest.raises(ValidationError) as e:

@@ -104,7 +104,7 @@ class FakeWorld:
             record("snapshot")
             d = world.deployment
             return ReleaseSnapshot(target=t, exists=True, image=d["image"], replicas=d["replicas"],
-                                   config=dict(d["config"]))
+                                   config=dict(d["config"]), annotations=dict(d.get("annotations", {})))
 
         @activity.defn(name="kubernetes.apply_release")
         async def apply_release(a: ApplyRelease) -> ApplyResult:

@@ -266,6 +266,17 @@ async def test_cancel_during_soak_restores(harness: Harness) -> None:
     assert status.outcome == "cancelled" and len(status.undone) == 2
 
 
+async def test_a_soak_under_the_platform_minimum_is_refused_before_anything(harness: Harness) -> None:
+    """A raw start (no CLI to refuse it) with a 30 s soak: refused by the workflow itself."""
+    before = copy.deepcopy(harness.estate.clusters)
+    started = await harness.start(soak=timedelta(seconds=30))
+    message = await failure_of(started)
+    assert "soak: 0:00:30 is under the platform's minimum of 0:01:00" in message
+    assert harness.estate.clusters == before and harness.estate.jenkins_job
+    status = await started.handle.query("status", result_type=OperationStatus)
+    assert status.outcome == "failed" and status.pending_approval is None
+
+
 async def test_phase_two_failure_is_retried_and_reported(harness: Harness) -> None:
     harness.estate.teardown_fails_once = True   # transient: retried, then fine
     harness.estate.jenkins_fails = True         # permanent: reported

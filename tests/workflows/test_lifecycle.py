@@ -83,6 +83,18 @@ async def test_a_failed_rollback_that_put_everything_back_says_rolled_back(harne
     assert status.outcome == "rolled_back" and "CrashLoopBackOff" in status.error
 
 
+async def test_bad_data_read_from_the_world_fails_the_step_not_the_workflow_task(
+        harness: Harness) -> None:
+    """A hand-edited override annotation: the release fails at once, naming it, and
+    changes nothing (it used to fail the workflow task, retried for ever)."""
+    harness.world.deployment["annotations"] = {"kepler.dev/replicas": "lots"}
+    started = await harness.start(release(ref="v2"))
+    message = await failure_of(started)
+    assert "step 'record current release' failed: annotation kepler.dev/replicas: 'lots'" \
+        in message
+    assert "apply_release" not in harness.world.calls and harness.world.deployment["image"] == OLD
+
+
 async def test_approvals_are_recorded_as_data(harness: Harness) -> None:
     started = await harness.start(release(env="prod"))
     await harness.wait_stage(started, "awaiting approval")

@@ -12,7 +12,8 @@ with workflow.unsafe.imports_passed_through():
     from kepler.steps import (
         ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout,
     )
-    from workflows.base import KeplerWorkflow, StepOptions
+    from kepler.scale import Overrides
+    from workflows.base import KeplerWorkflow, StepFailed, StepOptions
 
 
 def release_annotations(requested_by: str, commit: str | None = None,
@@ -30,6 +31,15 @@ def release_annotations(requested_by: str, commit: str | None = None,
 
 async def snapshot(wf: KeplerWorkflow, target: ReleaseTarget) -> ReleaseSnapshot:
     return await wf.step("record current release", DeploymentActivities.snapshot, target)
+
+
+def overrides_of(snapshot: ReleaseSnapshot) -> Overrides:
+    """The `kepler scale|resources` overrides on the workload. Bad data read from the world
+    fails the step that read it, never the workflow task (which would retry for ever)."""
+    try:
+        return Overrides.from_annotations(snapshot.annotations)
+    except ValueError as e:
+        raise StepFailed("record current release", str(e), "InvalidInput") from None
 
 
 async def apply(wf: KeplerWorkflow, change: ApplyRelease) -> ApplyResult:
