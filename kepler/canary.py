@@ -135,3 +135,11 @@ def evaluate(progress: CanaryProgress, metrics: list[MetricCheck], result: Analy
     if skipped:
         detail += f" (no data, skipped: {', '.join(skipped)})"
     return "passed", detail.strip()
+
+
+def failure_counts(progress: CanaryProgress) -> str:
+    """Which checks failed how often, for the message of a canary that hit its limit."""
+    def last(value: float | None) -> str:
+        return "no data" if value is None else f"{value:.2f}"
+    return "; ".join(f"{c.name} failed {c.failures}x (threshold {c.threshold}, last "
+                     f"{last(c.last_value)})" for c in progress.checks if c.failures)

@@ -28,12 +28,13 @@ with workflow.unsafe.imports_passed_through():
     from kepler.notifications import Notification
     import workflows.common.metrics as metrics
     from workflows.common.approval import ApprovalEnded, ApprovalGate
-    from workflows.common.errors import OperationEnded, StepFailed, failure
+    from workflows.common.errors import OperationEnded, StepFailed, failure, not_put_back_of
     from workflows.common.options import LONG_WAIT, NOTIFY, QUICK, RETRY, UNDO, StepOptions
     from workflows.common.saga import Compensation, NotPutBack, Saga, Undo, describe_cause
 
 __all__ = ["KeplerWorkflow", "Done", "StepFailed", "OperationEnded", "ApprovalEnded", "NotPutBack",
-           "Undo", "StepOptions", "QUICK", "LONG_WAIT", "UNDO", "describe_cause", "failure"]
+           "Undo", "StepOptions", "QUICK", "LONG_WAIT", "UNDO", "describe_cause", "failure",
+           "not_put_back_of"]
 
 # workflow.patched ids. Search attributes written only when they change, quick steps'
 # stage with the next write (histories from before keep one write per stage):
@@ -58,6 +59,9 @@ class KeplerWorkflow(ApprovalGate):
         self.state: OperationStatus | None = None
         self.saga = Saga()
         self.report: Any = None  # the workflow's result; outcome, error, undone filled here
+        # everything compensated so far in this run (a decommission's restore, then the end),
+        # and what children reported they could not put back (a train's members)
+        self.compensation = Compensation()
         self._coalesce = False
         self._pending_attributes: dict[str, SearchAttributeUpdate] = {}
 
@@ -87,13 +91,16 @@ class KeplerWorkflow(ApprovalGate):
         assert self.state is not None
         outcome: Outcome = "cancelled" if error is None else "failed"
         self.before_undo(outcome if error is None else getattr(error, "outcome", "failed"))
-        compensation = await self.compensate()
+        await self.compensate()
+        compensation = self.compensation
         if error is not None:
             outcome = self.truthful_outcome(error, compensation)
         message = ("cancelled by request" if error is None else error.describe())
         message += f"; undone: {', '.join(compensation.undone) or 'nothing'}"
         if compensation.not_put_back:
             message += f"; NOT put back: {'; '.join(compensation.not_put_back)}"
+        if compensation.cleaned_up:
+            message += f"; cleaned up: {', '.join(compensation.cleaned_up)}"
         message = self.end_message(outcome, message)
         self.finish(outcome, message)
         self._fill_report(outcome, message, compensation.undone)
@@ -102,7 +109,7 @@ class KeplerWorkflow(ApprovalGate):
             await self.notify(outcome, message)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if error is not None:
-            raise failure(message, outcome)
+            raise failure(message, outcome, compensation.not_put_back)
 
     @staticmethod
     def truthful_outcome(error: StepFailed | OperationEnded, compensation: Compensation) -> Outcome:
@@ -272,7 +279,8 @@ class KeplerWorkflow(ApprovalGate):
             return Compensation()
         self.set_stage("compensating")
         compensation = await self.saga.compensate()
-        self.state.undone = compensation.undone
+        self.compensation.add(compensation)
+        self.state.undone = list(self.compensation.undone)
         if compensation.not_put_back:
             self.state.notes.append("not put back: " + "; ".join(compensation.not_put_back))
         return compensation

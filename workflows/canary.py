@@ -1,24 +1,23 @@
 """Canary: move traffic to a new version step by step while Prometheus says it is healthy.
 
-The runbook: resolve the ref; reuse or build the image and pin it by digest (as
-ReleaseVersion does); approval when the environment's policy asks; deploy
-`<service>-canary` and route testers to it (`x-canary: always`); then, for each
-weight, wait the interval and analyse the canary's metrics. A failed round counts
+The runbook: resolve the ref; the image by digest (as ReleaseVersion); approval when
+policy asks; deploy `<service>-canary` and route testers to it (`x-canary: always`);
+then, for each weight, wait the interval and analyse the canary's metrics. A failed round counts
 toward the failure limit and holds the weight; reaching the limit aborts. After the
 last weight passes (or on `promote`), an optional approval, then promotion: the
 primary gets the new image and config, rolls out, takes 100 % of the traffic, and the
 canary scales to 0.
 
-Before any traffic moves, the undo "route 100 % to stable, scale the canary to 0" is
-in the saga: an abort, the failure limit, the deadline, a failed step or a
-cancellation always ends there. Long canaries continue-as-new with their state, so
-each run's history stays bounded.
+Before any traffic moves, the undo "route 100 % to stable, scale the canary to 0" is in
+the saga: an abort (at once, in any phase), the failure limit, the deadline, a failed step
+or a cancellation ends there. Long canaries continue-as-new, so each run's history is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Awaitable, TypeVar
 
 from temporalio import workflow
 
@@ -29,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.prometheus import PrometheusActivities
     from kepler import manifests, naming, promql
     from kepler.canary import (
-        CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
+        CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate, failure_counts,
         new_checks,
     )
     from kepler.models import CanaryProgress, CanaryRequest, Operation
@@ -44,12 +43,17 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.steps.image import ensure_image
 
+# workflow.patched id: an abort takes effect at once in every phase (before, it was
+# refused while waiting for approval and honoured only once the canary was deployed).
+ABORT_AT_ONCE = "kepler-canary-abort-at-once"
+T = TypeVar("T")
 KEEP_STEPS = 30  # step records carried across continue-as-new (the rest is in history)
 ANALYSIS_ATTEMPTS = 3
 
 
 @workflow.defn(name="Canary")
 class Canary(KeplerWorkflow):
+    notified_on_cancel_before = True
     def __init__(self) -> None:
         super().__init__()
         self.cs: CanaryState | None = None
@@ -59,6 +63,7 @@ class Canary(KeplerWorkflow):
         self._run_rounds = 0
         self._approve_promotion = False
         self._retreat: list[Undo] = []  # scale the canary to 0, route 100 % to stable
+        self._abort_at_once = False
 
     @workflow.run
     async def run(self, req: CanaryRequest, carried: CanaryState | None = None) -> CanaryReport:
@@ -67,7 +72,28 @@ class Canary(KeplerWorkflow):
         self._approve_promotion = req.approve_promotion
         self.report = CanaryReport(service=req.service, env=req.env, outcome="running")
         return await self.operate(Operation.CANARY, req.service, req.env, req.requested_by,
-                                  req.ref, lambda: self.runbook(req, carried))
+                                  req.ref, lambda: self.abortable(req, carried))
+
+    async def abortable(self, req: CanaryRequest, carried: CanaryState | None) -> Done:
+        """The runbook, stopped the moment an abort is accepted, whatever it is doing."""
+        self._abort_at_once = workflow.patched(ABORT_AT_ONCE)
+        if not self._abort_at_once:
+            return await self.runbook(req, carried)
+        return await self._unless_aborted(self.runbook(req, carried))
+
+    async def _unless_aborted(self, work: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(work)
+        try:
+            await workflow.wait_condition(lambda: task.done() or self._abort is not None)
+        except asyncio.CancelledError:  # the work itself is being stopped: stop its steps too
+            if self._abort_at_once:
+                task.cancel()
+            raise
+        if not task.done():
+            task.cancel()  # in-flight steps are cancelled; the retreat then runs
+            await workflow.wait([task])
+            raise self._aborted()
+        return await task
 
     async def runbook(self, req: CanaryRequest, carried: CanaryState | None) -> Done:
         report: CanaryReport = self.report
@@ -86,7 +112,7 @@ class Canary(KeplerWorkflow):
             approvals = await self.approval_gate(
                 self.cs.policy.approval.model_copy(update={"required": True}),
                 f"promotion of the {req.service} canary {self.cs.version} in {req.env}")
-            report.approved_by = [a.approver for a in approvals]
+            report.approved_by += [a.approver for a in approvals]
         await self._promote_primary(req)
         self.phase = "done"
         self.progress.waiting_on = ""
@@ -166,14 +192,9 @@ class Canary(KeplerWorkflow):
             target=target, image=cs.image, replicas=replicas, config=cs.spec.config_files,
             env=cs.spec.env_in(req.env), resources=cs.spec.resources_in(req.env),
             port=cs.spec.port, health_path=cs.spec.health_path, annotations=self._annotations(req)))
-        rollout = asyncio.ensure_future(kube.wait_rollout(self, WaitRollout(
+        # an abort does not wait for the canary to come up
+        await self._unless_aborted(kube.wait_rollout(self, WaitRollout(
             target=target, generation=result.generation, timeout=cs.policy.rollout_timeout)))
-        await workflow.wait_condition(lambda: rollout.done() or self._abort is not None)
-        if not rollout.done():  # an abort does not wait for the canary to come up
-            rollout.cancel()
-            await workflow.wait([rollout])
-            raise self._aborted()
-        await rollout
 
     def _carry_on(self, carried: CanaryState) -> None:
         """A continued run: restore the state and the undo, and go on analysing."""
@@ -233,7 +254,7 @@ class Canary(KeplerWorkflow):
                 self.state.notes.append(f"round {p.rounds} at {p.weight}% failed: {detail}")
                 if p.failed_checks >= p.failure_limit:
                     raise OperationEnded("rolled_back", f"failure limit {p.failure_limit} reached at "
-                                      f"{p.weight}%: {detail} ({self._failure_counts()})")
+                                      f"{p.weight}%: {detail} ({failure_counts(p)})")
             elif verdict == "halt" and not p.paused:
                 p.paused, p.paused_by = True, "the no-data policy"
                 self.state.notes.append(f"halted at {p.weight}%: {detail}")
@@ -302,14 +323,9 @@ class Canary(KeplerWorkflow):
 
     def _aborted(self) -> OperationEnded:
         a = self._abort
+        weight = self.state.canary.weight if self.state.canary else 0
         return OperationEnded("aborted", f"aborted by {a.by}" + (f": {a.reason}" if a.reason else "")
-                           + f" at {self.progress.weight}%")
-
-    def _failure_counts(self) -> str:
-        def last(value: float | None) -> str:
-            return "no data" if value is None else f"{value:.2f}"
-        return "; ".join(f"{c.name} failed {c.failures}x (threshold {c.threshold}, last "
-                         f"{last(c.last_value)})" for c in self.progress.checks if c.failures)
+                              + f" at {weight}%")
 
     def _target(self, policy: EnvironmentPolicy, primary: bool) -> ReleaseTarget:
         service = self.state.service
@@ -352,7 +368,7 @@ class Canary(KeplerWorkflow):
         self._promote = control
         self.state.notes.append(f"promotion requested by {control.by}")
         return "promoting: remaining steps skipped" + (
-            "; approval still required" if self.phase == "analysing" and self._needs_approval() else "")
+            "; approval still required" if self.phase == "analysing" and self._approve_promotion else "")
 
     @promote.validator
     def _validate_promote(self, control: CanaryControl) -> None:
@@ -366,12 +382,11 @@ class Canary(KeplerWorkflow):
 
     @abort.validator
     def _validate_abort(self, control: CanaryControl) -> None:
-        self._refuse_unless(self.phase in ("preparing", "analysing") and not self._abort,
-                            f"the canary is {self._phase_text()}" + (
-                                "; reject it or `kepler cancel` it" if self.phase == "approval" else ""))
-
-    def _needs_approval(self) -> bool:
-        return self._approve_promotion
+        at_once = self._abort_at_once  # runs from before: not while waiting for approval
+        self._refuse_unless(self.phase != "done" and not self._abort and (
+            at_once or self.phase in ("preparing", "analysing")), f"the canary is "
+            f"{self._phase_text()}" + ("; reject it or `kepler cancel` it"
+                                       if not at_once and self.phase == "approval" else ""))
 
     def _phase_text(self) -> str:
         if self._abort:
@@ -379,5 +394,5 @@ class Canary(KeplerWorkflow):
         if self._promote:
             return "already promoting"
         return {"preparing": "not analysing yet", "analysing": "analysing",
-                "approval": "waiting for approval before promotion",
+                "approval": "waiting for approval",
                 "promoting": "promoting", "done": "finished"}[self.phase]

@@ -30,7 +30,9 @@ with workflow.unsafe.imports_passed_through():
     from kepler.operations import outcome_of_error
     import workflows.steps.kube as kube
     from workflows.steps.platform import read_policy
-    from workflows.base import Done, KeplerWorkflow, NotPutBack, StepFailed, describe_cause
+    from workflows.base import (
+        Done, KeplerWorkflow, NotPutBack, StepFailed, describe_cause, not_put_back_of,
+    )
 
 class MembersFailed(StepFailed):
     """Members of a wave failed (each undid its own change); the train undoes the rest."""
@@ -146,7 +148,8 @@ class ReleaseTrain(KeplerWorkflow):
             self.saga.discard(undo)
             return self._failed(record, result, "failed", f"{child_id} is busy with another operation")
         except ChildWorkflowError as e:
-            self.saga.discard(undo)  # the child put back what it changed
+            self.saga.discard(undo)  # the child put back what it changed, or says what not
+            self.compensation.not_put_back += [f"{m.service}: {w}" for w in not_put_back_of(e)]
             message, kind = describe_cause(e)
             return self._failed(record, result, outcome_of_error(kind), message)
         except asyncio.CancelledError:

@@ -301,3 +301,30 @@ async def test_the_whole_canary_deadline_is_enforced(harness: Harness) -> None:
     assert "deadline (0:05:00) passed at 10%" in message
     assert_retreated(harness.world)
     assert (await harness.status(handle)).outcome == "expired"
+
+
+async def test_an_abort_takes_effect_at_once_while_waiting_for_approval(harness: Harness) -> None:
+    """An abort while the canary waits for prod's approval ends it at once, before any
+    canary pod or traffic (it used to be refused: 'reject it or kepler cancel it')."""
+    handle = await harness.start(env="prod")
+    await harness.until(handle, lambda s: s.stage == "awaiting approval", "approval")
+    assert (await harness.control("abort", env="prod")).startswith("aborting")
+    message = await failure_of(handle)
+    assert "aborted by dave at 0%" in message
+    status = await harness.status(handle)
+    assert status.outcome == "aborted" and status.pending_approval is None
+    assert "apply_release canary" not in harness.world.calls
+    assert not harness.world.route_log  # no traffic ever moved
+
+
+async def test_an_abort_while_waiting_to_promote_retreats_at_once(harness: Harness) -> None:
+    handle = await harness.start(env="prod", approve_promotion=True, steps=[50])
+    await harness.until(handle, lambda s: s.stage == "awaiting approval", "first approval")
+    await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="alice"))
+    await harness.until(handle, lambda s: s.stage == "awaiting approval" and s.canary.step == 1,
+                        "promotion approval")
+    await harness.control("abort", env="prod")
+    assert "aborted by dave at 50%" in await failure_of(handle)
+    assert (await harness.status(handle)).outcome == "aborted"
+    assert_retreated(harness.world)
+    assert harness.world.deployment["image"] == OLD  # never promoted

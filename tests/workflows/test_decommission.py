@@ -292,3 +292,38 @@ async def test_phase_two_failure_is_retried_and_reported(harness: Harness) -> No
     assert status.outcome == "failed"
     assert "remains: Jenkins job kepler-shop" in status.notes
     assert any(n.event == "failed" for n in harness.estate.notes)
+
+
+async def test_an_incomplete_restore_says_what_was_put_back_and_what_was_not(time_env) -> None:
+    """prod refuses to scale back: the restore ends failed, naming staging as put back
+    and prod as not (it used to say 'undone: nothing')."""
+    class PartlyBroken(Estate):
+        def activities(self) -> list[Any]:
+            @activity.defn(name="kubernetes.scale_restore")
+            async def scale_restore(fp: Footprint) -> list[str]:
+                if fp.target.env == "prod":
+                    raise ApplicationError("forbidden", type="Unauthorized", non_retryable=True)
+                self.clusters[fp.target.env].replicas = dict(fp.replicas)
+                return list(fp.replicas)
+            return [a for a in super().activities()
+                    if getattr(a, "__temporal_activity_definition").name
+                    != "kubernetes.scale_restore"] + [scale_restore]
+
+    estate, queue = PartlyBroken(), f"q-{uuid.uuid4()}"
+    fakes = [a for a in FakeWorld().activities() if a.__temporal_activity_definition.name != "notify"]
+    ops_acts = OperationsActivities(load_platform(), client=time_env.client)
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=[*fakes, *estate.activities(), ops_acts.decommission_plan,
+                                  ops_acts.running_operations]):
+        harness = Harness(time_env.client, estate, queue)
+        started = await harness.start()
+        await harness.wait_stage(started, "awaiting approval")
+        await harness.approve("alice")
+        await harness.wait_stage(started, "soaking")
+        with pytest.raises(ops.Refused, match="restore did not complete"):
+            await ops.restore(time_env.client, "shop", RestoreRequest(requested_by="carol"))
+        message = await failure_of(started)
+        status = await started.handle.query("status", result_type=OperationStatus)
+    assert status.outcome == "failed"
+    assert "undone: staging: replicas and routes back" in message
+    assert "NOT put back: prod: replicas and routes back" in message and "forbidden" in message

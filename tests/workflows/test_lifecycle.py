@@ -3,13 +3,23 @@ to disagree, each now ends the same way. Every test here failed against a copy b
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from typing import Any
+
 import pytest
+from temporalio import activity
 from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+import workflows
+from kepler.jobs import JobRef, JobResult, RunJobRequest, StartJob, WaitJob
 
 from kepler import operations_client as ops
 from kepler.models import ApprovalDecision, CreateServiceRequest, RollbackRequest, ServiceSpec
-from kepler.steps import Revision
-from tests.fakes.world import sha_of
+from kepler.steps import Revision, RolloutResult, WaitRollout
+from tests.fakes.world import FakeWorld, sha_of
 from tests.workflows.test_release import Harness, failure_of, harness, release  # noqa: F401
 
 OLD = "reg/demo/shop@sha256:" + "0" * 64
@@ -106,3 +116,60 @@ async def test_approvals_are_recorded_as_data(harness: Harness) -> None:
     (approval,) = status.approvals
     assert (approval.approver, approval.verdict, approval.comment) == ("alice", "approve", "LGTM")
     assert status.steps[0].started_at <= approval.at
+
+
+async def test_a_cancel_during_compensation_does_not_stop_the_undo(time_env: Any) -> None:
+    """The rollout failed and the old release is being put back when a cancel arrives:
+    the undo finishes, and the outcome says what happened (it used to end mid-undo with
+    status 'running' and no notification)."""
+    world, restoring = FakeWorld(), asyncio.Event()
+
+    @activity.defn(name="kubernetes.wait_rollout")
+    async def wait_rollout(w: WaitRollout) -> RolloutResult:
+        if w.generation == 2:
+            raise ApplicationError("CrashLoopBackOff", type="RolloutFailed", non_retryable=True)
+        restoring.set()
+        await asyncio.sleep(0.5)  # the restore's rollout takes a moment
+        return RolloutResult(ready_replicas=2)
+
+    activities = [a for a in world.activities()
+                  if a.__temporal_activity_definition.name != "kubernetes.wait_rollout"]
+    queue = f"q-{uuid.uuid4()}"
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=[*activities, wait_rollout]):
+        started = await ops.start(time_env.client, release(ref="v2"), queue)
+        await asyncio.wait_for(restoring.wait(), 10)
+        await started.handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await started.handle.result()
+        status = await ops.status(time_env.client, started.workflow_id)
+    assert status.outcome == "rolled_back" and status.stage == "done"
+    assert status.undone == [f"restore {OLD} and its config"]
+    assert world.deployment["image"] == OLD
+    assert [n.event for n in world.notes][-1] == "rolled_back"
+
+
+async def test_a_failed_job_run_is_failed_not_rolled_back(time_env: Any) -> None:
+    """Stopping a run is a clean-up, not a way back: a failed `kepler job run` ends
+    `failed` (its effects are not undone)."""
+    @activity.defn(name="cronjob.start_job")
+    async def start_job(s: StartJob) -> JobRef:
+        return JobRef(target=s.target, name=s.name)
+
+    @activity.defn(name="cronjob.wait_job")
+    async def wait_job(w: WaitJob) -> JobResult:
+        raise ApplicationError("job failed: exit 1", type="JobFailed", non_retryable=True)
+
+    @activity.defn(name="cronjob.stop_job")
+    async def stop_job(r: JobRef) -> bool:
+        return False  # it has finished: nothing to stop
+
+    world, queue = FakeWorld(), f"q-{uuid.uuid4()}"
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=[*world.activities(), start_job, wait_job, stop_job]):
+        started = await ops.start(time_env.client, RunJobRequest(
+            service="shop", env="staging", requested_by="carol"), queue)
+        assert await error_type_of(started) == "KeplerFailed"
+        status = await ops.status(time_env.client, started.workflow_id)
+    assert status.outcome == "failed" and "cleaned up: stop run" in status.error
+    assert [n.event for n in world.notes][-1] == "failed"

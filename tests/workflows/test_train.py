@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator
 import pytest
 from pydantic import ValidationError
 from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 import workflows
@@ -204,3 +205,24 @@ async def test_a_member_released_again_meanwhile_is_left_alone(harness: Harness)
     assert "by dave" in report.member("db").rollback
     assert world.deployments["db"]["image"] == "reg/demo/db@sha256:" + "d" * 64
     assert ("restore", "db") not in world.events
+
+
+async def test_a_member_that_could_not_put_itself_back_makes_the_train_failed(
+        harness: Harness) -> None:
+    """api crashes and its own undo fails too: db is put back, but the train must not
+    claim rolled_back while api is left half-released; it names what is not put back."""
+    world = harness.world
+    world.crash.add("api")
+
+    def restore_refused(w: FleetWorld) -> None:
+        raise ApplicationError("forbidden", type="Unauthorized", non_retryable=True)
+
+    world.on_restore["api"] = restore_refused
+    started = await harness.start(train("staging", ("db", []), ("api", ["db"])))
+    with pytest.raises(WorkflowFailureError) as failed:
+        await started.handle.result()
+    assert getattr(failed.value.cause, "type", "") == "KeplerFailed"
+    status = await ops.status(harness.client, started.workflow_id)
+    assert status.outcome == "failed"
+    assert "NOT put back: api: restore reg/demo/api@sha256:000" in status.error
+    assert world.deployments["db"]["image"] == original("db")["image"]  # db was put back

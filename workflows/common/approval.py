@@ -55,18 +55,21 @@ class ApprovalGate:
         self._approval_metric(True)
         await self.notify("awaiting_approval", f"{what} needs approval by one of "
                           f"{', '.join(policy.approvers)} before {deadline.isoformat()}")
-        while self._verdict is None:
-            remaining = deadline - workflow.now()
-            if remaining <= timedelta(0):
-                break
-            try:
-                await workflow.wait_condition(lambda: self._verdict is not None,
-                                              timeout=min(policy.remind_every, remaining))
-            except asyncio.TimeoutError:
-                if workflow.now() < deadline:
-                    await self.notify("approval_reminder", f"{what} is still waiting for approval")
-        self.state.pending_approval = None
-        self._approval_metric(False)
+        try:
+            while self._verdict is None:
+                remaining = deadline - workflow.now()
+                if remaining <= timedelta(0):
+                    break
+                try:
+                    await workflow.wait_condition(lambda: self._verdict is not None,
+                                                  timeout=min(policy.remind_every, remaining))
+                except asyncio.TimeoutError:
+                    if workflow.now() < deadline:
+                        await self.notify("approval_reminder",
+                                          f"{what} is still waiting for approval")
+        finally:  # decided, expired, aborted or cancelled: nothing is pending any more
+            self.state.pending_approval = None
+            self._approval_metric(False)
         if self._verdict is None:
             raise ApprovalEnded("expired", f"approval expired after {policy.timeout}")
         decided = self.state.approvals[first:]

@@ -32,6 +32,15 @@ class OperationEnded(Exception):
         return str(self)
 
 
-def failure(message: str, outcome: str) -> ApplicationError:
-    """The final error of a workflow: non-retryable, typed by outcome (KeplerRolledBack, ...)."""
-    return ApplicationError(message, type=error_type(outcome), non_retryable=True)
+def failure(message: str, outcome: str, not_put_back: list[str] | None = None) -> ApplicationError:
+    """The final error of a workflow: non-retryable, typed by outcome (KeplerRolledBack, ...);
+    its details list what was not put back, so a parent (a train) can tell the truth too."""
+    return ApplicationError(message, *(not_put_back or []), type=error_type(outcome),
+                            non_retryable=True)
+
+
+def not_put_back_of(error: BaseException) -> list[str]:
+    """What a failed child workflow said it could not put back (see `failure`)."""
+    while getattr(error, "cause", None) is not None and not isinstance(error, ApplicationError):
+        error = error.cause  # type: ignore[assignment]
+    return [str(d) for d in getattr(error, "details", ()) or ()]

@@ -6,7 +6,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
+
+# workflow.patched id: a cancellation that arrives during compensation no longer stops it
+# half-way (runs from before ended at once, leaving the rest of the saga undone).
+UNDO_THROUGH_CANCEL = "kepler-undo-through-cancel"
 
 
 def describe_cause(error: BaseException) -> tuple[str, str]:
@@ -24,27 +29,37 @@ class NotPutBack(Exception):
 
 @dataclass(eq=False)
 class Undo:
-    """A handle on one registered undo: `Saga.discard(handle)` drops it."""
+    """A handle on one registered undo: `Saga.discard(handle)` drops it. A `cleanup` (stop
+    a run that may still go on) tidies up but puts nothing back: it never makes an
+    operation `rolled_back`."""
     description: str
     run: Callable[[], Awaitable[Any]]
+    cleanup: bool = False
 
 
 @dataclass
 class Compensation:
     undone: list[str] = field(default_factory=list)
     not_put_back: list[str] = field(default_factory=list)  # "what (why)"
+    cleaned_up: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         return not self.not_put_back
+
+    def add(self, other: "Compensation") -> None:
+        self.undone += other.undone
+        self.not_put_back += other.not_put_back
+        self.cleaned_up += other.cleaned_up
 
 
 class Saga:
     def __init__(self) -> None:
         self._undos: list[Undo] = []
 
-    def add(self, description: str, undo: Callable[[], Awaitable[Any]]) -> Undo:
-        handle = Undo(description, undo)
+    def add(self, description: str, undo: Callable[[], Awaitable[Any]],
+            cleanup: bool = False) -> Undo:
+        handle = Undo(description, undo, cleanup)
         self._undos.append(handle)
         return handle
 
@@ -64,9 +79,22 @@ class Saga:
         while self._undos:
             undo = self._undos.pop()
             try:
-                # Shielded: a second cancellation must not interrupt an undo half-way.
-                await asyncio.shield(asyncio.ensure_future(undo.run()))
-                result.undone.append(undo.description)
+                await _shielded(undo.run)
+                (result.cleaned_up if undo.cleanup else result.undone).append(undo.description)
             except Exception as e:  # noqa: BLE001 - report and keep undoing the rest
                 result.not_put_back.append(f"{undo.description} ({describe_cause(e)[0]})")
         return result
+
+
+async def _shielded(run: Callable[[], Awaitable[Any]]) -> Any:
+    """Run one undo to its end: a cancellation must not interrupt it half-way, nor stop
+    the undos after it."""
+    future = asyncio.ensure_future(run())
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not workflow.patched(UNDO_THROUGH_CANCEL):
+                raise
+            if future.done():
+                return future.result()

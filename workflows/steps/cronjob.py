@@ -39,7 +39,8 @@ async def run_once(wf: KeplerWorkflow, target: ReleaseTarget, kind: str,
     name = job_name(target.service, workflow.info().run_id, kind)
     ref = JobRef(target=target, name=name)
     stop = wf.saga.add(f"stop run {name} if it still runs",
-                       lambda: wf.step(f"undo: stop {name}", CronJobActivities.stop_job, ref))
+                       lambda: wf.step(f"undo: stop {name}", CronJobActivities.stop_job, ref),
+                       cleanup=True)
     started: JobRef = await wf.step(step, CronJobActivities.start_job, StartJob(
         target=target, name=name, annotations=annotations))
     timeout = timedelta(seconds=started.active_deadline) + WAIT_SLACK
