@@ -348,6 +348,7 @@ class OperationStatus(Model):
     undone: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     approvals: list[Approval] = Field(default_factory=list)  # decided, every gate of the run
+    bad_input: bool = False  # ended before any change: the input breaks a rule (CLI exit 2)
     canary: CanaryProgress | None = None
 
 

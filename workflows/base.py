@@ -102,6 +102,8 @@ class KeplerWorkflow(ApprovalGate):
         if compensation.cleaned_up:
             message += f"; cleaned up: {', '.join(compensation.cleaned_up)}"
         message = self.end_message(outcome, message)
+        self.state.bad_input = (isinstance(error, StepFailed) and error.error_type == "InvalidInput"
+                                and not compensation.undone and compensation.complete)
         self.finish(outcome, message)
         self._fill_report(outcome, message, compensation.undone)
         self.on_end(outcome)

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ResolveRef, RouteWeights, ScaleDeployment, WaitRollout,
     )
     import workflows.steps.kube as kube
-    from workflows.steps.platform import read_policy
+    from workflows.steps.platform import check_bounds, read_policy
     from workflows.base import (
         UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo,
     )
@@ -154,6 +154,7 @@ class Canary(KeplerWorkflow):
         self.set_version(version)
         spec = await self.step("read service spec", GitLabActivities.read_spec,
                                ReadSpec(service=req.service, sha=commit.sha))
+        check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
         primary = await kube.snapshot(self, self._target(policy, primary=True))
         if not primary.exists or not primary.replicas or primary.image == manifests.PLACEHOLDER_IMAGE:
             raise StepFailed("record current release", f"{req.service} runs nothing in {req.env} "

@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
         ApplyRelease, EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef,
         VerifyRelease, WaitRollout,
     )
-    from workflows.steps.platform import read_policy
+    from workflows.steps.platform import check_bounds, read_policy
     from workflows.base import Done, KeplerWorkflow, StepFailed
     from workflows.steps.image import ensure_image
     import workflows.steps.cronjob as cronjob
@@ -47,6 +47,8 @@ class ReleaseVersion(KeplerWorkflow):
         self.set_version(f"{req.ref}@{commit.short_id}")
         spec = await self.step("read service spec", GitLabActivities.read_spec,
                                ReadSpec(service=req.service, sha=commit.sha))
+        target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
+        check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
         report.image = image = await ensure_image(self, policy, req.service, commit.sha)
 
         if policy.approval.required and self.approved_by_train(req):
@@ -56,7 +58,6 @@ class ReleaseVersion(KeplerWorkflow):
                 policy.approval, f"release of {req.service} {req.ref} to {req.env}")
             report.approved_by = [a.approver for a in approvals]
 
-        target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         if spec.type == "cronjob":  # a CronJob's pod template; one run is the check
             previous = await cronjob.snapshot(self, target)
             report.previous_image = previous.image

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseTarget, ResolveRef, Revision, RouteWeights, WaitRollout,
     )
     import workflows.steps.kube as kube
-    from workflows.steps.platform import read_policy
+    from workflows.steps.platform import check_bounds, read_policy
     from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
@@ -60,6 +60,7 @@ class Rollback(KeplerWorkflow):
             resources = kube.overrides_of(current).resources or \
                 spec.resources_in(req.env)
             replicas = current.replicas or spec.replicas_in(req.env)
+            check_bounds(self, policy, replicas, resources, f"the spec of {commit[:12]}")
 
         self.saga.add(f"restore {current.image} and its config",
                       lambda: kube.restore_and_wait(self, current, policy.rollout_timeout))

@@ -139,3 +139,25 @@ async def _poll(platform_file: Path, service: str, env: str, check: Any, what: s
                 return last
         await asyncio.sleep(0.2)
     raise AssertionError(f"{service}@{env} never reached {what}; last status {last}")
+
+
+async def test_a_release_over_the_environments_bounds_exits_2_and_changes_nothing(
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
+    """prod allows 10 replicas; the spec asks 50 there: the release is refused before any
+    build, approval or change, with exit 2 naming the field, the value and the bound."""
+    spec = {"name": "bigshop", "team": "t", "environments": {"prod": {"replicas": 50}}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = await kepler(platform_file, "service", "create", "-f",
+                                  str(tmp_path / "spec.yaml"), "--watch")
+    assert code == 0, out + err
+    before = apps(sandbox).read_namespaced_deployment("bigshop", "bigshop-prod")
+    code, out, err = await kepler(platform_file, "release", "bigshop", "--env", "prod",
+                                  "--ref", "main", "--watch")
+    assert code == 2, out + err
+    assert "replicas: 50 is over this environment's maximum of 10" in err
+    after = apps(sandbox).read_namespaced_deployment("bigshop", "bigshop-prod")
+    assert after.spec == before.spec and after.metadata.generation == before.metadata.generation
+    status = json.loads((await kepler(platform_file, "status", "bigshop", "--env", "prod",
+                                      "-o", "json"))[1])
+    assert status["outcome"] == "failed" and status["bad_input"]
+    assert not any(s["name"] in ("build", "awaiting approval") for s in status["steps"])

@@ -17,8 +17,13 @@ import workflows
 from kepler.jobs import JobRef, JobResult, RunJobRequest, StartJob, WaitJob
 
 from kepler import operations_client as ops
-from kepler.models import ApprovalDecision, CreateServiceRequest, RollbackRequest, ServiceSpec
-from kepler.steps import Revision, RolloutResult, WaitRollout
+from kepler.models import (
+    ApprovalDecision, CanaryRequest, CreateServiceRequest, Resources, RollbackRequest, ServiceSpec,
+)
+from kepler.settings import Bounds
+from kepler.steps import (
+    EnvironmentPolicy, PolicyQuery, ReadSpec, Revision, RolloutResult, WaitRollout,
+)
 from tests.fakes.world import FakeWorld, sha_of
 from tests.workflows.test_release import Harness, failure_of, harness, release  # noqa: F401
 
@@ -173,3 +178,43 @@ async def test_a_failed_job_run_is_failed_not_rolled_back(time_env: Any) -> None
         status = await ops.status(time_env.client, started.workflow_id)
     assert status.outcome == "failed" and "cleaned up: stop run" in status.error
     assert [n.event for n in world.notes][-1] == "failed"
+
+
+async def test_a_spec_over_the_environments_bounds_is_refused_before_any_change(
+        time_env: Any) -> None:
+    """A spec asking 50 replicas where prod allows 10: release, canary and rollback refuse
+    it before building, approving or applying anything, naming field, value and bound."""
+    world = FakeWorld()
+    base = {getattr(a, "__temporal_activity_definition").name: a for a in world.activities()}
+    fake_policy = base["platform.environment_policy"]
+
+    @activity.defn(name="gitlab.read_spec")
+    async def read_spec(r: ReadSpec) -> ServiceSpec:
+        return ServiceSpec(name=r.service, team="t", replicas=50,
+                           resources=Resources(cpu_limit="16"))
+
+    @activity.defn(name="platform.environment_policy")
+    async def environment_policy(q: PolicyQuery) -> EnvironmentPolicy:
+        policy = await fake_policy(q)
+        return policy.model_copy(update={"bounds": Bounds(max_replicas=10, max_cpu="4")})
+
+    base.update({"gitlab.read_spec": read_spec, "platform.environment_policy": environment_policy})
+    world.history = [Revision(revision=1, image="reg/demo/shop@sha256:" + "c" * 64,
+                              commit=sha_of("v0"))]
+    queue = f"q-{uuid.uuid4()}"
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=list(base.values())):
+        for req in (release(ref="v2"), CanaryRequest(service="shop", env="staging", ref="v2",
+                                                     requested_by="carol"),
+                    RollbackRequest(service="shop", env="staging", requested_by="carol")):
+            started = await ops.start(time_env.client, req, queue)
+            message = await failure_of(started)
+            assert "step 'check bounds' failed" in message, message
+            if not isinstance(req, RollbackRequest):  # a rollback keeps the running replicas
+                assert "service spec: replicas: 50 is over this environment's maximum of 10" \
+                    in message
+            assert "cpu limit: 16 is over this environment's maximum of 4" in message
+            status = await ops.status(time_env.client, started.workflow_id)
+            assert status.outcome == "failed" and status.bad_input
+    assert not {"build", "apply_release", "apply_objects staging"} & set(world.calls)
+    assert world.deployment["image"] == OLD

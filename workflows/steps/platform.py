@@ -8,11 +8,28 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
+    from kepler.models import Resources
+    from kepler.scale import bounds_problems
     from kepler.steps import EnvironmentPolicy, PolicyQuery
-    from workflows.base import KeplerWorkflow
+    from workflows.base import KeplerWorkflow, StepFailed
+
+# workflow.patched id: releases, canaries and rollbacks check the environment's bounds
+BOUNDS_ON_EVERY_CHANGE = "kepler-bounds-on-every-change"
 
 
 async def read_policy(wf: KeplerWorkflow, service: str, env: str,
                       step: str = "read policy") -> EnvironmentPolicy:
     return await wf.step(step, PlatformActivities.environment_policy,
                          PolicyQuery(service=service, env=env))
+
+
+def check_bounds(wf: KeplerWorkflow, policy: EnvironmentPolicy, replicas: int | None,
+                 resources: Resources | None, source: str = "service spec") -> None:
+    """Refuse, before any change, what goes over the environment's bounds (as `kepler scale`
+    always did): InvalidInput naming the field, the value and the bound."""
+    if not workflow.patched(BOUNDS_ON_EVERY_CHANGE):
+        return
+    problems = bounds_problems(policy.bounds, replicas, resources)
+    if problems:
+        raise StepFailed("check bounds", "; ".join(f"{source}: {p}" for p in problems),
+                         "InvalidInput")
