@@ -39,8 +39,11 @@ __all__ = ["KeplerWorkflow", "Done", "StepFailed", "OperationEnded", "ApprovalEn
 # workflow.patched ids. Search attributes written only when they change, quick steps'
 # stage with the next write (histories from before keep one write per stage):
 COALESCED_SEARCH_ATTRIBUTES = "kepler-coalesced-search-attributes"
-# Every operation notifies when cancelled (before, only releases and canaries did):
-NOTIFY_ON_CANCEL = "kepler-notify-on-cancel"
+# The one lifecycle and what came with it (runs from before keep their old ways): every
+# operation notifies when cancelled (before, only releases and canaries did); a cancel
+# during compensation does not stop it; releases, canaries and rollbacks check bounds; a
+# canary abort takes effect at once; a decommission's soak has a platform minimum.
+ONE_LIFECYCLE = "kepler-one-lifecycle"
 
 
 class Done(NamedTuple):
@@ -63,6 +66,7 @@ class KeplerWorkflow(ApprovalGate):
         # and what children reported they could not put back (a train's members)
         self.compensation = Compensation()
         self._coalesce = False
+        self._one_lifecycle = False
         self._pending_attributes: dict[str, SearchAttributeUpdate] = {}
 
     # --- the lifecycle ------------------------------------------------------------------------
@@ -107,7 +111,7 @@ class KeplerWorkflow(ApprovalGate):
         self.finish(outcome, message)
         self._fill_report(outcome, message, compensation.undone)
         self.on_end(outcome)
-        if error is not None or workflow.patched(NOTIFY_ON_CANCEL) or self.notified_on_cancel_before:
+        if error is not None or self.one_lifecycle or self.notified_on_cancel_before:
             await self.notify(outcome, message)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if error is not None:
@@ -153,7 +157,13 @@ class KeplerWorkflow(ApprovalGate):
             *([sa.VERSION.value_set(version)] if version else []),
         ]
         self._coalesce = workflow.patched(COALESCED_SEARCH_ATTRIBUTES)
+        self._one_lifecycle = self.saga.undo_through_cancel = workflow.patched(ONE_LIFECYCLE)
         self._upsert(updates)  # coalesced: only what the starter did not set already
+
+    @property
+    def one_lifecycle(self) -> bool:
+        """Whether this run began under the one lifecycle (histories from before did not)."""
+        return self._one_lifecycle
 
     @property
     def coalesced(self) -> bool:

@@ -43,9 +43,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.steps.image import ensure_image
 
-# workflow.patched id: an abort takes effect at once in every phase (before, it was
-# refused while waiting for approval and honoured only once the canary was deployed).
-ABORT_AT_ONCE = "kepler-canary-abort-at-once"
 T = TypeVar("T")
 KEEP_STEPS = 30  # step records carried across continue-as-new (the rest is in history)
 ANALYSIS_ATTEMPTS = 3
@@ -76,7 +73,9 @@ class Canary(KeplerWorkflow):
 
     async def abortable(self, req: CanaryRequest, carried: CanaryState | None) -> Done:
         """The runbook, stopped the moment an abort is accepted, whatever it is doing."""
-        self._abort_at_once = workflow.patched(ABORT_AT_ONCE)
+        # runs from before the one lifecycle refused an abort while waiting for approval
+        # and honoured it only once the canary was deployed
+        self._abort_at_once = self.one_lifecycle
         if not self._abort_at_once:
             return await self.runbook(req, carried)
         return await self._unless_aborted(self.runbook(req, carried))

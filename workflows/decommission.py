@@ -31,10 +31,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
-# workflow.patched id: a soak under the platform's decommission.min_soak is refused
-MIN_SOAK = "kepler-decommission-min-soak"
-
-
 @workflow.defn(name="Decommission")
 class Decommission(KeplerWorkflow):
     def __init__(self) -> None:
@@ -55,7 +51,7 @@ class Decommission(KeplerWorkflow):
         report: DecommissionReport = self.report
         self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
                                            req.service)
-        if workflow.patched(MIN_SOAK) and (problem := plan.policy.soak_problem(req.soak)):
+        if self.one_lifecycle and (problem := plan.policy.soak_problem(req.soak)):
             raise StepFailed("read policy", problem, "InvalidInput")
         if not plan.approval.approvers:
             raise StepFailed("read policy", "no decommission approvers are configured "

@@ -6,12 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
-
-# workflow.patched id: a cancellation that arrives during compensation no longer stops it
-# half-way (runs from before ended at once, leaving the rest of the saga undone).
-UNDO_THROUGH_CANCEL = "kepler-undo-through-cancel"
 
 
 def describe_cause(error: BaseException) -> tuple[str, str]:
@@ -56,6 +51,9 @@ class Compensation:
 class Saga:
     def __init__(self) -> None:
         self._undos: list[Undo] = []
+        # A cancel that arrives during compensation does not stop it half-way (runs from
+        # before the one lifecycle ended at once, leaving the rest undone: see base.py).
+        self.undo_through_cancel = True
 
     def add(self, description: str, undo: Callable[[], Awaitable[Any]],
             cleanup: bool = False) -> Undo:
@@ -79,14 +77,14 @@ class Saga:
         while self._undos:
             undo = self._undos.pop()
             try:
-                await _shielded(undo.run)
+                await _shielded(undo.run, self.undo_through_cancel)
                 (result.cleaned_up if undo.cleanup else result.undone).append(undo.description)
             except Exception as e:  # noqa: BLE001 - report and keep undoing the rest
                 result.not_put_back.append(f"{undo.description} ({describe_cause(e)[0]})")
         return result
 
 
-async def _shielded(run: Callable[[], Awaitable[Any]]) -> Any:
+async def _shielded(run: Callable[[], Awaitable[Any]], through_cancel: bool) -> Any:
     """Run one undo to its end: a cancellation must not interrupt it half-way, nor stop
     the undos after it."""
     future = asyncio.ensure_future(run())
@@ -94,7 +92,7 @@ async def _shielded(run: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            if not workflow.patched(UNDO_THROUGH_CANCEL):
+            if not through_cancel:
                 raise
             if future.done():
                 return future.result()

@@ -13,9 +13,6 @@ with workflow.unsafe.imports_passed_through():
     from kepler.steps import EnvironmentPolicy, PolicyQuery
     from workflows.base import KeplerWorkflow, StepFailed
 
-# workflow.patched id: releases, canaries and rollbacks check the environment's bounds
-BOUNDS_ON_EVERY_CHANGE = "kepler-bounds-on-every-change"
-
 
 async def read_policy(wf: KeplerWorkflow, service: str, env: str,
                       step: str = "read policy") -> EnvironmentPolicy:
@@ -27,7 +24,7 @@ def check_bounds(wf: KeplerWorkflow, policy: EnvironmentPolicy, replicas: int | 
                  resources: Resources | None, source: str = "service spec") -> None:
     """Refuse, before any change, what goes over the environment's bounds (as `kepler scale`
     always did): InvalidInput naming the field, the value and the bound."""
-    if not workflow.patched(BOUNDS_ON_EVERY_CHANGE):
+    if not wf.one_lifecycle:  # runs from before did not check
         return
     problems = bounds_problems(policy.bounds, replicas, resources)
     if problems:
