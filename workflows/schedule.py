@@ -1,18 +1,24 @@
 """ScheduledRelease: what a release schedule starts at each fire (kepler/schedules.py).
 
-It starts ReleaseVersion as a child under `<service>@<env>` and waits for it; when
-another operation holds that lock, the fire is skipped and says so."""
+It starts ReleaseVersion as a child under `<service>@<env>` and waits for it. Whenever a
+manual release would be refused (another operation holds `<service>@<env>`, or a create
+or decommission holds `<service>@all`), the fire is skipped and says why."""
 
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.operations import OperationsActivities
     from kepler import naming
+    from kepler.decommission import RunningQuery
     from kepler.models import ReleaseReport
     from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
     from kepler.operations import outcome_of_error
+    from workflows.base import ONE_LIFECYCLE
+    from workflows.common.options import QUICK, RETRY
     from workflows.common.saga import describe_cause
 
 
@@ -30,6 +36,17 @@ class ScheduledRelease:
         rel = req.release
         child_id = naming.workflow_id(rel.service, rel.env)
         self.result.release_id = child_id
+        if workflow.patched(ONE_LIFECYCLE):  # runs from before did not look
+            busy = await workflow.execute_activity_method(
+                OperationsActivities.running_operations, RunningQuery(service=rel.service, envs=[]),
+                summary="check nothing runs on the whole service",
+                start_to_close_timeout=QUICK.start_to_close,
+                schedule_to_close_timeout=QUICK.schedule_to_close,
+                retry_policy=RetryPolicy(**RETRY))
+            if busy:  # a create or decommission holds <service>@all: a manual release waits too
+                self.result.outcome = "skipped"
+                self.result.detail = "; ".join(busy)
+                return self.result
         try:
             handle = await workflow.start_child_workflow(
                 "ReleaseVersion", rel, id=child_id, result_type=ReleaseReport,

@@ -1,0 +1,47 @@
+"""ScheduledRelease on the time-skipping server: a fire releases like a manual release,
+and is skipped, saying why, whenever a manual release would be refused."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+import pytest
+
+import workflows
+from activities.operations import OperationsActivities
+from kepler.models import ApprovalDecision, ReleaseRequest
+from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
+from kepler.settings import load_platform
+from tests.fakes.sample_workflows import SleepsADay
+from tests.fakes.world import FakeWorld
+
+
+async def fire(client: Any, queue: str) -> ScheduledReleaseReport:
+    return await client.execute_workflow(
+        "ScheduledRelease", ScheduledReleaseRequest(release=ReleaseRequest(
+            service="shop", env="staging", ref="main", requested_by="carol"), cron="0 2 * * *"),
+        id=f"scheduled-shop@staging-{uuid.uuid4()}", task_queue=queue,
+        result_type=ScheduledReleaseReport)
+
+
+async def test_a_fire_during_a_service_wide_operation_is_skipped_and_says_why(time_env: Any) -> None:
+    world, queue = FakeWorld(), f"q-{uuid.uuid4()}"
+    running = OperationsActivities(load_platform(), client=time_env.client).running_operations
+    async with Worker(time_env.client, task_queue=queue, workflows=[*workflows.ALL, SleepsADay],
+                      activities=[*world.activities(), running]):
+        # stands for a decommission soaking under shop@all
+        holder = await time_env.client.start_workflow(
+            SleepsADay.run, ApprovalDecision(approver="x"), id="shop@all", task_queue=queue)
+        report = await fire(time_env.client, queue)
+        assert report.outcome == "skipped" and "shop@all is busy" in report.detail, report
+        with pytest.raises(RPCError):  # no release was started
+            await time_env.client.get_workflow_handle("shop@staging").describe()
+        assert "apply_release" not in world.calls
+        await holder.terminate()
+
+        report = await fire(time_env.client, queue)  # nothing holds the service any more
+        assert report.outcome == "succeeded" and report.release_id == "shop@staging"
