@@ -28,7 +28,7 @@ class PlatformActivities:
             env=query.env, namespace=env.namespace_for(query.service, query.env),
             approval=env.approval, rollback_approval=env.rollback_approval, bounds=env.bounds,
             bake_time=env.bake_time, rollout_timeout=env.rollout_timeout,
-            verify_with_prometheus=env.verify_with_prometheus and self.platform.prometheus is not None,
+            verify_with_prometheus=env.verify_with_prometheus, verify_no_data=env.verify_no_data,
             builder=self.platform.builder, registry_host=self.platform.registry.host,
             image_repository=naming.image_repository(self.platform.gitlab.group, query.service),
         )

@@ -79,6 +79,9 @@ class EnvironmentConfig(Model):
     bake_time: Duration = timedelta(seconds=0)
     rollout_timeout: Duration = timedelta(minutes=10)
     verify_with_prometheus: bool = False
+    verify_no_data: Literal["fail", "skip"] = Field("fail", description=(
+        "a release's verification when Prometheus has no data for it: fail (roll back) or "
+        "skip (pass, noted in its status)"))
 
     def namespace_for(self, service: str, env: str) -> str:
         return self.namespace.format(service=service, env=env)
@@ -160,6 +163,10 @@ class Platform(Model):
     def _has_env(self) -> "Platform":
         if not self.environments:
             raise ValueError("environments must name at least one environment")
+        for name, env in self.environments.items():
+            if env.verify_with_prometheus and self.prometheus is None:
+                raise ValueError(f"environments.{name}.verify_with_prometheus needs prometheus.url "
+                                 "(a verification with nothing to ask would pass silently)")
         return self
 
     def decommission_approval(self) -> ApprovalPolicy:

@@ -22,6 +22,7 @@ class EnvironmentPolicy(Model):
     bake_time: timedelta
     rollout_timeout: timedelta
     verify_with_prometheus: bool = False
+    verify_no_data: Literal["fail", "skip"] = "fail"
     builder: Literal["jenkins", "docker"] = "jenkins"
     registry_host: str = ""
     image_repository: str = ""  # <group>/<service> inside the registry

@@ -89,6 +89,12 @@ def test_broken_platform_file_names_line_and_field() -> None:
         parse_platform("a: [1,\n b", "kepler.yaml")
     with pytest.raises(ConfigError, match="environments: Field required"):
         parse_platform("gitlab: {url: x}\njenkins: {url: y}\nregistry: {url: z, host: z}\n")
+    # a verification with no Prometheus to ask would pass every release silently
+    no_prometheus = "gitlab: {url: x}\njenkins: {url: y}\nregistry: {url: z, host: z}\n" \
+        "environments: {prod: {cluster: {server: 'http://k'}, verify_with_prometheus: true}}\n"
+    with pytest.raises(ConfigError, match="environments.prod.verify_with_prometheus needs "
+                                          "prometheus.url"):
+        parse_platform(no_prometheus)
 
 
 def _kepler(*args: str) -> subprocess.CompletedProcess[str]:

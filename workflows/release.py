@@ -103,3 +103,9 @@ class ReleaseVersion(KeplerWorkflow):
             env=req.env, namespace=policy.namespace, service=req.service, workload=req.service))
         if verdict.verdict == "failed":
             raise StepFailed("verify", verdict.detail, "VerificationFailed")
+        if verdict.verdict in ("no_data", "skipped") and self.one_lifecycle:  # before: passed
+            if policy.verify_no_data == "fail":
+                raise StepFailed("verify", f"{verdict.detail}: nothing to verify with, and "
+                                 f"{req.env}'s verify_no_data policy is fail", "VerificationFailed")
+            self.state.notes.append(f"verify: {verdict.detail}; passed by {req.env}'s "
+                                    "verify_no_data policy (skip)")

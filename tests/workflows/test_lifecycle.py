@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +23,8 @@ from kepler.models import (
 )
 from kepler.settings import Bounds
 from kepler.steps import (
-    EnvironmentPolicy, PolicyQuery, ReadSpec, Revision, RolloutResult, WaitRollout,
+    EnvironmentPolicy, PolicyQuery, ReadSpec, Revision, RolloutResult, VerifyRelease, VerifyResult,
+    WaitRollout,
 )
 from tests.fakes.world import FakeWorld, sha_of
 from tests.workflows.test_release import Harness, failure_of, harness, release  # noqa: F401
@@ -218,3 +220,45 @@ async def test_a_spec_over_the_environments_bounds_is_refused_before_any_change(
             assert status.outcome == "failed" and status.bad_input
     assert not {"build", "apply_release", "apply_objects staging"} & set(world.calls)
     assert world.deployment["image"] == OLD
+
+
+@pytest.mark.parametrize("verdict,no_data,outcome", [
+    ("passed", "fail", "succeeded"), ("failed", "fail", "rolled_back"),
+    ("no_data", "fail", "rolled_back"), ("no_data", "skip", "succeeded"),
+])
+async def test_verification_after_the_bake_time_follows_the_no_data_policy(
+        time_env: Any, verdict: str, no_data: str, outcome: str) -> None:
+    """bake_time 10 min, then one Prometheus check: a failed check rolls the release back;
+    no data follows the environment's verify_no_data (it used to pass silently)."""
+    world = FakeWorld()
+    base = {getattr(a, "__temporal_activity_definition").name: a for a in world.activities()}
+    fake_policy, seen = base["platform.environment_policy"], []
+
+    @activity.defn(name="platform.environment_policy")
+    async def environment_policy(q: PolicyQuery) -> EnvironmentPolicy:
+        policy = await fake_policy(q)
+        return policy.model_copy(update={"bake_time": timedelta(minutes=10),
+                                         "verify_with_prometheus": True, "verify_no_data": no_data})
+
+    @activity.defn(name="prometheus.verify")
+    async def verify(v: VerifyRelease) -> VerifyResult:
+        seen.append(activity.info().scheduled_time)
+        return VerifyResult(verdict=verdict, detail=f"verdict {verdict}")
+
+    base.update({"platform.environment_policy": environment_policy, "prometheus.verify": verify})
+    queue = f"q-{uuid.uuid4()}"
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=list(base.values())):
+        started = await ops.start(time_env.client, release(ref="v2"), queue)
+        try:
+            await started.handle.result()
+        except WorkflowFailureError:
+            pass
+        status = await ops.status(time_env.client, started.workflow_id)
+    assert status.outcome == outcome, status.error
+    applied = next(s for s in status.steps if s.name == "wait for rollout").finished_at
+    assert seen and seen[0] - applied >= timedelta(minutes=10)  # verified after the bake
+    assert world.deployment["image"] == (OLD if outcome == "rolled_back" else world.deployment["image"])
+    if verdict == "no_data":
+        assert ("verify_no_data policy is fail" in status.error) == (no_data == "fail")
+        assert any("verify_no_data policy (skip)" in n for n in status.notes) == (no_data == "skip")
