@@ -156,6 +156,9 @@ class ReleaseRequest(Model):
     train_approved: bool = Field(False, description=(
         "set by a ReleaseTrain whose own gate passed; honoured only when this release "
         "runs as that train's child, never on a release started on its own"))
+    commit: str = Field("", pattern=r"^([0-9a-f]{40})?$", description=(
+        "the exact commit to release (a train's member: what the train resolved and had "
+        "approved); empty: resolve `ref` now"))
 
 
 class RollbackRequest(Model):

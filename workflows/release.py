@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.models import Operation, ReleaseReport, ReleaseRequest
     from kepler.train import TRAIN_PREFIX
     from kepler.steps import (
-        ApplyRelease, EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef,
+        ApplyRelease, Commit, EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef,
         VerifyRelease, WaitRollout,
     )
     from workflows.steps.platform import check_bounds, read_policy
@@ -41,8 +41,12 @@ class ReleaseVersion(KeplerWorkflow):
     async def runbook(self, req: ReleaseRequest) -> Done:
         report: ReleaseReport = self.report
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
-        commit = await self.step("resolve ref", GitLabActivities.resolve_ref,
-                                 ResolveRef(service=req.service, ref=req.ref))
+        if req.commit:  # pinned by a train: what its approver saw, not what the ref is now
+            commit = Commit(sha=req.commit, short_id=req.commit[:8], title=req.ref)
+            self.skip("resolve ref", f"{req.ref} is {req.commit[:12]}, as resolved before")
+        else:
+            commit = await self.step("resolve ref", GitLabActivities.resolve_ref,
+                                     ResolveRef(service=req.service, ref=req.ref))
         report.commit = commit.sha
         self.set_version(f"{req.ref}@{commit.short_id}")
         spec = await self.step("read service spec", GitLabActivities.read_spec,

@@ -201,6 +201,10 @@ def test_client_api_refuses_bad_input_naming_the_field() -> None:
         (ReleaseRequest, dict(service="shop", env="prod\n", ref="main", requested_by="a"), "env"),
         (ReleaseRequest, dict(service="shop", env="prod", ref="main", requested_by="a\n"), "requested_by"),
         (ApprovalDecision, dict(approver="alice\n"), "approver"),
+        (ReleaseRequest, dict(service="shop", env="prod", ref="main", requested_by="a",
+                              commit="abc123"), "commit"),
+        (ReleaseRequest, dict(service="shop", env="prod", ref="main", requested_by="a",
+                              commit="a" * 40 + "\n"), "commit"),
         (RollbackRequest, dict(service="shop", env="prod", target="sha256:" + "a" * 64 + "\n",
                                requested_by="a"), "target"),
     ]

@@ -226,3 +226,17 @@ async def test_a_member_that_could_not_put_itself_back_makes_the_train_failed(
     assert status.outcome == "failed"
     assert "NOT put back: api: restore reg/demo/api@sha256:000" in status.error
     assert world.deployments["db"]["image"] == original("db")["image"]  # db was put back
+
+
+async def test_members_release_the_commits_the_train_resolved(harness: Harness) -> None:
+    """The approver saw commits; a member must not resolve its ref again later (the ref
+    may have moved): each child releases the commit the train resolved."""
+    started = await harness.start(train("staging", ("db", []), ("api", ["db"])))
+    report = await started.handle.result()
+    assert report.outcome == "succeeded"
+    assert harness.world.calls.count("resolve_ref") == 2  # the train's own, once a member
+    for service in ("db", "api"):
+        child = await ops.status(harness.client, f"{service}@staging")
+        step = next(s for s in child.steps if s.name == "resolve ref")
+        assert step.outcome == "skipped" and report.member(service).commit[:12] in step.detail
+        assert child.version == f"v2@{report.member(service).commit[:8]}"
