@@ -59,7 +59,7 @@ class ReleaseVersion(KeplerWorkflow):
             self.skip("approval", f"approved with {workflow.info().parent.workflow_id}")
         elif policy.approval.required:
             approvals = await self.approval_gate(
-                policy.approval, f"release of {req.service} {req.ref} to {req.env}")
+                policy.approval, f"release of {req.service} {req.ref} ({commit.sha[:12]}) to {req.env}")
             report.approved_by = [a.approver for a in approvals]
 
         if spec.type == "cronjob":  # a CronJob's pod template; one run is the check
