@@ -154,6 +154,24 @@ class GitLabActivities:
             project.hooks.create({"url": url, "push_events": True, "tag_push_events": True})
             return "added"
 
+    @activity.defn(name="gitlab.remove_hook")
+    def remove_hook(self, req: EnsureHook) -> bool:
+        """Undo of ensure_hook when it added Kepler's webhook: remove that hook, no other."""
+        url = self.config.webhook_url
+        if not url:
+            return False
+        with gitlab_errors(f"webhook on project {req.project_id}"):
+            try:
+                project = self.client().projects.get(req.project_id)
+            except gitlab.exceptions.GitlabGetError as e:
+                if e.response_code == 404:
+                    return False  # the project is gone (deleted by the undo after this one)
+                raise
+            hooks = [h for h in project.hooks.list(get_all=True) if h.url == url]
+            for hook in hooks:
+                hook.delete()
+            return bool(hooks)
+
     @activity.defn(name="gitlab.resolve_ref")
     def resolve_ref(self, req: ResolveRef) -> Commit:
         commit = self._get(req.service, f"repository/commits/{EncodedId(req.ref)}",

@@ -61,8 +61,13 @@ class CreateService(KeplerWorkflow):
                                         GitLabActivities.delete_project_if_created, undo))
         project = await self.step("GitLab project", GitLabActivities.ensure_project, EnsureProject(
             service=spec.name, template=spec.template, spec_yaml=spec_yaml(req), run_id=run_id))
-        await self.step("GitLab webhook", GitLabActivities.ensure_hook,
-                        EnsureHook(project_id=project.project_id))
+        hook = EnsureHook(project_id=project.project_id)
+        hook_added: list[bool] = []  # an adopted project may have had it already: keep that
+        if self.one_lifecycle:  # runs from before left the webhook behind on an undo
+            self.saga.add("remove the GitLab webhook if this run added it",
+                          lambda: self._remove_hook(hook, hook_added))
+        if await self.step("GitLab webhook", GitLabActivities.ensure_hook, hook) == "added":
+            hook_added.append(True)
 
         if policies[0].builder == "jenkins":  # the docker builder needs no job
             self.saga.add("delete the Jenkins job if this run created it",
@@ -79,6 +84,10 @@ class CreateService(KeplerWorkflow):
                             ApplyObjects(env=policy.env, manifests=objects, run_id=run_id))
         return Done("created", f"service {spec.name} is ready in {', '.join(envs)}; "
                     f"owners: {', '.join(spec.owners) or spec.team}")
+
+    async def _remove_hook(self, hook: EnsureHook, added: list[bool]) -> None:
+        if added:
+            await self.step("undo: remove webhook", GitLabActivities.remove_hook, hook)
 
     def _register_delete(self, env: str, obj: dict, run_id: str) -> None:
         meta = obj["metadata"]

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
 
+import gitlab
 import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -23,7 +24,7 @@ from kepler import manifests
 from kepler.models import ServiceSpec
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.steps import (
-    ApplyObjects, ApplyRelease, BuildRequest, EnsureJob, EnsureProject, ImageQuery, ReadSpec,
+    ApplyObjects, ApplyRelease, BuildRequest, EnsureHook, EnsureJob, EnsureProject, ImageQuery, ReadSpec,
     ReleaseTarget, ResolveRef, RouteWeights, UndoCreated, WaitRollout,
 )
 from sandbox.serve import Sandbox
@@ -197,3 +198,22 @@ def test_rollout_of_a_missing_image_fails_fast(box: Sandbox, platform: Platform)
         target=target, generation=result.generation, timeout=timedelta(seconds=30)))
     assert "ImagePullBackOff" in str(error) or "ErrImagePull" in str(error)
     assert error.non_retryable
+
+
+def test_gitlab_webhook_added_then_removed_leaving_other_hooks(box: Sandbox, platform: Platform) -> None:
+    """The undo of a create's webhook removes Kepler's hook and nothing else (an adopted
+    project keeps the hooks its team added)."""
+    url = "http://kepler.example/gitlab/push"
+    config = platform.model_copy(update={"gitlab": platform.gitlab.model_copy(update={"webhook_url": url})})
+    gl = GitLabActivities(config, Secrets())
+    project = run(gl.ensure_project, EnsureProject(service="hooked", template="go",
+                                                   spec_yaml="name: hooked\nteam: t\n", run_id="r1"))
+    client = gitlab.Gitlab(box.urls["gitlab"], private_token="sandbox-gitlab-token")
+    theirs = client.projects.get(project.project_id).hooks.create({"url": "http://ci.example/x"})
+    hook = EnsureHook(project_id=project.project_id)
+    assert run(gl.ensure_hook, hook) == "added"
+    assert run(gl.ensure_hook, hook) == "already present"
+    assert run(gl.remove_hook, hook) is True
+    urls = [h.url for h in client.projects.get(project.project_id).hooks.list(get_all=True)]
+    assert urls == [theirs.url]
+    assert run(gl.remove_hook, hook) is False  # nothing of Kepler's left: a no-op

@@ -165,6 +165,11 @@ class FakeWorld:
             record("ensure_hook")
             return "added"
 
+        @activity.defn(name="gitlab.remove_hook")
+        async def remove_hook(h: EnsureHook) -> bool:
+            record("remove_hook")
+            return True
+
         @activity.defn(name="gitlab.delete_project_if_created")
         async def delete_project_if_created(u: UndoCreated) -> bool:
             record("delete_project_if_created")
@@ -200,7 +205,7 @@ class FakeWorld:
 
         return [environment_policy, environments, resolve_ref, read_spec, find_image, build,
                 snapshot, apply_release, restore_release, wait_rollout, revision_history,
-                apply_objects, delete_if_created, ensure_project, ensure_hook,
+                apply_objects, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 delete_project_if_created, ensure_job, delete_job_if_created, set_routes, verify,
                 notify]
 

@@ -33,15 +33,16 @@ async def test_a_fire_during_a_service_wide_operation_is_skipped_and_says_why(ti
     running = OperationsActivities(load_platform(), client=time_env.client).running_operations
     async with Worker(time_env.client, task_queue=queue, workflows=[*workflows.ALL, SleepsADay],
                       activities=[*world.activities(), running]):
-        # stands for a decommission soaking under shop@all
-        holder = await time_env.client.start_workflow(
-            SleepsADay.run, ApprovalDecision(approver="x"), id="shop@all", task_queue=queue)
-        report = await fire(time_env.client, queue)
-        assert report.outcome == "skipped" and "shop@all is busy" in report.detail, report
-        with pytest.raises(RPCError):  # no release was started
-            await time_env.client.get_workflow_handle("shop@staging").describe()
-        assert "apply_release" not in world.calls
-        await holder.terminate()
+        # stands for a decommission soaking under shop@all (real time: no day skipped)
+        with time_env.auto_time_skipping_disabled():
+            holder = await time_env.client.start_workflow(
+                SleepsADay.run, ApprovalDecision(approver="x"), id="shop@all", task_queue=queue)
+            report = await fire(time_env.client, queue)
+            assert report.outcome == "skipped" and "shop@all is busy" in report.detail, report
+            with pytest.raises(RPCError):  # no release was started
+                await time_env.client.get_workflow_handle("shop@staging").describe()
+            assert "apply_release" not in world.calls
+            await holder.terminate()
 
         report = await fire(time_env.client, queue)  # nothing holds the service any more
         assert report.outcome == "succeeded" and report.release_id == "shop@staging"
