@@ -10,6 +10,9 @@ REQUESTED_BY = ANNOTATION_PREFIX + "requested-by"
 VERSION = ANNOTATION_PREFIX + "version"
 CONFIG_HASH = ANNOTATION_PREFIX + "config-hash"
 CREATED_BY_RUN = ANNOTATION_PREFIX + "created-by-run"
+# Kepler's own release history on the workload (newest first): what was live and healthy
+HISTORY = ANNOTATION_PREFIX + "history"
+HISTORY_LENGTH = 10
 
 
 def workflow_id(service: str, env: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field
@@ -137,6 +137,16 @@ class ReleaseTarget(Model):
         return self.deployment or self.service
 
 
+class ReleaseRecord(Model):
+    """One release that went live and healthy (kepler.dev/history on the workload)."""
+    image: str  # by digest
+    commit: str = ""
+    version: str = ""
+    at: datetime
+    release_id: str = ""  # <workflow id>/<run id>
+    requested_by: str = ""
+
+
 class ReleaseSnapshot(Model):
     """What ran before a change: enough to put it back exactly."""
     target: ReleaseTarget
@@ -147,6 +157,12 @@ class ReleaseSnapshot(Model):
     config: dict[str, str] | None = None
     resources: Resources | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    history: list[ReleaseRecord] = Field(default_factory=list)  # newest first
+
+
+class RecordRelease(Model):
+    target: ReleaseTarget
+    record: ReleaseRecord
 
 
 class ApplyRelease(Model):

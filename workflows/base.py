@@ -106,7 +106,7 @@ class KeplerWorkflow(ApprovalGate):
         if compensation.cleaned_up:
             message += f"; cleaned up: {', '.join(compensation.cleaned_up)}"
         message = self.end_message(outcome, message)
-        self.state.bad_input = (isinstance(error, StepFailed) and error.error_type == "InvalidInput"
+        self.state.bad_input = (isinstance(error, StepFailed) and error.bad_input
                                 and not compensation.undone and compensation.complete)
         self.finish(outcome, message)
         self._fill_report(outcome, message, compensation.undone)

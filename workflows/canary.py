@@ -320,6 +320,7 @@ class Canary(KeplerWorkflow):
         await self.step("scale canary to 0", DeploymentActivities.scale, ScaleDeployment(
             target=self._target(cs.policy, primary=False), replicas=0))
         self.saga.discard(restore, *self._retreat)
+        await kube.record_release(self, primary, cs.image, cs.commit, req.ref, req.requested_by)
 
     def _aborted(self) -> OperationEnded:
         a = self._abort

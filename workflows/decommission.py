@@ -52,7 +52,7 @@ class Decommission(KeplerWorkflow):
         self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
                                            req.service)
         if self.one_lifecycle and (problem := plan.policy.soak_problem(req.soak)):
-            raise StepFailed("read policy", problem, "InvalidInput")
+            raise StepFailed("read policy", problem, "InvalidInput", bad_input=True)
         if not plan.approval.approvers:
             raise StepFailed("read policy", "no decommission approvers are configured "
                              "(decommission.approvers or environments.*.approval.approvers "

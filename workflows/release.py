@@ -66,6 +66,8 @@ class ReleaseVersion(KeplerWorkflow):
             previous = await cronjob.snapshot(self, target)
             report.previous_image = previous.image
             await cronjob.release(self, req, previous, spec, image, commit.sha)
+            await kube.record_release(self, target, image, commit.sha, req.ref, req.requested_by,
+                                      cronjob=True)
             return self._live(req)
         snapshot = await kube.snapshot(self, target)
         report.previous_image = snapshot.image
@@ -82,6 +84,7 @@ class ReleaseVersion(KeplerWorkflow):
         await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
                                                   timeout=policy.rollout_timeout))
         await self.verify(policy, req)
+        await kube.record_release(self, target, image, commit.sha, req.ref, req.requested_by)
         return self._live(req)
 
     def _live(self, req: ReleaseRequest) -> Done:

@@ -72,12 +72,23 @@ class Rollback(KeplerWorkflow):
                                                   timeout=policy.rollout_timeout))
         await self.step("route 100% to stable", IstioActivities.set_routes, RouteWeights(
             env=req.env, namespace=policy.namespace, service=req.service))
+        await kube.record_release(self, target, image, commit, f"rollback to {req.target}",
+                                  req.requested_by)
         return Done("rolled_back", f"{req.service} in {req.env} rolled back to {report.image}"
                     + (f" ({req.reason})" if req.reason else ""))
 
     async def find_target(self, req: RollbackRequest, policy: EnvironmentPolicy,
                           target: ReleaseTarget, current: ReleaseSnapshot) -> tuple[str, str]:
-        """(image by digest, commit or '') of the rollback target."""
+        """(image by digest, commit or '') of the rollback target. "previous" is the
+        release that was live and healthy before the current one, from Kepler's own release
+        history; the ReplicaSet history is the fallback (a restore makes a new revision, so
+        it would name a crashed version)."""
+        if req.target == "previous" and self.one_lifecycle:
+            for record in current.history:
+                if record.image != current.image:
+                    self.skip("read revision history", f"from Kepler's release history: "
+                              f"{record.version or record.commit[:12]} of {record.at:%Y-%m-%d %H:%M} UTC")
+                    return record.image, record.commit
         history: list[Revision] = await self.step(
             "read revision history", DeploymentActivities.revision_history, target)
         if req.target == "previous":

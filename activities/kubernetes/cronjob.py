@@ -18,7 +18,7 @@ from activities.kubernetes.client import Cluster
 from activities.kubernetes.release import CRONJOB, ReleaseActivities, cannot_start
 from kepler import manifests, naming, pod_logs
 from kepler.jobs import JobRef, JobResult, StartJob, WaitJob
-from kepler.steps import ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget
+from kepler.steps import ApplyRelease, ApplyResult, RecordRelease, ReleaseSnapshot, ReleaseTarget
 
 POLL_SECONDS = 0.25
 MANUAL = "cronjob.kubernetes.io/instantiate"
@@ -50,6 +50,10 @@ class CronJobActivities(ReleaseActivities):
     @activity.defn(name="cronjob.restore_release")
     def restore_release(self, previous: ReleaseSnapshot) -> ApplyResult:
         return self._restore(previous)
+
+    @activity.defn(name="cronjob.record_release")
+    def record_release(self, req: RecordRelease) -> bool:
+        return self._record(req)
 
     # --- runs ------------------------------------------------------------------------------
 

@@ -11,10 +11,15 @@ when something differs.
 
 from __future__ import annotations
 
+import json
+
+from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster, ClusterActivities, read_modify_write
 from kepler import manifests, naming
 from kepler.models import Resources
-from kepler.steps import ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget
+from kepler.steps import (
+    ApplyRelease, ApplyResult, RecordRelease, ReleaseRecord, ReleaseSnapshot, ReleaseTarget,
+)
 
 # A pod whose container waits for one of these will not start without a new release.
 FATAL_WAITING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
@@ -101,6 +106,15 @@ def cannot_start(pod: dict) -> str | None:
     return None
 
 
+def history_of(annotations: dict[str, str]) -> list[ReleaseRecord]:
+    """Kepler's release history on a workload, newest first; a hand-edited, unreadable one
+    counts as none (the ReplicaSet history is the fallback), never as an error."""
+    try:
+        return [ReleaseRecord.model_validate(r) for r in json.loads(annotations[naming.HISTORY])]
+    except (KeyError, ValueError, TypeError):
+        return []
+
+
 def set_release(workload: Workload, obj: dict, release: ApplyRelease | ReleaseSnapshot,
                 config_hash: str) -> bool:
     """Change `obj` (as read) to run `release`; False, and `obj` untouched, when it
@@ -159,11 +173,14 @@ class ReleaseActivities(ClusterActivities):
             return ReleaseSnapshot(target=target)
         c = self.workload.container(obj)
         cm = cluster.get("ConfigMap", target.namespace, naming.config_map_name(target.service))
+        annotations = obj["metadata"].get("annotations") or {}
         return ReleaseSnapshot(
             target=target, exists=True, image=c.get("image", ""),
             replicas=self.workload.replicas(obj),
-            annotations={k: v for k, v in (obj["metadata"].get("annotations") or {}).items()
-                         if k.startswith(naming.ANNOTATION_PREFIX) and k != naming.CREATED_BY_RUN},
+            annotations={k: v for k, v in annotations.items()
+                         if k.startswith(naming.ANNOTATION_PREFIX)
+                         and k not in (naming.CREATED_BY_RUN, naming.HISTORY)},
+            history=history_of(annotations),
             config=(cm.get("data") or {}) if cm else None,
             resources=resources_of(c) or Resources(),
             env={e["name"]: e.get("value", "") for e in c.get("env") or []},
@@ -189,6 +206,29 @@ class ReleaseActivities(ClusterActivities):
         live = read_modify_write(cluster, self.workload.kind, target.namespace, target.name(),
                                  change)
         return ApplyResult(changed=changed, generation=live["metadata"].get("generation", 0))
+
+    def _record(self, req: RecordRelease) -> bool:
+        """Put `req.record` at the head of the workload's release history (idempotent: a
+        retry finds it there already)."""
+        t = req.target
+
+        def change(obj: dict) -> bool:
+            annotations = obj["metadata"].setdefault("annotations", {}) or {}
+            history = history_of(annotations)
+            if history and history[0].release_id == req.record.release_id:
+                return False
+            history = [req.record, *history][:naming.HISTORY_LENGTH]
+            annotations[naming.HISTORY] = json.dumps(
+                [r.model_dump(mode="json") for r in history], separators=(",", ":"))
+            obj["metadata"]["annotations"] = annotations
+            return True
+
+        live = self.clusters(t.env).get(self.workload.kind, t.namespace, t.name())
+        if live is None:
+            raise non_retryable("NotFound", f"{self.workload.kind} {t.namespace}/{t.name()} "
+                                "disappeared before its release was recorded")
+        read_modify_write(self.clusters(t.env), self.workload.kind, t.namespace, t.name(), change)
+        return True
 
     def _restore(self, previous: ReleaseSnapshot) -> ApplyResult:
         if not previous.exists:

@@ -18,7 +18,8 @@ from activities.kubernetes.client import Cluster
 from activities.kubernetes.release import DEPLOYMENT, ReleaseActivities, cannot_start
 from kepler import naming
 from kepler.steps import (
-    Applied, ApplyObjects, ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, Revision,
+    Applied, ApplyObjects, ApplyRelease, ApplyResult, RecordRelease, ReleaseSnapshot,
+    ReleaseTarget, Revision,
     RolloutResult, ScaleDeployment, UndoCreated, WaitRollout,
 )
 
@@ -89,6 +90,10 @@ class DeploymentActivities(ReleaseActivities):
     @activity.defn(name="kubernetes.restore_release")
     def restore_release(self, previous: ReleaseSnapshot) -> ApplyResult:
         return self._restore(previous)
+
+    @activity.defn(name="kubernetes.record_release")
+    def record_release(self, req: RecordRelease) -> bool:
+        return self._record(req)
 
     @activity.defn(name="kubernetes.wait_rollout")
     def wait_rollout(self, req: WaitRollout) -> RolloutResult:

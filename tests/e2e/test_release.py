@@ -161,3 +161,40 @@ async def test_a_release_over_the_environments_bounds_exits_2_and_changes_nothin
                                       "-o", "json"))[1])
     assert status["outcome"] == "failed" and status["bad_input"]
     assert not any(s["name"] in ("build", "awaiting approval") for s in status["steps"])
+
+
+async def test_rollback_to_previous_after_a_rolled_back_release_is_the_last_healthy_one(
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
+    """Release A, release B, release C that crashes (rolled back to B), then `rollback --to
+    previous`: A, the version live and healthy before B, never the crashed C (B's restore
+    made a new ReplicaSet revision, so the ReplicaSet history alone pointed at C)."""
+    spec = {"name": "ledger2", "team": "t", "replicas": 1}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert (await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+                         "--watch"))[0] == 0
+    project = gitlab_client(sandbox).projects.get("demo/ledger2")
+    images = {}
+    for name, actions in (("A", []), ("B", [{"action": "create", "file_path": "b.txt",
+                                              "content": "b\n"}])):
+        if actions:
+            project.commits.create({"branch": "main", "commit_message": name, "actions": actions})
+        code, out, err = await kepler(platform_file, "release", "ledger2", "--env", "staging",
+                                      "--ref", "main", "--watch", "-o", "json")
+        assert code == 0, out + err
+        images[name] = json.loads(out)["report"]["image"]
+    project.commits.create({"branch": "main", "commit_message": "C: crashes", "actions": [
+        {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "crash: true\n"}]})
+    code, out, err = await kepler(platform_file, "release", "ledger2", "--env", "staging",
+                                  "--ref", "main", "--watch")
+    assert code == 1 and "CrashLoopBackOff" in err, out + err
+    deploy = apps(sandbox).read_namespaced_deployment("ledger2", "ledger2-staging")
+    assert deploy.spec.template.spec.containers[0].image == images["B"]
+
+    code, out, err = await kepler(platform_file, "rollback", "ledger2", "--env", "staging",
+                                  "--to", "previous", "--watch", "-o", "json")
+    assert code == 0, out + err
+    assert json.loads(out)["report"]["image"] == images["A"]
+    deploy = apps(sandbox).read_namespaced_deployment("ledger2", "ledger2-staging")
+    assert deploy.spec.template.spec.containers[0].image == images["A"]
+    history = json.loads(deploy.metadata.annotations["kepler.dev/history"])
+    assert [r["image"] for r in history] == [images["A"], images["B"], images["A"]]

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from kepler.models import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds
 from kepler.steps import (
-    Applied, ApplyObjects, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
+    Applied, ApplyObjects, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
     EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyQuery, ProjectRef,
     ReadSpec, ReleaseSnapshot, ReleaseTarget, ResolveRef, Revision, RolloutResult, RouteWeights,
     UndoCreated, VerifyRelease, VerifyResult, WaitRollout,
@@ -44,6 +44,7 @@ class FakeWorld:
     fail_step: str = ""
     routes: RouteWeights | None = None
     history: list[Revision] = field(default_factory=list)
+    recorded: list[RecordRelease] = field(default_factory=list)  # kubernetes.record_release
 
     def activities(self) -> list[Any]:
         world = self
@@ -165,6 +166,12 @@ class FakeWorld:
             record("ensure_hook")
             return "added"
 
+        @activity.defn(name="kubernetes.record_release")
+        async def record_release(r: RecordRelease) -> bool:
+            record("record_release")
+            world.recorded.append(r)
+            return True
+
         @activity.defn(name="gitlab.remove_hook")
         async def remove_hook(h: EnsureHook) -> bool:
             record("remove_hook")
@@ -206,6 +213,7 @@ class FakeWorld:
         return [environment_policy, environments, resolve_ref, read_spec, find_image, build,
                 snapshot, apply_release, restore_release, wait_rollout, revision_history,
                 apply_objects, delete_if_created, ensure_project, ensure_hook, remove_hook,
+                record_release,
                 delete_project_if_created, ensure_job, delete_job_if_created, set_routes, verify,
                 notify]
 

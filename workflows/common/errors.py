@@ -10,11 +10,12 @@ from kepler.operations import error_type
 
 
 class StepFailed(Exception):
-    def __init__(self, step: str, cause: str, error_type: str = "") -> None:
+    def __init__(self, step: str, cause: str, error_type: str = "", bad_input: bool = False) -> None:
         super().__init__(f"{step}: {cause}")
         self.step = step
         self.cause = cause
         self.error_type = error_type
+        self.bad_input = bad_input  # the request breaks a rule the starter could not check
 
     def describe(self) -> str:
         return f"step '{self.step}' failed: {self.cause}"

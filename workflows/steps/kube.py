@@ -7,13 +7,28 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.kubernetes.cronjob import CronJobActivities
     from activities.kubernetes.workloads import DeploymentActivities
     from kepler import naming
     from kepler.steps import (
-        ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout,
+        ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout, RecordRelease, ReleaseRecord,
     )
     from kepler.scale import Overrides
     from workflows.base import KeplerWorkflow, StepFailed, StepOptions
+
+
+async def record_release(wf: KeplerWorkflow, target: ReleaseTarget, image: str, commit: str,
+                         version: str, requested_by: str, cronjob: bool = False) -> None:
+    """The release is live and healthy: it heads the workload's own release history, which
+    `rollback --to previous` reads (runs from before the one lifecycle kept none)."""
+    if not wf.one_lifecycle:
+        return
+    info = workflow.info()
+    record = RecordRelease(target=target, record=ReleaseRecord(
+        image=image, commit=commit, version=version, at=workflow.now(),
+        release_id=f"{info.workflow_id}/{info.run_id}", requested_by=requested_by))
+    activity = CronJobActivities.record_release if cronjob else DeploymentActivities.record_release
+    await wf.step("record the release", activity, record)
 
 
 def release_annotations(requested_by: str, commit: str | None = None,

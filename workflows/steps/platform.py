@@ -29,4 +29,4 @@ def check_bounds(wf: KeplerWorkflow, policy: EnvironmentPolicy, replicas: int | 
     problems = bounds_problems(policy.bounds, replicas, resources)
     if problems:
         raise StepFailed("check bounds", "; ".join(f"{source}: {p}" for p in problems),
-                         "InvalidInput")
+                         "InvalidInput", bad_input=True)
