@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         ApplyRelease, EnvironmentPolicy, ImageQuery, ReadSpec, ReleaseSnapshot,
         ReleaseTarget, ResolveRef, Revision, RouteWeights, WaitRollout,
     )
+    import workflows.steps.cronjob as cronjob
     import workflows.steps.kube as kube
     from workflows.steps.platform import check_bounds, read_policy
     from workflows.base import Done, KeplerWorkflow, StepFailed
@@ -39,11 +40,15 @@ class Rollback(KeplerWorkflow):
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         current = await kube.snapshot(self, target)
+        is_cronjob = False
+        if not current.exists and self.one_lifecycle:  # a cronjob service (refused before)
+            current = await cronjob.snapshot(self, target)
+            is_cronjob = current.exists
         if not current.exists:
-            raise StepFailed("find target", f"{req.service} has no Deployment in {req.env}",
-                             "NotFound")
+            raise StepFailed("find target", f"{req.service} has no Deployment or CronJob in "
+                             f"{req.env}", "NotFound")
         report.previous_image = current.image
-        image, commit = await self.find_target(req, policy, target, current)
+        image, commit = await self.find_target(req, policy, target, current, is_cronjob)
         report.image, report.commit = image, commit
         self.set_version(commit[:12] if commit else image.rsplit("@", 1)[-1][:19])
         if policy.rollback_approval.required:
@@ -62,23 +67,30 @@ class Rollback(KeplerWorkflow):
             replicas = current.replicas or spec.replicas_in(req.env)
             check_bounds(self, policy, replicas, resources, f"the spec of {commit[:12]}")
 
-        self.saga.add(f"restore {current.image} and its config",
-                      lambda: kube.restore_and_wait(self, current, policy.rollout_timeout))
-        result = await kube.apply(self, ApplyRelease(
+        change = ApplyRelease(
             target=target, image=image, replicas=replicas, config=config or {}, env=env,
             resources=resources or manifests.Resources(), annotations=kube.release_annotations(
-                req.requested_by, commit=commit, version=f"rollback to {req.target}")))
-        await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
-                                                  timeout=policy.rollout_timeout))
-        await self.step("route 100% to stable", IstioActivities.set_routes, RouteWeights(
-            env=req.env, namespace=policy.namespace, service=req.service))
+                req.requested_by, commit=commit, version=f"rollback to {req.target}"))
+        if is_cronjob:  # the next scheduled run is the check, as for a cronjob release
+            self.saga.add(f"restore {current.image} and its config",
+                          lambda: cronjob.restore(self, current))
+            await cronjob.apply(self, change)
+        else:
+            self.saga.add(f"restore {current.image} and its config",
+                          lambda: kube.restore_and_wait(self, current, policy.rollout_timeout))
+            result = await kube.apply(self, change)
+            await kube.wait_rollout(self, WaitRollout(
+                target=target, generation=result.generation, timeout=policy.rollout_timeout))
+            await self.step("route 100% to stable", IstioActivities.set_routes, RouteWeights(
+                env=req.env, namespace=policy.namespace, service=req.service))
         await kube.record_release(self, target, image, commit, f"rollback to {req.target}",
-                                  req.requested_by)
+                                  req.requested_by, cronjob=is_cronjob)
         return Done("rolled_back", f"{req.service} in {req.env} rolled back to {report.image}"
                     + (f" ({req.reason})" if req.reason else ""))
 
     async def find_target(self, req: RollbackRequest, policy: EnvironmentPolicy,
-                          target: ReleaseTarget, current: ReleaseSnapshot) -> tuple[str, str]:
+                          target: ReleaseTarget, current: ReleaseSnapshot,
+                          is_cronjob: bool = False) -> tuple[str, str]:
         """(image by digest, commit or '') of the rollback target. "previous" is the
         release that was live and healthy before the current one, from Kepler's own release
         history; the ReplicaSet history is the fallback (a restore makes a new revision, so
@@ -89,7 +101,7 @@ class Rollback(KeplerWorkflow):
                     self.skip("read revision history", f"from Kepler's release history: "
                               f"{record.version or record.commit[:12]} of {record.at:%Y-%m-%d %H:%M} UTC")
                     return record.image, record.commit
-        history: list[Revision] = await self.step(
+        history: list[Revision] = [] if is_cronjob else await self.step(
             "read revision history", DeploymentActivities.revision_history, target)
         if req.target == "previous":
             for rev in history:

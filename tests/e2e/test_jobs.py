@@ -147,6 +147,23 @@ async def test_cronjob_service_with_volumes_release_run_and_logs(
         code, out, err = await kepler(platform_file, "logs", "nightly", "--env", "staging", *args)
         assert code == expected and message in err, (args, out, err)
 
+    # a good v3 (new config), then rollback --to previous: v1's image and config again
+    project.commits.create({"branch": "main", "commit_message": "v3", "actions": [
+        {"action": "delete", "file_path": "kepler-sandbox.yaml"},
+        {"action": "update", "file_path": ".kepler/service.yaml",
+         "content": yaml.safe_dump({**spec, "config_files": {"job.conf": "mode=v3\n"}})}]})
+    code, out, err = await kepler(platform_file, "release", "nightly", "--env", "staging",
+                                  "--ref", "main", "--watch", "-o", "json")
+    assert code == 0, out + err
+    assert json.loads(out)["report"]["image"] != image
+    code, out, err = await kepler(platform_file, "rollback", "nightly", "--env", "staging",
+                                  "--to", "previous", "--watch", "-o", "json")
+    assert code == 0, out + err  # a cronjob service rolls back too (it was refused)
+    cj = batch(sandbox).read_namespaced_cron_job("nightly", "nightly-staging")
+    assert cj.spec.job_template.spec.template.spec.containers[0].image == image
+    cm = core(sandbox).read_namespaced_config_map("nightly-config", "nightly-staging")
+    assert cm.data == {"job.conf": "mode=v1\n"}
+
 
 def _ns_exists(sandbox: Sandbox, ns: str) -> bool:
     try:
