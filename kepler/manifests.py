@@ -45,7 +45,9 @@ def volume_blocks(volumes: list[Volume]) -> tuple[list[dict], list[dict]]:
 
 def pod_template(service: str, version: str, image: str, port: int, health_path: str,
                  env: dict[str, str], resources: Resources, annotations: dict[str, str],
-                 volumes: list[Volume] | None = None, config_mount: str = CONFIG_MOUNT) -> dict:
+                 volumes: list[Volume] | None = None, config_mount: str = CONFIG_MOUNT,
+                 config_map: str = "") -> dict:
+    """A service's pod; it mounts `config_map` (default: the service's ConfigMap)."""
     container = {
         "name": service, "image": image,
         "ports": [{"name": "http", "containerPort": port}],
@@ -63,7 +65,8 @@ def pod_template(service: str, version: str, image: str, port: int, health_path:
             "serviceAccountName": service,
             "containers": [container],
             "volumes": [{"name": "config", "configMap": {
-                "name": naming.config_map_name(service), "optional": True}}] + extra_volumes,
+                "name": config_map or naming.config_map_name(service), "optional": True}}]
+            + extra_volumes,
         },
     }
 
@@ -79,9 +82,11 @@ def deployment(spec: ServiceSpec, env: str, namespace: str, name: str | None = N
             "revisionHistoryLimit": 10,
             "progressDeadlineSeconds": 600,
             "selector": {"matchLabels": {"app": spec.name, "version": version}},
+            # a canary has its own ConfigMap: its new config is analysed before promotion
             "template": pod_template(spec.name, version, image, spec.port, spec.health_path,
                                      spec.env_in(env), spec.resources_in(env), {},
-                                     spec.volumes, spec.config_mount_path),
+                                     spec.volumes, spec.config_mount_path,
+                                     naming.config_map_name(name)),
         },
     }
 

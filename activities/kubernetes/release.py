@@ -142,7 +142,7 @@ def set_release(workload: Workload, obj: dict, release: ApplyRelease | ReleaseSn
 
 def apply_config(cluster: Cluster, target: ReleaseTarget, config: dict[str, str]) -> None:
     """Create the service's ConfigMap, or bring its data up to `config`."""
-    name = naming.config_map_name(target.service)
+    name = naming.config_map_name(target.name())  # a canary's own, beside the service's
     live = cluster.get("ConfigMap", target.namespace, name)
     if live is None:
         cluster.create({"apiVersion": "v1", "kind": "ConfigMap", "data": config,
@@ -172,7 +172,7 @@ class ReleaseActivities(ClusterActivities):
         if obj is None:
             return ReleaseSnapshot(target=target)
         c = self.workload.container(obj)
-        cm = cluster.get("ConfigMap", target.namespace, naming.config_map_name(target.service))
+        cm = cluster.get("ConfigMap", target.namespace, naming.config_map_name(target.name()))
         annotations = obj["metadata"].get("annotations") or {}
         return ReleaseSnapshot(
             target=target, exists=True, image=c.get("image", ""),
@@ -187,11 +187,11 @@ class ReleaseActivities(ClusterActivities):
         )
 
     def _apply(self, release: ApplyRelease | ReleaseSnapshot) -> ApplyResult:
-        """Config first (by the primary workload only: a canary shares it), then the
-        workload; nothing is written when both already match."""
+        """Config first (the workload's own ConfigMap: a canary's is not the primary's),
+        then the workload; nothing is written when both already match."""
         target = release.target
         cluster = self.clusters(target.env)
-        if release.config is not None and target.name() == target.service:
+        if release.config is not None:
             apply_config(cluster, target, release.config)
         config_hash = manifests.config_hash(release.config or {})
         changed = False

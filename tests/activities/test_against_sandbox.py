@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import gitlab
 import httpx
@@ -58,6 +58,13 @@ def faults_left(box: Sandbox, standin: str) -> int:
 
 def run(fn, *args):  # noqa: ANN001, ANN202 - thin wrapper over the SDK's test harness
     return ActivityEnvironment().run(fn, *args)
+
+
+def apps_api(box: Sandbox) -> Any:
+    from kubernetes import client
+    config = client.Configuration()
+    config.host = box.urls["kubernetes"]
+    return client.AppsV1Api(client.ApiClient(config))
 
 
 def expect(kind: str, fn, *args) -> ApplicationError:  # noqa: ANN001
@@ -172,6 +179,17 @@ def test_kubernetes_objects_release_rollout_conflict_and_routes(box: Sandbox, pl
     run(k8s.restore_release, before)
     restored = run(k8s.snapshot, target)
     assert restored.image == before.image and restored.config == before.config
+
+    # a canary mounts its own ConfigMap with the new config; the primary's is untouched
+    canary = ReleaseTarget(env="staging", namespace="web-staging", service="web",
+                           deployment="web-canary")
+    run(k8s.apply_objects, ApplyObjects(env="staging", run_id="r3", manifests=[manifests.deployment(
+        spec, "staging", "web-staging", name="web-canary", version="canary", image=change.image)]))
+    run(k8s.apply_release, change.model_copy(update={"target": canary, "config": {"a": "3"}}))
+    assert run(k8s.snapshot, canary).config == {"a": "3"}
+    assert run(k8s.snapshot, target).config == before.config
+    pod = apps_api(box).read_namespaced_deployment("web-canary", "web-staging").spec.template.spec
+    assert [v.config_map.name for v in pod.volumes if v.config_map] == ["web-canary-config"]
 
     istio = IstioActivities(platform)
     previous = run(istio.set_routes, RouteWeights(env="staging", namespace="web-staging", service="web",
