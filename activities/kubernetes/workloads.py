@@ -114,7 +114,9 @@ class DeploymentActivities(ReleaseActivities):
             updated = status.get("updatedReplicas", 0)
             available = status.get("availableReplicas", 0)
             progress = f"{updated}/{want} updated, {available} available"
-            for cond in status.get("conditions") or []:
+            # conditions speak of the generation the controller last observed: until it has
+            # seen ours, a ProgressDeadlineExceeded is the previous rollout's
+            for cond in (status.get("conditions") or []) if observed else []:
                 if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
                     raise non_retryable("RolloutFailed", f"{ns}/{name}: ProgressDeadlineExceeded: "
                                         f"{cond.get('message', '')} {self._pod_problem(cluster, deploy) or ''}".strip())

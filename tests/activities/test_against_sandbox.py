@@ -4,6 +4,7 @@ conflicts are re-read and re-applied; permanent ones fail at once with a type.""
 
 from __future__ import annotations
 
+import json
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -235,3 +236,33 @@ def test_gitlab_webhook_added_then_removed_leaving_other_hooks(box: Sandbox, pla
     urls = [h.url for h in client.projects.get(project.project_id).hooks.list(get_all=True)]
     assert urls == [theirs.url]
     assert run(gl.remove_hook, hook) is False  # nothing of Kepler's left: a no-op
+
+
+def test_a_stale_progress_deadline_does_not_fail_a_fresh_rollout(box: Sandbox, platform: Platform) -> None:
+    """The Deployment still carries ProgressDeadlineExceeded from its last rollout when a new
+    generation is applied; until the controller observes the new generation, that condition
+    is about the old one and must not fail the new rollout."""
+    k8s = DeploymentActivities(platform)
+    spec = ServiceSpec(name="stale", team="t", replicas=1)
+    run(k8s.apply_objects, ApplyObjects(env="staging", run_id="r1",
+                                        manifests=manifests.for_environment(spec, "staging", "stale-staging")))
+    import asyncio
+
+    from sandbox.registry.oci import build_image, push_image
+    digest = asyncio.run(push_image(box.urls["registry"], "demo/stale", "v1", build_image(
+        {"app": b"v1"}, {}, created="2026-01-01T00:00:00Z")))
+    target = ReleaseTarget(env="staging", namespace="stale-staging", service="stale")
+    result = run(k8s.apply_release, ApplyRelease(
+        target=target, image=f"{platform.registry.host}/demo/stale@{digest}", replicas=1, config={},
+        resources=spec.resources, annotations={}))
+    live = apps_api(box).api_client.sanitize_for_serialization(
+        apps_api(box).read_namespaced_deployment("stale", "stale-staging"))
+    live["status"] = {"observedGeneration": result.generation - 1, "replicas": 1, "conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+         "message": "the previous rollout timed out"}]}
+    # the first read answers as the API server may, before the controller has caught up
+    fault(box, "kubernetes", method="GET", path="/deployments/stale$", status=200, count=1,
+          body=json.dumps(live))
+    done = run(k8s.wait_rollout, WaitRollout(target=target, generation=result.generation,
+                                             timeout=timedelta(seconds=30)))
+    assert done.ready_replicas == 1 and faults_left(box, "kubernetes") == 0
