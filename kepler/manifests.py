@@ -8,6 +8,7 @@ from typing import Any
 
 from kepler import naming
 from kepler.models import Resources, ServiceSpec
+from kepler.steps import PodShape
 from kepler.workloads import CONFIG_MOUNT, Volume
 
 PLACEHOLDER_IMAGE = "kepler/placeholder:none"  # the Deployment before its first release
@@ -89,6 +90,15 @@ def deployment(spec: ServiceSpec, env: str, namespace: str, name: str | None = N
                                      naming.config_map_name(name)),
         },
     }
+
+
+def pod_shape(spec: ServiceSpec, env: str, name: str = "", job: bool = False) -> PodShape:
+    """What a release of `spec` sets in the pod besides image, env and resources."""
+    template = (job_pod_template(spec, env, PLACEHOLDER_IMAGE) if job else
+                deployment(spec, env, "x", name=name or None)["spec"]["template"])
+    c = template["spec"]["containers"][0]
+    return PodShape(ports=c.get("ports", []), readiness_probe=c.get("readinessProbe"),
+                    volume_mounts=c.get("volumeMounts", []), volumes=template["spec"]["volumes"])
 
 
 def job_pod_template(spec: ServiceSpec, env: str, image: str,

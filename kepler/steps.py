@@ -158,11 +158,22 @@ class ReleaseSnapshot(Model):
     resources: Resources | None = None
     env: dict[str, str] = Field(default_factory=dict)
     history: list[ReleaseRecord] = Field(default_factory=list)  # newest first
+    pod: PodShape | None = None
 
 
 class RecordRelease(Model):
     target: ReleaseTarget
     record: ReleaseRecord
+
+
+class PodShape(Model):
+    """The parts of a pod template a spec decides besides image, env and resources
+    (port, readiness probe, volumes and the config mount), as Kubernetes JSON: a release
+    applies them, a snapshot records them, a restore puts them back."""
+    ports: list[dict[str, Any]] = Field(default_factory=list)
+    readiness_probe: dict[str, Any] | None = None
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ApplyRelease(Model):
@@ -175,6 +186,7 @@ class ApplyRelease(Model):
     annotations: dict[str, str]
     port: int = 8080
     health_path: str = "/healthz"
+    pod: PodShape | None = None  # None (payloads from before): leave the shape as it is
 
 
 class ApplyResult(Model):

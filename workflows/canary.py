@@ -2,11 +2,10 @@
 
 The runbook: resolve the ref; the image by digest (as ReleaseVersion); approval when
 policy asks; deploy `<service>-canary` and route testers to it (`x-canary: always`);
-then, for each weight, wait the interval and analyse the canary's metrics. A failed round counts
-toward the failure limit and holds the weight; reaching the limit aborts. After the
-last weight passes (or on `promote`), an optional approval, then promotion: the
-primary gets the new image and config, rolls out, takes 100 % of the traffic, and the
-canary scales to 0.
+then, for each weight, wait the interval and analyse the canary's metrics. A failed round
+counts toward the failure limit and holds the weight; reaching the limit aborts. After the
+last weight passes (or on `promote`), an optional approval, then promotion: the primary
+gets the new release, rolls out, takes 100 % of the traffic; the canary scales to 0.
 
 Before any traffic moves, the undo "route 100 % to stable, scale the canary to 0" is in
 the saga: an abort (at once, in any phase), the failure limit, the deadline, a failed step
@@ -179,8 +178,7 @@ class Canary(KeplerWorkflow):
                           f"of the traffic; testers reach it with the header x-canary: always")
 
     async def _deploy_canary(self, req: CanaryRequest) -> None:
-        """Create `<service>-canary` if missing, then (re-)apply the new image and scale it up:
-        a retry of the same version simply re-applies it."""
+        """Create `<service>-canary` if missing, then (re-)apply the new release and scale it up."""
         cs, target = self.cs, self._target(self.cs.policy, primary=False)
         self.progress.waiting_on = f"rollout of {target.name()}"
         replicas = max(1, cs.spec.replicas_in(req.env))
@@ -191,7 +189,8 @@ class Canary(KeplerWorkflow):
         result = await self.step("deploy canary", DeploymentActivities.apply_release, ApplyRelease(
             target=target, image=cs.image, replicas=replicas, config=cs.spec.config_files,
             env=cs.spec.env_in(req.env), resources=cs.spec.resources_in(req.env),
-            port=cs.spec.port, health_path=cs.spec.health_path, annotations=self._annotations(req)))
+            port=cs.spec.port, health_path=cs.spec.health_path, annotations=self._annotations(req),
+            pod=manifests.pod_shape(cs.spec, req.env, name=target.name())))
         # an abort does not wait for the canary to come up
         await self._unless_aborted(kube.wait_rollout(self, WaitRollout(
             target=target, generation=result.generation, timeout=cs.policy.rollout_timeout)))
@@ -312,7 +311,8 @@ class Canary(KeplerWorkflow):
             target=primary, image=cs.image, replicas=cs.spec.replicas_in(req.env),
             config=cs.spec.config_files, env=cs.spec.env_in(req.env),
             resources=cs.spec.resources_in(req.env), port=cs.spec.port,
-            health_path=cs.spec.health_path, annotations=self._annotations(req)))
+            health_path=cs.spec.health_path, annotations=self._annotations(req),
+            pod=manifests.pod_shape(cs.spec, req.env)))
         await kube.wait_rollout(self, WaitRollout(target=primary, generation=result.generation,
                                                   timeout=cs.policy.rollout_timeout))
         p.waiting_on = "traffic back to the primary"

@@ -15,6 +15,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
     from activities.prometheus import PrometheusActivities
+    from kepler import manifests
     from kepler.models import Operation, ReleaseReport, ReleaseRequest
     from kepler.train import TRAIN_PREFIX
     from kepler.steps import (
@@ -79,7 +80,8 @@ class ReleaseVersion(KeplerWorkflow):
             replicas=spec.replicas_in(req.env) if override.replicas is None else override.replicas,
             config=spec.config_files, env=spec.env_in(req.env),
             resources=override.resources or spec.resources_in(req.env), port=spec.port,
-            health_path=spec.health_path, annotations=kube.release_annotations(
+            health_path=spec.health_path, pod=manifests.pod_shape(spec, req.env),
+            annotations=kube.release_annotations(
                 req.requested_by, commit=commit.sha, version=req.ref)))
         await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
                                                   timeout=policy.rollout_timeout))

@@ -57,6 +57,7 @@ class Rollback(KeplerWorkflow):
             report.approved_by = [a.approver for a in approvals]
 
         config, env, resources, replicas = current.config, current.env, current.resources, current.replicas
+        pod = current.pod
         if commit:
             spec = await self.step("read service spec", GitLabActivities.read_spec,
                                    ReadSpec(service=req.service, sha=commit))
@@ -65,11 +66,12 @@ class Rollback(KeplerWorkflow):
             resources = kube.overrides_of(current).resources or \
                 spec.resources_in(req.env)
             replicas = current.replicas or spec.replicas_in(req.env)
+            pod = manifests.pod_shape(spec, req.env, job=is_cronjob)
             check_bounds(self, policy, replicas, resources, f"the spec of {commit[:12]}")
 
         change = ApplyRelease(
             target=target, image=image, replicas=replicas, config=config or {}, env=env,
-            resources=resources or manifests.Resources(), annotations=kube.release_annotations(
+            resources=resources or manifests.Resources(), pod=pod, annotations=kube.release_annotations(
                 req.requested_by, commit=commit, version=f"rollback to {req.target}"))
         if is_cronjob:  # the next scheduled run is the check, as for a cronjob release
             self.saga.add(f"restore {current.image} and its config",

@@ -12,13 +12,15 @@ when something differs.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster, ClusterActivities, read_modify_write
 from kepler import manifests, naming
 from kepler.models import Resources
 from kepler.steps import (
-    ApplyRelease, ApplyResult, RecordRelease, ReleaseRecord, ReleaseSnapshot, ReleaseTarget,
+    ApplyRelease, ApplyResult, PodShape, RecordRelease, ReleaseRecord, ReleaseSnapshot,
+    ReleaseTarget,
 )
 
 # A pod whose container waits for one of these will not start without a new release.
@@ -115,6 +117,35 @@ def history_of(annotations: dict[str, str]) -> list[ReleaseRecord]:
         return []
 
 
+def shape_of(template: dict) -> PodShape:
+    c = template["spec"]["containers"][0]
+    return PodShape(ports=c.get("ports") or [], readiness_probe=c.get("readinessProbe"),
+                    volume_mounts=c.get("volumeMounts") or [],
+                    volumes=template["spec"].get("volumes") or [])
+
+
+def covers(live: Any, wanted: Any) -> bool:
+    """`live` says all that `wanted` says (an API server adds defaults, e.g. a probe's
+    periodSeconds or a volume's defaultMode: those are no reason to write again)."""
+    if isinstance(wanted, dict):
+        return isinstance(live, dict) and all(covers(live.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (isinstance(live, list) and len(live) == len(wanted)
+                and all(covers(a, b) for a, b in zip(live, wanted)))
+    return live == wanted
+
+
+def set_shape(template: dict, shape: PodShape) -> None:
+    c = template["spec"]["containers"][0]
+    for key, value in (("ports", shape.ports), ("readinessProbe", shape.readiness_probe),
+                       ("volumeMounts", shape.volume_mounts)):
+        if value:
+            c[key] = value
+        else:
+            c.pop(key, None)
+    template["spec"]["volumes"] = shape.volumes
+
+
 def set_release(workload: Workload, obj: dict, release: ApplyRelease | ReleaseSnapshot,
                 config_hash: str) -> bool:
     """Change `obj` (as read) to run `release`; False, and `obj` untouched, when it
@@ -127,9 +158,13 @@ def set_release(workload: Workload, obj: dict, release: ApplyRelease | ReleaseSn
     if (c.get("image") == release.image and workload.at_scale(obj, release.replicas)
             and tmpl_ann.get(naming.CONFIG_HASH) == config_hash
             and (c.get("env") or []) == env
-            and (resources is None or c.get("resources") == resources)):
+            and (resources is None or c.get("resources") == resources)
+            and (release.pod is None or covers(shape_of(template).model_dump(),
+                                               release.pod.model_dump()))):
         return False
     c["image"], c["env"] = release.image, env
+    if release.pod is not None:
+        set_shape(template, release.pod)
     if resources is not None:
         c["resources"] = resources
     workload.set_scale(obj, release.replicas)
@@ -180,7 +215,7 @@ class ReleaseActivities(ClusterActivities):
             annotations={k: v for k, v in annotations.items()
                          if k.startswith(naming.ANNOTATION_PREFIX)
                          and k not in (naming.CREATED_BY_RUN, naming.HISTORY)},
-            history=history_of(annotations),
+            history=history_of(annotations), pod=shape_of(self.workload.template(obj)),
             config=(cm.get("data") or {}) if cm else None,
             resources=resources_of(c) or Resources(),
             env={e["name"]: e.get("value", "") for e in c.get("env") or []},

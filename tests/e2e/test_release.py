@@ -198,3 +198,35 @@ async def test_rollback_to_previous_after_a_rolled_back_release_is_the_last_heal
     assert deploy.spec.template.spec.containers[0].image == images["A"]
     history = json.loads(deploy.metadata.annotations["kepler.dev/history"])
     assert [r["image"] for r in history] == [images["A"], images["B"], images["A"]]
+
+
+async def test_every_spec_field_takes_effect_on_release_and_rolls_back_with_it(
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
+    """port, health_path and the config mount path change on release (they were read and
+    dropped); a crashing release puts them back with the image and config."""
+    spec = {"name": "shape", "team": "t", "replicas": 1}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert (await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+                         "--watch"))[0] == 0
+    project = gitlab_client(sandbox).projects.get("demo/shape")
+    changed = {**spec, "port": 9090, "health_path": "/ready", "config_mount_path": "/etc/shape"}
+    project.commits.create({"branch": "main", "commit_message": "new shape", "actions": [
+        {"action": "update", "file_path": ".kepler/service.yaml", "content": yaml.safe_dump(changed)}]})
+    code, out, err = await kepler(platform_file, "release", "shape", "--env", "staging",
+                                  "--ref", "main", "--watch")
+    assert code == 0, out + err
+
+    def shape() -> tuple:
+        c = apps(sandbox).read_namespaced_deployment("shape", "shape-staging").spec.template.spec.containers[0]
+        return (c.ports[0].container_port, c.readiness_probe.http_get.path,
+                c.volume_mounts[0].mount_path)
+
+    assert shape() == (9090, "/ready", "/etc/shape")
+    project.commits.create({"branch": "main", "commit_message": "crashes", "actions": [
+        {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "crash: true\n"},
+        {"action": "update", "file_path": ".kepler/service.yaml",
+         "content": yaml.safe_dump({**changed, "port": 7070, "health_path": "/live"})}]})
+    code, out, err = await kepler(platform_file, "release", "shape", "--env", "staging",
+                                  "--ref", "main", "--watch")
+    assert code == 1 and "CrashLoopBackOff" in err, out + err
+    assert shape() == (9090, "/ready", "/etc/shape")  # put back with the image and config

@@ -11,6 +11,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.cronjob import CronJobActivities
+    from kepler import manifests
     from kepler.jobs import JobRef, JobResult, StartJob, WaitJob, job_name
     from kepler.models import ReleaseRequest, ServiceSpec
     from kepler.steps import ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget
@@ -65,7 +66,8 @@ async def release(wf: KeplerWorkflow, req: ReleaseRequest, previous: ReleaseSnap
     annotations = kube.release_annotations(req.requested_by, commit=commit, version=req.ref)
     await apply(wf, ApplyRelease(
         target=target, image=image, replicas=1, config=spec.config_files,
-        env=spec.env_in(req.env), resources=spec.resources_in(req.env), annotations=annotations))
+        env=spec.env_in(req.env), resources=spec.resources_in(req.env), annotations=annotations,
+        pod=manifests.pod_shape(spec, req.env, job=True)))
     if spec.schedule and spec.schedule.run_on_release:
         await run_once(wf, target, "verify", annotations)
     else:
