@@ -28,6 +28,7 @@ class OperationsActivities:
     async def decommission_plan(self, service: str) -> DecommissionPlan:
         return DecommissionPlan(
             approval=self.platform.decommission_approval(), policy=self.platform.decommission,
+            builder=self.platform.builder,
             targets=[EnvTarget(env=env, namespace=cfg.namespace_for(service, env), service=service)
                      for env, cfg in sorted(self.platform.environments.items())])
 

@@ -22,6 +22,7 @@ class DecommissionPlan(Model):
     approval: ApprovalPolicy
     targets: list[EnvTarget]
     policy: DecommissionPolicy = Field(default_factory=DecommissionPolicy)
+    builder: str = "jenkins"  # with the docker builder there is no Jenkins job to delete
 
 
 class RunningQuery(Model):

@@ -133,8 +133,11 @@ class Decommission(KeplerWorkflow):
                           TeardownRequest(target=target, part="istio"))
             await attempt(f"{target.env}: delete Kubernetes objects", TeardownActivities.teardown,
                           TeardownRequest(target=target, part="kubernetes"))
-        await attempt("delete Jenkins job", JenkinsActivities.delete_job, service,
-                      f"Jenkins job {naming.jenkins_job(service)}")
+        if self.plan.builder == "jenkins" or not self.one_lifecycle:
+            await attempt("delete Jenkins job", JenkinsActivities.delete_job, service,
+                          f"Jenkins job {naming.jenkins_job(service)}")
+        else:
+            self.skip("delete Jenkins job", "the docker builder has no Jenkins job")
         await attempt("archive GitLab project", GitLabActivities.archive_project, service,
                       f"GitLab project {service} (archived, not deleted)")
         if problems:

@@ -16,7 +16,16 @@ ISTIO_KINDS = ["VirtualService", "Gateway", "DestinationRule"]
 KUBERNETES_KINDS = ["HorizontalPodAutoscaler", "PodDisruptionBudget", "Deployment", "Service",
                     "ConfigMap", "ServiceAccount"]
 BUILTIN = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
+# What may live in a namespace; any one of these (not Kubernetes' own, not owned by
+# another object) keeps the namespace: a PersistentVolumeClaim is never deleted.
+OCCUPANTS = [*ISTIO_KINDS, *KUBERNETES_KINDS, "CronJob", "Job", "Pod", "ReplicaSet",
+             "PersistentVolumeClaim", "Secret"]
 MANAGED = ",".join(f"{k}={v}" for k, v in naming.MANAGED_BY.items())
+
+
+def created_by_kepler(obj: dict) -> bool:
+    """Kepler marks what it creates when it creates it; a label alone proves nothing."""
+    return naming.CREATED_BY_RUN in (obj["metadata"].get("annotations") or {})
 
 
 def selector(service: str) -> str:
@@ -72,7 +81,7 @@ class TeardownActivities(ClusterActivities):
         for kind in ISTIO_KINDS if req.part == "istio" else KUBERNETES_KINDS:
             for obj in cluster.list(kind, ns, sel):
                 name = obj["metadata"]["name"]
-                if cluster.delete(kind, ns, name):
+                if created_by_kepler(obj) and cluster.delete(kind, ns, name):
                     deleted.append(f"{kind} {ns}/{name}")
         if req.part == "kubernetes" and self._namespace_is_ours_and_empty(cluster, ns):
             if cluster.delete("Namespace", None, ns):
@@ -81,14 +90,20 @@ class TeardownActivities(ClusterActivities):
 
     @staticmethod
     def _namespace_is_ours_and_empty(cluster: Cluster, ns: str) -> bool:
+        """Kepler made it (not just labelled it) and nothing else lives in it: no object of
+        any kind Kepler can list, but what Kubernetes puts in every namespace and what the
+        deleted workloads leave behind for the garbage collector."""
         live = cluster.get("Namespace", None, ns)
-        if live is None or not all(
-                (live["metadata"].get("labels") or {}).get(k) == v for k, v in naming.MANAGED_BY.items()):
+        if live is None or not created_by_kepler(live):
             return False
-        for kind in ISTIO_KINDS + KUBERNETES_KINDS:
+        for kind in OCCUPANTS:
             for obj in cluster.list(kind, ns):
-                if (kind, obj["metadata"]["name"]) not in BUILTIN:
-                    return False
+                meta = obj["metadata"]
+                if (kind, meta["name"]) in BUILTIN or meta.get("ownerReferences"):
+                    continue
+                if kind == "Secret" and obj.get("type") == "kubernetes.io/service-account-token":
+                    continue
+                return False
         return True
 
     @activity.defn(name="kubernetes.inventory")

@@ -54,8 +54,12 @@ class DeploymentActivities(ReleaseActivities):
                     if e.type != "Conflict409":  # created meanwhile (e.g. a retried call)
                         raise
                     live = cluster.get(kind, ns, name)
+            ours = naming.CREATED_BY_RUN in ((live or {}).get("metadata", {}).get("annotations") or {})
             if kind != "Deployment":
-                patch = {"metadata": {"labels": meta.get("labels", {})}}
+                labels = meta.get("labels", {})
+                if not ours:  # adopted: brought up to date, never labelled as Kepler's
+                    labels = {k: v for k, v in labels.items() if k not in naming.MANAGED_BY}
+                patch = {"metadata": {"labels": labels}}
                 if "spec" in obj:
                     patch["spec"] = obj["spec"]
                 if "data" in obj and kind != "ConfigMap":

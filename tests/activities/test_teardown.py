@@ -83,3 +83,38 @@ def test_a_shared_namespace_is_not_deleted(sandbox: Sandbox) -> None:
     cluster = Clusters(platform)("staging")
     assert cluster.get("Deployment", ns, names[1]) is not None  # the neighbour is untouched
     assert cluster.get("Namespace", None, ns) is not None
+
+
+def test_teardown_deletes_only_what_kepler_created(sandbox: Sandbox) -> None:
+    """The namespace existed before `service create`, holding a PVC, a Secret and a
+    ConfigMap of the team's: create adopts it without labelling it Kepler's, and the
+    teardown deletes Kepler's objects only; the namespace and everything else stay."""
+    platform = parse_platform(platform_yaml(sandbox.urls, "127.0.0.1:1", "unused"))
+    service = f"dc{uuid.uuid4().hex[:8]}"
+    ns = f"{service}-staging"
+    cluster = Clusters(platform)("staging")
+    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    theirs = [
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": ns},
+         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": ns},
+         "stringData": {"password": "x"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": "extra", "namespace": ns, "labels": {"app": service}}, "data": {"a": "1"}},
+    ]
+    for obj in theirs:
+        cluster.create(obj)
+    spec = ServiceSpec(name=service, team="t")
+    run(DeploymentActivities(platform).apply_objects, ApplyObjects(
+        env="staging", manifests=manifests.for_environment(spec, "staging", ns), run_id="r1"))
+    labels = cluster.get("Namespace", None, ns)["metadata"].get("labels") or {}
+    assert "app.kubernetes.io/managed-by" not in labels  # adopted, never labelled as Kepler's
+
+    acts, target = TeardownActivities(platform), EnvTarget(env="staging", namespace=ns, service=service)
+    run(acts.teardown, TeardownRequest(target=target, part="istio"))
+    kube = run(acts.teardown, TeardownRequest(target=target, part="kubernetes"))
+    assert f"Deployment {ns}/{service}" in kube.deleted and f"Namespace {ns}" not in kube.deleted
+    assert cluster.get("Namespace", None, ns) is not None
+    for obj in theirs:
+        assert cluster.get(obj["kind"], ns, obj["metadata"]["name"]) is not None, obj["kind"]
+    assert cluster.get("Deployment", ns, service) is None

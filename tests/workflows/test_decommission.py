@@ -327,3 +327,23 @@ async def test_an_incomplete_restore_says_what_was_put_back_and_what_was_not(tim
     assert status.outcome == "failed"
     assert "undone: staging: replicas and routes back" in message
     assert "NOT put back: prod: replicas and routes back" in message and "forbidden" in message
+
+
+async def test_with_the_docker_builder_phase_two_never_calls_jenkins(time_env) -> None:
+    estate, queue = Estate(), f"q-{uuid.uuid4()}"
+    fakes = [a for a in FakeWorld().activities()
+             if getattr(a, "__temporal_activity_definition").name != "notify"]
+    platform = load_platform().model_copy(update={"builder": "docker"})
+    ops_acts = OperationsActivities(platform, client=time_env.client)
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=[*fakes, *estate.activities(), ops_acts.decommission_plan,
+                                  ops_acts.running_operations]):
+        harness = Harness(time_env.client, estate, queue)
+        started = await harness.start()
+        await harness.wait_stage(started, "awaiting approval")
+        await harness.approve("alice")
+        report = await started.handle.result()
+        status = await started.handle.query("status", result_type=OperationStatus)
+    assert report.outcome == "succeeded"
+    assert estate.jenkins_job is True  # never touched (there is none to delete)
+    assert any(s.name == "delete Jenkins job" and s.outcome == "skipped" for s in status.steps)
