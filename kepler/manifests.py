@@ -84,8 +84,10 @@ def deployment(spec: ServiceSpec, env: str, namespace: str, name: str | None = N
             "progressDeadlineSeconds": 600,
             "selector": {"matchLabels": {"app": spec.name, "version": version}},
             # a canary has its own ConfigMap: its new config is analysed before promotion
+            # the config hash from the start, so that undoing a first release is exact
             "template": pod_template(spec.name, version, image, spec.port, spec.health_path,
-                                     spec.env_in(env), spec.resources_in(env), {},
+                                     spec.env_in(env), spec.resources_in(env),
+                                     {naming.CONFIG_HASH: config_hash(spec.config_files)},
                                      spec.volumes, spec.config_mount_path,
                                      naming.config_map_name(name)),
         },

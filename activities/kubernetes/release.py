@@ -146,13 +146,26 @@ def set_shape(template: dict, shape: PodShape) -> None:
     template["spec"]["volumes"] = shape.volumes
 
 
+def _release_keys(annotations: dict[str, str]) -> set[str]:
+    """Kepler's per-release annotations (not its creation mark or history)."""
+    return {k for k in annotations if k.startswith(naming.ANNOTATION_PREFIX)
+            and k not in (naming.CREATED_BY_RUN, naming.HISTORY)}
+
+
 def set_release(workload: Workload, obj: dict, release: ApplyRelease | ReleaseSnapshot,
                 config_hash: str) -> bool:
     """Change `obj` (as read) to run `release`; False, and `obj` untouched, when it
-    already does."""
+    already does. A snapshot is put back exactly: Kepler's annotations it did not have
+    are removed too."""
     template = workload.template(obj)
     c = template["spec"]["containers"][0]
     tmpl_ann = template.setdefault("metadata", {}).get("annotations") or {}
+    meta_ann = obj["metadata"].get("annotations") or {}
+    if isinstance(release, ReleaseSnapshot):
+        stale = (_release_keys(meta_ann) | _release_keys(tmpl_ann)) - set(release.annotations)
+        stale.discard(naming.CONFIG_HASH)
+    else:
+        stale = set()
     env = [{"name": k, "value": v} for k, v in sorted(release.env.items())]
     resources = None if release.resources is None else manifests.resources_block(release.resources)
     if (c.get("image") == release.image and workload.at_scale(obj, release.replicas)
@@ -160,7 +173,8 @@ def set_release(workload: Workload, obj: dict, release: ApplyRelease | ReleaseSn
             and (c.get("env") or []) == env
             and (resources is None or c.get("resources") == resources)
             and (release.pod is None or covers(shape_of(template).model_dump(),
-                                               release.pod.model_dump()))):
+                                               release.pod.model_dump()))
+            and not stale):
         return False
     c["image"], c["env"] = release.image, env
     if release.pod is not None:
@@ -168,10 +182,11 @@ def set_release(workload: Workload, obj: dict, release: ApplyRelease | ReleaseSn
     if resources is not None:
         c["resources"] = resources
     workload.set_scale(obj, release.replicas)
-    template["metadata"]["annotations"] = {**tmpl_ann, **release.annotations,
-                                           naming.CONFIG_HASH: config_hash}
-    obj["metadata"]["annotations"] = {**(obj["metadata"].get("annotations") or {}),
-                                      **release.annotations}
+    template["metadata"]["annotations"] = {
+        **{k: v for k, v in tmpl_ann.items() if k not in stale}, **release.annotations,
+        naming.CONFIG_HASH: config_hash}
+    obj["metadata"]["annotations"] = {
+        **{k: v for k, v in meta_ann.items() if k not in stale}, **release.annotations}
     return True
 
 

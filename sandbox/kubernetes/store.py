@@ -155,6 +155,7 @@ class Store:
         if res.kind in ("Deployment", "ReplicaSet"):
             detail["images"] = images_of(obj)
             detail["replicas"] = (obj.get("spec") or {}).get("replicas")
+            detail["generation"] = meta.get("generation")  # unchanged by a metadata-only write
         self.audit.record(action, **detail)
 
     def create(self, res: Resource, obj: dict[str, Any], *, actor: str = "api",

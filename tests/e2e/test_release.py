@@ -16,6 +16,7 @@ import yaml
 from kubernetes import client as k8s
 
 from sandbox.serve import Sandbox
+from tests import world
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -151,9 +152,11 @@ async def test_a_release_over_the_environments_bounds_exits_2_and_changes_nothin
                                   str(tmp_path / "spec.yaml"), "--watch")
     assert code == 0, out + err
     before = apps(sandbox).read_namespaced_deployment("bigshop", "bigshop-prod")
+    whole = world.snapshot(sandbox, ["bigshop-prod"])
     code, out, err = await kepler(platform_file, "release", "bigshop", "--env", "prod",
                                   "--ref", "main", "--watch")
     assert code == 2, out + err
+    assert world.differences(whole, world.snapshot(sandbox, ["bigshop-prod"])) == []
     assert "replicas: 50 is over this environment's maximum of 10" in err
     after = apps(sandbox).read_namespaced_deployment("bigshop", "bigshop-prod")
     assert after.spec == before.spec and after.metadata.generation == before.metadata.generation
@@ -184,9 +187,11 @@ async def test_rollback_to_previous_after_a_rolled_back_release_is_the_last_heal
         images[name] = json.loads(out)["report"]["image"]
     project.commits.create({"branch": "main", "commit_message": "C: crashes", "actions": [
         {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "crash: true\n"}]})
+    before = world.snapshot(sandbox, ["ledger2-staging"])
     code, out, err = await kepler(platform_file, "release", "ledger2", "--env", "staging",
                                   "--ref", "main", "--watch")
     assert code == 1 and "CrashLoopBackOff" in err, out + err
+    assert world.differences(before, world.snapshot(sandbox, ["ledger2-staging"])) == []
     deploy = apps(sandbox).read_namespaced_deployment("ledger2", "ledger2-staging")
     assert deploy.spec.template.spec.containers[0].image == images["B"]
 
@@ -226,7 +231,29 @@ async def test_every_spec_field_takes_effect_on_release_and_rolls_back_with_it(
         {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "crash: true\n"},
         {"action": "update", "file_path": ".kepler/service.yaml",
          "content": yaml.safe_dump({**changed, "port": 7070, "health_path": "/live"})}]})
+    before = world.snapshot(sandbox, ["shape-staging"])
     code, out, err = await kepler(platform_file, "release", "shape", "--env", "staging",
                                   "--ref", "main", "--watch")
     assert code == 1 and "CrashLoopBackOff" in err, out + err
+    assert world.differences(before, world.snapshot(sandbox, ["shape-staging"])) == []
     assert shape() == (9090, "/ready", "/etc/shape")  # put back with the image and config
+
+
+async def test_a_first_release_that_crashes_leaves_the_world_as_it_was(
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
+    """Nothing ran before: the undo puts the empty Deployment back exactly, annotations
+    included, and the ConfigMap's data."""
+    spec = {"name": "firstcrash", "team": "t", "replicas": 1, "config_files": {"a": "1"}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert (await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+                         "--watch"))[0] == 0
+    project = gitlab_client(sandbox).projects.get("demo/firstcrash")
+    project.commits.create({"branch": "main", "commit_message": "crashes", "actions": [
+        {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "crash: true\n"},
+        {"action": "update", "file_path": ".kepler/service.yaml",
+         "content": yaml.safe_dump({**spec, "config_files": {"a": "2"}})}]})
+    before = world.snapshot(sandbox, ["firstcrash-staging"])
+    code, out, err = await kepler(platform_file, "release", "firstcrash", "--env", "staging",
+                                  "--ref", "main", "--watch")
+    assert code == 1 and "CrashLoopBackOff" in err, out + err
+    assert world.differences(before, world.snapshot(sandbox, ["firstcrash-staging"])) == []

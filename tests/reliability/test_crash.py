@@ -47,11 +47,21 @@ class Case:
         return sum(1 for e in self.audit("jenkins")
                    if e["action"] == "queue_build" and e["job"] == f"kepler-{self.service}")
 
+    def spec_writes(self) -> list[dict]:
+        """Kepler's writes of the Deployment's spec (each a new generation; a write of its
+        metadata only, the release history, is not one)."""
+        writes, generation = [], None
+        for e in self.audit("kubernetes"):
+            if e.get("kind") != "Deployment" or e.get("name") != self.service:
+                continue
+            new_spec, generation = e.get("generation") != generation, e.get("generation")
+            if new_spec and e.get("by") == "api" and e["action"] != "create":
+                writes.append(e)
+        return writes
+
     def image_writes(self, image_part: str) -> int:
-        return sum(1 for e in self.audit("kubernetes")
-                   if e.get("kind") == "Deployment" and e.get("name") == self.service
-                   and e.get("by") == "api" and e["action"] != "create"
-                   and any(image_part in i for i in e.get("images") or []))
+        return sum(1 for e in self.spec_writes()
+                   if any(image_part in i for i in e.get("images") or []))
 
     async def stage(self, workflow_id: str) -> str:
         try:
@@ -118,8 +128,7 @@ async def test_kill_9_at_each_step_then_a_new_worker_finishes(slow_box: Sandbox,
         assert case.image_writes("@sha256:") == 1, f"{case.service}: image written more than once"
 
     assert o4 == "rolled_back"
-    history = [e for e in undo.audit("kubernetes") if e.get("kind") == "Deployment"
-               and e.get("name") == undo.service and e.get("by") == "api" and e["action"] != "create"]
+    history = undo.spec_writes()
     good, bad, back = history[0]["images"], history[1]["images"], history[-1]["images"]
     assert back == good and bad != good  # the crashing image was replaced by the good one
     assert len(history) == 3  # release v1, apply v2, restore v1: each written exactly once
