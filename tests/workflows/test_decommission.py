@@ -5,6 +5,7 @@ activity names; the running-operations check is the real activity against the se
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 import copy
 import uuid
 from dataclasses import dataclass, field
@@ -143,15 +144,23 @@ class Harness:
         return await ops.decide(self.client, "shop", "all", "approve", ApprovalDecision(approver=who))
 
 
-@pytest.fixture
-async def harness(time_env) -> AsyncIterator[Harness]:
-    estate, queue = Estate(), f"q-{uuid.uuid4()}"
-    fakes = [a for a in FakeWorld().activities() if a.__temporal_activity_definition.name != "notify"]
-    ops_acts = OperationsActivities(load_platform(), client=time_env.client)
+@asynccontextmanager
+async def running(time_env: Any, estate: Estate, platform: Any = None) -> AsyncIterator[Harness]:
+    """A worker with the estate's activities and the real plan from `platform`."""
+    queue = f"q-{uuid.uuid4()}"
+    fakes = [a for a in FakeWorld().activities()
+             if getattr(a, "__temporal_activity_definition").name != "notify"]
+    ops_acts = OperationsActivities(platform or load_platform(), client=time_env.client)
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
                       activities=[*fakes, *estate.activities(), ops_acts.decommission_plan,
                                   ops_acts.running_operations]):
         yield Harness(time_env.client, estate, queue)
+
+
+@pytest.fixture
+async def harness(time_env) -> AsyncIterator[Harness]:
+    async with running(time_env, Estate()) as h:
+        yield h
 
 
 async def failure_of(started: ops.Started) -> str:
@@ -309,13 +318,7 @@ async def test_an_incomplete_restore_says_what_was_put_back_and_what_was_not(tim
                     if getattr(a, "__temporal_activity_definition").name
                     != "kubernetes.scale_restore"] + [scale_restore]
 
-    estate, queue = PartlyBroken(), f"q-{uuid.uuid4()}"
-    fakes = [a for a in FakeWorld().activities() if a.__temporal_activity_definition.name != "notify"]
-    ops_acts = OperationsActivities(load_platform(), client=time_env.client)
-    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
-                      activities=[*fakes, *estate.activities(), ops_acts.decommission_plan,
-                                  ops_acts.running_operations]):
-        harness = Harness(time_env.client, estate, queue)
+    async with running(time_env, PartlyBroken()) as harness:
         started = await harness.start()
         await harness.wait_stage(started, "awaiting approval")
         await harness.approve("alice")
@@ -330,15 +333,9 @@ async def test_an_incomplete_restore_says_what_was_put_back_and_what_was_not(tim
 
 
 async def test_with_the_docker_builder_phase_two_never_calls_jenkins(time_env) -> None:
-    estate, queue = Estate(), f"q-{uuid.uuid4()}"
-    fakes = [a for a in FakeWorld().activities()
-             if getattr(a, "__temporal_activity_definition").name != "notify"]
+    estate = Estate()
     platform = load_platform().model_copy(update={"builder": "docker"})
-    ops_acts = OperationsActivities(platform, client=time_env.client)
-    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
-                      activities=[*fakes, *estate.activities(), ops_acts.decommission_plan,
-                                  ops_acts.running_operations]):
-        harness = Harness(time_env.client, estate, queue)
+    async with running(time_env, estate, platform) as harness:
         started = await harness.start()
         await harness.wait_stage(started, "awaiting approval")
         await harness.approve("alice")
