@@ -204,6 +204,21 @@ async def test_rollback_to_previous_after_a_rolled_back_release_is_the_last_heal
     history = json.loads(deploy.metadata.annotations["kepler.dev/history"])
     assert [r["image"] for r in history] == [images["A"], images["B"], images["A"]]
 
+    # --to sha256:DIGEST, then --to VERSION (a tag on B's commit): found in the registry
+    digest = images["B"].rsplit("@", 1)[1]
+    code, out, err = await kepler(platform_file, "rollback", "ledger2", "--env", "staging",
+                                  "--to", digest, "--watch", "-o", "json")
+    assert code == 0 and json.loads(out)["report"]["image"] == images["B"], out + err
+    project.tags.create({"tag_name": "a-version", "ref": history[-1]["commit"]})
+    code, out, err = await kepler(platform_file, "rollback", "ledger2", "--env", "staging",
+                                  "--to", "a-version", "--watch", "-o", "json")
+    assert code == 0 and json.loads(out)["report"]["image"] == images["A"], out + err
+    code, out, err = await kepler(platform_file, "rollback", "ledger2", "--env", "staging",
+                                  "--to", "sha256:" + "f" * 64, "--watch")
+    assert code == 1 and "no image for sha256:ffff" in err, out + err  # never built: refused
+    deploy = apps(sandbox).read_namespaced_deployment("ledger2", "ledger2-staging")
+    assert deploy.spec.template.spec.containers[0].image == images["A"]
+
 
 async def test_every_spec_field_takes_effect_on_release_and_rolls_back_with_it(
         sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
