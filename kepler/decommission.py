@@ -37,6 +37,7 @@ class Footprint(Model):
     target: EnvTarget
     virtual_services: list[dict[str, Any]] = Field(default_factory=list)  # clean manifests
     replicas: dict[str, int] = Field(default_factory=dict)  # Deployment -> replicas before
+    suspended: dict[str, bool] = Field(default_factory=dict)  # CronJob -> suspend before
 
 
 class TeardownRequest(Model):

@@ -13,12 +13,12 @@ from kepler.decommission import EnvTarget, Footprint, TeardownRequest, TeardownR
 
 ISTIO_KINDS = ["VirtualService", "Gateway", "DestinationRule"]
 # Deleted in this order; the Namespace last, and only when nothing else lives in it.
-KUBERNETES_KINDS = ["HorizontalPodAutoscaler", "PodDisruptionBudget", "Deployment", "Service",
-                    "ConfigMap", "ServiceAccount"]
+KUBERNETES_KINDS = ["HorizontalPodAutoscaler", "PodDisruptionBudget", "CronJob", "Deployment",
+                    "Service", "ConfigMap", "ServiceAccount"]
 BUILTIN = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
 # What may live in a namespace; any one of these (not Kubernetes' own, not owned by
 # another object) keeps the namespace: a PersistentVolumeClaim is never deleted.
-OCCUPANTS = [*ISTIO_KINDS, *KUBERNETES_KINDS, "CronJob", "Job", "Pod", "ReplicaSet",
+OCCUPANTS = [*ISTIO_KINDS, *KUBERNETES_KINDS, "Job", "Pod", "ReplicaSet",
              "PersistentVolumeClaim", "Secret"]
 MANAGED = ",".join(f"{k}={v}" for k, v in naming.MANAGED_BY.items())
 
@@ -50,17 +50,23 @@ class TeardownActivities(ClusterActivities):
                   for vs in cluster.list("VirtualService", ns, sel)]
         replicas = {d["metadata"]["name"]: d["spec"].get("replicas", 0)
                     for d in cluster.list("Deployment", ns, sel)}
-        return Footprint(target=target, virtual_services=routes, replicas=replicas)
+        suspended = {c["metadata"]["name"]: bool(c["spec"].get("suspend"))
+                     for c in cluster.list("CronJob", ns, sel)}
+        return Footprint(target=target, virtual_services=routes, replicas=replicas,
+                         suspended=suspended)
 
     @activity.defn(name="kubernetes.scale_down")
     def scale_down(self, footprint: Footprint) -> list[str]:
-        return self._scale(footprint, {name: 0 for name in footprint.replicas})
+        """Deployments to 0 and CronJobs suspended: nothing of the service runs any more."""
+        return self._scale(footprint, {name: 0 for name in footprint.replicas},
+                           {name: True for name in footprint.suspended})
 
     @activity.defn(name="kubernetes.scale_restore")
     def scale_restore(self, footprint: Footprint) -> list[str]:
-        return self._scale(footprint, footprint.replicas)
+        return self._scale(footprint, footprint.replicas, footprint.suspended)
 
-    def _scale(self, footprint: Footprint, want: dict[str, int]) -> list[str]:
+    def _scale(self, footprint: Footprint, want: dict[str, int],
+               suspend: dict[str, bool]) -> list[str]:
         cluster = self.clusters(footprint.target.env)
         ns, changed = footprint.target.namespace, []
         for name, replicas in want.items():
@@ -69,6 +75,12 @@ class TeardownActivities(ClusterActivities):
                 continue
             cluster.patch("Deployment", ns, name, {"spec": {"replicas": replicas}})
             changed.append(f"Deployment {ns}/{name} -> {replicas}")
+        for name, suspended in suspend.items():
+            live = cluster.get("CronJob", ns, name)
+            if live is None or bool(live["spec"].get("suspend")) == suspended:
+                continue
+            cluster.patch("CronJob", ns, name, {"spec": {"suspend": suspended}})
+            changed.append(f"CronJob {ns}/{name} -> {'suspended' if suspended else 'running'}")
         return changed
 
     @activity.defn(name="kubernetes.teardown")

@@ -118,3 +118,28 @@ def test_teardown_deletes_only_what_kepler_created(sandbox: Sandbox) -> None:
     for obj in theirs:
         assert cluster.get(obj["kind"], ns, obj["metadata"]["name"]) is not None, obj["kind"]
     assert cluster.get("Deployment", ns, service) is None
+
+
+def test_a_cronjob_service_is_suspended_in_phase_one_restored_and_deleted_in_phase_two(
+        sandbox: Sandbox) -> None:
+    """CronJobs kept firing through the soak and survived phase 2: now phase 1 suspends
+    them, a restore puts each back as it was, and phase 2 deletes them."""
+    platform = parse_platform(platform_yaml(sandbox.urls, "127.0.0.1:1", "unused"))
+    service = f"cj{uuid.uuid4().hex[:8]}"
+    ns = f"{service}-staging"
+    spec = ServiceSpec(name=service, team="t", type="cronjob", schedule={"cron": "0 3 * * *"})
+    run(DeploymentActivities(platform).apply_objects, ApplyObjects(
+        env="staging", manifests=manifests.for_environment(spec, "staging", ns), run_id="r1"))
+    cluster = Clusters(platform)("staging")
+    cluster.patch("CronJob", ns, service, {"spec": {"suspend": False}})  # released: it runs
+
+    acts, target = TeardownActivities(platform), EnvTarget(env="staging", namespace=ns, service=service)
+    fp = run(acts.record_footprint, target)
+    assert fp.suspended == {service: False}
+    assert run(acts.scale_down, fp) == [f"CronJob {ns}/{service} -> suspended"]
+    assert cluster.get("CronJob", ns, service)["spec"]["suspend"] is True
+    assert run(acts.scale_down, fp) == []  # idempotent
+    assert run(acts.scale_restore, fp) == [f"CronJob {ns}/{service} -> running"]
+    assert cluster.get("CronJob", ns, service)["spec"]["suspend"] is False
+    kube = run(acts.teardown, TeardownRequest(target=target, part="kubernetes"))
+    assert f"CronJob {ns}/{service}" in kube.deleted and cluster.get("CronJob", ns, service) is None
