@@ -15,7 +15,7 @@ from kepler.steps import (
     Applied, ApplyObjects, ApplyRelease, ApplyResult, RolloutResult, RouteWeights, ScaleDeployment,
     WaitRollout,
 )
-from tests.fakes.world import FakeWorld
+from tests.fakes.world import FakeWorld, by_name
 
 HEALTHY = {"request-success-rate": 100.0, "request-duration": 40.0}
 
@@ -34,7 +34,7 @@ class CanaryWorld(FakeWorld):
 
     def activities(self) -> list[Any]:
         world = self
-        base = {getattr(fn, "__temporal_activity_definition").name: fn for fn in super().activities()}
+        base = by_name(super().activities())
         primary_apply, primary_wait = base["kubernetes.apply_release"], base["kubernetes.wait_rollout"]
 
         @activity.defn(name="kubernetes.apply_objects")

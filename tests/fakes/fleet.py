@@ -17,7 +17,7 @@ from kepler.scale import OVERRIDE_KEYS, ApplyOverrides, DeploymentState, Overrid
 from kepler.steps import (
     ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout,
 )
-from tests.fakes.world import FakeWorld
+from tests.fakes.world import FakeWorld, by_name
 
 
 def original(service: str) -> dict[str, Any]:
@@ -41,7 +41,7 @@ class FleetWorld(FakeWorld):
 
     def activities(self) -> list[Any]:
         world = self
-        base = {getattr(a, "__temporal_activity_definition").name: a for a in super().activities()}
+        base = by_name(super().activities())
 
         @activity.defn(name="kubernetes.snapshot")
         async def snapshot(t: ReleaseTarget) -> ReleaseSnapshot:

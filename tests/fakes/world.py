@@ -24,6 +24,22 @@ from kepler.notifications import Notification
 DIGEST = "sha256:" + "a" * 64
 
 
+def activity_name(fn: Any) -> str:
+    return getattr(fn, "__temporal_activity_definition").name
+
+
+def by_name(activities: list[Any]) -> dict[str, Any]:
+    """Activities keyed by their Temporal name, to swap or drop one in a test."""
+    return {activity_name(a): a for a in activities}
+
+
+def replaced(activities: list[Any], *replacements: Any, drop: tuple[str, ...] = ()) -> list[Any]:
+    """`activities` with those of the same names as `replacements` swapped, `drop` left out."""
+    table = by_name(activities)
+    table.update(by_name(list(replacements)))
+    return [a for name, a in table.items() if name not in drop]
+
+
 def sha_of(ref: str) -> str:
     return (ref.encode().hex() * 40)[:40]
 

@@ -30,7 +30,7 @@ from kepler.models import (
 )
 from kepler.settings import load_platform
 from kepler import operations_client as ops
-from tests.fakes.world import FakeWorld
+from tests.fakes.world import FakeWorld, replaced
 from tests.helpers import keep_history
 
 VS = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -148,8 +148,7 @@ class Harness:
 async def running(time_env: Any, estate: Estate, platform: Any = None) -> AsyncIterator[Harness]:
     """A worker with the estate's activities and the real plan from `platform`."""
     queue = f"q-{uuid.uuid4()}"
-    fakes = [a for a in FakeWorld().activities()
-             if getattr(a, "__temporal_activity_definition").name != "notify"]
+    fakes = replaced(FakeWorld().activities(), drop=("notify",))
     ops_acts = OperationsActivities(platform or load_platform(), client=time_env.client)
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
                       activities=[*fakes, *estate.activities(), ops_acts.decommission_plan,
@@ -314,9 +313,7 @@ async def test_an_incomplete_restore_says_what_was_put_back_and_what_was_not(tim
                     raise ApplicationError("forbidden", type="Unauthorized", non_retryable=True)
                 self.clusters[fp.target.env].replicas = dict(fp.replicas)
                 return list(fp.replicas)
-            return [a for a in super().activities()
-                    if getattr(a, "__temporal_activity_definition").name
-                    != "kubernetes.scale_restore"] + [scale_restore]
+            return replaced(super().activities(), scale_restore)
 
     async with running(time_env, PartlyBroken()) as harness:
         started = await harness.start()

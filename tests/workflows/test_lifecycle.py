@@ -26,7 +26,7 @@ from kepler.steps import (
     EnvironmentPolicy, PolicyQuery, ReadSpec, Revision, RolloutResult, VerifyRelease, VerifyResult,
     WaitRollout,
 )
-from tests.fakes.world import FakeWorld, sha_of
+from tests.fakes.world import FakeWorld, by_name, replaced, sha_of
 from tests.workflows.test_release import Harness, failure_of, harness, release  # noqa: F401
 
 OLD = "reg/demo/shop@sha256:" + "0" * 64
@@ -139,11 +139,9 @@ async def test_a_cancel_during_compensation_does_not_stop_the_undo(time_env: Any
         await asyncio.sleep(0.5)  # the restore's rollout takes a moment
         return RolloutResult(ready_replicas=2)
 
-    activities = [a for a in world.activities()
-                  if a.__temporal_activity_definition.name != "kubernetes.wait_rollout"]
     queue = f"q-{uuid.uuid4()}"
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
-                      activities=[*activities, wait_rollout]):
+                      activities=replaced(world.activities(), wait_rollout)):
         started = await ops.start(time_env.client, release(ref="v2"), queue)
         await asyncio.wait_for(restoring.wait(), 10)
         await started.handle.cancel()
@@ -187,8 +185,7 @@ async def test_a_spec_over_the_environments_bounds_is_refused_before_any_change(
     """A spec asking 50 replicas where prod allows 10: release, canary and rollback refuse
     it before building, approving or applying anything, naming field, value and bound."""
     world = FakeWorld()
-    base = {getattr(a, "__temporal_activity_definition").name: a for a in world.activities()}
-    fake_policy = base["platform.environment_policy"]
+    fake_policy = by_name(world.activities())["platform.environment_policy"]
 
     @activity.defn(name="gitlab.read_spec")
     async def read_spec(r: ReadSpec) -> ServiceSpec:
@@ -200,12 +197,11 @@ async def test_a_spec_over_the_environments_bounds_is_refused_before_any_change(
         policy = await fake_policy(q)
         return policy.model_copy(update={"bounds": Bounds(max_replicas=10, max_cpu="4")})
 
-    base.update({"gitlab.read_spec": read_spec, "platform.environment_policy": environment_policy})
     world.history = [Revision(revision=1, image="reg/demo/shop@sha256:" + "c" * 64,
                               commit=sha_of("v0"))]
     queue = f"q-{uuid.uuid4()}"
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
-                      activities=list(base.values())):
+                      activities=replaced(world.activities(), read_spec, environment_policy)):
         for req in (release(ref="v2"), CanaryRequest(service="shop", env="staging", ref="v2",
                                                      requested_by="carol"),
                     RollbackRequest(service="shop", env="staging", requested_by="carol")):
@@ -231,8 +227,7 @@ async def test_verification_after_the_bake_time_follows_the_no_data_policy(
     """bake_time 10 min, then one Prometheus check: a failed check rolls the release back;
     no data follows the environment's verify_no_data (it used to pass silently)."""
     world = FakeWorld()
-    base = {getattr(a, "__temporal_activity_definition").name: a for a in world.activities()}
-    fake_policy, seen = base["platform.environment_policy"], []
+    fake_policy, seen = by_name(world.activities())["platform.environment_policy"], []
 
     @activity.defn(name="platform.environment_policy")
     async def environment_policy(q: PolicyQuery) -> EnvironmentPolicy:
@@ -245,10 +240,9 @@ async def test_verification_after_the_bake_time_follows_the_no_data_policy(
         seen.append(activity.info().scheduled_time)
         return VerifyResult(verdict=verdict, detail=f"verdict {verdict}")
 
-    base.update({"platform.environment_policy": environment_policy, "prometheus.verify": verify})
     queue = f"q-{uuid.uuid4()}"
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
-                      activities=list(base.values())):
+                      activities=replaced(world.activities(), environment_policy, verify)):
         started = await ops.start(time_env.client, release(ref="v2"), queue)
         try:
             await started.handle.result()
