@@ -1,17 +1,20 @@
-"""The platform's own view of operations: the decommission plan from kepler.yaml, and
-which operations on a service are running right now (Temporal)."""
+"""The platform's own view of operations: the decommission plan from kepler.yaml, which
+operations on a service are running right now, and its release schedules (Temporal)."""
 
 from __future__ import annotations
 
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, ScheduleDescription, ScheduleHandle, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import retryable
 from kepler import naming
 from kepler import search_attributes as sa
-from kepler.decommission import DecommissionPlan, EnvTarget, RunningQuery
+from kepler.decommission import (
+    DecommissionPlan, EnvTarget, RunningQuery, SchedulePause, TeardownResult,
+)
+from kepler.schedules import schedule_id
 from kepler.settings import Platform
 from kepler.temporal import LazyClient
 
@@ -58,3 +61,53 @@ class OperationsActivities:
                 f"at {desc.start_time:%Y-%m-%d %H:%M:%S} UTC is {attrs.get(sa.STAGE) or 'running'}"
                 .replace("  ", " "))
         return running
+
+    async def _schedules(self, req: SchedulePause) -> list[tuple[ScheduleHandle, ScheduleDescription]]:
+        """The service's release schedules that exist, with what they look like now."""
+        client = await self.client()
+        found = []
+        for env in req.envs:
+            handle = client.get_schedule_handle(schedule_id(req.service, env))
+            try:
+                found.append((handle, await handle.describe()))
+            except RPCError as e:
+                if e.status != RPCStatusCode.NOT_FOUND:
+                    raise retryable(f"describe schedule {handle.id}: {e.message}") from None
+        return found
+
+    @activity.defn(name="temporal.pause_schedules")
+    async def pause_schedules(self, req: SchedulePause) -> list[str]:
+        """Pause the service's running release schedules; return the ids paused under
+        `req.note` (ones paused before by someone else stay theirs, and stay paused)."""
+        paused = []
+        for handle, desc in await self._schedules(req):
+            state = desc.schedule.state
+            if state.paused and state.note != req.note:
+                continue
+            if not state.paused:
+                await handle.pause(note=req.note)
+            paused.append(handle.id)
+        return paused
+
+    @activity.defn(name="temporal.unpause_schedules")
+    async def unpause_schedules(self, req: SchedulePause) -> list[str]:
+        """Unpause the schedules still paused under `req.note`, and only those: a schedule
+        someone paused (or changed) since is left as they made it."""
+        resumed = []
+        for handle, desc in await self._schedules(req):
+            if desc.schedule.state.paused and desc.schedule.state.note == req.note:
+                await handle.unpause(note=f"unpaused: {req.note}"[:300])
+                resumed.append(handle.id)
+        return resumed
+
+    @activity.defn(name="temporal.delete_schedules")
+    async def delete_schedules(self, req: SchedulePause) -> TeardownResult:
+        deleted = []
+        for handle, _ in await self._schedules(req):
+            try:
+                await handle.delete()
+            except RPCError as e:
+                if e.status != RPCStatusCode.NOT_FOUND:
+                    raise retryable(f"delete schedule {handle.id}: {e.message}") from None
+            deleted.append(f"release schedule {handle.id}")
+        return TeardownResult(deleted=deleted)

@@ -40,6 +40,14 @@ class Footprint(Model):
     suspended: dict[str, bool] = Field(default_factory=dict)  # CronJob -> suspend before
 
 
+class SchedulePause(Model):
+    """The service's release schedules (kepler/schedules.py) in these environments; `note`
+    marks those this decommission paused, so a retry or a restore knows them."""
+    service: str
+    envs: list[str]
+    note: str = Field("", max_length=300)
+
+
 class TeardownRequest(Model):
     target: EnvTarget
     part: Literal["istio", "kubernetes"]

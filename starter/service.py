@@ -56,12 +56,16 @@ def register(app: typer.Typer) -> None:
 
     @service_app.command("list")
     def service_list(output: str = OutputOpt) -> None:
-        """List the services Kepler created."""
+        """List the services Kepler created and has not decommissioned."""
         def body() -> int:
             as_json = wants_json(output)
             p = session.platform()
-            rows = session.run(operations(p, f"{sa.OPERATION.name} = 'create'"))
-            services = sorted({r["service"] for r in rows if r["outcome"] == "succeeded"})
+            rows = session.run(operations(
+                p, f"{sa.OPERATION.name} IN ('create', 'decommission') AND {sa.OUTCOME.name} = 'succeeded'"))
+            latest: dict[str, str] = {}
+            for row in rows:  # newest first: a create after a decommission lists it again
+                latest.setdefault(row["service"], row["operation"])
+            services = sorted(s for s, operation in latest.items() if operation == "create")
             emit(services, as_json, "\n".join(services) or "no services yet")
             return OK
         guarded(output, body)

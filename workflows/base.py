@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common.options import LONG_WAIT, NOTIFY, QUICK, RETRY, UNDO, StepOptions
     from workflows.common.saga import Compensation, NotPutBack, Saga, Undo, describe_cause
 
-__all__ = ["KeplerWorkflow", "Done", "StepFailed", "OperationEnded", "ApprovalEnded", "NotPutBack",
+__all__ = ["KeplerWorkflow", "Done", "EVERY_PROMISE", "StepFailed", "OperationEnded", "ApprovalEnded", "NotPutBack",
            "Undo", "StepOptions", "QUICK", "LONG_WAIT", "UNDO", "describe_cause", "failure",
            "not_put_back_of"]
 
@@ -44,6 +44,10 @@ COALESCED_SEARCH_ATTRIBUTES = "kepler-coalesced-search-attributes"
 # during compensation does not stop it; releases, canaries and rollbacks check bounds; a
 # canary abort takes effect at once; a decommission's soak has a platform minimum.
 ONE_LIFECYCLE = "kepler-one-lifecycle"
+# What came after, taken only where a workflow reaches it: a decommission pauses the
+# service's release schedules in phase 1 and deletes them in phase 2; a create puts an
+# adopted Jenkins job's config back on undo.
+EVERY_PROMISE = "kepler-every-promise"
 
 
 class Done(NamedTuple):

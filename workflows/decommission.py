@@ -3,8 +3,9 @@
 The runbook: refuse while any operation on the service runs; get approval (always);
 phase 1 (reversible), per environment: record routes and replica counts, remove the
 routes, scale to 0; soak (default 24 h), during which `restore` puts phase 1 back
-exactly; phase 2 (irreversible): delete the Istio objects, the Kubernetes objects and
-the Jenkins job, and archive (never delete) the GitLab project; notify. Phase 2
+exactly (the service's release schedules are paused meanwhile); phase 2 (irreversible):
+delete the Istio objects, the Kubernetes objects, the release schedules and the Jenkins
+job, and archive (never delete) the GitLab project; notify. Phase 2
 steps are retried; whatever still fails is reported with what was deleted and what
 remains.
 """
@@ -25,10 +26,10 @@ with workflow.unsafe.imports_passed_through():
     from kepler import naming
     from kepler.decommission import (
         DecommissionPlan, DecommissionReport, Footprint, RestoreRequest, RunningQuery,
-        TeardownRequest, TeardownResult,
+        SchedulePause, TeardownRequest, TeardownResult,
     )
     from kepler.models import DecommissionRequest, Operation
-    from workflows.base import Done, KeplerWorkflow, StepFailed
+    from workflows.base import EVERY_PROMISE, Done, KeplerWorkflow, StepFailed
 
 
 @workflow.defn(name="Decommission")
@@ -40,6 +41,7 @@ class Decommission(KeplerWorkflow):
         self._restore: RestoreRequest | None = None
         self._phase = "checks"
         self._problems: list[str] = []  # phase 2 steps that failed after their retries
+        self._schedules: SchedulePause | None = None  # runs from before left them alone
 
     @workflow.run
     async def run(self, req: DecommissionRequest) -> DecommissionReport:
@@ -65,6 +67,8 @@ class Decommission(KeplerWorkflow):
         await self.refuse_if_busy(req.service)  # anything started while we waited?
 
         self._phase = "phase 1"
+        if workflow.patched(EVERY_PROMISE):
+            await self._pause_schedules(req.service)
         for target in plan.targets:
             fp: Footprint = await self.step(f"{target.env}: record routes and replicas",
                                             TeardownActivities.record_footprint, target)
@@ -133,6 +137,9 @@ class Decommission(KeplerWorkflow):
                           TeardownRequest(target=target, part="istio"))
             await attempt(f"{target.env}: delete Kubernetes objects", TeardownActivities.teardown,
                           TeardownRequest(target=target, part="kubernetes"))
+        if self._schedules is not None:
+            await attempt("delete release schedules", OperationsActivities.delete_schedules,
+                          self._schedules)
         if self.plan.builder == "jenkins" or not self.one_lifecycle:
             await attempt("delete Jenkins job", JenkinsActivities.delete_job, service,
                           f"Jenkins job {naming.jenkins_job(service)}")
@@ -158,6 +165,19 @@ class Decommission(KeplerWorkflow):
         if any(p.startswith("archive GitLab project") for p in problems):
             remaining.append(f"GitLab project {service} (not archived)")
         return remaining
+
+    async def _pause_schedules(self, service: str) -> None:
+        """No nightly release during the soak; a restore resumes exactly those paused here."""
+        assert self.plan is not None
+        info = workflow.info()
+        self._schedules = pause = SchedulePause(
+            service=service, envs=[t.env for t in self.plan.targets],
+            note=f"paused by decommission {info.workflow_id} (run {info.run_id})")
+        undo = self.saga.add("release schedules resumed", lambda: self.step(  # even half-done
+            "undo: resume release schedules", OperationsActivities.unpause_schedules, pause))
+        if not await self.step("pause release schedules", OperationsActivities.pause_schedules,
+                               pause):
+            self.saga.discard(undo)  # nothing paused, nothing to put back
 
     async def _restore_env(self, fp: Footprint) -> None:
         env = fp.target.env

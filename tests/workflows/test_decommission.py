@@ -23,7 +23,8 @@ from kepler import search_attributes as sa
 from kepler.notifications import Notification
 from activities.operations import OperationsActivities
 from kepler.decommission import (
-    DecommissionReport, EnvTarget, Footprint, RestoreRequest, TeardownRequest, TeardownResult,
+    DecommissionReport, EnvTarget, Footprint, RestoreRequest, SchedulePause, TeardownRequest,
+    TeardownResult,
 )
 from kepler.models import (
     ApprovalDecision, DecommissionRequest, OperationStatus, ReleaseRequest,
@@ -54,9 +55,38 @@ class Estate:
     jenkins_fails: bool = False
     teardown_fails_once: bool = False
     notes: list[Notification] = field(default_factory=list)
+    # release schedules: prod's runs; staging's was paused by someone before (and stays theirs)
+    schedules: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "release-shop@prod": {"paused": False, "note": ""},
+        "release-shop@staging": {"paused": True, "note": "frozen by ops"}})
 
     def activities(self) -> list[Any]:
         estate = self
+
+        def schedules_of(req: SchedulePause) -> dict[str, dict[str, Any]]:
+            ids = [f"release-{req.service}@{env}" for env in req.envs]
+            return {k: v for k, v in estate.schedules.items() if k in ids}
+
+        @activity.defn(name="temporal.pause_schedules")
+        async def pause_schedules(req: SchedulePause) -> list[str]:
+            mine = [k for k, v in schedules_of(req).items() if not v["paused"] or v["note"] == req.note]
+            for k in mine:
+                estate.schedules[k] = {"paused": True, "note": req.note}
+            return mine
+
+        @activity.defn(name="temporal.unpause_schedules")
+        async def unpause_schedules(req: SchedulePause) -> list[str]:
+            mine = [k for k, v in schedules_of(req).items() if v["paused"] and v["note"] == req.note]
+            for k in mine:
+                estate.schedules[k] = {"paused": False, "note": ""}
+            return mine
+
+        @activity.defn(name="temporal.delete_schedules")
+        async def delete_schedules(req: SchedulePause) -> TeardownResult:
+            mine = list(schedules_of(req))
+            for k in mine:
+                del estate.schedules[k]
+            return TeardownResult(deleted=[f"release schedule {k}" for k in mine])
 
         @activity.defn(name="kubernetes.record_footprint")
         async def record_footprint(t: EnvTarget) -> Footprint:
@@ -118,7 +148,7 @@ class Estate:
             estate.notes.append(n)
             return ["test"]
 
-        return [record_footprint, remove_routes, restore_routes, scale_down, scale_restore,
+        return [pause_schedules, unpause_schedules, delete_schedules, record_footprint, remove_routes, restore_routes, scale_down, scale_restore,
                 teardown, inventory, delete_job, archive_project, notify]
 
 
@@ -184,6 +214,7 @@ async def test_approved_decommission_soaks_then_deletes_and_archives(harness: Ha
     for c in harness.estate.clusters.values():
         assert c.vs is None and c.replicas == {"shop": 0, "shop-canary": 0}
     assert harness.estate.jenkins_job and harness.estate.gitlab == "active"
+    assert all(s["paused"] for s in harness.estate.schedules.values())  # no fire in the soak
 
     report = await started.handle.result()  # the server skips the 24 h soak
     assert report.outcome == "succeeded"
@@ -191,6 +222,8 @@ async def test_approved_decommission_soaks_then_deletes_and_archives(harness: Ha
     assert harness.estate.gitlab == "archived"  # archived, never deleted
     assert all(c.objects == [] and c.replicas == {} for c in harness.estate.clusters.values())
     assert "prod: Deployment shop" in report.deleted and "Jenkins job kepler-shop" in report.deleted
+    assert harness.estate.schedules == {}  # the service's schedules go with it
+    assert "release schedule release-shop@prod" in report.deleted
     events = [n.event for n in harness.estate.notes]
     assert events == ["started", "awaiting_approval", "soaking", "decommissioned"]
     status = await started.handle.query("status", result_type=OperationStatus)
@@ -202,6 +235,7 @@ async def test_approved_decommission_soaks_then_deletes_and_archives(harness: Ha
 
 async def test_restore_during_soak_undoes_phase_one_exactly(harness: Harness) -> None:
     before = copy.deepcopy(harness.estate.clusters)
+    schedules_before = copy.deepcopy(harness.estate.schedules)
     started = await harness.start()
     await harness.wait_stage(started, "awaiting approval")
     with pytest.raises(ops.Refused, match="nothing to restore"):  # not soaking yet
@@ -214,6 +248,8 @@ async def test_restore_during_soak_undoes_phase_one_exactly(harness: Harness) ->
                                                                       reason="still used"))
     assert answer.startswith("restored shop: ")
     assert harness.estate.clusters == before  # routes and replica counts, exactly
+    # prod's schedule runs again; staging's, paused by someone else before, stays paused
+    assert harness.estate.schedules == schedules_before
     report = await started.handle.result()
     assert report.outcome == "restored" and report.restored_by == "carol"
     assert harness.estate.jenkins_job and harness.estate.gitlab == "active"
@@ -271,7 +307,9 @@ async def test_cancel_during_soak_restores(harness: Harness) -> None:
         await started.handle.result()
     assert harness.estate.clusters == before
     status = await started.handle.query("status", result_type=OperationStatus)
-    assert status.outcome == "cancelled" and len(status.undone) == 2
+    assert status.outcome == "cancelled" and len(status.undone) == 3
+    assert "release schedules resumed" in status.undone
+    assert harness.estate.schedules["release-shop@prod"] == {"paused": False, "note": ""}
 
 
 async def test_a_soak_under_the_platform_minimum_is_refused_before_anything(harness: Harness) -> None:
