@@ -73,6 +73,32 @@ def job_config(service: str, repo_url: str, run_id: str) -> str:
     return "<?xml version='1.1' encoding='UTF-8'?>\n" + ET.tostring(root, encoding="unicode")
 
 
+def backup_job(service: str, run_id: str) -> str:
+    return f"{naming.jenkins_job(service)}.before-run-{run_id}"
+
+
+_BACKUP_HEADER = "Kepler keeps here the config of {job} as it was before run {run} adopted it; " \
+    "an undo of that run puts it back.\n--- config.xml ---\n"
+
+
+def backup_config(job: str, run_id: str, original: str) -> str:
+    """A disabled job that builds nothing, holding `original` verbatim in its description."""
+    root = ET.Element("project")
+    ET.SubElement(root, "description").text = _BACKUP_HEADER.format(job=job, run=run_id) + original
+    ET.SubElement(root, "keepDependencies").text = "false"
+    ET.SubElement(root, "disabled").text = "true"
+    ET.SubElement(root, "builders")
+    return "<?xml version='1.1' encoding='UTF-8'?>\n" + ET.tostring(root, encoding="unicode")
+
+
+def original_config(backup: str) -> str:
+    description = ET.fromstring(backup).findtext("description") or ""
+    _, marker, original = description.partition("\n--- config.xml ---\n")
+    if not marker or not original.strip():
+        raise non_retryable("InvalidBackup", "the backup job holds no config.xml")
+    return original
+
+
 class JenkinsActivities:
     def __init__(self, platform: Platform, secrets: Secrets) -> None:
         self.config = platform.jenkins
@@ -86,30 +112,61 @@ class JenkinsActivities:
 
     @activity.defn(name="jenkins.ensure_job")
     def ensure_job(self, req: EnsureJob) -> bool:
-        """Create the build job, or bring an existing one to the template. True if created."""
+        """Create the build job, or bring an existing one to the template. True if created.
+        An existing job's config is kept first in a disabled backup job (in Jenkins, never
+        in the workflow: it may hold anything), so an undo can put it back exactly."""
         name = naming.jenkins_job(req.service)
         server = self.client()
         with jenkins_errors(f"Jenkins job {name}"):
             if server.job_exists(name):
-                current = ET.fromstring(server.get_job_config(name))
-                description = current.findtext("description") or ""
-                run = description.rsplit(f"{naming.CREATED_BY_RUN} ", 1)[-1].rstrip(")")
-                server.reconfig_job(name, job_config(req.service, req.repo_url, run))
+                config = server.get_job_config(name)
+                description = ET.fromstring(config).findtext("description") or ""
+                if f"{naming.CREATED_BY_RUN} {req.run_id})" in description:  # ours: a retry
+                    server.reconfig_job(name, job_config(req.service, req.repo_url, req.run_id))
+                    return True
+                backup = backup_job(req.service, req.run_id)
+                if not server.job_exists(backup):  # a retry keeps the first (the original)
+                    server.create_job(backup, backup_config(name, req.run_id, config))
+                before = re.search(rf"{re.escape(naming.CREATED_BY_RUN)} ([^)\s]+)\)", description)
+                server.reconfig_job(name, job_config(req.service, req.repo_url,
+                                                     before.group(1) if before else "adopted"))
                 return False
             server.create_job(name, job_config(req.service, req.repo_url, req.run_id))
             return True
 
     @activity.defn(name="jenkins.delete_job_if_created")
     def delete_job_if_created(self, undo: UndoCreated) -> bool:
+        """Undo ensure_job: delete the job if this run created it; if it adopted one, put
+        the job's config back from the backup and drop the backup."""
         name = naming.jenkins_job(undo.service)
         server = self.client()
         with jenkins_errors(f"delete Jenkins job {name}"):
+            backup = backup_job(undo.service, undo.run_id)
+            if server.job_exists(backup):
+                original = original_config(server.get_job_config(backup))
+                if server.job_exists(name):
+                    server.reconfig_job(name, original)
+                else:
+                    server.create_job(name, original)
+                server.delete_job(backup)
+                return True
             if not server.job_exists(name):
                 return False
             description = ET.fromstring(server.get_job_config(name)).findtext("description") or ""
             if f"{naming.CREATED_BY_RUN} {undo.run_id})" not in description:
                 return False
             server.delete_job(name)
+            return True
+
+    @activity.defn(name="jenkins.drop_backup")
+    def drop_backup(self, undo: UndoCreated) -> bool:
+        """After a create went through: the adopted job's old config is no longer needed."""
+        server = self.client()
+        backup = backup_job(undo.service, undo.run_id)
+        with jenkins_errors(f"delete Jenkins job {backup}"):
+            if not server.job_exists(backup):
+                return False
+            server.delete_job(backup)
             return True
 
     @activity.defn(name="jenkins.build")

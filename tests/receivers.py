@@ -71,6 +71,49 @@ class HttpReceiver:
         self.server.server_close()
 
 
+class ForbiddingApiServer:
+    """A Kubernetes API server to a service account that may read but not write (RBAC):
+    every read finds nothing (404), every write is forbidden (403); Status bodies."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+
+        def status(code: int, reason: str, message: str) -> bytes:
+            return json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": reason, "code": code, "message": message}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, code: int, body: bytes) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self._answer(404, status(404, "NotFound", f"{self.path} not found"))
+
+            def _refuse(self) -> None:
+                self._answer(403, status(403, "Forbidden", "forbidden: kepler may not write here"))
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = _refuse  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class _Sink:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], Message]] = []

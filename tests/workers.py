@@ -1,4 +1,5 @@
-"""A real `kepler worker` subprocess that tests can kill -9, SIGTERM and restart."""
+"""A real `kepler worker` subprocess that tests can kill -9, SIGTERM and restart, and an
+in-process worker on a platform file of a test's own."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import asyncio
 import os
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import yaml
 
 BIN = Path(sys.executable).parent
 
@@ -64,3 +70,22 @@ async def wait_for(check, timeout: float = 60, what: str = "condition", interval
         last = result
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@asynccontextmanager
+async def worker_with(sandbox: Any, dev_env: Any, directory: Path, queue: str,
+                      change: Callable[[dict[str, Any]], None]) -> AsyncIterator[Path]:
+    """The real worker (in this process) on the test platform file as `change` edits it,
+    on its own task queue; yields that file, for the CLI."""
+    from kepler.settings import Secrets, load_platform
+    from tests.conftest import platform_yaml
+    from worker import build_worker
+
+    config = yaml.safe_load(platform_yaml(sandbox.urls, dev_env.client.service_client.config.target_host,
+                                          queue))
+    change(config)
+    path = directory / "kepler.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        async with build_worker(dev_env.client, load_platform(path), Secrets(), executor):
+            yield path

@@ -4,7 +4,8 @@ The runbook: adopt or create the GitLab project from its template (with the
 service spec and a Dockerfile); add the push webhook; create the Jenkins job;
 in each environment lay down namespace, ServiceAccount, ConfigMap, Deployment
 (0 replicas until the first release), Service, HPA/PDB and the Istio routes;
-tell the owners. Undo deletes only what this run created.
+tell the owners. Undo deletes only what this run created, and puts an adopted Jenkins
+job's config back (kept meanwhile in a disabled backup job, dropped once created).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ApplyObjects, EnsureHook, EnsureJob, EnsureProject, UndoCreated,
     )
     from workflows.steps.platform import read_policy
-    from workflows.base import Done, KeplerWorkflow
+    from workflows.base import EVERY_PROMISE, Done, KeplerWorkflow
 
 
 def spec_yaml(req: CreateServiceRequest) -> str:
@@ -69,12 +70,14 @@ class CreateService(KeplerWorkflow):
         if await self.step("GitLab webhook", GitLabActivities.ensure_hook, hook) == "added":
             hook_added.append(True)
 
+        adopted_job = False
         if policies[0].builder == "jenkins":  # the docker builder needs no job
-            self.saga.add("delete the Jenkins job if this run created it",
+            self.saga.add("delete the Jenkins job if this run created it (or put back the "
+                          "config of one it adopted)",
                           lambda: self.step("undo: delete job",
                                             JenkinsActivities.delete_job_if_created, undo))
-            await self.step("Jenkins job", JenkinsActivities.ensure_job,
-                            EnsureJob(service=spec.name, repo_url=project.http_url, run_id=run_id))
+            adopted_job = not await self.step("Jenkins job", JenkinsActivities.ensure_job, EnsureJob(
+                service=spec.name, repo_url=project.http_url, run_id=run_id))
 
         for policy in policies:
             objects = manifests.for_environment(spec, policy.env, policy.namespace)
@@ -82,6 +85,9 @@ class CreateService(KeplerWorkflow):
                 self._register_delete(policy.env, obj, run_id)
             await self.step(f"{policy.env}: objects and routes", DeploymentActivities.apply_objects,
                             ApplyObjects(env=policy.env, manifests=objects, run_id=run_id))
+        if adopted_job and workflow.patched(EVERY_PROMISE):  # before: the old config was lost
+            await self.step("Jenkins job: drop the backup of its old config",
+                            JenkinsActivities.drop_backup, undo)
         return Done("created", f"service {spec.name} is ready in {', '.join(envs)}; "
                     f"owners: {', '.join(spec.owners) or spec.team}")
 

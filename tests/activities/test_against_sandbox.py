@@ -125,7 +125,22 @@ def test_jenkins_job_build_and_registry_digest(box: Sandbox, platform: Platform)
     project = run(gl.ensure_project, EnsureProject(service="api", template="python",
                                                    spec_yaml="name: api\nteam: t\n", run_id="r1"))
     assert run(jk.ensure_job, EnsureJob(service="api", repo_url=project.http_url, run_id="r1")) is True
-    assert run(jk.ensure_job, EnsureJob(service="api", repo_url=project.http_url, run_id="r2")) is False
+    server = jk.client()
+    r1_config = server.get_job_config("kepler-api")
+    server.reconfig_job("kepler-api", r1_config.replace("Kepler build job", "Tuned build job"))
+    tuned = server.get_job_config("kepler-api")
+    # r2 adopts r1's job (tuned by hand since): its config is kept in a backup first, once
+    for _ in range(2):  # a retried call keeps the first backup, the config as it was
+        assert run(jk.ensure_job, EnsureJob(service="api", repo_url="http://elsewhere/api.git",
+                                            run_id="r2")) is False
+    assert "http://elsewhere/api.git" in server.get_job_config("kepler-api")
+    assert "Tuned build job" in server.get_job_config("kepler-api.before-run-r2")
+    assert run(jk.delete_job_if_created, UndoCreated(service="api", run_id="r2")) is True
+    assert server.get_job_config("kepler-api") == tuned  # exactly as it was
+    assert not server.job_exists("kepler-api.before-run-r2")
+    assert run(jk.ensure_job, EnsureJob(service="api", repo_url=project.http_url, run_id="r3")) is False
+    assert run(jk.drop_backup, UndoCreated(service="api", run_id="r3")) is True  # r3 went through
+    assert run(jk.delete_job_if_created, UndoCreated(service="api", run_id="r3")) is False
     sha = run(gl.resolve_ref, ResolveRef(service="api", ref="main")).sha
     query = ImageQuery(repository="demo/api", reference=sha)
     assert run(reg.find_image, query) == ""
@@ -147,6 +162,7 @@ def test_jenkins_job_build_and_registry_digest(box: Sandbox, platform: Platform)
     assert "FAILURE" in str(error) and "log tail" in str(error)
     assert run(jk.delete_job_if_created, UndoCreated(service="api", run_id="r2")) is False
     assert run(jk.delete_job_if_created, UndoCreated(service="api", run_id="r1")) is True
+    assert [j["name"] for j in server.get_jobs() if j["name"].startswith("kepler-api")] == []
 
 
 def test_kubernetes_objects_release_rollout_conflict_and_routes(box: Sandbox, platform: Platform) -> None:

@@ -10,7 +10,6 @@ runs within the test instead of after the default minute."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -20,10 +19,9 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from kepler.settings import Secrets, load_platform
 from sandbox.serve import Sandbox
 from tests import world
-from tests.conftest import platform_yaml
+from tests.workers import worker_with
 from tests.e2e.test_release import _poll, apps, core, gitlab_client, kepler
 
 pytestmark = pytest.mark.e2e
@@ -33,16 +31,9 @@ QUEUE = "kepler-e2e-decommission"
 @pytest.fixture
 async def short_soak(sandbox: Sandbox, dev_env: Any, tmp_path: Path) -> AsyncIterator[Path]:
     """A platform file whose decommissions may soak 1 s, and a worker reading it."""
-    from worker import build_worker
-
-    config = yaml.safe_load(platform_yaml(sandbox.urls, dev_env.client.service_client.config.target_host,
-                                          QUEUE))
-    config["decommission"] = {"min_soak": "1s"}
-    path = tmp_path / "kepler.yaml"
-    path.write_text(yaml.safe_dump(config))
-    with ThreadPoolExecutor(max_workers=32) as executor:
-        async with build_worker(dev_env.client, load_platform(path), Secrets(), executor):
-            yield path
+    async with worker_with(sandbox, dev_env, tmp_path, QUEUE,
+                           lambda config: config.update(decommission={"min_soak": "1s"})) as path:
+        yield path
 
 
 async def schedules(dev_env: Any, service: str) -> dict[str, tuple[bool, str]]:

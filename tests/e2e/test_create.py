@@ -1,0 +1,88 @@
+"""`kepler service create` as a user runs it, on the real dev server, a real worker and the
+sandbox, when it cannot finish: prod's API server refuses Kepler (403, as without RBAC),
+so everything before is undone — and an adopted Jenkins job gets its own config back,
+exactly. A create that goes through adopts the job and leaves no backup behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import jenkins
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from sandbox.serve import Sandbox
+from tests import world
+from tests.e2e.test_release import core, gitlab_client, kepler
+from tests.helpers import keep_history
+from tests.receivers import ForbiddingApiServer
+from tests.workers import worker_with
+
+pytestmark = pytest.mark.e2e
+
+THEIR_JOB = """<?xml version='1.1' encoding='UTF-8'?>
+<project>
+  <description>the payments team's own nightly job &amp; notes</description>
+  <keepDependencies>false</keepDependencies>
+  <disabled>false</disabled>
+  <concurrentBuild>true</concurrentBuild>
+  <builders><hudson.tasks.Shell><command>make nightly</command></hudson.tasks.Shell></builders>
+</project>"""
+
+
+@pytest.fixture
+async def prod_refuses(sandbox: Sandbox, dev_env: Any, tmp_path: Path) -> AsyncIterator[Path]:
+    forbidding = ForbiddingApiServer()
+
+    def change(config: dict[str, Any]) -> None:
+        config["environments"]["prod"]["cluster"]["server"] = forbidding.url
+
+    try:
+        async with worker_with(sandbox, dev_env, tmp_path, "kepler-e2e-create", change) as path:
+            yield path
+    finally:
+        forbidding.close()
+
+
+def jenkins_of(sandbox: Sandbox) -> jenkins.Jenkins:
+    s = sandbox.settings
+    return jenkins.Jenkins(sandbox.urls["jenkins"], username=s.jenkins_user, password=s.jenkins_token)
+
+
+async def test_a_failed_create_undoes_everything_and_gives_an_adopted_job_back(
+        sandbox: Sandbox, prod_refuses: Path, platform_file: Path, e2e_worker: Any, dev_env: Any,
+        tmp_path: Path) -> None:
+    server = jenkins_of(sandbox)
+    server.create_job("kepler-adopt", THEIR_JOB)
+    theirs = server.get_job_config("kepler-adopt")
+    core(sandbox).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="adopt-staging")))
+    before = world.snapshot(sandbox, ["adopt-staging"])
+    jobs_before = sorted(j["name"] for j in server.get_jobs())
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "adopt", "team": "payments"}))
+
+    code, out, err = await kepler(prod_refuses, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+                                  "--watch")
+    assert code == 1, out + err
+    assert "prod: objects and routes" in err and "forbidden" in err
+    assert server.get_job_config("kepler-adopt") == theirs  # their job, exactly as it was
+    assert sorted(j["name"] for j in server.get_jobs()) == jobs_before  # no backup left
+    assert world.differences(before, world.snapshot(sandbox, ["adopt-staging"])) == []
+    assert not [p for p in gitlab_client(sandbox).projects.list(search="adopt", get_all=True)
+                if p.path_with_namespace == "demo/adopt"]  # created by the run: deleted
+    status = json.loads((await kepler(prod_refuses, "status", "adopt", "--env", "all", "-o", "json"))[1])
+    assert status["outcome"] == "rolled_back", status
+    assert any("put back the config of one it adopted" in u for u in status["undone"])
+
+    # where every cluster answers, the create adopts the job and drops its backup
+    code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+                                  "--watch")
+    assert code == 0, out + err
+    assert "Kepler build job for adopt" in server.get_job_config("kepler-adopt")
+    assert sorted(j["name"] for j in server.get_jobs()) == jobs_before
+    status = json.loads((await kepler(platform_file, "status", "adopt", "--env", "all", "-o", "json"))[1])
+    assert any(s["name"] == "Jenkins job: drop the backup of its old config" and s["outcome"] == "done"
+               for s in status["steps"])
+    await keep_history(dev_env.client, "create-adopting-a-jenkins-job", "adopt@all")
