@@ -72,8 +72,8 @@ class CreateService(KeplerWorkflow):
 
         adopted_job = False
         if policies[0].builder == "jenkins":  # the docker builder needs no job
-            self.saga.add("delete the Jenkins job if this run created it (or put back the "
-                          "config of one it adopted)",
+            self.saga.add("delete the Jenkins job if this run created it, or put back the one "
+                          "it adopted",
                           lambda: self.step("undo: delete job",
                                             JenkinsActivities.delete_job_if_created, undo))
             adopted_job = not await self.step("Jenkins job", JenkinsActivities.ensure_job, EnsureJob(
