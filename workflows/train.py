@@ -8,7 +8,8 @@ register its undo, and release it as a child ReleaseVersion under the member's o
 `<service>@<env>` id (the lock: a concurrent manual release is refused, and so is the
 train's member). Members of one wave run in parallel. If any member fails, the rest of
 its wave finishes, later waves never start, and every member already released is put
-back, image and config, in reverse order. The report lists each member's outcome.
+back, image and config (a cronjob member: its CronJob), in reverse order. The report
+lists each member's outcome.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ with workflow.unsafe.imports_passed_through():
     from kepler.steps import EnvironmentPolicy, ReleaseSnapshot, ReleaseTarget, ResolveRef
     from kepler.train import MemberResult, TrainMember, TrainReport, TrainRequest, waves
     from kepler.operations import outcome_of_error
+    import workflows.steps.cronjob as cronjob
     import workflows.steps.kube as kube
     from workflows.steps.platform import read_policy
     from workflows.base import (
-        Done, KeplerWorkflow, NotPutBack, StepFailed, describe_cause, not_put_back_of,
+        EVERY_PROMISE, Done, KeplerWorkflow, NotPutBack, StepFailed, describe_cause, not_put_back_of,
     )
 
 class MembersFailed(StepFailed):
@@ -125,12 +127,16 @@ class ReleaseTrain(KeplerWorkflow):
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=m.service)
         before: ReleaseSnapshot = await self.step(
             f"{m.service}: record current release", DeploymentActivities.snapshot, target)
+        is_cronjob = False
+        if not before.exists and workflow.patched(EVERY_PROMISE):  # before: left as released
+            cron = await cronjob.snapshot(self, target, f"{m.service}: record current CronJob")
+            before, is_cronjob = (cron, True) if cron.exists else (before, False)
         result.previous_image = before.image
         child_id = naming.workflow_id(m.service, req.env)
         release_id: list[str] = []
         undo = self.saga.add(
             f"{m.service}: restore {before.image or 'the empty deployment'} and its config",
-            lambda: self._restore(m.service, before, release_id, policy))
+            lambda: self._restore(m.service, before, release_id, policy, is_cronjob))
         record = StepRecord(name=f"release {m.service} {m.ref}", started_at=workflow.now())
         self.state.steps.append(record)
         result.outcome = "running"
@@ -167,11 +173,13 @@ class ReleaseTrain(KeplerWorkflow):
         return False
 
     async def _restore(self, service: str, before: ReleaseSnapshot, release_id: list[str],
-                       policy: EnvironmentPolicy) -> None:
+                       policy: EnvironmentPolicy, is_cronjob: bool) -> None:
         """Put a released member back, unless someone released it again since."""
         result = self.train.member(service)
-        now = await self.step(f"{service}: read current release", DeploymentActivities.snapshot,
-                              before.target)
+        now = await (cronjob.snapshot(self, before.target, f"{service}: read current CronJob")
+                     if is_cronjob else
+                     self.step(f"{service}: read current release", DeploymentActivities.snapshot,
+                               before.target))
         running = now.annotations.get(naming.RELEASE_ID, "")
         if release_id and running != release_id[0]:
             result.rollback = (f"left alone: changed since the train released it (now {running} "
@@ -179,7 +187,10 @@ class ReleaseTrain(KeplerWorkflow):
             self.state.notes.append(f"{service}: {result.rollback}")
             raise NotPutBack(result.rollback)
         self.set_stage(f"rolling back {service}")
-        await kube.restore_and_wait(self, before, policy.rollout_timeout)
+        if is_cronjob:  # no rollout to wait for: the next scheduled run runs what was there
+            await cronjob.restore(self, before, f"{service}: restore previous CronJob")
+        else:
+            await kube.restore_and_wait(self, before, policy.rollout_timeout)
         result.outcome = "rolled_back"
         result.rollback = f"restored {before.image or 'the empty deployment'} and its config"
         self.train.rolled_back.append(service)

@@ -203,3 +203,44 @@ async def test_logs_of_a_serving_deployment_follow(sandbox: Sandbox, platform_fi
         await proc.wait()
     assert all(ln.startswith("talker-") for ln in seen)  # each line names its pod
     assert any('" 200 ' in ln for ln in seen)
+
+
+async def test_a_failed_train_puts_its_cronjob_member_back(
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, dev_env: Any, tmp_path: Path) -> None:
+    """Wave 1 releases a cronjob service, wave 2 a service whose new build crashes: the
+    train rolls back, and the CronJob's image and config are what they were before."""
+    ticker = {"name": "ticker", "team": "data", "type": "cronjob", "schedule": {"cron": "0 4 * * *"},
+              "config_files": {"job.conf": "mode=v1\n"}}
+    crashy = {"name": "crashy", "team": "data", "replicas": 1}
+    for spec in (ticker, crashy):
+        (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+        code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+                                      "--watch")
+        assert code == 0, out + err
+        code, out, err = await kepler(platform_file, "release", spec["name"], "--env", "staging",
+                                      "--ref", "main", "--watch")
+        assert code == 0, out + err
+    before = batch(sandbox).read_namespaced_cron_job("ticker", "ticker-staging").spec
+    projects = gitlab_client(sandbox).projects
+    projects.get("demo/ticker").commits.create({"branch": "main", "commit_message": "v2", "actions": [
+        {"action": "update", "file_path": ".kepler/service.yaml",
+         "content": yaml.safe_dump({**ticker, "config_files": {"job.conf": "mode=v2\n"}})}]})
+    projects.get("demo/crashy").commits.create({"branch": "main", "commit_message": "v2: crashes",
+                                                "actions": [{"action": "create", "file_path": "kepler-sandbox.yaml",
+                                                             "content": "crash: true\n"}]})
+    train = {"name": "morning", "env": "staging", "members": [
+        {"service": "ticker", "ref": "main"}, {"service": "crashy", "ref": "main", "depends_on": ["ticker"]}]}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    code, out, err = await kepler(platform_file, "train", "-f", str(tmp_path / "train.yaml"), "--watch",
+                                  "-o", "json")
+    assert code == 1, out + err
+    after = batch(sandbox).read_namespaced_cron_job("ticker", "ticker-staging").spec
+    assert after.job_template.spec.template.spec.containers[0].image == \
+        before.job_template.spec.template.spec.containers[0].image
+    assert core(sandbox).read_namespaced_config_map("ticker-config", "ticker-staging").data == {
+        "job.conf": "mode=v1\n"}
+    status = json.loads((await kepler(platform_file, "status", "train-morning", "--env", "staging",
+                                      "-o", "json"))[1])
+    assert status["outcome"] == "rolled_back", status
+    assert any(u.startswith("ticker: restore") for u in status["undone"])
+    await keep_history(dev_env.client, "train-with-a-cronjob-member", "train-morning@staging")

@@ -21,12 +21,14 @@ with workflow.unsafe.imports_passed_through():
 WAIT_SLACK = timedelta(minutes=1)
 
 
-async def snapshot(wf: KeplerWorkflow, target: ReleaseTarget) -> ReleaseSnapshot:
-    return await wf.step("record current release", CronJobActivities.snapshot, target)
+async def snapshot(wf: KeplerWorkflow, target: ReleaseTarget,
+                   name: str = "record current release") -> ReleaseSnapshot:
+    return await wf.step(name, CronJobActivities.snapshot, target)
 
 
-async def restore(wf: KeplerWorkflow, previous: ReleaseSnapshot) -> ApplyResult:
-    return await wf.step("restore previous release", CronJobActivities.restore_release, previous)
+async def restore(wf: KeplerWorkflow, previous: ReleaseSnapshot,
+                  name: str = "restore previous release") -> ApplyResult:
+    return await wf.step(name, CronJobActivities.restore_release, previous)
 
 
 async def apply(wf: KeplerWorkflow, change: ApplyRelease) -> ApplyResult:
