@@ -2,7 +2,7 @@
 from GitLab over HTTP, work out the image's behaviour labels, push a tiny OCI image.
 
 A commit chooses how its build and image behave, through `kepler-sandbox.yaml`
-(crash, error_rate, latency_ms, build: {fail, seconds}) and/or Dockerfile
+(crash, unready, error_rate, latency_ms, build: {fail, seconds}) and/or Dockerfile
 `LABEL io.kepler.sandbox.*=...` lines; the YAML wins where both speak.
 """
 
@@ -23,6 +23,7 @@ import yaml
 
 from sandbox.http_client import shared_client
 from sandbox.registry.oci import (LABEL_BUILD_FAIL, LABEL_CRASH, LABEL_ERROR_RATE, LABEL_LATENCY_MS,
+                                  LABEL_UNREADY,
                                   LABEL_REVISION, PushError, build_image, parse_image_ref, push_image)
 
 SANDBOX_FILE = "kepler-sandbox.yaml"
@@ -129,6 +130,10 @@ def _apply_yaml(doc: dict[str, Any], labels: dict[str, str]) -> tuple[float | No
         if not isinstance(doc["crash"], bool):
             raise ValueError("crash must be true or false")
         labels[LABEL_CRASH] = "true" if doc["crash"] else "false"
+    if "unready" in doc:  # a readiness probe that never passes: the rollout stops progressing
+        if not isinstance(doc["unready"], bool):
+            raise ValueError("unready must be true or false")
+        labels[LABEL_UNREADY] = "true" if doc["unready"] else "false"
     if "error_rate" in doc:
         rate = doc["error_rate"]
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:

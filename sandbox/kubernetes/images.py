@@ -20,6 +20,7 @@ import httpx
 from sandbox.http_client import shared_client
 
 CRASH_LABEL = "io.kepler.sandbox.crash"
+UNREADY_LABEL = "io.kepler.sandbox.unready"
 ERROR_RATE_LABEL = "io.kepler.sandbox.error-rate"
 LATENCY_LABEL = "io.kepler.sandbox.latency-ms"
 
@@ -46,6 +47,10 @@ class ImageInfo:
     @property
     def crashes(self) -> bool:
         return self.labels.get(CRASH_LABEL, "").lower() == "true"
+
+    @property
+    def unready(self) -> bool:
+        return self.labels.get(UNREADY_LABEL, "").lower() == "true"
 
 
 @dataclass(frozen=True)

@@ -145,8 +145,9 @@ class Kubelet:
                     ready_at = max(now, float(queue.get(rs_uid, 0))) + self.spr
                     queue[rs_uid] = ready_at
                     sim["state"], sim["ready_at"] = "starting", ready_at
+                    sim["unready"] = any(i.unready for i in infos)
         if sim["state"] == "starting" and now >= float(sim["ready_at"]):
-            sim["state"], sim["started"] = "running", now
+            sim["state"], sim["started"] = ("unready" if sim.get("unready") else "running"), now
         status = self._pod_status(pod, sim, now)
         if pod.get("status") != status:
             self.store.update(PODS, {**pod, "status": status}, subresource="status",
@@ -176,10 +177,11 @@ class Kubelet:
             digests = sim.get("digests") or []
             if n < len(digests) and digests[n]:
                 cs["imageID"] = f"{c['image'].split('@')[0]}@{digests[n]}"
-            if state in ("running", "crash"):
+            if state in ("running", "crash", "unready"):
                 cs["containerID"] = f"containerd://{pod['metadata']['uid'].replace('-', '')}{n}"
-            if state == "running":
+            if state in ("running", "unready"):  # unready: started, its probe never passes
                 cs["state"] = {"running": {"startedAt": now_rfc3339(sim["started"])}}
+                cs["started"] = True
             elif state == "missing":
                 cs["state"] = {"waiting": {"reason": "ImagePullBackOff",
                                            "message": f'Back-off pulling image "{c["image"]}": '
@@ -196,7 +198,7 @@ class Kubelet:
             else:
                 cs["state"] = {"waiting": {"reason": "ContainerCreating"}}
             statuses.append(cs)
-        phase = "Running" if state in ("running", "crash") else "Pending"
+        phase = "Running" if state in ("running", "crash", "unready") else "Pending"
         cond = "True" if ready else "False"
         conditions = [{"type": t, "status": s, "lastProbeTime": None,
                        "lastTransitionTime": created}
@@ -205,7 +207,7 @@ class Kubelet:
         status: dict[str, Any] = {"phase": phase, "conditions": conditions,
                                   "hostIP": "10.0.0.1", "startTime": created,
                                   "containerStatuses": statuses, "qosClass": "BestEffort"}
-        if state in ("running", "crash", "starting"):
+        if state in ("running", "crash", "starting", "unready"):
             status["podIP"] = _pod_ip(pod["metadata"]["uid"])
             status["podIPs"] = [{"ip": status["podIP"]}]
         return status

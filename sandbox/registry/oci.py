@@ -33,6 +33,7 @@ LABEL_CRASH = "io.kepler.sandbox.crash"
 LABEL_ERROR_RATE = "io.kepler.sandbox.error-rate"
 LABEL_LATENCY_MS = "io.kepler.sandbox.latency-ms"
 LABEL_BUILD_FAIL = "io.kepler.sandbox.build-fail"
+LABEL_UNREADY = "io.kepler.sandbox.unready"  # runs, never passes its readiness probe
 LABEL_REVISION = "org.opencontainers.image.revision"
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"

@@ -17,6 +17,8 @@ from kubernetes import client as k8s
 
 from sandbox.serve import Sandbox
 from tests import world
+from tests.helpers import sandbox_fixture
+from tests.workers import worker_with
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -272,3 +274,30 @@ async def test_a_first_release_that_crashes_leaves_the_world_as_it_was(
                                   "--ref", "main", "--watch")
     assert code == 1 and "CrashLoopBackOff" in err, out + err
     assert world.differences(before, world.snapshot(sandbox, ["firstcrash-staging"])) == []
+
+
+stalling_box = sandbox_fixture("stall", progress_deadline_scale=0.005)  # 600 s -> 3 s
+
+
+async def test_a_rollout_that_stops_progressing_is_rolled_back(
+        stalling_box: Sandbox, dev_env: Any, tmp_path: Path) -> None:
+    """v2's pods run but never pass their readiness probe: the Deployment reports
+    ProgressDeadlineExceeded, the release fails naming it, and the world is as before."""
+    async with worker_with(stalling_box, dev_env, tmp_path, "kepler-e2e-stall", lambda c: None) as cfg:
+        (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "stall", "team": "t", "replicas": 2}))
+        code, out, err = await kepler(cfg, "service", "create", "-f", str(tmp_path / "spec.yaml"), "--watch")
+        assert code == 0, out + err
+        code, out, err = await kepler(cfg, "release", "stall", "--env", "staging", "--ref", "main", "--watch")
+        assert code == 0, out + err
+        before = world.snapshot(stalling_box, ["stall-staging"])
+        gitlab_client(stalling_box).projects.get("demo/stall").commits.create({
+            "branch": "main", "commit_message": "v2: never ready", "actions": [
+                {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "unready: true\n"}]})
+        code, out, err = await kepler(cfg, "release", "stall", "--env", "staging", "--ref", "main", "--watch")
+        assert code == 1, out + err
+        assert "ProgressDeadlineExceeded" in err and "restore" in err
+        assert world.differences(before, world.snapshot(stalling_box, ["stall-staging"])) == []
+        deploy = apps(stalling_box).read_namespaced_deployment("stall", "stall-staging")
+        assert deploy.status.available_replicas == 2
+        status = json.loads((await kepler(cfg, "status", "stall", "--env", "staging", "-o", "json"))[1])
+        assert status["outcome"] == "rolled_back"
