@@ -53,12 +53,16 @@ async def canary_worker(canary_platform: Path, dev_env: Any) -> AsyncIterator[No
             yield
 
 
-def routes(sandbox: Sandbox) -> list[dict]:
+def routes_of(sandbox: Sandbox, namespace: str, service: str) -> list[dict]:
     conf = k8s.Configuration()
     conf.host = sandbox.urls["kubernetes"]
     vs = k8s.CustomObjectsApi(k8s.ApiClient(conf)).get_namespaced_custom_object(
-        "networking.istio.io", "v1", NS, "virtualservices", "payments")
+        "networking.istio.io", "v1", namespace, "virtualservices", service)
     return vs["spec"]["http"]
+
+
+def routes(sandbox: Sandbox) -> list[dict]:
+    return routes_of(sandbox, NS, "payments")
 
 
 def image_of(sandbox: Sandbox, name: str) -> tuple[str, int]:
@@ -151,3 +155,51 @@ async def test_cli_controls_against_the_prometheus_standin(
     assert "promotion requested by dave" in status["notes"]
     code, out, err = await kepler(platform_file, "resume", "orders", "--env", "staging")
     assert code == 3 and "no canary is running" in err
+
+
+THROUGHPUT = ('throughput:0.5:100000:sum(rate(istio_requests_total{destination_workload="$workload",'
+              'destination_workload_namespace="$namespace"}[$interval]))')
+GHOST = 'ghost:0:1:sum(rate(no_such_metric_total{namespace="$namespace"}[$interval]))'
+
+
+async def test_custom_promql_and_every_no_data_policy_against_real_prometheus(
+        sandbox: Sandbox, canary_platform: Path, canary_worker: Any, tmp_path: Path) -> None:
+    """A custom PromQL check ($workload, $namespace, $interval filled in) reads the real
+    Prometheus; a check whose query has no data fails the canary, is skipped, or halts it
+    for a human, as --no-data says."""
+    cfg, ns = canary_platform, "ledger-staging"
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "ledger", "team": "t", "replicas": 1}))
+    assert (await kepler(cfg, "service", "create", "-f", str(tmp_path / "spec.yaml"), "--watch"))[0] == 0
+    assert (await kepler(cfg, "release", "ledger", "--env", "staging", "--ref", "main", "--watch"))[0] == 0
+
+    async def canary(*extra: str) -> tuple[int, dict]:
+        code, out, err = await kepler(cfg, "canary", "ledger", "--env", "staging", "--ref", "main",
+                                      "--steps", "50", "--interval", "10s", *extra, "--watch", "-o", "json")
+        return code, json.loads(out or err)
+
+    code, result = await canary("--metric", THROUGHPUT)
+    assert code == 0, result
+    throughput = next(c for c in result["report"]["checks"] if c["name"] == "throughput")
+    assert throughput["last_result"] == "passed" and throughput["last_value"] > 0.5
+
+    code, result = await canary("--metric", GHOST, "--no-data", "fail", "--failure-limit", "1")
+    assert code == 1 and result["outcome"] == "rolled_back", result
+    assert "ghost: no data" in result["error"]
+    assert apps(sandbox).read_namespaced_deployment("ledger-canary", ns).spec.replicas == 0
+
+    code, result = await canary("--metric", GHOST, "--no-data", "skip")
+    assert code == 0, result
+    ghost = next(c for c in result["report"]["checks"] if c["name"] == "ghost")
+    assert ghost["last_result"] == "skipped"
+
+    code, out, err = await kepler(cfg, "canary", "ledger", "--env", "staging", "--ref", "main", "--steps",
+                                  "50", "--interval", "10s", "--metric", GHOST, "--no-data", "halt")
+    assert code == 0, out + err
+    status = await wait_for_stage(cfg, "ledger", "staging", "paused")
+    assert status["canary"]["paused_by"] == "the no-data policy"
+    assert any("no data for ghost (no-data policy: halt)" in n for n in status["notes"])
+    code, out, err = await kepler(cfg, "abort", "ledger", "--env", "staging", "--reason", "no metrics")
+    assert code == 0, out + err
+    status = await wait_for_outcome(cfg, "ledger", "staging")
+    assert status["outcome"] == "aborted", status
+    assert [d["weight"] for d in routes_of(sandbox, ns, "ledger")[0]["route"]] == [100, 0]
