@@ -120,6 +120,17 @@ class ApplyObjects(Model):
     run_id: str
 
 
+class AdoptedObject(Model):
+    """An object that existed before a create, as far as the create may change it: put
+    back exactly if the create is undone (none of these kinds holds a secret)."""
+    env: str
+    kind: str
+    namespace: str
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+
+
 class Applied(Model):
     kind: str
     namespace: str

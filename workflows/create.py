@@ -4,8 +4,9 @@ The runbook: adopt or create the GitLab project from its template (with the
 service spec and a Dockerfile); add the push webhook; create the Jenkins job;
 in each environment lay down namespace, ServiceAccount, ConfigMap, Deployment
 (0 replicas until the first release), Service, HPA/PDB and the Istio routes;
-tell the owners. Undo deletes only what this run created, and puts an adopted Jenkins
-job's config back (kept meanwhile in a disabled backup job, dropped once created).
+tell the owners. Undo deletes only what this run created, and puts back what it adopted:
+objects that existed (as recorded before it changed them) and a Jenkins job's config
+(kept meanwhile in a disabled backup job, dropped once created).
 """
 
 from __future__ import annotations
@@ -81,10 +82,18 @@ class CreateService(KeplerWorkflow):
 
         for policy in policies:
             objects = manifests.for_environment(spec, policy.env, policy.namespace)
+            apply = ApplyObjects(env=policy.env, manifests=objects, run_id=run_id)
+            if workflow.patched(EVERY_PROMISE):  # before: adopted objects kept the changes
+                for before in await self.step(f"{policy.env}: record existing objects",
+                                              DeploymentActivities.record_adopted, apply):
+                    self.saga.add(f"{policy.env}: put back {before.kind} {before.name} as it was",
+                                  lambda b=before: self.step(
+                                      f"undo: put back {b.kind} {b.name}",
+                                      DeploymentActivities.restore_adopted, b))
             for obj in objects:
                 self._register_delete(policy.env, obj, run_id)
             await self.step(f"{policy.env}: objects and routes", DeploymentActivities.apply_objects,
-                            ApplyObjects(env=policy.env, manifests=objects, run_id=run_id))
+                            apply)
         if adopted_job and workflow.patched(EVERY_PROMISE):  # before: the old config was lost
             await self.step("Jenkins job: drop the backup of its old config",
                             JenkinsActivities.drop_backup, undo)

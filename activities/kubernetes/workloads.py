@@ -18,9 +18,9 @@ from activities.kubernetes.client import Cluster
 from activities.kubernetes.release import DEPLOYMENT, ReleaseActivities, cannot_start
 from kepler import naming
 from kepler.steps import (
-    Applied, ApplyObjects, ApplyRelease, ApplyResult, RecordRelease, ReleaseSnapshot,
-    ReleaseTarget, Revision,
-    RolloutResult, ScaleDeployment, UndoCreated, WaitRollout,
+    AdoptedObject, Applied, ApplyObjects, ApplyRelease, ApplyResult, RecordRelease,
+    ReleaseSnapshot, ReleaseTarget, Revision, RolloutResult, ScaleDeployment, UndoCreated,
+    WaitRollout,
 )
 
 POLL_SECONDS = 0.25  # the steady poll of a rollout; the first polls come sooner, so a
@@ -69,6 +69,37 @@ class DeploymentActivities(ReleaseActivities):
                 naming.CREATED_BY_RUN) == req.run_id
             results.append(Applied(kind=kind, namespace=ns or "", name=name, created=created))
         return results
+
+    @activity.defn(name="kubernetes.record_adopted")
+    def record_adopted(self, req: ApplyObjects) -> list[AdoptedObject]:
+        """Before apply_objects: each object it would bring up to date, as it is now."""
+        cluster = self.clusters(req.env)
+        found = []
+        for manifest in req.manifests:
+            kind, meta = manifest["kind"], manifest["metadata"]
+            if kind == "Deployment":  # an existing Deployment is left alone by apply_objects
+                continue
+            live = cluster.get(kind, meta.get("namespace"), meta["name"])
+            if live is not None:
+                found.append(AdoptedObject(
+                    env=req.env, kind=kind, namespace=meta.get("namespace") or "", name=meta["name"],
+                    labels=live["metadata"].get("labels") or {},
+                    spec=live.get("spec") if "spec" in manifest else None))
+        return found
+
+    @activity.defn(name="kubernetes.restore_adopted")
+    def restore_adopted(self, before: AdoptedObject) -> bool:
+        """Undo apply_objects on an object that existed before: its labels and spec as
+        recorded (a replace with the live resourceVersion: a concurrent change gets 409)."""
+        cluster = self.clusters(before.env)
+        live = cluster.get(before.kind, before.namespace or None, before.name)
+        if live is None:
+            return False
+        live["metadata"]["labels"] = before.labels
+        if before.spec is not None:
+            live["spec"] = before.spec
+        cluster.replace(live)
+        return True
 
     @activity.defn(name="kubernetes.delete_if_created")
     def delete_if_created(self, undo: UndoCreated) -> bool:

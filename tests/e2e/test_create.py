@@ -1,7 +1,7 @@
 """`kepler service create` as a user runs it, on the real dev server, a real worker and the
-sandbox, when it cannot finish: prod's API server refuses Kepler (403, as without RBAC),
-so everything before is undone — and an adopted Jenkins job gets its own config back,
-exactly. A create that goes through adopts the job and leaves no backup behind."""
+sandbox, when it cannot finish: staging's API server refuses Kepler (403, as without RBAC),
+so everything before is undone — what it created is deleted, and what it adopted (a
+namespace, a Service, a Jenkins job) is put back exactly as it was. A create that goes through adopts the job and leaves no backup behind."""
 
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ THEIR_JOB = """<?xml version='1.1' encoding='UTF-8'?>
 
 
 @pytest.fixture
-async def prod_refuses(sandbox: Sandbox, dev_env: Any, tmp_path: Path) -> AsyncIterator[Path]:
+async def staging_refuses(sandbox: Sandbox, dev_env: Any, tmp_path: Path) -> AsyncIterator[Path]:
     forbidding = ForbiddingApiServer()
 
     def change(config: dict[str, Any]) -> None:
-        config["environments"]["prod"]["cluster"]["server"] = forbidding.url
+        config["environments"]["staging"]["cluster"]["server"] = forbidding.url
 
     try:
         async with worker_with(sandbox, dev_env, tmp_path, "kepler-e2e-create", change) as path:
@@ -53,28 +53,36 @@ def jenkins_of(sandbox: Sandbox) -> jenkins.Jenkins:
 
 
 async def test_a_failed_create_undoes_everything_and_gives_an_adopted_job_back(
-        sandbox: Sandbox, prod_refuses: Path, platform_file: Path, e2e_worker: Any, dev_env: Any,
+        sandbox: Sandbox, staging_refuses: Path, platform_file: Path, e2e_worker: Any, dev_env: Any,
         tmp_path: Path) -> None:
     server = jenkins_of(sandbox)
     server.create_job("kepler-adopt", THEIR_JOB)
     theirs = server.get_job_config("kepler-adopt")
-    core(sandbox).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="adopt-staging")))
-    before = world.snapshot(sandbox, ["adopt-staging"])
+    # prod's namespace and a Service were there before, someone else's (environments are
+    # laid down in name order: prod, then staging, which refuses)
+    core(sandbox).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(
+        name="adopt-prod", labels={"team": "payments"})))
+    core(sandbox).create_namespaced_service("adopt-prod", k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name="adopt", labels={"owner": "payments"}),
+        spec=k8s.V1ServiceSpec(selector={"app": "legacy"}, ports=[k8s.V1ServicePort(port=9000)])))
+    before = world.snapshot(sandbox, ["adopt-prod"])
     jobs_before = sorted(j["name"] for j in server.get_jobs())
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "adopt", "team": "payments"}))
 
-    code, out, err = await kepler(prod_refuses, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+    code, out, err = await kepler(staging_refuses, "service", "create", "-f", str(tmp_path / "spec.yaml"),
                                   "--watch")
     assert code == 1, out + err
-    assert "prod: objects and routes" in err and "forbidden" in err
+    assert "staging: objects and routes" in err and "forbidden" in err
     assert server.get_job_config("kepler-adopt") == theirs  # their job, exactly as it was
     assert sorted(j["name"] for j in server.get_jobs()) == jobs_before  # no backup left
-    assert world.differences(before, world.snapshot(sandbox, ["adopt-staging"])) == []
+    # their namespace and Service exactly as they were (create had brought them up to date)
+    assert world.differences(before, world.snapshot(sandbox, ["adopt-prod"])) == []
     assert not [p for p in gitlab_client(sandbox).projects.list(search="adopt", get_all=True)
                 if p.path_with_namespace == "demo/adopt"]  # created by the run: deleted
-    status = json.loads((await kepler(prod_refuses, "status", "adopt", "--env", "all", "-o", "json"))[1])
+    status = json.loads((await kepler(staging_refuses, "status", "adopt", "--env", "all", "-o", "json"))[1])
     assert status["outcome"] == "rolled_back", status
     assert any("or put back the one it adopted" in u for u in status["undone"])
+    assert "prod: put back Service adopt as it was" in status["undone"]
 
     # where every cluster answers, the create adopts the job and drops its backup
     code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),

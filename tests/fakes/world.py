@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from kepler.models import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds
 from kepler.steps import (
-    Applied, ApplyObjects, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
+    AdoptedObject, Applied, ApplyObjects, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
     EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyQuery, ProjectRef,
     ReadSpec, ReleaseSnapshot, ReleaseTarget, ResolveRef, Revision, RolloutResult, RouteWeights,
     UndoCreated, VerifyRelease, VerifyResult, WaitRollout,
@@ -162,6 +162,11 @@ class FakeWorld:
                                    name=m["metadata"]["name"], created=True))
             return out
 
+        @activity.defn(name="kubernetes.record_adopted")
+        async def record_adopted(a: ApplyObjects) -> list[AdoptedObject]:
+            record(f"record_adopted {a.env}")
+            return []  # the fake world starts empty
+
         @activity.defn(name="kubernetes.delete_if_created")
         async def delete_if_created(u: UndoCreated) -> bool:
             record("delete_if_created")
@@ -228,7 +233,7 @@ class FakeWorld:
 
         return [environment_policy, environments, resolve_ref, read_spec, find_image, build,
                 snapshot, apply_release, restore_release, wait_rollout, revision_history,
-                apply_objects, delete_if_created, ensure_project, ensure_hook, remove_hook,
+                apply_objects, record_adopted, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,
                 delete_project_if_created, ensure_job, delete_job_if_created, set_routes, verify,
                 notify]
