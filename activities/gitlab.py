@@ -113,9 +113,9 @@ class GitLabActivities:
             if dockerfile is None:
                 raise non_retryable("NotFound", f"template {req.template} has no Dockerfile")
             actions.append({"action": "create", "file_path": "Dockerfile", "content": dockerfile})
-        if actions:
-            project.commits.create({"branch": branch, "commit_message": "Kepler: service spec",
-                                    "actions": actions})
+        if actions:  # the marker lets an undo find this commit (revert_files)
+            project.commits.create({"branch": branch, "actions": actions, "commit_message":
+                                    f"Kepler: service spec ({created_marker(req.run_id)})"})
 
     @staticmethod
     def _read(project: Project, path: str, ref: str) -> str | None:
@@ -125,6 +125,42 @@ class GitLabActivities:
             if e.response_code == 404:
                 return None
             raise
+
+    @activity.defn(name="gitlab.revert_files")
+    def revert_files(self, undo: UndoCreated) -> bool:
+        """Undo ensure_project's commit to an adopted project: each file it wrote goes back
+        to what it was before (deleted if it did not exist), unless changed since."""
+        gl = self.client()
+        with gitlab_errors(f"put back the files of {self._path(undo.service)}"):
+            try:
+                project = gl.projects.get(self._path(undo.service))
+            except gitlab.exceptions.GitlabGetError as e:
+                if e.response_code == 404:
+                    return False
+                raise
+            if created_marker(undo.run_id) in (project.description or ""):
+                return False  # created by this run: its undo deletes the whole project
+            branch = project.default_branch or "main"
+            ours = next((c for c in project.commits.list(ref_name=branch, per_page=50, get_all=False)
+                         if created_marker(undo.run_id) in c.message), None)
+            if ours is None:
+                return False
+            parent = ours.parent_ids[0] if ours.parent_ids else None
+            actions = []
+            for path in (SPEC_PATH, "Dockerfile"):
+                wrote = self._read(project, path, ours.id)
+                before = self._read(project, path, parent) if parent else None
+                if wrote == before:
+                    continue
+                if self._read(project, path, branch) != wrote:
+                    raise non_retryable("Changed", f"{path} changed since Kepler's commit "
+                                        f"{ours.short_id}: left as it is")
+                actions.append({"action": "delete", "file_path": path} if before is None else
+                               {"action": "update", "file_path": path, "content": before})
+            if actions:
+                project.commits.create({"branch": branch, "actions": actions, "commit_message":
+                                        f"Kepler: undo of the service spec commit {ours.short_id}"})
+            return bool(actions)
 
     @activity.defn(name="gitlab.delete_project_if_created")
     def delete_project_if_created(self, undo: UndoCreated) -> bool:

@@ -61,6 +61,10 @@ class CreateService(KeplerWorkflow):
         self.saga.add("delete the GitLab project if this run created it",
                       lambda: self.step("undo: delete project",
                                         GitLabActivities.delete_project_if_created, undo))
+        if workflow.patched(EVERY_PROMISE):  # before: an adopted project kept Kepler's commit
+            self.saga.add("put back the files this run committed if it adopted the project",
+                          lambda: self.step("undo: put back files", GitLabActivities.revert_files,
+                                            undo))
         project = await self.step("GitLab project", GitLabActivities.ensure_project, EnsureProject(
             service=spec.name, template=spec.template, spec_yaml=spec_yaml(req), run_id=run_id))
         hook = EnsureHook(project_id=project.project_id)

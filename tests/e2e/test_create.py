@@ -1,7 +1,7 @@
 """`kepler service create` as a user runs it, on the real dev server, a real worker and the
 sandbox, when it cannot finish: staging's API server refuses Kepler (403, as without RBAC),
 so everything before is undone — what it created is deleted, and what it adopted (a
-namespace, a Service, a Jenkins job) is put back exactly as it was. A create that goes through adopts the job and leaves no backup behind."""
+namespace, a Service, a GitLab project's files, a Jenkins job) is put back exactly. A create that goes through adopts the job and leaves no backup behind."""
 
 from __future__ import annotations
 
@@ -65,6 +65,14 @@ async def test_a_failed_create_undoes_everything_and_gives_an_adopted_job_back(
     core(sandbox).create_namespaced_service("adopt-prod", k8s.V1Service(
         metadata=k8s.V1ObjectMeta(name="adopt", labels={"owner": "payments"}),
         spec=k8s.V1ServiceSpec(selector={"app": "legacy"}, ports=[k8s.V1ServicePort(port=9000)])))
+    # and their GitLab project, with a Dockerfile of their own and no Kepler spec yet
+    gl = gitlab_client(sandbox)
+    project = gl.projects.create({"name": "adopt", "path": "adopt",
+                                  "namespace_id": gl.groups.get("demo").id})
+    project.commits.create({"branch": "main", "commit_message": "ours", "actions": [
+        {"action": "create", "file_path": "Dockerfile", "content": "FROM scratch\n"}]})
+    tree_before = sorted(f["path"] for f in project.repository_tree(ref="main", recursive=True,
+                                                                    get_all=True))
     before = world.snapshot(sandbox, ["adopt-prod"])
     jobs_before = sorted(j["name"] for j in server.get_jobs())
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "adopt", "team": "payments"}))
@@ -77,12 +85,16 @@ async def test_a_failed_create_undoes_everything_and_gives_an_adopted_job_back(
     assert sorted(j["name"] for j in server.get_jobs()) == jobs_before  # no backup left
     # their namespace and Service exactly as they were (create had brought them up to date)
     assert world.differences(before, world.snapshot(sandbox, ["adopt-prod"])) == []
-    assert not [p for p in gitlab_client(sandbox).projects.list(search="adopt", get_all=True)
-                if p.path_with_namespace == "demo/adopt"]  # created by the run: deleted
+    # their project stays (adopted, never deleted), its files as they were, no webhook left
+    assert sorted(f["path"] for f in project.repository_tree(ref="main", recursive=True,
+                                                             get_all=True)) == tree_before
+    assert project.files.get("Dockerfile", ref="main").decode() == b"FROM scratch\n"
+    assert project.hooks.list(get_all=True) == []
     status = json.loads((await kepler(staging_refuses, "status", "adopt", "--env", "all", "-o", "json"))[1])
     assert status["outcome"] == "rolled_back", status
     assert any("or put back the one it adopted" in u for u in status["undone"])
     assert "prod: put back Service adopt as it was" in status["undone"]
+    assert "put back the files this run committed if it adopted the project" in status["undone"]
 
     # where every cluster answers, the create adopts the job and drops its backup
     code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),

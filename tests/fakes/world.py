@@ -203,6 +203,11 @@ class FakeWorld:
             record("delete_project_if_created")
             return world._remove(f"gitlab/{u.service}")
 
+        @activity.defn(name="gitlab.revert_files")
+        async def revert_files(u: UndoCreated) -> bool:
+            record("revert_files")
+            return False  # the fake project is always created by the run
+
         @activity.defn(name="jenkins.ensure_job")
         async def ensure_job(j: EnsureJob) -> bool:
             record("ensure_job")
@@ -235,7 +240,7 @@ class FakeWorld:
                 snapshot, apply_release, restore_release, wait_rollout, revision_history,
                 apply_objects, record_adopted, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,
-                delete_project_if_created, ensure_job, delete_job_if_created, set_routes, verify,
+                delete_project_if_created, revert_files, ensure_job, delete_job_if_created, set_routes, verify,
                 notify]
 
     def _remove(self, key: str) -> bool:

@@ -84,8 +84,8 @@ async def test_a_create_whose_later_step_fails_is_rolled_back_when_everything_wa
     status = await ops.status(harness.client, started.workflow_id)
     assert status.outcome == "rolled_back"
     assert ("undone: delete the Jenkins job if this run created it, or put back the one it "
-            "adopted, remove the GitLab webhook "
-            "if this run added it, delete the GitLab project") in status.error
+            "adopted, remove the GitLab webhook if this run added it, put back the files this "
+            "run committed if it adopted the project, delete the GitLab project") in status.error
     assert {"remove_hook", "delete_project_if_created"} <= set(harness.world.calls)
 
 
