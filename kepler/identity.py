@@ -1,0 +1,156 @@
+"""Who is who: signed statements, verified against the platform's allowed-signers file.
+
+People sign with the SSH keys they use for git, in the SSH signature format
+(`ssh-keygen -Y sign`), verified here with the `sshsig` library. The allowed-signers
+file (ssh-keygen's format, named by `identity.allowed_signers` in kepler.yaml) says
+whose each key is and, through its `namespaces=` option, what it may sign:
+
+- `kepler`: a person's own requests, approvals and rejections;
+- `kepler-delegate`: a service (chat-ops) vouching for the person it names, as
+  "<name> via slack:<user id>";
+- `kepler-system`: a system identity (the alert receiver, a schedule's fire) that may
+  request, and never approve.
+
+Verification is pure computation, so workflows run it themselves (in update validators
+and at apply time) against the signers they loaded through an activity.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+import sshsig
+from pydantic import Field
+from sshsig.allowed_signers import AllowedSigner
+
+from kepler.models import Model
+from kepler.validation import UserName
+
+PERSON, DELEGATE, SYSTEM = "kepler", "kepler-delegate", "kepler-system"
+NAMESPACES = (PERSON, DELEGATE, SYSTEM)
+MAX_SIGNATURE = 4096  # an armored ed25519/ecdsa/rsa-4096 signature is well under this
+MAX_SIGNERS_FILE = 256 * 1024
+
+Action = Literal["request", "approve", "reject"]
+
+
+class InvalidStatement(ValueError):
+    """A signature that does not verify, or a signer the platform does not list."""
+
+
+class Signer(Model):
+    principal: UserName
+    namespaces: list[str]
+    key: str  # "ssh-ed25519 AAAA..."
+
+
+class AllowedSigners(Model):
+    signers: list[Signer] = Field(default_factory=list, max_length=10_000)
+
+    @classmethod
+    def parse(cls, text: str, source: str = "allowed signers") -> "AllowedSigners":
+        """ssh-keygen's format; every line must name one principal and the kepler
+        namespaces its key may sign for. Errors name the line."""
+        if len(text) > MAX_SIGNERS_FILE:
+            raise ValueError(f"{source}: over {MAX_SIGNERS_FILE} bytes")
+        signers = []
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                entry = AllowedSigner.parse(line)
+                sshsig.PublicKey.from_openssh_str(f"{entry.key_type} {entry.base64_key}")
+            except (ValueError, NotImplementedError) as e:
+                raise ValueError(f"{source}:{n}: {e}") from None
+            namespaces = [ns for ns in ((entry.options or {}).get("namespaces") or "").split(",") if ns]
+            if not namespaces or any(ns not in NAMESPACES for ns in namespaces):
+                raise ValueError(f"{source}:{n}: namespaces= must list some of {', '.join(NAMESPACES)}")
+            if "," in entry.principals or "*" in entry.principals:
+                raise ValueError(f"{source}:{n}: one principal per key, no patterns")
+            signers.append(Signer(principal=entry.principals, namespaces=namespaces,
+                                  key=f"{entry.key_type} {entry.base64_key}"))
+        return cls(signers=signers)
+
+    def names(self, namespace: str) -> list[str]:
+        return sorted({s.principal for s in self.signers if namespace in s.namespaces})
+
+
+class Statement(Model):
+    """What a signature covers: one request or decision, down to the run and the digests."""
+    action: Action
+    operation: str = Field(max_length=40)
+    service: str = Field(max_length=63)
+    env: str = Field(max_length=63)
+    workflow_id: str = Field("", max_length=200)
+    run_id: str = Field("", max_length=100)
+    digests: list[str] = Field(default_factory=list, max_length=50)
+    commits: list[str] = Field(default_factory=list, max_length=50)
+    on_behalf_of: str = Field("", max_length=100)  # a delegate's: "alice via slack:U123"
+    comment: str = Field("", max_length=500)
+    issued_at: datetime
+
+    def canonical(self) -> bytes:
+        """The exact bytes signed: sorted-key JSON of every field."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True,
+                          separators=(",", ":")).encode()
+
+
+class SignedStatement(Model):
+    statement: Statement
+    signature: str = Field(max_length=MAX_SIGNATURE)
+
+
+class Identity(Model):
+    name: str
+    kind: Literal["person", "system"]
+    via: str = ""  # "slack:U123" when a delegate vouched for the person
+
+    def __str__(self) -> str:
+        return f"{self.name} via {self.via}" if self.via else self.name
+
+
+def verify(signed: SignedStatement, signers: AllowedSigners) -> Identity:
+    """The identity that signed `signed`, or InvalidStatement naming why not."""
+    message = signed.statement.canonical()
+    for namespace in NAMESPACES:
+        keys = [s for s in signers.signers if namespace in s.namespaces]
+        try:
+            key = sshsig.check_signature(message, signed.signature, namespace)
+        except sshsig.InvalidSignature:
+            continue
+        except (ValueError, NotImplementedError) as e:
+            raise InvalidStatement(f"signature: {e}") from None
+        signer = next((s for s in keys if sshsig.PublicKey.from_openssh_str(s.key) == key), None)
+        if signer is None:
+            raise InvalidStatement(f"signature: the key {key.sha256_str()} is not listed for "
+                                   f"{namespace} in the platform's allowed signers")
+        return _identity(signer, namespace, signed.statement)
+    raise InvalidStatement("signature: does not verify for this statement (altered, or signed "
+                           "for something else)")
+
+
+def _identity(signer: Signer, namespace: str, statement: Statement) -> Identity:
+    if namespace == PERSON:
+        if statement.on_behalf_of:
+            raise InvalidStatement("on_behalf_of: only a delegate's key may vouch for someone")
+        return Identity(name=signer.principal, kind="person")
+    if namespace == SYSTEM:
+        if statement.action != "request" or statement.on_behalf_of:
+            raise InvalidStatement(f"{signer.principal} is a system identity: it may request, "
+                                   "never approve, reject or vouch")
+        return Identity(name=signer.principal, kind="system")
+    name, sep, via = statement.on_behalf_of.partition(" via ")
+    if not sep or not name or not via:
+        raise InvalidStatement(f"on_behalf_of: {signer.principal} signs as a delegate and must "
+                               "name the person, as 'NAME via CHANNEL:ID'")
+    return Identity(name=name, kind="person", via=via)
+
+
+def describe(payload: Any) -> str:
+    """A statement, one line, for refusals and the audit."""
+    s: Statement = payload.statement if isinstance(payload, SignedStatement) else payload
+    return (f"{s.action} {s.operation} of {s.service} in {s.env} ({s.workflow_id or '-'} run "
+            f"{s.run_id or '-'}; digests {', '.join(d[-12:] for d in s.digests) or '-'})")
