@@ -117,6 +117,14 @@ class GitLabActivities:
             project.commits.create({"branch": branch, "actions": actions, "commit_message":
                                     f"Kepler: service spec ({created_marker(req.run_id)})"})
 
+    def _project_or_none(self, service: str) -> Project | None:
+        try:
+            return self.client().projects.get(self._path(service))
+        except gitlab.exceptions.GitlabGetError as e:
+            if e.response_code == 404:
+                return None
+            raise
+
     @staticmethod
     def _read(project: Project, path: str, ref: str) -> str | None:
         try:
@@ -130,14 +138,10 @@ class GitLabActivities:
     def revert_files(self, undo: UndoCreated) -> bool:
         """Undo ensure_project's commit to an adopted project: each file it wrote goes back
         to what it was before (deleted if it did not exist), unless changed since."""
-        gl = self.client()
         with gitlab_errors(f"put back the files of {self._path(undo.service)}"):
-            try:
-                project = gl.projects.get(self._path(undo.service))
-            except gitlab.exceptions.GitlabGetError as e:
-                if e.response_code == 404:
-                    return False
-                raise
+            project = self._project_or_none(undo.service)
+            if project is None:
+                return False
             if created_marker(undo.run_id) in (project.description or ""):
                 return False  # created by this run: its undo deletes the whole project
             branch = project.default_branch or "main"
@@ -164,14 +168,10 @@ class GitLabActivities:
 
     @activity.defn(name="gitlab.delete_project_if_created")
     def delete_project_if_created(self, undo: UndoCreated) -> bool:
-        gl = self.client()
         with gitlab_errors(f"delete {self._path(undo.service)}"):
-            try:
-                project = gl.projects.get(self._path(undo.service))
-            except gitlab.exceptions.GitlabGetError as e:
-                if e.response_code == 404:
-                    return False
-                raise
+            project = self._project_or_none(undo.service)
+            if project is None:
+                return False
             if created_marker(undo.run_id) not in (project.description or ""):
                 return False  # adopted, or created by someone else: never ours to delete
             project.delete()
