@@ -11,10 +11,12 @@ a retry does not send them twice. Secrets never appear in a payload or a log.
 from __future__ import annotations
 
 import hashlib
+import html
 import hmac
 import json
 import logging
 import os
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -55,10 +57,24 @@ def ui_link(platform: Platform, note: Notification) -> str:
     return f"{t.ui_url.rstrip('/')}/namespaces/{t.namespace}/workflows/{note.link}"
 
 
+def slack_escape(text: str) -> str:
+    """Slack mrkdwn: &, < and > are control characters (`<!channel>`, `<url|label>`)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_WECOM_SPECIAL = re.compile(r"([\\`*_\[\]<>])")  # no [link](...), <font>, <@mention>
+
+
+def wecom_escape(text: str) -> str:
+    """WeCom markdown: links, emphasis, quotes, <font> and <@user> mentions are inert."""
+    return _WECOM_SPECIAL.sub(r"\\\1", text)
+
+
 def slack_payload(note: Notification, link: str) -> dict:
     """Blocks; awaiting approval gets approve/reject buttons whose value is `service@env`."""
     blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{title(note)}*\n{note.text}"}},
+        {"type": "section", "text": {"type": "mrkdwn",
+                                     "text": f"*{title(note)}*\n{slack_escape(note.text)}"}},
     ]
     if link:
         blocks.append({"type": "context", "elements": [
@@ -71,11 +87,11 @@ def slack_payload(note: Notification, link: str) -> dict:
             {"type": "button", "action_id": REJECT_ACTION, "style": "danger", "value": value,
              "text": {"type": "plain_text", "text": "Reject"}},
         ]})
-    return {"text": f"{title(note)}: {note.text}", "blocks": blocks}
+    return {"text": f"{title(note)}: {slack_escape(note.text)}", "blocks": blocks}
 
 
 def wecom_payload(note: Notification, link: str) -> dict:
-    content = f"**{title(note)}**\n> {note.text}"
+    content = f"**{title(note)}**\n> {wecom_escape(note.text)}"
     if link:
         content += f"\n[Open in the Temporal UI]({link})"
     return {"msgtype": "markdown", "markdown": {"content": content}}
@@ -97,6 +113,8 @@ def email_message(channel: EmailChannel, note: Notification, link: str) -> Email
     msg["From"] = channel.sender
     msg["To"] = ", ".join(channel.to)
     msg.set_content(note.text + (f"\n\n{link}\n" if link else "\n"))
+    link_html = f'<p><a href="{html.escape(link)}">Open in the Temporal UI</a></p>' if link else ""
+    msg.add_alternative(f"<p>{html.escape(note.text)}</p>{link_html}", subtype="html")
     return msg
 
 

@@ -34,9 +34,10 @@ from kepler.settings import Platform, Secrets
 from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error
 from starter import session
+from starter.http_body import BodyTooLarge, read_body
 
 log = logging.getLogger("kepler.alerts")
-MAX_BODY = 1024 * 1024
+MAX_BODY = 64 * 1024  # Alertmanager batches a few alerts a request
 WAIT_FOR_OUTCOME_S = 5.0
 
 
@@ -69,9 +70,10 @@ class AlertReceiver:
                         request.client.host if request.client else "?")
             return JSONResponse({"error": "unauthorized"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "payload too large"}, status_code=413)
+        try:
+            body = await read_body(request, MAX_BODY)
+        except BodyTooLarge as e:
+            return JSONResponse({"error": str(e)}, status_code=413)
         try:
             payload = WebhookPayload.model_validate(json.loads(body))
         except ValueError as e:  # JSON and pydantic errors; nothing is done

@@ -45,9 +45,11 @@ from kepler.settings import Platform, Secrets
 from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error, service_name
 from starter import session
+from starter.http_body import BodyTooLarge, read_body
 
 log = logging.getLogger("kepler.chatops")
 MAX_AGE = 300  # seconds
+MAX_BODY = 64 * 1024  # a slash command or a button press is a few KiB
 CONTROLS = ("pause", "resume", "promote", "abort")
 VERBS = ("release", "rollback", "canary", *CONTROLS, "status", "approve", "reject",
          "decommission", "restore")
@@ -143,7 +145,10 @@ class ChatOps:
     # --- endpoints -----------------------------------------------------------------------
 
     async def commands(self, request: Request) -> JSONResponse | PlainTextResponse:
-        body = await request.body()
+        try:
+            body = await read_body(request, MAX_BODY)
+        except BodyTooLarge as e:  # before reading it, let alone checking its signature
+            return PlainTextResponse(str(e), status_code=413)
         problem = self.verify(request, body)
         if problem:
             log.warning("chatops: rejected a command request: %s", problem)
@@ -159,7 +164,10 @@ class ChatOps:
         return reply(await self.run(user, text))
 
     async def interactions(self, request: Request) -> JSONResponse | PlainTextResponse:
-        body = await request.body()
+        try:
+            body = await read_body(request, MAX_BODY)
+        except BodyTooLarge as e:  # before reading it, let alone checking its signature
+            return PlainTextResponse(str(e), status_code=413)
         problem = self.verify(request, body)
         if problem:
             log.warning("chatops: rejected an interaction: %s", problem)

@@ -24,6 +24,7 @@ from temporalio.api.common.v1 import Payloads
 
 from kepler.codec import CodecError, EncryptionCodec
 from starter.cli_common import BAD_INPUT, CliError, fail
+from starter.http_body import BodyTooLarge, read_body
 
 DEFAULT_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233", "http://localhost:8080")
 ENV_TOKEN = "KEPLER_CODEC_AUTH_TOKEN"
@@ -41,9 +42,10 @@ def create_app(codec: EncryptionCodec, token: str, origins: Sequence[str] = DEFA
         if not hmac.compare_digest(given, expected):
             return JSONResponse({"error": "unauthorized"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "payloads too large"}, status_code=413)
+        try:
+            body = await read_body(request, MAX_BODY)
+        except BodyTooLarge as e:
+            return JSONResponse({"error": str(e)}, status_code=413)
         try:
             payloads = json_format.Parse(body or b"{}", Payloads())
         except (json_format.ParseError, ValueError) as e:

@@ -128,7 +128,8 @@ def test_email_over_plain_smtp() -> None:
         assert (sender, rcpts) == ("kepler@example.com", ["ops@example.com", "dev@example.com"])
         assert msg["Subject"] == "[Kepler] shop@prod: rolled back"
         assert msg["To"] == "ops@example.com, dev@example.com"
-        assert msg.get_payload(decode=True).decode().replace("\r\n", "\n") == f"v2 (abc123) is live in prod\n\n{UI}\n"
+        plain = next(part for part in msg.walk() if part.get_content_type() == "text/plain")
+        assert plain.get_payload(decode=True).decode().replace("\r\n", "\n") == f"v2 (abc123) is live in prod\n\n{UI}\n"
     finally:
         server.close()
 
