@@ -27,6 +27,7 @@ from kepler.search_attributes import ALL_KEYS
 from kepler.settings import Platform, config_path
 from starter import session
 from starter.cli_common import FAILED, CliError, OutputOpt, emit, fail
+from starter.signing import sandbox_signers
 
 COMPONENTS = ("temporal", "sandbox", "worker")
 STANDINS = ("gitlab", "jenkins", "registry", "kubernetes", "prometheus")  # as `python -m sandbox` serves
@@ -132,6 +133,7 @@ def _sandbox_ports(platform: Platform) -> dict[str, int]:
 def up(platform: Platform) -> dict[str, Any]:
     record = _read_record()
     state = home()
+    sandbox_signers(state)  # the sandbox's people sign with keys under .kepler/keys/
     host, port = _hostport(platform.temporal.address)
     ui_port = urlparse(platform.temporal.ui_url).port or 8233
 

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from kepler.identity import PERSON, SignedStatement, Statement
+from kepler.identity import DELEGATE, PERSON, SYSTEM, SignedStatement, Statement
 
 SIGN_TIMEOUT_S = 60  # an agent may ask for a touch or a passphrase
 
@@ -49,3 +49,20 @@ def generate_key(path: Path, comment: str) -> Path:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
                         "-f", str(path)], check=True, capture_output=True, timeout=30)
     return path.with_suffix(".pub")
+
+
+# The sandbox's people (issue 18): who `kepler dev up` makes keys for, and what each may sign.
+SANDBOX_SIGNERS = {"dev": PERSON, "alice": PERSON, "bob": PERSON, "carol": PERSON,
+                   "chatops": DELEGATE, "alerts": SYSTEM}
+
+
+def sandbox_signers(home: Path) -> Path:
+    """Keys under `home/keys/NAME` for the sandbox's people (made once, kept), and the
+    allowed-signers file naming them; its path."""
+    lines = ["# The sandbox's signers, written by `kepler dev up`: NAME namespaces=ROLE KEY"]
+    for name, namespace in SANDBOX_SIGNERS.items():
+        public = generate_key(home / "keys" / name, f"{name}@kepler-sandbox").read_text().split()
+        lines.append(f'{name} namespaces="{namespace}" {public[0]} {public[1]}')
+    path = home / "allowed_signers"
+    path.write_text("\n".join(lines) + "\n")
+    return path

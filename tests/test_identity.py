@@ -12,7 +12,7 @@ import pytest
 from kepler.identity import (
     DELEGATE, PERSON, SYSTEM, AllowedSigners, InvalidStatement, SignedStatement, Statement, verify,
 )
-from starter.signing import generate_key, sign
+from starter.signing import generate_key, sandbox_signers, sign
 from tests.helpers import require_binary
 
 require_binary("ssh-keygen")
@@ -105,3 +105,13 @@ def test_an_ecdsa_key_is_refused_naming_the_line_and_algorithm(tmp_path: Path) -
     line = f'eve namespaces="kepler" {(tmp_path / "k.pub").read_text().strip()}\n'
     with pytest.raises(ValueError, match="signers:1: .*ecdsa-sha2-nistp256"):
         AllowedSigners.parse(line, "signers")
+
+
+def test_the_sandbox_people_get_keys_once_and_an_allowed_signers_file(tmp_path: Path) -> None:
+    path = sandbox_signers(tmp_path)
+    signers = AllowedSigners.parse(path.read_text())
+    assert signers.names(PERSON) == ["alice", "bob", "carol", "dev"]
+    assert signers.names(DELEGATE) == ["chatops"] and signers.names(SYSTEM) == ["alerts"]
+    key = (tmp_path / "keys" / "alice").read_text()
+    assert sandbox_signers(tmp_path) == path and (tmp_path / "keys" / "alice").read_text() == key
+    assert verify(sign(statement(), tmp_path / "keys" / "bob"), signers).name == "bob"
