@@ -80,7 +80,7 @@ def slack_payload(note: Notification, link: str) -> dict:
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": f"<{link}|Open in the Temporal UI>"}]})
     if note.event in ("awaiting_approval", "approval_reminder"):
-        value = f"{note.service}@{note.env}"
+        value = f"{note.service}@{note.env}" + (f"/{note.run_id}" if note.run_id else "")
         blocks.append({"type": "actions", "block_id": "kepler_approval", "elements": [
             {"type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": value,
              "text": {"type": "plain_text", "text": "Approve"}},

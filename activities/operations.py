@@ -9,6 +9,7 @@ from temporalio.client import Client, ScheduleDescription, ScheduleHandle, Workf
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import retryable
+from activities.platform import signers_of
 from kepler import naming
 from kepler import search_attributes as sa
 from kepler.decommission import (
@@ -31,7 +32,7 @@ class OperationsActivities:
     async def decommission_plan(self, service: str) -> DecommissionPlan:
         return DecommissionPlan(
             approval=self.platform.decommission_approval(), policy=self.platform.decommission,
-            builder=self.platform.builder,
+            builder=self.platform.builder, signers=signers_of(self.platform),
             targets=[EnvTarget(env=env, namespace=cfg.namespace_for(service, env), service=service)
                      for env, cfg in sorted(self.platform.environments.items())])
 

@@ -9,8 +9,17 @@ from temporalio import activity
 
 from activities.errors import non_retryable
 from kepler import naming
-from kepler.settings import Platform
+from kepler.identity import AllowedSigners
+from kepler.settings import ConfigError, Platform
 from kepler.steps import EnvironmentPolicy, PolicyQuery
+
+
+def signers_of(platform: Platform) -> AllowedSigners:
+    """The allowed signers now; a broken file fails the operation, never lets it through."""
+    try:
+        return platform.identity.signers()
+    except ConfigError as e:
+        raise non_retryable("InvalidConfig", str(e)) from None
 
 
 class PlatformActivities:
@@ -31,6 +40,7 @@ class PlatformActivities:
             verify_with_prometheus=env.verify_with_prometheus, verify_no_data=env.verify_no_data,
             builder=self.platform.builder, registry_host=self.platform.registry.host,
             image_repository=naming.image_repository(self.platform.gitlab.group, query.service),
+            signers=signers_of(self.platform),
         )
 
     @activity.defn(name="platform.environments")

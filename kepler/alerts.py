@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kepler.models import Model
 from kepler.validation import UserName, env_name, service_name
+from kepler.identity import SignedStatement
 
 SERVICE_LABEL = "kepler_service"
 ENV_LABEL = "kepler_env"
@@ -101,6 +102,8 @@ class AlertActionRequest(Model):
     summary: str = Field("", max_length=1000)
     rule: str = ""
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     abort_canary: bool = True
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from kepler.identity import AllowedSigners
 from kepler.models import Model, Outcome
 from kepler.settings import ApprovalPolicy, DecommissionPolicy
 from kepler.validation import UserName
@@ -23,6 +24,7 @@ class DecommissionPlan(Model):
     targets: list[EnvTarget]
     policy: DecommissionPolicy = Field(default_factory=DecommissionPolicy)
     builder: str = "jenkins"  # with the docker builder there is no Jenkins job to delete
+    signers: AllowedSigners = Field(default_factory=AllowedSigners)  # who may sign what, now
 
 
 class RunningQuery(Model):

@@ -17,16 +17,19 @@ and at apply time) against the signers they loaded through an activity.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from datetime import datetime
 from typing import Any, Literal
 
 import sshsig
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sshsig.allowed_signers import AllowedSigner
+from sshsig.sshsig import SshsigSignature
 
-from kepler.models import Model
 from kepler.validation import UserName
+from kepler.workloads import Model
 
 PERSON, DELEGATE, SYSTEM = "kepler", "kepler-delegate", "kepler-system"
 NAMESPACES = (PERSON, DELEGATE, SYSTEM)
@@ -86,8 +89,10 @@ class Statement(Model):
     env: str = Field(max_length=63)
     workflow_id: str = Field("", max_length=200)
     run_id: str = Field("", max_length=100)
+    gate: int = Field(0, ge=0, le=1000)  # which gate of the run (a canary's promotion is the 2nd)
     digests: list[str] = Field(default_factory=list, max_length=50)
     commits: list[str] = Field(default_factory=list, max_length=50)
+    request_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")  # a request: its exact content
     on_behalf_of: str = Field("", max_length=100)  # a delegate's: "alice via slack:U123"
     comment: str = Field("", max_length=500)
     issued_at: datetime
@@ -96,6 +101,12 @@ class Statement(Model):
         """The exact bytes signed: sorted-key JSON of every field."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True,
                           separators=(",", ":")).encode()
+
+
+def request_digest(request: BaseModel) -> str:
+    """What a signed request covers: every field of the request but its signature."""
+    data = request.model_dump(mode="json", exclude={"signed"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class SignedStatement(Model):
@@ -113,23 +124,29 @@ class Identity(Model):
 
 
 def verify(signed: SignedStatement, signers: AllowedSigners) -> Identity:
-    """The identity that signed `signed`, or InvalidStatement naming why not."""
-    message = signed.statement.canonical()
-    for namespace in NAMESPACES:
-        keys = [s for s in signers.signers if namespace in s.namespaces]
-        try:
-            key = sshsig.check_signature(message, signed.signature, namespace)
-        except sshsig.InvalidSignature:
-            continue
-        except (ValueError, NotImplementedError) as e:
-            raise InvalidStatement(f"signature: {e}") from None
-        signer = next((s for s in keys if sshsig.PublicKey.from_openssh_str(s.key) == key), None)
-        if signer is None:
-            raise InvalidStatement(f"signature: the key {key.sha256_str()} is not listed for "
-                                   f"{namespace} in the platform's allowed signers")
-        return _identity(signer, namespace, signed.statement)
-    raise InvalidStatement("signature: does not verify for this statement (altered, or signed "
-                           "for something else)")
+    """The identity that signed `signed`, or InvalidStatement naming why not. Keys are
+    matched by their SSH wire encoding (no key serialisation: this runs in workflows)."""
+    try:
+        outer = SshsigSignature.from_armored(signed.signature)
+        namespace = outer.namespace.decode("ascii")
+    except (ValueError, NotImplementedError, UnicodeDecodeError) as e:
+        raise InvalidStatement(f"signature: not an SSH signature ({e})") from None
+    fingerprint = "SHA256:" + base64.b64encode(hashlib.sha256(outer.public_key).digest()).decode().rstrip("=")
+    if namespace not in NAMESPACES:
+        raise InvalidStatement(f"signature: signed for namespace {namespace!r}, not Kepler's")
+    signer = next((s for s in signers.signers if namespace in s.namespaces
+                   and base64.b64decode(s.key.split()[1]) == outer.public_key), None)
+    if signer is None:
+        raise InvalidStatement(f"signature: the key {fingerprint} is not listed for {namespace} "
+                               "in the platform's allowed signers")
+    try:
+        sshsig.check_signature(signed.statement.canonical(), signed.signature, namespace)
+    except sshsig.InvalidSignature:
+        raise InvalidStatement("signature: does not verify for this statement (altered, or "
+                               "signed for something else)") from None
+    except NotImplementedError as e:
+        raise InvalidStatement(f"signature: {e}") from None
+    return _identity(signer, namespace, signed.statement)
 
 
 def _identity(signer: Signer, namespace: str, statement: Statement) -> Identity:

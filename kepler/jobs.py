@@ -10,6 +10,7 @@ from pydantic import Field
 from kepler.models import Model, Outcome
 from kepler.steps import ReleaseTarget
 from kepler.validation import EnvName, ServiceName, UserName
+from kepler.identity import SignedStatement
 
 
 class RunJobRequest(Model):
@@ -17,6 +18,8 @@ class RunJobRequest(Model):
     service: ServiceName
     env: EnvName
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kepler import promql, validation
 from kepler.images import DIGEST_RE
@@ -19,11 +19,8 @@ from kepler.validation import (
     ConfigKey, DnsSubdomain, Duration, EnvName, EnvVarName, GitRef, Quantity, ServiceName,
     UserName,
 )
-from kepler.workloads import CONFIG_MOUNT, Schedule, Volume, check_volumes, mount_path
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+from kepler.workloads import CONFIG_MOUNT, Model, Schedule, Volume, check_volumes, mount_path
+from kepler.identity import SignedStatement
 
 
 # --- the service spec (.kepler/service.yaml) ---------------------------------------------
@@ -144,6 +141,8 @@ class Operation(str, Enum):
 class CreateServiceRequest(Model):
     spec: ServiceSpec
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
 
 
@@ -152,6 +151,8 @@ class ReleaseRequest(Model):
     env: EnvName
     ref: GitRef
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
     train_approved: bool = Field(False, description=(
         "set by a ReleaseTrain whose own gate passed; honoured only when this release "
@@ -166,6 +167,8 @@ class RollbackRequest(Model):
     env: EnvName
     target: str = Field("previous", description="previous | a version (git ref) | sha256:DIGEST")
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
 
     @field_validator("target")
@@ -196,6 +199,8 @@ class CanaryRequest(Model):
     env: EnvName
     ref: GitRef
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
     steps: list[int] | None = None
     step_weight: int = Field(10, ge=1, le=100)
@@ -269,6 +274,8 @@ class CanaryRequest(Model):
 class DecommissionRequest(Model):
     service: ServiceName
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
     soak: Duration = timedelta(hours=24)  # at least the platform's decommission.min_soak
 
@@ -276,6 +283,8 @@ class DecommissionRequest(Model):
 class ApprovalDecision(Model):
     approver: UserName
     comment: str = Field("", max_length=500)
+    signed: SignedStatement | None = Field(None, description=(
+        "the approver's signed statement of this decision, for this run and these digests"))
 
 
 # --- status and reports --------------------------------------------------------------------
@@ -298,6 +307,7 @@ class Approval(Model):
     at: datetime
     verdict: Literal["approve", "reject"] = "approve"
     comment: str = ""
+    verified: bool = False  # its signature verified against the platform's allowed signers
 
 
 class PendingApproval(Model):
@@ -307,6 +317,14 @@ class PendingApproval(Model):
     min_approvals: int = 1
     approvals: list[ApprovalDecision] = Field(default_factory=list)
     deadline: datetime
+    # what an approval must name, exactly (a signed decision covers these)
+    operation: str = ""
+    service: str = ""
+    workflow_id: str = ""
+    run_id: str = ""
+    digests: list[str] = Field(default_factory=list)
+    commits: list[str] = Field(default_factory=list)
+    gate: int = 0  # the run's first gate is 1; a decision names the gate it decides
 
 
 class CheckStatus(Model):
@@ -342,6 +360,7 @@ class OperationStatus(Model):
     service: str
     env: str
     requested_by: str
+    requester_verified: bool = False  # the request's signature verified (kepler/identity.py)
     stage: str = "starting"
     version: str = ""
     steps: list[StepRecord] = Field(default_factory=list)

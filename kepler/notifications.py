@@ -46,6 +46,7 @@ class Notification(Model):
     env: str
     text: str
     link: str = ""  # the workflow id; the activity turns it into a Temporal UI link
+    run_id: str = ""  # the run: an approve button approves this run and no other
 
 
 class _Channel(Model):

@@ -34,6 +34,7 @@ from kepler.models import (
 )
 from kepler.operations import BY_REQUEST
 from kepler.schedules import ScheduledReleaseRequest, fire_workflow_id
+from kepler.identity import Statement, request_digest
 
 
 class Refused(Exception):
@@ -83,6 +84,28 @@ def workflow_id(req: Any) -> str:
     if isinstance(req, ScheduledReleaseRequest):
         return fire_workflow_id(who.service, who.env)
     raise TypeError(f"{type(req).__name__}: no workflow id for lock {lock!r}")
+
+
+def request_statement(req: Any, now: datetime) -> Statement:
+    """What the requester signs for `req`: the operation, where it runs, its exact content."""
+    who = subject(req)
+    return Statement(action="request", operation=BY_REQUEST[type(req)].operation,
+                     service=who.service, env=who.env, workflow_id=workflow_id(req),
+                     request_sha256=request_digest(req), comment=getattr(req, "reason", ""),
+                     issued_at=now)
+
+
+def approval_statement(status: OperationStatus, verdict: str, comment: str,
+                       now: datetime) -> Statement:
+    """What an approver signs: the pending gate's run, operation, digests and commits."""
+    pending = status.pending_approval
+    if pending is None:
+        raise Refused(f"nothing is pending approval ({status.service}@{status.env} is "
+                      f"{status.stage})")
+    return Statement(action=verdict, operation=pending.operation, service=pending.service,
+                     env=pending.env, workflow_id=pending.workflow_id, run_id=pending.run_id,
+                     gate=pending.gate, digests=pending.digests, commits=pending.commits, comment=comment,
+                     issued_at=now)
 
 
 def start_attributes(req: Any) -> TypedSearchAttributes:

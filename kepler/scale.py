@@ -20,6 +20,7 @@ from kepler.models import Model, Outcome, Resources
 from kepler.settings import Bounds
 from kepler.steps import ReleaseTarget
 from kepler.validation import EnvName, Quantity, ServiceName, UserName
+from kepler.identity import SignedStatement
 
 REPLICAS = naming.ANNOTATION_PREFIX + "replicas"
 RESOURCES = naming.ANNOTATION_PREFIX + "resources"
@@ -101,6 +102,8 @@ class ScaleRequest(Model):
     replicas: int | None = Field(None, ge=0, le=1000, description="None with reset: back to the spec")
     reset: bool = False
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
 
     @model_validator(mode="after")
@@ -121,6 +124,8 @@ class ResourcesRequest(Model):
     memory_limit: Quantity | None = None
     reset: bool = False
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -21,6 +21,9 @@ from kepler import yamlio
 from kepler.models import Model
 from kepler.notifications import NotificationsConfig
 from kepler.validation import Duration, EnvName, UserName, describe_validation_error
+
+if TYPE_CHECKING:
+    from kepler.identity import AllowedSigners
 
 DEFAULT_CONFIG = "kepler.yaml"
 
@@ -124,6 +127,46 @@ class ChatOpsConfig(Model):
                                        description="Slack user id -> Kepler identity")
     response_url_prefix: str = Field("https://hooks.slack.com/",
                                      description="only post follow-ups to response_urls under this")
+    signing_key: str | None = Field(None, description=(
+        "the bot's own key, listed as kepler-delegate in identity.allowed_signers: it signs "
+        "for the Slack user it verified (relative: inside the Kepler home)"))
+
+
+def kepler_home() -> Path:
+    """Where the local stack keeps its state, and the sandbox its people's keys."""
+    return Path(os.environ.get("KEPLER_HOME", ".kepler")).absolute()
+
+
+class IdentityConfig(Model):
+    """Who is who (kepler/identity.py). Relative paths are inside the Kepler home
+    (KEPLER_HOME, default .kepler)."""
+    allowed_signers: str | None = Field(None, description=(
+        "ssh-keygen allowed-signers file naming every key and what it may sign (platform-owned)"))
+    sandbox_keys: str | None = Field(None, description=(
+        "the sandbox only: a folder of keys, one per person; --as NAME signs with NAME's"))
+    admins: list[UserName] = Field(default_factory=list, description=(
+        "may create a service over an existing one they do not own"))
+
+    def path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else kepler_home() / path
+
+    def signers(self) -> "AllowedSigners":
+        """The allowed signers now (read each time: a rotation reaches the next operation);
+        none when not configured, and then no approval can be verified."""
+        from kepler.identity import AllowedSigners
+
+        if not self.allowed_signers:
+            return AllowedSigners()
+        path = self.path(self.allowed_signers)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"identity.allowed_signers: cannot read {path}: {e.strerror}") from None
+        try:
+            return AllowedSigners.parse(text, str(path))
+        except ValueError as e:
+            raise ConfigError(f"identity.allowed_signers: {e}") from None
 
 
 class DecommissionPolicy(Model):
@@ -156,7 +199,7 @@ class Platform(Model):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     chatops: ChatOpsConfig = Field(default_factory=ChatOpsConfig)
     decommission: DecommissionPolicy = Field(default_factory=DecommissionPolicy)
-    identity: Literal["env", "env-or-as"] = "env-or-as"
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from kepler.models import Model, Resources
 from kepler.settings import ApprovalPolicy, Bounds
+from kepler.identity import AllowedSigners
 
 # --- platform policy (read by the worker from its own kepler.yaml) -------------------------
 
@@ -26,6 +27,7 @@ class EnvironmentPolicy(Model):
     builder: Literal["jenkins", "docker"] = "jenkins"
     registry_host: str = ""
     image_repository: str = ""  # <group>/<service> inside the registry
+    signers: AllowedSigners = Field(default_factory=AllowedSigners)  # who may sign what, now
 
     def image(self, tag: str) -> str:
         return f"{self.registry_host}/{self.image_repository}:{tag}"

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from kepler.models import Model, Outcome
 from kepler.validation import EnvName, GitRef, ServiceName, UserName
+from kepler.identity import SignedStatement
 
 TRAIN_PREFIX = "train-"
 
@@ -25,6 +26,8 @@ class TrainRequest(Model):
     env: EnvName
     members: list[TrainMember] = Field(min_length=1, max_length=50)
     requested_by: UserName
+    signed: SignedStatement | None = Field(None, description=(
+        "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
 
     @model_validator(mode="after")

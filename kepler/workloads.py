@@ -12,8 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from kepler.validation import DnsSubdomain
 
 
-class Model(BaseModel):  # kepler.models.Model's config (models imports this module)
+class Model(BaseModel):
+    """Every Kepler model: unknown fields are refused (re-exported by kepler.models)."""
     model_config = ConfigDict(extra="forbid", frozen=False)
+
 
 CONFIG_MOUNT = "/etc/kepler/config"  # where the service's own config_files appear
 # Never mounted over, nor anywhere inside: the kernel's, the runtime's and Kubernetes' own.

@@ -15,6 +15,7 @@ workflow updates as the CLI, so the approval validators (four eyes) hold here to
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import hmac
 import json
@@ -44,7 +45,8 @@ from kepler.models import (
 from kepler.settings import Platform, Secrets
 from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error, service_name
-from starter import session
+from starter import session, signing
+from kepler.identity import DELEGATE
 from starter.http_body import BodyTooLarge, read_body
 
 log = logging.getLogger("kepler.chatops")
@@ -97,6 +99,7 @@ def _parser(verb: str) -> _Parser:
         p.add_argument("--reason", default="")
     if verb in ("approve", "reject"):
         p.add_argument("--comment", default="")
+        p.add_argument("--run", default="", help=argparse.SUPPRESS)  # a button's: that run only
     return p
 
 
@@ -105,6 +108,9 @@ class ChatOps:
                  client: Client | Callable[[], Awaitable[Client]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.platform, self.secret, self.clock = platform, secret.encode(), clock
+        # the bot's own key: it signs, as a delegate, for the Slack user it verified
+        self.key = (platform.identity.path(platform.chatops.signing_key)
+                    if platform.chatops.signing_key else None)
         self._temporal = LazyClient(platform.temporal, client)
         self._seen: dict[str, float] = {}
         self.app = Starlette(routes=[
@@ -161,7 +167,7 @@ class ChatOps:
                          "to a Kepler identity (chatops.users in kepler.yaml); nothing was done")
         text = form.get("text", "").strip()
         log.info("chatops: %s (%s): /kepler %s", slack_user, user, text)
-        return reply(await self.run(user, text))
+        return reply(await self.run(user, text, f"slack:{slack_user}"))
 
     async def interactions(self, request: Request) -> JSONResponse | PlainTextResponse:
         try:
@@ -186,9 +192,11 @@ class ChatOps:
             text = f":warning: unknown action {action.get('action_id')!r}"
         else:
             verb = "approve" if action["action_id"] == "kepler_approve" else "reject"
-            service, _, env = str(action.get("value", "")).partition("@")
+            target, _, run = str(action.get("value", "")).partition("/")
+            service, _, env = target.partition("@")
             log.info("chatops: %s (%s): button %s %s@%s", slack_user, user, verb, service, env)
-            text = await self.run(user, f"{verb} {shlex.quote(service)} --env {shlex.quote(env)}")
+            text = await self.run(user, f"{verb} {shlex.quote(service)} --env {shlex.quote(env)}"
+                                  + (f" --run {shlex.quote(run)}" if run else ""), f"slack:{slack_user}")
         response_url = payload.get("response_url", "")
         task = None
         if response_url.startswith(self.platform.chatops.response_url_prefix):
@@ -206,7 +214,7 @@ class ChatOps:
 
     # --- commands ------------------------------------------------------------------------
 
-    async def run(self, user: str, text: str) -> str:
+    async def run(self, user: str, text: str, via: str = "slack:?") -> str:
         try:
             words = shlex.split(text.replace("\u201c", '"').replace("\u201d", '"'))
         except ValueError as e:
@@ -218,6 +226,7 @@ class ChatOps:
             return f":warning: unknown command {verb!r}\n{USAGE}"
         try:
             args = _parser(verb).parse_args(rest)
+            args.via = via
             service_name(args.service)
             env = getattr(args, "env", "all")
             if env != "all" and env not in self.platform.environments:
@@ -243,7 +252,19 @@ class ChatOps:
         t = self.platform.temporal
         return f"<{t.ui_url.rstrip('/')}/namespaces/{t.namespace}/workflows/{workflow_id}|{workflow_id}>"
 
-    async def _start(self, req: Any) -> str:
+    def _vouch(self, user: str, a: argparse.Namespace) -> dict[str, Any]:
+        """How the bot signs for `user`: its own delegate key, naming who and through what."""
+        if self.key is None:
+            raise BadInput("chat-ops has no signing key (chatops.signing_key in kepler.yaml): "
+                           "it cannot vouch for you; use the kepler CLI")
+        return {"key": self.key, "namespace": DELEGATE, "on_behalf_of": f"{user} via {a.via}"}
+
+    async def _start(self, req: Any, a: argparse.Namespace) -> str:
+        try:
+            req = await asyncio.to_thread(signing.sign_request, self.platform, req,
+                                          **self._vouch(req.requested_by, a))
+        except signing.SigningError as e:
+            return f":x: could not sign the request: {e}"
         started = await operations_client.start(await self.client(), req,
                                                 self.platform.temporal.task_queue)
         summary = operations_client.summary(req)
@@ -251,11 +272,11 @@ class ChatOps:
 
     async def _release(self, user: str, a: argparse.Namespace) -> str:
         return await self._start(ReleaseRequest(service=a.service, env=a.env, ref=a.ref,
-                                                reason=a.reason, requested_by=user))
+                                                reason=a.reason, requested_by=user), a)
 
     async def _rollback(self, user: str, a: argparse.Namespace) -> str:
         return await self._start(RollbackRequest(service=a.service, env=a.env, target=a.to,
-                                                 reason=a.reason, requested_by=user))
+                                                 reason=a.reason, requested_by=user), a)
 
     async def _canary(self, user: str, a: argparse.Namespace) -> str:
         steps = None
@@ -267,7 +288,7 @@ class ChatOps:
                                f"(got {a.steps!r})") from None
         return await self._start(CanaryRequest(service=a.service, env=a.env, ref=a.ref,
                                                steps=steps, interval=a.interval,
-                                               reason=a.reason, requested_by=user))
+                                               reason=a.reason, requested_by=user), a)
 
     async def _control(self, user: str, a: argparse.Namespace, verb: str) -> str:
         result = await operations_client.control(await self.client(), a.service, a.env, verb,
@@ -278,12 +299,15 @@ class ChatOps:
 
     async def _decommission(self, user: str, a: argparse.Namespace) -> str:
         return await self._start(DecommissionRequest(service=a.service, reason=a.reason,
-                                                     requested_by=user))
+                                                     requested_by=user), a)
 
     async def _approve(self, user: str, a: argparse.Namespace, verb: str = "approve") -> str:
-        decision = ApprovalDecision(approver=user, comment=a.comment)
-        result = await operations_client.decide(await self.client(), a.service, a.env, verb,
-                                                decision)
+        ApprovalDecision(approver=user, comment=a.comment)  # bad input before signing
+        try:
+            result = await signing.decide(await self.client(), self.platform, a.service, a.env,
+                                          verb, user, a.comment, run_id=a.run, **self._vouch(user, a))
+        except signing.SigningError as e:
+            return f":x: could not sign the decision: {e}"
         workflow_id = naming.workflow_id(a.service, a.env)
         log.info("chatops: %s %s %s: %s", user, verb, workflow_id, result)
         return f":white_check_mark: {workflow_id}: {result} by {user}\n{self.link(workflow_id)}"

@@ -22,11 +22,11 @@ from temporalio.client import Client
 
 from kepler import operations_client
 from kepler.models import (
-    ApprovalDecision, CanaryRequest, CreateServiceRequest, ReleaseRequest, ServiceSpec,
+    CanaryRequest, CreateServiceRequest, ReleaseRequest, ServiceSpec,
 )
 from kepler.operations_client import Started
 from kepler.settings import Platform, Secrets
-from starter import session
+from starter import session, signing
 from starter.cli_common import FAILED, CliError, OutputOpt, console, fail
 from starter.watch import watch
 
@@ -67,11 +67,11 @@ async def run_step(p: Platform, title: str, req: Any, approver: str | None = Non
                    expect_failure: bool = False) -> str:
     console.rule(f"[bold]{title}")
     client = await session.client(p)
-    started = await operations_client.start(client, req, p.temporal.task_queue)
+    started = await operations_client.start(client, session.signed(p, req), p.temporal.task_queue)
     link = session.ui_link(p, started.workflow_id, started.run_id)
     console.print(f"workflow [bold]{started.workflow_id}[/bold]  {link}")
     if approver:
-        await _approve_when_pending(client, started, req, approver)
+        await _approve_when_pending(client, p, started, req, approver)
     await watch(started.handle)
     try:
         await started.handle.result()
@@ -83,15 +83,15 @@ async def run_step(p: Platform, title: str, req: Any, approver: str | None = Non
     return link
 
 
-async def _approve_when_pending(client: Client, started: Started, req: ReleaseRequest,
-                                approver: str) -> None:
+async def _approve_when_pending(client: Client, p: Platform, started: Started,
+                                req: ReleaseRequest, approver: str) -> None:
     for _ in range(600):
         status = await operations_client.status(client, started.workflow_id)
         if status.pending_approval:
             console.print(f"{req.requested_by} may not approve their own release; "
                           f"[bold]{approver}[/bold] approves it")
-            await operations_client.decide(client, req.service, req.env, "approve",
-                             ApprovalDecision(approver=approver, comment="demo: looks good"))
+            await signing.decide(client, p, req.service, req.env, "approve", approver,
+                                 "demo: looks good")
             return
         await asyncio.sleep(0.2)
     raise CliError("demo: the prod release never asked for approval", FAILED)

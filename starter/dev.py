@@ -25,6 +25,7 @@ import typer
 
 from kepler.search_attributes import ALL_KEYS
 from kepler.settings import Platform, config_path
+from kepler.settings import kepler_home
 from starter import session
 from starter.cli_common import FAILED, CliError, OutputOpt, emit, fail
 from starter.signing import sandbox_signers
@@ -34,7 +35,7 @@ STANDINS = ("gitlab", "jenkins", "registry", "kubernetes", "prometheus")  # as `
 
 
 def home() -> Path:
-    path = Path(os.environ.get("KEPLER_HOME", ".kepler")).absolute()
+    path = kepler_home()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

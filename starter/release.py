@@ -10,9 +10,9 @@ from temporalio.service import RPCError
 
 from kepler import naming, operations_client
 from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest, RollbackRequest
-from starter import session
+from starter import session, signing
 from starter.cli_common import (
-    FAILED, OK, AsOpt, CliError, EnvOpt, OutputOpt, console, emit, guarded, wants_json,
+    BAD_INPUT, FAILED, OK, AsOpt, CliError, EnvOpt, OutputOpt, console, emit, guarded, wants_json,
 )
 from starter.service import history_table, service_history
 from starter.watch import render
@@ -46,9 +46,12 @@ def register(app: typer.Typer) -> None:
                 decision = session.build(ApprovalDecision, approver=session.acting_user(p, as_user),
                                          comment=comment)
 
-                async def go() -> str:
-                    return await operations_client.decide(await session.client(p), service, env,
-                                                          _verb, decision)
+                async def go() -> str:  # signed for the run and digests pending now
+                    try:
+                        return await signing.decide(await session.client(p), p, service, env, _verb,
+                                                    decision.approver, decision.comment)
+                    except signing.SigningError as e:
+                        raise CliError(str(e), BAD_INPUT) from None
 
                 result = session.run(go())
                 emit({"workflow_id": naming.workflow_id(service, env), "result": result}, as_json,

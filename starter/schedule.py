@@ -33,6 +33,7 @@ def check_cron(cron: str) -> str:
 
 
 async def create(p: Platform, req: ReleaseRequest, cron: str) -> str:
+    req = session.signed(p, req)  # each fire's release is requested by whoever signed this
     client = await session.client(p)
     sid = schedule_id(req.service, req.env)
     action = operations_client.schedule_action(ScheduledReleaseRequest(release=req, cron=cron),

@@ -22,6 +22,7 @@ from starter.cli_common import (
     BAD_INPUT, FAILED, OK, REFUSED, CliError, emit, guarded, wants_json,
 )
 from starter.watch import watch
+from starter import signing
 
 T = TypeVar("T")
 # How `launch` reports a watched operation's end: (started, UI link, last status seen,
@@ -37,9 +38,11 @@ def platform() -> Platform:
 
 
 def acting_user(p: Platform, as_user: str | None) -> str:
+    """Who the caller says they are; their signature proves it (starter/signing.py)."""
     if as_user:
-        if p.identity != "env-or-as":
-            raise CliError("--as: this platform takes the user from KEPLER_USER only", BAD_INPUT)
+        if not p.identity.sandbox_keys:
+            raise CliError("--as: only the sandbox picks a key by name (identity.sandbox_keys); "
+                           "elsewhere you sign with your own key (KEPLER_SIGNING_KEY)", BAD_INPUT)
         return as_user
     user = os.environ.get("KEPLER_USER")
     if not user:
@@ -76,6 +79,14 @@ def build(model: Callable[..., T], **fields: Any) -> T:
         raise CliError(describe_validation_error(e), BAD_INPUT) from None
 
 
+def signed(p: Platform, req: T) -> T:
+    """`req` signed by its requester's key, or exit 2 saying why it cannot be."""
+    try:
+        return signing.sign_request(p, req)
+    except signing.SigningError as e:
+        raise CliError(str(e), BAD_INPUT) from None
+
+
 def ui_link(p: Platform, workflow_id: str, run_id: str = "") -> str:
     base = f"{p.temporal.ui_url.rstrip('/')}/namespaces/{p.temporal.namespace}/workflows/{workflow_id}"
     return f"{base}/{run_id}/history" if run_id else base
@@ -93,6 +104,7 @@ async def launch(p: Platform, req: Any, watch_it: bool, as_json: bool, hint: str
                  finish: Finish | None = None) -> int:
     """Start the operation `req`. Without --watch, print its id and UI link (and `hint`);
     with it, follow it to its end and report the outcome (`finish` reports it its own way)."""
+    req = signed(p, req)
     temporal = await client(p)
     started = await operations_client.start(temporal, req, p.temporal.task_queue)
     link = ui_link(p, started.workflow_id, started.run_id)

@@ -6,12 +6,23 @@ work as they do for git. The key is `KEPLER_SIGNING_KEY`, else ~/.ssh/id_ed25519
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from kepler import naming, operations_client
 from kepler.identity import DELEGATE, PERSON, SYSTEM, SignedStatement, Statement
+from kepler.models import ApprovalDecision
+from kepler.settings import Platform
+
+T = TypeVar("T")
 
 SIGN_TIMEOUT_S = 60  # an agent may ask for a touch or a passphrase
 
@@ -40,6 +51,52 @@ def sign(statement: Statement, key: Path, namespace: str = PERSON) -> SignedStat
         raise SigningError(f"signing with {key} failed: "
                            f"{done.stderr.decode(errors='replace').strip()[:300]}")
     return SignedStatement(statement=statement, signature=done.stdout.decode())
+
+
+def signing_key(p: Platform, name: str) -> Path:
+    """The key `name` signs with: in the sandbox, its key under identity.sandbox_keys;
+    elsewhere the caller's own (KEPLER_SIGNING_KEY, else ~/.ssh/id_ed25519)."""
+    if p.identity.sandbox_keys:
+        return p.identity.path(p.identity.sandbox_keys) / name
+    return default_key()
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def sign_request(p: Platform, req: T, key: Path | None = None, namespace: str = PERSON,
+                 on_behalf_of: str = "") -> T:
+    """`req` with its requester's signature over exactly its content."""
+    statement = operations_client.request_statement(req, now())
+    if on_behalf_of:
+        statement = statement.model_copy(update={"on_behalf_of": on_behalf_of})
+    signed = sign(statement, key or signing_key(p, getattr(req, "requested_by")), namespace)
+    return req.model_copy(update={"signed": signed})  # type: ignore[attr-defined]
+
+
+async def decide(client: Client, p: Platform, service: str, env: str, verdict: str,
+                 approver: str, comment: str = "", key: Path | None = None,
+                 namespace: str = PERSON, on_behalf_of: str = "", run_id: str = "") -> str:
+    """Approve or reject what is pending on `<service>@<env>` now (or only if it is the
+    run `run_id`, e.g. a chat button's), signed: the statement names that run, its
+    digests and commits, so it approves nothing else."""
+    workflow_id = naming.workflow_id(service, env)
+    try:
+        state = await operations_client.status(client, workflow_id)
+    except RPCError as e:
+        raise operations_client.Refused(f"{workflow_id}: nothing to {verdict} "
+                                        f"({e.message})") from None
+    statement = operations_client.approval_statement(state, verdict, comment, now())
+    if run_id and statement.run_id != run_id:
+        raise operations_client.Refused(
+            f"this {verdict} was for run {run_id} of {statement.workflow_id}; the approval "
+            f"pending now is for run {statement.run_id} ({state.version}): decide on that one")
+    if on_behalf_of:
+        statement = statement.model_copy(update={"on_behalf_of": on_behalf_of})
+    signed = await asyncio.to_thread(sign, statement, key or signing_key(p, approver), namespace)
+    return await operations_client.decide(client, service, env, verdict, ApprovalDecision(
+        approver=approver, comment=comment, signed=signed))
 
 
 def generate_key(path: Path, comment: str) -> Path:

@@ -12,6 +12,25 @@ from sandbox.serve import Sandbox
 from sandbox.world import SandboxSettings
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A Kepler home of the session's own, with the sandbox's people and their keys
+    (kepler.yaml's identity paths are inside it): every worker, CLI and test signs and
+    verifies with these, never with a developer's .kepler/."""
+    import os
+    import tempfile
+
+    from starter.signing import generate_key, sandbox_signers
+
+    home = Path(tempfile.mkdtemp(prefix="kepler-home-"))
+    os.environ["KEPLER_HOME"] = str(home)
+    signers = sandbox_signers(home)
+    with signers.open("a") as f:  # people the tests need besides the sandbox's: listed, no approvers
+        for name in ("dave", "mallory"):
+            public = generate_key(home / "keys" / name, name).read_text().split()
+            f.write(f'{name} namespaces="kepler" {public[0]} {public[1]}\n')
+    generate_key(home / "keys" / "stranger", "stranger")  # a key nobody listed
+
+
 def _binary(name: str) -> str:
     path = shutil.which(name, path=str(Path(__import__("sys").executable).parent)) or shutil.which(name)
     if not path:

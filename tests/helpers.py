@@ -106,3 +106,22 @@ async def keep_history(client: Any, name: str, workflow_id: str, run_id: str | N
     if os.environ.get("KEPLER_RECORD_HISTORIES") == "1":
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+def signed(req: T) -> T:
+    """`req` signed by its requester with the session's sandbox keys (tests/conftest.py)."""
+    from kepler.settings import load_platform
+    from starter.signing import sign_request
+
+    return sign_request(load_platform(), req)
+
+
+async def decide(client: Any, service: str, env: str, approver: str, verdict: str = "approve",
+                 comment: str = "", **options: Any) -> str:
+    """Approve or reject what is pending, signed by `approver` with the sandbox keys, as
+    `kepler approve` does."""
+    from kepler.settings import load_platform
+    from starter import signing
+
+    return await signing.decide(client, load_platform(), service, env, verdict, approver, comment,
+                                **options)

@@ -66,7 +66,7 @@ def test_unlisted_keys_and_wrong_namespaces_are_refused(people) -> None:
         verify(sign(statement(), keys["stranger"]), signers)
     with pytest.raises(InvalidStatement, match="not listed for kepler-delegate"):
         verify(sign(statement(on_behalf_of="alice via slack:U1"), keys["alice"], DELEGATE), signers)
-    with pytest.raises(InvalidStatement, match="does not verify"):
+    with pytest.raises(InvalidStatement, match="not an SSH signature"):
         verify(SignedStatement(statement=statement(), signature="-----BEGIN SSH SIGNATURE-----\n"
                                "AAAA\n-----END SSH SIGNATURE-----\n"), signers)
 

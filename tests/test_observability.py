@@ -22,12 +22,12 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from kepler import telemetry
-from kepler.models import ApprovalDecision, CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
+from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
 from kepler.settings import Secrets, parse_platform
 from kepler.temporal import data_converter
 from sandbox.serve import Sandbox
 from tests.conftest import platform_yaml
-from tests.helpers import free_port
+from tests.helpers import decide, free_port, signed
 
 QUEUE = "kepler-observed"
 
@@ -89,14 +89,14 @@ async def test_metrics_logs_and_traces_of_real_releases(sandbox: Sandbox, dev_en
                     id=f"{service}@staging", task_queue=QUEUE, result_type=ReleaseReport)
                 assert report.outcome == "succeeded"
 
-                prod = await client.start_workflow("ReleaseVersion", ReleaseRequest(
-                    service=service, env="prod", ref="main", requested_by="carol"),
+                prod = await client.start_workflow("ReleaseVersion", signed(ReleaseRequest(
+                    service=service, env="prod", ref="main", requested_by="carol")),
                     id=f"{service}@prod", task_queue=QUEUE, result_type=ReleaseReport)
                 metrics_url = f"http://{address}/metrics"
                 await scrape_until(metrics_url, lambda text: sample(
                     text, "kepler_approvals_pending", service=service, env="prod") == 1.0,
                     "kepler_approvals_pending to show the prod release")
-                await prod.execute_update("approve", ApprovalDecision(approver="alice"))
+                await decide(client, service, "prod", "alice")
                 assert (await prod.result()).outcome == "succeeded"
     finally:
         logging.getLogger().removeHandler(handler)

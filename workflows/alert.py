@@ -23,7 +23,7 @@ class AlertAction(KeplerWorkflow):
     @workflow.run
     async def run(self, req: AlertActionRequest) -> AlertOutcome:
         return await self.operate(Operation.ALERT, req.service, req.env, req.requested_by,
-                                  req.alertname, lambda: self.runbook(req))
+                                  req.alertname, lambda: self.runbook(req), req)
 
     async def runbook(self, req: AlertActionRequest) -> Done:
         assert self.state is not None

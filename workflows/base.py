@@ -50,6 +50,9 @@ ONE_LIFECYCLE = "kepler-one-lifecycle"
 EVERY_PROMISE = "kepler-every-promise"
 
 
+GATED = (Operation.RELEASE, Operation.CANARY, Operation.TRAIN)  # by the policy's `approval`
+
+
 class Done(NamedTuple):
     """How a runbook that went through ends: the notification, and the outcome."""
     event: str
@@ -76,7 +79,9 @@ class KeplerWorkflow(ApprovalGate):
     # --- the lifecycle ------------------------------------------------------------------------
 
     async def operate(self, operation: Operation, service: str, env: str, requested_by: str,
-                      version: str, runbook: Callable[[], Awaitable[Done]]) -> Any:
+                      version: str, runbook: Callable[[], Awaitable[Done]],
+                      request: Any = None) -> Any:
+        self.request = request  # its signature is verified with the first policy read
         self.begin(operation, service, env, requested_by, version)
         try:
             done = await runbook()
@@ -137,6 +142,14 @@ class KeplerWorkflow(ApprovalGate):
                 setattr(self.report, name, value)
 
     # --- hooks a workflow may override ----------------------------------------------------
+
+    def needs_approval(self, policy: Any) -> bool:
+        """Whether this operation will wait at a gate under the environment's `policy`
+        (then its request must be signed)."""
+        assert self.state is not None
+        if self.state.operation == Operation.ROLLBACK:
+            return policy.rollback_approval.required
+        return self.state.operation in GATED and policy.approval.required
 
     def before_undo(self, outcome: str) -> None:
         """Called once when the operation ends other than successfully, before the saga."""
@@ -276,8 +289,9 @@ class KeplerWorkflow(ApprovalGate):
     async def notify(self, event: str, text: str) -> None:
         """Best effort: a notification failure is recorded, never fails the operation."""
         assert self.state is not None
+        info = workflow.info()
         note = Notification(event=event, service=self.state.service, env=self.state.env, text=text,
-                            link=workflow.info().workflow_id)
+                            link=info.workflow_id, run_id=info.run_id)
         try:
             await workflow.execute_activity_method(
                 NotifyActivities.notify, note, summary=f"notify {event}",

@@ -68,7 +68,7 @@ class Canary(KeplerWorkflow):
         self._approve_promotion = req.approve_promotion
         self.report = CanaryReport(service=req.service, env=req.env, outcome="running")
         return await self.operate(Operation.CANARY, req.service, req.env, req.requested_by,
-                                  req.ref, lambda: self.abortable(req, carried))
+                                  req.ref, lambda: self.abortable(req, carried), req)
 
     async def abortable(self, req: CanaryRequest, carried: CanaryState | None) -> Done:
         """The runbook, stopped the moment an abort is accepted, whatever it is doing."""
@@ -109,7 +109,8 @@ class Canary(KeplerWorkflow):
             self.progress.waiting_on = "approval before promotion"
             approvals = await self.approval_gate(
                 self.cs.policy.approval.model_copy(update={"required": True}),
-                f"promotion of the {req.service} canary {self.cs.version} in {req.env}")
+                f"promotion of the {req.service} canary {self.cs.version} in {req.env}",
+                digests=[self.cs.image], commits=[self.cs.commit])
             report.approved_by += [a.approver for a in approvals]
         await self._promote_primary(req)
         self.phase = "done"
@@ -165,8 +166,8 @@ class Canary(KeplerWorkflow):
                               started_at=now, deadline=now + req.max_duration)
         if policy.approval.required:
             self.phase = "approval"
-            approvals = await self.approval_gate(policy.approval, f"canary of {req.service} "
-                                                 f"{req.ref} in {req.env}")
+            approvals = await self.approval_gate(policy.approval, f"canary of {req.service} {req.ref}"
+                                                 f" in {req.env}", [image], [commit.sha])
             self.report.approved_by = [a.approver for a in approvals]
             self.phase = "preparing"
         self._register_retreat()

@@ -43,7 +43,7 @@ class CreateService(KeplerWorkflow):
     async def run(self, req: CreateServiceRequest) -> ReleaseReport:
         self.report = ReleaseReport(service=req.spec.name, env="all", outcome="running")
         return await self.operate(Operation.CREATE, req.spec.name, "all", req.requested_by, "",
-                                  lambda: self.runbook(req))
+                                  lambda: self.runbook(req), req)
 
     async def runbook(self, req: CreateServiceRequest) -> Done:
         spec = req.spec

@@ -47,12 +47,13 @@ class Decommission(KeplerWorkflow):
     async def run(self, req: DecommissionRequest) -> DecommissionReport:
         self.report = DecommissionReport(service=req.service, outcome="running")
         return await self.operate(Operation.DECOMMISSION, req.service, "all", req.requested_by,
-                                  "", lambda: self.runbook(req))
+                                  "", lambda: self.runbook(req), req)
 
     async def runbook(self, req: DecommissionRequest) -> Done:
         report: DecommissionReport = self.report
         self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
                                            req.service)
+        self.identify(plan.signers, gated=True)  # a decommission always needs approval
         if self.one_lifecycle and (problem := plan.policy.soak_problem(req.soak)):
             raise StepFailed("read policy", problem, "InvalidInput", bad_input=True)
         if not plan.approval.approvers:

@@ -25,7 +25,7 @@ class RunJob(KeplerWorkflow):
     async def run(self, req: RunJobRequest) -> JobReport:
         self.report = JobReport(service=req.service, env=req.env, outcome="running")
         return await self.operate(Operation.JOB, req.service, req.env, req.requested_by, "",
-                                  lambda: self.runbook(req))
+                                  lambda: self.runbook(req), req)
 
     async def runbook(self, req: RunJobRequest) -> Done:
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)

@@ -37,7 +37,7 @@ class ReleaseVersion(KeplerWorkflow):
     async def run(self, req: ReleaseRequest) -> ReleaseReport:
         self.report = ReleaseReport(service=req.service, env=req.env, outcome="running")
         return await self.operate(Operation.RELEASE, req.service, req.env, req.requested_by,
-                                  req.ref, lambda: self.runbook(req))
+                                  req.ref, lambda: self.runbook(req), req)
 
     async def runbook(self, req: ReleaseRequest) -> Done:
         report: ReleaseReport = self.report
@@ -60,7 +60,8 @@ class ReleaseVersion(KeplerWorkflow):
             self.skip("approval", f"approved with {workflow.info().parent.workflow_id}")
         elif policy.approval.required:
             approvals = await self.approval_gate(
-                policy.approval, f"release of {req.service} {req.ref} ({commit.sha[:12]}) to {req.env}")
+                policy.approval, f"release of {req.service} {req.ref} ({commit.sha[:12]}) to {req.env}",
+                digests=[image], commits=[commit.sha])
             report.approved_by = [a.approver for a in approvals]
 
         if spec.type == "cronjob":  # a CronJob's pod template; one run is the check
@@ -91,6 +92,9 @@ class ReleaseVersion(KeplerWorkflow):
 
     def _live(self, req: ReleaseRequest) -> Done:
         return Done("succeeded", f"{req.ref} ({self.report.commit[:12]}) is live in {req.env}")
+
+    def needs_approval(self, policy: EnvironmentPolicy) -> bool:
+        return super().needs_approval(policy) and not self.approved_by_train(self.request)
 
     @staticmethod
     def approved_by_train(req: ReleaseRequest) -> bool:

@@ -33,7 +33,7 @@ class Rollback(KeplerWorkflow):
     async def run(self, req: RollbackRequest) -> ReleaseReport:
         self.report = ReleaseReport(service=req.service, env=req.env, outcome="running")
         return await self.operate(Operation.ROLLBACK, req.service, req.env, req.requested_by,
-                                  req.target, lambda: self.runbook(req))
+                                  req.target, lambda: self.runbook(req), req)
 
     async def runbook(self, req: RollbackRequest) -> Done:
         report: ReleaseReport = self.report
@@ -53,7 +53,8 @@ class Rollback(KeplerWorkflow):
         self.set_version(commit[:12] if commit else image.rsplit("@", 1)[-1][:19])
         if policy.rollback_approval.required:
             approvals = await self.approval_gate(
-                policy.rollback_approval, f"rollback of {req.service} in {req.env} to {req.target}")
+                policy.rollback_approval, f"rollback of {req.service} in {req.env} to {req.target}",
+                digests=[image], commits=[commit] if commit else [])
             report.approved_by = [a.approver for a in approvals]
 
         config, env, resources, replicas = current.config, current.env, current.resources, current.replicas

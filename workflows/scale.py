@@ -32,7 +32,7 @@ class _Change(KeplerWorkflow):
                      version: str) -> ScaleReport:
         self.report = ScaleReport(service=req.service, env=req.env, outcome="running")
         return await self.operate(operation, req.service, req.env, req.requested_by, version,
-                                  lambda: self.runbook(req, version))
+                                  lambda: self.runbook(req, version), req)
 
     async def runbook(self, req: ScaleRequest | ResourcesRequest, version: str) -> Done:
         report: ScaleReport = self.report

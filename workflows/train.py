@@ -65,7 +65,7 @@ class ReleaseTrain(KeplerWorkflow):
             for i, wave in enumerate(plan) for s in wave])
         return await self.operate(Operation.TRAIN, req.service, req.env, req.requested_by,
                                   " ".join(f"{m.service}:{m.ref}" for m in req.members)[:200],
-                                  lambda: self.runbook(req, plan))
+                                  lambda: self.runbook(req, plan), req)
 
     async def runbook(self, req: TrainRequest, plan: list[list[str]]) -> Done:
         report = self.train
@@ -75,7 +75,8 @@ class ReleaseTrain(KeplerWorkflow):
         if policy.approval.required:
             what = (f"release train {req.name} to {req.env}: " + ", ".join(
                 f"{m.service} {m.ref} ({report.member(m.service).commit[:12]})" for m in req.members))
-            approvals = await self.approval_gate(policy.approval, what)
+            approvals = await self.approval_gate(policy.approval, what, commits=[
+                report.member(m.service).commit for m in req.members])
             report.approved_by = [a.approver for a in approvals]
             approved = True
         for i, wave in enumerate(plan):

@@ -148,7 +148,7 @@ async def test_canary_and_its_controls_work_like_the_cli(bot: Bot) -> None:
     assert started.startswith(":rocket: started canary shop v2 to prod by carol: test"), started
     await bot.wait_stage("shop@prod", "awaiting approval")  # prod's policy asks first
     status = await bot.status("shop@prod")
-    assert status and status.operation.value == "canary" and status.requested_by == "carol"
+    assert status and status.operation.value == "canary" and status.requested_by == "carol via slack:UCAROL"
     refused = await bot.command("pause shop --env prod")
     assert refused.startswith(":no_entry: refused: shop@prod: the canary is waiting"), refused
     aborted = await bot.command("abort shop --env prod --reason x")  # at once, even now
@@ -186,6 +186,25 @@ async def test_approve_button_advances_a_waiting_release_with_four_eyes(bot: Bot
         receiver.close()
 
 
+async def test_a_button_approves_only_the_run_it_was_posted_for(bot: Bot) -> None:
+    """v1's approval message is clicked after v1 was cancelled and v2 started under the
+    same id: refused, naming both runs; v2 still waits."""
+    await bot.command("release shop --env prod --ref v1")
+    await bot.wait_stage("shop@prod", "awaiting approval")
+    first = await bot.client.get_workflow_handle("shop@prod").describe()
+    await bot.client.get_workflow_handle("shop@prod").cancel()
+    await bot.wait_stage("shop@prod", "done")
+    await bot.command("release shop --env prod --ref v2")
+    await bot.wait_stage("shop@prod", "awaiting approval")
+    text = await bot.button("approve", f"shop@prod/{first.run_id}", "UALICE")
+    assert text.startswith(f":no_entry: refused: this approve was for run {first.run_id}")
+    status = await bot.status("shop@prod")
+    assert status.pending_approval is not None and not status.approvals
+    current = await bot.client.get_workflow_handle("shop@prod").describe()
+    text = await bot.button("approve", f"shop@prod/{current.run_id}", "UALICE")
+    assert text.startswith(":white_check_mark: shop@prod: approved by alice")
+
+
 async def test_reject_command_with_comment(bot: Bot) -> None:
     await bot.command("release shop --env prod --ref v3")
     await bot.wait_stage("shop@prod", "awaiting approval")
@@ -197,7 +216,7 @@ async def test_reject_command_with_comment(bot: Bot) -> None:
         assert asyncio.get_running_loop().time() < deadline, status
         await asyncio.sleep(0.05)
         status = await bot.command("status shop --env prod")
-    assert "rejected by alice: freeze week" in status
+    assert "rejected by alice via slack:UALICE: freeze week" in status
 
 
 async def test_conflicting_release_is_refused_naming_the_running_one(bot: Bot) -> None:

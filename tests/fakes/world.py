@@ -12,7 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from kepler.models import ServiceSpec
-from kepler.settings import ApprovalPolicy, Bounds
+from kepler.settings import ApprovalPolicy, Bounds, load_platform
 from kepler.steps import (
     AdoptedObject, Applied, ApplyObjects, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
     EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyQuery, ProjectRef,
@@ -81,7 +81,7 @@ class FakeWorld:
                                         timeout=timedelta(hours=24), remind_every=timedelta(hours=4)),
                 rollback_approval=ApprovalPolicy(), bounds=Bounds(), bake_time=timedelta(0),
                 rollout_timeout=timedelta(minutes=10), registry_host="reg",
-                image_repository=f"demo/{q.service}")
+                image_repository=f"demo/{q.service}", signers=load_platform().identity.signers())
 
         @activity.defn(name="platform.environments")
         async def environments() -> list[str]:

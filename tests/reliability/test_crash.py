@@ -16,7 +16,7 @@ from kepler.models import CreateServiceRequest, ReleaseRequest, ServiceSpec
 from sandbox.serve import Sandbox
 from kepler import operations_client as ops
 from tests.conftest import platform_yaml
-from tests.helpers import sandbox_fixture
+from tests.helpers import sandbox_fixture, signed
 from tests.workers import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +38,7 @@ class Case:
         return WorkerProcess(self.platform_file, self.log)
 
     async def run(self, req: Any) -> ops.Started:
-        return await ops.start(self.client, req, self.queue)
+        return await ops.start(self.client, signed(req), self.queue)
 
     def audit(self, standin: str) -> list[dict]:
         return httpx.get(f"{self.box.urls[standin]}/_sandbox/audit").json()

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kepler.models import (
-    ApprovalDecision, CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseRequest,
+    CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseRequest,
     RollbackRequest, ServiceSpec,
 )
 from kepler.scale import ResourcesRequest, ScaleRequest
@@ -22,7 +22,7 @@ from sandbox.serve import Sandbox
 from kepler import operations_client as ops
 from tests.conftest import platform_yaml
 from tests.receivers import HttpReceiver
-from tests.helpers import sandbox_fixture
+from tests.helpers import decide, sandbox_fixture, signed
 from tests.workers import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -59,11 +59,10 @@ async def test_no_secret_in_histories_logs_or_notifications(box: Sandbox, dev_en
     client = dev_env.client
     try:
         async def run(req: Any, approver: str | None = None) -> None:
-            started = await ops.start(client, req, QUEUE)
+            started = await ops.start(client, signed(req), QUEUE)
             if approver:
                 await wait_for(lambda: _pending(client, started.workflow_id), 60, "an approval")
-                await ops.decide(client, getattr(req, "service", ""), started.workflow_id.split("@")[1],
-                                 "approve", ApprovalDecision(approver=approver))
+                await decide(client, getattr(req, "service", ""), started.workflow_id.split("@")[1], approver)
             try:
                 await asyncio.wait_for(started.handle.result(), 120)
             except Exception:  # noqa: BLE001 - outcomes are not what this test is about

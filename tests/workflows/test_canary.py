@@ -15,10 +15,10 @@ from temporalio.worker import Worker
 
 import workflows
 from kepler.canary import CanaryControl
-from kepler.models import ApprovalDecision, CanaryRequest, MetricCheck, OperationStatus
+from kepler.models import CanaryRequest, MetricCheck, OperationStatus
 from kepler import operations_client as ops
 from tests.fakes.canary import HEALTHY, CanaryWorld
-from tests.helpers import keep_history
+from tests.helpers import decide, keep_history, signed
 
 OLD = "reg/demo/shop@sha256:" + "0" * 64
 STABLE = (100, 0, False)
@@ -31,7 +31,7 @@ class Harness:
     async def start(self, **fields: Any) -> WorkflowHandle:
         req = CanaryRequest(**{"service": "shop", "env": "staging", "ref": "v2",
                                "requested_by": "carol", "steps": [10, 20, 50], **fields})
-        return (await ops.start(self.client, req, self.queue)).handle
+        return (await ops.start(self.client, signed(req), self.queue)).handle
 
     async def status(self, handle: WorkflowHandle) -> OperationStatus:
         return await handle.query("status", result_type=OperationStatus)
@@ -188,15 +188,15 @@ async def test_promote_does_not_skip_the_promotion_approval(harness: Harness) ->
     handle = await harness.start(**req)
     await harness.until(handle, lambda s: s.stage == "awaiting approval", "first approval")
     with pytest.raises(ops.Refused, match="four eyes"):
-        await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="carol"))
-    await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="alice"))
+        await decide(harness.client, "shop", "prod", "carol")
+    await decide(harness.client, "shop", "prod", "alice")
     await harness.until(handle, at_step(1), "step 1")
     answer = await harness.control("promote", env="prod")
     assert "approval still required" in answer
     status = await harness.until(handle, lambda s: s.stage == "awaiting approval", "approval")
     assert status.canary.waiting_on == "approval before promotion"
     assert harness.world.deployment["image"] == OLD
-    await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="bob"))
+    await decide(harness.client, "shop", "prod", "bob")
     assert (await handle.result()).outcome == "succeeded"
 
 
@@ -320,7 +320,7 @@ async def test_an_abort_takes_effect_at_once_while_waiting_for_approval(harness:
 async def test_an_abort_while_waiting_to_promote_retreats_at_once(harness: Harness) -> None:
     handle = await harness.start(env="prod", approve_promotion=True, steps=[50])
     await harness.until(handle, lambda s: s.stage == "awaiting approval", "first approval")
-    await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="alice"))
+    await decide(harness.client, "shop", "prod", "alice")
     await harness.until(handle, lambda s: s.stage == "awaiting approval" and s.canary.step == 1,
                         "promotion approval")
     await harness.control("abort", env="prod")

@@ -27,12 +27,12 @@ from kepler.decommission import (
     TeardownResult,
 )
 from kepler.models import (
-    ApprovalDecision, DecommissionRequest, OperationStatus, ReleaseRequest,
+    DecommissionRequest, OperationStatus, ReleaseRequest,
 )
 from kepler.settings import load_platform
 from kepler import operations_client as ops
 from tests.fakes.world import FakeWorld, replaced
-from tests.helpers import keep_history
+from tests.helpers import decide, keep_history, signed
 
 VS = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
       "metadata": {"name": "shop", "labels": {"app": "shop"}},
@@ -157,8 +157,8 @@ class Harness:
         self.client, self.estate, self.queue = client, estate, queue
 
     async def start(self, by: str = "carol", soak: timedelta = timedelta(hours=24)) -> ops.Started:
-        return await ops.start(self.client, DecommissionRequest(
-            service="shop", requested_by=by, reason="replaced by shop2", soak=soak), self.queue)
+        return await ops.start(self.client, signed(DecommissionRequest(
+            service="shop", requested_by=by, reason="replaced by shop2", soak=soak)), self.queue)
 
     async def wait_stage(self, started: ops.Started, stage: str, timeout: float = 10) -> OperationStatus:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -171,7 +171,7 @@ class Harness:
             await asyncio.sleep(0.05)
 
     async def approve(self, who: str = "alice") -> str:
-        return await ops.decide(self.client, "shop", "all", "approve", ApprovalDecision(approver=who))
+        return await decide(self.client, "shop", "all", who)
 
 
 @asynccontextmanager
@@ -260,15 +260,15 @@ async def test_restore_during_soak_undoes_phase_one_exactly(harness: Harness) ->
 
 
 async def test_refused_while_a_release_of_the_service_runs(harness: Harness) -> None:
-    release = await ops.start(harness.client, ReleaseRequest(
-        service="shop", env="prod", ref="v1", requested_by="dave"), harness.queue)
+    release = await ops.start(harness.client, signed(ReleaseRequest(
+        service="shop", env="prod", ref="v1", requested_by="dev")), harness.queue)
     deadline = asyncio.get_running_loop().time() + 10
     while (await release.handle.query("status", result_type=OperationStatus)).stage != "awaiting approval":
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
     started = await harness.start()
     message = await failure_of(started)
-    assert "refused: shop@prod is busy: release v1@" in message and "started by dave" in message
+    assert "refused: shop@prod is busy: release v1@" in message and "started by dev" in message
     assert harness.estate.clusters["prod"].replicas["shop"] == 3 and harness.estate.clusters["prod"].vs
     await release.handle.cancel()
 
@@ -288,8 +288,7 @@ async def test_rejection_changes_nothing(harness: Harness) -> None:
     before = copy.deepcopy(harness.estate.clusters)
     started = await harness.start()
     await harness.wait_stage(started, "awaiting approval")
-    await ops.decide(harness.client, "shop", "all", "reject",
-                     ApprovalDecision(approver="alice", comment="still has traffic"))
+    await decide(harness.client, "shop", "all", "alice", "reject", "still has traffic")
     assert "rejected by alice: still has traffic" in await failure_of(started)
     assert harness.estate.clusters == before
     status = await started.handle.query("status", result_type=OperationStatus)

@@ -19,7 +19,7 @@ from kepler.jobs import JobRef, JobResult, RunJobRequest, StartJob, WaitJob
 
 from kepler import operations_client as ops
 from kepler.models import (
-    ApprovalDecision, CanaryRequest, CreateServiceRequest, Resources, RollbackRequest, ServiceSpec,
+    CanaryRequest, CreateServiceRequest, Resources, RollbackRequest, ServiceSpec,
 )
 from kepler.settings import Bounds
 from kepler.steps import (
@@ -28,6 +28,7 @@ from kepler.steps import (
 )
 from tests.fakes.world import FakeWorld, by_name, replaced, sha_of
 from tests.workflows.test_release import Harness, failure_of, harness, release  # noqa: F401
+from tests.helpers import decide, signed
 
 OLD = "reg/demo/shop@sha256:" + "0" * 64
 
@@ -116,8 +117,7 @@ async def test_bad_data_read_from_the_world_fails_the_step_not_the_workflow_task
 async def test_approvals_are_recorded_as_data(harness: Harness) -> None:
     started = await harness.start(release(env="prod"))
     await harness.wait_stage(started, "awaiting approval")
-    await ops.decide(harness.client, "shop", "prod", "approve",
-                     ApprovalDecision(approver="alice", comment="LGTM"))
+    await decide(harness.client, "shop", "prod", "alice", "approve", "LGTM")
     report = await started.handle.result()
     assert report.approved_by == ["alice"]
     status = await ops.status(harness.client, started.workflow_id)
@@ -143,7 +143,7 @@ async def test_a_cancel_during_compensation_does_not_stop_the_undo(time_env: Any
     queue = f"q-{uuid.uuid4()}"
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
                       activities=replaced(world.activities(), wait_rollout)):
-        started = await ops.start(time_env.client, release(ref="v2"), queue)
+        started = await ops.start(time_env.client, signed(release(ref="v2")), queue)
         await asyncio.wait_for(restoring.wait(), 10)
         await started.handle.cancel()
         with pytest.raises(WorkflowFailureError):
@@ -206,7 +206,7 @@ async def test_a_spec_over_the_environments_bounds_is_refused_before_any_change(
         for req in (release(ref="v2"), CanaryRequest(service="shop", env="staging", ref="v2",
                                                      requested_by="carol"),
                     RollbackRequest(service="shop", env="staging", requested_by="carol")):
-            started = await ops.start(time_env.client, req, queue)
+            started = await ops.start(time_env.client, signed(req), queue)
             message = await failure_of(started)
             assert "step 'check bounds' failed" in message, message
             if not isinstance(req, RollbackRequest):  # a rollback keeps the running replicas
@@ -244,7 +244,7 @@ async def test_verification_after_the_bake_time_follows_the_no_data_policy(
     queue = f"q-{uuid.uuid4()}"
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
                       activities=replaced(world.activities(), environment_policy, verify)):
-        started = await ops.start(time_env.client, release(ref="v2"), queue)
+        started = await ops.start(time_env.client, signed(release(ref="v2")), queue)
         try:
             await started.handle.result()
         except WorkflowFailureError:

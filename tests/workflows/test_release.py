@@ -13,12 +13,13 @@ from temporalio.worker import Worker
 
 import workflows
 from kepler.models import (
-    ApprovalDecision, CreateServiceRequest, OperationStatus, ReleaseRequest, RollbackRequest,
+    CreateServiceRequest, OperationStatus, ReleaseRequest, RollbackRequest,
     ServiceSpec,
 )
 from kepler.steps import Revision
 from kepler import operations_client as ops
 from tests.fakes.world import FakeWorld, sha_of
+from tests.helpers import decide, signed
 
 
 class Harness:
@@ -26,7 +27,7 @@ class Harness:
         self.env, self.client, self.world, self.queue = env, env.client, world, queue
 
     async def start(self, req: Any) -> ops.Started:
-        return await ops.start(self.client, req, self.queue)
+        return await ops.start(self.client, signed(req), self.queue)
 
     async def wait_stage(self, started: ops.Started, stage: str, timeout: float = 10) -> OperationStatus:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -85,8 +86,7 @@ async def test_approval_given_by_a_listed_approver(harness: Harness) -> None:
     status = await harness.wait_stage(started, "awaiting approval")
     assert status.pending_approval and status.pending_approval.approvers == ["alice", "bob"]
     assert "apply_release" not in harness.world.calls
-    assert await ops.decide(harness.client, "shop", "prod", "approve",
-                            ApprovalDecision(approver="alice")) == "approved"
+    assert await decide(harness.client, "shop", "prod", "alice") == "approved"
     report = await started.handle.result()
     assert report.outcome == "succeeded"
     assert any("alice" in a for a in report.approved_by)
@@ -97,21 +97,20 @@ async def test_self_approval_unlisted_and_nothing_pending_are_refused(harness: H
     started = await harness.start(release("prod", by="carol"))
     await harness.wait_stage(started, "awaiting approval")
     with pytest.raises(ops.Refused, match="four eyes"):
-        await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="carol"))
+        await decide(harness.client, "shop", "prod", "carol")
     with pytest.raises(ops.Refused, match="not an approver for prod"):
-        await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="mallory"))
-    await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="alice"))
+        await decide(harness.client, "shop", "prod", "mallory")
+    await decide(harness.client, "shop", "prod", "alice")
     await started.handle.result()
     with pytest.raises(ops.Refused):
-        await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="alice"))
+        await decide(harness.client, "shop", "prod", "alice")
 
 
 async def test_rejection_fails_with_outcome_rejected_and_changes_nothing(harness: Harness) -> None:
     before = dict(harness.world.deployment)
     started = await harness.start(release("prod"))
     await harness.wait_stage(started, "awaiting approval")
-    await ops.decide(harness.client, "shop", "prod", "reject",
-                     ApprovalDecision(approver="bob", comment="not today"))
+    await decide(harness.client, "shop", "prod", "bob", "reject", "not today")
     assert "rejected by bob: not today" in await failure_of(started)
     assert harness.world.deployment == before
     status = await started.handle.query("status", result_type=OperationStatus)
@@ -222,7 +221,7 @@ async def test_create_service_lays_down_everything(harness: Harness) -> None:
 async def test_create_service_failure_undoes_only_what_it_created(harness: Harness) -> None:
     harness.world.fail_step = "apply_objects staging"
     spec = ServiceSpec(name="shop", team="payments")
-    message = await failure_of(await harness.start(CreateServiceRequest(spec=spec, requested_by="c")))
+    message = await failure_of(await harness.start(CreateServiceRequest(spec=spec, requested_by="carol")))
     assert "staging: objects and routes" in message
     assert harness.world.created == []  # prod objects, job and project all deleted
 
@@ -241,13 +240,13 @@ async def test_search_attributes_show_each_wait_and_the_outcome_with_few_writes(
     assert attrs.get(sa.STAGE) == "awaiting approval"
     assert attrs.get(sa.VERSION) == f"v1@{sha_of('v1')[:8]}"
     assert attrs.get(sa.OUTCOME) == "running" and attrs.get(sa.SERVICE) == "shop"
-    await ops.decide(harness.client, "shop", "prod", "approve", ApprovalDecision(approver="alice"))
+    await decide(harness.client, "shop", "prod", "alice")
     assert (await started.handle.result()).outcome == "succeeded"
     attrs = (await started.handle.describe()).typed_search_attributes
     assert (attrs.get(sa.STAGE), attrs.get(sa.OUTCOME)) == ("done", "succeeded")
     events = [e async for e in started.handle.fetch_history_events()]
     upserts = [e for e in events
                if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
-    # the two patch markers' own (TemporalChangeVersion), build, approval, rollout wait,
-    # outcome (was one per step: 13)
-    assert len(upserts) <= 6, len(upserts)
+    # the three patch markers' own (TemporalChangeVersion; the signed gate's only where a
+    # gate opens), build, approval, rollout wait, outcome (was one per step: 13)
+    assert len(upserts) <= 7, len(upserts)

@@ -14,11 +14,11 @@ from temporalio.worker import Worker
 
 import workflows
 from kepler import naming
-from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest
+from kepler.models import OperationStatus, ReleaseRequest
 from kepler.train import TrainReport, TrainRequest, waves
 from kepler import operations_client as ops
 from tests.fakes.fleet import FleetWorld, original
-from tests.helpers import keep_history
+from tests.helpers import decide, keep_history, signed
 
 
 class Harness:
@@ -26,7 +26,7 @@ class Harness:
         self.client, self.world, self.queue = env.client, world, queue
 
     async def start(self, req: Any) -> ops.Started:
-        return await ops.start(self.client, req, self.queue)
+        return await ops.start(self.client, signed(req), self.queue)
 
     async def wait(self, workflow_id: str, check: Any, what: str, timeout: float = 15) -> OperationStatus:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -71,10 +71,8 @@ async def test_third_of_four_fails_every_released_member_is_rolled_back_in_rever
     assert status.pending_approval.approvers == ["alice", "bob"]
     assert not any(e[0] == "apply" for e in world.events)  # nothing changed before approval
     with pytest.raises(ops.Refused, match="four eyes"):
-        await ops.decide(harness.client, "train-nightly", "prod", "approve",
-                         ApprovalDecision(approver="carol"))
-    assert await ops.decide(harness.client, "train-nightly", "prod", "approve",
-                            ApprovalDecision(approver="alice")) == "approved"
+        await decide(harness.client, "train-nightly", "prod", "carol")
+    assert await decide(harness.client, "train-nightly", "prod", "alice") == "approved"
 
     with pytest.raises(WorkflowFailureError) as failed:
         await started.handle.result()
@@ -135,7 +133,7 @@ async def test_a_member_held_by_a_manual_release_is_refused_and_the_train_undoes
     await harness.wait("api@prod", lambda s: s.stage == "awaiting approval", "approval")
     started = await harness.start(train("prod", ("db", []), ("api", ["db"])))
     await harness.wait(started.workflow_id, lambda s: s.stage == "awaiting approval", "approval")
-    await ops.decide(harness.client, "train-nightly", "prod", "approve", ApprovalDecision(approver="bob"))
+    await decide(harness.client, "train-nightly", "prod", "bob")
     with pytest.raises(WorkflowFailureError):
         await started.handle.result()
     report = await started.handle.query("report", result_type=TrainReport)

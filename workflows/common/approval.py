@@ -1,26 +1,39 @@
-"""The approval gate: `approve` and `reject` updates, reminders, expiry, four eyes.
+"""The approval gate: who asked, `approve` and `reject` updates, reminders, expiry, four eyes.
 
 A mixin of KeplerWorkflow (workflows/base.py): it uses the base's `state`, `notify`,
-`set_stage` and metrics. Every decision is recorded as data (who, when, comment) in
-`status().approvals`; a gate that ends other than approved raises ApprovalEnded.
+`set_stage` and metrics. The request's signature is verified when the workflow reads its
+policy (`identify`); at a gate, every decision must be signed for this run and exactly
+what the gate shows, by a listed approver who is not the verified requester
+(workflows/common/trust.py). Every decision is recorded as data (who, when, comment,
+verified) in `status().approvals`; a gate that ends other than approved raises
+ApprovalEnded.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.identity import AllowedSigners, Identity
     from kepler.models import Approval, ApprovalDecision, PendingApproval
     from kepler.settings import ApprovalPolicy
     import workflows.common.metrics as metrics
-    from workflows.common.errors import OperationEnded
+    from workflows.common.errors import OperationEnded, StepFailed
+    from workflows.common.trust import Untrusted, verify_decision, verify_request
 
 if TYPE_CHECKING:
     from kepler.models import OperationStatus
+
+
+# Gates opened from this patch on take signed decisions only (histories from before
+# recorded unsigned ones, which their handlers still accept on replay).
+SIGNED_APPROVALS = "kepler-signed-approvals"
+UNSIGNED = ("the request is not signed: an operation that needs approval takes signed requests "
+            "only (the kepler CLI and chat-ops sign them)")
 
 
 class ApprovalEnded(OperationEnded):
@@ -33,6 +46,31 @@ class ApprovalGate:
     def __init__(self) -> None:
         self._verdict: str | None = None  # "approve" or "reject" once the open gate is decided
         self._approval_pending = False
+        self.request: Any = None  # what the workflow was started with (its signature)
+        self.signers = AllowedSigners()
+        self.requester: Identity | None = None  # verified; None: the request is not signed
+        self._identified = False
+        self._signed_gate = False
+        self._gates = 0
+
+    def identify(self, signers: AllowedSigners, gated: bool) -> None:
+        """Verify the request's signature against the signers the platform lists now
+        (once, at the first policy read); a bad signature, or none where the operation will
+        need approval (`gated`), fails before any change."""
+        if self._identified:
+            return
+        self._identified = True
+        assert self.state is not None
+        self.signers = signers
+        try:
+            who = verify_request(self.request, signers, self.state, workflow.info().workflow_id)
+        except Untrusted as e:
+            raise StepFailed("verify request", str(e), "Unauthorized", bad_input=True) from None
+        if who is not None:
+            self.requester = who
+            self.state.requested_by, self.state.requester_verified = str(who), True
+        elif gated and workflow.patched(SIGNED_APPROVALS):
+            raise StepFailed("verify request", UNSIGNED, "Unauthorized", bad_input=True)
 
     async def notify(self, event: str, text: str) -> None:  # the base's
         raise NotImplementedError
@@ -40,17 +78,26 @@ class ApprovalGate:
     def set_stage(self, stage: str, defer: bool = False) -> None:  # the base's
         raise NotImplementedError
 
-    async def approval_gate(self, policy: ApprovalPolicy, what: str) -> list[Approval]:
-        """Wait for `policy.min_approvals` approvals (or one rejection), with reminders;
-        the approvals given. Each call is a fresh gate (a canary's promotion asks again)."""
+    async def approval_gate(self, policy: ApprovalPolicy, what: str, digests: Sequence[str] = (),
+                            commits: Sequence[str] = ()) -> list[Approval]:
+        """Wait for `policy.min_approvals` approvals (or one rejection) of exactly these
+        digests and commits, with reminders; the approvals given. Each call is a fresh gate
+        (a canary's promotion asks again)."""
         assert self.state is not None
+        self._signed_gate = workflow.patched(SIGNED_APPROVALS)
+        if self._signed_gate and self.requester is None:
+            raise StepFailed("awaiting approval", UNSIGNED, "Unauthorized", bad_input=True)
         self._verdict = None
+        self._gates += 1
         first = len(self.state.approvals)
         deadline = workflow.now() + policy.timeout
+        info = workflow.info()
         self.state.pending_approval = PendingApproval(
             env=self.state.env, approvers=list(policy.approvers),
             requested_by=self.state.requested_by, min_approvals=policy.min_approvals,
-            deadline=deadline)
+            deadline=deadline, operation=self.state.operation.value, service=self.state.service,
+            workflow_id=info.workflow_id, run_id=info.run_id, digests=list(digests),
+            commits=list(commits), gate=self._gates)
         self.set_stage("awaiting approval")
         self._approval_metric(True)
         await self.notify("awaiting_approval", f"{what} needs approval by one of "
@@ -89,10 +136,17 @@ class ApprovalGate:
             metrics.approval_pending(self.state.operation.value, self.state.service,
                                      self.state.env, pending)
 
-    def _check_decision(self, decision: ApprovalDecision) -> PendingApproval:
+    def _check_decision(self, decision: ApprovalDecision, verdict: str) -> tuple[PendingApproval, str, bool]:
+        """The pending gate, who decides (verified, or as typed in runs from before), and
+        whether that was verified; ValueError naming the rule otherwise."""
         pending = self.state.pending_approval if self.state else None
         if pending is None or self._verdict is not None:
             raise ValueError("nothing is pending approval")
+        if self._signed_gate:
+            who = verify_decision(decision, verdict, pending, self.signers, self.requester)
+            if any(a.signed and a.approver == who.name for a in pending.approvals):
+                raise ValueError(f"{who.name} has already approved")
+            return pending, str(who), True
         if decision.approver == pending.requested_by:
             raise ValueError(f"{decision.approver} requested this operation and may not approve "
                              "it (four eyes)")
@@ -101,18 +155,19 @@ class ApprovalGate:
                              f"(approvers: {', '.join(pending.approvers)})")
         if any(a.approver == decision.approver for a in pending.approvals):
             raise ValueError(f"{decision.approver} has already approved")
-        return pending
+        return pending, decision.approver, False
 
-    def _record(self, decision: ApprovalDecision, verdict: str) -> None:
+    def _record(self, decision: ApprovalDecision, verdict: str, who: str, verified: bool) -> None:
         assert self.state is not None
-        self.state.approvals.append(Approval(approver=decision.approver, at=workflow.now(),
-                                             verdict=verdict, comment=decision.comment))
+        self.state.approvals.append(Approval(approver=who, at=workflow.now(), verdict=verdict,
+                                             comment=decision.comment, verified=verified))
 
     @workflow.update
     async def approve(self, decision: ApprovalDecision) -> str:
-        pending = self._check_decision(decision)
+        pending, who, verified = self._check_decision(decision, "approve")
+        decision = decision.model_copy(update={"approver": who.split(" via ")[0]})
         pending.approvals.append(decision)
-        self._record(decision, "approve")
+        self._record(decision, "approve", who, verified)
         if len(pending.approvals) >= pending.min_approvals:
             self._verdict = "approve"
             return "approved"
@@ -120,15 +175,15 @@ class ApprovalGate:
 
     @approve.validator
     def _validate_approve(self, decision: ApprovalDecision) -> None:
-        self._check_decision(decision)
+        self._check_decision(decision, "approve")
 
     @workflow.update
     async def reject(self, decision: ApprovalDecision) -> str:
-        self._check_decision(decision)
-        self._record(decision, "reject")
+        _, who, verified = self._check_decision(decision, "reject")
+        self._record(decision, "reject", who, verified)
         self._verdict = "reject"
         return "rejected"
 
     @reject.validator
     def _validate_reject(self, decision: ApprovalDecision) -> None:
-        self._check_decision(decision)
+        self._check_decision(decision, "reject")

@@ -16,8 +16,10 @@ with workflow.unsafe.imports_passed_through():
 
 async def read_policy(wf: KeplerWorkflow, service: str, env: str,
                       step: str = "read policy") -> EnvironmentPolicy:
-    return await wf.step(step, PlatformActivities.environment_policy,
-                         PolicyQuery(service=service, env=env))
+    policy: EnvironmentPolicy = await wf.step(step, PlatformActivities.environment_policy,
+                                              PolicyQuery(service=service, env=env))
+    wf.identify(policy.signers, gated=wf.needs_approval(policy))
+    return policy
 
 
 def check_bounds(wf: KeplerWorkflow, policy: EnvironmentPolicy, replicas: int | None,

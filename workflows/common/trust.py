@@ -1,0 +1,91 @@
+"""Who asked and who approved, verified: pure checks of signed statements (kepler/identity.py)
+that workflows run themselves, at the start, in update validators and in the handlers.
+
+A request's signature must cover this operation, service, environment and workflow id
+and the request's exact content, and its signer must be who the request names. An
+approval's must cover this run and exactly what the gate shows (operation, digests,
+commits), by a person listed for the environment who is not the verified requester.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from kepler.identity import (
+        AllowedSigners, Identity, InvalidStatement, SignedStatement, describe, request_digest,
+        verify,
+    )
+    from kepler.models import ApprovalDecision, OperationStatus, PendingApproval
+
+class Untrusted(ValueError):
+    """A statement that does not hold; the message names the rule."""
+
+
+def verify_request(request: Any, signers: AllowedSigners, state: OperationStatus,
+                   workflow_id: str) -> Identity | None:
+    """The verified requester of `request`, or None when it is not signed."""
+    signed: SignedStatement | None = getattr(request, "signed", None)
+    if signed is None:
+        return None
+    who = _verify(signed, signers)
+    s = signed.statement
+    expected = {"action": "request", "operation": state.operation.value, "service": state.service,
+                "env": state.env, "workflow_id": workflow_id}
+    for field, value in expected.items():
+        if getattr(s, field) != value:
+            raise Untrusted(f"signed request: it was signed for {field} {getattr(s, field)!r}, "
+                            f"not {value!r}")
+    if s.request_sha256 != request_digest(request):
+        raise Untrusted("signed request: the request was changed after it was signed")
+    if who.name != request.requested_by:
+        raise Untrusted(f"signed request: signed by {who}, but requested_by says "
+                        f"{request.requested_by}")
+    return who
+
+
+def verify_decision(decision: ApprovalDecision, verdict: str, pending: PendingApproval,
+                    signers: AllowedSigners, requester: Identity | None) -> Identity:
+    """The verified approver (or rejecter) of `decision` at the gate `pending`."""
+    if requester is None:
+        raise Untrusted("the request is not signed: an environment that requires approval "
+                        "takes signed requests only (kepler CLI or chat)")
+    if decision.signed is None:
+        raise Untrusted(f"{decision.approver or 'this decision'}: unsigned; approve with "
+                        f"`kepler {verdict} {pending.service} --env {pending.env}` or the chat "
+                        "buttons, which sign it (the Temporal UI's update form cannot)")
+    who = _verify(decision.signed, signers)
+    s = decision.signed.statement
+    expected = {"action": verdict, "operation": pending.operation, "service": pending.service,
+                "env": pending.env, "workflow_id": pending.workflow_id, "run_id": pending.run_id,
+                "gate": pending.gate}
+    for field, value in expected.items():
+        if getattr(s, field) != value:
+            raise Untrusted(f"this {s.action} was signed for {describe(s)}, not for run "
+                            f"{pending.run_id} of {pending.workflow_id} ({field} differs)")
+    if sorted(s.digests) != sorted(pending.digests) or sorted(s.commits) != sorted(pending.commits):
+        raise Untrusted(f"this {s.action} names digests {', '.join(s.digests) or '-'} and "
+                        f"commits {', '.join(s.commits) or '-'}; the gate is for "
+                        f"{', '.join(pending.digests) or '-'} / {', '.join(pending.commits) or '-'}")
+    if who.kind != "person":
+        raise Untrusted(f"{who} is a system identity and never approves")
+    if decision.approver and decision.approver != who.name:
+        raise Untrusted(f"signed by {who}, but the decision names {decision.approver}")
+    if who.name == requester.name:
+        raise Untrusted(f"{who.name} requested this operation and may not approve it (four eyes)")
+    if who.name not in pending.approvers:
+        raise Untrusted(f"{who.name} is not an approver for {pending.env} "
+                        f"(approvers: {', '.join(pending.approvers)})")
+    return who
+
+
+def _verify(signed: SignedStatement, signers: AllowedSigners) -> Identity:
+    if not signers.signers:
+        raise Untrusted("no allowed signers are configured (identity.allowed_signers in "
+                        "kepler.yaml): no signature can be verified")
+    try:
+        return verify(signed, signers)
+    except InvalidStatement as e:
+        raise Untrusted(str(e)) from None
