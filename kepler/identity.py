@@ -104,8 +104,10 @@ class Statement(Model):
 
 
 def request_digest(request: BaseModel) -> str:
-    """What a signed request covers: every field of the request but its signature."""
-    data = request.model_dump(mode="json", exclude={"signed"})
+    """What a signed request covers: every field of the request but its signature. Fields
+    at their defaults are left out, so a field added later does not void a request signed
+    before it (a run in flight when Kepler is upgraded still verifies on replay)."""
+    data = request.model_dump(mode="json", exclude={"signed"}, exclude_defaults=True)
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

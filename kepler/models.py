@@ -160,6 +160,9 @@ class ReleaseRequest(Model):
     commit: str = Field("", pattern=r"^([0-9a-f]{40})?$", description=(
         "the exact commit to release (a train's member: what the train resolved and had "
         "approved); empty: resolve `ref` now"))
+    train_approvals: list[SignedStatement] = Field(default_factory=list, max_length=20,
+                                                   description=(
+        "a train member's: the train gate's signed approvals, which must cover this commit"))
 
 
 class RollbackRequest(Model):

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ResolveRef, RouteWeights, ScaleDeployment, WaitRollout,
     )
     import workflows.steps.kube as kube
+    from workflows.common.interrupt import Stopped, unless
     from workflows.steps.platform import check_bounds, read_policy
     from workflows.base import (
         UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo,
@@ -80,18 +81,10 @@ class Canary(KeplerWorkflow):
         return await self._unless_aborted(self.runbook(req, carried))
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T:
-        task = asyncio.ensure_future(work)
         try:
-            await workflow.wait_condition(lambda: task.done() or self._abort is not None)
-        except asyncio.CancelledError:  # the work itself is being stopped: stop its steps too
-            if self._abort_at_once:
-                task.cancel()
-            raise
-        if not task.done():
-            task.cancel()  # in-flight steps are cancelled; the retreat then runs
-            await workflow.wait([task])
-            raise self._aborted()
-        return await task
+            return await unless(work, lambda: self._abort is not None)
+        except Stopped:  # in-flight steps were cancelled; the retreat then runs
+            raise self._aborted() from None
 
     async def runbook(self, req: CanaryRequest, carried: CanaryState | None) -> Done:
         report: CanaryReport = self.report
@@ -197,7 +190,12 @@ class Canary(KeplerWorkflow):
             target=target, generation=result.generation, timeout=cs.policy.rollout_timeout)))
 
     def _carry_on(self, carried: CanaryState) -> None:
-        """A continued run: restore the state and the undo, and go on analysing."""
+        """A continued run (only ever from this workflow's own continue-as-new: a start
+        with a crafted state is refused): restore the state and the undo, go on analysing."""
+        if workflow.info().continued_run_id is None:
+            raise StepFailed("continue", "a canary's state comes only from its own continue-as-new",
+                             "Unauthorized", bad_input=True)
+        self.identify(carried.policy.signers, gated=False)  # who asked, verified again
         self.cs = carried
         self.state.canary = carried.progress
         self.state.steps, self.state.notes = carried.steps, carried.notes

@@ -24,6 +24,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.steps.platform import check_bounds, read_policy
     from workflows.base import Done, KeplerWorkflow, StepFailed
+    from workflows.common.approval import SIGNED_APPROVALS
+    from workflows.common.trust import Untrusted, verify_train_approvals
     from workflows.steps.image import ensure_image
     import workflows.steps.cronjob as cronjob
     import workflows.steps.kube as kube
@@ -31,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn(name="ReleaseVersion")
 class ReleaseVersion(KeplerWorkflow):
+    _by_train = False  # a train member whose train's signed approvals cover it
     notified_on_cancel_before = True
 
     @workflow.run
@@ -56,7 +59,7 @@ class ReleaseVersion(KeplerWorkflow):
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
         report.image = image = await ensure_image(self, policy, req.service, commit.sha)
 
-        if policy.approval.required and self.approved_by_train(req):
+        if policy.approval.required and self._by_train:
             self.skip("approval", f"approved with {workflow.info().parent.workflow_id}")
         elif policy.approval.required:
             approvals = await self.approval_gate(
@@ -94,16 +97,26 @@ class ReleaseVersion(KeplerWorkflow):
         return Done("succeeded", f"{req.ref} ({self.report.commit[:12]}) is live in {req.env}")
 
     def needs_approval(self, policy: EnvironmentPolicy) -> bool:
-        return super().needs_approval(policy) and not self.approved_by_train(self.request)
+        self._by_train = self.approved_by_train(self.request, policy)
+        return super().needs_approval(policy) and not self._by_train
 
-    @staticmethod
-    def approved_by_train(req: ReleaseRequest) -> bool:
-        """The train's one gate stands for its members' gates: honoured only when this
-        release is the child of a ReleaseTrain (a client cannot start a child, so setting
-        the flag on a release of one's own changes nothing)."""
+    def approved_by_train(self, req: ReleaseRequest, policy: EnvironmentPolicy) -> bool:
+        """The train's one gate stands for its members' gates, when this release is the
+        child of a train run whose signed approvals name this commit (a parent's id or a
+        flag alone proves nothing: anyone can start a workflow called train-x@prod)."""
         parent = workflow.info().parent
-        return req.train_approved and parent is not None and parent.workflow_id.startswith(
-            TRAIN_PREFIX) and parent.workflow_id.endswith("@" + req.env)
+        if not (req.train_approved and parent is not None and parent.workflow_id.startswith(
+                TRAIN_PREFIX) and parent.workflow_id.endswith("@" + req.env)):
+            return False
+        if not policy.approval.required or not workflow.patched(SIGNED_APPROVALS):
+            return True  # runs from before trusted the parent
+        try:
+            verify_train_approvals(req.train_approvals, parent.workflow_id, parent.run_id,
+                                   req.env, req.commit, policy.approval.approvers,
+                                   policy.approval.min_approvals, req.requested_by, policy.signers)
+        except Untrusted as e:
+            raise StepFailed("verify train approval", str(e), "Unauthorized", bad_input=True) from None
+        return True
 
     async def verify(self, policy: EnvironmentPolicy, req: ReleaseRequest) -> None:
         if policy.bake_time > timedelta(0):

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.steps.cronjob as cronjob
     import workflows.steps.kube as kube
     from workflows.steps.platform import check_bounds, read_policy
+    from workflows.common.approval import SIGNED_APPROVALS
     from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
@@ -51,9 +52,16 @@ class Rollback(KeplerWorkflow):
         image, commit = await self.find_target(req, policy, target, current, is_cronjob)
         report.image, report.commit = image, commit
         self.set_version(commit[:12] if commit else image.rsplit("@", 1)[-1][:19])
-        if policy.rollback_approval.required:
+        # the emergency path (no approval unless rollback_approval says so) leads only back
+        # to what was live here before; any other image is a release, and gated like one
+        known = req.target == "previous" or any(r.image == image for r in current.history)
+        gate = policy.rollback_approval if policy.rollback_approval.required else (
+            policy.approval if not known and policy.approval.required
+            and workflow.patched(SIGNED_APPROVALS) else None)
+        if gate is not None:
             approvals = await self.approval_gate(
-                policy.rollback_approval, f"rollback of {req.service} in {req.env} to {req.target}",
+                gate, f"rollback of {req.service} in {req.env} to {req.target}"
+                + ("" if known else " (never live here: approved like a release)"),
                 digests=[image], commits=[commit] if commit else [])
             report.approved_by = [a.approver for a in approvals]
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.identity import AllowedSigners, Identity
+    from kepler.identity import AllowedSigners, Identity, SignedStatement
     from kepler.models import Approval, ApprovalDecision, PendingApproval
     from kepler.settings import ApprovalPolicy
     import workflows.common.metrics as metrics
@@ -52,6 +52,7 @@ class ApprovalGate:
         self._identified = False
         self._signed_gate = False
         self._gates = 0
+        self.gate_approvals: list[SignedStatement] = []  # the last gate's, signed (a train's)
 
     def identify(self, signers: AllowedSigners, gated: bool) -> None:
         """Verify the request's signature against the signers the platform lists now
@@ -89,6 +90,7 @@ class ApprovalGate:
             raise StepFailed("awaiting approval", UNSIGNED, "Unauthorized", bad_input=True)
         self._verdict = None
         self._gates += 1
+        self.gate_approvals = []
         first = len(self.state.approvals)
         deadline = workflow.now() + policy.timeout
         info = workflow.info()
@@ -167,6 +169,8 @@ class ApprovalGate:
         pending, who, verified = self._check_decision(decision, "approve")
         decision = decision.model_copy(update={"approver": who.split(" via ")[0]})
         pending.approvals.append(decision)
+        if verified and decision.signed is not None:
+            self.gate_approvals.append(decision.signed)
         self._record(decision, "approve", who, verified)
         if len(pending.approvals) >= pending.min_approvals:
             self._verdict = "approve"

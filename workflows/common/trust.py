@@ -81,6 +81,31 @@ def verify_decision(decision: ApprovalDecision, verdict: str, pending: PendingAp
     return who
 
 
+def verify_train_approvals(statements: list[SignedStatement], parent_id: str, parent_run: str,
+                           env: str, commit: str, approvers: list[str], min_approvals: int,
+                           requested_by: str, signers: AllowedSigners) -> None:
+    """A train member's release: enough of the train gate's signed approvals, for that
+    train run, name this member's commit."""
+    approved: set[str] = set()
+    problems = []
+    for signed in statements:
+        try:
+            who = _verify(signed, signers)
+        except Untrusted as e:
+            problems.append(str(e))
+            continue
+        s = signed.statement
+        if (s.action, s.operation, s.workflow_id, s.run_id, s.env) != (
+                "approve", "train", parent_id, parent_run, env) or commit not in s.commits:
+            problems.append(f"{who}'s approval is for {describe(s)}")
+        elif who.kind == "person" and who.name in approvers and who.name != requested_by:
+            approved.add(who.name)
+    if len(approved) < min_approvals:
+        raise Untrusted(f"the train's approvals do not cover commit {commit[:12]} of run "
+                        f"{parent_run} of {parent_id} ({len(approved)} of {min_approvals} valid"
+                        + (f"; {'; '.join(problems)}" if problems else "") + ")")
+
+
 def _verify(signed: SignedStatement, signers: AllowedSigners) -> Identity:
     if not signers.signers:
         raise Untrusted("no allowed signers are configured (identity.allowed_signers in "

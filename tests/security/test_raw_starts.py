@@ -1,0 +1,76 @@
+"""Attacks by whoever can start workflows on the Temporal frontend: raw starts with
+crafted arguments and ids, through the real client, on the time-skipping server with the
+fake world's activities. Each is refused naming the rule, and nothing is deployed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, AsyncIterator
+
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.worker import Worker
+
+import workflows
+from activities.operations import OperationsActivities
+from kepler.canary import CanaryReport, CanaryState
+from kepler.models import CanaryProgress, CanaryRequest, ReleaseRequest, ServiceSpec
+from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
+from kepler.settings import ApprovalPolicy, Bounds, load_platform
+from kepler.steps import EnvironmentPolicy
+from tests.fakes.world import FakeWorld
+from tests.helpers import signed
+
+CHANGES = ("apply_release", "apply_objects", "set_routes", "scale")
+
+
+@pytest.fixture
+async def world(time_env) -> AsyncIterator[tuple[Any, FakeWorld, str]]:
+    fake = FakeWorld()
+    queue = f"q-{uuid.uuid4()}"
+    running = OperationsActivities(load_platform(), client=time_env.client).running_operations
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=[*fake.activities(), running]):
+        yield time_env.client, fake, queue
+
+
+def changed(fake: FakeWorld) -> list[str]:
+    return [c for c in fake.calls if c.split()[0] in CHANGES]
+
+
+async def test_a_canary_started_with_a_crafted_state_deploys_nothing(world: tuple[Any, FakeWorld, str]) -> None:
+    """The second argument of Canary is what its continue-as-new carries: a start with one
+    made up (any image, any namespace, no gate) is refused before anything."""
+    client, fake, queue = world
+    now = datetime.now(timezone.utc)
+    crafted = CanaryState(
+        progress=CanaryProgress(weights=[100], interval=timedelta(seconds=10), failure_limit=1),
+        policy=EnvironmentPolicy(env="prod", namespace="kube-system", approval=ApprovalPolicy(),
+                                 rollback_approval=ApprovalPolicy(), bounds=Bounds(),
+                                 bake_time=timedelta(0), rollout_timeout=timedelta(minutes=1)),
+        spec=ServiceSpec(name="shop", team="t"), commit="e" * 40, version="evil",
+        image="evil.example/miner@sha256:" + "e" * 64, previous_image="", started_at=now,
+        deadline=now + timedelta(days=1))
+    req = signed(CanaryRequest(service="shop", env="prod", ref="v2", requested_by="carol"))
+    handle = await client.start_workflow("Canary", args=[req, crafted], id="shop@prod",
+                                         task_queue=queue, result_type=CanaryReport)
+    with pytest.raises(WorkflowFailureError) as e:
+        await handle.result()
+    assert "a canary's state comes only from its own continue-as-new" in str(e.value.cause)
+    assert changed(fake) == [], fake.calls
+
+
+async def test_a_fake_train_parent_does_not_approve_its_child(world: tuple[Any, FakeWorld, str]) -> None:
+    """A ScheduledRelease started by hand under the id `train-x@prod`, asking for a release
+    with `train_approved: true`: its child sees a parent named like a train, but no signed
+    approval of that train run names the commit — refused, nothing built or applied."""
+    client, fake, queue = world
+    release = signed(ReleaseRequest(service="shop", env="prod", ref="v1", requested_by="carol",
+                                    train_approved=True, commit="1" * 40))
+    handle = await client.start_workflow(
+        "ScheduledRelease", ScheduledReleaseRequest(release=release), id="train-x@prod",
+        task_queue=queue, result_type=ScheduledReleaseReport)
+    report = await handle.result()
+    assert report.outcome == "failed" and "the train's approvals do not cover commit" in report.detail
+    assert changed(fake) == [] and "build" not in fake.calls
