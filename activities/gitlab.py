@@ -18,7 +18,10 @@ from activities.http_retry import retrying_session
 from activities.errors import non_retryable, raise_for_status, retryable
 from kepler.models import ServiceSpec
 from kepler.settings import Platform, Secrets
-from kepler.steps import Commit, EnsureHook, EnsureProject, ProjectRef, ReadSpec, ResolveRef, UndoCreated
+from kepler.steps import (
+    Commit, EnsureHook, EnsureProject, ExistingService, ProjectRef, ReadSpec, ResolveRef,
+    UndoCreated,
+)
 from kepler.validation import describe_validation_error
 
 SPEC_PATH = ".kepler/service.yaml"
@@ -233,6 +236,24 @@ class GitLabActivities:
         except (ValidationError, yaml.YAMLError) as e:
             detail = describe_validation_error(e) if isinstance(e, ValidationError) else str(e)
             raise non_retryable("InvalidInput", f"{SPEC_PATH} at {req.sha[:12]}: {detail}") from None
+
+    @activity.defn(name="gitlab.existing_service")
+    def existing_service(self, service: str) -> ExistingService | None:
+        """The service's project if it exists, with the owners its spec names (none: a
+        project Kepler did not make)."""
+        with gitlab_errors(f"look up {self._path(service)}"):
+            project = self._project_or_none(service)
+            if project is None:
+                return None
+            text = self._read(project, SPEC_PATH, project.default_branch or "main") or ""
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError:
+            data = {}
+        data = data if isinstance(data, dict) else {}
+        owners = data.get("owners") if isinstance(data.get("owners"), list) else []
+        return ExistingService(path=project.path_with_namespace, team=str(data.get("team") or ""),
+                               owners=[str(o) for o in owners])
 
     @activity.defn(name="gitlab.archive_project")
     def archive_project(self, service: str) -> None:

@@ -40,7 +40,7 @@ class PlatformActivities:
             verify_with_prometheus=env.verify_with_prometheus, verify_no_data=env.verify_no_data,
             builder=self.platform.builder, registry_host=self.platform.registry.host,
             image_repository=naming.image_repository(self.platform.gitlab.group, query.service),
-            signers=signers_of(self.platform),
+            signers=signers_of(self.platform), admins=list(self.platform.identity.admins),
         )
 
     @activity.defn(name="platform.environments")

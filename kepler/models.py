@@ -374,6 +374,7 @@ class OperationStatus(Model):
     notes: list[str] = Field(default_factory=list)
     approvals: list[Approval] = Field(default_factory=list)  # decided, every gate of the run
     bad_input: bool = False  # ended before any change: the input breaks a rule (CLI exit 2)
+    refused: bool = False  # ended before any change: the requester may not do this (exit 3)
     canary: CanaryProgress | None = None
 
 

@@ -28,6 +28,7 @@ class EnvironmentPolicy(Model):
     registry_host: str = ""
     image_repository: str = ""  # <group>/<service> inside the registry
     signers: AllowedSigners = Field(default_factory=AllowedSigners)  # who may sign what, now
+    admins: list[str] = Field(default_factory=list)  # may create over a service they do not own
 
     def image(self, tag: str) -> str:
         return f"{self.registry_host}/{self.image_repository}:{tag}"
@@ -53,6 +54,13 @@ class ProjectRef(Model):
     path: str
     http_url: str
     created: bool = False
+
+
+class ExistingService(Model):
+    """A GitLab project that is there before a create: whose it is, by its spec."""
+    path: str
+    owners: list[str] = Field(default_factory=list)
+    team: str = ""
 
 
 class ResolveRef(Model):

@@ -31,7 +31,7 @@ from starter.cli_common import FAILED, CliError, OutputOpt, console, fail
 from starter.watch import watch
 
 SERVICE = "demo-shop"
-SPEC = ServiceSpec(name=SERVICE, team="demo", template="python", replicas=2, owners=["alice"],
+SPEC = ServiceSpec(name=SERVICE, team="demo", template="python", replicas=2, owners=["dev", "alice"],
                    config_files={"app.conf": "greeting=hello from v1\n"},
                    environments={"prod": {"replicas": 3}})
 

@@ -121,7 +121,8 @@ async def launch(p: Platform, req: Any, watch_it: bool, as_json: bool, hint: str
     except Exception as e:  # noqa: BLE001 - the failure is the operation's outcome
         status = last or await _status_or_none(temporal, started.workflow_id)
         message = status.error if status and status.error else str(e)
-        code = BAD_INPUT if status and status.bad_input else FAILED
+        code = (BAD_INPUT if status and status.bad_input else
+                REFUSED if status and status.refused else FAILED)
         raise CliError(message, code, {"workflow_id": started.workflow_id, "ui": link,
                                        "outcome": status.outcome if status else "failed"}) from None
     emit({"workflow_id": started.workflow_id, "ui": link, "report": report}, as_json,

@@ -115,8 +115,9 @@ class KeplerWorkflow(ApprovalGate):
         if compensation.cleaned_up:
             message += f"; cleaned up: {', '.join(compensation.cleaned_up)}"
         message = self.end_message(outcome, message)
-        self.state.bad_input = (isinstance(error, StepFailed) and error.bad_input
-                                and not compensation.undone and compensation.complete)
+        untouched = not compensation.undone and compensation.complete
+        self.state.bad_input = isinstance(error, StepFailed) and error.bad_input and untouched
+        self.state.refused = isinstance(error, StepFailed) and error.refused and untouched
         self.finish(outcome, message)
         self._fill_report(outcome, message, compensation.undone)
         self.on_end(outcome)

@@ -28,7 +28,8 @@ with workflow.unsafe.imports_passed_through():
         ApplyObjects, EnsureHook, EnsureJob, EnsureProject, UndoCreated,
     )
     from workflows.steps.platform import read_policy
-    from workflows.base import EVERY_PROMISE, Done, KeplerWorkflow
+    from workflows.base import EVERY_PROMISE, Done, KeplerWorkflow, StepFailed
+    from workflows.common.approval import SIGNED_APPROVALS
 
 
 def spec_yaml(req: CreateServiceRequest) -> str:
@@ -57,6 +58,8 @@ class CreateService(KeplerWorkflow):
                                         config_maps=[v.config_map for v in spec.volumes
                                                      if v.config_map]))
 
+        if workflow.patched(SIGNED_APPROVALS):  # before: anyone could create over anything
+            await self.check_ownership(spec.name, policies[0].admins)
         undo = UndoCreated(service=spec.name, run_id=run_id)
         self.saga.add("delete the GitLab project if this run created it",
                       lambda: self.step("undo: delete project",
@@ -103,6 +106,21 @@ class CreateService(KeplerWorkflow):
                             JenkinsActivities.drop_backup, undo)
         return Done("created", f"service {spec.name} is ready in {', '.join(envs)}; "
                     f"owners: {', '.join(spec.owners) or spec.team}")
+
+    async def check_ownership(self, service: str, admins: list[str]) -> None:
+        """A service that exists already (its GitLab project) is created over — adopted —
+        only by a verified owner of it (its spec's owners) or a platform admin."""
+        existing = await self.step("check ownership", GitLabActivities.existing_service, service)
+        if existing is None:
+            return
+        allowed = [*existing.owners, *admins]
+        if self.requester is None or self.requester.name not in allowed:
+            whose = ", ".join(existing.owners) or f"nobody listed (team {existing.team or '?'})"
+            raise StepFailed("check ownership", f"{existing.path} exists and is owned by {whose}: "
+                             f"only its owners or a platform admin ({', '.join(admins) or 'none'}) "
+                             "may create over it" + ("" if self.requester else
+                                                     " (and this request is not signed)"),
+                             "Refused", refused=True)
 
     async def _remove_hook(self, hook: EnsureHook, added: list[bool]) -> None:
         if added:

@@ -78,7 +78,7 @@ async def test_a_failed_create_undoes_everything_and_gives_an_adopted_job_back(
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "adopt", "team": "payments"}))
 
     code, out, err = await kepler(staging_refuses, "service", "create", "-f", str(tmp_path / "spec.yaml"),
-                                  "--watch")
+                                  "--watch", user="alice")  # a platform admin may adopt
     assert code == 1, out + err
     assert "staging: objects and routes" in err and "forbidden" in err
     assert server.get_job_config("kepler-adopt") == theirs  # their job, exactly as it was
@@ -98,7 +98,7 @@ async def test_a_failed_create_undoes_everything_and_gives_an_adopted_job_back(
 
     # where every cluster answers, the create adopts the job and drops its backup
     code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
-                                  "--watch")
+                                  "--watch", user="alice")
     assert code == 0, out + err
     assert "Kepler build job for adopt" in server.get_job_config("kepler-adopt")
     assert sorted(j["name"] for j in server.get_jobs()) == jobs_before

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from kepler.models import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
 from kepler.steps import (
-    AdoptedObject, Applied, ApplyObjects, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
+    AdoptedObject, Applied, ApplyObjects, ExistingService, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
     EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyQuery, ProjectRef,
     ReadSpec, ReleaseSnapshot, ReleaseTarget, ResolveRef, Revision, RolloutResult, RouteWeights,
     UndoCreated, VerifyRelease, VerifyResult, WaitRollout,
@@ -61,6 +61,7 @@ class FakeWorld:
     routes: RouteWeights | None = None
     history: list[Revision] = field(default_factory=list)
     recorded: list[RecordRelease] = field(default_factory=list)  # kubernetes.record_release
+    existing: ExistingService | None = None  # a GitLab project there before a create
 
     def activities(self) -> list[Any]:
         world = self
@@ -81,7 +82,8 @@ class FakeWorld:
                                         timeout=timedelta(hours=24), remind_every=timedelta(hours=4)),
                 rollback_approval=ApprovalPolicy(), bounds=Bounds(), bake_time=timedelta(0),
                 rollout_timeout=timedelta(minutes=10), registry_host="reg",
-                image_repository=f"demo/{q.service}", signers=load_platform().identity.signers())
+                image_repository=f"demo/{q.service}", signers=load_platform().identity.signers(),
+                admins=list(load_platform().identity.admins))
 
         @activity.defn(name="platform.environments")
         async def environments() -> list[str]:
@@ -203,6 +205,11 @@ class FakeWorld:
             record("delete_project_if_created")
             return world._remove(f"gitlab/{u.service}")
 
+        @activity.defn(name="gitlab.existing_service")
+        async def existing_service(service: str) -> ExistingService | None:
+            record("existing_service")
+            return world.existing
+
         @activity.defn(name="gitlab.revert_files")
         async def revert_files(u: UndoCreated) -> bool:
             record("revert_files")
@@ -240,7 +247,7 @@ class FakeWorld:
                 snapshot, apply_release, restore_release, wait_rollout, revision_history,
                 apply_objects, record_adopted, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,
-                delete_project_if_created, revert_files, ensure_job, delete_job_if_created, set_routes, verify,
+                delete_project_if_created, existing_service, revert_files, ensure_job, delete_job_if_created, set_routes, verify,
                 notify]
 
     def _remove(self, key: str) -> bool:

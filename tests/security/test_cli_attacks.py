@@ -73,3 +73,26 @@ async def test_rollback_to_a_digest_never_live_in_prod_needs_approval(
     assert (await wait_for_outcome(platform_file, "vault2", "prod"))["outcome"] == "rejected"
     assert image_in(sandbox, "vault2", "prod") == live
     assert world.differences(before, world.snapshot(sandbox, ["vault2-prod"])) == []
+
+
+async def test_create_over_another_teams_service_is_refused(
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
+    """dave runs `service create` with the name of the payments team's service: exit 3
+    naming its owners; its repository, routes and objects are as they were."""
+    theirs = {"name": "ledger9", "team": "payments", "owners": ["bob"], "replicas": 1}
+    (tmp_path / "theirs.yaml").write_text(yaml.safe_dump(theirs))
+    code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "theirs.yaml"),
+                                  "--watch", user="bob")
+    assert code == 0, out + err
+    project = gitlab_client(sandbox).projects.get("demo/ledger9")
+    spec_before = project.files.get(".kepler/service.yaml", ref="main").decode()
+    before = world.snapshot(sandbox, ["ledger9-staging", "ledger9-prod"])
+    mine = {"name": "ledger9", "team": "growth", "owners": ["dave"], "exposure": "external",
+            "host": "ledger.example.com"}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(mine))
+    code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "mine.yaml"),
+                                  "--watch", user="dave")
+    assert code == 3, out + err
+    assert "demo/ledger9 exists and is owned by bob" in err and "platform admin (alice)" in err
+    assert project.files.get(".kepler/service.yaml", ref="main").decode() == spec_before
+    assert world.differences(before, world.snapshot(sandbox, ["ledger9-staging", "ledger9-prod"])) == []

@@ -15,10 +15,13 @@ from temporalio.worker import Worker
 import workflows
 from activities.operations import OperationsActivities
 from kepler.canary import CanaryReport, CanaryState
-from kepler.models import CanaryProgress, CanaryRequest, ReleaseRequest, ServiceSpec
+from kepler.models import (
+    CanaryProgress, CanaryRequest, CreateServiceRequest, OperationStatus, ReleaseReport, ReleaseRequest,
+    ServiceSpec,
+)
 from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
-from kepler.steps import EnvironmentPolicy
+from kepler.steps import EnvironmentPolicy, ExistingService
 from tests.fakes.world import FakeWorld
 from tests.helpers import signed
 
@@ -74,3 +77,30 @@ async def test_a_fake_train_parent_does_not_approve_its_child(world: tuple[Any, 
     report = await handle.result()
     assert report.outcome == "failed" and "the train's approvals do not cover commit" in report.detail
     assert changed(fake) == [] and "build" not in fake.calls
+
+
+@pytest.mark.parametrize("who,signed_request,allowed", [
+    ("carol", True, False),   # another team's developer
+    ("bob", False, False),    # the owner's name, typed: not proof
+    ("bob", True, True),      # an owner
+    ("alice", True, True),    # a platform admin (identity.admins)
+])
+async def test_only_owners_or_admins_create_over_an_existing_service(
+        world: tuple[Any, FakeWorld, str], who: str, signed_request: bool, allowed: bool) -> None:
+    """`service create` with the name of another team's service would commit a new spec to
+    its repository and re-point its routes: only its owners or a platform admin may."""
+    client, fake, queue = world
+    fake.existing = ExistingService(path="demo/shop", owners=["bob"], team="payments")
+    req = CreateServiceRequest(spec=ServiceSpec(name="shop", team="growth"), requested_by=who)
+    handle = await client.start_workflow("CreateService", signed(req) if signed_request else req,
+                                         id="shop@all", task_queue=queue, result_type=ReleaseReport)
+    if allowed:
+        assert (await handle.result()).outcome == "succeeded"
+        return
+    with pytest.raises(WorkflowFailureError) as e:
+        await handle.result()
+    assert "demo/shop exists and is owned by bob: only its owners or a platform admin (alice)" \
+        in str(e.value.cause)
+    status = await handle.query("status", result_type=OperationStatus)
+    assert status.refused and status.outcome == "failed"
+    assert changed(fake) == [] and "ensure_project" not in fake.calls and fake.created == []

@@ -10,12 +10,14 @@ from kepler.operations import error_type
 
 
 class StepFailed(Exception):
-    def __init__(self, step: str, cause: str, error_type: str = "", bad_input: bool = False) -> None:
+    def __init__(self, step: str, cause: str, error_type: str = "", bad_input: bool = False,
+                 refused: bool = False) -> None:
         super().__init__(f"{step}: {cause}")
         self.step = step
         self.cause = cause
         self.error_type = error_type
         self.bad_input = bad_input  # the request breaks a rule the starter could not check
+        self.refused = refused  # the requester may not do this (CLI exit 3)
 
     def describe(self) -> str:
         return f"step '{self.step}' failed: {self.cause}"
