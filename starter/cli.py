@@ -11,7 +11,7 @@ import typer
 
 from kepler.settings import ConfigError, load_platform
 from starter import (
-    alerts, canary, chatops, codec_server, decommission, demo, dev, jobs, release, scale,
+    alerts, audit, canary, chatops, codec_server, decommission, demo, dev, jobs, release, scale,
     schedule, service, train,
 )
 from starter.cli_common import BAD_INPUT, CliError, fail
@@ -33,7 +33,7 @@ def worker() -> None:
 
 
 for subject in (dev, release, service, jobs, alerts, train, scale, schedule, canary, demo,
-                decommission, chatops, codec_server):
+                decommission, audit, chatops, codec_server):
     subject.register(app)
 
 
