@@ -45,7 +45,8 @@ async def run(platform: Platform | None = None) -> None:
     from kepler import telemetry
 
     client = await connect(platform.temporal.address, platform.temporal.namespace,
-                           runtime=telemetry.runtime(), interceptors=telemetry.tracing_interceptors())
+                           runtime=telemetry.runtime(), interceptors=telemetry.tracing_interceptors(),
+                           **platform.temporal.connect_options())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

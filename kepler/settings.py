@@ -33,10 +33,52 @@ class ConfigError(Exception):
 
 
 class TemporalConfig(Model):
+    """Where Temporal is, and how to reach it safely. Whoever can reach the frontend can
+    start workflows and send updates: restrict it (mTLS or API keys, network policy) even
+    though Kepler's approvals hold without trusting it (README: Deploying Kepler)."""
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "kepler"
     ui_url: str = "http://127.0.0.1:8233"
+    tls: bool = Field(False, description="connect with TLS (implied by a certificate or API key)")
+    server_ca: str | None = Field(None, description="PEM file of the CA that signed the server")
+    server_name: str | None = Field(None, description="the server's name in its certificate")
+    client_cert: str | None = Field(None, description="PEM client certificate (mTLS)")
+    client_key: str | None = Field(None, description="PEM client private key (mTLS)")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]{0,63}$", description=(
+        "name of the environment variable holding an API key (never the key itself)"))
+
+    @model_validator(mode="after")
+    def _pair(self) -> "TemporalConfig":
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together (mTLS)")
+        return self
+
+    def connect_options(self) -> dict[str, Any]:
+        """TLS and API key options for temporalio's Client.connect; ConfigError naming the
+        field when a file or the key cannot be read."""
+        from temporalio.service import TLSConfig
+
+        def read(field: str) -> bytes | None:
+            value = getattr(self, field)
+            if value is None:
+                return None
+            try:
+                return Path(value).expanduser().read_bytes()
+            except OSError as e:
+                raise ConfigError(f"temporal.{field}: cannot read {value}: {e.strerror}") from None
+
+        api_key = None
+        if self.api_key_env:
+            api_key = os.environ.get(self.api_key_env)
+            if not api_key:
+                raise ConfigError(f"temporal.api_key_env: {self.api_key_env} is not set")
+        certs = {k: read(k) for k in ("server_ca", "client_cert", "client_key")}
+        tls: Any = False
+        if self.tls or api_key or any(certs.values()):
+            tls = TLSConfig(server_root_ca_cert=certs["server_ca"], domain=self.server_name,
+                            client_cert=certs["client_cert"], client_private_key=certs["client_key"])
+        return {"tls": tls, "api_key": api_key}
 
 
 class ApprovalPolicy(Model):

@@ -61,9 +61,12 @@ def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
 
 
 async def connect(address: str, namespace: str = "default", runtime: Runtime | None = None,
-                  interceptors: Sequence[Interceptor] = ()) -> Client:
+                  interceptors: Sequence[Interceptor] = (), tls: Any = False,
+                  api_key: str | None = None) -> Client:
+    """A client with Kepler's converter; `tls` and `api_key` as TemporalConfig.connect_options."""
     return await Client.connect(address, namespace=namespace, data_converter=data_converter(),
-                                runtime=runtime, interceptors=interceptors)
+                                runtime=runtime, interceptors=interceptors, tls=tls,
+                                api_key=api_key)
 
 
 class LazyClient:
@@ -85,5 +88,6 @@ class LazyClient:
                     self._client = await self._factory()
                 else:
                     assert self._temporal is not None, "a platform or a client"
-                    self._client = await connect(self._temporal.address, self._temporal.namespace)
+                    self._client = await connect(self._temporal.address, self._temporal.namespace,
+                                                 **self._temporal.connect_options())
             return self._client

@@ -94,7 +94,12 @@ def ui_link(p: Platform, workflow_id: str, run_id: str = "") -> str:
 
 async def client(p: Platform) -> Client:
     try:
-        return await asyncio.wait_for(connect(p.temporal.address, p.temporal.namespace), 15)
+        options = p.temporal.connect_options()
+    except ConfigError as e:
+        raise CliError(str(e), BAD_INPUT) from None
+    try:
+        return await asyncio.wait_for(connect(p.temporal.address, p.temporal.namespace, **options),
+                                      15)
     except (RPCError, RuntimeError, asyncio.TimeoutError, OSError) as e:
         raise CliError(f"cannot reach Temporal at {p.temporal.address}: {e} "
                        "(is `kepler dev up` running?)", FAILED) from None
