@@ -13,6 +13,7 @@ from kepler.models import (
     CanaryProgress, CheckStatus, MetricCheck, Model, Outcome, ServiceSpec, StepRecord, UserName,
 )
 from kepler.steps import EnvironmentPolicy
+from kepler.identity import SignedStatement
 
 Verdict = Literal["passed", "failed", "halt", "inconclusive"]
 
@@ -56,6 +57,8 @@ class CanaryState(Model):
     deadline: datetime
     steps: list[StepRecord] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    approvals: list[SignedStatement] = Field(default_factory=list)  # the gate's, signed
+    gate_run_id: str = ""  # the run the gate was in (the first)
 
 
 class CanaryReport(Model):

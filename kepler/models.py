@@ -163,6 +163,8 @@ class ReleaseRequest(Model):
     train_approvals: list[SignedStatement] = Field(default_factory=list, max_length=20,
                                                    description=(
         "a train member's: the train gate's signed approvals, which must cover this commit"))
+    train_request: SignedStatement | None = Field(None, description=(
+        "a train member's: the train's signed request (who asked for the train)"))
 
 
 class RollbackRequest(Model):

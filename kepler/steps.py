@@ -9,7 +9,7 @@ from pydantic import Field
 
 from kepler.models import Model, Resources
 from kepler.settings import ApprovalPolicy, Bounds
-from kepler.identity import AllowedSigners
+from kepler.identity import AllowedSigners, SignedStatement
 
 # --- platform policy (read by the worker from its own kepler.yaml) -------------------------
 
@@ -197,6 +197,16 @@ class PodShape(Model):
     volumes: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class Authorization(Model):
+    """What lets a change reach its environment, checked again by the activity that applies
+    it (activities/authorization.py) against the platform's own policy and signers."""
+    gate: Literal["approval", "rollback_approval", "history"] = "approval"  # which rule
+    request: SignedStatement | None = None  # the requester's signed request
+    approvals: list[SignedStatement] = Field(default_factory=list, max_length=20)
+    first_run_id: str = ""  # a continued canary: the run its gate was in
+    train: str = ""  # a train member: the train's workflow id, whose run approved it
+
+
 class ApplyRelease(Model):
     target: ReleaseTarget
     image: str  # by digest
@@ -208,6 +218,7 @@ class ApplyRelease(Model):
     port: int = 8080
     health_path: str = "/healthz"
     pod: PodShape | None = None  # None (payloads from before): leave the shape as it is
+    authorization: Authorization | None = None  # None: a run from before this check
 
 
 class ApplyResult(Model):

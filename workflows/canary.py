@@ -184,7 +184,7 @@ class Canary(KeplerWorkflow):
             target=target, image=cs.image, replicas=replicas, config=cs.spec.config_files,
             env=cs.spec.env_in(req.env), resources=cs.spec.resources_in(req.env),
             port=cs.spec.port, health_path=cs.spec.health_path, annotations=self._annotations(req),
-            pod=manifests.pod_shape(cs.spec, req.env, name=target.name())))
+            pod=manifests.pod_shape(cs.spec, req.env, name=target.name()), authorization=self.authorization()))
         # an abort does not wait for the canary to come up
         await self._unless_aborted(kube.wait_rollout(self, WaitRollout(
             target=target, generation=result.generation, timeout=cs.policy.rollout_timeout)))
@@ -196,6 +196,7 @@ class Canary(KeplerWorkflow):
             raise StepFailed("continue", "a canary's state comes only from its own continue-as-new",
                              "Unauthorized", bad_input=True)
         self.identify(carried.policy.signers, gated=False)  # who asked, verified again
+        self.gate_approvals, self.first_run_id = carried.approvals, carried.gate_run_id
         self.cs = carried
         self.state.canary = carried.progress
         self.state.steps, self.state.notes = carried.steps, carried.notes
@@ -293,6 +294,7 @@ class Canary(KeplerWorkflow):
         self.cs.progress = self.progress
         self.cs.steps = self.state.steps[-KEEP_STEPS:]
         self.cs.notes = self.state.notes[-KEEP_STEPS:]
+        self.cs.approvals, self.cs.gate_run_id = self.gate_approvals, self.first_run_id or workflow.info().run_id
         workflow.continue_as_new(args=[req, self.cs])
 
     # --- the end -------------------------------------------------------------------------------
@@ -311,7 +313,7 @@ class Canary(KeplerWorkflow):
             config=cs.spec.config_files, env=cs.spec.env_in(req.env),
             resources=cs.spec.resources_in(req.env), port=cs.spec.port,
             health_path=cs.spec.health_path, annotations=self._annotations(req),
-            pod=manifests.pod_shape(cs.spec, req.env)))
+            pod=manifests.pod_shape(cs.spec, req.env), authorization=self.authorization()))
         await kube.wait_rollout(self, WaitRollout(target=primary, generation=result.generation,
                                                   timeout=cs.policy.rollout_timeout))
         p.waiting_on = "traffic back to the primary"

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.models import Operation, ReleaseReport, ReleaseRequest
     from kepler.train import TRAIN_PREFIX
     from kepler.steps import (
-        ApplyRelease, Commit, EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef,
+        ApplyRelease, Authorization, Commit, EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef,
         VerifyRelease, WaitRollout,
     )
     from workflows.steps.platform import check_bounds, read_policy
@@ -70,7 +70,8 @@ class ReleaseVersion(KeplerWorkflow):
         if spec.type == "cronjob":  # a CronJob's pod template; one run is the check
             previous = await cronjob.snapshot(self, target)
             report.previous_image = previous.image
-            await cronjob.release(self, req, previous, spec, image, commit.sha)
+            await cronjob.release(self, req, previous, spec, image, commit.sha,
+                                  self.release_authorization(req))
             await kube.record_release(self, target, image, commit.sha, req.ref, req.requested_by,
                                       cronjob=True)
             return self._live(req)
@@ -86,7 +87,8 @@ class ReleaseVersion(KeplerWorkflow):
             resources=override.resources or spec.resources_in(req.env), port=spec.port,
             health_path=spec.health_path, pod=manifests.pod_shape(spec, req.env),
             annotations=kube.release_annotations(
-                req.requested_by, commit=commit.sha, version=req.ref)))
+                req.requested_by, commit=commit.sha, version=req.ref),
+            authorization=self.release_authorization(req)))
         await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
                                                   timeout=policy.rollout_timeout))
         await self.verify(policy, req)
@@ -99,6 +101,13 @@ class ReleaseVersion(KeplerWorkflow):
     def needs_approval(self, policy: EnvironmentPolicy) -> bool:
         self._by_train = self.approved_by_train(self.request, policy)
         return super().needs_approval(policy) and not self._by_train
+
+    def release_authorization(self, req: ReleaseRequest) -> Authorization:
+        parent = workflow.info().parent
+        if self._by_train and parent is not None:  # the train's signed approvals, for its run
+            return self.authorization(approvals=req.train_approvals, train=parent.workflow_id,
+                                      request=req.train_request)
+        return self.authorization()
 
     def approved_by_train(self, req: ReleaseRequest, policy: EnvironmentPolicy) -> bool:
         """The train's one gate stands for its members' gates, when this release is the

@@ -54,7 +54,7 @@ class Rollback(KeplerWorkflow):
         self.set_version(commit[:12] if commit else image.rsplit("@", 1)[-1][:19])
         # the emergency path (no approval unless rollback_approval says so) leads only back
         # to what was live here before; any other image is a release, and gated like one
-        known = req.target == "previous" or any(r.image == image for r in current.history)
+        known = any(r.image == image for r in current.history)
         gate = policy.rollback_approval if policy.rollback_approval.required else (
             policy.approval if not known and policy.approval.required
             and workflow.patched(SIGNED_APPROVALS) else None)
@@ -81,7 +81,10 @@ class Rollback(KeplerWorkflow):
         change = ApplyRelease(
             target=target, image=image, replicas=replicas, config=config or {}, env=env,
             resources=resources or manifests.Resources(), pod=pod, annotations=kube.release_annotations(
-                req.requested_by, commit=commit, version=f"rollback to {req.target}"))
+                req.requested_by, commit=commit, version=f"rollback to {req.target}"),
+            authorization=self.authorization(
+                "rollback_approval" if policy.rollback_approval.required else
+                "history" if known else "approval"))
         if is_cronjob:  # the next scheduled run is the check, as for a cronjob release
             self.saga.add(f"restore {current.image} and its config",
                           lambda: cronjob.restore(self, current))

@@ -147,7 +147,8 @@ class ReleaseTrain(KeplerWorkflow):
                     service=m.service, env=req.env, ref=m.ref, requested_by=req.requested_by,
                     reason=f"train {req.name}" + (f": {req.reason}" if req.reason else ""),
                     train_approved=approved, commit=result.commit if self.one_lifecycle else "",
-                    train_approvals=self.gate_approvals if approved else []),
+                    train_approvals=self.gate_approvals if approved else [],
+                    train_request=getattr(self.request, "signed", None)),
                 id=child_id, result_type=ReleaseReport,
                 static_summary=f"release {m.service} {m.ref} to {req.env} (train {req.name})")
             release_id.append(f"{child_id}/{handle.first_execution_run_id}")

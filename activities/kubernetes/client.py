@@ -38,6 +38,13 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "VirtualService": ("/apis/networking.istio.io/v1", "virtualservices", True),
     "Gateway": ("/apis/networking.istio.io/v1", "gateways", True),
 }
+# What kepler/manifests.py for_environment lays down (a cronjob service's CronJob, a
+# Deployment service's objects and routes): the kinds `kubernetes.apply_objects` and its
+# undo touch. deploy/rbac.py reads it (`# rbac: MANAGED_KINDS`); tests/test_deploy.py
+# holds it to for_environment.
+MANAGED_KINDS = ("Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service",
+                 "HorizontalPodAutoscaler", "PodDisruptionBudget", "CronJob",
+                 "DestinationRule", "Gateway", "VirtualService")
 
 MERGE_PATCH = "application/merge-patch+json"
 CONFLICT_RETRIES = 5
@@ -146,6 +153,7 @@ class ClusterActivities:
     """Base of the Kubernetes activity classes: the worker's clusters."""
 
     def __init__(self, platform: Platform) -> None:
+        self.platform = platform
         self.clusters = Clusters(platform)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster, ClusterActivities, read_modify_write
+from activities.authorization import authorize
 from kepler import manifests, naming
 from kepler.models import Resources
 from kepler.steps import (
@@ -218,7 +219,7 @@ class ReleaseActivities(ClusterActivities):
         """What the workload runs now: image, config, resources, env and Kepler's
         annotations, enough to put it back exactly."""
         cluster = self.clusters(target.env)
-        obj = cluster.get(self.workload.kind, target.namespace, target.name())
+        obj = cluster.get(self.workload.kind, target.namespace, target.name())  # rbac: Deployment, CronJob
         if obj is None:
             return ReleaseSnapshot(target=target)
         c = self.workload.container(obj)
@@ -248,13 +249,15 @@ class ReleaseActivities(ClusterActivities):
 
         def change(obj: dict) -> bool:
             nonlocal changed
+            if isinstance(release, ApplyRelease):  # a restore puts back what was: no check
+                authorize(self.platform, release, history_of(obj["metadata"].get("annotations") or {}))
             if not set_release(self.workload, obj, release, config_hash):
                 return False
             changed = True
             return True
 
         live = read_modify_write(cluster, self.workload.kind, target.namespace, target.name(),
-                                 change)
+                                 change)  # rbac: Deployment, CronJob
         return ApplyResult(changed=changed, generation=live["metadata"].get("generation", 0))
 
     def _record(self, req: RecordRelease) -> bool:
@@ -273,11 +276,13 @@ class ReleaseActivities(ClusterActivities):
             obj["metadata"]["annotations"] = annotations
             return True
 
-        live = self.clusters(t.env).get(self.workload.kind, t.namespace, t.name())
+        live = self.clusters(t.env).get(self.workload.kind,  # rbac: Deployment, CronJob
+                                        t.namespace, t.name())
         if live is None:
             raise non_retryable("NotFound", f"{self.workload.kind} {t.namespace}/{t.name()} "
                                 "disappeared before its release was recorded")
-        read_modify_write(self.clusters(t.env), self.workload.kind, t.namespace, t.name(), change)
+        read_modify_write(self.clusters(t.env), self.workload.kind,  # rbac: Deployment, CronJob
+                          t.namespace, t.name(), change)
         return True
 
     def _restore(self, previous: ReleaseSnapshot) -> ApplyResult:

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from kepler.models import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
 from kepler.steps import (
-    AdoptedObject, Applied, ApplyObjects, ExistingService, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
+    AdoptedObject, Applied, ApplyObjects, ExistingService, ReleaseRecord, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
     EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyQuery, ProjectRef,
     ReadSpec, ReleaseSnapshot, ReleaseTarget, ResolveRef, Revision, RolloutResult, RouteWeights,
     UndoCreated, VerifyRelease, VerifyResult, WaitRollout,
@@ -62,6 +62,7 @@ class FakeWorld:
     history: list[Revision] = field(default_factory=list)
     recorded: list[RecordRelease] = field(default_factory=list)  # kubernetes.record_release
     existing: ExistingService | None = None  # a GitLab project there before a create
+    releases: list[ReleaseRecord] = field(default_factory=list)  # kepler.dev/history, newest first
 
     def activities(self) -> list[Any]:
         world = self
@@ -123,7 +124,8 @@ class FakeWorld:
             record("snapshot")
             d = world.deployment
             return ReleaseSnapshot(target=t, exists=True, image=d["image"], replicas=d["replicas"],
-                                   config=dict(d["config"]), annotations=dict(d.get("annotations", {})))
+                                   config=dict(d["config"]), annotations=dict(d.get("annotations", {})),
+                                   history=list(world.releases))
 
         @activity.defn(name="kubernetes.apply_release")
         async def apply_release(a: ApplyRelease) -> ApplyResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import asyncio
 import uuid
 from typing import Any, AsyncIterator
@@ -16,7 +18,7 @@ from kepler.models import (
     CreateServiceRequest, OperationStatus, ReleaseRequest, RollbackRequest,
     ServiceSpec,
 )
-from kepler.steps import Revision
+from kepler.steps import ReleaseRecord, Revision
 from kepler import operations_client as ops
 from tests.fakes.world import FakeWorld, sha_of
 from tests.helpers import decide, signed
@@ -193,12 +195,30 @@ async def test_rollback_to_previous_revision(harness: Harness) -> None:
     older = "reg/demo/shop@sha256:" + "c" * 64
     harness.world.history = [Revision(revision=3, image=current, commit=sha_of("v2")),
                              Revision(revision=2, image=older, commit=sha_of("v1"))]
+    harness.world.releases = [ReleaseRecord(image=current, commit=sha_of("v2"), at=datetime.now(timezone.utc)),
+                              ReleaseRecord(image=older, commit=sha_of("v1"), at=datetime.now(timezone.utc))]
     started = await harness.start(RollbackRequest(service="shop", env="prod", requested_by="carol"))
-    report = await started.handle.result()  # no approval by default: the emergency path
+    report = await started.handle.result()  # no approval: the emergency path, back to what was live
     assert report.image == older and report.commit == sha_of("v1")
     assert harness.world.deployment["image"] == older
     assert harness.world.deployment["config"] == {"v": sha_of("v1")[:6]}  # config of that commit
     assert harness.world.routes and harness.world.routes.stable == 100
+
+
+async def test_rollback_to_an_image_only_the_replicasets_remember_waits_for_approval(
+        harness: Harness) -> None:
+    """Kepler's release history does not name it (a workload from before the history): in
+    an environment that requires approval, it is approved like a release."""
+    older = "reg/demo/shop@sha256:" + "c" * 64
+    harness.world.history = [Revision(revision=3, image=harness.world.deployment["image"],
+                                      commit=sha_of("v2")),
+                             Revision(revision=2, image=older, commit=sha_of("v1"))]
+    started = await harness.start(RollbackRequest(service="shop", env="prod", requested_by="carol"))
+    status = await harness.wait_stage(started, "awaiting approval")
+    assert status.pending_approval and status.pending_approval.digests == [older]
+    assert "apply_release" not in harness.world.calls
+    await decide(harness.client, "shop", "prod", "alice")
+    assert (await started.handle.result()).image == older
 
 
 async def test_rollback_without_history_fails_clearly(harness: Harness) -> None:

@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler import manifests
     from kepler.jobs import JobRef, JobResult, StartJob, WaitJob, job_name
     from kepler.models import ReleaseRequest, ServiceSpec
-    from kepler.steps import ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget
+    from kepler.steps import ApplyRelease, ApplyResult, Authorization, ReleaseSnapshot, ReleaseTarget
     from workflows.base import LONG_WAIT, KeplerWorkflow, StepOptions
     import workflows.steps.kube as kube
 
@@ -59,7 +59,8 @@ async def run_once(wf: KeplerWorkflow, target: ReleaseTarget, kind: str,
 
 
 async def release(wf: KeplerWorkflow, req: ReleaseRequest, previous: ReleaseSnapshot,
-                  spec: ServiceSpec, image: str, commit: str) -> None:
+                  spec: ServiceSpec, image: str, commit: str,
+                  authorization: Authorization | None = None) -> None:
     """Put `image` in the CronJob (its undo puts `previous` back), then verify it with one
     run when the schedule asks. Raises StepFailed; the caller compensates."""
     target = previous.target
@@ -69,7 +70,7 @@ async def release(wf: KeplerWorkflow, req: ReleaseRequest, previous: ReleaseSnap
     await apply(wf, ApplyRelease(
         target=target, image=image, replicas=1, config=spec.config_files,
         env=spec.env_in(req.env), resources=spec.resources_in(req.env), annotations=annotations,
-        pod=manifests.pod_shape(spec, req.env, job=True)))
+        pod=manifests.pod_shape(spec, req.env, job=True), authorization=authorization))
     if spec.schedule and spec.schedule.run_on_release:
         await run_once(wf, target, "verify", annotations)
     else:

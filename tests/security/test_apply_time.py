@@ -1,0 +1,93 @@
+"""The check where the change is applied: `kubernetes.apply_release` against the sandbox's
+Kubernetes, run as a given workflow run (the SDK's ActivityEnvironment sets the activity
+info Temporal would), with the platform's own policy and signers. Whatever a workflow
+passes, a prod Deployment takes an image only with enough valid approvals of that image
+for that run; nothing is written otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.kubernetes.workloads import DeploymentActivities
+from kepler import manifests
+from kepler.identity import Statement
+from kepler.models import ReleaseRequest, ServiceSpec
+from kepler.settings import Platform, parse_platform
+from kepler.steps import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget
+from sandbox.serve import Sandbox
+from starter.signing import sign, signing_key
+from tests.conftest import platform_yaml
+from tests.helpers import sandbox_fixture, signed
+
+box = sandbox_fixture("apply-time", seconds_per_replica=0.05)
+IMAGE = "127.0.0.1:5000/demo/vault@sha256:" + "a" * 64
+RUN = ("vault@prod", "run-1")
+
+
+@pytest.fixture(scope="module")
+def platform(box: Sandbox) -> Iterator[Platform]:
+    p = parse_platform(platform_yaml(box.urls, "127.0.0.1:1", "unused"))
+    k8s = DeploymentActivities(p)
+    spec = ServiceSpec(name="vault", team="t", replicas=1)
+    ActivityEnvironment().run(k8s.apply_objects, ApplyObjects(
+        env="prod", manifests=manifests.for_environment(spec, "prod", "vault-prod"), run_id="r0"))
+    yield p
+
+
+def run_as(workflow_id: str, run_id: str, fn: Any, *args: Any) -> Any:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=workflow_id, workflow_run_id=run_id)
+    return env.run(fn, *args)
+
+
+def approval(who: str, p: Platform, workflow_id: str = RUN[0], run_id: str = RUN[1],
+             image: str = IMAGE) -> Any:
+    statement = Statement(action="approve", operation="release", service="vault", env="prod",
+                          workflow_id=workflow_id, run_id=run_id, gate=1, digests=[image],
+                          issued_at=datetime.now(timezone.utc))
+    return sign(statement, signing_key(p, who))
+
+
+def change(p: Platform, **auth: Any) -> ApplyRelease:
+    request = signed(ReleaseRequest(service="vault", env="prod", ref="main", requested_by="carol")).signed
+    return ApplyRelease(target=ReleaseTarget(env="prod", namespace="vault-prod", service="vault"),
+                        image=IMAGE, replicas=1, config={}, resources=ServiceSpec(name="x", team="t").resources,
+                        annotations={}, authorization=Authorization(request=request, **auth))
+
+
+def image_now(p: Platform) -> str:
+    return ActivityEnvironment().run(DeploymentActivities(p).snapshot,
+                                     ReleaseTarget(env="prod", namespace="vault-prod", service="vault")).image
+
+
+@pytest.mark.parametrize("case,approvals", [
+    ("none", lambda p: []),
+    ("the requester's own", lambda p: [approval("carol", p)]),
+    ("someone not listed for prod", lambda p: [approval("mallory", p)]),
+    ("another run's", lambda p: [approval("alice", p, run_id="run-0")]),
+    ("another image's", lambda p: [approval("alice", p, image=IMAGE.replace("a" * 64, "b" * 64))]),
+])
+def test_without_a_valid_approval_nothing_is_written(platform: Platform, case: str, approvals: Any) -> None:
+    before = image_now(platform)
+    with pytest.raises(ApplicationError) as e:
+        run_as(*RUN, DeploymentActivities(platform).apply_release,
+               change(platform, approvals=approvals(platform)))
+    assert e.value.type == "Unauthorized" and "refused at apply time: 0 of 1 valid approvals" in str(e.value)
+    assert image_now(platform) == before, case
+
+
+def test_a_rollback_claiming_history_is_checked_against_the_workload(platform: Platform) -> None:
+    with pytest.raises(ApplicationError, match="was never live for vault in prod"):
+        run_as(*RUN, DeploymentActivities(platform).apply_release, change(platform, gate="history"))
+
+
+def test_a_valid_approval_of_this_run_and_image_applies(platform: Platform) -> None:
+    result = run_as(*RUN, DeploymentActivities(platform).apply_release,
+                    change(platform, approvals=[approval("alice", platform)]))
+    assert result.changed and image_now(platform) == IMAGE
