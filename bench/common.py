@@ -88,6 +88,13 @@ async def sandbox_process(seconds_per_replica: float,
 @asynccontextmanager
 async def stack(seconds_per_replica: float = 0.0, build_seconds: float = 0.1) -> AsyncIterator[Stack]:
     """Dev server + sandbox + the real worker (queue QUEUE) + the bare worker (BARE_QUEUE)."""
+    import tempfile
+
+    from starter.signing import sandbox_signers
+
+    home = Path(tempfile.mkdtemp(prefix="kepler-bench-home-"))  # the sandbox's people and keys
+    os.environ["KEPLER_HOME"] = str(home)
+    sandbox_signers(home)
     async with sandbox_process(seconds_per_replica, build_seconds) as (urls, sandbox_pid):
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(BIN / "temporal"), search_attributes=ALL_KEYS,

@@ -19,8 +19,9 @@ from temporalio.client import WorkflowFailureError
 
 from bench.common import Figure, Stack, cached_commits, create_services, history, release
 from kepler.canary import CanaryControl
-from kepler.models import ApprovalDecision, CanaryRequest, OperationStatus, ReleaseRequest
+from kepler.models import CanaryRequest, OperationStatus, ReleaseRequest
 from kepler import operations_client as ops
+from starter.signing import decide, sign_request
 
 SERVICE = "react"
 APPROVE_TARGET_MS, ABORT_TARGET_S = 200.0, 2.0
@@ -55,10 +56,10 @@ async def approve_to_deploy(st: Stack, commits: list[str], runs: int) -> tuple[l
     the first activity after the gate (kubernetes.snapshot)."""
     to_deploy, to_first = [], []
     for n in range(runs):
-        started = await ops.start(st.client, ReleaseRequest(
-            service=SERVICE, env="prod", ref=commits[n % 2], requested_by="carol"), st.queue)
+        started = await ops.start(st.client, sign_request(st.platform, ReleaseRequest(
+            service=SERVICE, env="prod", ref=commits[n % 2], requested_by="carol")), st.queue)
         await _until_stage(st, started.workflow_id, "awaiting approval")
-        await ops.decide(st.client, SERVICE, "prod", "approve", ApprovalDecision(approver="alice"))
+        await decide(st.client, st.platform, SERVICE, "prod", "approve", "alice")  # signed
         returned = datetime.now(timezone.utc)
         assert (await started.handle.result()).outcome == "succeeded"
         events = await history(st.client, started.workflow_id, started.run_id)

@@ -27,5 +27,7 @@ async def unless(work: Awaitable[T], stopped: Callable[[], bool]) -> T:
     if not task.done():
         task.cancel()
         await workflow.wait([task])
+        if not task.cancelled():
+            task.exception()  # it ended itself meanwhile (e.g. raising the same stop): seen
         raise Stopped()
     return await task
