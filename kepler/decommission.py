@@ -53,10 +53,14 @@ class SchedulePause(Model):
 class TeardownRequest(Model):
     target: EnvTarget
     part: Literal["istio", "kubernetes"]
+    delete_namespace: bool = Field(False, description=(
+        "decommission.delete_namespaces: delete the namespace when Kepler made it and it is "
+        "left empty (the worker then needs the kepler-namespace-cleanup role)"))
 
 
 class TeardownResult(Model):
     deleted: list[str] = Field(default_factory=list)
+    kept: list[str] = Field(default_factory=list)  # namespaces left in place, and why
 
 
 class RestoreRequest(Model):
@@ -70,5 +74,6 @@ class DecommissionReport(Model):
     recorded: list[Footprint] = Field(default_factory=list)
     deleted: list[str] = Field(default_factory=list)
     remaining: list[str] = Field(default_factory=list)
+    kept: list[str] = Field(default_factory=list)  # namespaces phase 2 left in place, and why
     restored_by: str = ""
     error: str = ""

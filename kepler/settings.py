@@ -220,6 +220,11 @@ class DecommissionPolicy(Model):
     remind_every: Duration = timedelta(hours=4)
     min_soak: Duration = Field(timedelta(minutes=1), description=(
         "the shortest soak a decommission may ask for: the time anyone has to restore"))
+    delete_namespaces: bool = Field(False, description=(
+        "phase 2 deletes a service's namespace when Kepler created it and nothing else "
+        "lives there; off, such a namespace is kept (and the report says so). Needs the "
+        "opt-in role deploy/kubernetes/base/rbac-namespace-cleanup.yaml (it lists Secrets "
+        "and deletes namespaces)"))
 
     def soak_problem(self, soak: timedelta) -> str:
         """Why `soak` is refused, or ''."""

@@ -92,6 +92,7 @@ def test_rbac_is_exactly_what_the_activities_call(overlay: str) -> None:
     assert {name: role["rules"] for name, role in roles.items()} == expected, (
         "deploy/kubernetes/base/rbac-rules.yaml is out of date with the activities' Kubernetes "
         f"calls: run `{rbac.COMMAND}`")
+    assert "kepler-namespace-cleanup" not in roles  # opt-in: never in the base or overlays
     for kind, verbs in rbac.required_access().items():
         group, plural, namespaced = rbac.resource_of(kind)
         role = roles["kepler-managed-objects" if namespaced else "kepler-namespaces"]
@@ -112,13 +113,121 @@ def test_rbac_is_exactly_what_the_activities_call(overlay: str) -> None:
 
 
 def test_every_kubernetes_call_goes_through_the_cluster_verbs() -> None:
-    """Raw REST calls would bypass the RBAC derivation: only kubernetes/client.py may make them."""
+    """Raw REST calls would bypass the RBAC derivation: only kubernetes/client.py may make
+    them; the official client's typed APIs only where rbac.EXTRA says what they need."""
     offenders = [f"{p.name}:{n}" for p in (ROOT / "activities").rglob("*.py") if p != rbac.CLIENT
                  for n, line in enumerate(p.read_text().splitlines(), 1)
                  if re.search(r"\.call\(\s*\"(GET|POST|PUT|PATCH|DELETE)\"", line)]
     assert offenders == []
+    typed = {p.relative_to(ROOT / "activities").as_posix() for p in (ROOT / "activities").rglob("*.py")
+             if re.search(r"\b\w+V\d\w*Api\(|read_namespaced|pod_logs\.", p.read_text())}
+    assert typed == {where for _, _, where, _ in rbac.EXTRA}
     sites = rbac.call_sites()
     assert len(sites) > 20 and {s.verb for s in sites} <= set(rbac.CLUSTER_VERBS.values())
+
+
+def test_rendered_rbac_files_match_the_generator() -> None:
+    base = DEPLOY / "kubernetes/base"
+    assert (base / "rbac-rules.yaml").read_text() == rbac.render(), f"run `{rbac.COMMAND}`"
+    assert (base / "rbac-namespace-cleanup.yaml").read_text() == rbac.render_cleanup(), (
+        f"run `{rbac.CLEANUP_COMMAND}`")
+    listed = yaml.safe_load((base / "kustomization.yaml").read_text())["resources"]
+    assert "rbac-rules.yaml" in listed and "rbac-namespace-cleanup.yaml" not in listed
+
+
+def test_what_the_worker_may_and_may_not_do() -> None:
+    """The worker's account, as the overlays bind it: no Secrets, no Pod writes, no delete
+    of namespaces or volumes; it may read pod logs. Only the opt-in role adds listing
+    Secrets and deleting namespaces (for decommission.delete_namespaces)."""
+    roles = [o for o in render("prod") if o["kind"] == "ClusterRole"]
+    rules = [rule for role in roles for rule in role["rules"]]
+    assert not [r for r in rules if {"secrets", "*"} & set(r["resources"])], "nothing on Secrets"
+    for verb in ("create", "update", "patch", "delete", "deletecollection"):
+        assert not allows(rules, verb, "", "pods"), f"{verb} pods"
+    for verb in ("delete", "deletecollection"):
+        assert not allows(rules, verb, "", "namespaces"), f"{verb} namespaces"
+    for verb in ("create", "update", "patch", "delete", "deletecollection"):
+        assert not allows(rules, verb, "", "persistentvolumeclaims"), f"{verb} claims"
+    assert allows(rules, "get", "", "pods/log") and allows(rules, "list", "", "pods")
+    assert allows(rules, "get", "", "persistentvolumeclaims")
+    assert not allows(rules, "get", "", "pods/exec") and not allows(rules, "create", "", "pods/exec")
+    # the same through the REST paths the worker would send
+    assert rbac.allowed("GET", "/api/v1/namespaces/shop-prod/pods/shop-1/log")
+    assert not rbac.allowed("GET", "/api/v1/namespaces/shop-prod/secrets")
+    assert not rbac.allowed("GET", "/api/v1/namespaces/shop-prod/secrets/db")
+    assert not rbac.allowed("DELETE", "/api/v1/namespaces/shop-prod")
+    assert not rbac.allowed("POST", "/api/v1/namespaces/shop-prod/pods")
+    assert rbac.allowed("POST", "/api/v1/namespaces")
+
+    cleanup = yaml.safe_load_all((DEPLOY / "kubernetes/base/rbac-namespace-cleanup.yaml").read_text())
+    role, binding = list(cleanup)
+    assert binding["roleRef"]["name"] == role["metadata"]["name"] == "kepler-namespace-cleanup"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kepler-worker",
+                                    "namespace": "kepler-system"}]
+    granted = {(v, g, r) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    assert {("list", "", "secrets"), ("delete", "", "namespaces")} <= granted
+    assert {v for v, _, _ in granted} <= {"list", "delete"}
+    assert {r for v, _, r in granted if v == "delete"} == {"namespaces"}
+    with_cleanup = [*roles, role]
+    assert rbac.allowed("DELETE", "/api/v1/namespaces/shop-prod", with_cleanup)
+    assert rbac.allowed("GET", "/api/v1/namespaces/shop-prod/secrets", with_cleanup)
+    assert not rbac.allowed("GET", "/api/v1/namespaces/shop-prod/secrets/db", with_cleanup)
+
+
+def test_managed_kinds_are_what_create_lays_down() -> None:
+    """`# rbac: MANAGED_KINDS` on apply_objects and its undo: exactly the kinds of
+    kepler/manifests.py for_environment, for every shape of service."""
+    from activities.kubernetes.client import MANAGED_KINDS
+    from kepler import manifests
+    from kepler.models import ServiceSpec
+
+    specs = [ServiceSpec(name="web", team="t", exposure="external", host="web.example.com",
+                         min_available=1, autoscaling={"min_replicas": 2, "max_replicas": 4}),
+             ServiceSpec(name="nightly", team="t", type="cronjob", schedule={"cron": "0 3 * * *"})]
+    made = {o["kind"] for spec in specs for o in manifests.for_environment(spec, "prod", "ns")}
+    assert made == set(MANAGED_KINDS)
+
+
+@pytest.mark.parametrize("annotation, error", [
+    ("", "no `# rbac: KINDS` comment"),
+    ("# rbac: Widget", "'Widget'"),
+    ("# rbac: cleanup-all: Secret", "unknown role"),
+])
+def test_a_variable_kind_call_must_say_its_kinds(tmp_path: Path, annotation: str, error: str) -> None:
+    """New code cannot silently widen the worker's rights: a Cluster call whose kind is
+    chosen at run time and is not annotated (or names what is not a kind) fails the
+    generator, and so this file's tests."""
+    (tmp_path / "new.py").write_text(
+        "def purge(cluster, kind, ns, name):\n"
+        f"    return cluster.delete(kind, ns, name)  {annotation}\n")
+    with pytest.raises(rbac.RbacError, match=re.escape(error)):
+        rbac.call_sites(tmp_path)
+
+
+def test_annotations_name_kinds_lists_and_opt_in_roles(tmp_path: Path) -> None:
+    (tmp_path / "new.py").write_text(
+        'OURS = ["Service", *("ConfigMap",)]\n'
+        "def f(cluster, kind, ns, name, obj):\n"
+        "    cluster.get(kind, ns,  # rbac: OURS\n"
+        "                name)\n"
+        "    cluster.delete(kind, ns, name)  # rbac: MANAGED_KINDS; namespace-cleanup: Namespace\n"
+        "    cluster.list(kind, ns)  # rbac: namespace-cleanup: Secret\n"
+        '    cluster.delete("Namespace", None, ns)  # rbac: namespace-cleanup\n'
+        "    read_modify_write(cluster, kind, ns, name, f)  # rbac: Deployment\n"
+        "    cluster.create(obj)  # rbac: Job\n")
+    sites = {(s.line, s.verb, s.kind, s.role) for s in rbac.call_sites(tmp_path)}
+    assert {(3, "get", "Service", ""), (3, "get", "ConfigMap", "")} <= sites
+    assert (5, "delete", "Deployment", "") in sites and (5, "delete", "Namespace", "") not in sites
+    assert (5, "delete", "Namespace", "namespace-cleanup") in sites
+    assert (6, "list", "Secret", "namespace-cleanup") in sites
+    assert (7, "delete", "Namespace", "namespace-cleanup") in sites
+    assert {(8, "get", "Deployment", ""), (8, "update", "Deployment", "")} <= sites
+    assert (9, "create", "Job", "") in sites
+    (tmp_path / "new.py").write_text('def f(cluster, ns):\n'
+                                     '    cluster.list("Pod", ns)  # rbac: Secret\n')
+    with pytest.raises(rbac.RbacError, match="literal"):
+        rbac.call_sites(tmp_path)
 
 
 @pytest.fixture
@@ -153,7 +262,10 @@ def test_overlays_apply_to_the_sandbox_cluster(kubectl: Any) -> None:
     roles = yaml.safe_load(kubectl("get", "clusterroles", "-o", "yaml"))["items"]
     names = {r["metadata"]["name"] for r in roles}
     assert {"kepler-namespaces", "kepler-managed-objects"} <= names
+    assert "kepler-namespace-cleanup" not in names  # opt-in
     assert "kepler-worker" in kubectl("get", "hpa", "-n", "kepler-system")
+    out = kubectl("apply", "-f", str(DEPLOY / "kubernetes/base/rbac-namespace-cleanup.yaml"))
+    assert "clusterrolebinding.rbac.authorization.k8s.io/kepler-namespace-cleanup" in out
 
 
 def test_compose_runs_temporal_postgres_ui_worker_and_codec_server() -> None:

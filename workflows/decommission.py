@@ -88,6 +88,8 @@ class Decommission(KeplerWorkflow):
             self.set_stage("deleting")
         await self.phase_two(req.service, report)
         self.state.notes.append("deleted: " + ", ".join(report.deleted))
+        if report.kept:
+            self.state.notes.append("kept: " + ", ".join(report.kept))
         return Done("decommissioned", f"{req.service} is decommissioned: routes, workloads "
                     "and the Jenkins job deleted; the GitLab project is archived")
 
@@ -130,6 +132,7 @@ class Decommission(KeplerWorkflow):
                 return
             if isinstance(result, TeardownResult):
                 report.deleted += result.deleted
+                report.kept += result.kept
             elif deleted and result is not False:
                 report.deleted.append(deleted)
 
@@ -137,7 +140,8 @@ class Decommission(KeplerWorkflow):
             await attempt(f"{target.env}: delete Istio objects", TeardownActivities.teardown,
                           TeardownRequest(target=target, part="istio"))
             await attempt(f"{target.env}: delete Kubernetes objects", TeardownActivities.teardown,
-                          TeardownRequest(target=target, part="kubernetes"))
+                          TeardownRequest(target=target, part="kubernetes",
+                                          delete_namespace=self.plan.policy.delete_namespaces))
         if self._schedules is not None:
             await attempt("delete release schedules", OperationsActivities.delete_schedules,
                           self._schedules)

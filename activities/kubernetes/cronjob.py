@@ -88,7 +88,7 @@ class CronJobActivities(ReleaseActivities):
                                 "name": cj["metadata"]["name"], "uid": cj["metadata"]["uid"],
                                 "controller": True, "blockOwnerDeletion": True}]},
                "spec": {**template["spec"], "backoffLimit": 0}}
-        cluster.create(job)
+        cluster.create(job)  # rbac: Job
         return JobRef(target=req.target, name=req.name, image=image, created=True,
                       active_deadline=template["spec"].get("activeDeadlineSeconds") or 600)
 

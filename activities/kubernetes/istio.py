@@ -66,7 +66,8 @@ class IstioActivities(ClusterActivities):
         for vs in footprint.virtual_services:
             live = cluster.get("VirtualService", ns, vs["metadata"]["name"])
             if live is None:
-                cluster.create({**vs, "metadata": {**vs["metadata"], "namespace": ns}})
+                cluster.create({**vs, "metadata": {**vs["metadata"],  # rbac: VirtualService
+                                                   "namespace": ns}})
                 restored.append(f"VirtualService {ns}/{vs['metadata']['name']}")
             elif live.get("spec") != vs["spec"]:
                 cluster.patch("VirtualService", ns, vs["metadata"]["name"], {"spec": vs["spec"]})

@@ -12,7 +12,8 @@ from kepler import naming
 from kepler.decommission import EnvTarget, Footprint, TeardownRequest, TeardownResult
 
 ISTIO_KINDS = ["VirtualService", "Gateway", "DestinationRule"]
-# Deleted in this order; the Namespace last, and only when nothing else lives in it.
+# Deleted in this order; the Namespace last, and only when nothing else lives in it
+# and the platform opted in (decommission.delete_namespaces).
 KUBERNETES_KINDS = ["HorizontalPodAutoscaler", "PodDisruptionBudget", "CronJob", "Deployment",
                     "Service", "ConfigMap", "ServiceAccount"]
 BUILTIN = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
@@ -86,37 +87,48 @@ class TeardownActivities(ClusterActivities):
     @activity.defn(name="kubernetes.teardown")
     def teardown(self, req: TeardownRequest) -> TeardownResult:
         """Delete the service's Kepler-managed objects of one part (istio | kubernetes).
-        The Namespace goes too when Kepler made it and nothing else is left in it."""
+        The Namespace goes too only when Kepler made it, nothing else lives in it, and the
+        platform opted in (`decommission.delete_namespaces`, which needs the opt-in role
+        kepler-namespace-cleanup); a namespace kept is named in `kept`, with the reason."""
         cluster = self.clusters(req.target.env)
         ns, sel = req.target.namespace, selector(req.target.service)
         deleted = []
         for kind in ISTIO_KINDS if req.part == "istio" else KUBERNETES_KINDS:
-            for obj in cluster.list(kind, ns, sel):
+            for obj in cluster.list(kind, ns, sel):  # rbac: ISTIO_KINDS, KUBERNETES_KINDS
                 name = obj["metadata"]["name"]
-                if created_by_kepler(obj) and cluster.delete(kind, ns, name):
+                if not created_by_kepler(obj):
+                    continue
+                if cluster.delete(kind, ns, name):  # rbac: ISTIO_KINDS, KUBERNETES_KINDS
                     deleted.append(f"{kind} {ns}/{name}")
-        if req.part == "kubernetes" and self._namespace_is_ours_and_empty(cluster, ns):
-            if cluster.delete("Namespace", None, ns):
-                deleted.append(f"Namespace {ns}")
+        if req.part != "kubernetes":
+            return TeardownResult(deleted=deleted)
+        live = cluster.get("Namespace", None, ns)
+        if live is None:
+            return TeardownResult(deleted=deleted)
+        why = ("not created by Kepler" if not created_by_kepler(live)
+               else "decommission.delete_namespaces is off" if not req.delete_namespace
+               else self._occupant(cluster, ns))
+        if why:
+            return TeardownResult(deleted=deleted, kept=[f"Namespace {ns} kept ({why})"])
+        if cluster.delete("Namespace", None, ns):  # rbac: namespace-cleanup
+            deleted.append(f"Namespace {ns}")
         return TeardownResult(deleted=deleted)
 
     @staticmethod
-    def _namespace_is_ours_and_empty(cluster: Cluster, ns: str) -> bool:
-        """Kepler made it (not just labelled it) and nothing else lives in it: no object of
-        any kind Kepler can list, but what Kubernetes puts in every namespace and what the
-        deleted workloads leave behind for the garbage collector."""
-        live = cluster.get("Namespace", None, ns)
-        if live is None or not created_by_kepler(live):
-            return False
+    def _occupant(cluster: Cluster, ns: str) -> str:
+        """What else lives in the namespace ('' when nothing): an object of any kind Kepler
+        can list, but what Kubernetes puts in every namespace and what the deleted
+        workloads leave behind for the garbage collector. Lists Secrets: only with the
+        opt-in role."""
         for kind in OCCUPANTS:
-            for obj in cluster.list(kind, ns):
+            for obj in cluster.list(kind, ns):  # rbac: namespace-cleanup: OCCUPANTS
                 meta = obj["metadata"]
                 if (kind, meta["name"]) in BUILTIN or meta.get("ownerReferences"):
                     continue
                 if kind == "Secret" and obj.get("type") == "kubernetes.io/service-account-token":
                     continue
-                return False
-        return True
+                return f"not empty: {kind} {meta['name']}"
+        return ""
 
     @activity.defn(name="kubernetes.inventory")
     def inventory(self, target: EnvTarget) -> list[str]:
@@ -124,4 +136,5 @@ class TeardownActivities(ClusterActivities):
         cluster = self.clusters(target.env)
         ns, sel = target.namespace, selector(target.service)
         return [f"{kind} {ns}/{obj['metadata']['name']}"
-                for kind in ISTIO_KINDS + KUBERNETES_KINDS for obj in cluster.list(kind, ns, sel)]
+                for kind in ISTIO_KINDS + KUBERNETES_KINDS
+                for obj in cluster.list(kind, ns, sel)]  # rbac: ISTIO_KINDS, KUBERNETES_KINDS

@@ -43,17 +43,17 @@ class DeploymentActivities(ReleaseActivities):
             obj = copy.deepcopy(manifest)
             kind, meta = obj["kind"], obj["metadata"]
             ns, name = meta.get("namespace"), meta["name"]
-            live = cluster.get(kind, ns, name)
+            live = cluster.get(kind, ns, name)  # rbac: MANAGED_KINDS
             if live is None:
                 meta.setdefault("annotations", {})[naming.CREATED_BY_RUN] = req.run_id
                 try:
-                    cluster.create(obj)
+                    cluster.create(obj)  # rbac: MANAGED_KINDS
                     results.append(Applied(kind=kind, namespace=ns or "", name=name, created=True))
                     continue
                 except ApplicationError as e:
                     if e.type != "Conflict409":  # created meanwhile (e.g. a retried call)
                         raise
-                    live = cluster.get(kind, ns, name)
+                    live = cluster.get(kind, ns, name)  # rbac: MANAGED_KINDS
             ours = naming.CREATED_BY_RUN in ((live or {}).get("metadata", {}).get("annotations") or {})
             if kind != "Deployment":
                 labels = meta.get("labels", {})
@@ -64,7 +64,7 @@ class DeploymentActivities(ReleaseActivities):
                     patch["spec"] = obj["spec"]
                 if "data" in obj and kind != "ConfigMap":
                     patch["data"] = obj["data"]
-                cluster.patch(kind, ns, name, patch)
+                cluster.patch(kind, ns, name, patch)  # rbac: MANAGED_KINDS
             created = (live or {}).get("metadata", {}).get("annotations", {}).get(
                 naming.CREATED_BY_RUN) == req.run_id
             results.append(Applied(kind=kind, namespace=ns or "", name=name, created=created))
@@ -79,7 +79,7 @@ class DeploymentActivities(ReleaseActivities):
             kind, meta = manifest["kind"], manifest["metadata"]
             if kind == "Deployment":  # an existing Deployment is left alone by apply_objects
                 continue
-            live = cluster.get(kind, meta.get("namespace"), meta["name"])
+            live = cluster.get(kind, meta.get("namespace"), meta["name"])  # rbac: MANAGED_KINDS
             if live is not None:
                 found.append(AdoptedObject(
                     env=req.env, kind=kind, namespace=meta.get("namespace") or "", name=meta["name"],
@@ -92,24 +92,25 @@ class DeploymentActivities(ReleaseActivities):
         """Undo apply_objects on an object that existed before: its labels and spec as
         recorded (a replace with the live resourceVersion: a concurrent change gets 409)."""
         cluster = self.clusters(before.env)
-        live = cluster.get(before.kind, before.namespace or None, before.name)
+        live = cluster.get(before.kind, before.namespace or None, before.name)  # rbac: MANAGED_KINDS
         if live is None:
             return False
         live["metadata"]["labels"] = before.labels
         if before.spec is not None:
             live["spec"] = before.spec
-        cluster.replace(live)
+        cluster.replace(live)  # rbac: MANAGED_KINDS
         return True
 
     @activity.defn(name="kubernetes.delete_if_created")
     def delete_if_created(self, undo: UndoCreated) -> bool:
         cluster = self.clusters(undo.env)
-        live = cluster.get(undo.kind, undo.namespace or None, undo.name)
+        live = cluster.get(undo.kind, undo.namespace or None, undo.name)  # rbac: MANAGED_KINDS
         if live is None:
             return False
         if live["metadata"].get("annotations", {}).get(naming.CREATED_BY_RUN) != undo.run_id:
             return False
-        return cluster.delete(undo.kind, undo.namespace or None, undo.name)
+        return cluster.delete(  # rbac: MANAGED_KINDS; namespace-cleanup: Namespace
+            undo.kind, undo.namespace or None, undo.name)
 
     # --- releases -----------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 `service list` and `service show` through the CLI, on the real dev server, a real worker
 and the sandbox. A reject changes nothing; a restore during the soak puts back routes,
 replicas and release schedules exactly; an approved decommission deletes what Kepler
-created and nothing else (a namespace that was there before, with its volume, stays).
+created and nothing else (a namespace that was there before, with its volume, stays; the
+namespace Kepler made stays too, empty, as decommission.delete_namespaces is off by default).
 
 Its own worker: the platform file allows a 1 s soak (decommission.min_soak), so phase 2
 runs within the test instead of after the default minute."""
@@ -17,7 +18,6 @@ import jenkins
 import pytest
 import yaml
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
 
 from sandbox.serve import Sandbox
 from tests import world
@@ -115,15 +115,18 @@ async def test_reject_restore_and_decommission_through_the_cli(
     assert status["outcome"] == "restored" and "release schedules resumed" in status["undone"]
 
     # 3. approved and soaked: Kepler's objects, schedules and job go; the project is archived;
-    # the namespace that was there before stays, with its volume
+    # the namespace that was there before stays, with its volume; the one Kepler made stays
+    # empty (decommission.delete_namespaces is off), and the status notes say so
     await decommission("1s")
     code, out, err = await kepler(cfg, "approve", "retire", "--env", "all", user="bob")
     assert code == 0, out + err
     status = await _poll(cfg, "retire", "all", lambda s: s.get("stage") == "done", "the end", 120)
     assert status["outcome"] == "succeeded", status
-    with pytest.raises(ApiException) as gone:
-        core(sandbox).read_namespace("retire-staging")
-    assert gone.value.status == 404
+    assert core(sandbox).read_namespace("retire-staging")
+    assert sorted(world.snapshot(sandbox, ["retire-staging"])) == [
+        "Namespace retire-staging/retire-staging"]  # everything Kepler created in it is gone
+    assert ("kept: Namespace retire-prod kept (not created by Kepler), Namespace retire-staging "
+            "kept (decommission.delete_namespaces is off)") in status["notes"], status["notes"]
     assert core(sandbox).read_namespaced_persistent_volume_claim("data", "retire-prod")
     assert core(sandbox).read_namespace("retire-prod")
     left = world.snapshot(sandbox, ["retire-prod"])
