@@ -109,7 +109,8 @@ class DeploymentActivities(ReleaseActivities):
             return False
         if live["metadata"].get("annotations", {}).get(naming.CREATED_BY_RUN) != undo.run_id:
             return False
-        return cluster.delete(  # rbac: MANAGED_KINDS; namespace-cleanup: Namespace
+        # a Namespace too: the undo of a create deletes the namespace that run made
+        return cluster.delete(  # rbac: MANAGED_KINDS
             undo.kind, undo.namespace or None, undo.name)
 
     # --- releases -----------------------------------------------------------------------------

@@ -167,13 +167,13 @@ async def test_custom_promql_and_every_no_data_policy_against_real_prometheus(
     """A custom PromQL check ($workload, $namespace, $interval filled in) reads the real
     Prometheus; a check whose query has no data fails the canary, is skipped, or halts it
     for a human, as --no-data says."""
-    cfg, ns = canary_platform, "ledger-staging"
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "ledger", "team": "t", "replicas": 1}))
+    cfg, ns = canary_platform, "tally9-staging"
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "tally9", "team": "t", "replicas": 1}))
     assert (await kepler(cfg, "service", "create", "-f", str(tmp_path / "spec.yaml"), "--watch"))[0] == 0
-    assert (await kepler(cfg, "release", "ledger", "--env", "staging", "--ref", "main", "--watch"))[0] == 0
+    assert (await kepler(cfg, "release", "tally9", "--env", "staging", "--ref", "main", "--watch"))[0] == 0
 
     async def canary(*extra: str) -> tuple[int, dict]:
-        code, out, err = await kepler(cfg, "canary", "ledger", "--env", "staging", "--ref", "main",
+        code, out, err = await kepler(cfg, "canary", "tally9", "--env", "staging", "--ref", "main",
                                       "--steps", "50", "--interval", "10s", *extra, "--watch", "-o", "json")
         return code, json.loads(out or err)
 
@@ -185,21 +185,21 @@ async def test_custom_promql_and_every_no_data_policy_against_real_prometheus(
     code, result = await canary("--metric", GHOST, "--no-data", "fail", "--failure-limit", "1")
     assert code == 1 and result["outcome"] == "rolled_back", result
     assert "ghost: no data" in result["error"]
-    assert apps(sandbox).read_namespaced_deployment("ledger-canary", ns).spec.replicas == 0
+    assert apps(sandbox).read_namespaced_deployment("tally9-canary", ns).spec.replicas == 0
 
     code, result = await canary("--metric", GHOST, "--no-data", "skip")
     assert code == 0, result
     ghost = next(c for c in result["report"]["checks"] if c["name"] == "ghost")
     assert ghost["last_result"] == "skipped"
 
-    code, out, err = await kepler(cfg, "canary", "ledger", "--env", "staging", "--ref", "main", "--steps",
+    code, out, err = await kepler(cfg, "canary", "tally9", "--env", "staging", "--ref", "main", "--steps",
                                   "50", "--interval", "10s", "--metric", GHOST, "--no-data", "halt")
     assert code == 0, out + err
-    status = await wait_for_stage(cfg, "ledger", "staging", "paused")
+    status = await wait_for_stage(cfg, "tally9", "staging", "paused")
     assert status["canary"]["paused_by"] == "the no-data policy"
     assert any("no data for ghost (no-data policy: halt)" in n for n in status["notes"])
-    code, out, err = await kepler(cfg, "abort", "ledger", "--env", "staging", "--reason", "no metrics")
+    code, out, err = await kepler(cfg, "abort", "tally9", "--env", "staging", "--reason", "no metrics")
     assert code == 0, out + err
-    status = await wait_for_outcome(cfg, "ledger", "staging")
+    status = await wait_for_outcome(cfg, "tally9", "staging")
     assert status["outcome"] == "aborted", status
-    assert [d["weight"] for d in routes_of(sandbox, ns, "ledger")[0]["route"]] == [100, 0]
+    assert [d["weight"] for d in routes_of(sandbox, ns, "tally9")[0]["route"]] == [100, 0]
