@@ -28,6 +28,7 @@ bench-soak: $(STAMP)
 # the worker's RBAC rules, from the Kubernetes calls in activities/ (deploy/rbac.py)
 rbac: $(STAMP)
 	$(PY) -m deploy.rbac > deploy/kubernetes/base/rbac-rules.yaml
+	$(PY) -m deploy.rbac namespace-cleanup > deploy/kubernetes/base/rbac-namespace-cleanup.yaml
 
 up: $(STAMP)
 	$(VENV)/bin/kepler dev up
