@@ -58,7 +58,6 @@ class CanaryState(Model):
     steps: list[StepRecord] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     approvals: list[SignedStatement] = Field(default_factory=list)  # the gate's, signed
-    gate_run_id: str = ""  # the run the gate was in (the first)
 
 
 class CanaryReport(Model):

@@ -203,7 +203,7 @@ class Authorization(Model):
     gate: Literal["approval", "rollback_approval", "history"] = "approval"  # which rule
     request: SignedStatement | None = None  # the requester's signed request
     approvals: list[SignedStatement] = Field(default_factory=list, max_length=20)
-    first_run_id: str = ""  # a continued canary: the run its gate was in
+    first_run_id: str = ""  # the first run of a continued workflow (a canary's gate was there)
     train: str = ""  # a train member: the train's workflow id, whose run approved it
 
 

@@ -29,6 +29,14 @@ class Received:
         return json.loads(self.body)
 
 
+def serve(port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """`handler` on 127.0.0.1:`port`, in a daemon thread; `shutdown()` and
+    `server_close()` it when done."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @dataclass
 class HttpReceiver:
     """Records every POST; answers with `statuses` in turn, then with 200."""
@@ -58,9 +66,7 @@ class HttpReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = serve(self.port, Handler)
 
     @property
     def url(self) -> str:
@@ -102,8 +108,7 @@ class ForbiddingApiServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(self.port, Handler)
 
     @property
     def url(self) -> str:

@@ -180,11 +180,12 @@ class Canary(KeplerWorkflow):
             env=req.env, run_id=workflow.info().run_id, manifests=[manifests.deployment(
                 cs.spec, req.env, cs.policy.namespace, name=target.name(), version="canary",
                 image=cs.image, replicas=0)]))
-        result = await self.step("deploy canary", DeploymentActivities.apply_release, ApplyRelease(
+        change = kube.authorized(self, ApplyRelease(
             target=target, image=cs.image, replicas=replicas, config=cs.spec.config_files,
             env=cs.spec.env_in(req.env), resources=cs.spec.resources_in(req.env),
             port=cs.spec.port, health_path=cs.spec.health_path, annotations=self._annotations(req),
-            pod=manifests.pod_shape(cs.spec, req.env, name=target.name()), authorization=self.authorization()))
+            pod=manifests.pod_shape(cs.spec, req.env, name=target.name())))
+        result = await self.step("deploy canary", DeploymentActivities.apply_release, change)
         # an abort does not wait for the canary to come up
         await self._unless_aborted(kube.wait_rollout(self, WaitRollout(
             target=target, generation=result.generation, timeout=cs.policy.rollout_timeout)))
@@ -196,7 +197,7 @@ class Canary(KeplerWorkflow):
             raise StepFailed("continue", "a canary's state comes only from its own continue-as-new",
                              "Unauthorized", bad_input=True)
         self.identify(carried.policy.signers, gated=False)  # who asked, verified again
-        self.gate_approvals, self.first_run_id = carried.approvals, carried.gate_run_id
+        self.gate_approvals = carried.approvals
         self.cs = carried
         self.state.canary = carried.progress
         self.state.steps, self.state.notes = carried.steps, carried.notes
@@ -292,9 +293,8 @@ class Canary(KeplerWorkflow):
         if self._abort or self._promote:
             return
         self.cs.progress = self.progress
-        self.cs.steps = self.state.steps[-KEEP_STEPS:]
-        self.cs.notes = self.state.notes[-KEEP_STEPS:]
-        self.cs.approvals, self.cs.gate_run_id = self.gate_approvals, self.first_run_id or workflow.info().run_id
+        self.cs.steps, self.cs.notes = self.state.steps[-KEEP_STEPS:], self.state.notes[-KEEP_STEPS:]
+        self.cs.approvals = self.gate_approvals
         workflow.continue_as_new(args=[req, self.cs])
 
     # --- the end -------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ class Canary(KeplerWorkflow):
             config=cs.spec.config_files, env=cs.spec.env_in(req.env),
             resources=cs.spec.resources_in(req.env), port=cs.spec.port,
             health_path=cs.spec.health_path, annotations=self._annotations(req),
-            pod=manifests.pod_shape(cs.spec, req.env), authorization=self.authorization()))
+            pod=manifests.pod_shape(cs.spec, req.env)))
         await kube.wait_rollout(self, WaitRollout(target=primary, generation=result.generation,
                                                   timeout=cs.policy.rollout_timeout))
         p.waiting_on = "traffic back to the primary"

@@ -6,7 +6,6 @@ commit asks for a 20 % error rate is rolled back by the metric; a healthy one is
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
@@ -15,8 +14,8 @@ import yaml
 from kubernetes import client as k8s
 
 from sandbox.serve import Sandbox
-from tests.conftest import platform_yaml
 from tests.helpers import real_prometheus as start_prometheus
+from tests.workers import worker_with
 from tests.e2e.test_release import apps, gitlab_client, kepler, wait_for_outcome, wait_for_stage
 
 pytestmark = pytest.mark.e2e
@@ -31,26 +30,14 @@ def real_prometheus(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def canary_platform(sandbox: Sandbox, dev_env: Any, real_prometheus: str,
-                    tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """kepler.yaml for the sandbox with the real Prometheus, on its own task queue."""
-    path = tmp_path_factory.mktemp("canary-platform") / "kepler.yaml"
-    path.write_text(platform_yaml({**sandbox.urls, "prometheus": real_prometheus},
-                                  dev_env.client.service_client.config.target_host,
-                                  "kepler-e2e-canary"))
-    return path
-
-
-@pytest.fixture(scope="module")
-async def canary_worker(canary_platform: Path, dev_env: Any) -> AsyncIterator[None]:
-    """The real worker (every workflow and activity), as tests/conftest.py's e2e_worker,
-    pointed at the real Prometheus."""
-    from kepler.settings import Secrets, load_platform
-    from worker import build_worker
-
-    with ThreadPoolExecutor(max_workers=64) as executor:
-        async with build_worker(dev_env.client, load_platform(canary_platform), Secrets(), executor):
-            yield
+async def canary_platform(sandbox: Sandbox, dev_env: Any, real_prometheus: str,
+                          tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
+    """kepler.yaml pointed at the real Prometheus, and the real worker reading it, on its
+    own task queue."""
+    async with worker_with(sandbox, dev_env, tmp_path_factory.mktemp("canary-platform"),
+                           "kepler-e2e-canary",
+                           lambda config: config.update(prometheus={"url": real_prometheus})) as path:
+        yield path
 
 
 def routes_of(sandbox: Sandbox, namespace: str, service: str) -> list[dict]:
@@ -79,7 +66,7 @@ def push_version(sandbox: Sandbox, tag: str, behaviour: dict[str, Any]) -> None:
 
 
 async def test_bad_canary_is_rolled_back_by_its_metric_and_a_good_one_promoted(
-        sandbox: Sandbox, canary_platform: Path, canary_worker: Any, tmp_path: Path) -> None:
+        sandbox: Sandbox, canary_platform: Path, tmp_path: Path) -> None:
     spec = {"name": "payments", "team": "payments", "template": "python", "replicas": 2}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     code, out, err = await kepler(canary_platform, "service", "create", "-f",
@@ -163,7 +150,7 @@ GHOST = 'ghost:0:1:sum(rate(no_such_metric_total{namespace="$namespace"}[$interv
 
 
 async def test_custom_promql_and_every_no_data_policy_against_real_prometheus(
-        sandbox: Sandbox, canary_platform: Path, canary_worker: Any, tmp_path: Path) -> None:
+        sandbox: Sandbox, canary_platform: Path, tmp_path: Path) -> None:
     """A custom PromQL check ($workload, $namespace, $interval filled in) reads the real
     Prometheus; a check whose query has no data fails the canary, is skipped, or halts it
     for a human, as --no-data says."""

@@ -129,6 +129,8 @@ class FakeWorld:
 
         @activity.defn(name="kubernetes.apply_release")
         async def apply_release(a: ApplyRelease) -> ApplyResult:
+            # the real activity checks this again; a workflow path that forgets it fails here
+            assert a.authorization is not None, "a release written without its authorization"
             record("apply_release")
             world.deployment.update(image=a.image, config=dict(a.config), replicas=a.replicas)
             return ApplyResult(changed=True, generation=2)

@@ -54,14 +54,13 @@ class ApprovalGate:
         self._signed_gate = False
         self._gates = 0
         self.gate_approvals: list[SignedStatement] = []  # the last gate's, signed (a train's)
-        self.first_run_id = ""  # a continued run: the run its gate was in
 
     def authorization(self, gate: str = "approval", approvals: list[SignedStatement] | None = None,
                       train: str = "", request: SignedStatement | None = None) -> Authorization:
         """What the activity applying a change checks again (activities/authorization.py)."""
         return Authorization(gate=gate, request=request or getattr(self.request, "signed", None),
                              approvals=list(self.gate_approvals if approvals is None else approvals),
-                             first_run_id=self.first_run_id, train=train)
+                             first_run_id=workflow.info().first_execution_run_id, train=train)
 
     def identify(self, signers: AllowedSigners, gated: bool) -> None:
         """Verify the request's signature against the signers the platform lists now

@@ -32,7 +32,8 @@ async def restore(wf: KeplerWorkflow, previous: ReleaseSnapshot,
 
 
 async def apply(wf: KeplerWorkflow, change: ApplyRelease) -> ApplyResult:
-    return await wf.step("apply image and config", CronJobActivities.apply_release, change)
+    return await wf.step("apply image and config", CronJobActivities.apply_release,
+                         kube.authorized(wf, change))
 
 
 async def run_once(wf: KeplerWorkflow, target: ReleaseTarget, kind: str,

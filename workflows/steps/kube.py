@@ -58,7 +58,16 @@ def overrides_of(snapshot: ReleaseSnapshot) -> Overrides:
 
 
 async def apply(wf: KeplerWorkflow, change: ApplyRelease) -> ApplyResult:
-    return await wf.step("apply image and config", DeploymentActivities.apply_release, change)
+    return await wf.step("apply image and config", DeploymentActivities.apply_release,
+                         authorized(wf, change))
+
+
+def authorized(wf: KeplerWorkflow, change: ApplyRelease) -> ApplyRelease:
+    """Every release written carries what the apply activity checks again: the run's own
+    signed request and gate approvals, unless the caller gave something more specific."""
+    if change.authorization is not None:
+        return change
+    return change.model_copy(update={"authorization": wf.authorization()})
 
 
 async def restore(wf: KeplerWorkflow, previous: ReleaseSnapshot) -> ApplyResult:
