@@ -13,11 +13,10 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.errors import retryable
+from activities.errors import non_retryable, retryable
 from kepler import naming, operations_client
 from kepler import search_attributes as sa
-from kepler.alerts import AlertActionRequest, AlertOutcome
-from kepler.models import RollbackRequest
+from kepler.alerts import AlertActionRequest, AlertOutcome, rollback_of
 from kepler.settings import Platform
 from kepler.temporal import LazyClient
 
@@ -32,12 +31,14 @@ class AlertActivities:
 
     @activity.defn(name="alerts.act")
     async def act(self, req: AlertActionRequest) -> AlertOutcome:
-        client = await self.client()
         workflow_id = naming.workflow_id(req.service, req.env)
-        why = f"alert {req.alertname or '?'} ({req.fingerprint}) firing" + (
-            f": {req.summary}" if req.summary else "")
-        rollback = RollbackRequest(service=req.service, env=req.env, target="previous",
-                                   requested_by=req.requested_by, reason=why[:500])
+        rollback = rollback_of(req)
+        if req.rollback is not None:  # signed by the receiver (the action's signature covers it)
+            if req.rollback.model_copy(update={"signed": None}) != rollback:
+                raise non_retryable("InvalidInput", "the signed rollback is not this alert's")
+            rollback = req.rollback
+        client = await self.client()
+        why = rollback.reason
         try:
             started = await operations_client.start(client, rollback, activity.info().task_queue)
             return AlertOutcome(action="rollback_started", workflow_id=started.workflow_id,

@@ -6,54 +6,69 @@ this holds even if a path through workflow code ever skipped it."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from temporalio import activity
 
 from activities.errors import non_retryable
 from kepler import naming
 from kepler.identity import InvalidStatement, SignedStatement, verify
 from kepler.settings import ConfigError, Platform
-from kepler.steps import ApplyRelease, ReleaseRecord
+from kepler.steps import ApplyRelease, Authorization, ReleaseRecord, ReleaseTarget
 
 
 def authorize(platform: Platform, change: ApplyRelease, history: list[ReleaseRecord]) -> None:
     """Raise Unauthorized unless `change` may be applied; `history` is the live workload's
     release history (what was live and healthy here before)."""
-    auth = change.authorization
-    if auth is None:  # a run started before this check existed: its gate stood alone
-        return
-    env = platform.environments[change.target.env]
-    where = f"{change.target.service} in {change.target.env}"
+    if change.authorization is not None:  # None: a run from before this check; its gate stood alone
+        authorize_image(platform, change.target, change.image,
+                        change.annotations.get(naming.COMMIT, ""), change.authorization, history)
+
+
+def authorize_image(platform: Platform, target: ReleaseTarget, image: str, commit: str,
+                    auth: Authorization, history: list[ReleaseRecord]) -> None:
+    """Raise Unauthorized unless `auth` lets `image` (built from `commit`) reach `target`."""
+    env = platform.environments[target.env]
+    where = f"{target.service} in {target.env}"
     if auth.gate == "history":
-        if any(r.image == change.image for r in history) or not env.approval.required:
+        if any(r.image == image for r in history) or not env.approval.required:
             return
-        raise _refused(f"{change.image} was never live for {where}: it needs approval")
+        raise refused(f"{image} was never live for {where}: it needs approval")
     policy = env.rollback_approval if auth.gate == "rollback_approval" else env.approval
     if not policy.required:
         return
     try:
         signers = platform.identity.signers()
     except ConfigError as e:
-        raise _refused(str(e)) from None
+        raise refused(str(e)) from None
     requester = _signer(auth.request, signers) if auth.request else None
     if requester is None:
-        raise _refused(f"the request for {where} is not signed")
+        raise refused(f"the request for {where} is not signed")
     info = activity.info()
     runs = {(info.workflow_id, info.workflow_run_id)}
     if auth.first_run_id:
         runs.add((info.workflow_id, auth.first_run_id))
     approvers: set[str] = set()
+    expired = 0
+    now = datetime.now(timezone.utc)
     for signed in auth.approvals:
         who, s = _signer(signed, signers), signed.statement
         own_run = (s.workflow_id, s.run_id) in runs
         of_train = bool(auth.train) and s.workflow_id == auth.train and s.operation == "train"
-        covers = change.image in s.digests or (of_train and _commit(change) in s.commits)
-        service_ok = of_train or s.service == change.target.service
+        # a train approved its members' digests (trains from before: their commits)
+        covers = image in s.digests or (of_train and not s.digests and commit in s.commits)
+        service_ok = of_train or s.service == target.service
+        fresh = now - s.issued_at <= policy.valid_for
         if (who and s.action == "approve" and (own_run or of_train) and covers and service_ok
-                and s.env == change.target.env and who in policy.approvers and who != requester):
-            approvers.add(who)
+                and s.env == target.env and who in policy.approvers and who != requester):
+            if fresh:
+                approvers.add(who)
+            else:
+                expired += 1
     if len(approvers) < policy.min_approvals:
-        raise _refused(f"{len(approvers)} of {policy.min_approvals} valid approvals of "
-                       f"{change.image} for {where} (run {info.workflow_run_id})")
+        raise refused(f"{len(approvers)} of {policy.min_approvals} valid approvals of "
+                       f"{image} for {where} (run {info.workflow_run_id})"
+                       + (f"; {expired} older than {policy.valid_for}, expired" if expired else ""))
 
 
 def _signer(signed: SignedStatement | None, signers: object) -> str | None:
@@ -66,9 +81,5 @@ def _signer(signed: SignedStatement | None, signers: object) -> str | None:
     return who.name if who.kind == "person" else None
 
 
-def _commit(change: ApplyRelease) -> str:
-    return change.annotations.get(naming.COMMIT, "")
-
-
-def _refused(why: str) -> Exception:
+def refused(why: str) -> Exception:
     return non_retryable("Unauthorized", f"refused at apply time: {why}")

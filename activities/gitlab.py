@@ -16,7 +16,7 @@ from temporalio import activity
 from activities.http_clients import PerThread
 from activities.http_retry import retrying_session
 from activities.errors import non_retryable, raise_for_status, retryable
-from kepler.models import ServiceSpec
+from kepler.spec import ServiceSpec
 from kepler.settings import Platform, Secrets
 from kepler.steps import (
     Commit, EnsureHook, EnsureProject, ExistingService, ProjectRef, ReadSpec, ResolveRef,

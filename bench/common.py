@@ -26,7 +26,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.bare import BenchBare, noop
-from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
+from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest
+from kepler.spec import ServiceSpec
 from kepler.search_attributes import ALL_KEYS
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.temporal import data_converter

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kepler.models import Model
+from kepler.models import Model, RollbackRequest
 from kepler.validation import UserName, env_name, service_name
 from kepler.identity import SignedStatement
 
@@ -88,6 +88,9 @@ class AlertsConfig(Model):
     """Which alerts may trigger a rollback. No rules: alerts never act."""
     rollback: list[AlertRule] = Field(default_factory=list)
     identity: UserName = Field("alertmanager", description="who the operations are started as")
+    signing_key: str | None = Field(None, description=(
+        "the receiver's own key, listed for kepler-system in identity.allowed_signers: it "
+        "signs each action and its rollback as `identity` (relative: inside the Kepler home)"))
     abort_canary: bool = Field(True, description="a running canary is aborted instead")
 
 
@@ -105,6 +108,17 @@ class AlertActionRequest(Model):
     signed: SignedStatement | None = Field(None, description=(
         "the requester's signed statement of this request (kepler/identity.py)"))
     abort_canary: bool = True
+    rollback: RollbackRequest | None = Field(None, description=(
+        "the rollback this action starts, signed by the receiver (rollback_of(this)); "
+        "None: started unsigned (no key configured)"))
+
+
+def rollback_of(req: AlertActionRequest) -> RollbackRequest:
+    """The rollback an alert starts: to the previous version, requested by the receiver."""
+    why = f"alert {req.alertname or '?'} ({req.fingerprint}) firing" + (
+        f": {req.summary}" if req.summary else "")
+    return RollbackRequest(service=req.service, env=req.env, target="previous",
+                           requested_by=req.requested_by, reason=why[:500])
 
 
 class AlertOutcome(Model):

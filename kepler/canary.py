@@ -9,9 +9,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from kepler.models import (
-    CanaryProgress, CheckStatus, MetricCheck, Model, Outcome, ServiceSpec, StepRecord, UserName,
-)
+from kepler.models import CanaryProgress, CheckStatus, MetricCheck, Model, Outcome, StepRecord, UserName
+from kepler.spec import ServiceSpec
 from kepler.steps import EnvironmentPolicy
 from kepler.identity import SignedStatement
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from kepler import naming
-from kepler.models import Resources, ServiceSpec
+from kepler.spec import Resources, ServiceSpec
 from kepler.steps import PodShape
 from kepler.workloads import CONFIG_MOUNT, Volume
 

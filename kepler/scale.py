@@ -16,7 +16,8 @@ import re
 from pydantic import Field, model_validator
 
 from kepler import naming
-from kepler.models import Model, Outcome, Resources
+from kepler.models import Model, Outcome
+from kepler.spec import Resources
 from kepler.settings import Bounds
 from kepler.steps import ReleaseTarget
 from kepler.validation import EnvName, Quantity, ServiceName, UserName

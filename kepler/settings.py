@@ -87,6 +87,9 @@ class ApprovalPolicy(Model):
     min_approvals: int = Field(1, ge=1, le=10)
     timeout: Duration = timedelta(hours=24)
     remind_every: Duration = timedelta(hours=4)
+    valid_for: Duration = Field(timedelta(hours=24), description=(
+        "how long a signed approval lets its change through: one older than this is refused "
+        "at the gate and where the change is applied (a train's late wave asks again)"))
 
     @model_validator(mode="after")
     def _enough_approvers(self) -> "ApprovalPolicy":

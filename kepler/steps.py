@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from kepler.models import Model, Resources
+from kepler.models import Model
+from kepler.spec import Resources
 from kepler.settings import ApprovalPolicy, Bounds
 from kepler.identity import AllowedSigners, SignedStatement
 
@@ -252,6 +253,7 @@ class RouteWeights(Model):
     stable: int = 100
     canary: int = 0
     canary_header: bool = False
+    authorization: Authorization | None = None  # checked when traffic goes to the canary
 
 
 class VerifyRelease(Model):

@@ -29,11 +29,12 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
 from kepler import operations_client
-from kepler.alerts import AlertActionRequest, WebhookPayload, triage
+from kepler.alerts import AlertActionRequest, WebhookPayload, rollback_of, triage
+from kepler.identity import SYSTEM
 from kepler.settings import Platform, Secrets
 from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error
-from starter import session
+from starter import session, signing
 from starter.http_body import BodyTooLarge, read_body
 
 log = logging.getLogger("kepler.alerts")
@@ -51,6 +52,10 @@ class AlertReceiver:
                  wait_for_outcome: float = WAIT_FOR_OUTCOME_S) -> None:
         self.platform, self.token = platform, token.encode()
         self.wait_for_outcome = wait_for_outcome
+        key = platform.alerts.signing_key
+        self.key = platform.identity.path(key) if key else None
+        if self.key is not None and not self.key.is_file():
+            raise NotConfigured(f"alerts.signing_key: no key at {self.key}")
         self._temporal = LazyClient(platform.temporal, client)
         self.app = Starlette(routes=[
             Route("/alertmanager", self.receive, methods=["POST"]),
@@ -59,6 +64,15 @@ class AlertReceiver:
 
     async def client(self) -> Client:
         return await self._temporal.get()
+
+    def signed(self, req: AlertActionRequest) -> AlertActionRequest:
+        """The action and the rollback it starts, signed by the receiver's own (system) key,
+        so that the rollback's requester is verified (needed where it must be approved)."""
+        if self.key is None:
+            return req
+        rollback = signing.sign_request(self.platform, rollback_of(req), self.key, SYSTEM)
+        return signing.sign_request(self.platform, req.model_copy(update={"rollback": rollback}),
+                                    self.key, SYSTEM)
 
     def authorised(self, request: Request) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -102,6 +116,7 @@ class AlertReceiver:
 
     async def act(self, req: AlertActionRequest) -> dict[str, Any]:
         client = await self.client()
+        req = await asyncio.to_thread(self.signed, req)
         try:  # the id is the alert's fingerprint and startsAt: it starts once
             started = await operations_client.start(client, req, self.platform.temporal.task_queue)
         except operations_client.Refused:

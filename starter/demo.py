@@ -21,9 +21,8 @@ import yaml
 from temporalio.client import Client
 
 from kepler import operations_client
-from kepler.models import (
-    CanaryRequest, CreateServiceRequest, ReleaseRequest, ServiceSpec,
-)
+from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseRequest
+from kepler.spec import ServiceSpec
 from kepler.operations_client import Started
 from kepler.settings import Platform, Secrets
 from starter import session, signing

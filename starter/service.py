@@ -12,7 +12,8 @@ from rich.table import Table
 
 from kepler import search_attributes as sa
 from kepler import yamlio
-from kepler.models import CreateServiceRequest, ServiceSpec
+from kepler.models import CreateServiceRequest
+from kepler.spec import ServiceSpec
 from kepler.settings import Platform
 from starter import session
 from starter.cli_common import (

@@ -178,7 +178,7 @@ def test_managed_kinds_are_what_create_lays_down() -> None:
     kepler/manifests.py for_environment, for every shape of service."""
     from activities.kubernetes.client import MANAGED_KINDS
     from kepler import manifests
-    from kepler.models import ServiceSpec
+    from kepler.spec import ServiceSpec
 
     specs = [ServiceSpec(name="web", team="t", exposure="external", host="web.example.com",
                          min_available=1, autoscaling={"min_replicas": 2, "max_replicas": 4}),

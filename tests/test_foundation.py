@@ -14,7 +14,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
 from kepler import search_attributes as sa
-from kepler.models import ApprovalDecision, CanaryRequest, ReleaseRequest, RollbackRequest, ServiceSpec
+from kepler.models import ApprovalDecision, CanaryRequest, ReleaseRequest, RollbackRequest
+from kepler.spec import ServiceSpec
 from kepler.settings import ConfigError, load_platform, parse_platform
 from tests.fakes.sample_workflows import SleepsADay
 

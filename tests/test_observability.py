@@ -22,7 +22,8 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from kepler import telemetry
-from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
+from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest
+from kepler.spec import ServiceSpec
 from kepler.settings import Secrets, parse_platform
 from kepler.temporal import data_converter
 from sandbox.serve import Sandbox

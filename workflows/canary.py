@@ -282,10 +282,10 @@ class Canary(KeplerWorkflow):
         return evaluate(self.progress, metrics, result, error, req.no_data, req.query_error_limit)
 
     async def _shift(self, index: int) -> None:
-        weight = self.progress.weights[index]
+        weight, ns = self.progress.weights[index], self.cs.policy.namespace
         await self.step(f"route {weight}% to canary", IstioActivities.set_routes, RouteWeights(
-            env=self.state.env, namespace=self.cs.policy.namespace, service=self.state.service,
-            stable=100 - weight, canary=weight, canary_header=True))
+            env=self.state.env, namespace=ns, service=self.state.service, stable=100 - weight,
+            canary=weight, canary_header=True, authorization=self.authorization()))
         self.progress.step, self.progress.weight = index + 1, weight
 
     async def _continue_as_new(self, req: CanaryRequest) -> None:

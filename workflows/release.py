@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import Done, KeplerWorkflow, StepFailed
     from workflows.common.approval import SIGNED_APPROVALS
     from workflows.common.trust import Untrusted, verify_train_approvals
-    from workflows.steps.image import ensure_image
+    from workflows.steps.image import ensure_image, pinned_image
     import workflows.steps.cronjob as cronjob
     import workflows.steps.kube as kube
 
@@ -57,7 +57,11 @@ class ReleaseVersion(KeplerWorkflow):
                                ReadSpec(service=req.service, sha=commit.sha))
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
-        report.image = image = await ensure_image(self, policy, req.service, commit.sha)
+        if req.image:  # pinned with its commit: exactly the digest approved or tested
+            image = pinned_image(self, policy, req.image)
+        else:
+            image = await ensure_image(self, policy, req.service, commit.sha)
+        report.image = image
 
         if policy.approval.required and self._by_train:
             self.skip("approval", f"approved with {workflow.info().parent.workflow_id}")
@@ -111,7 +115,7 @@ class ReleaseVersion(KeplerWorkflow):
 
     def approved_by_train(self, req: ReleaseRequest, policy: EnvironmentPolicy) -> bool:
         """The train's one gate stands for its members' gates, when this release is the
-        child of a train run whose signed approvals name this commit (a parent's id or a
+        child of a train run whose signed approvals name this commit and digest (a parent's id or a
         flag alone proves nothing: anyone can start a workflow called train-x@prod)."""
         parent = workflow.info().parent
         if not (req.train_approved and parent is not None and parent.workflow_id.startswith(
@@ -121,8 +125,8 @@ class ReleaseVersion(KeplerWorkflow):
             return True  # runs from before trusted the parent
         try:
             verify_train_approvals(req.train_approvals, parent.workflow_id, parent.run_id,
-                                   req.env, req.commit, policy.approval.approvers,
-                                   policy.approval.min_approvals, req.requested_by, policy.signers)
+                                   req.env, req.commit, req.image, policy.approval,
+                                   req.requested_by, policy.signers, workflow.now())
         except Untrusted as e:
             raise StepFailed("verify train approval", str(e), "Unauthorized", bad_input=True) from None
         return True

@@ -14,7 +14,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.scale import ScaleActivities
-    from kepler.models import Operation, Resources
+    from kepler.models import Operation
+    from kepler.spec import Resources
     from kepler.scale import (
         ApplyOverrides, DeploymentState, Overrides, ResourcesRequest, ScaleReport, ScaleRequest,
         bounds_problems, request_problems,

@@ -1,8 +1,10 @@
 """ReleaseTrain: release several services to one environment as one operation.
 
-The runbook: read each member's policy, check nothing else runs on it and resolve
-its ref (so the approver sees commits, and an unknown member fails before any side
-effect); ONE approval gate for the whole train, when the environment's policy asks;
+The runbook: read each member's policy, check nothing else runs on it, resolve its ref
+and find or build its image (so the approver sees every commit and digest, and an
+unknown member fails before anything is deployed); ONE approval gate for the whole
+train, when the environment's policy asks, and each member releases exactly the commit
+and digest approved;
 then, wave by wave in dependency order, record each member's current release,
 register its undo, and release it as a child ReleaseVersion under the member's own
 `<service>@<env>` id (the lock: a concurrent manual release is refused, and so is the
@@ -31,10 +33,15 @@ with workflow.unsafe.imports_passed_through():
     from kepler.operations import outcome_of_error
     import workflows.steps.cronjob as cronjob
     import workflows.steps.kube as kube
+    from workflows.steps.image import ensure_image
     from workflows.steps.platform import read_policy
     from workflows.base import (
         EVERY_PROMISE, Done, KeplerWorkflow, NotPutBack, StepFailed, describe_cause, not_put_back_of,
     )
+
+# Trains from this patch on build before the gate and have the digests approved.
+APPROVED_DIGESTS = "kepler-approved-digests"
+
 
 class MembersFailed(StepFailed):
     """Members of a wave failed (each undid its own change); the train undoes the rest."""
@@ -75,8 +82,10 @@ class ReleaseTrain(KeplerWorkflow):
         if policy.approval.required:
             what = (f"release train {req.name} to {req.env}: " + ", ".join(
                 f"{m.service} {m.ref} ({report.member(m.service).commit[:12]})" for m in req.members))
-            approvals = await self.approval_gate(policy.approval, what, commits=[
-                report.member(m.service).commit for m in req.members])
+            members = [report.member(m.service) for m in req.members]
+            approvals = await self.approval_gate(
+                policy.approval, what, commits=[m.commit for m in members],
+                digests=[m.image for m in members if m.image])
             report.approved_by = [a.approver for a in approvals]
             approved = True
         for i, wave in enumerate(plan):
@@ -104,7 +113,8 @@ class ReleaseTrain(KeplerWorkflow):
         return next(m for m in req.members if m.service == service)
 
     async def preflight(self, req: TrainRequest) -> dict[str, EnvironmentPolicy]:
-        """Reads only: policies, nothing else running on a member, refs resolve."""
+        """Nothing deployed: policies, nothing else running on a member, refs resolve, and
+        each member's image (built if missing: a build changes no environment)."""
         async def one(m: TrainMember) -> EnvironmentPolicy:
             policy = await read_policy(self, m.service, req.env, f"{m.service}: read policy")
             busy = await self.step(f"{m.service}: check nothing runs",
@@ -114,7 +124,11 @@ class ReleaseTrain(KeplerWorkflow):
                 raise StepFailed(f"{m.service}: check nothing runs", "; ".join(busy), "Conflict")
             commit = await self.step(f"{m.service}: resolve {m.ref}", GitLabActivities.resolve_ref,
                                      ResolveRef(service=m.service, ref=m.ref))
-            self.train.member(m.service).commit = commit.sha
+            member = self.train.member(m.service)
+            member.commit = commit.sha
+            if workflow.patched(APPROVED_DIGESTS):  # before: each member built after the gate
+                member.image = await ensure_image(self, policy, m.service, commit.sha,
+                                                  label=f"{m.service}: ")
             return policy
 
         policies = await asyncio.gather(*(one(m) for m in req.members))
@@ -147,6 +161,7 @@ class ReleaseTrain(KeplerWorkflow):
                     service=m.service, env=req.env, ref=m.ref, requested_by=req.requested_by,
                     reason=f"train {req.name}" + (f": {req.reason}" if req.reason else ""),
                     train_approved=approved, commit=result.commit if self.one_lifecycle else "",
+                    image=result.image,
                     train_approvals=self.gate_approvals if approved else [],
                     train_request=getattr(self.request, "signed", None)),
                 id=child_id, result_type=ReleaseReport,

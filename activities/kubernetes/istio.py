@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.authorization import authorize_image, refused
 from activities.kubernetes.client import ClusterActivities, read_modify_write
-from kepler import manifests
+from activities.kubernetes.release import DEPLOYMENT
+from kepler import manifests, naming
 from kepler.decommission import Footprint
-from kepler.steps import RouteWeights
+from kepler.steps import ReleaseTarget, RouteWeights
 
 
 def current_weights(vs: dict) -> tuple[int, int, bool]:
@@ -31,8 +33,11 @@ def current_weights(vs: dict) -> tuple[int, int, bool]:
 class IstioActivities(ClusterActivities):
     @activity.defn(name="istio.set_routes")
     def set_routes(self, req: RouteWeights) -> RouteWeights:
-        """Set the VirtualService's weights; returns what they were (for undo)."""
-        previous = RouteWeights(**req.model_dump())
+        """Set the VirtualService's weights; returns what they were (for undo). Traffic goes
+        to the canary only when the run's authorization covers the image it runs."""
+        if (req.canary or req.canary_header) and req.authorization is not None:
+            self._authorize_canary(req)
+        previous = RouteWeights(**req.model_dump(exclude={"authorization"}))
 
         def change(vs: dict) -> bool:
             stable, canary, header = current_weights(vs)
@@ -50,6 +55,16 @@ class IstioActivities(ClusterActivities):
 
         read_modify_write(self.clusters(req.env), "VirtualService", req.namespace, req.service, change)
         return previous
+
+    def _authorize_canary(self, req: RouteWeights) -> None:
+        target = ReleaseTarget(env=req.env, namespace=req.namespace, service=req.service,
+                               deployment=naming.canary_name(req.service))
+        canary = self.clusters(req.env).get("Deployment", req.namespace, target.name())
+        if canary is None:
+            raise refused(f"no {target.name()} in {req.namespace} to send traffic to")
+        annotations = canary["metadata"].get("annotations") or {}
+        authorize_image(self.platform, target, DEPLOYMENT.container(canary).get("image", ""),
+                        annotations.get(naming.COMMIT, ""), req.authorization, [])
 
     @activity.defn(name="istio.remove_routes")
     def remove_routes(self, footprint: Footprint) -> list[str]:

@@ -18,7 +18,7 @@ from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster, ClusterActivities, read_modify_write
 from activities.authorization import authorize
 from kepler import manifests, naming
-from kepler.models import Resources
+from kepler.spec import Resources
 from kepler.steps import (
     ApplyRelease, ApplyResult, PodShape, RecordRelease, ReleaseRecord, ReleaseSnapshot,
     ReleaseTarget,

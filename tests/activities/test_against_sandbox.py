@@ -22,7 +22,7 @@ from activities.jenkins import JenkinsActivities, job_config
 from activities.kubernetes.workloads import DeploymentActivities
 from activities.registry import RegistryActivities
 from kepler import manifests
-from kepler.models import ServiceSpec
+from kepler.spec import ServiceSpec
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.steps import (
     ApplyObjects, ApplyRelease, BuildRequest, EnsureHook, EnsureJob, EnsureProject, ImageQuery, ReadSpec,

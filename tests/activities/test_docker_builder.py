@@ -21,7 +21,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.docker_build import DockerBuildActivities
 from activities.kubernetes.client import Cluster
 from deploy import rbac
-from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
+from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest
+from kepler.spec import ServiceSpec
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.steps import BuildRequest
 from sandbox.serve import Sandbox

@@ -18,7 +18,7 @@ from activities.kubernetes.teardown import TeardownActivities
 from activities.kubernetes.workloads import DeploymentActivities
 from kepler import manifests
 from kepler.decommission import EnvTarget, TeardownRequest
-from kepler.models import ServiceSpec
+from kepler.spec import ServiceSpec
 from kepler.settings import parse_platform
 from kepler.steps import ApplyObjects
 from sandbox.serve import Sandbox

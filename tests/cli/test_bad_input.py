@@ -16,10 +16,8 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from kepler.models import (
-    ApprovalDecision, CanaryRequest, CreateServiceRequest, ReleaseRequest, RollbackRequest,
-    ServiceSpec,
-)
+from kepler.models import ApprovalDecision, CanaryRequest, CreateServiceRequest, ReleaseRequest, RollbackRequest
+from kepler.spec import ServiceSpec
 from kepler.settings import Secrets, load_platform
 from sandbox.serve import Sandbox
 from sandbox.world import STANDINS

@@ -10,9 +10,8 @@ import pytest
 from kepler import operations_client as ops
 from kepler import search_attributes as sa
 from kepler.alerts import AlertActionRequest
-from kepler.models import (
-    CreateServiceRequest, DecommissionRequest, ReleaseRequest, RollbackRequest, ServiceSpec,
-)
+from kepler.models import CreateServiceRequest, DecommissionRequest, ReleaseRequest, RollbackRequest
+from kepler.spec import ServiceSpec
 from kepler.operations import OPERATIONS
 from kepler.schedules import ScheduledReleaseRequest
 from kepler.train import TrainMember, TrainRequest

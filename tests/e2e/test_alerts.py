@@ -52,8 +52,10 @@ async def test_alertmanager_webhook_rolls_back_once(
     v2 = image_of(sandbox, "ledger", "staging")
     assert v2 != v1
 
-    platform = load_platform(platform_file).model_copy(update={"alerts": AlertsConfig.model_validate(
-        {"rollback": [{"match": {"severity": "critical"}, "envs": ["staging", "prod"]}]})})
+    platform = load_platform(platform_file)
+    platform = platform.model_copy(update={"alerts": AlertsConfig.model_validate({
+        **platform.alerts.model_dump(),  # the receiver signs as `alerts`, a system identity
+        "rollback": [{"match": {"severity": "critical"}, "envs": ["staging", "prod"]}]})})
     app = alerts.create_app(platform, Secrets(alertmanager_token=SecretStr(TOKEN)),
                             client=dev_env.client, wait_for_outcome=20)
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -87,7 +89,7 @@ async def test_alertmanager_webhook_rolls_back_once(
         assert result["action"] == "rollback_started" and result["target"] == "ledger@staging"
         status = await wait_for_outcome(platform_file, "ledger", "staging")
         assert status["operation"] == "rollback" and status["outcome"] == "succeeded"
-        assert status["requested_by"] == "alertmanager"
+        assert status["requested_by"] == "alerts" and status["requester_verified"]
         assert image_of(sandbox, "ledger", "staging") == v1
         async for execution in dev_env.client.list_workflows('KeplerOperation = "alert"'):
             await keep_history(dev_env.client, "alert-rollback", execution.id, execution.run_id)

@@ -83,6 +83,8 @@ class CanaryWorld(FakeWorld):
         @activity.defn(name="istio.set_routes")
         async def set_routes(r: RouteWeights) -> RouteWeights:
             world.calls.append("set_routes")
+            assert r.authorization is not None or not (r.canary or r.canary_header), \
+                "traffic sent to a canary without its authorization"
             world.route_log.append((r.stable, r.canary, r.canary_header))
             previous = world.routes or RouteWeights(env=r.env, namespace=r.namespace, service=r.service)
             world.routes = r

@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from kepler import naming
 from kepler.decommission import RunningQuery
-from kepler.models import Resources
+from kepler.spec import Resources
 from kepler.scale import OVERRIDE_KEYS, ApplyOverrides, DeploymentState, Overrides
 from kepler.steps import (
     ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout,

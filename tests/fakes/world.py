@@ -11,7 +11,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from kepler.models import ServiceSpec
+from kepler.spec import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
 from kepler.steps import (
     AdoptedObject, Applied, ApplyObjects, ExistingService, ReleaseRecord, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,

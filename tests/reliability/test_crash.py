@@ -12,7 +12,8 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from kepler.models import CreateServiceRequest, ReleaseRequest, ServiceSpec
+from kepler.models import CreateServiceRequest, ReleaseRequest
+from kepler.spec import ServiceSpec
 from sandbox.serve import Sandbox
 from kepler import operations_client as ops
 from tests.conftest import platform_yaml

@@ -24,7 +24,8 @@ from kubernetes import client as k8s
 
 import workflows
 from activities.kubernetes.client import Cluster, read_modify_write
-from kepler.models import CreateServiceRequest, ReleaseRequest, ServiceSpec
+from kepler.models import CreateServiceRequest, ReleaseRequest
+from kepler.spec import ServiceSpec
 from kepler.settings import Secrets, parse_platform
 from kepler.steps import BuildRequest, BuildResult, Commit, ResolveRef
 from sandbox.serve import Sandbox

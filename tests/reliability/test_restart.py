@@ -14,7 +14,8 @@ import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from kepler.canary import CanaryReport
-from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseReport, ReleaseRequest, ServiceSpec
+from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseReport, ReleaseRequest
+from kepler.spec import ServiceSpec
 from kepler.search_attributes import ALL_KEYS
 from kepler.temporal import connect
 from sandbox.serve import Sandbox

@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kepler.models import (
-    CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseRequest,
-    RollbackRequest, ServiceSpec,
-)
+from kepler.models import CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseRequest, RollbackRequest
+from kepler.spec import ServiceSpec
 from kepler.scale import ResourcesRequest, ScaleRequest
 from kepler.train import TrainMember, TrainRequest
 from sandbox.serve import Sandbox

@@ -7,19 +7,21 @@ for that run; nothing is written otherwise."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.kubernetes.istio import IstioActivities
 from activities.kubernetes.workloads import DeploymentActivities
-from kepler import manifests
+from kepler import manifests, naming
 from kepler.identity import Statement
-from kepler.models import ReleaseRequest, ServiceSpec
+from kepler.models import ReleaseRequest
+from kepler.spec import ServiceSpec
 from kepler.settings import Platform, parse_platform
-from kepler.steps import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget
+from kepler.steps import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, RouteWeights
 from sandbox.serve import Sandbox
 from starter.signing import sign, signing_key
 from tests.conftest import platform_yaml
@@ -28,6 +30,7 @@ from tests.helpers import sandbox_fixture, signed
 box = sandbox_fixture("apply-time", seconds_per_replica=0.05)
 IMAGE = "127.0.0.1:5000/demo/vault@sha256:" + "a" * 64
 RUN = ("vault@prod", "run-1")
+TRAIN, COMMIT = "train-x@prod", "c" * 40
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +50,11 @@ def run_as(workflow_id: str, run_id: str, fn: Any, *args: Any) -> Any:
 
 
 def approval(who: str, p: Platform, workflow_id: str = RUN[0], run_id: str = RUN[1],
-             image: str = IMAGE) -> Any:
-    statement = Statement(action="approve", operation="release", service="vault", env="prod",
-                          workflow_id=workflow_id, run_id=run_id, gate=1, digests=[image],
-                          issued_at=datetime.now(timezone.utc))
+             image: str = IMAGE, age: timedelta = timedelta(0), **fields: Any) -> Any:
+    statement = Statement(**{"action": "approve", "operation": "release", "service": "vault",
+                             "env": "prod", "workflow_id": workflow_id, "run_id": run_id,
+                             "gate": 1, "digests": [image],
+                             "issued_at": datetime.now(timezone.utc) - age, **fields})
     return sign(statement, signing_key(p, who))
 
 
@@ -58,7 +62,8 @@ def change(p: Platform, **auth: Any) -> ApplyRelease:
     request = signed(ReleaseRequest(service="vault", env="prod", ref="main", requested_by="carol")).signed
     return ApplyRelease(target=ReleaseTarget(env="prod", namespace="vault-prod", service="vault"),
                         image=IMAGE, replicas=1, config={}, resources=ServiceSpec(name="x", team="t").resources,
-                        annotations={}, authorization=Authorization(request=request, **auth))
+                        annotations={naming.COMMIT: COMMIT},
+                        authorization=Authorization(request=request, **auth))
 
 
 def image_now(p: Platform) -> str:
@@ -72,12 +77,16 @@ def image_now(p: Platform) -> str:
     ("someone not listed for prod", lambda p: [approval("mallory", p)]),
     ("another run's", lambda p: [approval("alice", p, run_id="run-0")]),
     ("another image's", lambda p: [approval("alice", p, image=IMAGE.replace("a" * 64, "b" * 64))]),
+    ("an expired one", lambda p: [approval("alice", p, age=timedelta(hours=25))]),
+    ("a train's of this commit but another digest", lambda p: [approval(
+        "alice", p, workflow_id=TRAIN, run_id="t1", operation="train", service="train-x",
+        commits=[COMMIT], image=IMAGE.replace("a" * 64, "b" * 64))]),
 ])
 def test_without_a_valid_approval_nothing_is_written(platform: Platform, case: str, approvals: Any) -> None:
     before = image_now(platform)
     with pytest.raises(ApplicationError) as e:
         run_as(*RUN, DeploymentActivities(platform).apply_release,
-               change(platform, approvals=approvals(platform)))
+               change(platform, approvals=approvals(platform), train=TRAIN))
     assert e.value.type == "Unauthorized" and "refused at apply time: 0 of 1 valid approvals" in str(e.value)
     assert image_now(platform) == before, case
 
@@ -91,3 +100,26 @@ def test_a_valid_approval_of_this_run_and_image_applies(platform: Platform) -> N
     result = run_as(*RUN, DeploymentActivities(platform).apply_release,
                     change(platform, approvals=[approval("alice", platform)]))
     assert result.changed and image_now(platform) == IMAGE
+
+
+def test_traffic_goes_to_a_canary_only_when_its_image_is_approved(platform: Platform) -> None:
+    """The canary's route weights are checked where they are set: `istio.set_routes` reads
+    the image the canary Deployment runs and wants approvals of that image for this run."""
+    other = IMAGE.replace("a" * 64, "c" * 64)
+    spec = ServiceSpec(name="vault", team="t", replicas=1)
+    ActivityEnvironment().run(DeploymentActivities(platform).apply_objects, ApplyObjects(
+        env="prod", run_id="r0", manifests=[manifests.deployment(
+            spec, "prod", "vault-prod", name="vault-canary", version="canary", image=other,
+            replicas=0)]))
+    istio = IstioActivities(platform)
+    weights = RouteWeights(env="prod", namespace="vault-prod", service="vault", stable=90,
+                           canary=10, canary_header=True)
+    request = change(platform).authorization.request
+    before = ActivityEnvironment().run(istio.set_routes, RouteWeights(
+        env="prod", namespace="vault-prod", service="vault"))  # 100% stable, unchecked
+    with pytest.raises(ApplicationError, match=f"0 of 1 valid approvals of {other}"):
+        run_as(*RUN, istio.set_routes, weights.model_copy(update={"authorization": Authorization(
+            request=request, approvals=[approval("alice", platform)])}))  # of another image
+    now = run_as(*RUN, istio.set_routes, weights.model_copy(update={"authorization": Authorization(
+        request=request, approvals=[approval("alice", platform, image=other)])}))
+    assert (now.stable, now.canary) == (before.stable, before.canary) == (100, 0)  # unchanged till then

@@ -15,10 +15,8 @@ from temporalio.worker import Worker
 import workflows
 from activities.operations import OperationsActivities
 from kepler.canary import CanaryReport, CanaryState
-from kepler.models import (
-    CanaryProgress, CanaryRequest, CreateServiceRequest, OperationStatus, ReleaseReport, ReleaseRequest,
-    ServiceSpec,
-)
+from kepler.models import CanaryProgress, CanaryRequest, CreateServiceRequest, OperationStatus, ReleaseReport, ReleaseRequest
+from kepler.spec import ServiceSpec
 from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
 from kepler.steps import EnvironmentPolicy, ExistingService
@@ -104,3 +102,20 @@ async def test_only_owners_or_admins_create_over_an_existing_service(
     status = await handle.query("status", result_type=OperationStatus)
     assert status.refused and status.outcome == "failed"
     assert changed(fake) == [] and "ensure_project" not in fake.calls and fake.created == []
+
+
+async def test_a_release_pinned_to_an_image_from_elsewhere_deploys_nothing(
+        world: tuple[Any, FakeWorld, str]) -> None:
+    """A pinned image (how a train's member ships the digest approved) must come from the
+    environment's own repository, even where no approval is needed."""
+    client, fake, queue = world
+    elsewhere = "evil.example/miner@sha256:" + "e" * 64
+    req = signed(ReleaseRequest(service="shop", env="staging", ref="v1", requested_by="carol",
+                                commit="a" * 40, image=elsewhere))
+    with pytest.raises(WorkflowFailureError) as e:
+        await client.execute_workflow("ReleaseVersion", req, id="shop@staging", task_queue=queue,
+                                      result_type=ReleaseReport)
+    assert f"image: {elsewhere} is not in reg/demo/shop" in str(e.value.cause)
+    assert changed(fake) == []
+    with pytest.raises(ValueError, match="a pinned image needs the commit"):
+        ReleaseRequest(service="shop", env="staging", ref="v1", requested_by="carol", image=elsewhere)

@@ -165,3 +165,20 @@ def test_real_canary_takes_the_same_abort() -> None:
 
     params = list(inspect.signature(Canary.abort).parameters.values())
     assert params[1].annotation in (real, "CanaryControl")
+
+
+async def test_a_signed_rollback_must_be_the_alerts_own() -> None:
+    """The receiver signs the rollback an alert starts; one for another service, carried in
+    an action, is refused before anything is started."""
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.alerts import AlertActivities
+    from kepler.alerts import rollback_of
+
+    alert = WebhookPayload.model_validate(payload()).alerts[0]
+    req, _ = triage(alert, POLICY, ["staging", "prod"])
+    other = rollback_of(req).model_copy(update={"service": "payments"})
+    with pytest.raises(ApplicationError, match="the signed rollback is not this alert's"):
+        await ActivityEnvironment().run(AlertActivities(None).act,
+                                        req.model_copy(update={"rollback": other}))

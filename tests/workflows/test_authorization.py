@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator
 
 import pytest
@@ -180,3 +180,19 @@ async def test_keys_nobody_listed_and_system_identities_never_approve(
     assert (await started.handle.result()).outcome == "succeeded"
     status = await ops.status(client, started.workflow_id)
     assert [a.approver for a in status.approvals] == ["bob via slack:U42"]
+
+
+async def test_an_approval_signed_too_long_ago_or_in_the_future_is_refused(
+        world: tuple[Any, FakeWorld, str]) -> None:
+    """An approval lets its change through for the environment's approval.valid_for (24h)."""
+    client, fake, queue = world
+    started = await ops.start(client, signed(release()), queue)
+    status = await pending(client, started.workflow_id)
+    for skew in (timedelta(hours=25), -timedelta(hours=1)):
+        statement = ops.approval_statement(status, "approve", "", datetime.now(timezone.utc) - skew)
+        with pytest.raises(ops.Refused, match="approvals are valid for 1 day"):
+            await ops.decide(client, "shop", "prod", "approve",
+                             ApprovalDecision(approver="alice", signed=sign(statement, key("alice"))))
+    assert not (await ops.status(client, started.workflow_id)).approvals
+    assert "apply_release" not in fake.calls
+    await started.handle.cancel()

@@ -18,9 +18,8 @@ import workflows
 from kepler.jobs import JobRef, JobResult, RunJobRequest, StartJob, WaitJob
 
 from kepler import operations_client as ops
-from kepler.models import (
-    CanaryRequest, CreateServiceRequest, Resources, RollbackRequest, ServiceSpec,
-)
+from kepler.models import CanaryRequest, CreateServiceRequest, RollbackRequest
+from kepler.spec import Resources, ServiceSpec
 from kepler.settings import Bounds
 from kepler.steps import (
     EnvironmentPolicy, PolicyQuery, ReadSpec, Revision, RolloutResult, VerifyRelease, VerifyResult,

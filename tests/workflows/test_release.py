@@ -14,10 +14,8 @@ from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
 import workflows
-from kepler.models import (
-    CreateServiceRequest, OperationStatus, ReleaseRequest, RollbackRequest,
-    ServiceSpec,
-)
+from kepler.models import CreateServiceRequest, OperationStatus, ReleaseRequest, RollbackRequest
+from kepler.spec import ServiceSpec
 from kepler.steps import ReleaseRecord, Revision
 from kepler import operations_client as ops
 from tests.fakes.world import FakeWorld, sha_of

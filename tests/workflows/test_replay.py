@@ -22,7 +22,8 @@ from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Replayer, Worker
 
 import workflows
-from kepler.models import CreateServiceRequest, ReleaseRequest, RollbackRequest, ServiceSpec
+from kepler.models import CreateServiceRequest, ReleaseRequest, RollbackRequest
+from kepler.spec import ServiceSpec
 from kepler.steps import Revision
 from kepler.temporal import data_converter
 from kepler import operations_client as ops

@@ -13,7 +13,8 @@ from temporalio.worker import Worker
 
 import workflows
 from kepler import scale as sc
-from kepler.models import OperationStatus, ReleaseRequest, Resources
+from kepler.models import OperationStatus, ReleaseRequest
+from kepler.spec import Resources
 from kepler.scale import ResourcesRequest, ScaleReport, ScaleRequest
 from kepler.settings import Bounds
 from kepler import operations_client as ops

@@ -238,3 +238,21 @@ async def test_members_release_the_commits_the_train_resolved(harness: Harness) 
         step = next(s for s in child.steps if s.name == "resolve ref")
         assert step.outcome == "skipped" and report.member(service).commit[:12] in step.detail
         assert child.version == f"v2@{report.member(service).commit[:8]}"
+
+
+async def test_the_gate_names_every_digest_and_members_ship_exactly_those(harness: Harness) -> None:
+    """Members are built before the gate, so the approver sees each digest; a tag pushed
+    again after the approval changes nothing: each member ships the digest approved."""
+    started = await harness.start(train("prod", ("db", []), ("api", ["db"])))
+    status = await harness.wait(started.workflow_id, lambda s: s.stage == "awaiting approval", "approval")
+    commit = status.pending_approval.commits[0]
+    approved = {s: f"reg/demo/{s}@{harness.world.images[commit]}" for s in ("db", "api")}
+    assert sorted(status.pending_approval.digests) == sorted(approved.values())
+    assert not any(e[0] == "apply" for e in harness.world.events)
+    harness.world.images[commit] = "sha256:" + "e" * 64  # the commit's tag, re-pushed
+    assert await decide(harness.client, "train-nightly", "prod", "alice") == "approved"
+    report = await started.handle.result()
+    assert report.outcome == "succeeded"
+    for service, image in approved.items():
+        assert harness.world.deployments[service]["image"] == image, service
+        assert report.member(service).image == image

@@ -107,7 +107,8 @@ class ApprovalGate:
             requested_by=self.state.requested_by, min_approvals=policy.min_approvals,
             deadline=deadline, operation=self.state.operation.value, service=self.state.service,
             workflow_id=info.workflow_id, run_id=info.run_id, digests=list(digests),
-            commits=list(commits), gate=self._gates)
+            commits=list(commits), gate=self._gates,
+            valid_for=policy.valid_for if self._signed_gate else None)
         self.set_stage("awaiting approval")
         self._approval_metric(True)
         await self.notify("awaiting_approval", f"{what} needs approval by one of "
@@ -153,7 +154,8 @@ class ApprovalGate:
         if pending is None or self._verdict is not None:
             raise ValueError("nothing is pending approval")
         if self._signed_gate:
-            who = verify_decision(decision, verdict, pending, self.signers, self.requester)
+            who = verify_decision(decision, verdict, pending, self.signers, self.requester,
+                                  workflow.now())
             if any(a.signed and a.approver == who.name for a in pending.approvals):
                 raise ValueError(f"{who.name} has already approved")
             return pending, str(who), True

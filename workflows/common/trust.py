@@ -9,6 +9,7 @@ commits), by a person listed for the environment who is not the verified request
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -19,9 +20,23 @@ with workflow.unsafe.imports_passed_through():
         verify,
     )
     from kepler.models import ApprovalDecision, OperationStatus, PendingApproval
+    from kepler.settings import ApprovalPolicy
+
+CLOCK_SKEW = timedelta(minutes=5)  # a signer's clock may run this far ahead of Temporal's
+
 
 class Untrusted(ValueError):
     """A statement that does not hold; the message names the rule."""
+
+
+def check_fresh(s: Any, now: datetime, valid_for: timedelta | None) -> None:
+    """An approval lets its change through for `valid_for` after it was signed."""
+    if valid_for is None:
+        return
+    age = now - s.issued_at
+    if age > valid_for or age < -CLOCK_SKEW:
+        raise Untrusted(f"this {s.action} was signed at {s.issued_at:%Y-%m-%d %H:%M:%S} UTC; "
+                        f"approvals are valid for {valid_for} after signing (sign it again)")
 
 
 def verify_request(request: Any, signers: AllowedSigners, state: OperationStatus,
@@ -47,7 +62,8 @@ def verify_request(request: Any, signers: AllowedSigners, state: OperationStatus
 
 
 def verify_decision(decision: ApprovalDecision, verdict: str, pending: PendingApproval,
-                    signers: AllowedSigners, requester: Identity | None) -> Identity:
+                    signers: AllowedSigners, requester: Identity | None,
+                    now: datetime) -> Identity:
     """The verified approver (or rejecter) of `decision` at the gate `pending`."""
     if requester is None:
         raise Untrusted("the request is not signed: an environment that requires approval "
@@ -69,6 +85,7 @@ def verify_decision(decision: ApprovalDecision, verdict: str, pending: PendingAp
         raise Untrusted(f"this {s.action} names digests {', '.join(s.digests) or '-'} and "
                         f"commits {', '.join(s.commits) or '-'}; the gate is for "
                         f"{', '.join(pending.digests) or '-'} / {', '.join(pending.commits) or '-'}")
+    check_fresh(s, now, pending.valid_for)
     if who.kind != "person":
         raise Untrusted(f"{who} is a system identity and never approves")
     if decision.approver and decision.approver != who.name:
@@ -82,28 +99,31 @@ def verify_decision(decision: ApprovalDecision, verdict: str, pending: PendingAp
 
 
 def verify_train_approvals(statements: list[SignedStatement], parent_id: str, parent_run: str,
-                           env: str, commit: str, approvers: list[str], min_approvals: int,
-                           requested_by: str, signers: AllowedSigners) -> None:
-    """A train member's release: enough of the train gate's signed approvals, for that
-    train run, name this member's commit."""
+                           env: str, commit: str, image: str, policy: ApprovalPolicy,
+                           requested_by: str, signers: AllowedSigners, now: datetime) -> None:
+    """A train member's release: enough of the train gate's signed, unexpired approvals,
+    for that train run, name this member's commit and digest (trains from before the
+    digests were approved name commits only)."""
     approved: set[str] = set()
     problems = []
     for signed in statements:
         try:
             who = _verify(signed, signers)
+            check_fresh(signed.statement, now, policy.valid_for)
         except Untrusted as e:
             problems.append(str(e))
             continue
         s = signed.statement
         if (s.action, s.operation, s.workflow_id, s.run_id, s.env) != (
-                "approve", "train", parent_id, parent_run, env) or commit not in s.commits:
+                "approve", "train", parent_id, parent_run, env) or commit not in s.commits or (
+                s.digests and image not in s.digests):
             problems.append(f"{who}'s approval is for {describe(s)}")
-        elif who.kind == "person" and who.name in approvers and who.name != requested_by:
+        elif who.kind == "person" and who.name in policy.approvers and who.name != requested_by:
             approved.add(who.name)
-    if len(approved) < min_approvals:
-        raise Untrusted(f"the train's approvals do not cover commit {commit[:12]} of run "
-                        f"{parent_run} of {parent_id} ({len(approved)} of {min_approvals} valid"
-                        + (f"; {'; '.join(problems)}" if problems else "") + ")")
+    if len(approved) < policy.min_approvals:
+        raise Untrusted(f"the train's approvals do not cover {image or 'commit'} "
+                        f"({commit[:12]}) of run {parent_run} of {parent_id} ({len(approved)} of "
+                        f"{policy.min_approvals} valid" + (f"; {'; '.join(problems)}" if problems else "") + ")")
 
 
 def _verify(signed: SignedStatement, signers: AllowedSigners) -> Identity:

@@ -13,18 +13,30 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import LONG_WAIT, KeplerWorkflow, StepFailed
 
 
-async def ensure_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, service: str, commit: str) -> str:
-    """The image for `commit`, by digest: `host/repo@sha256:...`."""
+async def ensure_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, service: str, commit: str,
+                       label: str = "") -> str:
+    """The image for `commit`, by digest: `host/repo@sha256:...`. `label` prefixes the
+    step names (a train ensures each member's)."""
     query = ImageQuery(repository=policy.image_repository, reference=commit)
-    image = await wf.step("find image", RegistryActivities.find_image, query)
+    image = await wf.step(f"{label}find image", RegistryActivities.find_image, query)
     if image:
-        wf.skip("build", f"image for {commit[:12]} already in the registry")
+        wf.skip(f"{label}build", f"image for {commit[:12]} already in the registry")
         return image
     build = BuildRequest(service=service, commit=commit, image=policy.image(commit))
     builder = DockerBuildActivities.build if policy.builder == "docker" else JenkinsActivities.build
-    await wf.step("build", builder, build, LONG_WAIT)
-    image = await wf.step("resolve digest", RegistryActivities.find_image, query)
+    await wf.step(f"{label}build", builder, build, LONG_WAIT)
+    image = await wf.step(f"{label}resolve digest", RegistryActivities.find_image, query)
     if not image:
-        raise StepFailed("resolve digest", f"the build passed but {build.image} is not in the "
-                         "registry", "NotFound")
+        raise StepFailed(f"{label}resolve digest", f"the build passed but {build.image} is not "
+                         "in the registry", "NotFound")
+    return image
+
+
+def pinned_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, image: str) -> str:
+    """A digest the request pinned, only from the environment's own image repository."""
+    repository = f"{policy.registry_host}/{policy.image_repository}"
+    if not image.startswith(f"{repository}@sha256:"):
+        raise StepFailed("find image", f"image: {image} is not in {repository}, "
+                         "this environment's image repository", "InvalidInput", bad_input=True)
+    wf.skip("build", f"pinned to {image}")
     return image

@@ -8,7 +8,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
-    from kepler.models import Resources
+    from kepler.spec import Resources
     from kepler.scale import bounds_problems
     from kepler.steps import EnvironmentPolicy, PolicyQuery
     from workflows.base import KeplerWorkflow, StepFailed

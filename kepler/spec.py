@@ -1,0 +1,113 @@
+"""The service spec: `.kepler/service.yaml` in each service's repository, validated once
+here (a bad value is refused before any side effect, naming the field and the rule)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from kepler.validation import (
+    ConfigKey, DnsSubdomain, EnvName, EnvVarName, Quantity, ServiceName, UserName,
+)
+from kepler.workloads import CONFIG_MOUNT, Model, Schedule, Volume, check_volumes, mount_path
+
+
+class Resources(Model):
+    cpu_request: Quantity = "100m"
+    memory_request: Quantity = "128Mi"
+    cpu_limit: Quantity = "500m"
+    memory_limit: Quantity = "256Mi"
+
+
+class Autoscaling(Model):
+    min_replicas: int = Field(1, ge=1, le=100)
+    max_replicas: int = Field(3, ge=1, le=100)
+    cpu_utilization: int = Field(80, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscaling":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+
+class EnvironmentOverride(Model):
+    """Per-environment settings a service may choose. Approval policy is not here:
+    it is platform-owned (kepler.yaml), so nobody can waive it with a commit."""
+    replicas: int | None = Field(None, ge=0, le=100)
+    resources: Resources | None = None
+    env: dict[EnvVarName, str] = Field(default_factory=dict)
+
+
+class ServiceSpec(Model):
+    name: ServiceName
+    team: DnsSubdomain
+    template: Literal["go", "python", "java", "node", "static", "custom"] = "python"
+    dockerfile: str | None = Field(None, description="path of the Dockerfile when template is custom")
+    port: int = Field(8080, ge=1, le=65535)
+    replicas: int = Field(2, ge=0, le=100)
+    resources: Resources = Field(default_factory=Resources)
+    health_path: str = Field("/healthz", pattern=r"^/[A-Za-z0-9._~/-]{0,200}$")
+    env: dict[EnvVarName, str] = Field(default_factory=dict)
+    config_files: dict[ConfigKey, str] = Field(default_factory=dict)
+    exposure: Literal["internal", "external"] = "internal"
+    host: DnsSubdomain | None = None
+    mesh: bool = True
+    owners: list[UserName] = Field(default_factory=list)
+    autoscaling: Autoscaling | None = None
+    min_available: int | None = Field(None, ge=0, le=100, description="PodDisruptionBudget")
+    environments: dict[EnvName, EnvironmentOverride] = Field(default_factory=dict)
+    type: Literal["deployment", "cronjob"] = "deployment"
+    schedule: Schedule | None = Field(None, description="required when type is cronjob")
+    volumes: list[Volume] = Field(default_factory=list, max_length=20)
+    config_mount_path: str = CONFIG_MOUNT
+
+    @field_validator("config_mount_path")
+    @classmethod
+    def _config_mount(cls, value: str) -> str:
+        return mount_path(value)
+
+    @model_validator(mode="after")
+    def _workload(self) -> "ServiceSpec":
+        if self.type == "cronjob":
+            if self.schedule is None:
+                raise ValueError("schedule is required when type is cronjob")
+            if self.exposure == "external" or self.autoscaling or self.min_available is not None:
+                raise ValueError("a cronjob has no Service: exposure external, autoscaling and "
+                                 "min_available are for type deployment")
+        elif self.schedule is not None:
+            raise ValueError("schedule is only for type cronjob")
+        check_volumes(self.volumes, self.config_mount_path)
+        return self
+
+    @field_validator("env", "config_files")
+    @classmethod
+    def _small_values(cls, value: dict[str, str]) -> dict[str, str]:
+        if sum(len(k) + len(v) for k, v in value.items()) > 512 * 1024:
+            raise ValueError("must total at most 512 KiB")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ServiceSpec":
+        if self.exposure == "external" and not self.host:
+            raise ValueError("host is required when exposure is external")
+        if self.template == "custom" and not self.dockerfile:
+            raise ValueError("dockerfile is required when template is custom")
+        if self.dockerfile and (self.dockerfile.startswith("/") or ".." in self.dockerfile.split("/")):
+            raise ValueError("dockerfile must be a relative path inside the repository")
+        return self
+
+    def replicas_in(self, env: str) -> int:
+        override = self.environments.get(env)
+        return override.replicas if override and override.replicas is not None else self.replicas
+
+    def resources_in(self, env: str) -> Resources:
+        override = self.environments.get(env)
+        return override.resources if override and override.resources else self.resources
+
+    def env_in(self, env: str) -> dict[str, str]:
+        override = self.environments.get(env)
+        return {**self.env, **(override.env if override else {})}
+
+
