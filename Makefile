@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-soak up down venv clean rbac
+.PHONY: demo test bench bench-soak up down venv clean rbac cluster
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,11 @@ bench-soak: $(STAMP)
 rbac: $(STAMP)
 	$(PY) -m deploy.rbac > deploy/kubernetes/base/rbac-rules.yaml
 	$(PY) -m deploy.rbac namespace-cleanup > deploy/kubernetes/base/rbac-namespace-cleanup.yaml
+
+# the real Kubernetes control plane for the realk8s tests, built once into ~/.cache/kepler/k8s/
+# (sandbox/cluster/build.sh; versions in sandbox/cluster/versions.env)
+cluster:
+	sandbox/cluster/build.sh
 
 up: $(STAMP)
 	$(VENV)/bin/kepler dev up
