@@ -7,10 +7,12 @@
 #     STAMP  the versions it was built from
 # outside the repository. Every version is pinned in versions.env beside this file.
 #
-# Measured on the 2-core development machine (Go 1.26.8): cold build (empty Go build cache, the
-# modules already in the module cache) 6 min 47 s wall clock (481 s user + 105 s system CPU, 2 GB peak);
-# a rebuild with the Go build cache warm (e.g. after a CACHE_LAYOUT bump) 13 s; a second
-# `make cluster` with this cache present 0.01 s.
+# Measured on the 2-core development machine (Go 1.26.8):
+#   cold, empty module cache and Go build cache (all downloads through the proxy): 10 min 02 s
+#   cold, modules already in the module cache, empty Go build cache:                6 min 47 s
+#     (481 s user + 105 s system CPU, 2 GB peak memory)
+#   rebuild with the Go build cache warm (e.g. after a CACHE_LAYOUT bump):          13 s
+#   a second `make cluster` with this cache present:                                0.01 s
 #
 #   build.sh          build unless the cache's STAMP already names these versions
 #   build.sh pin      rewrite the wrapper modules' go.mod/go.sum (sandbox/cluster/go/*) from versions.env

@@ -80,11 +80,15 @@ def test_kubectl_deployment_becomes_available_on_the_kwok_node(real_cluster: Rea
 
         eventually(available, "deployment x/web Available with 2 replicas")
 
-        pods = client.CoreV1Api(api_client).list_namespaced_pod("x", label_selector="app=web").items
+        core = client.CoreV1Api(api_client)
+        pods = core.list_namespaced_pod("x", label_selector="app=web").items
         assert len(pods) == 2
         for pod in pods:
             assert pod.status.phase == "Running", pod.status
             assert pod.spec.node_name in real_cluster.node_names
+            node = core.read_node(pod.spec.node_name)
+            assert node.metadata.annotations["kwok.x-k8s.io/node"] == "fake"
+            assert node.status.allocatable["pods"] == "250", "the status the node was created with is kept"
             assert pod.status.pod_ip, "kwok gives each running pod an IP"
             ready = {c.type: c.status for c in pod.status.conditions}
             assert ready.get("Ready") == "True"
