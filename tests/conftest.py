@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -132,3 +133,19 @@ async def e2e_worker(platform_file: Path, dev_env) -> AsyncIterator[None]:
         worker = build_worker(dev_env.client, platform, Secrets(), executor)
         async with worker:
             yield
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RealCluster"]:  # noqa: F821
+    """The real control plane (sandbox/cluster: etcd, kube-apiserver, controller manager,
+    scheduler and kwok from `make cluster`) on free loopback ports, one per session. Skips
+    when it is not built, except in CI (KEPLER_REQUIRE_REAL=1), where that fails the run."""
+    from sandbox.cluster import RealCluster, binaries_dir, cache_dir
+
+    if binaries_dir() is None:
+        reason = f"the real control plane is not built in {cache_dir()} (run `make cluster`)"
+        if os.environ.get("KEPLER_REQUIRE_REAL") == "1":
+            pytest.fail(f"KEPLER_REQUIRE_REAL=1 but {reason}")
+        pytest.skip(reason)
+    with RealCluster(tmp_path_factory.mktemp("real-k8s")) as cluster:
+        yield cluster
