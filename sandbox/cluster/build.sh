@@ -4,6 +4,7 @@
 #     bin/   kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok
 #     istio/customresourcedefinitions.gen.yaml   (from the istio.io/api module)
 #     kwok/stages.yaml   kwok's default stages, as kwokctl configures them (from the kwok module)
+#     kwok/logs-crd.yaml kwok's Logs CRD (kwok --enable-crds=Logs: pod logs served from files)
 #     STAMP  the versions it was built from
 # outside the repository. Every version is pinned in versions.env beside this file.
 #
@@ -37,7 +38,7 @@ export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/kepler/k8s"
 # bump when what the cache holds changes (the Python launcher checks the files it needs itself)
-cache_layout=2
+cache_layout=3
 dest="$cache_root/$K8S_VERSION"
 stamp_text="K8S_VERSION=$K8S_VERSION
 K8S_STAGING_VERSION=$K8S_STAGING_VERSION
@@ -175,6 +176,9 @@ build() {
     first=0
     cat "$kwok_dir/kustomize/stage/$stage" >> "$tmp/kwok/stages.yaml"
   done
+  # Logs objects tell kwok which file holds a pod's container log (see sandbox/cluster/podlogs.py)
+  cp "$kwok_dir/kustomize/crd/bases/kwok.x-k8s.io_logs.yaml" "$tmp/kwok/logs-crd.yaml"
+  chmod -R u+w "$tmp/kwok"
 
   for p in "${k8s_cmds[@]}" etcd kwok; do "$tmp/bin/$p" --help >/dev/null 2>&1 || { echo "build.sh: $p does not run" >&2; exit 1; }; done
   printf '%s\n' "$stamp_text" > "$tmp/STAMP"

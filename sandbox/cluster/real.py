@@ -16,14 +16,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import yaml
+
 from . import files
 from .procs import ClusterStartError, Proc, wait_for
-from .versions import cache_dir, is_built, istio_crds_file, kwok_stages_file
+from .versions import cache_dir, is_built, istio_crds_file, kwok_logs_crd_file, kwok_stages_file
 
 HOST = "127.0.0.1"
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.1/16"  # kwok writes pod IPs from it; nothing is ever sent to them
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Kepler's pod stages (the sandbox world: see the file), used with stages="sandbox"
+SANDBOX_STAGES = Path(__file__).resolve().parent / "stages.yaml"
+STAGE_SETS = ("kwok", "sandbox")
 
 
 class RealCluster:
@@ -31,6 +36,11 @@ class RealCluster:
 
     After start(): `kubeconfig` (a file for kubectl and the Python client), `server` (https URL),
     `token` (an admin in system:masters), `kubectl` (the built binary), `node_names`.
+
+    `stages` picks what kwok does with pods: "kwok" (kwokctl's defaults: every pod Running and
+    Ready at once, Job pods Succeeded) or "sandbox" (sandbox/cluster/stages.yaml: a pod waits in
+    ContainerCreating until the bridge marks it with what its image does; see bridge.py).
+    Either way kwok serves `pods/log` from the files kwok Logs objects name (podlogs.py).
     """
 
     def __init__(
@@ -40,7 +50,10 @@ class RealCluster:
         nodes: int = 1,
         start_timeout: float = 240.0,
         install_istio_crds: bool = True,
+        stages: str = "kwok",
     ) -> None:
+        if stages not in STAGE_SETS:
+            raise ValueError(f"stages must be one of {STAGE_SETS}, not {stages!r}")
         if not is_built():
             raise ClusterStartError(f"the control plane is not built in {cache_dir()}: run `make cluster`")
         self.root = cache_dir()
@@ -51,6 +64,7 @@ class RealCluster:
         self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
         self.start_timeout = start_timeout
         self.install_istio_crds = install_istio_crds
+        self.stages = stages
         self.procs: list[Proc] = []
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.server = ""
@@ -131,7 +145,9 @@ class RealCluster:
 
         self._spawn("kube-controller-manager", self._controller_manager_args(kubeconfigs["controller-manager"]))
         self._spawn("kube-scheduler", self._scheduler_args(kubeconfigs["scheduler"]))
-        self._spawn("kwok", self._kwok_args(kubeconfigs["kwok"]))
+        # kwok watches Logs objects from its start (--enable-crds=Logs): their CRD comes first
+        self._apply_crds(kwok_logs_crd_file(self.root), deadline)
+        self._spawn("kwok", self._kwok_args(kubeconfigs["kwok"], self._kwok_config()))
 
         wait_for(
             "namespace default and its default service account",
@@ -186,6 +202,9 @@ class RealCluster:
             # the `kubernetes` Service gets no Endpoints: they may not point at loopback, and
             # the API server listens on nothing else
             "--endpoint-reconciler-type=none",
+            # kwok's node stage gives each node a Hostname address (its name, which resolves
+            # nowhere) and an InternalIP (127.0.0.1, where kwok serves the kubelet API)
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
@@ -219,12 +238,24 @@ class RealCluster:
             "--v=1",
         ]
 
-    def _kwok_args(self, kubeconfig: Path) -> list[str]:
+    def _kwok_config(self) -> Path:
+        """kwokctl's default stages (node-initialize, node-heartbeat-with-lease, pod-ready,
+        pod-complete, pod-delete; see build.sh), or for "sandbox" its node stages with Kepler's
+        pod stages, in one file under the state directory."""
+        defaults = kwok_stages_file(self.root)
+        if self.stages == "kwok":
+            return defaults
+        nodes = [doc for doc in yaml.safe_load_all(defaults.read_text())
+                 if doc and doc["spec"]["resourceRef"]["kind"] == "Node"]
+        path = self.state_dir / "kwok-stages.yaml"
+        path.write_text(yaml.safe_dump_all(nodes, sort_keys=False) + "---\n" + SANDBOX_STAGES.read_text())
+        return path
+
+    def _kwok_args(self, kubeconfig: Path, config: Path) -> list[str]:
         return [
             f"--kubeconfig={kubeconfig}",
-            # kwokctl's default stages: node-initialize, node-heartbeat-with-lease, pod-ready,
-            # pod-complete, pod-delete (see build.sh)
-            f"--config={kwok_stages_file(self.root)}",
+            f"--config={config}",
+            "--enable-crds=Logs",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={files.KWOK_NODE_ANNOTATION}={files.KWOK_NODE_ANNOTATION_VALUE}",
             "--node-lease-duration-seconds=40",
@@ -247,7 +278,9 @@ class RealCluster:
         return result
 
     def _install_istio_crds(self, deadline: float) -> None:
-        crds = istio_crds_file(self.root)
+        self._apply_crds(istio_crds_file(self.root), deadline)
+
+    def _apply_crds(self, crds: Path, deadline: float) -> None:
         # server-side: client-side apply would also store each CRD whole in its last-applied
         # annotation; DestinationRule's is 192 KB at istio.io/api v1.32.0 (measured; it still
         # fits), close to the 256 KiB that all of an object's annotations may take together

@@ -47,6 +47,11 @@ def kwok_stages_file(root: Path) -> Path:
     return root / "kwok" / "stages.yaml"
 
 
+def kwok_logs_crd_file(root: Path) -> Path:
+    """kwok's Logs CRD, copied by build.sh (kwok --enable-crds=Logs reads pod log files it names)."""
+    return root / "kwok" / "logs-crd.yaml"
+
+
 def is_built() -> bool:
     """True when the cache holds a complete build of exactly the pinned versions."""
     root = cache_dir()
@@ -57,6 +62,6 @@ def is_built() -> bool:
     pinned = versions()
     if any(stamp.get(key) != pinned.get(key) for key in STAMP_KEYS):
         return False
-    if not (istio_crds_file(root).is_file() and kwok_stages_file(root).is_file()):
+    if not all(f.is_file() for f in (istio_crds_file(root), kwok_stages_file(root), kwok_logs_crd_file(root))):
         return False
     return all(os.access(root / "bin" / name, os.X_OK) for name in BINARIES)
