@@ -67,6 +67,9 @@ def test_an_upward_import_is_caught(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_modules_stay_small(package: str) -> None:
+    # Generated code (e.g. sandbox/kubernetes/protobuf/generated/, protoc's output) is
+    # rewritten by its generator, not by hand: size is not the reader's problem there.
     big = [f"{p.relative_to(ROOT)} ({n} lines)" for p in modules(package)
-           if (n := len(p.read_text().splitlines())) > MAX_LINES[package]]
+           if "generated" not in p.relative_to(ROOT).parts[:-1]
+           and (n := len(p.read_text().splitlines())) > MAX_LINES[package]]
     assert not big, f"over {MAX_LINES[package]} lines: " + ", ".join(big)

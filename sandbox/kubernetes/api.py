@@ -14,6 +14,7 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from sandbox.kubernetes import protobuf
 from sandbox.kubernetes.discovery import patch_types
 from sandbox.kubernetes.patch import APPLY_PATCH, apply_patch
 from sandbox.kubernetes.resources import RESOURCES, ApiError, Resource, bad_request, find_resource
@@ -63,19 +64,33 @@ def _truthy(value: str | None) -> bool:
 async def _body(request: Request) -> Any:
     raw = await request.body()
     media = request.headers.get("content-type", "").split(";")[0].strip()
-    if media in ("application/vnd.kubernetes.protobuf", "application/cbor"):
+    if media == "application/cbor":
         # Answered like an apiserver without that serializer: clients retry with JSON.
         raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an "
                        f"unknown format - accepted media types include: application/json, "
-                       f"application/yaml")
+                       f"application/yaml, {protobuf.MEDIA_TYPE}")
     if not raw:
         raise bad_request("the request body is empty")
+    if media == protobuf.MEDIA_TYPE:
+        try:
+            return protobuf.decode(raw)
+        except protobuf.ProtobufError as e:
+            raise ApiError(e.code, e.reason, e.message) from None
     try:
         if "yaml" in request.headers.get("content-type", ""):
             return yaml.safe_load(raw)
         return json.loads(raw)
     except (ValueError, yaml.YAMLError) as e:
         raise bad_request(f"the request body is not valid JSON or YAML: {e}") from None
+
+
+def _check_accept(accept: str) -> None:
+    """Answers are JSON (client-go lists it after protobuf); a client that takes only
+    protobuf or CBOR gets a 406, as from an apiserver without that serializer."""
+    media = {part.split(";")[0].strip().lower() for part in accept.split(",")} - {""}
+    if media and media <= {protobuf.MEDIA_TYPE, "application/cbor"}:
+        raise ApiError(406, "NotAcceptable", "only the following media types are accepted: "
+                       "application/json")
 
 
 def _warning_headers(warnings: list[str]) -> dict[str, str]:
@@ -91,6 +106,7 @@ class ResourceApi:
 
     async def handle(self, request: Request, group: str, version: str, rest: str) -> Response:
         try:
+            _check_accept(request.headers.get("accept", ""))
             t = parse_target(group, version, rest)
             method = request.method
             if t.name is None:
@@ -278,12 +294,10 @@ class ResourceApi:
 
     async def delete(self, request: Request, t: Target) -> Response:
         options: dict[str, Any] = {}
-        raw = await request.body()
-        if raw:
-            try:
-                options = json.loads(raw) or {}
-            except ValueError:
-                raise bad_request("the DeleteOptions body is not valid JSON") from None
+        if await request.body():
+            options = await _body(request) or {}
+            if not isinstance(options, dict):
+                raise bad_request("the DeleteOptions body must be an object")
         propagation = (request.query_params.get("propagationPolicy")
                        or options.get("propagationPolicy") or "Background")
         rv = (options.get("preconditions") or {}).get("resourceVersion")

@@ -111,6 +111,18 @@ def _default_pod_spec(spec: dict[str, Any]) -> None:
             for p in c.get("ports") or []:
                 if isinstance(p, dict):
                     p.setdefault("protocol", "TCP")
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                if isinstance(c.get(probe), dict):
+                    _default_probe(c[probe])
+
+
+def _default_probe(probe: dict[str, Any]) -> None:
+    for key, value in (("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1),
+                       ("failureThreshold", 3)):
+        probe.setdefault(key, value)
+    if isinstance(probe.get("httpGet"), dict):
+        probe["httpGet"].setdefault("path", "/")
+        probe["httpGet"].setdefault("scheme", "HTTP")
 
 
 def validate(res: Resource, obj: dict[str, Any]) -> None:
