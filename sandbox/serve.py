@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -43,7 +44,7 @@ class Sandbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
-        modules = {name: importlib.import_module(f"sandbox.{name}.app") for name in settings.standins}
+        modules = {name: importlib.import_module(f"sandbox.{name}.app") for name in settings.served()}
         factories = {name: module.create_app for name, module in modules.items()}
         if "kubernetes" in modules:
             for name in settings.extra_clusters():
@@ -60,13 +61,44 @@ class Sandbox:
                                       self.world.faults[name], self.world.audits[name])
             for name, create_app in factories.items()
         }
+        self.bridge: Any = None  # sandbox.cluster.bridge.Bridge on a real cluster
+        if settings.real_cluster is not None:
+            from sandbox.cluster.bridge import Bridge
+
+            self.bridge = Bridge(self.world, settings.real_cluster)
 
     @property
     def urls(self) -> dict[str, str]:
         return dict(self.world.urls)
 
+    async def _start_bridge(self) -> asyncio.Task[None] | None:
+        """Run the real cluster's bridge; return once it has listed what it mirrors."""
+        if self.bridge is None:
+            return None
+        task = asyncio.create_task(self.bridge.run())
+        synced = asyncio.create_task(self.bridge.synced.wait())
+        await asyncio.wait({task, synced}, timeout=self.settings.real_cluster_timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not synced.done():
+            synced.cancel()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.bridge.aclose()
+            if task.done() and not task.cancelled() and task.exception():
+                raise RuntimeError(f"the real cluster bridge failed: {task.exception()!r}")
+            raise RuntimeError(f"the real cluster at {self.bridge.api.server} did not answer "
+                               f"(last errors: {self.bridge.mirror.errors})")
+        return task
+
+    async def _stop_bridge(self, task: asyncio.Task[None] | None) -> None:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.bridge.aclose()
+
     async def serve(self) -> None:
         self._stop = asyncio.Event()
+        bridge = await self._start_bridge()
         for name, app in self.apps.items():
             config = uvicorn.Config(app, log_level="warning", lifespan="on",
                                     timeout_graceful_shutdown=2)
@@ -81,12 +113,14 @@ class Sandbox:
             await asyncio.sleep(0.01)
         if not all(s.started for s in self._servers):
             failed = [n for s, n in zip(self._servers, self.apps) if not s.started]
+            await self._stop_bridge(bridge)
             raise RuntimeError(f"stand-ins failed to start: {', '.join(failed)}")
         self._started.set()
         await self._stop.wait()
         for server in self._servers:
             server.should_exit = True
         await asyncio.gather(*tasks)
+        await self._stop_bridge(bridge)
         await close_shared_client()
 
     def stop_serving(self) -> None:
@@ -105,6 +139,8 @@ class Sandbox:
 
         self._thread = threading.Thread(target=run, name="kepler-sandbox", daemon=True)
         self._thread.start()
+        if self.bridge is not None:
+            timeout += self.settings.real_cluster_timeout
         if not self._started.wait(timeout):
             raise TimeoutError("sandbox did not start")
         if self._error:
@@ -127,13 +163,49 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{name}-port", type=int, default=0)
     parser.add_argument("--registry-url", default=None,
                         help="a real registry to use instead of the stand-in")
+    real = parser.add_mutually_exclusive_group()
+    real.add_argument("--real-cluster", type=Path, default=None, metavar="KUBECONFIG",
+                      help="play the world on this real cluster (one started with Kepler's "
+                           "stages: sandbox/cluster) instead of the Kubernetes stand-in")
+    real.add_argument("--start-real-cluster", action="store_true",
+                      help="start a real cluster (`make cluster` builds it) afresh in "
+                           "STATE_DIR/real-cluster (kubeconfig: STATE_DIR/real-cluster/kubeconfig), "
+                           "play the world on it and stop it on exit")
     args = parser.parse_args(argv)
     args.state_dir.mkdir(parents=True, exist_ok=True)
+    cluster = _start_real_cluster(args.state_dir / "real-cluster") if args.start_real_cluster else None
+    try:
+        _serve(args, cluster.kubeconfig if cluster else args.real_cluster)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _start_real_cluster(state_dir: Path) -> Any:
+    import shutil
+
+    from sandbox.cluster import RealCluster
+
+    def interrupted(*_: Any) -> None:
+        raise KeyboardInterrupt  # RealCluster.start() stops what it started
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        shutil.rmtree(state_dir, ignore_errors=True)  # a fresh cluster each run
+        cluster = RealCluster(state_dir, stages="sandbox")
+        cluster.start()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"real cluster: export KUBECONFIG={cluster.kubeconfig}", flush=True)
+    return cluster
+
+
+def _serve(args: argparse.Namespace, real_cluster: Path | None) -> None:
     settings = SandboxSettings(
         host=args.host, state_dir=args.state_dir,
         ports={n: getattr(args, f"{n}_port") for n in STANDINS},
         registry_url=args.registry_url,
-        build_seconds=2.0, seconds_per_replica=1.0,
+        build_seconds=2.0, seconds_per_replica=1.0, real_cluster=real_cluster,
     )
     sandbox = Sandbox(settings)
 
@@ -142,7 +214,11 @@ def main(argv: list[str] | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, sandbox.stop_serving)
         serving = asyncio.create_task(sandbox.serve())
-        await asyncio.get_running_loop().run_in_executor(None, sandbox._started.wait)
+        while not sandbox._started.is_set():
+            if serving.done():  # it failed to start (its error) or was stopped first
+                await serving
+                return
+            await asyncio.sleep(0.05)
         tmp = args.urls_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(sandbox.urls))
         tmp.replace(args.urls_file)

@@ -36,10 +36,20 @@ class SandboxSettings:
     # Several Kubernetes clusters, e.g. ("staging", "prod"): the first is served as
     # "kubernetes", each other one as "kubernetes-<name>" on its own port. Empty: one.
     clusters: tuple[str, ...] = ()
+    # A real cluster's kubeconfig (sandbox/cluster: RealCluster(stages="sandbox")): the
+    # Kubernetes stand-in is not served; sandbox/cluster/bridge.py marks the real pods from
+    # their images' labels and mirrors the real objects into the traffic simulation that the
+    # Prometheus stand-in reads. None: the stand-in.
+    real_cluster: Path | None = None
+    real_cluster_timeout: float = 30.0  # for the bridge's first list of the real objects
 
     def extra_clusters(self) -> list[str]:
         """The stand-in names of the clusters after the first."""
         return [f"kubernetes-{c}" for c in self.clusters[1:]]
+
+    def served(self) -> tuple[str, ...]:
+        """The stand-ins this run serves: all of `standins` but Kubernetes on a real cluster."""
+        return tuple(n for n in self.standins if not (self.real_cluster and n == "kubernetes"))
 
 
 @dataclass

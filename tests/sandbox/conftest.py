@@ -8,17 +8,35 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture(scope="session")
-def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RealCluster"]:  # noqa: F821
-    """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from `make cluster`,
-    on free loopback ports. Skips when they are not built, except in CI (KEPLER_REQUIRE_REAL=1),
-    where it fails."""
-    from sandbox.cluster import RealCluster, binaries_dir, cache_dir
+def _require_built() -> None:
+    from sandbox.cluster import binaries_dir, cache_dir
 
     if binaries_dir() is None:
         reason = f"the real control plane is not built in {cache_dir()} (run `make cluster`)"
         if os.environ.get("KEPLER_REQUIRE_REAL") == "1":
             pytest.fail(f"KEPLER_REQUIRE_REAL=1 but {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RealCluster"]:  # noqa: F821
+    """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from `make cluster`,
+    on free loopback ports. Skips when they are not built, except in CI (KEPLER_REQUIRE_REAL=1),
+    where it fails."""
+    from sandbox.cluster import RealCluster
+
+    _require_built()
     with RealCluster(tmp_path_factory.mktemp("real-k8s")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def sandbox_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RealCluster"]:  # noqa: F821
+    """Another real control plane, whose kwok plays Kepler's pod stages (sandbox/cluster/stages.yaml):
+    its pods wait in ContainerCreating until a sandbox bridge (SandboxSettings.real_cluster) marks
+    them with what their images do. Skips or fails like `real_cluster`."""
+    from sandbox.cluster import RealCluster
+
+    _require_built()
+    with RealCluster(tmp_path_factory.mktemp("real-k8s-sandbox"), stages="sandbox") as cluster:
         yield cluster
