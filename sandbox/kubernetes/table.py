@@ -11,11 +11,12 @@ from sandbox.kubernetes.store import parse_rfc3339
 Column = tuple[str, str, int, Callable[[dict[str, Any]], Any]]  # name, type, priority, cell
 
 
-def age(obj: dict[str, Any]) -> str:
-    created = obj["metadata"].get("creationTimestamp")
-    if not created:
+def age(obj: dict[str, Any], created: str | None = None) -> str:
+    created = created or obj["metadata"].get("creationTimestamp")
+    try:
+        seconds = max(0, int(time.time() - parse_rfc3339(str(created))))
+    except ValueError:  # none, or a client's timestamp in another form
         return "<unknown>"
-    seconds = max(0, int(time.time() - parse_rfc3339(created)))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= 2 * size or (unit == "m" and seconds >= 120):
             return f"{seconds // size}{unit}"
@@ -48,6 +49,11 @@ def _containers(obj: dict[str, Any], field: str) -> str:
 def _ports(svc: dict[str, Any]) -> str:
     ports = (svc.get("spec") or {}).get("ports") or []
     return ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in ports) or "<none>"
+
+
+def _event_object(event: dict[str, Any]) -> str:
+    involved = event.get("involvedObject") or {}
+    return f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}"
 
 
 NAME: Column = ("Name", "string", 0, lambda o: o["metadata"]["name"])
@@ -88,6 +94,14 @@ COLUMNS: dict[str, list[Column]] = {
         ("External-IP", "string", 0, lambda o: "<none>"),
         ("Port(s)", "string", 0, _ports),
         AGE,
+    ],
+    "Event": [  # kubectl get events: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE
+        ("Last Seen", "string", 0, lambda o: age(o, o.get("lastTimestamp"))),
+        ("Type", "string", 0, lambda o: o.get("type", "")),
+        ("Reason", "string", 0, lambda o: o.get("reason", "")),
+        ("Object", "string", 0, _event_object),
+        ("Message", "string", 0, lambda o: o.get("message", "")),
+        ("Name", "string", 1, lambda o: o["metadata"]["name"]),
     ],
     "Namespace": [NAME, ("Status", "string", 0, lambda o: _status(o).get("phase", "Active")),
                   AGE],

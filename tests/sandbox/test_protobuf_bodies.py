@@ -414,6 +414,9 @@ def test_readme_commands(kubectl: Any, box: Sandbox) -> None:
     assert "1 desired | 1 updated | 1 total | 1 available | 0 unavailable" in described
     assert "http-get http://:http/healthz delay=0s timeout=1s period=10s" in described
     assert "ScalingReplicaSet" in described
+    events = kubectl("get", "events", "-n", ns).splitlines()
+    assert events[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert any("ScalingReplicaSet" in line and "deployment/web" in line for line in events)
     assert kubectl("scale", "deploy", "web", "--replicas=2", "-n", ns).strip() == \
         "deployment.apps/web scaled"
     kubectl("rollout", "status", "deploy/web", "-n", ns, "--timeout=60s")
