@@ -40,3 +40,15 @@ def sandbox_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RealC
     _require_built()
     with RealCluster(tmp_path_factory.mktemp("real-k8s-sandbox"), stages="sandbox") as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_binaries() -> "Path":  # noqa: F821
+    """The directory of the built control plane (for tests that start their own); skips or fails
+    like `real_cluster` when it is not built."""
+    from sandbox.cluster import binaries_dir
+
+    _require_built()
+    path = binaries_dir()
+    assert path is not None
+    return path

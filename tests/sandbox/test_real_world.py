@@ -5,23 +5,30 @@ simulation and the sandbox's Prometheus follow the real objects."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client, config
 
 from kepler import promql
 from sandbox.cluster import RealCluster, RealWorld
-from sandbox.cluster.bridge import BEHAVIOUR, READY_AT
+from sandbox.cluster.bridge import BEHAVIOUR, READY_AT, judge, observe
+from sandbox.kubernetes.images import ImageInfo
 from sandbox.world import SandboxSettings
 from tests.helpers import wait_until
 from tests.sandbox.test_kubernetes import deployment, push
 
-pytestmark = pytest.mark.realk8s
+realk8s = pytest.mark.realk8s
 
 T = TypeVar("T")
 ISTIO = "networking.istio.io"
@@ -77,6 +84,7 @@ def deadline_exceeded(kube: client.ApiClient, ns: str, name: str) -> bool:
     return bool(progressing and progressing.reason == "ProgressDeadlineExceeded")
 
 
+@realk8s
 def test_an_image_that_pulls_becomes_available_paced_per_replica(world: RealWorld, kube: client.ApiClient,
                                                                 ns: str) -> None:
     image = push(world.sandbox, "team/web", "v1")
@@ -98,6 +106,7 @@ def test_an_image_that_pulls_becomes_available_paced_per_replica(world: RealWorl
     assert len(set(ready_at)) == 3, ready_at
 
 
+@realk8s
 def test_a_crashing_image_crash_loops_and_the_rollout_exceeds_its_deadline(
         world: RealWorld, kube: client.ApiClient, ns: str) -> None:
     image = push(world.sandbox, "team/crash", "v1", {"io.kepler.sandbox.crash": "true"})
@@ -123,6 +132,7 @@ def test_a_crashing_image_crash_loops_and_the_rollout_exceeds_its_deadline(
     assert pods(kube, ns, "crash")[0].status.container_statuses[0].restart_count > status.restart_count
 
 
+@realk8s
 def test_an_image_missing_from_the_registry_cannot_pull_until_it_is_pushed(
         world: RealWorld, kube: client.ApiClient, ns: str) -> None:
     registry = world.urls["registry"].removeprefix("http://")
@@ -145,6 +155,7 @@ def test_an_image_missing_from_the_registry_cannot_pull_until_it_is_pushed(
                "the Deployment Available once the image is pushed")
 
 
+@realk8s
 def test_an_unready_image_runs_but_is_never_ready(world: RealWorld, kube: client.ApiClient, ns: str) -> None:
     image = push(world.sandbox, "team/slow", "v1", {"io.kepler.sandbox.unready": "true"})
     client.AppsV1Api(kube).create_namespaced_deployment(
@@ -162,6 +173,7 @@ def test_an_unready_image_runs_but_is_never_ready(world: RealWorld, kube: client
     assert conditions(pods(kube, ns, "slow")[0])["Ready"].status == "False"
 
 
+@realk8s
 def test_a_pod_waits_in_container_creating_until_its_image_is_judged(
         world: RealWorld, kube: client.ApiClient, ns: str) -> None:
     """A registry that accepts connections but never answers: the bridge's lookup times out
@@ -190,6 +202,7 @@ def job(name: str, image: str, restart_policy: str) -> dict[str, Any]:
                 "restartPolicy": restart_policy, "containers": [{"name": "run", "image": image}]}}}}
 
 
+@realk8s
 @pytest.mark.parametrize("restart_policy", ["Never", "OnFailure"])
 def test_jobs_succeed_with_a_good_image_and_fail_with_a_crashing_one(
         world: RealWorld, kube: client.ApiClient, ns: str, restart_policy: str) -> None:
@@ -214,6 +227,7 @@ def test_jobs_succeed_with_a_good_image_and_fail_with_a_crashing_one(
     assert bad_pods[0].status.container_statuses[0].state.terminated.exit_code == 1
 
 
+@realk8s
 def test_pod_logs_are_the_simulated_lines_served_by_kwok(world: RealWorld, kube: client.ApiClient,
                                                         ns: str, sandbox_cluster: RealCluster) -> None:
     image = push(world.sandbox, "team/talk", "v1")
@@ -236,6 +250,7 @@ def test_pod_logs_are_the_simulated_lines_served_by_kwok(world: RealWorld, kube:
     assert out.count("\n") == 1 and '"GET /' in out, out
 
 
+@realk8s
 def test_prometheus_reports_the_virtual_service_split_between_subsets(
         world: RealWorld, kube: client.ApiClient, ns: str) -> None:
     """Stable serves well, the canary fails every request: with a 90/10 split the success
@@ -271,10 +286,132 @@ def test_prometheus_reports_the_virtual_service_split_between_subsets(
 
     assert abs(eventually(both_serving, "a 90 % success rate over stable and canary") - 90) < 0.5
     assert rate("svc") == 100 and rate("svc-canary") == 0
-    # the counts behind it: 9 requests to the stable subset for each one to the canary
+    # the counts behind it: 9 requests to the stable subset for each one to the canary, from
+    # now on (before, the canary's pod may have become ready a little after the stable ones)
     series = world.sandbox.bridge.traffic.series
-    served = {key[1]: s.count for key, s in series.items() if key[0] == ns}
-    assert abs(served["svc"] / served["svc-canary"] - 9) < 0.2, served
+
+    def served() -> dict[str, float]:
+        return {key[1]: s.count for key, s in list(series.items()) if key[0] == ns}
+
+    before = served()
+
+    def grown() -> dict[str, float] | None:
+        now = served()
+        delta = {k: now[k] - before.get(k, 0.0) for k in now}
+        return delta if delta.get("svc-canary", 0.0) >= 20 else None
+
+    delta = eventually(grown, "20 more requests to the canary")
+    assert abs(delta["svc"] / delta["svc-canary"] - 9) < 0.01, delta
     latency = promql.render(promql.REQUEST_DURATION, ns, "svc", "1m")
     body = httpx.get(f"{world.urls['prometheus']}/api/v1/query", params={"query": latency}, timeout=10).json()
     assert abs(float(body["data"]["result"][0]["value"][1]) - 100) < 1
+
+
+@realk8s
+def test_python_m_sandbox_starts_and_stops_a_real_cluster(cluster_binaries: Path, tmp_path: Path) -> None:
+    """What `kepler dev up` would run: one process with the stand-ins and a real cluster;
+    SIGTERM stops both."""
+    urls_file, state = tmp_path / "urls.json", tmp_path / "state"
+    proc = subprocess.Popen(  # noqa: S603 - our own module
+        [sys.executable, "-m", "sandbox", "--state-dir", str(state), "--urls-file", str(urls_file),
+         "--start-real-cluster"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: urls_file.exists() or proc.poll() is not None, timeout=120, what="the urls file")
+        assert proc.poll() is None, proc.communicate()[0]
+        urls = json.loads(urls_file.read_text())
+        assert "kubernetes" not in urls and {"registry", "prometheus"} <= set(urls)
+        kubeconfig = state / "real-cluster" / "kubeconfig"
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+
+        class Box:  # what `push` reads of a Sandbox
+            pass
+
+        box = Box()
+        box.urls = urls  # type: ignore[attr-defined]
+        image = push(box, "team/cli", "v1")  # type: ignore[arg-type]
+        apps = client.AppsV1Api(api)
+        apps.create_namespaced_deployment("default", deployment("cli", image, replicas=1))
+        eventually(lambda: apps.read_namespaced_deployment("cli", "default").status.available_replicas == 1,
+                   "the deployment available")
+        server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        api.close()
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out
+    assert "export KUBECONFIG=" in out
+    port = int(server.rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# -- the pieces, without a cluster ---------------------------------------------------------------
+
+def test_stages_cover_every_behaviour_the_bridge_judges() -> None:
+    from sandbox.cluster.real import SANDBOX_STAGES
+
+    stages = list(yaml.safe_load_all(SANDBOX_STAGES.read_text()))
+    names = [s["metadata"]["name"] for s in stages]
+    assert len(names) == len(set(names)) and all(s["kind"] == "Stage" for s in stages)
+    assert {s["spec"]["resourceRef"]["kind"] for s in stages} == {"Pod"}
+    marked = set()
+    for stage in stages:
+        selector = stage["spec"]["selector"]
+        marked |= {(selector.get("matchLabels") or {}).get(BEHAVIOUR)} - {None}
+        for e in selector.get("matchExpressions") or []:
+            if BEHAVIOUR in e["key"]:
+                marked |= set(e["values"])
+    infos = {"ok": ImageInfo("ok"), "missing": ImageInfo("missing"),
+             "crash": ImageInfo("ok", {"io.kepler.sandbox.crash": "true"}),
+             "unready": ImageInfo("ok", {"io.kepler.sandbox.unready": "true"})}
+    assert {judge([info]) for info in infos.values()} == marked == set(infos)
+    assert judge([infos["ok"], ImageInfo("pending")]) is None
+    assert judge([infos["unready"], infos["crash"]]) == "crash"
+
+
+def _pod(phase: str, states: list[dict[str, Any]], ready: bool = False, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {BEHAVIOUR: "ok"},
+                         "annotations": {"sandbox.kepler.dev/finish-at": "2026-01-01T00:00:10.500000Z"},
+                         "ownerReferences": [{"kind": "Job", "name": "nightly"}]},
+            "spec": {"containers": [{"name": "c", "image": "i"}], **spec},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}],
+                       "containerStatuses": [{"name": "c", "state": s} for s in states]}}
+
+
+def test_observe_follows_the_pod_status_as_the_stand_in_kubelet_would() -> None:
+    sim: dict[str, Any] = {}
+    running = {"running": {"startedAt": "2026-01-01T00:00:05Z"}}
+    observe(_pod("Pending", [{"waiting": {"reason": "ContainerCreating"}}]), sim, 1.0)
+    assert sim["state"] == "pending"
+    observe(_pod("Running", [running], ready=True), sim, 2.0)
+    assert sim["state"] == "running" and sim["started"] == 1767225605.0 and "job" not in sim
+    observe(_pod("Running", [running]), sim, 3.0)
+    assert sim["state"] == "unready"
+    observe(_pod("Running", [{"waiting": {"reason": "CrashLoopBackOff"}}]), sim, 4.0)
+    assert sim["state"] == "crash" and sim["started"] == 4.0
+    observe(_pod("Pending", [{"waiting": {"reason": "ImagePullBackOff"}}]), sim, 5.0)
+    assert sim["state"] == "missing"
+    job: dict[str, Any] = {}
+    observe(_pod("Running", [running], restartPolicy="Never"), job, 6.0)
+    assert job == {"job": "nightly", "outcome": "succeeded", "finished": 1767225610.5, "state": "running",
+                   "started": 1767225605.0}
+    observe(_pod("Succeeded", [{"terminated": {"finishedAt": "2026-01-01T00:00:11Z"}}], restartPolicy="Never"),
+            job, 7.0)
+    assert job["state"] == "succeeded" and job["finished"] == 1767225611.0
+
+
+def test_the_bridge_client_reads_a_kubeconfig(tmp_path: Path) -> None:
+    from sandbox.cluster.kubeapi import KubeApi, resource_path
+    from sandbox.kubernetes.pods import PODS, REPLICASETS
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443/", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "s3cret"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}], "current-context": "x"}))
+    api = KubeApi.from_kubeconfig(path)
+    assert api.server == "https://127.0.0.1:6443"
+    assert api.client.headers["Authorization"] == "Bearer s3cret"
+    assert resource_path(PODS, "n", "p") == "/api/v1/namespaces/n/pods/p"
+    assert resource_path(REPLICASETS) == "/apis/apps/v1/replicasets"
+    asyncio.run(api.aclose())
