@@ -178,10 +178,12 @@ class Bridge:
         return sims.setdefault(pod["metadata"]["uid"], {"state": "pending", "created": time.time()})
 
     def _changed(self, kind: str, res: Any, obj: dict[str, Any]) -> None:
-        if res is not PODS:
-            return
         if kind == "DELETED":
-            self.logs.forget(obj)
+            self._next_ready.pop(obj["metadata"]["uid"], None)
+            if res is PODS:
+                self.logs.forget(obj)
+            return
+        if res is not PODS:
             return
         sim = self._sim(obj)
         observe(obj, sim, time.time())
