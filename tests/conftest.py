@@ -107,7 +107,7 @@ def platform_yaml(urls: dict[str, str], temporal_address: str, task_queue: str,
     data["registry"].update(url=urls["registry"], host=registry_host)
     data["prometheus"]["url"] = urls.get("prometheus", "http://127.0.0.1:1")
     for env in data["environments"].values():
-        env["cluster"]["server"] = urls["kubernetes"]
+        env["cluster"]["server"] = urls.get("kubernetes", "http://127.0.0.1:1")  # a real one: set after
         env["rollout_timeout"] = "2m"
     return yaml.safe_dump(data, sort_keys=False)
 
@@ -135,17 +135,37 @@ async def e2e_worker(platform_file: Path, dev_env) -> AsyncIterator[None]:
             yield
 
 
-@pytest.fixture(scope="session")
-def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RealCluster"]:  # noqa: F821
-    """The real control plane (sandbox/cluster: etcd, kube-apiserver, controller manager,
-    scheduler and kwok from `make cluster`) on free loopback ports, one per session. Skips
-    when it is not built, except in CI (KEPLER_REQUIRE_REAL=1), where that fails the run."""
-    from sandbox.cluster import RealCluster, binaries_dir, cache_dir
+def require_cluster_built() -> None:
+    """Skip when `make cluster` has not built the control plane, except in CI
+    (KEPLER_REQUIRE_REAL=1), where that fails the run."""
+    from sandbox.cluster import binaries_dir, cache_dir
 
     if binaries_dir() is None:
         reason = f"the real control plane is not built in {cache_dir()} (run `make cluster`)"
         if os.environ.get("KEPLER_REQUIRE_REAL") == "1":
             pytest.fail(f"KEPLER_REQUIRE_REAL=1 but {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RealCluster"]:  # noqa: F821
+    """The real control plane (sandbox/cluster: etcd, kube-apiserver, controller manager,
+    scheduler and kwok from `make cluster`) on free loopback ports, one per session, its
+    pods made Ready by kwokctl's default stages."""
+    from sandbox.cluster import RealCluster
+
+    require_cluster_built()
     with RealCluster(tmp_path_factory.mktemp("real-k8s")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def sandbox_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RealCluster"]:  # noqa: F821
+    """A real control plane whose kwok plays Kepler's pod stages (sandbox/cluster/stages.yaml):
+    its pods wait until a sandbox bridge (SandboxSettings.real_cluster) marks them with what
+    their images do — crash, unready, missing, ok."""
+    from sandbox.cluster import RealCluster
+
+    require_cluster_built()
+    with RealCluster(tmp_path_factory.mktemp("real-k8s-sandbox"), stages="sandbox") as cluster:
         yield cluster

@@ -21,7 +21,13 @@ from sandbox.serve import Sandbox
 from sandbox.world import SandboxSettings
 from tests.conftest import platform_yaml
 
-pytestmark = pytest.mark.realk8s
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:  # every test of this tier is marked, so `-m realk8s` selects it
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.realk8s)
 
 
 @dataclass
@@ -58,6 +64,18 @@ def standin_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     box.stop()
 
 
+@pytest.fixture(scope="session")
+def real_world(sandbox_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The sandbox world played on the real cluster: the stand-ins but Kubernetes, and the
+    bridge that marks pods from their images' registry labels and feeds the traffic model."""
+    from sandbox.cluster.realworld import RealWorld
+
+    settings = SandboxSettings(build_seconds=0.1, seconds_per_replica=0.05)
+    with RealWorld(tmp_path_factory.mktemp("realk8s-world"), settings,
+                   cluster=sandbox_cluster) as world:
+        yield world
+
+
 def real_platform(box: Sandbox, kubeconfig: Path) -> Platform:
     data = yaml.safe_load(platform_yaml(box.urls, "127.0.0.1:1", "unused"))
     for env in data["environments"].values():
@@ -70,9 +88,9 @@ def backend(request: pytest.FixtureRequest, standin_box: Sandbox) -> Backend:
     if request.param == "standin":
         return Backend("standin", parse_platform(platform_yaml(standin_box.urls, "127.0.0.1:1",
                                                                "unused")), standin_box)
-    cluster = request.getfixturevalue("real_cluster")
-    return Backend("real", real_platform(standin_box, cluster.kubeconfig), standin_box,
-                   cluster.kubeconfig)
+    world = request.getfixturevalue("real_world")
+    return Backend("real", real_platform(world.sandbox, world.kubeconfig), world.sandbox,
+                   world.kubeconfig)
 
 
 def eventually(check: Any, what: str, timeout: float = 60.0) -> Any:
