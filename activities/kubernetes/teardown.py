@@ -123,7 +123,8 @@ class TeardownActivities(ClusterActivities):
         for kind in OCCUPANTS:
             for obj in cluster.list(kind, ns):  # rbac: namespace-cleanup: OCCUPANTS
                 meta = obj["metadata"]
-                if (kind, meta["name"]) in BUILTIN or meta.get("ownerReferences"):
+                if (kind, meta["name"]) in BUILTIN or meta.get("ownerReferences") or \
+                        meta.get("deletionTimestamp"):  # being deleted (a real foreground delete)
                     continue
                 if kind == "Secret" and obj.get("type") == "kubernetes.io/service-account-token":
                     continue
@@ -137,4 +138,5 @@ class TeardownActivities(ClusterActivities):
         ns, sel = target.namespace, selector(target.service)
         return [f"{kind} {ns}/{obj['metadata']['name']}"
                 for kind in ISTIO_KINDS + KUBERNETES_KINDS
-                for obj in cluster.list(kind, ns, sel)]  # rbac: ISTIO_KINDS, KUBERNETES_KINDS
+                for obj in cluster.list(kind, ns, sel)  # rbac: ISTIO_KINDS, KUBERNETES_KINDS
+                if not obj["metadata"].get("deletionTimestamp")]  # already going

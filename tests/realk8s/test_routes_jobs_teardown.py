@@ -107,3 +107,20 @@ def test_phase_one_restore_and_teardown_leave_a_namespace_kepler_did_not_make(ba
     assert f"Namespace {ns}" not in result.deleted  # Kepler did not make it
     eventually(lambda: run(acts.inventory, where) == [], "emptied the namespace")
     assert cluster.get("Namespace", None, ns) is not None
+
+
+def test_teardown_deletes_the_namespace_kepler_made_once_it_is_empty(backend: Backend) -> None:
+    """A real foreground delete leaves the workloads listed (being deleted) for a while: the
+    namespace is still empty of anything that stays, so it goes (opted in)."""
+    service = backend.service("ns")
+    target = created(backend, service)
+    acts = TeardownActivities(backend.platform)
+    where = EnvTarget(env="staging", namespace=target.namespace, service=service)
+    run(acts.teardown, TeardownRequest(target=where, part="istio"))
+    result = run(acts.teardown, TeardownRequest(target=where, part="kubernetes",
+                                                delete_namespace=True))
+    assert result.kept == [] and f"Namespace {target.namespace}" in result.deleted, result
+    assert run(acts.inventory, where) == []
+    cluster = Clusters(backend.platform)("staging")
+    eventually(lambda: cluster.get("Namespace", None, target.namespace) is None,
+               "deleted the namespace", timeout=120)
