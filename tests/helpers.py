@@ -39,6 +39,11 @@ def wait_until(check: Callable[[], T], timeout: float = 15.0, interval: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def eventually(check: Callable[[], T], what: str, timeout: float = 60.0) -> T:
+    """wait_until for a real cluster's asynchronous controllers (a longer deadline)."""
+    return wait_until(check, timeout=timeout, interval=0.1, what=what)
+
+
 def require_binary(name: str, *candidates: str) -> str:
     """Path of a real component; skip without it, except in CI (KEPLER_REQUIRE_REAL=1)."""
     for cand in (name, *candidates):

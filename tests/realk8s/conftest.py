@@ -6,7 +6,6 @@ difference between the two fails a test."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,16 +90,3 @@ def backend(request: pytest.FixtureRequest, standin_box: Sandbox) -> Backend:
     world = request.getfixturevalue("real_world")
     return Backend("real", real_platform(world.sandbox, world.kubeconfig), world.sandbox,
                    world.kubeconfig)
-
-
-def eventually(check: Any, what: str, timeout: float = 60.0) -> Any:
-    """Wait for `check()` to return something truthy (a real cluster's controllers act
-    asynchronously: a foreground delete leaves the object until its dependents are gone)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"never {what} within {timeout:.0f} s (last: {last!r})")

@@ -17,7 +17,7 @@ from activities.kubernetes.client import Clusters
 from activities.kubernetes.istio import current_weights
 from kepler.settings import load_platform
 from tests.e2e.test_release import _poll, gitlab_client, kepler
-from tests.realk8s.conftest import eventually
+from tests.helpers import eventually
 from tests.workers import worker_with
 
 pytestmark = pytest.mark.e2e

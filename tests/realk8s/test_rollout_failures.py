@@ -17,7 +17,8 @@ from activities.kubernetes.client import Clusters
 from activities.kubernetes.workloads import DeploymentActivities
 from kepler import pod_logs
 from kepler.steps import WaitRollout
-from tests.realk8s.conftest import Backend, eventually, run
+from tests.helpers import eventually
+from tests.realk8s.conftest import Backend, run
 from tests.realk8s.test_workloads import created, pushed, release
 
 CRASH = {"io.kepler.sandbox.crash": "true"}

@@ -18,7 +18,8 @@ from kepler.jobs import StartJob, WaitJob
 from kepler.spec import Resources, ServiceSpec
 from kepler.steps import ApplyObjects, ApplyRelease, ReleaseTarget, RouteWeights
 from kepler.workloads import Schedule
-from tests.realk8s.conftest import Backend, eventually, run
+from tests.helpers import eventually
+from tests.realk8s.conftest import Backend, run
 from tests.realk8s.test_workloads import created, pushed
 
 

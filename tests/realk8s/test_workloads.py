@@ -16,7 +16,8 @@ from kepler.scale import ApplyOverrides, Overrides
 from kepler.spec import Resources, ServiceSpec
 from kepler.steps import ApplyObjects, ApplyRelease, ReleaseTarget, UndoCreated, WaitRollout
 from sandbox.registry.oci import build_image, push_image
-from tests.realk8s.conftest import Backend, eventually, run
+from tests.helpers import eventually
+from tests.realk8s.conftest import Backend, run
 
 
 def pushed(backend: Backend, service: str, tag: str, labels: dict[str, str] | None = None) -> str:

@@ -4,37 +4,18 @@ against the real thing here: kubectl's protobuf requests, Deployment rollout rev
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from sandbox.cluster import ClusterStartError, RealCluster, binaries_dir
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.realk8s
 
-T = TypeVar("T")
 REVISION = "deployment.kubernetes.io/revision"
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = 90.0, interval: float = 0.25) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` and the last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            result = check()
-        except Exception as e:  # noqa: BLE001 - keep polling, report the last error
-            last = e
-        else:
-            if result:
-                return result
-            last = result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -25,18 +25,13 @@ from sandbox.cluster import RealCluster, RealWorld
 from sandbox.cluster.bridge import BEHAVIOUR, READY_AT, judge, observe
 from sandbox.kubernetes.images import ImageInfo
 from sandbox.world import SandboxSettings
-from tests.helpers import wait_until
+from tests.helpers import eventually, wait_until
 from tests.sandbox.test_kubernetes import deployment, push
 
 realk8s = pytest.mark.realk8s
 
-T = TypeVar("T")
 ISTIO = "networking.istio.io"
 DEADLINE_S = 10  # progressDeadlineSeconds of the Deployments that never become available
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = 60.0) -> T:
-    return wait_until(check, timeout=timeout, interval=0.2, what=what)
 
 
 @pytest.fixture(scope="module")
