@@ -56,3 +56,13 @@ def test_dev_up_on_the_real_cluster_creates_and_releases_through_the_cli(
                            "get", "nodes", "--request-timeout=3s"],
                           capture_output=True, text=True, timeout=60)
     assert gone.returncode != 0  # the control plane stopped with the sandbox
+
+
+def test_dev_up_real_without_the_build_says_how_to_build_it(
+        dev_home: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    env = {**dev_home, "XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
+    up = kepler(env, "dev", "up", "--cluster", "real")
+    assert up.returncode == 1
+    assert "make cluster" in up.stderr + up.stdout, up.stderr + up.stdout
+    status = json.loads(kepler(env, "dev", "status", "--output", "json").stdout)
+    assert not status["sandbox"]["running"]
