@@ -41,6 +41,7 @@ class PlatformActivities:
             builder=self.platform.builder, registry_host=self.platform.registry.host,
             image_repository=naming.image_repository(self.platform.gitlab.group, query.service),
             signers=signers_of(self.platform), admins=list(self.platform.identity.admins),
+            promotion=self.platform.promotion.get(query.env),
         )
 
     @activity.defn(name="platform.environments")

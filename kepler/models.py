@@ -47,7 +47,9 @@ class CreateServiceRequest(Model):
 class ReleaseRequest(Model):
     service: ServiceName
     env: EnvName
-    ref: GitRef
+    ref: GitRef | None = Field(None, description="the git ref to release; or from_env")
+    from_env: EnvName | None = Field(None, description=(
+        "promote: release exactly the digest and commit live and healthy in this environment"))
     requested_by: UserName
     signed: SignedStatement | None = Field(None, description=(
         "the requester's signed statement of this request (kepler/identity.py)"))
@@ -72,6 +74,11 @@ class ReleaseRequest(Model):
     def _pinned_together(self) -> "ReleaseRequest":
         if self.image and not self.commit:
             raise ValueError("image: a pinned image needs the commit it was built from (commit)")
+        if (self.ref is None) == (self.from_env is None):
+            raise ValueError("ref: give a git ref (--ref) or an environment to promote from "
+                             "(--from), one of the two")
+        if self.from_env is not None and (self.from_env == self.env or self.commit or self.image):
+            raise ValueError("from_env: promotes another environment's release, as it is there")
         return self
 
 

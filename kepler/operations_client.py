@@ -67,7 +67,9 @@ def subject(req: Any) -> Subject:
         return Subject(req.service, "all", "", req.requested_by)
     if isinstance(req, AlertActionRequest):
         return Subject(req.service, req.env, req.alertname or req.fingerprint, req.requested_by)
-    version = getattr(req, "ref", "") or getattr(req, "target", "")
+    promoted = getattr(req, "from_env", None)
+    version = (getattr(req, "ref", "") or (f"from {promoted}" if promoted else "")
+               or getattr(req, "target", ""))
     return Subject(req.service, req.env, version, req.requested_by)
 
 

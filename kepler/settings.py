@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kepler.alerts import AlertsConfig
+from kepler.promotion import PromotionPath
 from kepler import yamlio
 from kepler.models import Model
 from kepler.notifications import NotificationsConfig
@@ -251,11 +252,19 @@ class Platform(Model):
     decommission: DecommissionPolicy = Field(default_factory=DecommissionPolicy)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    promotion: dict[EnvName, PromotionPath] = Field(default_factory=dict, description=(
+        "per environment: the environment its releases are promoted from"))
 
     @model_validator(mode="after")
     def _has_env(self) -> "Platform":
         if not self.environments:
             raise ValueError("environments must name at least one environment")
+        for target, path in self.promotion.items():
+            for what, env in (("", target), (".from", path.source)):
+                if env not in self.environments:
+                    raise ValueError(f"promotion.{target}{what}: unknown environment {env!r}")
+            if path.source == target:
+                raise ValueError(f"promotion.{target}.from: an environment is not promoted from itself")
         for name, env in self.environments.items():
             if env.verify_with_prometheus and self.prometheus is None:
                 raise ValueError(f"environments.{name}.verify_with_prometheus needs prometheus.url "

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from kepler.models import Model
 from kepler.spec import Resources
+from kepler.promotion import PromotionPath
 from kepler.settings import ApprovalPolicy, Bounds
 from kepler.identity import AllowedSigners, SignedStatement
 
@@ -30,6 +31,7 @@ class EnvironmentPolicy(Model):
     image_repository: str = ""  # <group>/<service> inside the registry
     signers: AllowedSigners = Field(default_factory=AllowedSigners)  # who may sign what, now
     admins: list[str] = Field(default_factory=list)  # may create over a service they do not own
+    promotion: PromotionPath | None = None  # where this environment's releases come from
 
     def image(self, tag: str) -> str:
         return f"{self.registry_host}/{self.image_repository}:{tag}"

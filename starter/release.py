@@ -20,12 +20,16 @@ from starter.watch import render
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def release(service: str, env: str = EnvOpt, ref: str = typer.Option(..., "--ref"),
+    def release(service: str, env: str = EnvOpt,
+                ref: Optional[str] = typer.Option(None, "--ref", help="the git ref to release"),
+                from_env: Optional[str] = typer.Option(None, "--from", help=(
+                    "promote: release exactly the digest and commit live and healthy in this "
+                    "environment (refused, exit 3, if it is not, or is younger than the soak)")),
                 reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
                 as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
-        """Release git REF of SERVICE to ENV."""
+        """Release git REF of SERVICE to ENV, or promote what runs in another environment."""
         session.start_operation(output, env, as_user, watch_it, ReleaseRequest, service=service,
-                                ref=ref, reason=reason)
+                                ref=ref, from_env=from_env, reason=reason)
 
     @app.command()
     def rollback(service: str, env: str = EnvOpt,

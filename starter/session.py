@@ -50,9 +50,9 @@ def acting_user(p: Platform, as_user: str | None) -> str:
     return user
 
 
-def check_env(p: Platform, env: str) -> None:
+def check_env(p: Platform, env: str, flag: str = "--env") -> None:
     if env not in p.environments:
-        raise CliError(f"--env: unknown environment {env!r} (configured: "
+        raise CliError(f"{flag}: unknown environment {env!r} (configured: "
                        f"{', '.join(sorted(p.environments))})", BAD_INPUT)
 
 
@@ -143,6 +143,8 @@ def start_operation(output: str, env: str, as_user: str | None, watch_it: bool,
         as_json = wants_json(output)
         p = platform()
         check_env(p, env)
+        if fields.get("from_env") is not None:
+            check_env(p, fields["from_env"], "--from")
         req = build(model, env=env, requested_by=acting_user(p, as_user), **fields)
         return run(launch(p, req, watch_it, as_json))
     guarded(output, body)

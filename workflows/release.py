@@ -1,6 +1,8 @@
 """ReleaseVersion: put one git ref of a service into one environment, safely.
 
-The runbook: resolve the ref; reuse or build the image; pin it by digest; get
+The runbook: resolve the ref — or, promoting (`from_env`), take the digest and commit
+live and healthy in the source environment, soaked, as they are; reuse or build the
+image; pin it by digest; get
 approval when policy asks; remember what runs now; apply image + config; wait
 for the rollout; verify; notify. Anything failing after the apply puts the
 previous image *and* config back.
@@ -29,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps.image import ensure_image, pinned_image
     import workflows.steps.cronjob as cronjob
     import workflows.steps.kube as kube
+    import workflows.steps.promotion as promotion
 
 
 @workflow.defn(name="ReleaseVersion")
@@ -40,25 +43,31 @@ class ReleaseVersion(KeplerWorkflow):
     async def run(self, req: ReleaseRequest) -> ReleaseReport:
         self.report = ReleaseReport(service=req.service, env=req.env, outcome="running")
         return await self.operate(Operation.RELEASE, req.service, req.env, req.requested_by,
-                                  req.ref, lambda: self.runbook(req), req)
+                                  req.ref or f"from {req.from_env}", lambda: self.runbook(req), req)
 
     async def runbook(self, req: ReleaseRequest) -> Done:
         report: ReleaseReport = self.report
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
-        if req.commit:  # pinned by a train: what its approver saw, not what the ref is now
-            commit = Commit(sha=req.commit, short_id=req.commit[:8], title=req.ref)
-            self.skip("resolve ref", f"{req.ref} is {req.commit[:12]}, as resolved before")
+        ref, pinned = req.ref or "", req.image
+        if req.from_env:  # a promotion: exactly what is live and healthy there, as it is
+            live = await promotion.source_release(self, req, policy)
+            commit = Commit(sha=live.commit, short_id=live.commit[:8], title=live.version)
+            ref, pinned = live.version or live.commit[:12], live.image
+            self.skip("resolve ref", f"{ref} ({live.commit[:12]}), as live in {req.from_env}")
+        elif req.commit:  # pinned by a train: what its approver saw, not what the ref is now
+            commit = Commit(sha=req.commit, short_id=req.commit[:8], title=ref)
+            self.skip("resolve ref", f"{ref} is {req.commit[:12]}, as resolved before")
         else:
             commit = await self.step("resolve ref", GitLabActivities.resolve_ref,
-                                     ResolveRef(service=req.service, ref=req.ref))
+                                     ResolveRef(service=req.service, ref=ref))
         report.commit = commit.sha
-        self.set_version(f"{req.ref}@{commit.short_id}")
+        self.set_version(f"{ref}@{commit.short_id}")
         spec = await self.step("read service spec", GitLabActivities.read_spec,
                                ReadSpec(service=req.service, sha=commit.sha))
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
-        if req.image:  # pinned with its commit: exactly the digest approved or tested
-            image = pinned_image(self, policy, req.image)
+        if pinned:  # pinned with its commit: exactly the digest approved or tested
+            image = pinned_image(self, policy, pinned)
         else:
             image = await ensure_image(self, policy, req.service, commit.sha)
         report.image = image
@@ -67,7 +76,8 @@ class ReleaseVersion(KeplerWorkflow):
             self.skip("approval", f"approved with {workflow.info().parent.workflow_id}")
         elif policy.approval.required:
             approvals = await self.approval_gate(
-                policy.approval, f"release of {req.service} {req.ref} ({commit.sha[:12]}) to {req.env}",
+                policy.approval, f"release of {req.service} {ref} ({commit.sha[:12]}) to {req.env}"
+                + (f", promoted from {req.from_env}" if req.from_env else ""),
                 digests=[image], commits=[commit.sha])
             report.approved_by = [a.approver for a in approvals]
 
@@ -76,9 +86,9 @@ class ReleaseVersion(KeplerWorkflow):
             report.previous_image = previous.image
             await cronjob.release(self, req, previous, spec, image, commit.sha,
                                   self.release_authorization(req))
-            await kube.record_release(self, target, image, commit.sha, req.ref, req.requested_by,
+            await kube.record_release(self, target, image, commit.sha, ref, req.requested_by,
                                       cronjob=True)
-            return self._live(req)
+            return self._live(req, ref)
         snapshot = await kube.snapshot(self, target)
         report.previous_image = snapshot.image
         self.saga.add(f"restore {snapshot.image or 'the empty deployment'} and its config",
@@ -91,16 +101,16 @@ class ReleaseVersion(KeplerWorkflow):
             resources=override.resources or spec.resources_in(req.env), port=spec.port,
             health_path=spec.health_path, pod=manifests.pod_shape(spec, req.env),
             annotations=kube.release_annotations(
-                req.requested_by, commit=commit.sha, version=req.ref),
+                req.requested_by, commit=commit.sha, version=ref),
             authorization=self.release_authorization(req)))
         await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
                                                   timeout=policy.rollout_timeout))
         await self.verify(policy, req)
-        await kube.record_release(self, target, image, commit.sha, req.ref, req.requested_by)
-        return self._live(req)
+        await kube.record_release(self, target, image, commit.sha, ref, req.requested_by)
+        return self._live(req, ref)
 
-    def _live(self, req: ReleaseRequest) -> Done:
-        return Done("succeeded", f"{req.ref} ({self.report.commit[:12]}) is live in {req.env}")
+    def _live(self, req: ReleaseRequest, ref: str) -> Done:
+        return Done("succeeded", f"{ref} ({self.report.commit[:12]}) is live in {req.env}")
 
     def needs_approval(self, policy: EnvironmentPolicy) -> bool:
         self._by_train = self.approved_by_train(self.request, policy)

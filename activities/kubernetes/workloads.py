@@ -15,8 +15,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster
-from activities.kubernetes.release import DEPLOYMENT, ReleaseActivities, cannot_start
+from activities.kubernetes.release import DEPLOYMENT, ReleaseActivities, cannot_start, history_of
 from kepler import naming
+from kepler.promotion import LiveRelease
 from kepler.steps import (
     AdoptedObject, Applied, ApplyObjects, ApplyRelease, ApplyResult, RecordRelease,
     ReleaseSnapshot, ReleaseTarget, Revision, RolloutResult, ScaleDeployment, UndoCreated,
@@ -205,6 +206,28 @@ class DeploymentActivities(ReleaseActivities):
                 commit=tmpl_ann.get(naming.COMMIT, ""), release_id=tmpl_ann.get(naming.RELEASE_ID, ""),
                 requested_by=tmpl_ann.get(naming.REQUESTED_BY, "")))
         return sorted(revisions, key=lambda r: r.revision, reverse=True)
+
+    @activity.defn(name="kubernetes.live_release")
+    def live_release(self, target: ReleaseTarget) -> LiveRelease:
+        """What a promotion takes: the release Kepler recorded live and healthy, if the
+        Deployment still runs exactly it, fully rolled out and available."""
+        deploy = self.clusters(target.env).get("Deployment", target.namespace, target.name())
+        if deploy is None:
+            return LiveRelease(detail=f"no Deployment {target.namespace}/{target.name()}")
+        history = history_of(deploy["metadata"].get("annotations") or {})
+        image = DEPLOYMENT.container(deploy).get("image", "")
+        live = LiveRelease(exists=True, image=image)
+        if not history or history[0].image != image:
+            return live.model_copy(update={"detail": f"{image} is not a release Kepler recorded live"})
+        head, status = history[0], deploy.get("status") or {}
+        live = live.model_copy(update={"commit": head.commit, "version": head.version, "since": head.at})
+        available = any(c.get("type") == "Available" and c.get("status") == "True"
+                        for c in status.get("conditions") or [])
+        replicas = deploy["spec"].get("replicas", 1)
+        if not available or status.get("observedGeneration", 0) < deploy["metadata"].get("generation", 0) \
+                or status.get("updatedReplicas", 0) < replicas or status.get("availableReplicas", 0) < replicas:
+            return live.model_copy(update={"detail": f"{image} is not fully rolled out and available"})
+        return live.model_copy(update={"healthy": True})
 
     @activity.defn(name="kubernetes.scale")
     def scale(self, req: ScaleDeployment) -> bool:

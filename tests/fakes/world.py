@@ -11,6 +11,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from kepler.promotion import LiveRelease, PromotionPath
 from kepler.spec import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
 from kepler.steps import (
@@ -63,6 +64,8 @@ class FakeWorld:
     recorded: list[RecordRelease] = field(default_factory=list)  # kubernetes.record_release
     existing: ExistingService | None = None  # a GitLab project there before a create
     releases: list[ReleaseRecord] = field(default_factory=list)  # kepler.dev/history, newest first
+    live: LiveRelease = field(default_factory=LiveRelease)  # what a promotion's source runs
+    promotion: PromotionPath | None = None  # prod's promotion path
 
     def activities(self) -> list[Any]:
         world = self
@@ -84,7 +87,8 @@ class FakeWorld:
                 rollback_approval=ApprovalPolicy(), bounds=Bounds(), bake_time=timedelta(0),
                 rollout_timeout=timedelta(minutes=10), registry_host="reg",
                 image_repository=f"demo/{q.service}", signers=load_platform().identity.signers(),
-                admins=list(load_platform().identity.admins))
+                admins=list(load_platform().identity.admins),
+                promotion=world.promotion if q.env == "prod" else None)
 
         @activity.defn(name="platform.environments")
         async def environments() -> list[str]:
@@ -126,6 +130,11 @@ class FakeWorld:
             return ReleaseSnapshot(target=t, exists=True, image=d["image"], replicas=d["replicas"],
                                    config=dict(d["config"]), annotations=dict(d.get("annotations", {})),
                                    history=list(world.releases))
+
+        @activity.defn(name="kubernetes.live_release")
+        async def live_release(t: ReleaseTarget) -> LiveRelease:
+            record(f"live_release {t.env}")
+            return world.live
 
         @activity.defn(name="kubernetes.apply_release")
         async def apply_release(a: ApplyRelease) -> ApplyResult:
@@ -252,6 +261,7 @@ class FakeWorld:
                 apply_objects, record_adopted, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,
                 delete_project_if_created, existing_service, revert_files, ensure_job, delete_job_if_created, set_routes, verify,
+                live_release,
                 notify]
 
     def _remove(self, key: str) -> bool:
