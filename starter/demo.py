@@ -105,8 +105,9 @@ async def run_demo(p: Platform, user: str) -> list[str]:
     prod = p.environments.get("prod")
     if prod is not None:
         approver = next((a for a in prod.approval.approvers if a != user), None)
-        links.append(await run_step(p, "3. release v1 to prod (needs approval)", ReleaseRequest(
-            service=SERVICE, env="prod", ref="v1", requested_by=user, reason="demo"),
+        links.append(await run_step(p, "3. promote staging's v1 to prod, exactly (needs approval)",
+                                    ReleaseRequest(service=SERVICE, env="prod", from_env="staging",
+                                                   requested_by=user, reason="demo"),
             approver=approver if prod.approval.required else None))
     links.append(await run_step(p, "4. release a bad v2 to staging: it crashes and rolls back",
                                 ReleaseRequest(service=SERVICE, env="staging", ref="bad-v2",
