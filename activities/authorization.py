@@ -14,6 +14,7 @@ from activities.errors import non_retryable
 from kepler import naming
 from kepler.identity import InvalidStatement, SignedStatement, verify
 from kepler.settings import ConfigError, Platform
+from kepler.identity import CLOCK_SKEW
 from kepler.steps import ApplyRelease, Authorization, ReleaseRecord, ReleaseTarget
 
 
@@ -41,7 +42,7 @@ def authorize_image(platform: Platform, target: ReleaseTarget, image: str, commi
         signers = platform.identity.signers()
     except ConfigError as e:
         raise refused(str(e)) from None
-    requester = _signer(auth.request, signers) if auth.request else None
+    requester = _signer(auth.request, signers, people_only=False) if auth.request else None
     if requester is None:
         raise refused(f"the request for {where} is not signed")
     info = activity.info()
@@ -58,7 +59,7 @@ def authorize_image(platform: Platform, target: ReleaseTarget, image: str, commi
         # a train approved its members' digests (trains from before: their commits)
         covers = image in s.digests or (of_train and not s.digests and commit in s.commits)
         service_ok = of_train or s.service == target.service
-        fresh = now - s.issued_at <= policy.valid_for
+        fresh = -CLOCK_SKEW <= now - s.issued_at <= policy.valid_for
         if (who and s.action == "approve" and (own_run or of_train) and covers and service_ok
                 and s.env == target.env and who in policy.approvers and who != requester):
             if fresh:
@@ -71,14 +72,16 @@ def authorize_image(platform: Platform, target: ReleaseTarget, image: str, commi
                        + (f"; {expired} older than {policy.valid_for}, expired" if expired else ""))
 
 
-def _signer(signed: SignedStatement | None, signers: object) -> str | None:
+def _signer(signed: SignedStatement | None, signers: object, people_only: bool = True) -> str | None:
+    """Who verifiably signed `signed`; a system identity (alerts, schedules) may request,
+    never approve."""
     if signed is None:
         return None
     try:
         who = verify(signed, signers)  # type: ignore[arg-type]
     except InvalidStatement:
         return None
-    return who.name if who.kind == "person" else None
+    return who.name if who.kind == "person" or not people_only else None
 
 
 def refused(why: str) -> Exception:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sshsig
@@ -37,6 +37,9 @@ MAX_SIGNATURE = 4096  # an armored ed25519/ecdsa/rsa-4096 signature is well unde
 MAX_SIGNERS_FILE = 256 * 1024
 
 Action = Literal["request", "approve", "reject"]
+
+
+CLOCK_SKEW = timedelta(minutes=5)  # a signer's clock may run this far ahead of the checker's
 
 
 class InvalidStatement(ValueError):

@@ -60,7 +60,7 @@ class Subject:
 def subject(req: Any) -> Subject:
     if isinstance(req, ScheduledReleaseRequest):
         rel = req.release
-        return Subject(rel.service, rel.env, rel.ref, rel.requested_by)
+        return Subject(rel.service, rel.env, rel.ref or f"from {rel.from_env}", rel.requested_by)
     if isinstance(req, CreateServiceRequest):
         return Subject(req.spec.name, "all", "", req.requested_by)
     if isinstance(req, DecommissionRequest):

@@ -88,14 +88,17 @@ class ApprovalPolicy(Model):
     min_approvals: int = Field(1, ge=1, le=10)
     timeout: Duration = timedelta(hours=24)
     remind_every: Duration = timedelta(hours=4)
-    valid_for: Duration = Field(timedelta(hours=24), description=(
+    valid_for: Duration = Field(timedelta(days=7), description=(
         "how long a signed approval lets its change through: one older than this is refused "
-        "at the gate and where the change is applied (a train's late wave asks again)"))
+        "at the gate and where the change is applied (a canary may not last longer)"))
 
     @model_validator(mode="after")
     def _enough_approvers(self) -> "ApprovalPolicy":
         if self.required and len(self.approvers) < self.min_approvals:
             raise ValueError("approvers must list at least min_approvals people when required")
+        if self.valid_for < self.timeout:
+            raise ValueError("valid_for must be at least timeout: a first approval must not "
+                             "expire while the gate still waits for the last")
         return self
 
 

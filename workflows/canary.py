@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
     import workflows.steps.kube as kube
     from workflows.common.interrupt import Stopped, unless
-    from workflows.steps.platform import check_bounds, read_policy
+    from workflows.steps.platform import check_bounds, check_canary_policy, read_policy
     from workflows.base import (
         UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo,
     )
@@ -134,9 +134,7 @@ class Canary(KeplerWorkflow):
 
     async def _prepare(self, req: CanaryRequest) -> None:
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
-        if req.approve_promotion and not policy.approval.approvers:
-            raise StepFailed("read policy", f"approve_promotion needs approvers, and {req.env} "
-                             "lists none in kepler.yaml", "InvalidInput")
+        check_canary_policy(policy, req)
         self.state.canary = CanaryProgress(
             weights=req.weights(), interval=req.interval, failure_limit=req.failure_limit,
             checks=new_checks(req.effective_metrics()))

@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.steps.platform import check_bounds, read_policy
     from workflows.base import Done, KeplerWorkflow, StepFailed
-    from workflows.common.approval import SIGNED_APPROVALS
+    from workflows.common.approval import APPROVAL_EXPIRY, SIGNED_APPROVALS
     from workflows.common.trust import Untrusted, verify_train_approvals
     from workflows.steps.image import ensure_image, pinned_image
     import workflows.steps.cronjob as cronjob
@@ -67,7 +67,8 @@ class ReleaseVersion(KeplerWorkflow):
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
         if pinned:  # pinned with its commit: exactly the digest approved or tested
-            image = pinned_image(self, policy, pinned)
+            image = await pinned_image(self, policy, pinned, commit.sha,
+                                       approved=self._by_train and policy.approval.required)
         else:
             image = await ensure_image(self, policy, req.service, commit.sha)
         report.image = image
@@ -136,7 +137,8 @@ class ReleaseVersion(KeplerWorkflow):
         try:
             verify_train_approvals(req.train_approvals, parent.workflow_id, parent.run_id,
                                    req.env, req.commit, req.image, policy.approval,
-                                   req.requested_by, policy.signers, workflow.now())
+                                   req.requested_by, policy.signers,
+                                   workflow.now() if workflow.patched(APPROVAL_EXPIRY) else None)
         except Untrusted as e:
             raise StepFailed("verify train approval", str(e), "Unauthorized", bad_input=True) from None
         return True

@@ -50,7 +50,7 @@ class ScheduledRelease:
         try:
             handle = await workflow.start_child_workflow(
                 "ReleaseVersion", rel, id=child_id, result_type=ReleaseReport,
-                static_summary=f"scheduled release {rel.service} {rel.ref} to {rel.env} "
+                static_summary=f"scheduled release {rel.service} {rel.ref or 'from ' + str(rel.from_env)} to {rel.env} "
                                f"({req.cron})")
             self.result.report = await handle
             self.result.outcome = self.result.report.outcome

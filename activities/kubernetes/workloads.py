@@ -224,6 +224,8 @@ class DeploymentActivities(ReleaseActivities):
         available = any(c.get("type") == "Available" and c.get("status") == "True"
                         for c in status.get("conditions") or [])
         replicas = deploy["spec"].get("replicas", 1)
+        if replicas < 1:  # scaled to zero serves nothing: it has soaked nothing
+            return live.model_copy(update={"detail": f"{image} runs no replicas"})
         if not available or status.get("observedGeneration", 0) < deploy["metadata"].get("generation", 0) \
                 or status.get("updatedReplicas", 0) < replicas or status.get("availableReplicas", 0) < replicas:
             return live.model_copy(update={"detail": f"{image} is not fully rolled out and available"})

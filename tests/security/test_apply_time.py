@@ -77,7 +77,8 @@ def image_now(p: Platform) -> str:
     ("someone not listed for prod", lambda p: [approval("mallory", p)]),
     ("another run's", lambda p: [approval("alice", p, run_id="run-0")]),
     ("another image's", lambda p: [approval("alice", p, image=IMAGE.replace("a" * 64, "b" * 64))]),
-    ("an expired one", lambda p: [approval("alice", p, age=timedelta(hours=25))]),
+    ("an expired one", lambda p: [approval("alice", p, age=timedelta(days=8))]),
+    ("one dated in the future", lambda p: [approval("alice", p, age=-timedelta(hours=1))]),
     ("a train's of this commit but another digest", lambda p: [approval(
         "alice", p, workflow_id=TRAIN, run_id="t1", operation="train", service="train-x",
         commits=[COMMIT], image=IMAGE.replace("a" * 64, "b" * 64))]),
@@ -123,3 +124,20 @@ def test_traffic_goes_to_a_canary_only_when_its_image_is_approved(platform: Plat
     now = run_as(*RUN, istio.set_routes, weights.model_copy(update={"authorization": Authorization(
         request=request, approvals=[approval("alice", platform, image=other)])}))
     assert (now.stable, now.canary) == (before.stable, before.canary) == (100, 0)  # unchanged till then
+
+
+def test_a_system_identity_may_request_what_a_person_approved(platform: Platform) -> None:
+    """The alert receiver's signed rollback (a kepler-system identity) with alice's
+    approval applies; its request was refused as unsigned before."""
+    from kepler.identity import SYSTEM
+    from kepler.models import RollbackRequest
+    from starter.signing import sign_request
+
+    request = sign_request(platform, RollbackRequest(service="vault", env="prod",
+                                                     requested_by="alerts"),
+                           signing_key(platform, "alerts"), SYSTEM).signed
+    other = IMAGE.replace("a" * 64, "d" * 64)
+    result = run_as(*RUN, DeploymentActivities(platform).apply_release,
+                    change(platform).model_copy(update={"image": other, "authorization": Authorization(
+                        request=request, approvals=[approval("alice", platform, image=other)])}))
+    assert result.changed and image_now(platform) == other

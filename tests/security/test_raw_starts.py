@@ -119,3 +119,20 @@ async def test_a_release_pinned_to_an_image_from_elsewhere_deploys_nothing(
     assert changed(fake) == []
     with pytest.raises(ValueError, match="a pinned image needs the commit"):
         ReleaseRequest(service="shop", env="staging", ref="v1", requested_by="carol", image=elsewhere)
+
+
+async def test_a_release_pinned_to_a_digest_not_built_from_its_commit_deploys_nothing(
+        world: tuple[Any, FakeWorld, str]) -> None:
+    """A start pinning another build of the same repository to a reviewed commit would
+    label that build with the commit (and a promotion would carry the label on): refused
+    unless the registry's image of the commit is that digest."""
+    client, fake, queue = world
+    fake.images["a" * 40] = "sha256:" + "1" * 64  # what the commit built
+    other = "reg/demo/shop@sha256:" + "2" * 64  # another build of shop
+    req = signed(ReleaseRequest(service="shop", env="staging", ref="v1", requested_by="carol",
+                                commit="a" * 40, image=other))
+    with pytest.raises(WorkflowFailureError) as e:
+        await client.execute_workflow("ReleaseVersion", req, id="shop@staging", task_queue=queue,
+                                      result_type=ReleaseReport)
+    assert f"image: {other} is not the image built from commit aaaaaaaaaaaa" in str(e.value.cause)
+    assert changed(fake) == []

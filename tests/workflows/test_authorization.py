@@ -184,15 +184,31 @@ async def test_keys_nobody_listed_and_system_identities_never_approve(
 
 async def test_an_approval_signed_too_long_ago_or_in_the_future_is_refused(
         world: tuple[Any, FakeWorld, str]) -> None:
-    """An approval lets its change through for the environment's approval.valid_for (24h)."""
+    """An approval lets its change through for the environment's approval.valid_for (7 days)."""
     client, fake, queue = world
     started = await ops.start(client, signed(release()), queue)
     status = await pending(client, started.workflow_id)
-    for skew in (timedelta(hours=25), -timedelta(hours=1)):
+    for skew in (timedelta(days=8), -timedelta(hours=1)):
         statement = ops.approval_statement(status, "approve", "", datetime.now(timezone.utc) - skew)
-        with pytest.raises(ops.Refused, match="approvals are valid for 1 day"):
+        with pytest.raises(ops.Refused, match="approvals are valid for 7 days"):
             await ops.decide(client, "shop", "prod", "approve",
                              ApprovalDecision(approver="alice", signed=sign(statement, key("alice"))))
     assert not (await ops.status(client, started.workflow_id)).approvals
     assert "apply_release" not in fake.calls
     await started.handle.cancel()
+
+
+async def test_a_canary_longer_than_its_approval_lasts_is_refused(
+        world: tuple[Any, FakeWorld, str]) -> None:
+    """Its weights are checked against the start gate's approvals until it ends: a canary
+    outliving them would be undone half way, so it is refused before anything."""
+    from kepler.models import CanaryRequest
+
+    client, fake, queue = world
+    req = CanaryRequest(service="shop", env="prod", ref="v1", requested_by="carol",
+                        max_duration=timedelta(days=8))
+    started = await ops.start(client, signed(req), queue)
+    with pytest.raises(WorkflowFailureError) as e:
+        await started.handle.result()
+    assert "max_duration: 8 days, 0:00:00 is longer than prod's approval.valid_for" in str(e.value.cause)
+    assert "apply_release" not in fake.calls and "build" not in fake.calls

@@ -22,6 +22,11 @@ def promote(env: str = "prod", source: str = "staging") -> ReleaseRequest:
     return ReleaseRequest(service="shop", env=env, from_env=source, requested_by="carol")
 
 
+def built(harness: Harness, image: str = DIGEST) -> None:  # noqa: F811
+    """The registry's image of COMMIT (a promotion checks the live digest is it)."""
+    harness.world.images[COMMIT] = image.rsplit("@", 1)[1]
+
+
 def live(age: timedelta = timedelta(hours=2), **fields: object) -> LiveRelease:
     return LiveRelease(**{"exists": True, "healthy": True, "image": DIGEST, "commit": COMMIT,
                           "version": "v7", "since": datetime.now(timezone.utc) - age, **fields})
@@ -30,6 +35,7 @@ def live(age: timedelta = timedelta(hours=2), **fields: object) -> LiveRelease:
 async def test_promotes_exactly_the_digest_and_commit_live_in_the_source(harness: Harness) -> None:  # noqa: F811
     world = harness.world
     world.live, world.promotion = live(), PromotionPath(source="staging", soak=timedelta(hours=1))
+    built(harness)
     started = await harness.start(promote())
     status = await harness.wait_stage(started, "awaiting approval")
     assert status.pending_approval.digests == [DIGEST]  # prod's approval covers that digest
@@ -39,7 +45,7 @@ async def test_promotes_exactly_the_digest_and_commit_live_in_the_source(harness
     assert (report.outcome, report.image, report.commit) == ("succeeded", DIGEST, COMMIT)
     assert world.deployment["image"] == DIGEST
     assert "live_release staging" in world.calls
-    assert not {"resolve_ref", "find_image", "build"} & set(world.calls)  # nothing resolved again
+    assert not {"resolve_ref", "build"} & set(world.calls)  # nothing resolved again, no build
     final = await started.handle.query("status", result_type=OperationStatus)
     assert final.version == f"v7@{COMMIT[:8]}"
 
@@ -90,3 +96,13 @@ def test_promotion_paths_are_checked_when_the_platform_is_read() -> None:
                       ("{prod: {from: staging, auto: true}}", "auto")):
         with pytest.raises(ConfigError, match=rule):
             parse_platform(base + f"promotion: {bad}\n")
+
+
+async def test_a_live_digest_not_built_from_its_recorded_commit_is_refused(harness: Harness) -> None:  # noqa: F811
+    """Staging's history annotation says commit C, but the registry's image of C is another
+    digest (someone edited the annotation, or pinned a foreign build): nothing is promoted."""
+    harness.world.live = live()
+    built(harness, "reg/demo/shop@sha256:" + "9" * 64)
+    started = await harness.start(promote())
+    assert f"image: {DIGEST} is not the image built from commit {COMMIT[:12]}" in await failure_of(started)
+    assert "apply_release" not in harness.world.calls

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 # Gates opened from this patch on take signed decisions only (histories from before
 # recorded unsigned ones, which their handlers still accept on replay).
 SIGNED_APPROVALS = "kepler-signed-approvals"
+# Train members from this patch on refuse the train's approvals once older than valid_for.
+APPROVAL_EXPIRY = "kepler-approval-expiry"
 UNSIGNED = ("the request is not signed: an operation that needs approval takes signed requests "
             "only (the kepler CLI and chat-ops sign them)")
 

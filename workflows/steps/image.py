@@ -32,11 +32,22 @@ async def ensure_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, service: s
     return image
 
 
-def pinned_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, image: str) -> str:
-    """A digest the request pinned, only from the environment's own image repository."""
+async def pinned_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, image: str, commit: str,
+                       approved: bool) -> str:
+    """A digest the request pinned with its commit: only from the environment's own image
+    repository, and — unless verified approvals name that exact digest and commit (a train
+    member in a gated environment) — only the registry's image of that commit, so no build
+    is ever labelled with a commit it was not built from."""
     repository = f"{policy.registry_host}/{policy.image_repository}"
     if not image.startswith(f"{repository}@sha256:"):
         raise StepFailed("find image", f"image: {image} is not in {repository}, "
                          "this environment's image repository", "InvalidInput", bad_input=True)
+    if not approved:
+        built = await wf.step("find image", RegistryActivities.find_image,
+                              ImageQuery(repository=policy.image_repository, reference=commit))
+        if built != image:
+            raise StepFailed("find image", f"image: {image} is not the image built from commit "
+                             f"{commit[:12]} (the registry has {built or 'none'})", "InvalidInput",
+                             bad_input=True)
     wf.skip("build", f"pinned to {image}")
     return image

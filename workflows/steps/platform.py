@@ -8,6 +8,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
+    from kepler.models import CanaryRequest
     from kepler.spec import Resources
     from kepler.scale import bounds_problems
     from kepler.steps import EnvironmentPolicy, PolicyQuery
@@ -32,3 +33,15 @@ def check_bounds(wf: KeplerWorkflow, policy: EnvironmentPolicy, replicas: int | 
     if problems:
         raise StepFailed("check bounds", "; ".join(f"{source}: {p}" for p in problems),
                          "InvalidInput", bad_input=True)
+
+
+def check_canary_policy(policy: EnvironmentPolicy, req: CanaryRequest) -> None:
+    """What the environment's approval policy rules out for a canary, before any change."""
+    if req.approve_promotion and not policy.approval.approvers:
+        raise StepFailed("read policy", f"approve_promotion needs approvers, and {req.env} "
+                         "lists none in kepler.yaml", "InvalidInput")
+    valid_for = policy.approval.valid_for
+    if policy.approval.required and req.max_duration > valid_for:
+        raise StepFailed("read policy", f"max_duration: {req.max_duration} is longer than "
+                         f"{req.env}'s approval.valid_for of {valid_for}: the canary's approval "
+                         "would expire before it ends", "InvalidInput", bad_input=True)
