@@ -18,7 +18,7 @@ from activities.kubernetes.istio import current_weights
 from kepler.settings import load_platform
 from tests.e2e.test_release import _poll, gitlab_client, kepler
 from tests.helpers import eventually
-from tests.workers import worker_with
+from tests.workers import wait_for, worker_with
 
 pytestmark = pytest.mark.e2e
 
@@ -108,12 +108,12 @@ async def test_a_canary_shifts_real_virtual_service_weights_and_is_promoted(
         {"action": "create", "file_path": "kepler-sandbox.yaml",
          "content": "error_rate: 0\nlatency_ms: 50\n"}]})
     code, out, err = await kepler(cfg, "canary", "lyra", "--env", "staging", "--ref", "main",
-                                  "--steps", "30", "--interval", "10s")
+                                  "--steps", "30", "--interval", "20s")
     assert code == 0, out + err
     cluster = Clusters(load_platform(cfg))("staging")
-    await _poll(cfg, "lyra", "staging", lambda s: (s.get("canary") or {}).get("weight") == 30,
-                "30% to the canary")
-    assert current_weights(cluster.get("VirtualService", ns, "lyra")) == (70, 30, True)
+    # the real VirtualService itself, polled: its analysis window is one interval long
+    await wait_for(lambda: current_weights(cluster.get("VirtualService", ns, "lyra")) == (70, 30, True),
+                   60, "30% routed to the canary", interval=0.1)
     status = await _poll(cfg, "lyra", "staging", lambda s: s.get("outcome") not in (None, "running"),
                          "an outcome", timeout=180)
     assert status["outcome"] == "succeeded", status
