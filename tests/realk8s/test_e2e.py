@@ -108,7 +108,7 @@ async def test_a_canary_shifts_real_virtual_service_weights_and_is_promoted(
         {"action": "create", "file_path": "kepler-sandbox.yaml",
          "content": "error_rate: 0\nlatency_ms: 50\n"}]})
     code, out, err = await kepler(cfg, "canary", "lyra", "--env", "staging", "--ref", "main",
-                                  "--steps", "30", "--interval", "20s")
+                                  "--steps", "30", "--interval", "20s", "--failure-limit", "3")
     assert code == 0, out + err
     cluster = Clusters(load_platform(cfg))("staging")
     # the real VirtualService itself, polled: its analysis window is one interval long
@@ -116,7 +116,8 @@ async def test_a_canary_shifts_real_virtual_service_weights_and_is_promoted(
                    60, "30% routed to the canary", interval=0.1)
     status = await _poll(cfg, "lyra", "staging", lambda s: s.get("outcome") not in (None, "running"),
                          "an outcome", timeout=180)
-    assert status["outcome"] == "succeeded", status
+    assert status["outcome"] == "succeeded", (status.get("error"), status.get("notes"),
+                                              status.get("canary"))
     assert current_weights(cluster.get("VirtualService", ns, "lyra")) == (100, 0, False)
     image = running(cfg, "lyra", ns)[0]
     assert image != v1 and deployment(cfg, "lyra-canary", ns)["spec"]["replicas"] == 0
