@@ -224,6 +224,8 @@ def comparable(obj: dict[str, Any], *, keep_status: bool = True) -> dict[str, An
         obj["metadata"].pop(key, None)
     obj["metadata"].get("labels", {}).pop("kubernetes.io/metadata.name", None)
     obj["metadata"].get("annotations", {}).pop("deployment.kubernetes.io/revision", None)
+    if obj["metadata"].get("annotations") == {}:  # the revision came first on one of the two
+        obj["metadata"].pop("annotations")
     if obj["kind"] == "Service":  # derived from the namespace
         obj["spec"].pop("clusterIP", None), obj["spec"].pop("clusterIPs", None)
     if not keep_status:
