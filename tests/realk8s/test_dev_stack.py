@@ -12,6 +12,7 @@ import yaml
 
 from sandbox.cluster import binaries_dir
 from tests.cli.test_dev_stack import dev_home, kepler  # noqa: F401 - the fixture
+from tests.conftest import require_cluster_built
 
 pytestmark = pytest.mark.realk8s
 
@@ -26,7 +27,8 @@ def kubectl(kubeconfig: str, *args: str) -> str:
 
 
 def test_dev_up_on_the_real_cluster_creates_and_releases_through_the_cli(
-        real_cluster: object, dev_home: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+        dev_home: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    require_cluster_built()  # dev up starts its own control plane
     up = kepler(dev_home, "dev", "up", "--cluster", "real", "--output", "json")
     assert up.returncode == 0, up.stderr + up.stdout
     state = json.loads(up.stdout)
