@@ -23,6 +23,7 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
     from activities.operations import OperationsActivities
     from activities.platform import PlatformActivities
     from activities.prometheus import PrometheusActivities
+    from activities.promotion import PromotionActivities
     from activities.registry import RegistryActivities
 
     instances = [
@@ -32,7 +33,7 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
         DeploymentActivities(platform), CronJobActivities(platform), VolumeActivities(platform),
         ScaleActivities(platform), TeardownActivities(platform), IstioActivities(platform),
         PrometheusActivities(platform), NotifyActivities(platform, secrets),
-        OperationsActivities(platform), AlertActivities(platform),
+        OperationsActivities(platform), AlertActivities(platform), PromotionActivities(platform),
     ]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))
             if hasattr(getattr(type(obj), name), "__temporal_activity_definition")]

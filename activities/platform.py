@@ -42,6 +42,8 @@ class PlatformActivities:
             image_repository=naming.image_repository(self.platform.gitlab.group, query.service),
             signers=signers_of(self.platform), admins=list(self.platform.identity.admins),
             promotion=self.platform.promotion.get(query.env),
+            auto_promote_to=[target for target, path in self.platform.promotion.items()
+                             if path.source == query.env and path.auto],
         )
 
     @activity.defn(name="platform.environments")

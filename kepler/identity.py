@@ -20,7 +20,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
+import subprocess
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import sshsig
@@ -40,6 +43,13 @@ Action = Literal["request", "approve", "reject"]
 
 
 CLOCK_SKEW = timedelta(minutes=5)  # a signer's clock may run this far ahead of the checker's
+
+
+SIGN_TIMEOUT_S = 60  # an agent may ask for a touch or a passphrase
+
+
+class SigningError(RuntimeError):
+    pass
 
 
 class InvalidStatement(ValueError):
@@ -176,3 +186,21 @@ def describe(payload: Any) -> str:
     s: Statement = payload.statement if isinstance(payload, SignedStatement) else payload
     return (f"{s.action} {s.operation} of {s.service} in {s.env} ({s.workflow_id or '-'} run "
             f"{s.run_id or '-'}; digests {', '.join(d[-12:] for d in s.digests) or '-'})")
+
+
+def sign(statement: Statement, key: Path, namespace: str = PERSON) -> SignedStatement:
+    binary = shutil.which("ssh-keygen")
+    if binary is None:
+        raise SigningError("ssh-keygen not found: install openssh-client to sign")
+    if not key.exists():
+        raise SigningError(f"signing key {key} not found (KEPLER_SIGNING_KEY names it)")
+    try:
+        done = subprocess.run([binary, "-q", "-Y", "sign", "-f", str(key), "-n", namespace],
+                              input=statement.canonical(), capture_output=True,
+                              timeout=SIGN_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise SigningError(f"signing with {key} took over {SIGN_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        raise SigningError(f"signing with {key} failed: "
+                           f"{done.stderr.decode(errors='replace').strip()[:300]}")
+    return SignedStatement(statement=statement, signature=done.stdout.decode())

@@ -72,3 +72,16 @@ class Clusters:
             if env not in self._connections:
                 self._connections[env] = self.connection(api_client(cluster_of(self.platform, env)))
             return self._connections[env]
+
+
+def read_deployment(api: k8s.ApiClient, namespace: str, name: str) -> dict | None:
+    """A Deployment as the API serves it (JSON field names), or None when there is none."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        deploy = k8s.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return api.sanitize_for_serialization(deploy)

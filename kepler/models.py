@@ -49,7 +49,8 @@ class ReleaseRequest(Model):
     env: EnvName
     ref: GitRef | None = Field(None, description="the git ref to release; or from_env")
     from_env: EnvName | None = Field(None, description=(
-        "promote: release exactly the digest and commit live and healthy in this environment"))
+        "promote: release exactly the digest and commit live and healthy in this environment "
+        "(with image and commit: only if those are what is live there)"))
     requested_by: UserName
     signed: SignedStatement | None = Field(None, description=(
         "the requester's signed statement of this request (kepler/identity.py)"))
@@ -77,8 +78,10 @@ class ReleaseRequest(Model):
         if (self.ref is None) == (self.from_env is None):
             raise ValueError("ref: give a git ref (--ref) or an environment to promote from "
                              "(--from), one of the two")
-        if self.from_env is not None and (self.from_env == self.env or self.commit or self.image):
-            raise ValueError("from_env: promotes another environment's release, as it is there")
+        if self.from_env is not None and self.from_env == self.env:
+            raise ValueError("from_env: promotes another environment's release, not its own")
+        if self.from_env is not None and self.commit and not self.image:
+            raise ValueError("commit: a promotion pins the digest and commit together, or neither")
         return self
 
 

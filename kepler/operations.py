@@ -13,6 +13,7 @@ from kepler.alerts import AlertActionRequest, AlertOutcome
 from kepler.canary import CanaryReport
 from kepler.decommission import DecommissionReport
 from kepler.jobs import JobReport, RunJobRequest
+from kepler.promotion import AutoPromotionReport, AutoPromotionRequest
 from kepler.models import (
     CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseReport, ReleaseRequest,
     RollbackRequest,
@@ -22,7 +23,7 @@ from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
 from kepler.train import TrainReport, TrainRequest
 
 # "env": `<service>@<env>`; "service": `<service>@all`; "own": the starter names it
-# (an alert's fingerprint, a schedule's fire).
+# (an alert's fingerprint, a schedule's fire, an automatic promotion).
 Lock = Literal["env", "service", "own"]
 
 
@@ -50,6 +51,8 @@ OPERATIONS: tuple[OperationType, ...] = (
     OperationType("SetResources", "scale", "resources", ResourcesRequest, ScaleReport, "env"),
     OperationType("ScheduledRelease", "schedule", "scheduled-release", ScheduledReleaseRequest,
                   ScheduledReleaseReport, "own"),
+    OperationType("AutoPromotion", "promotion", "promotion", AutoPromotionRequest,
+                  AutoPromotionReport, "own"),
 )
 
 BY_WORKFLOW = {o.workflow: o for o in OPERATIONS}

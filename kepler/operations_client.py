@@ -33,6 +33,7 @@ from kepler.models import (
     ApprovalDecision, CreateServiceRequest, DecommissionRequest, OperationStatus,
 )
 from kepler.operations import BY_REQUEST
+from kepler.promotion import AutoPromotionRequest, auto_workflow_id
 from kepler.schedules import ScheduledReleaseRequest, fire_workflow_id
 from kepler.identity import Statement, request_digest
 
@@ -67,6 +68,8 @@ def subject(req: Any) -> Subject:
         return Subject(req.service, "all", "", req.requested_by)
     if isinstance(req, AlertActionRequest):
         return Subject(req.service, req.env, req.alertname or req.fingerprint, req.requested_by)
+    if isinstance(req, AutoPromotionRequest):
+        return Subject(req.service, req.target, req.version or req.commit[:12], req.requested_by)
     promoted = getattr(req, "from_env", None)
     version = (getattr(req, "ref", "") or (f"from {promoted}" if promoted else "")
                or getattr(req, "target", ""))
@@ -85,6 +88,8 @@ def workflow_id(req: Any) -> str:
         return alert_workflow_id(req.service, req.env, req.fingerprint, req.starts_at)
     if isinstance(req, ScheduledReleaseRequest):
         return fire_workflow_id(who.service, who.env)
+    if isinstance(req, AutoPromotionRequest):
+        return auto_workflow_id(who.service, who.env)
     raise TypeError(f"{type(req).__name__}: no workflow id for lock {lock!r}")
 
 
@@ -113,13 +118,13 @@ def approval_statement(status: OperationStatus, verdict: str, comment: str,
 def start_attributes(req: Any) -> TypedSearchAttributes:
     """The search attributes every operation starts with, so the Temporal UI and
     `kepler history` show it at once; its workflow then keeps stage and outcome up to
-    date. ScheduledRelease keeps neither (it only starts a release), so it starts
-    without them: they would say "starting" and "running" for ever."""
+    date. ScheduledRelease and AutoPromotion keep neither (they start a release), so they
+    start without them: they would say "starting" and "running" for ever."""
     who = subject(req)
     pairs = [SearchAttributePair(sa.SERVICE, who.service), SearchAttributePair(sa.ENV, who.env),
              SearchAttributePair(sa.OPERATION, BY_REQUEST[type(req)].operation),
              SearchAttributePair(sa.REQUESTED_BY, who.requested_by)]
-    if not isinstance(req, ScheduledReleaseRequest):
+    if not isinstance(req, (ScheduledReleaseRequest, AutoPromotionRequest)):
         pairs += [SearchAttributePair(sa.STAGE, "starting"),
                   SearchAttributePair(sa.OUTCOME, "running")]
     if who.version:
@@ -134,6 +139,8 @@ def summary(req: Any) -> str:
     who = subject(req)
     if isinstance(req, ScheduledReleaseRequest):
         return f"scheduled release {who.service} {who.version} to {who.env} ({req.cron})"
+    if isinstance(req, AutoPromotionRequest):
+        return f"promote {who.service} {who.version} from {req.source} to {who.env} (automatic)"
     text = (f"{BY_REQUEST[type(req)].operation} {who.service}"
             + (f" {who.version}" if who.version else "")
             + (f" to {who.env}" if who.env != "all" else ""))

@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kepler.alerts import AlertsConfig
-from kepler.promotion import PromotionPath
+from kepler.promotion import AutoPromotionConfig, PromotionPath
 from kepler import yamlio
 from kepler.models import Model
 from kepler.notifications import NotificationsConfig
@@ -257,6 +257,7 @@ class Platform(Model):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     promotion: dict[EnvName, PromotionPath] = Field(default_factory=dict, description=(
         "per environment: the environment its releases are promoted from"))
+    auto_promotion: AutoPromotionConfig = Field(default_factory=AutoPromotionConfig)
 
     @model_validator(mode="after")
     def _has_env(self) -> "Platform":
@@ -268,6 +269,17 @@ class Platform(Model):
                     raise ValueError(f"promotion.{target}{what}: unknown environment {env!r}")
             if path.source == target:
                 raise ValueError(f"promotion.{target}.from: an environment is not promoted from itself")
+            seen, env = {target}, path.source
+            while env in self.promotion:  # staging <- prod <- staging would promote for ever
+                if env in seen:
+                    raise ValueError(f"promotion.{target}.from: the paths make a cycle through {env}")
+                seen.add(env)
+                env = self.promotion[env].source
+            if path.auto and not self.auto_promotion.signing_key:
+                raise ValueError(f"promotion.{target}.auto needs auto_promotion.signing_key (the "
+                                 "worker signs the promotions it asks for)")
+            if path.verify_with_prometheus and self.prometheus is None:
+                raise ValueError(f"promotion.{target}.verify_with_prometheus needs prometheus.url")
         for name, env in self.environments.items():
             if env.verify_with_prometheus and self.prometheus is None:
                 raise ValueError(f"environments.{name}.verify_with_prometheus needs prometheus.url "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field
 
+from kepler import naming
 from kepler.models import Model
 from kepler.spec import Resources
 from kepler.promotion import PromotionPath
@@ -32,6 +34,7 @@ class EnvironmentPolicy(Model):
     signers: AllowedSigners = Field(default_factory=AllowedSigners)  # who may sign what, now
     admins: list[str] = Field(default_factory=list)  # may create over a service they do not own
     promotion: PromotionPath | None = None  # where this environment's releases come from
+    auto_promote_to: list[str] = Field(default_factory=list)  # paths from here with auto: true
 
     def image(self, tag: str) -> str:
         return f"{self.registry_host}/{self.image_repository}:{tag}"
@@ -169,6 +172,15 @@ class ReleaseRecord(Model):
     at: datetime
     release_id: str = ""  # <workflow id>/<run id>
     requested_by: str = ""
+
+
+def history_of(annotations: dict[str, str]) -> list[ReleaseRecord]:
+    """Kepler's release history on a workload, newest first; a hand-edited, unreadable one
+    counts as none (the ReplicaSet history is the fallback), never as an error."""
+    try:
+        return [ReleaseRecord.model_validate(r) for r in json.loads(annotations[naming.HISTORY])]
+    except (KeyError, ValueError, TypeError):
+        return []
 
 
 class ReleaseSnapshot(Model):

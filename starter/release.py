@@ -14,6 +14,7 @@ from starter import session, signing
 from starter.cli_common import (
     BAD_INPUT, FAILED, OK, AsOpt, CliError, EnvOpt, OutputOpt, console, emit, guarded, wants_json,
 )
+from starter.promotion import show_path
 from starter.service import history_table, service_history
 from starter.watch import render
 
@@ -66,11 +67,18 @@ def register(app: typer.Typer) -> None:
         app.command(verb)(decide)
 
     @app.command()
-    def status(service: str, env: str = EnvOpt, output: str = OutputOpt) -> None:
-        """Show the running or last operation on SERVICE in ENV."""
+    def status(service: str, env: Optional[str] = typer.Option(None, "--env", "-e", help=(
+                   "the environment; without it, every environment on the promotion path")),
+               output: str = OutputOpt) -> None:
+        """Show the running or last operation on SERVICE in ENV; without --env, where its
+        release stands in each environment of its promotion path."""
         def body() -> int:
             as_json = wants_json(output)
             p = session.platform()
+            if env is None:
+                session.check_service(service)
+                show_path(p, service, as_json)
+                return OK
             session.check_target(p, service, env)
             workflow_id = naming.workflow_id(service, env)
 

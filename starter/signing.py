@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,39 +17,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from kepler import naming, operations_client
-from kepler.identity import DELEGATE, PERSON, SYSTEM, SignedStatement, Statement
+from kepler.identity import DELEGATE, PERSON, SYSTEM, SigningError, sign  # re-exported for the CLI
 from kepler.models import ApprovalDecision
 from kepler.settings import Platform
 
 T = TypeVar("T")
 
-SIGN_TIMEOUT_S = 60  # an agent may ask for a touch or a passphrase
-
-
-class SigningError(RuntimeError):
-    pass
-
-
 def default_key() -> Path:
     return Path(os.environ.get("KEPLER_SIGNING_KEY") or Path.home() / ".ssh" / "id_ed25519")
-
-
-def sign(statement: Statement, key: Path, namespace: str = PERSON) -> SignedStatement:
-    binary = shutil.which("ssh-keygen")
-    if binary is None:
-        raise SigningError("ssh-keygen not found: install openssh-client to sign")
-    if not key.exists():
-        raise SigningError(f"signing key {key} not found (KEPLER_SIGNING_KEY names it)")
-    try:
-        done = subprocess.run([binary, "-q", "-Y", "sign", "-f", str(key), "-n", namespace],
-                              input=statement.canonical(), capture_output=True,
-                              timeout=SIGN_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise SigningError(f"signing with {key} took over {SIGN_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        raise SigningError(f"signing with {key} failed: "
-                           f"{done.stderr.decode(errors='replace').strip()[:300]}")
-    return SignedStatement(statement=statement, signature=done.stdout.decode())
 
 
 def signing_key(p: Platform, name: str) -> Path:
@@ -110,7 +84,7 @@ def generate_key(path: Path, comment: str) -> Path:
 
 # The sandbox's people (issue 18): who `kepler dev up` makes keys for, and what each may sign.
 SANDBOX_SIGNERS = {"dev": PERSON, "alice": PERSON, "bob": PERSON, "carol": PERSON,
-                   "chatops": DELEGATE, "alerts": SYSTEM}
+                   "chatops": DELEGATE, "alerts": SYSTEM, "promotions": SYSTEM}
 
 
 def sandbox_signers(home: Path) -> Path:

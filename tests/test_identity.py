@@ -111,7 +111,7 @@ def test_the_sandbox_people_get_keys_once_and_an_allowed_signers_file(tmp_path: 
     path = sandbox_signers(tmp_path)
     signers = AllowedSigners.parse(path.read_text())
     assert signers.names(PERSON) == ["alice", "bob", "carol", "dev"]
-    assert signers.names(DELEGATE) == ["chatops"] and signers.names(SYSTEM) == ["alerts"]
+    assert signers.names(DELEGATE) == ["chatops"] and signers.names(SYSTEM) == ["alerts", "promotions"]
     key = (tmp_path / "keys" / "alice").read_text()
     assert sandbox_signers(tmp_path) == path and (tmp_path / "keys" / "alice").read_text() == key
     assert verify(sign(statement(), tmp_path / "keys" / "bob"), signers).name == "bob"

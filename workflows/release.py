@@ -108,6 +108,7 @@ class ReleaseVersion(KeplerWorkflow):
                                                   timeout=policy.rollout_timeout))
         await self.verify(policy, req)
         await kube.record_release(self, target, image, commit.sha, ref, req.requested_by)
+        await promotion.offer_onwards(self, req, policy, image, commit.sha, ref)
         return self._live(req, ref)
 
     def _live(self, req: ReleaseRequest, ref: str) -> Done:

@@ -20,7 +20,7 @@ from activities.authorization import authorize
 from kepler import manifests, naming
 from kepler.spec import Resources
 from kepler.steps import (
-    ApplyRelease, ApplyResult, PodShape, RecordRelease, ReleaseRecord, ReleaseSnapshot,
+    ApplyRelease, ApplyResult, PodShape, RecordRelease, ReleaseSnapshot, history_of,
     ReleaseTarget,
 )
 
@@ -107,15 +107,6 @@ def cannot_start(pod: dict) -> str | None:
             return (f"pod {pod['metadata']['name']}: {waiting['reason']}: "
                     f"{waiting.get('message', '')}").strip()
     return None
-
-
-def history_of(annotations: dict[str, str]) -> list[ReleaseRecord]:
-    """Kepler's release history on a workload, newest first; a hand-edited, unreadable one
-    counts as none (the ReplicaSet history is the fallback), never as an error."""
-    try:
-        return [ReleaseRecord.model_validate(r) for r in json.loads(annotations[naming.HISTORY])]
-    except (KeyError, ValueError, TypeError):
-        return []
 
 
 def shape_of(template: dict) -> PodShape:

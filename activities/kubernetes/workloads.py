@@ -17,7 +17,7 @@ from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster
 from activities.kubernetes.release import DEPLOYMENT, ReleaseActivities, cannot_start, history_of
 from kepler import naming
-from kepler.promotion import LiveRelease
+from kepler.promotion import LiveRelease, live_release_of
 from kepler.steps import (
     AdoptedObject, Applied, ApplyObjects, ApplyRelease, ApplyResult, RecordRelease,
     ReleaseSnapshot, ReleaseTarget, Revision, RolloutResult, ScaleDeployment, UndoCreated,
@@ -212,24 +212,9 @@ class DeploymentActivities(ReleaseActivities):
         """What a promotion takes: the release Kepler recorded live and healthy, if the
         Deployment still runs exactly it, fully rolled out and available."""
         deploy = self.clusters(target.env).get("Deployment", target.namespace, target.name())
-        if deploy is None:
-            return LiveRelease(detail=f"no Deployment {target.namespace}/{target.name()}")
-        history = history_of(deploy["metadata"].get("annotations") or {})
-        image = DEPLOYMENT.container(deploy).get("image", "")
-        live = LiveRelease(exists=True, image=image)
-        if not history or history[0].image != image:
-            return live.model_copy(update={"detail": f"{image} is not a release Kepler recorded live"})
-        head, status = history[0], deploy.get("status") or {}
-        live = live.model_copy(update={"commit": head.commit, "version": head.version, "since": head.at})
-        available = any(c.get("type") == "Available" and c.get("status") == "True"
-                        for c in status.get("conditions") or [])
-        replicas = deploy["spec"].get("replicas", 1)
-        if replicas < 1:  # scaled to zero serves nothing: it has soaked nothing
-            return live.model_copy(update={"detail": f"{image} runs no replicas"})
-        if not available or status.get("observedGeneration", 0) < deploy["metadata"].get("generation", 0) \
-                or status.get("updatedReplicas", 0) < replicas or status.get("availableReplicas", 0) < replicas:
-            return live.model_copy(update={"detail": f"{image} is not fully rolled out and available"})
-        return live.model_copy(update={"healthy": True})
+        history = history_of((deploy or {}).get("metadata", {}).get("annotations") or {})
+        image = DEPLOYMENT.container(deploy).get("image", "") if deploy else ""
+        return live_release_of(deploy, history, image, f"{target.namespace}/{target.name()}")
 
     @activity.defn(name="kubernetes.scale")
     def scale(self, req: ScaleDeployment) -> bool:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from kepler.promotion import AutoPromotionRequest
 from kepler import operations_client as ops
 from kepler import search_attributes as sa
 from kepler.alerts import AlertActionRequest
@@ -66,4 +67,4 @@ def test_a_scheduled_release_starts_without_stage_or_outcome() -> None:
 
 def test_every_registered_operation_has_a_workflow_id_rule() -> None:
     own = {o.request for o in OPERATIONS if o.lock == "own"}
-    assert own == {AlertActionRequest, ScheduledReleaseRequest}  # workflow_id() names both
+    assert own == {AlertActionRequest, ScheduledReleaseRequest, AutoPromotionRequest}  # workflow_id() names each

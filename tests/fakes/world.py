@@ -88,7 +88,9 @@ class FakeWorld:
                 rollout_timeout=timedelta(minutes=10), registry_host="reg",
                 image_repository=f"demo/{q.service}", signers=load_platform().identity.signers(),
                 admins=list(load_platform().identity.admins),
-                promotion=world.promotion if q.env == "prod" else None)
+                promotion=world.promotion if q.env == "prod" else None,
+                auto_promote_to=["prod"] if world.promotion and world.promotion.auto
+                and world.promotion.source == q.env else [])
 
         @activity.defn(name="platform.environments")
         async def environments() -> list[str]:

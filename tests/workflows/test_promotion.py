@@ -77,8 +77,8 @@ async def test_a_source_off_the_promotion_path_is_bad_input(harness: Harness) ->
 def test_a_promotion_names_a_source_and_nothing_else() -> None:
     for fields, rule in (({"ref": "v1", "from_env": "staging"}, "one of the two"),
                          ({}, "one of the two"),
-                         ({"from_env": "prod"}, "promotes another environment"),
-                         ({"from_env": "staging", "commit": COMMIT}, "promotes another environment")):
+                         ({"from_env": "prod"}, "not its own"),
+                         ({"from_env": "staging", "commit": COMMIT}, "pins the digest and commit together")):
         with pytest.raises(ValidationError, match=rule):
             ReleaseRequest(service="shop", env="prod", requested_by="carol", **fields)
 

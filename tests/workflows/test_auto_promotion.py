@@ -1,0 +1,154 @@
+"""Automatic promotion (`promotion.prod: {from: staging, auto: true}`) on the time-skipping
+server: a successful staging release offers itself; AutoPromotion waits the soak on a
+durable timer, a newer staging release supersedes the waiting one, a source that no longer
+runs the digest ends it `stale`, and otherwise prod's ReleaseVersion of exactly that digest
+asks prod's approvers (the promotions identity is only the requester)."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+import workflows
+from activities.promotion import PromotionActivities
+from kepler import operations_client as ops
+from kepler.models import ReleaseRequest
+from kepler.promotion import AutoPromotionReport, LiveRelease, PromotionPath
+from kepler.settings import load_platform
+from tests.fakes.world import FakeWorld
+from tests.helpers import decide, keep_history
+from tests.workers import wait_for
+from tests.workflows.test_release import Harness, release
+
+SOAK = timedelta(hours=1)
+
+
+@pytest.fixture
+async def auto(time_env: Any) -> AsyncIterator[Harness]:
+    world = FakeWorld()
+    world.promotion = PromotionPath(source="staging", soak=SOAK, auto=True)
+    queue = f"q-{uuid.uuid4()}"
+    platform = load_platform()
+    platform = platform.model_copy(update={
+        "promotion": {"prod": world.promotion},
+        "temporal": platform.temporal.model_copy(update={"task_queue": queue})})
+    promotions = PromotionActivities(platform, time_env.client)
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                          activities=[*world.activities(), promotions.offer, promotions.sign_request],
+                          activity_executor=executor):
+            yield Harness(time_env, world, queue)
+
+
+async def release_staging(h: Harness, ref: str) -> Any:
+    """A staging release; staging then runs it, live and healthy, as the world says."""
+    report = await (await h.start(release("staging", ref))).handle.result()
+    h.world.live = LiveRelease(exists=True, healthy=True, image=report.image, commit=report.commit,
+                               version=ref, since=datetime.now(timezone.utc), replicas=2)
+    return report
+
+
+def promotion(h: Harness) -> WorkflowHandle[Any, AutoPromotionReport]:
+    return h.client.get_workflow_handle("promote-shop@prod", result_type=AutoPromotionReport)
+
+
+async def promotion_status(h: Harness) -> AutoPromotionReport:
+    return await promotion(h).query("status", result_type=AutoPromotionReport)
+
+
+async def until(probe: Callable[[], Awaitable[Any]], ok: Callable[[Any], Any], what: str) -> Any:
+    """`probe()` once `ok` says so (a workflow not started yet counts as not yet)."""
+    async def check() -> Any:
+        try:
+            value = await probe()
+        except Exception:  # noqa: BLE001 - not started yet
+            return None
+        return value if ok(value) else None
+    return await wait_for(check, timeout=30, what=what, interval=0.05)
+
+
+def soaking(s: AutoPromotionReport) -> bool:
+    return s.stage.startswith("soaking")
+
+
+def prod_status(h: Harness) -> Callable[[], Awaitable[Any]]:
+    return lambda: ops.status(h.client, "shop@prod")
+
+
+def awaiting(s: Any) -> bool:
+    return s.stage == "awaiting approval"
+
+
+async def test_a_staging_release_is_promoted_after_the_soak_with_prods_approval(auto: Harness) -> None:
+    tested = await release_staging(auto, "v1")
+    waiting = await until(lambda: promotion_status(auto), soaking, "soaking")
+    assert waiting.candidate.image == tested.image and waiting.soak_until is not None
+    assert "apply_release" in auto.world.calls and auto.world.calls.count("apply_release") == 1
+
+    await auto.env.sleep(SOAK)  # the durable timer: nothing polls in the meantime
+    status = await until(prod_status(auto), awaiting, "prod awaiting approval")
+    assert status.requested_by == "promotions" and status.requester_verified
+    assert status.pending_approval.digests == [tested.image]
+    assert status.pending_approval.commits == [tested.commit]
+    assert await decide(auto.client, "shop", "prod", "alice") == "approved"
+    report = await promotion(auto).result()
+    assert report.outcome == "succeeded", report
+    assert report.release.image == tested.image and auto.world.deployment["image"] == tested.image
+    await keep_history(auto.client, "auto-promotion", "promote-shop@prod")
+
+
+async def test_a_newer_staging_release_supersedes_the_one_soaking(auto: Harness) -> None:
+    await release_staging(auto, "v1")
+    await until(lambda: promotion_status(auto), soaking, "soaking")
+    newer = await release_staging(auto, "v2")
+    status = await until(lambda: promotion_status(auto),
+                          lambda s: s.candidate and s.candidate.version == "v2", "v2 soaking")
+    assert status.superseded == ["v1"] and status.stage.startswith("soaking")
+    assert status.soak_until == status.candidate.since + SOAK  # counted from v2's release
+
+    await auto.env.sleep(SOAK)
+    prod = await until(prod_status(auto), awaiting, "prod awaiting approval")
+    assert prod.pending_approval.digests == [newer.image]  # only v2 is ever proposed
+
+
+async def test_a_source_that_no_longer_runs_the_digest_ends_it_stale(auto: Harness) -> None:
+    await release_staging(auto, "v1")
+    await until(lambda: promotion_status(auto), soaking, "soaking")
+    auto.world.live = auto.world.live.model_copy(update={"image": "reg/demo/shop@sha256:" + "e" * 64})
+    await auto.env.sleep(SOAK)
+    report = await promotion(auto).result()
+    assert report.outcome == "stale" and "no longer runs v1" in report.detail
+    with pytest.raises(Exception):  # prod was never asked
+        await ops.status(auto.client, "shop@prod")
+
+
+async def test_no_path_no_offer(auto: Harness) -> None:
+    """A release to prod (no automatic path from it) offers nothing."""
+    auto.world.promotion = PromotionPath(source="staging", soak=SOAK, auto=False)
+    await release_staging(auto, "v1")
+    assert not any(c.startswith("offer") for c in auto.world.calls)
+    with pytest.raises(Exception):
+        await promotion_status(auto)
+
+
+@pytest.mark.parametrize("fields,rule", [
+    ({"ref": "v1"}, "signs only a promotion of one digest"),
+    ({"from_env": "qa"}, "no automatic path from qa"),
+    ({"requested_by": "carol"}, "requested as promotions"),
+    ({"env": "staging", "from_env": "prod"}, "promotion.staging: no automatic path"),
+])
+def test_the_promotions_key_signs_nothing_but_an_automatic_promotion(fields: dict, rule: str) -> None:
+    platform = load_platform().model_copy(update={
+        "promotion": {"prod": PromotionPath(source="staging", auto=True)}})
+    base = {"service": "shop", "env": "prod", "from_env": "staging", "requested_by": "promotions",
+            "image": "reg/demo/shop@sha256:" + "1" * 64, "commit": "c" * 40}
+    req = ReleaseRequest.model_construct(**{**base, **fields})  # as a raw start could send it
+    with pytest.raises(ApplicationError, match=rule):
+        PromotionActivities(platform).sign_request(req)

@@ -1,0 +1,177 @@
+"""AutoPromotion: a release that went live in one environment, promoted to the next by
+itself (`promotion.<target>.auto` in kepler.yaml; kepler/promotion.py).
+
+The runbook: wait the path's soak on a durable timer, counted from when the release went
+live in the source; a newer release offered meanwhile supersedes the waiting one (the
+offer is a signal, so nothing polls); check the source still runs exactly that digest,
+healthy; then ask for the target's release of exactly it — a ReleaseVersion like any
+other (lock, the target's approval of that digest, undo), requested and signed as the
+platform's promotions identity, which never approves. A newer offer that arrives while
+that release runs is promoted after it, in a new run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.kubernetes.workloads import DeploymentActivities
+    from activities.platform import PlatformActivities
+    from activities.promotion import PromotionActivities
+    from kepler import naming
+    from kepler.models import ReleaseReport, ReleaseRequest
+    from kepler.operations import outcome_of_error
+    from kepler.promotion import OFFER, AutoPromotionReport, AutoPromotionRequest, LiveRelease
+    from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget
+    from workflows.common.options import QUICK, RETRY
+    from workflows.common.saga import describe_cause
+
+BUSY_RETRY = timedelta(minutes=5)  # the target's lock is held: try again after this
+BUSY_TRIES = 12
+
+
+@workflow.defn(name="AutoPromotion")
+class AutoPromotion:
+    def __init__(self) -> None:
+        self.report = AutoPromotionReport()
+        self._offers: list[AutoPromotionRequest] = []
+
+    @workflow.signal(name=OFFER)
+    def offer(self, req: AutoPromotionRequest) -> None:
+        self._offers.append(req)
+
+    @workflow.query
+    def status(self) -> AutoPromotionReport:
+        return self.report
+
+    @workflow.run
+    async def run(self, req: AutoPromotionRequest) -> AutoPromotionReport:
+        candidate = req
+        while True:
+            candidate = self._newest(candidate)
+            self.report.candidate = candidate
+            path = (await self._policy(candidate.service, candidate.target)).promotion
+            if path is None or not path.auto or path.source != candidate.source:
+                return self._end("skipped", f"promotion.{candidate.target} no longer promotes "
+                                 f"automatically from {candidate.source}")
+            self.report.soak_until = candidate.since + path.soak
+            self._stage(f"soaking until {self.report.soak_until:%Y-%m-%d %H:%M:%S} UTC")
+            if await self._newer_within(candidate, self.report.soak_until - workflow.now()):
+                continue  # superseded while it soaked
+            source = await self._policy(candidate.service, candidate.source)
+            self._stage(f"checking {candidate.source}")
+            live: LiveRelease = await self._activity(
+                DeploymentActivities.live_release, ReleaseTarget(
+                    env=candidate.source, namespace=source.namespace, service=candidate.service),
+                f"read {candidate.source}'s release")
+            if not live.healthy or live.image != candidate.image:
+                if self._newer(candidate):
+                    continue
+                return self._end("stale", f"{candidate.source} no longer runs {candidate.version} "
+                                 f"({candidate.image}) healthy: "
+                                 f"{live.detail or 'it runs ' + live.image}")
+            await self._release(candidate)
+            if self._newer(candidate):  # arrived while the release ran: promote it next
+                workflow.continue_as_new(self._newest(candidate))
+            return self.report
+
+    async def _release(self, candidate: AutoPromotionRequest) -> None:
+        """The target's ReleaseVersion of exactly this digest, under its lock; a lock held
+        by another operation is tried again on a timer, unless a newer offer comes."""
+        request: ReleaseRequest = await self._activity(
+            PromotionActivities.sign_request, ReleaseRequest(
+                service=candidate.service, env=candidate.target, from_env=candidate.source,
+                image=candidate.image, commit=candidate.commit, requested_by=candidate.requested_by,
+                reason=f"automatic promotion of {candidate.version or candidate.commit[:12]} "
+                       f"from {candidate.source}"), "sign the promotion")
+        child_id = naming.workflow_id(candidate.service, candidate.target)
+        self.report.release_id = child_id
+        for attempt in range(BUSY_TRIES):
+            self._stage(f"releasing to {candidate.target}")
+            try:
+                handle = await workflow.start_child_workflow(
+                    "ReleaseVersion", request, id=child_id, result_type=ReleaseReport,
+                    parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                    static_summary=f"promote {candidate.service} {candidate.version} from "
+                                   f"{candidate.source} to {candidate.target} (automatic)")
+            except WorkflowAlreadyStartedError:
+                self._stage(f"waiting for {child_id} to be free ({attempt + 1}/{BUSY_TRIES})")
+                if await self._newer_within(candidate, BUSY_RETRY):
+                    self._end("skipped", "a newer release was offered while the target was busy")
+                    return
+                continue
+            try:
+                self.report.release = await handle
+                self._end(self.report.release.outcome, f"{candidate.version} is live in "
+                          f"{candidate.target}, promoted from {candidate.source}")
+            except ChildWorkflowError as e:
+                message, kind = describe_cause(e)
+                self._end(outcome_of_error(kind), message)  # type: ignore[arg-type]
+            return
+        self._end("skipped", f"{child_id} stayed busy with other operations for "
+                  f"{BUSY_RETRY * BUSY_TRIES}; promote it with kepler release --from {candidate.source}")
+
+    def _newer(self, candidate: AutoPromotionRequest) -> bool:
+        return any(o.release_id != candidate.release_id and o.since >= candidate.since
+                   for o in self._offers)
+
+    def _newest(self, candidate: AutoPromotionRequest) -> AutoPromotionRequest:
+        """The newest release offered, the ones it supersedes noted."""
+        for offer in sorted(self._offers, key=lambda o: o.since):
+            if offer.release_id != candidate.release_id and offer.since >= candidate.since:
+                self.report.superseded.append(candidate.version or candidate.commit[:12])
+                candidate = offer
+        self._offers.clear()
+        return candidate
+
+    async def _newer_within(self, candidate: AutoPromotionRequest, wait: timedelta) -> bool:
+        """Wait up to `wait` (a durable timer) for a newer offer; True if one came."""
+        if wait <= timedelta(0):
+            return self._newer(candidate)
+        try:
+            await workflow.wait_condition(lambda: self._newer(candidate), timeout=wait)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _policy(self, service: str, env: str) -> EnvironmentPolicy:
+        return await self._activity(PlatformActivities.environment_policy,
+                                    PolicyQuery(service=service, env=env), f"read {env}'s policy")
+
+    async def _activity(self, method: Callable[..., Any], arg: Any, summary: str) -> Any:
+        return await workflow.execute_activity_method(
+            method, arg, summary=summary, start_to_close_timeout=QUICK.start_to_close,
+            schedule_to_close_timeout=QUICK.schedule_to_close,
+            retry_policy=RetryPolicy(**RETRY, non_retryable_error_types=list(QUICK.non_retryable)))
+
+    def _stage(self, stage: str) -> None:
+        self.report.stage = stage
+        workflow.set_current_details(self._details())
+
+    def _end(self, outcome: Any, detail: str) -> AutoPromotionReport:
+        self.report.outcome, self.report.detail = outcome, detail
+        self._stage("done")
+        return self.report
+
+    def _details(self) -> str:
+        """What the Temporal UI shows: where the artifact stands on its path."""
+        c, r = self.report.candidate, self.report
+        if c is None:
+            return r.stage
+        lines = [f"**{c.service}**: {c.version or c.commit[:12]} ({c.image.rsplit('@', 1)[-1][:19]}) "
+                 f"live in {c.source} since {_at(c.since)}",
+                 f"soak until {_at(r.soak_until)}" if r.soak_until else "",
+                 f"{c.target}: {r.stage}" + (f" — {r.outcome}: {r.detail}" if r.outcome != "running" else ""),
+                 f"superseded: {', '.join(r.superseded)}" if r.superseded else ""]
+        return "\n\n".join(line for line in lines if line)
+
+
+def _at(when: datetime | None) -> str:
+    return f"{when:%Y-%m-%d %H:%M:%S} UTC" if when else "-"
