@@ -78,7 +78,7 @@ async def _auto(temporal: Client, workflow_id: str) -> dict[str, Any] | None:
 
 def path_table(service: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{service}: {' → '.join(r['env'] for r in rows)}", title_justify="left")
-    for column in ("env", "live", "since", "health", "last operation", "promotion"):
+    for column in ("env", "live", "since (UTC)", "health", "last operation", "promotion"):
         table.add_column(column)
     for r in rows:
         live = r["live"]

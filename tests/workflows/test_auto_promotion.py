@@ -25,6 +25,7 @@ from kepler.settings import load_platform
 from tests.fakes.world import FakeWorld
 from tests.helpers import decide, keep_history
 from tests.workers import wait_for
+from workflows.promotion import BUSY_RETRY
 from tests.workflows.test_release import Harness, release
 
 SOAK = timedelta(hours=1)
@@ -48,8 +49,10 @@ async def auto(time_env: Any) -> AsyncIterator[Harness]:
 
 
 async def release_staging(h: Harness, ref: str) -> Any:
-    """A staging release; staging then runs it, live and healthy, as the world says."""
-    report = await (await h.start(release("staging", ref))).handle.result()
+    """A staging release; staging then runs it, live and healthy, as the world says. Time
+    stands still meanwhile: a soak begun must not end while the test waits for a result."""
+    with h.env.auto_time_skipping_disabled():
+        report = await (await h.start(release("staging", ref))).handle.result()
     h.world.live = LiveRelease(exists=True, healthy=True, image=report.image, commit=report.commit,
                                version=ref, since=datetime.now(timezone.utc), replicas=2)
     return report
@@ -107,8 +110,7 @@ async def test_a_staging_release_is_promoted_after_the_soak_with_prods_approval(
 async def test_a_newer_staging_release_supersedes_the_one_soaking(auto: Harness) -> None:
     await release_staging(auto, "v1")
     await until(lambda: promotion_status(auto), soaking, "soaking")
-    with auto.env.auto_time_skipping_disabled():  # or the soak could end while v2 deploys
-        newer = await release_staging(auto, "v2")
+    newer = await release_staging(auto, "v2")
     status = await until(lambda: promotion_status(auto),
                           lambda s: s.candidate and s.candidate.version == "v2", "v2 soaking")
     assert status.superseded == ["v1"] and status.stage.startswith("soaking")
@@ -153,3 +155,26 @@ def test_the_promotions_key_signs_nothing_but_an_automatic_promotion(fields: dic
     req = ReleaseRequest.model_construct(**{**base, **fields})  # as a raw start could send it
     with pytest.raises(ApplicationError, match=rule):
         PromotionActivities(platform).sign_request(req)
+
+
+async def test_prod_busy_is_tried_again_and_a_release_offered_meanwhile_goes_next(auto: Harness) -> None:
+    """prod held by a manual release: the promotion waits on a timer, then goes; a staging
+    release offered while prod's promotion runs is promoted in the next run."""
+    await release_staging(auto, "v1")
+    manual = await auto.start(release("prod", "v0"))
+    await until(prod_status(auto), awaiting, "the manual prod release awaiting approval")
+    await auto.env.sleep(SOAK)
+    await until(lambda: promotion_status(auto), lambda s: s.stage.startswith("waiting for shop@prod"),
+                "the promotion waiting for the lock")
+    assert await decide(auto.client, "shop", "prod", "alice", "reject") == "rejected"
+    with pytest.raises(Exception), auto.env.auto_time_skipping_disabled():
+        await manual.handle.result()
+    await auto.env.sleep(BUSY_RETRY)  # its next try, on the timer
+    first = await until(prod_status(auto), lambda s: awaiting(s) and s.requested_by == "promotions",
+                        "the promotion's prod release")
+    newer = await release_staging(auto, "v2")
+    assert first.pending_approval.digests != [newer.image]
+    assert await decide(auto.client, "shop", "prod", "alice") == "approved"
+    nxt = await until(lambda: promotion_status(auto),
+                      lambda s: s.candidate and s.candidate.version == "v2", "v2 promoted next")
+    assert nxt.outcome == "running" and not nxt.superseded  # v1 went out; v2 is next, not a swap
