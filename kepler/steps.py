@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from kepler.models import Model
-from kepler.spec import Resources
+from kepler.spec import Hook, Resources
 from kepler.promotion import PromotionPath
 from kepler.settings import ApprovalPolicy, Bounds
 from kepler.identity import AllowedSigners, SignedStatement
@@ -169,6 +169,7 @@ class ReleaseRecord(Model):
     at: datetime
     release_id: str = ""  # <workflow id>/<run id>
     requested_by: str = ""
+    undo: Hook | None = None  # its pre_deploy hook's undo: a rollback away from it runs it
 
 
 class ReleaseSnapshot(Model):
