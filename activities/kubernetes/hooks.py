@@ -57,7 +57,7 @@ class HookActivities(ClusterActivities):
         ns = req.release.target.namespace
         live = cluster.get("ConfigMap", ns, req.name)
         if live is None:
-            cluster.create(hooks.hook_config_map(req, run_id, job))
+            cluster.create(hooks.hook_config_map(req, run_id, job))  # rbac: ConfigMap
         elif not created_by(live, run_id):
             raise non_retryable("Conflict", f"ConfigMap {ns}/{req.name} exists and was not "
                                 "created by this run: Kepler leaves it alone")
