@@ -14,6 +14,7 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
     from activities.gitlab import GitLabActivities
     from activities.jenkins import JenkinsActivities
     from activities.kubernetes.cronjob import CronJobActivities
+    from activities.kubernetes.hooks import HookActivities
     from activities.kubernetes.istio import IstioActivities
     from activities.kubernetes.scale import ScaleActivities
     from activities.kubernetes.teardown import TeardownActivities
@@ -31,6 +32,7 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
         JenkinsActivities(platform, secrets), DockerBuildActivities(platform, secrets),
         RegistryActivities(platform, secrets),
         DeploymentActivities(platform), CronJobActivities(platform), VolumeActivities(platform),
+        HookActivities(platform),
         ScaleActivities(platform), TeardownActivities(platform), IstioActivities(platform),
         PrometheusActivities(platform), NotifyActivities(platform, secrets),
         OperationsActivities(platform), AlertActivities(platform), PromotionActivities(platform),

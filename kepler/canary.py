@@ -57,6 +57,7 @@ class CanaryState(Model):
     steps: list[StepRecord] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     approvals: list[SignedStatement] = Field(default_factory=list)  # the gate's, signed
+    hooks_ran: bool = False  # its pre_deploy hook ran: its undo is in the saga
 
 
 class CanaryReport(Model):

@@ -3,14 +3,20 @@ here (a bad value is refused before any side effect, naming the field and the ru
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from kepler.validation import (
     ConfigKey, DnsSubdomain, EnvName, EnvVarName, Quantity, ServiceName, UserName,
 )
-from kepler.workloads import CONFIG_MOUNT, Model, Schedule, Volume, check_volumes, mount_path
+from kepler.workloads import (
+    CONFIG_MOUNT, Model, Schedule, Volume, check_volumes, mount_path,
+)
+
+# one argument of a hook's command: 1-1024 characters, no control characters but tab/newline
+HookArg = Annotated[str, Field(min_length=1, max_length=1024,
+                               pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]+$")]
 
 
 class Resources(Model):
@@ -30,6 +36,32 @@ class Autoscaling(Model):
         if self.max_replicas < self.min_replicas:
             raise ValueError("max_replicas must be >= min_replicas")
         return self
+
+
+class Hook(Model):
+    """A command run once as a Job with the release's image, env and config."""
+    command: list[HookArg] = Field(min_length=1, max_length=32, description="argv, e.g. "
+                                   "[alembic, upgrade, head]")
+    timeout: int = Field(300, ge=10, le=3600, description="seconds the Job may run")
+
+    @field_validator("command")
+    @classmethod
+    def _short(cls, value: list[str]) -> list[str]:
+        if sum(len(a) for a in value) > 4096:
+            raise ValueError("must total at most 4096 characters")
+        return value
+
+
+class PreDeployHook(Hook):
+    undo: Hook | None = Field(None, description="run when the release is undone after this "
+                              "hook ran (or failed), and on a rollback away from this version")
+
+
+class Hooks(Model):
+    """Release hooks (argo-rollouts#1422): pre_deploy before the new pods (and before a
+    canary takes traffic), post_deploy once they are ready."""
+    pre_deploy: PreDeployHook | None = None
+    post_deploy: Hook | None = None
 
 
 class EnvironmentOverride(Model):
@@ -62,6 +94,7 @@ class ServiceSpec(Model):
     schedule: Schedule | None = Field(None, description="required when type is cronjob")
     volumes: list[Volume] = Field(default_factory=list, max_length=20)
     config_mount_path: str = CONFIG_MOUNT
+    hooks: Hooks | None = None
 
     @field_validator("config_mount_path")
     @classmethod
@@ -73,6 +106,8 @@ class ServiceSpec(Model):
         if self.type == "cronjob":
             if self.schedule is None:
                 raise ValueError("schedule is required when type is cronjob")
+            if self.hooks is not None:
+                raise ValueError("hooks are for type deployment (a cronjob's run is its check)")
             if self.exposure == "external" or self.autoscaling or self.min_available is not None:
                 raise ValueError("a cronjob has no Service: exposure external, autoscaling and "
                                  "min_available are for type deployment")

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from kepler import naming
 from kepler.models import Model
-from kepler.spec import Resources
+from kepler.spec import Hook, Resources
 from kepler.promotion import PromotionPath
 from kepler.settings import ApprovalPolicy, Bounds
 from kepler.identity import AllowedSigners, SignedStatement
@@ -172,6 +172,7 @@ class ReleaseRecord(Model):
     at: datetime
     release_id: str = ""  # <workflow id>/<run id>
     requested_by: str = ""
+    undo: Hook | None = None  # its pre_deploy hook's undo: a rollback away from it runs it
 
 
 def history_of(annotations: dict[str, str]) -> list[ReleaseRecord]:

@@ -3,7 +3,9 @@
 1. create the service `demo-shop` (GitLab project, Jenkins job, objects in every env);
 2. release v1 to staging; 3. release v1 to prod, which needs approval, and approve
 it as a second configured user; 4. release a bad v2 (its commit says it crashes)
-that rolls back automatically, image and config; 5. a canary of a good v2 in staging:
+that rolls back automatically, image and config; 5. a release whose database migration
+(its pre_deploy hook) fails: v1 keeps running and the migration's undo runs; 6. a
+canary of a good v2 in staging:
 traffic shifts 20 % then 50 % while the analysis passes, then it is promoted; then print
 the UI links.
 """
@@ -50,6 +52,17 @@ def prepare_repository(p: Platform) -> None:
         project.commits.create({"branch": "bad-v2", "commit_message": "v2: new greeting (crashes)",
                                 "actions": [
             {"action": "create", "file_path": "kepler-sandbox.yaml", "content": "crash: true\n"},
+            {"action": "update", "file_path": ".kepler/service.yaml",
+             "content": yaml.safe_dump({"name": SERVICE, **spec}, sort_keys=False)}]})
+    if "bad-migration" not in {b.name for b in project.branches.list(get_all=True)}:
+        project.branches.create({"branch": "bad-migration", "ref": "v1"})
+        spec = SPEC.model_dump(mode="json", exclude_defaults=True)
+        spec["hooks"] = {"pre_deploy": {"command": ["./migrate", "up"],
+                                        "undo": {"command": ["./migrate", "down"]}}}
+        project.commits.create({"branch": "bad-migration", "commit_message": "v2: migrate "
+                                "(the migration fails)", "actions": [
+            {"action": "create", "file_path": "kepler-sandbox.yaml",
+             "content": "hooks: {pre_deploy: fail}\n"},
             {"action": "update", "file_path": ".kepler/service.yaml",
              "content": yaml.safe_dump({"name": SERVICE, **spec}, sort_keys=False)}]})
     if "v2" not in {b.name for b in project.branches.list(get_all=True)}:
@@ -113,7 +126,11 @@ async def run_demo(p: Platform, user: str) -> list[str]:
                                 ReleaseRequest(service=SERVICE, env="staging", ref="bad-v2",
                                                requested_by=user, reason="demo"),
                                 expect_failure=True))
-    links.append(await run_step(p, "5. canary of a good v2 in staging: 20 %, 50 %, promoted",
+    links.append(await run_step(p, "5. a release whose migration fails: undone, v1 keeps running",
+                                ReleaseRequest(service=SERVICE, env="staging", ref="bad-migration",
+                                               requested_by=user, reason="demo"),
+                                expect_failure=True))
+    links.append(await run_step(p, "6. canary of a good v2 in staging: 20 %, 50 %, promoted",
                                 CanaryRequest(service=SERVICE, env="staging", ref="v2",
                                               steps=[20, 50], interval=timedelta(seconds=10),
                                               requested_by=user, reason="demo")))
@@ -123,7 +140,8 @@ async def run_demo(p: Platform, user: str) -> list[str]:
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(as_user: Optional[str] = typer.Option(None, "--as"), output: str = OutputOpt) -> None:
-        """Run the demo against the sandbox: create, release, approve, bad release, canary."""
+        """Run the demo against the sandbox: create, release, approve, bad release, failed
+        migration undone, canary."""
         try:
             p = session.platform()
             user = as_user or os.environ.get("KEPLER_USER") or "dev"

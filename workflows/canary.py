@@ -1,7 +1,8 @@
 """Canary: move traffic to a new version step by step while Prometheus says it is healthy.
 
 The runbook: resolve the ref; the image by digest (as ReleaseVersion); approval when
-policy asks; deploy `<service>-canary` and route testers to it (`x-canary: always`);
+policy asks; the spec's release hooks around the deploy of `<service>-canary`, before
+any traffic (workflows/steps/hooks.py); route testers to it (`x-canary: always`);
 then, for each weight, wait the interval and analyse the canary's metrics. A failed round
 counts toward the failure limit and holds the weight; reaching the limit aborts. After the
 last weight passes (or on `promote`), an optional approval, then promotion: the primary
@@ -31,16 +32,13 @@ with workflow.unsafe.imports_passed_through():
         new_checks,
     )
     from kepler.models import CanaryProgress, CanaryRequest, Operation
-    from kepler.steps import (
-        ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec, ReleaseTarget,
-        ResolveRef, RouteWeights, ScaleDeployment, WaitRollout,
-    )
+    from kepler.steps import (ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec,
+                              ReleaseTarget, ResolveRef, RouteWeights, ScaleDeployment, WaitRollout)
+    import workflows.steps.hooks as release_hooks
     import workflows.steps.kube as kube
     from workflows.common.interrupt import Stopped, unless
     from workflows.steps.platform import check_bounds, check_canary_policy, read_policy
-    from workflows.base import (
-        UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo,
-    )
+    from workflows.base import UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo
     from workflows.steps.image import ensure_image
 
 T = TypeVar("T")
@@ -60,6 +58,7 @@ class Canary(KeplerWorkflow):
         self._run_rounds = 0
         self._approve_promotion = False
         self._retreat: list[Undo] = []  # scale the canary to 0, route 100 % to stable
+        self._hook_undo: list[Undo] = []  # the pre_deploy hook's undo, registered before it
         self._abort_at_once = False
 
     @workflow.run
@@ -161,8 +160,7 @@ class Canary(KeplerWorkflow):
                                                  f" in {req.env}", [image], [commit.sha])
             self.report.approved_by = [a.approver for a in approvals]
             self.phase = "preparing"
-        self._register_retreat()
-        await self._deploy_canary(req)
+        self._hook_undo = await release_hooks.canary(self, self.cs, lambda: self._deploy_canary(req))
         if self._abort:
             raise self._aborted()
         await self._shift(0)
@@ -172,6 +170,7 @@ class Canary(KeplerWorkflow):
     async def _deploy_canary(self, req: CanaryRequest) -> None:
         """Create `<service>-canary` if missing, then (re-)apply the new release and scale it up."""
         cs, target = self.cs, self._target(self.cs.policy, primary=False)
+        self._register_retreat()  # after the pre_deploy undo: undone before it
         self.progress.waiting_on = f"rollout of {target.name()}"
         replicas = max(1, cs.spec.replicas_in(req.env))
         await self.step("create canary deployment", DeploymentActivities.apply_objects, ApplyObjects(
@@ -201,6 +200,7 @@ class Canary(KeplerWorkflow):
         self.state.steps, self.state.notes = carried.steps, carried.notes
         self.set_version(carried.version)
         self.progress.run += 1
+        self._hook_undo = release_hooks.canary_carried(self, carried)
         self._register_retreat()
 
     def _register_retreat(self) -> None:
@@ -318,8 +318,9 @@ class Canary(KeplerWorkflow):
         await self._route_stable()
         await self.step("scale canary to 0", DeploymentActivities.scale, ScaleDeployment(
             target=self._target(cs.policy, primary=False), replicas=0))
-        self.saga.discard(restore, *self._retreat)
-        await kube.record_release(self, primary, cs.image, cs.commit, req.ref, req.requested_by)
+        self.saga.discard(restore, *self._retreat, *self._hook_undo)
+        await kube.record_release(self, primary, cs.image, cs.commit, req.ref, req.requested_by,
+                                  undo=release_hooks.recorded_undo(cs.spec.hooks, cs.hooks_ran))
 
     def _aborted(self) -> OperationEnded:
         a = self._abort
@@ -393,6 +394,5 @@ class Canary(KeplerWorkflow):
             return "already aborting"
         if self._promote:
             return "already promoting"
-        return {"preparing": "not analysing yet", "analysing": "analysing",
-                "approval": "waiting for approval",
-                "promoting": "promoting", "done": "finished"}[self.phase]
+        return {"preparing": "not analysing yet", "analysing": "analysing", "approval":
+                "waiting for approval", "promoting": "promoting", "done": "finished"}[self.phase]

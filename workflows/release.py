@@ -3,9 +3,10 @@
 The runbook: resolve the ref — or, promoting (`from_env`), take the digest and commit
 live and healthy in the source environment, soaked, as they are; reuse or build the
 image; pin it by digest; get
-approval when policy asks; remember what runs now; apply image + config; wait
-for the rollout; verify; notify. Anything failing after the apply puts the
-previous image *and* config back.
+approval when policy asks; the pre_deploy hook (its undo registered first); remember
+what runs now; apply image + config; wait for the rollout; the post_deploy hook; verify;
+notify. Anything failing after the apply puts the previous image *and* config back, then
+runs the pre_deploy hook's undo.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common.approval import APPROVAL_EXPIRY, SIGNED_APPROVALS
     from workflows.common.trust import Untrusted, verify_train_approvals
     from workflows.steps.image import ensure_image, pinned_image
+    from kepler.spec import ServiceSpec
     import workflows.steps.cronjob as cronjob
+    import workflows.steps.hooks as release_hooks
     import workflows.steps.kube as kube
     import workflows.steps.promotion as promotion
 
@@ -90,8 +93,22 @@ class ReleaseVersion(KeplerWorkflow):
             await kube.record_release(self, target, image, commit.sha, ref, req.requested_by,
                                       cronjob=True)
             return self._live(req, ref)
+        hooks = release_hooks.of(spec)  # pre_deploy, the deploy, post_deploy
+        await release_hooks.around(
+            self, hooks, release_hooks.release_of(spec, req.env, target, image, commit.sha, ref),
+            self.release_authorization(req),
+            lambda: self.deploy(req, policy, spec, target, image, commit.sha, ref))
+        await self.verify(policy, req)
+        await kube.record_release(self, target, image, commit.sha, ref, req.requested_by,
+                                  undo=release_hooks.recorded_undo(hooks))
+        await promotion.offer_onwards(self, req, policy, image, commit.sha, ref)
+        return self._live(req, ref)
+
+    async def deploy(self, req: ReleaseRequest, policy: EnvironmentPolicy, spec: ServiceSpec,
+                     target: ReleaseTarget, image: str, commit: str, ref: str) -> None:
+        """Remember what runs (its undo puts it back), apply, wait for the rollout."""
         snapshot = await kube.snapshot(self, target)
-        report.previous_image = snapshot.image
+        self.report.previous_image = snapshot.image
         self.saga.add(f"restore {snapshot.image or 'the empty deployment'} and its config",
                       lambda: kube.restore_and_wait(self, snapshot, policy.rollout_timeout))
         override = kube.overrides_of(snapshot)  # kepler scale|resources
@@ -101,15 +118,10 @@ class ReleaseVersion(KeplerWorkflow):
             config=spec.config_files, env=spec.env_in(req.env),
             resources=override.resources or spec.resources_in(req.env), port=spec.port,
             health_path=spec.health_path, pod=manifests.pod_shape(spec, req.env),
-            annotations=kube.release_annotations(
-                req.requested_by, commit=commit.sha, version=ref),
+            annotations=kube.release_annotations(req.requested_by, commit=commit, version=ref),
             authorization=self.release_authorization(req)))
         await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
                                                   timeout=policy.rollout_timeout))
-        await self.verify(policy, req)
-        await kube.record_release(self, target, image, commit.sha, ref, req.requested_by)
-        await promotion.offer_onwards(self, req, policy, image, commit.sha, ref)
-        return self._live(req, ref)
 
     def _live(self, req: ReleaseRequest, ref: str) -> Done:
         return Done("succeeded", f"{ref} ({self.report.commit[:12]}) is live in {req.env}")

@@ -3,7 +3,8 @@
 The runbook: find the target (the previous revision, a version, or a digest)
 in the Deployment's revision history or the registry; approval only if the
 environment's policy asks (by default none); apply its image and the config of
-its commit; wait for the rollout; route 100 % to stable; notify.
+its commit; wait for the rollout; route 100 % to stable; run the pre_deploy undo of the
+version rolled away from, if its release recorded one; notify.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseTarget, ResolveRef, Revision, RouteWeights, WaitRollout,
     )
     import workflows.steps.cronjob as cronjob
+    import workflows.steps.hooks as release_hooks
     import workflows.steps.kube as kube
     from workflows.steps.platform import check_bounds, read_policy
     from workflows.common.approval import SIGNED_APPROVALS
@@ -90,8 +92,8 @@ class Rollback(KeplerWorkflow):
                           lambda: cronjob.restore(self, current))
             await cronjob.apply(self, change)
         else:
-            self.saga.add(f"restore {current.image} and its config",
-                          lambda: kube.restore_and_wait(self, current, policy.rollout_timeout))
+            restore = self.saga.add(f"restore {current.image} and its config",
+                                    lambda: kube.restore_and_wait(self, current, policy.rollout_timeout))
             result = await kube.apply(self, change)
             await kube.wait_rollout(self, WaitRollout(
                 target=target, generation=result.generation, timeout=policy.rollout_timeout))
@@ -99,6 +101,9 @@ class Rollback(KeplerWorkflow):
                 env=req.env, namespace=policy.namespace, service=req.service))
         await kube.record_release(self, target, image, commit, f"rollback to {req.target}",
                                   req.requested_by, cronjob=is_cronjob)
+        undo = None if is_cronjob else release_hooks.rolled_away_undo(current, image)
+        if undo is not None:  # the version left behind declared a pre_deploy undo
+            await release_hooks.undo_rolled_away(self, current, undo, restore)
         return Done("rolled_back", f"{req.service} in {req.env} rolled back to {report.image}"
                     + (f" ({req.reason})" if req.reason else ""))
 

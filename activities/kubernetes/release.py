@@ -263,7 +263,7 @@ class ReleaseActivities(ClusterActivities):
                 return False
             history = [req.record, *history][:naming.HISTORY_LENGTH]
             annotations[naming.HISTORY] = json.dumps(
-                [r.model_dump(mode="json") for r in history], separators=(",", ":"))
+                [r.model_dump(mode="json", exclude_none=True) for r in history], separators=(",", ":"))
             obj["metadata"]["annotations"] = annotations
             return True
 

@@ -29,7 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sandbox.kubernetes.images import RECHECK_MISSING_S, RECHECK_TAG_S, ImageInfo, ImageResolver, parse_image
+from sandbox.kubernetes.images import (RECHECK_MISSING_S, RECHECK_TAG_S, ImageInfo, ImageResolver,
+                                       failing_hook, parse_image)
 from sandbox.kubernetes.pods import PODS, REPLICASETS, Kubelet
 from sandbox.kubernetes.traffic import DESTINATION_RULES, SERVICES, VIRTUAL_SERVICES, Traffic
 from sandbox.world import World
@@ -225,6 +226,9 @@ class Bridge:
         try:
             infos = [await self._lookup(c["image"]) for c in pod["spec"].get("containers") or []]
             behaviour = judge(infos)
+            if behaviour == "ok" and is_job_pod(pod) and failing_hook(
+                    pod, {k: v for i in infos for k, v in i.labels.items()}):
+                behaviour = "crash"  # a release hook the commit's kepler-sandbox.yaml fails
             current = self.store.find(PODS, meta["namespace"], meta["name"])
             if behaviour is None or current is None or current["metadata"]["uid"] != meta["uid"]:
                 return  # still looking (the recheck asks again), or the pod is gone

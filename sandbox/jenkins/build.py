@@ -2,7 +2,8 @@
 from GitLab over HTTP, work out the image's behaviour labels, push a tiny OCI image.
 
 A commit chooses how its build and image behave, through `kepler-sandbox.yaml`
-(crash, unready, error_rate, latency_ms, build: {fail, seconds}) and/or Dockerfile
+(crash, unready, error_rate, latency_ms, build: {fail, seconds}, hooks: {pre_deploy,
+post_deploy, undo: ok | fail}) and/or Dockerfile
 `LABEL io.kepler.sandbox.*=...` lines; the YAML wins where both speak.
 """
 
@@ -22,8 +23,8 @@ import httpx
 import yaml
 
 from sandbox.http_client import shared_client
-from sandbox.registry.oci import (LABEL_BUILD_FAIL, LABEL_CRASH, LABEL_ERROR_RATE, LABEL_LATENCY_MS,
-                                  LABEL_UNREADY,
+from sandbox.registry.oci import (HOOK_KINDS, LABEL_BUILD_FAIL, LABEL_CRASH, LABEL_ERROR_RATE,
+                                  LABEL_HOOK_PREFIX, LABEL_LATENCY_MS, LABEL_UNREADY,
                                   LABEL_REVISION, PushError, build_image, parse_image_ref, push_image)
 
 SANDBOX_FILE = "kepler-sandbox.yaml"
@@ -144,6 +145,11 @@ def _apply_yaml(doc: dict[str, Any], labels: dict[str, str]) -> tuple[float | No
         if isinstance(latency, bool) or not isinstance(latency, int) or latency < 0:
             raise ValueError("latency_ms must be a whole number of milliseconds >= 0")
         labels[LABEL_LATENCY_MS] = str(latency)
+    hooks = doc.get("hooks") or {}
+    if not isinstance(hooks, dict) or any(k not in HOOK_KINDS or v not in ("ok", "fail")
+                                          for k, v in hooks.items()):
+        raise ValueError("hooks must map pre_deploy, post_deploy or undo to ok or fail")
+    labels.update({LABEL_HOOK_PREFIX + k: v for k, v in hooks.items()})
     build = doc.get("build") or {}
     if not isinstance(build, dict):
         raise ValueError("build must be a mapping")

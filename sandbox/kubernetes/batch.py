@@ -4,7 +4,9 @@ pods, plus PersistentVolumeClaims that bind at once.
 
 A Job pod pulls its image like any pod (a missing image stays in ImagePullBackOff); an
 image labelled `io.kepler.sandbox.crash=true` runs, then fails with exit code 1, else it
-succeeds. Each run takes `seconds_per_replica * 3` of wall time. A Job fails when its
+succeeds; a release hook's pod (label `kepler.dev/hook`: pre_deploy, post_deploy, undo) fails
+when its image is labelled `io.kepler.sandbox.hook.<kind>=fail` (kepler-sandbox.yaml
+`hooks: {pre_deploy: fail}`). Each run takes `seconds_per_replica * 3` of wall time. A Job fails when its
 failed pods exceed `backoffLimit` or it outlives `activeDeadlineSeconds`.
 """
 
@@ -17,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sandbox.kubernetes import cron
-from sandbox.kubernetes.images import ImageResolver
+from sandbox.kubernetes.images import ImageResolver, failing_hook
 from sandbox.kubernetes.pods import PODS, owned_by, owner_ref, pull_images
 from sandbox.kubernetes.queue import WorkQueue
 from sandbox.kubernetes.resources import resource_for_kind
@@ -245,7 +247,8 @@ class BatchController:
         if sim["state"] in ("pending", "missing"):
             infos = pull_images(self.images, pod, sim)
             if infos is not None:
-                sim["outcome"] = "failed" if any(i.crashes for i in infos) else "succeeded"
+                hook = failing_hook(pod, sim.get("labels") or {})
+                sim["outcome"] = "failed" if hook or any(i.crashes for i in infos) else "succeeded"
                 sim["state"], sim["started"] = "running", now + self.start_seconds
                 sim["finished"] = sim["started"] + self.run_seconds
         elif sim["state"] == "running" and now >= float(sim["finished"]):

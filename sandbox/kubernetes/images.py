@@ -23,6 +23,8 @@ CRASH_LABEL = "io.kepler.sandbox.crash"
 UNREADY_LABEL = "io.kepler.sandbox.unready"
 ERROR_RATE_LABEL = "io.kepler.sandbox.error-rate"
 LATENCY_LABEL = "io.kepler.sandbox.latency-ms"
+HOOK_LABEL_PREFIX = "io.kepler.sandbox.hook."  # + the hook kind: ok | fail
+POD_HOOK_LABEL = "kepler.dev/hook"  # what a release hook's pod says it runs (Kepler's label)
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
@@ -51,6 +53,12 @@ class ImageInfo:
     @property
     def unready(self) -> bool:
         return self.labels.get(UNREADY_LABEL, "").lower() == "true"
+
+
+def failing_hook(pod: dict[str, Any], labels: dict[str, str]) -> str | None:
+    """The release hook a Job's pod runs, when its image's labels say that hook fails."""
+    hook = ((pod.get("metadata") or {}).get("labels") or {}).get(POD_HOOK_LABEL)
+    return hook if hook and labels.get(HOOK_LABEL_PREFIX + hook, "").lower() == "fail" else None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from sandbox.kubernetes.images import CRASH_LABEL, behaviour
+from sandbox.kubernetes.images import CRASH_LABEL, POD_HOOK_LABEL, behaviour, failing_hook
 from sandbox.kubernetes.pods import PODS
 from sandbox.kubernetes.resources import ApiError, bad_request
 from sandbox.kubernetes.store import Store, now_rfc3339, parse_rfc3339
@@ -51,15 +51,16 @@ def lines_for(pod: dict[str, Any], container: dict[str, Any], sim: dict[str, Any
     image = container["image"]
     digest = image.rsplit("@", 1)[-1][:19] if "@" in image else image.rsplit(":", 1)[-1]
     if sim.get("job") is not None and "outcome" in sim:  # a Job's pod
-        out: list[Line] = [(started, f"{name}: run started (image {digest})")]
+        hook = (pod["metadata"].get("labels") or {}).get(POD_HOOK_LABEL)
+        out: list[Line] = [(started, f"{name}: {hook} hook: {' '.join(container.get('command') or [])}"
+                            f" (image {digest})" if hook else f"{name}: run started (image {digest})")]
         finished = float(sim["finished"])
         for n in range(1, 4):
             at = started + (finished - started) * n / 4
             if at <= now:
                 out.append((at, f"{name}: processed batch {n}/3"))
         if now >= finished:
-            out.append((finished, f"{name}: run finished: ok" if sim["outcome"] == "succeeded"
-                        else f"{name}: error: run failed ({CRASH_LABEL}=true); exit status 1"))
+            out.append((finished, _job_end(pod, sim, name)))
         return out
     if state == "crash":
         out = []
@@ -85,6 +86,16 @@ def lines_for(pod: dict[str, Any], container: dict[str, Any], sim: dict[str, Any
         ms = round(latency * (0.5 + roll), 1)
         out.append((float(second), f'{ip} "GET {path} HTTP/1.1" {code} {ms}ms'))
     return out
+
+
+def _job_end(pod: dict[str, Any], sim: dict[str, Any], name: str) -> str:
+    hook = (pod["metadata"].get("labels") or {}).get(POD_HOOK_LABEL)
+    if sim["outcome"] == "succeeded":
+        return f"{name}: {hook} hook finished: ok" if hook else f"{name}: run finished: ok"
+    if failing_hook(pod, sim.get("labels") or {}):
+        return (f"{name}: error: {hook} hook failed (kepler-sandbox.yaml hooks.{hook}: fail); "
+                "exit status 1")
+    return f"{name}: error: run failed ({CRASH_LABEL}=true); exit status 1"
 
 
 class PodLogs:

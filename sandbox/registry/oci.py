@@ -34,6 +34,9 @@ LABEL_ERROR_RATE = "io.kepler.sandbox.error-rate"
 LABEL_LATENCY_MS = "io.kepler.sandbox.latency-ms"
 LABEL_BUILD_FAIL = "io.kepler.sandbox.build-fail"
 LABEL_UNREADY = "io.kepler.sandbox.unready"  # runs, never passes its readiness probe
+# + pre_deploy | post_deploy | undo: "fail" makes a release hook's Job of that kind fail
+LABEL_HOOK_PREFIX = "io.kepler.sandbox.hook."
+HOOK_KINDS = ("pre_deploy", "post_deploy", "undo")
 LABEL_REVISION = "org.opencontainers.image.revision"
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"

@@ -14,11 +14,13 @@ with workflow.unsafe.imports_passed_through():
         ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout, RecordRelease, ReleaseRecord,
     )
     from kepler.scale import Overrides
+    from kepler.spec import Hook
     from workflows.base import KeplerWorkflow, StepFailed, StepOptions
 
 
 async def record_release(wf: KeplerWorkflow, target: ReleaseTarget, image: str, commit: str,
-                         version: str, requested_by: str, cronjob: bool = False) -> None:
+                         version: str, requested_by: str, cronjob: bool = False,
+                         undo: Hook | None = None) -> None:
     """The release is live and healthy: it heads the workload's own release history, which
     `rollback --to previous` reads (runs from before the one lifecycle kept none)."""
     if not wf.one_lifecycle:
@@ -26,7 +28,7 @@ async def record_release(wf: KeplerWorkflow, target: ReleaseTarget, image: str, 
     info = workflow.info()
     record = RecordRelease(target=target, record=ReleaseRecord(
         image=image, commit=commit, version=version, at=workflow.now(),
-        release_id=f"{info.workflow_id}/{info.run_id}", requested_by=requested_by))
+        release_id=f"{info.workflow_id}/{info.run_id}", requested_by=requested_by, undo=undo))
     activity = CronJobActivities.record_release if cronjob else DeploymentActivities.record_release
     await wf.step("record the release", activity, record)
 

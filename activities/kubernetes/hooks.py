@@ -1,0 +1,74 @@
+"""Release hooks: start a hook's Job (kepler/hooks.py says what it is) and stop it if it
+still runs. Waiting for its verdict and its log tail are `cronjob.wait_job`'s, the same
+for every Job Kepler starts.
+
+A hook's Job runs the release's image in the environment, so starting one is checked like
+an apply (activities/authorization.py): the run's signed request and approvals, for that
+exact image. Only the run that created a hook Job adopts it on a retry or deletes it.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.authorization import authorize_image
+from activities.errors import non_retryable
+from activities.kubernetes.client import Cluster, ClusterActivities
+from activities.kubernetes.cronjob import job_condition
+from activities.kubernetes.release import history_of
+from kepler import hooks, naming
+from kepler.jobs import JobRef
+
+
+def created_by(obj: dict | None, run_id: str) -> bool:
+    return bool(obj) and (obj["metadata"].get("annotations") or {}).get(  # type: ignore[index]
+        naming.CREATED_BY_RUN) == run_id
+
+
+class HookActivities(ClusterActivities):
+    @activity.defn(name="hook.start_job")
+    def start_job(self, req: hooks.StartHook) -> JobRef:
+        """Create the hook's Job (suspended), its ConfigMap, then let it start; a retry of
+        this run's own start finishes what the first attempt began."""
+        target, run_id = req.release.target, activity.info().workflow_run_id
+        cluster = self.clusters(target.env)
+        ns = target.namespace
+        owner = cluster.get("Deployment", ns, target.service)
+        if owner is None:
+            raise non_retryable("NotFound", f"Deployment {ns}/{target.service} does not exist: "
+                                "create the service first (kepler service create)")
+        if req.authorization is not None:  # the image reaches the environment: as an apply
+            authorize_image(self.platform, target, req.release.image, req.release.commit,
+                            req.authorization, history_of(owner["metadata"].get("annotations") or {}))
+        job = cluster.get("Job", ns, req.name)
+        if job is not None and not created_by(job, run_id):
+            raise non_retryable("Conflict", f"Job {ns}/{req.name} exists and was not created by "
+                                "this run: Kepler leaves it alone")
+        if job is None:
+            job = cluster.create(hooks.hook_job(req, run_id, owner["metadata"]["uid"]))  # rbac: Job
+        self._config(cluster, req, run_id, job)
+        if job["spec"].get("suspend"):
+            cluster.patch("Job", ns, req.name, {"spec": {"suspend": False}})
+        return JobRef(target=target, name=req.name, image=req.release.image, created=True,
+                      active_deadline=req.timeout)
+
+    @staticmethod
+    def _config(cluster: Cluster, req: hooks.StartHook, run_id: str, job: dict) -> None:
+        ns = req.release.target.namespace
+        live = cluster.get("ConfigMap", ns, req.name)
+        if live is None:
+            cluster.create(hooks.hook_config_map(req, run_id, job))  # rbac: ConfigMap
+        elif not created_by(live, run_id):
+            raise non_retryable("Conflict", f"ConfigMap {ns}/{req.name} exists and was not "
+                                "created by this run: Kepler leaves it alone")
+
+    @activity.defn(name="hook.stop_job")
+    def stop_job(self, ref: JobRef) -> bool:
+        """Clean-up of a hook cut short: delete its Job (its pod and ConfigMap go with it) if
+        it still runs and this run created it; a finished one stays as the record."""
+        cluster = self.clusters(ref.target.env)
+        job = cluster.get("Job", ref.target.namespace, ref.name)
+        if job is None or job_condition(job) is not None or \
+                not created_by(job, activity.info().workflow_run_id):
+            return False
+        return cluster.delete("Job", ref.target.namespace, ref.name)
