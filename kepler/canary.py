@@ -57,6 +57,7 @@ class CanaryState(Model):
     steps: list[StepRecord] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     approvals: list[SignedStatement] = Field(default_factory=list)  # the gate's, signed
+    committed_at: datetime | None = None  # the commit's time (lead time: kepler metrics)
 
 
 class CanaryReport(Model):
