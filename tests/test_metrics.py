@@ -143,3 +143,20 @@ def test_the_grafana_dashboard_shows_only_what_the_exporter_exports() -> None:
                 "kepler_dora_change_failure_rate", "kepler_dora_time_to_restore_seconds"):
         assert key in named
     assert all('env=~"$env"' in e for e in exprs if "env" in e)
+
+
+def test_compose_registers_every_search_attribute_with_its_type() -> None:
+    from kepler.search_attributes import ALL_KEYS, type_name
+
+    setup = " ".join(json.dumps(yaml_load(ROOT / "deploy/compose.yaml")["services"]["temporal-setup"]
+                                ["command"]).split())
+    for key in ALL_KEYS:
+        assert key.name in setup, key.name
+        if type_name(key) != "Keyword":
+            assert f"--name {key.name} --type {type_name(key)}" in setup
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
