@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Any, Iterator
 
 import gitlab
@@ -220,7 +221,8 @@ class GitLabActivities:
                                 f"{self._path(req.service)}")
         if not isinstance(commit, dict):  # not JSON: a proxy's page, say
             raise retryable(f"resolve {req.ref!r}: GitLab answered without JSON")
-        return Commit(sha=commit["id"], short_id=commit["short_id"], title=commit.get("title", ""))
+        return Commit(sha=commit["id"], short_id=commit["short_id"], title=commit.get("title", ""),
+                      committed_at=_committed_at(commit))
 
     @activity.defn(name="gitlab.read_spec")
     def read_spec(self, req: ReadSpec) -> ServiceSpec:
@@ -261,3 +263,13 @@ class GitLabActivities:
             project = self.client().projects.get(self._path(service))
             if not project.archived:
                 project.archive()
+
+
+def _committed_at(commit: dict[str, Any]) -> datetime | None:
+    """GitLab's committed_date, when it is a time with its offset (only kepler metrics
+    reads it: a release never fails over it)."""
+    try:
+        at = datetime.fromisoformat(str(commit.get("committed_date") or ""))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None

@@ -58,6 +58,7 @@ class CanaryState(Model):
     notes: list[str] = Field(default_factory=list)
     approvals: list[SignedStatement] = Field(default_factory=list)  # the gate's, signed
     hooks_ran: bool = False  # its pre_deploy hook ran: its undo is in the saga
+    committed_at: datetime | None = None  # the commit's time (lead time: kepler metrics)
 
 
 class CanaryReport(Model):

@@ -78,6 +78,7 @@ class Commit(Model):
     sha: str
     short_id: str
     title: str = ""
+    committed_at: datetime | None = None  # GitLab's committed_date (lead time: kepler metrics)
 
 
 class ReadSpec(Model):

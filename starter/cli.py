@@ -11,8 +11,8 @@ import typer
 
 from kepler.settings import ConfigError, load_platform
 from starter import (
-    alerts, audit, canary, chatops, codec_server, decommission, demo, dev, jobs, release, scale,
-    schedule, service, train,
+    alerts, audit, canary, chatops, codec_server, decommission, demo, dev, jobs, metrics, release,
+    scale, schedule, service, train,
 )
 from starter.cli_common import BAD_INPUT, CliError, fail
 
@@ -33,7 +33,7 @@ def worker() -> None:
 
 
 for subject in (dev, release, service, jobs, alerts, train, scale, schedule, canary, demo,
-                decommission, audit, chatops, codec_server):
+                decommission, audit, metrics, chatops, codec_server):
     subject.register(app)
 
 

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import typer
 
-from kepler.search_attributes import ALL_KEYS
+from kepler.search_attributes import ALL_KEYS, type_name
 from kepler.settings import Platform, config_path
 from kepler.settings import kepler_home
 from starter import session
@@ -165,6 +165,19 @@ def real_config(kubeconfig: Path) -> Path:
     return path
 
 
+def _register_search_attributes(platform: Platform) -> None:
+    """Register on a running dev server the attributes it lacks (an upsert of an unknown
+    one fails the workflow task, again and again)."""
+    address = ["--address", platform.temporal.address, "--namespace", platform.temporal.namespace]
+    listed = subprocess.run([_bin("temporal"), "operator", "search-attribute", "list", *address],
+                            capture_output=True, text=True, timeout=60)
+    for key in ALL_KEYS:
+        if listed.returncode == 0 and key.name not in listed.stdout:
+            subprocess.run([_bin("temporal"), "operator", "search-attribute", "create", "--name",
+                            key.name, "--type", type_name(key), *address],
+                           capture_output=True, timeout=60, check=True)
+
+
 def up(platform: Platform, cluster: str = "standin") -> dict[str, Any]:
     record = _read_record()
     state = home()
@@ -184,11 +197,13 @@ def up(platform: Platform, cluster: str = "standin") -> dict[str, Any]:
                "--ui-port", str(ui_port), "--db-filename", str(state / "temporal.db"),
                "--namespace", platform.temporal.namespace, "--log-level", "warn"]
         for key in ALL_KEYS:
-            cmd += ["--search-attribute", f"{key.name}=Keyword"]
+            cmd += ["--search-attribute", f"{key.name}={type_name(key)}"]
         record["temporal"] = _spawn("temporal", cmd)
         _write_record(record)
         _wait(lambda: _port_open(host, port) and _port_open(host, ui_port), 60,
               "the Temporal dev server", record["temporal"])
+    else:  # started by an older Kepler: attributes added since are registered now
+        _register_search_attributes(platform)
     record["temporal"].update(address=platform.temporal.address, ui=platform.temporal.ui_url)
 
     kubeconfig = state / "sandbox" / "real-cluster" / "kubeconfig" if cluster == "real" else None

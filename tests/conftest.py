@@ -41,12 +41,11 @@ def _binary(name: str) -> str:
 
 async def register_search_attributes(client) -> None:
     """Kepler's attributes must exist on every server, or upserts retry forever."""
-    from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 
     await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
         namespace=client.namespace,
-        search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in ALL_KEYS}))
+        search_attributes={k.name: int(k.indexed_value_type) for k in ALL_KEYS}))  # type: ignore[misc]
 
 
 @pytest.fixture

@@ -93,6 +93,7 @@ class Canary(KeplerWorkflow):
             self._carry_on(carried)
         report.commit, report.image = self.cs.commit, self.cs.image
         report.previous_image = self.cs.previous_image
+        self.record_change(self.cs.commit, self.cs.committed_at, self.cs.spec.team)
         await self._analyse(req)
         if self._abort:
             raise self._aborted()
@@ -153,7 +154,8 @@ class Canary(KeplerWorkflow):
         now = workflow.now()
         self.cs = CanaryState(progress=self.progress, policy=policy, spec=spec, commit=commit.sha,
                               version=version, image=image, previous_image=primary.image,
-                              started_at=now, deadline=now + req.max_duration)
+                              started_at=now, deadline=now + req.max_duration,
+                              committed_at=commit.committed_at)
         if policy.approval.required:
             self.phase = "approval"
             approvals = await self.approval_gate(policy.approval, f"canary of {req.service} {req.ref}"

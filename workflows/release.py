@@ -67,6 +67,7 @@ class ReleaseVersion(KeplerWorkflow):
         self.set_version(f"{ref}@{commit.short_id}")
         spec = await self.step("read service spec", GitLabActivities.read_spec,
                                ReadSpec(service=req.service, sha=commit.sha))
+        self.record_change(commit.sha, commit.committed_at, spec.team)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
         if pinned:  # pinned with its commit: exactly the digest approved or tested

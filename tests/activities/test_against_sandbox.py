@@ -32,7 +32,7 @@ from sandbox.serve import Sandbox
 from sandbox.world import SandboxSettings
 from tests.conftest import platform_yaml
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,10 @@ def test_gitlab_create_adopt_resolve_read_and_undo(box: Sandbox, platform: Platf
     assert not again.created and again.project_id == project.project_id  # adopted, not duplicated
     commit = run(gl.resolve_ref, ResolveRef(service="cart", ref="main"))
     assert len(commit.sha) == 40
+    # the commit's time as GitLab says it (lead time: kepler metrics)
+    committed = httpx.get(f"{box.urls['gitlab']}/api/v4/projects/demo%2Fcart/repository/commits/main",
+                          headers={"PRIVATE-TOKEN": box.settings.gitlab_token}).json()["committed_date"]
+    assert commit.committed_at == datetime.fromisoformat(committed) and commit.committed_at.tzinfo
     assert run(gl.read_spec, ReadSpec(service="cart", sha=commit.sha)).team == "shop"
     error = expect("NotFound", gl.resolve_ref, ResolveRef(service="cart", ref="no-such-branch"))
     assert error.non_retryable and "no-such-branch" in str(error)

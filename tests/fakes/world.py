@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from temporalio import activity
@@ -23,6 +23,7 @@ from kepler.steps import (
 from kepler.notifications import Notification
 
 DIGEST = "sha256:" + "a" * 64
+COMMITTED_AT = datetime(2026, 1, 5, 9, 30, tzinfo=timezone.utc)  # every fake commit's time
 
 
 def activity_name(fn: Any) -> str:
@@ -103,7 +104,7 @@ class FakeWorld:
             if r.ref == "missing":
                 raise ApplicationError("ref 'missing' does not exist", type="NotFound", non_retryable=True)
             sha = sha_of(r.ref)
-            return Commit(sha=sha, short_id=sha[:8], title=r.ref)
+            return Commit(sha=sha, short_id=sha[:8], title=r.ref, committed_at=COMMITTED_AT)
 
         @activity.defn(name="gitlab.read_spec")
         async def read_spec(r: ReadSpec) -> ServiceSpec:

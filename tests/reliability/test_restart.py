@@ -16,7 +16,7 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from kepler.canary import CanaryReport
 from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseReport, ReleaseRequest
 from kepler.spec import ServiceSpec
-from kepler.search_attributes import ALL_KEYS
+from kepler.search_attributes import ALL_KEYS, type_name
 from kepler.temporal import connect
 from sandbox.serve import Sandbox
 from kepler import operations_client as ops
@@ -47,7 +47,7 @@ class DevServer:
         cmd = [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port",
                str(self.port), "--headless", "--db-filename", str(self.db), "--log-level", "error"]
         for key in ALL_KEYS:
-            cmd += ["--search-attribute", f"{key.name}=Keyword"]
+            cmd += ["--search-attribute", f"{key.name}={type_name(key)}"]
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(*cmd, stdout=out, stderr=out,
                                                              start_new_session=True)

@@ -74,7 +74,7 @@ async def until(probe: Callable[[], Awaitable[Any]], ok: Callable[[Any], Any], w
         except Exception:  # noqa: BLE001 - not started yet
             return None
         return value if ok(value) else None
-    return await wait_for(check, timeout=30, what=what, interval=0.05)
+    return await wait_for(check, timeout=90, what=what, interval=0.05)
 
 
 def soaking(s: AutoPromotionReport) -> bool:

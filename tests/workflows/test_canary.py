@@ -17,7 +17,9 @@ import workflows
 from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, MetricCheck, OperationStatus
 from kepler import operations_client as ops
+from kepler import search_attributes as sa
 from tests.fakes.canary import HEALTHY, CanaryWorld
+from tests.fakes.world import COMMITTED_AT
 from tests.helpers import decide, keep_history, signed
 
 OLD = "reg/demo/shop@sha256:" + "0" * 64
@@ -286,6 +288,9 @@ async def test_continue_as_new_keeps_state_and_bounds_each_runs_history(harness:
         run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
                   if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW else "")
     assert len(sizes) == report.runs
+    # the commit's time crossed every continue-as-new to the run that promoted (kepler metrics)
+    attrs = (await handle.describe()).typed_search_attributes
+    assert (attrs.get(sa.OUTCOME), attrs.get(sa.COMMIT_TIME)) == ("succeeded", COMMITTED_AT)
     await keep_history(harness.client, "canary-continued-as-new", "shop@staging",
                        handle.first_execution_run_id)
     await keep_history(harness.client, "canary-promoted-after-continue-as-new", "shop@staging")

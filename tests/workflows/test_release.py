@@ -18,7 +18,7 @@ from kepler.models import CreateServiceRequest, OperationStatus, ReleaseRequest,
 from kepler.spec import ServiceSpec
 from kepler.steps import ReleaseRecord, Revision
 from kepler import operations_client as ops
-from tests.fakes.world import FakeWorld, sha_of
+from tests.fakes.world import COMMITTED_AT, FakeWorld, sha_of
 from tests.helpers import decide, signed
 
 
@@ -262,6 +262,9 @@ async def test_search_attributes_show_each_wait_and_the_outcome_with_few_writes(
     assert (await started.handle.result()).outcome == "succeeded"
     attrs = (await started.handle.describe()).typed_search_attributes
     assert (attrs.get(sa.STAGE), attrs.get(sa.OUTCOME)) == ("done", "succeeded")
+    # what kepler metrics reads (lead time, --team), written with the outcome: no extra write
+    assert (attrs.get(sa.COMMIT), attrs.get(sa.TEAM)) == (sha_of("v1"), "t")
+    assert attrs.get(sa.COMMIT_TIME) == COMMITTED_AT
     events = [e async for e in started.handle.fetch_history_events()]
     upserts = [e for e in events
                if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
