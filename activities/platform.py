@@ -42,6 +42,7 @@ class PlatformActivities:
             image_repository=naming.image_repository(self.platform.gitlab.group, query.service),
             signers=signers_of(self.platform), admins=list(self.platform.identity.admins),
             promotion=self.platform.promotion.get(query.env),
+            freeze=self.platform.freeze.get(query.env),
         )
 
     @activity.defn(name="platform.environments")

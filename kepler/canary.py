@@ -57,6 +57,7 @@ class CanaryState(Model):
     steps: list[StepRecord] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     approvals: list[SignedStatement] = Field(default_factory=list)  # the gate's, signed
+    break_glass: str = ""  # the reason, when it went through a freeze (kepler/freeze.py)
 
 
 class CanaryReport(Model):

@@ -12,6 +12,7 @@ from typing import Literal
 from kepler.alerts import AlertActionRequest, AlertOutcome
 from kepler.canary import CanaryReport
 from kepler.decommission import DecommissionReport
+from kepler.freeze import FreezeReport, FreezeRequest
 from kepler.jobs import JobReport, RunJobRequest
 from kepler.models import (
     CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseReport, ReleaseRequest,
@@ -22,8 +23,9 @@ from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
 from kepler.train import TrainReport, TrainRequest
 
 # "env": `<service>@<env>`; "service": `<service>@all`; "own": the starter names it
-# (an alert's fingerprint, a schedule's fire).
-Lock = Literal["env", "service", "own"]
+# (an alert's fingerprint, a schedule's fire), started once; "named": an id of its own
+# taken again once free (`freeze@<env>`).
+Lock = Literal["env", "service", "own", "named"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ OPERATIONS: tuple[OperationType, ...] = (
     OperationType("SetResources", "scale", "resources", ResourcesRequest, ScaleReport, "env"),
     OperationType("ScheduledRelease", "schedule", "scheduled-release", ScheduledReleaseRequest,
                   ScheduledReleaseReport, "own"),
+    OperationType("Freeze", "freeze", "freeze", FreezeRequest, FreezeReport, "named"),
 )
 
 BY_WORKFLOW = {o.workflow: o for o in OPERATIONS}

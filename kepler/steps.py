@@ -10,6 +10,7 @@ from pydantic import Field
 from kepler.models import Model
 from kepler.spec import Resources
 from kepler.promotion import PromotionPath
+from kepler.freeze import EnvironmentFreeze
 from kepler.settings import ApprovalPolicy, Bounds
 from kepler.identity import AllowedSigners, SignedStatement
 
@@ -32,6 +33,7 @@ class EnvironmentPolicy(Model):
     signers: AllowedSigners = Field(default_factory=AllowedSigners)  # who may sign what, now
     admins: list[str] = Field(default_factory=list)  # may create over a service they do not own
     promotion: PromotionPath | None = None  # where this environment's releases come from
+    freeze: EnvironmentFreeze | None = None  # its freeze windows (kepler/freeze.py)
 
     def image(self, tag: str) -> str:
         return f"{self.registry_host}/{self.image_repository}:{tag}"
@@ -169,6 +171,7 @@ class ReleaseRecord(Model):
     at: datetime
     release_id: str = ""  # <workflow id>/<run id>
     requested_by: str = ""
+    break_glass: str = ""  # the reason, when it went through a freeze (kepler/freeze.py)
 
 
 class ReleaseSnapshot(Model):

@@ -35,12 +35,11 @@ with workflow.unsafe.imports_passed_through():
         ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec, ReleaseTarget,
         ResolveRef, RouteWeights, ScaleDeployment, WaitRollout,
     )
+    import workflows.steps.freeze as freeze
     import workflows.steps.kube as kube
     from workflows.common.interrupt import Stopped, unless
     from workflows.steps.platform import check_bounds, check_canary_policy, read_policy
-    from workflows.base import (
-        UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo,
-    )
+    from workflows.base import UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo
     from workflows.steps.image import ensure_image
 
 T = TypeVar("T")
@@ -135,6 +134,7 @@ class Canary(KeplerWorkflow):
     async def _prepare(self, req: CanaryRequest) -> None:
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         check_canary_policy(policy, req)
+        checked = await freeze.check(self, policy, req)  # refused, waited out, or break-glass
         self.state.canary = CanaryProgress(
             weights=req.weights(), interval=req.interval, failure_limit=req.failure_limit,
             checks=new_checks(req.effective_metrics()))
@@ -155,12 +155,12 @@ class Canary(KeplerWorkflow):
         self.cs = CanaryState(progress=self.progress, policy=policy, spec=spec, commit=commit.sha,
                               version=version, image=image, previous_image=primary.image,
                               started_at=now, deadline=now + req.max_duration)
-        if policy.approval.required:
-            self.phase = "approval"
-            approvals = await self.approval_gate(policy.approval, f"canary of {req.service} {req.ref}"
-                                                 f" in {req.env}", [image], [commit.sha])
-            self.report.approved_by = [a.approver for a in approvals]
-            self.phase = "preparing"
+        self.phase = "approval"  # the usual gate or a break-glass one; a freeze since refuses
+        approvals = await freeze.gate(self, policy, req, checked, f"canary of {req.service} "
+                                      f"{req.ref} in {req.env}", [image], [commit.sha])
+        self.report.approved_by = [a.approver for a in approvals]
+        self.cs.break_glass = req.reason if checked.frozen else ""  # marked in its history
+        self.phase = "preparing"
         self._register_retreat()
         await self._deploy_canary(req)
         if self._abort:
@@ -319,7 +319,8 @@ class Canary(KeplerWorkflow):
         await self.step("scale canary to 0", DeploymentActivities.scale, ScaleDeployment(
             target=self._target(cs.policy, primary=False), replicas=0))
         self.saga.discard(restore, *self._retreat)
-        await kube.record_release(self, primary, cs.image, cs.commit, req.ref, req.requested_by)
+        await kube.record_release(self, primary, cs.image, cs.commit, req.ref, req.requested_by,
+                                  break_glass=cs.break_glass)
 
     def _aborted(self) -> OperationEnded:
         a = self._abort
