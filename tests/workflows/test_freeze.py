@@ -20,7 +20,7 @@ from activities.operations import OperationsActivities
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 
-from kepler import freeze_client
+from kepler import freeze as freeze_module, freeze_client
 from kepler.freeze import (
     EnvironmentFreeze, FreezeReport, FreezeRequest, FreezeWindow, UnfreezeRequest,
 )
@@ -266,3 +266,25 @@ async def test_a_raw_start_during_a_freeze_changes_nothing(harness: Harness) -> 
     status = await handle.query("status", result_type=OperationStatus)
     assert status.refused and "window 'release-party'" in status.error
     assert "apply_release" not in harness.world.calls and harness.world.deployment == before
+
+
+def test_a_cron_window_is_in_force_from_each_start_for_its_duration() -> None:
+    """What the workflows compute at workflow.now(): a weekend freeze from Friday 18:00 UTC
+    for 62 hours, and a year-end window that chains with it."""
+    weekend = FreezeWindow(name="weekend", reason="no weekend releases", cron="0 18 * * fri",
+                           duration=timedelta(hours=62))
+    friday = datetime(2026, 12, 4, 18, 0, tzinfo=timezone.utc)  # a Friday
+    assert weekend.active_at(friday - timedelta(minutes=1)) is None
+    assert weekend.active_at(friday) == (friday, friday + timedelta(hours=62))
+    assert weekend.active_at(friday + timedelta(hours=61, minutes=59))[1] == friday + timedelta(hours=62)
+    assert weekend.active_at(friday + timedelta(hours=62)) is None  # Monday 08:00: open
+    year_end = FreezeWindow(name="year-end", reason="year-end", start=friday + timedelta(hours=60),
+                            end=friday + timedelta(days=5))
+    config = EnvironmentFreeze(windows=[weekend, year_end])
+    in_force = freeze_module.in_force(config, [], "prod", friday + timedelta(hours=1))
+    assert in_force is not None and in_force.name == "weekend"
+    # open only when both are over: the year-end window takes over before the weekend ends
+    assert freeze_module.open_at(config, [], "prod", friday + timedelta(hours=1)) == \
+        friday + timedelta(days=5)
+    assert freeze_module.open_at(config, [], "prod", friday - timedelta(hours=1)) == \
+        friday - timedelta(hours=1)
