@@ -288,3 +288,42 @@ def test_a_cron_window_is_in_force_from_each_start_for_its_duration() -> None:
         friday + timedelta(days=5)
     assert freeze_module.open_at(config, [], "prod", friday - timedelta(hours=1)) == \
         friday - timedelta(hours=1)
+
+
+async def _stage(client: Any, workflow_id: str, prefix: str) -> OperationStatus:
+    for _ in range(300):
+        status = await ops.status(client, workflow_id)
+        if status.stage.startswith(prefix):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{workflow_id} never reached {prefix!r}; last {status.stage!r}")
+
+
+async def test_a_train_is_refused_or_waits_for_the_end(time_env: Any) -> None:
+    from tests.fakes.fleet import FleetWorld
+    from tests.workflows.test_train import CHAIN, train
+
+    world, queue = FleetWorld(freeze=window(length=timedelta(hours=2))), f"q-{uuid.uuid4()}"
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=world.activities()):
+        refused = await ops.start(time_env.client, signed(train("prod", *CHAIN[:2])), queue)
+        with pytest.raises(WorkflowFailureError) as e:
+            await refused.handle.result()
+        assert "prod is frozen by window 'release-party'" in str(e.value.cause)
+        waiting = await ops.start(time_env.client, signed(
+            train("prod", *CHAIN[:2]).model_copy(update={"after_freeze": True})), queue)
+        await _stage(time_env.client, waiting.workflow_id, "waiting for freeze release-party")
+        await time_env.sleep(timedelta(hours=1, minutes=1))
+        await _stage(time_env.client, waiting.workflow_id, "awaiting approval")
+        await waiting.handle.cancel()
+    assert "apply_release" not in " ".join(world.calls)
+
+
+def test_break_glass_is_notified_to_every_channel_whatever_the_routes() -> None:
+    from kepler.notifications import NotificationsConfig
+
+    config = NotificationsConfig.model_validate({
+        "channels": {"ops": {"type": "log"}, "team": {"type": "log"}, "quiet": {"type": "log"}},
+        "routes": [{"channels": ["ops"], "events": ["failed"]}]})
+    assert config.channels_for("break_glass", "shop", "prod") == ["ops", "team", "quiet"]
+    assert config.channels_for("succeeded", "shop", "prod") == []
