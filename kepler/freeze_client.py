@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from kepler import cron
 from kepler.freeze import (
-    ActiveFreeze, EnvironmentFreeze, UnfreezeRequest, freeze_workflow_id, in_force, open_at,
+    ActiveFreeze, EnvironmentFreeze, FreezeWindow, UnfreezeRequest, freeze_workflow_id, in_force,
 )
 from kepler.identity import Statement
 from kepler.models import Model
@@ -25,7 +26,7 @@ class FreezeLookupError(Exception):
     """Temporal could not say whether the environment is frozen (retry; never assume open)."""
 
 
-async def _running(client: Client, env: str) -> bool:
+async def is_running(client: Client, env: str) -> bool:
     try:
         desc = await client.get_workflow_handle(freeze_workflow_id(env)).describe()
     except RPCError as e:
@@ -37,13 +38,13 @@ async def _running(client: Client, env: str) -> bool:
 
 async def adhoc_freezes(client: Client, env: str) -> list[ActiveFreeze]:
     """The ad-hoc freeze in force on `env`, as its own workflow says ([] when none)."""
-    if not await _running(client, env):
+    if not await is_running(client, env):
         return []
     try:
         return await client.get_workflow_handle(freeze_workflow_id(env)).query(
             "freeze", result_type=list[ActiveFreeze])
     except (RPCError, WorkflowQueryFailedError) as e:
-        if not await _running(client, env):  # it ended meanwhile
+        if not await is_running(client, env):  # it ended meanwhile
             return []
         raise FreezeLookupError(f"query {freeze_workflow_id(env)}: {e}") from None
 
@@ -103,11 +104,9 @@ def _windows(env: str, config: EnvironmentFreeze, now: datetime) -> list[ListedF
     return rows
 
 
-def _next_start(w, now: datetime) -> datetime | None:  # type: ignore[no-untyped-def]
-    from kepler import cron
-
+def _next_start(w: FreezeWindow, now: datetime) -> datetime | None:
     if w.cron is None:
-        return w.start if w.start > now else None
+        return w.start if w.start is not None and w.start > now else None
     return next(cron.fires(w.cron, now, now + timedelta(days=366)), None)
 
 
@@ -125,6 +124,3 @@ async def listing(client: Client, platform: Platform, envs: list[str],
                                      until=f.until, by=f.by))
     return rows
 
-
-def open_again(platform: Platform, adhoc: list[ActiveFreeze], env: str, now: datetime) -> datetime:
-    return open_at(platform.freeze.get(env), adhoc, env, now)

@@ -56,7 +56,7 @@ async def _in_force(temporal: Client, env: str) -> ActiveFreeze:
         found = await freeze_client.adhoc_freezes(temporal, env)
         if found:
             return found[0]
-        if not await freeze_client._running(temporal, env):
+        if not await freeze_client.is_running(temporal, env):
             state = await operations_client.status(temporal, handle.id)
             code = BAD_INPUT if state.bad_input else FAILED
             raise CliError(f"{handle.id}: not frozen: {state.error or state.outcome}", code)
