@@ -2,7 +2,8 @@
 the platform's own policy and allowed signers (this worker's kepler.yaml, never the
 workflow's payload), the workflow and run the activity really belongs to (Temporal's
 activity info), and the exact image being written. The workflow's gate checked the same;
-this holds even if a path through workflow code ever skipped it."""
+this holds even if a path through workflow code ever skipped it. During a freeze window it
+asks for the break-glass approvals a release needs then."""
 
 from __future__ import annotations
 
@@ -13,17 +14,44 @@ from temporalio import activity
 from activities.errors import non_retryable
 from kepler import naming
 from kepler.identity import InvalidStatement, SignedStatement, verify
-from kepler.settings import ConfigError, Platform
+from kepler.freeze import BREAK_GLASS, BREAK_GLASS_APPROVALS, window_at
+from kepler.settings import ApprovalPolicy, ConfigError, Platform
 from kepler.identity import CLOCK_SKEW
 from kepler.steps import ApplyRelease, Authorization, ReleaseRecord, ReleaseTarget
+
+FROZEN_WORKFLOWS = ("ReleaseVersion", "Canary")  # what a freeze window stops where applied
 
 
 def authorize(platform: Platform, change: ApplyRelease, history: list[ReleaseRecord]) -> None:
     """Raise Unauthorized unless `change` may be applied; `history` is the live workload's
     release history (what was live and healthy here before)."""
     if change.authorization is not None:  # None: a run from before this check; its gate stood alone
+        if through_freeze(platform, change.target, change.image, change.authorization):
+            return
         authorize_image(platform, change.target, change.image,
                         change.annotations.get(naming.COMMIT, ""), change.authorization, history)
+
+
+def through_freeze(platform: Platform, target: ReleaseTarget, image: str, auth: Authorization) -> bool:
+    """During one of the platform's freeze windows, a release (or a canary's first
+    deployment) is written only with verified break-glass approvals of this image for this
+    run: raise Unauthorized otherwise; True when it has them (they are more than the usual
+    approval). False outside a window, or for what a freeze never stops (rollbacks,
+    restores, a running canary's promotion). Ad-hoc freezes are checked by the workflow."""
+    kind = activity.info().workflow_type
+    if kind not in FROZEN_WORKFLOWS or (kind == "Canary" and target.name() != naming.canary_name(target.service)):
+        return False
+    now = datetime.now(timezone.utc)
+    window = window_at(platform.freeze.get(target.env), target.env, now)
+    if window is None:
+        return False
+    policy = platform.environments[target.env].approval
+    needed = max(BREAK_GLASS_APPROVALS, policy.min_approvals if policy.required else 0)
+    approvers, _ = _approvers(platform, target, image, "", auth, policy, break_glass=True)
+    if len(approvers) < needed:
+        raise refused(f"{window.describe()}: {len(approvers)} of {needed} verified break-glass "
+                      f"approvals of {image} for {target.service} in {target.env}")
+    return True
 
 
 def authorize_image(platform: Platform, target: ReleaseTarget, image: str, commit: str,
@@ -38,6 +66,20 @@ def authorize_image(platform: Platform, target: ReleaseTarget, image: str, commi
     policy = env.rollback_approval if auth.gate == "rollback_approval" else env.approval
     if not policy.required:
         return
+    approvers, expired = _approvers(platform, target, image, commit, auth, policy)
+    if len(approvers) < policy.min_approvals:
+        raise refused(f"{len(approvers)} of {policy.min_approvals} valid approvals of "
+                       f"{image} for {where} (run {activity.info().workflow_run_id})"
+                       + (f"; {expired} older than {policy.valid_for}, expired" if expired else ""))
+
+
+def _approvers(platform: Platform, target: ReleaseTarget, image: str, commit: str,
+               auth: Authorization, policy: ApprovalPolicy,
+               break_glass: bool = False) -> tuple[set[str], int]:
+    """Who validly approved `image` for `target` in this run (or its train), other than the
+    verified requester, and how many approvals had expired; `break_glass`: only approvals
+    that name a break-glass."""
+    where = f"{target.service} in {target.env}"
     try:
         signers = platform.identity.signers()
     except ConfigError as e:
@@ -54,6 +96,8 @@ def authorize_image(platform: Platform, target: ReleaseTarget, image: str, commi
     now = datetime.now(timezone.utc)
     for signed in auth.approvals:
         who, s = _signer(signed, signers), signed.statement
+        if break_glass and not s.operation.startswith(BREAK_GLASS + " "):
+            continue
         own_run = (s.workflow_id, s.run_id) in runs
         of_train = bool(auth.train) and s.workflow_id == auth.train and s.operation == "train"
         # a train approved its members' digests (trains from before: their commits)
@@ -66,10 +110,7 @@ def authorize_image(platform: Platform, target: ReleaseTarget, image: str, commi
                 approvers.add(who)
             else:
                 expired += 1
-    if len(approvers) < policy.min_approvals:
-        raise refused(f"{len(approvers)} of {policy.min_approvals} valid approvals of "
-                       f"{image} for {where} (run {info.workflow_run_id})"
-                       + (f"; {expired} older than {policy.valid_for}, expired" if expired else ""))
+    return approvers, expired
 
 
 def _signer(signed: SignedStatement | None, signers: object, people_only: bool = True) -> str | None:

@@ -41,6 +41,7 @@ TITLES = {
     "rejected": "rejected", "cancelled": "cancelled", "created": "created",
     "soaking": "decommission soaking", "restored": "restored",
     "decommissioned": "decommissioned", "promoted": "promoted", "aborted": "aborted",
+    "frozen": "frozen", "unfrozen": "unfrozen", "break_glass": "BREAK-GLASS",
 }
 SIGNATURE_HEADER = "X-Kepler-Signature"
 APPROVE_ACTION, REJECT_ACTION = "kepler_approve", "kepler_reject"
@@ -134,7 +135,7 @@ class NotifyActivities:
         attempt are not sent again."""
         config = self.platform.notifications
         names = config.channels_for(note.event, note.service, note.env)
-        if not config.routes:
+        if not names and not config.routes:
             log.info("[%s] %s: %s", note.event, title(note), note.text)
             return ["log"]
         info = activity.info() if activity.in_activity() else None

@@ -15,6 +15,8 @@ from kepler import search_attributes as sa
 from kepler.decommission import (
     DecommissionPlan, EnvTarget, RunningQuery, SchedulePause, TeardownResult,
 )
+from kepler.freeze import ActiveFreeze
+from kepler.freeze_client import FreezeLookupError, adhoc_freezes
 from kepler.schedules import schedule_id
 from kepler.settings import Platform
 from kepler.temporal import LazyClient
@@ -62,6 +64,15 @@ class OperationsActivities:
                 f"at {desc.start_time:%Y-%m-%d %H:%M:%S} UTC is {attrs.get(sa.STAGE) or 'running'}"
                 .replace("  ", " "))
         return running
+
+    @activity.defn(name="temporal.active_freeze")
+    async def active_freeze(self, env: str) -> list[ActiveFreeze]:
+        """The ad-hoc freeze running on `env` (freeze@<env>), as that Freeze workflow says;
+        [] when none. When Temporal cannot tell, retry: never assume the environment open."""
+        try:
+            return await adhoc_freezes(await self.client(), env)
+        except FreezeLookupError as e:
+            raise retryable(str(e)) from None
 
     async def _schedules(self, req: SchedulePause) -> list[tuple[ScheduleHandle, ScheduleDescription]]:
         """The service's release schedules that exist, with what they look like now."""

@@ -44,6 +44,7 @@ class PlatformActivities:
             promotion=self.platform.promotion.get(query.env),
             auto_promote_to=[target for target, path in self.platform.promotion.items()
                              if path.source == query.env and path.auto],
+            freeze=self.platform.freeze.get(query.env),
         )
 
     @activity.defn(name="platform.environments")

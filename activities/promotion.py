@@ -53,7 +53,8 @@ class PromotionActivities:
         if path is None or not path.auto or req.from_env != path.source:
             raise non_retryable("Unauthorized", f"promotion.{req.env}: no automatic path from "
                                 f"{req.from_env}; the promotions identity signs nothing else")
-        if req.ref or not (req.image and req.commit) or req.requested_by != config.identity:
+        if (req.ref or not (req.image and req.commit) or req.break_glass
+                or req.requested_by != config.identity):
             raise non_retryable("Unauthorized", "the promotions identity signs only a promotion of "
                                 f"one digest, requested as {config.identity}")
         if not config.signing_key:

@@ -36,6 +36,7 @@ class AuditRow(Model):
     decisions: list[Signed] = Field(default_factory=list)
     digests: list[str] = Field(default_factory=list)  # what the decisions named, or the report's image
     commits: list[str] = Field(default_factory=list)
+    break_glass: str = ""  # the signed request's reason, when it asked to go through a freeze
 
 
 def check(signed: SignedStatement, signers: AllowedSigners) -> Signed:
@@ -58,6 +59,8 @@ def row(workflow_id: str, run_id: str, operation: str, env: str, started: dateti
     out = AuditRow(workflow_id=workflow_id, run_id=run_id, operation=operation, env=env,
                    started=started, requested_by=getattr(request, "requested_by", ""),
                    outcome=getattr(report, "outcome", "") if report is not None else "")
+    if getattr(request, "break_glass", False):
+        out.break_glass = getattr(request, "reason", "") or "(no reason)"
     signed = getattr(request, "signed", None)
     if signed is not None:
         out.request = check(signed, signers)

@@ -59,6 +59,7 @@ class CanaryState(Model):
     approvals: list[SignedStatement] = Field(default_factory=list)  # the gate's, signed
     hooks_ran: bool = False  # its pre_deploy hook ran: its undo is in the saga
     committed_at: datetime | None = None  # the commit's time (lead time: kepler metrics)
+    break_glass: str = ""  # the reason, when it went through a freeze (kepler/freeze.py)
 
 
 class CanaryReport(Model):

@@ -6,6 +6,8 @@ day-of-month month day-of-week) with lists, ranges, steps and names, or a macro
 from __future__ import annotations
 
 import re
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Iterator
 
 MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
           "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
@@ -69,3 +71,33 @@ def parse(schedule: str) -> list[set[int]]:
 def validate(schedule: str) -> str:
     parse(schedule)
     return schedule.strip()
+
+
+def _day_matches(sets: list[set[int]], day: date) -> bool:
+    """Cron's day rule: when both day-of-month and day-of-week are restricted, either matches."""
+    _, _, doms, months, dows = sets
+    if day.month not in months:
+        return False
+    dom_any, dow_any = doms >= set(range(1, 32)), dows >= set(range(7))
+    dom, dow = day.day in doms, (day.weekday() + 1) % 7 in dows  # cron: Sunday is 0
+    if dom_any or dow_any:
+        return dom and dow
+    return dom or dow
+
+
+def fires(schedule: str, start: datetime, end: datetime) -> Iterator[datetime]:
+    """Every minute in [start, end) at which `schedule` fires, in UTC, in order (pure: a
+    workflow computes freeze windows with it)."""
+    sets = parse(schedule)
+    hours, minutes = sorted(sets[1]), sorted(sets[0])
+    day = start.astimezone(timezone.utc).date()
+    while datetime.combine(day, time(), timezone.utc) < end:
+        if _day_matches(sets, day):
+            for h in hours:
+                for m in minutes:
+                    at = datetime(day.year, day.month, day.day, h, m, tzinfo=timezone.utc)
+                    if at >= end:
+                        return
+                    if at >= start:
+                        yield at
+        day += timedelta(days=1)

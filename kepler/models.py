@@ -18,6 +18,7 @@ from kepler.images import DIGEST_RE
 from kepler.validation import Duration, EnvName, GitRef, ServiceName, UserName
 from kepler.workloads import Model
 from kepler.identity import SignedStatement
+from kepler.freeze import FreezeOptions
 from kepler.spec import ServiceSpec
 
 
@@ -34,6 +35,7 @@ class Operation(str, Enum):
     TRAIN = "train"
     SCALE = "scale"
     RESOURCES = "resources"
+    FREEZE = "freeze"  # an ad-hoc freeze of one environment (kepler/freeze.py)
 
 
 class CreateServiceRequest(Model):
@@ -44,7 +46,7 @@ class CreateServiceRequest(Model):
     reason: str = Field("", max_length=500)
 
 
-class ReleaseRequest(Model):
+class ReleaseRequest(FreezeOptions):
     service: ServiceName
     env: EnvName
     ref: GitRef | None = Field(None, description="the git ref to release; or from_env")
@@ -117,7 +119,7 @@ class MetricCheck(Model):
         return self
 
 
-class CanaryRequest(Model):
+class CanaryRequest(FreezeOptions):
     service: ServiceName
     env: EnvName
     ref: GitRef

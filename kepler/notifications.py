@@ -35,8 +35,10 @@ from kepler.models import Model
 EVENTS: tuple[str, ...] = (
     "started", "awaiting_approval", "approval_reminder", "succeeded", "rolled_back", "failed",
     "expired", "rejected", "cancelled", "created", "soaking", "restored", "decommissioned",
-    "promoted", "aborted",
+    "promoted", "aborted", "frozen", "unfrozen", "break_glass",
 )
+# Sent to every channel whatever the routes say: a change let through a freeze.
+EVERY_CHANNEL = ("break_glass",)
 
 
 class Notification(Model):
@@ -136,7 +138,10 @@ class NotificationsConfig(Model):
         return self
 
     def channels_for(self, event: str, service: str, env: str) -> list[str]:
-        """Channel names routed to this notification, in route order, each once."""
+        """Channel names routed to this notification, in route order, each once (every
+        channel for an EVERY_CHANNEL event)."""
+        if event in EVERY_CHANNEL:
+            return list(self.channels)
         names: list[str] = []
         for route in self.routes:
             if route.matches(event, service, env):

@@ -12,6 +12,7 @@ from typing import Literal
 from kepler.alerts import AlertActionRequest, AlertOutcome
 from kepler.canary import CanaryReport
 from kepler.decommission import DecommissionReport
+from kepler.freeze import FreezeReport, FreezeRequest
 from kepler.jobs import JobReport, RunJobRequest
 from kepler.promotion import AutoPromotionReport, AutoPromotionRequest
 from kepler.models import (
@@ -23,8 +24,9 @@ from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
 from kepler.train import TrainReport, TrainRequest
 
 # "env": `<service>@<env>`; "service": `<service>@all`; "own": the starter names it
-# (an alert's fingerprint, a schedule's fire, an automatic promotion).
-Lock = Literal["env", "service", "own"]
+# (an alert's fingerprint, a schedule's fire, an automatic promotion), started once;
+# "named": an id of its own taken again once free (`freeze@<env>`).
+Lock = Literal["env", "service", "own", "named"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ OPERATIONS: tuple[OperationType, ...] = (
                   ScheduledReleaseReport, "own"),
     OperationType("AutoPromotion", "promotion", "promotion", AutoPromotionRequest,
                   AutoPromotionReport, "own"),
+    OperationType("Freeze", "freeze", "freeze", FreezeRequest, FreezeReport, "named"),
 )
 
 BY_WORKFLOW = {o.workflow: o for o in OPERATIONS}

@@ -29,6 +29,7 @@ from kepler import naming
 from kepler import search_attributes as sa
 from kepler.alerts import AlertActionRequest, alert_workflow_id
 from kepler.decommission import RestoreRequest
+from kepler.freeze import EVERY_SERVICE, FreezeRequest, freeze_workflow_id
 from kepler.models import (
     ApprovalDecision, CreateServiceRequest, DecommissionRequest, OperationStatus,
 )
@@ -70,6 +71,8 @@ def subject(req: Any) -> Subject:
         return Subject(req.service, req.env, req.alertname or req.fingerprint, req.requested_by)
     if isinstance(req, AutoPromotionRequest):
         return Subject(req.service, req.target, req.version or req.commit[:12], req.requested_by)
+    if isinstance(req, FreezeRequest):
+        return Subject(EVERY_SERVICE, req.env, "", req.requested_by)
     promoted = getattr(req, "from_env", None)
     version = (getattr(req, "ref", "") or (f"from {promoted}" if promoted else "")
                or getattr(req, "target", ""))
@@ -90,6 +93,8 @@ def workflow_id(req: Any) -> str:
         return fire_workflow_id(who.service, who.env)
     if isinstance(req, AutoPromotionRequest):
         return auto_workflow_id(who.service, who.env)
+    if isinstance(req, FreezeRequest):
+        return freeze_workflow_id(req.env)
     raise TypeError(f"{type(req).__name__}: no workflow id for lock {lock!r}")
 
 
@@ -137,6 +142,8 @@ def summary(req: Any) -> str:
     if isinstance(req, AlertActionRequest):
         return f"alert {req.alertname} firing for {req.service} in {req.env}"
     who = subject(req)
+    if isinstance(req, FreezeRequest):
+        return f"freeze {req.env} for {req.duration} by {req.requested_by}: {req.reason}"
     if isinstance(req, ScheduledReleaseRequest):
         return f"scheduled release {who.service} {who.version} to {who.env} ({req.cron})"
     if isinstance(req, AutoPromotionRequest):
@@ -153,7 +160,7 @@ async def start(client: Client, req: Any, task_queue: str) -> Started:
     op = BY_REQUEST[type(req)]
     wid = workflow_id(req)
     own = op.lock == "own"
-    if not own:
+    if op.lock in ("env", "service"):
         await _refuse_if_service_busy(client, req, subject(req))
     try:
         handle = await client.start_workflow(

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kepler.alerts import AlertsConfig
+from kepler.freeze import EnvironmentFreeze
 from kepler.promotion import AutoPromotionConfig, PromotionPath
 from kepler import yamlio
 from kepler.models import Model
@@ -258,6 +259,8 @@ class Platform(Model):
     promotion: dict[EnvName, PromotionPath] = Field(default_factory=dict, description=(
         "per environment: the environment its releases are promoted from"))
     auto_promotion: AutoPromotionConfig = Field(default_factory=AutoPromotionConfig)
+    freeze: dict[EnvName, EnvironmentFreeze] = Field(default_factory=dict, description=(
+        "per environment: its freeze windows (README: Freeze windows)"))
 
     @model_validator(mode="after")
     def _has_env(self) -> "Platform":
@@ -280,6 +283,9 @@ class Platform(Model):
                                  "worker signs the promotions it asks for)")
             if path.verify_with_prometheus and self.prometheus is None:
                 raise ValueError(f"promotion.{target}.verify_with_prometheus needs prometheus.url")
+        for env in self.freeze:
+            if env not in self.environments:
+                raise ValueError(f"freeze.{env}: unknown environment {env!r}")
         for name, env in self.environments.items():
             if env.verify_with_prometheus and self.prometheus is None:
                 raise ValueError(f"environments.{name}.verify_with_prometheus needs prometheus.url "

@@ -12,6 +12,7 @@ from kepler import naming
 from kepler.models import Model
 from kepler.spec import Hook, Resources
 from kepler.promotion import PromotionPath
+from kepler.freeze import EnvironmentFreeze
 from kepler.settings import ApprovalPolicy, Bounds
 from kepler.identity import AllowedSigners, SignedStatement
 
@@ -35,6 +36,7 @@ class EnvironmentPolicy(Model):
     admins: list[str] = Field(default_factory=list)  # may create over a service they do not own
     promotion: PromotionPath | None = None  # where this environment's releases come from
     auto_promote_to: list[str] = Field(default_factory=list)  # paths from here with auto: true
+    freeze: EnvironmentFreeze | None = None  # its freeze windows (kepler/freeze.py)
 
     def image(self, tag: str) -> str:
         return f"{self.registry_host}/{self.image_repository}:{tag}"
@@ -174,6 +176,7 @@ class ReleaseRecord(Model):
     release_id: str = ""  # <workflow id>/<run id>
     requested_by: str = ""
     undo: Hook | None = None  # its pre_deploy hook's undo: a rollback away from it runs it
+    break_glass: str = ""  # the reason, when it went through a freeze (kepler/freeze.py)
 
 
 def history_of(annotations: dict[str, str]) -> list[ReleaseRecord]:

@@ -29,6 +29,8 @@ class TrainRequest(Model):
     signed: SignedStatement | None = Field(None, description=(
         "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
+    after_freeze: bool = Field(False, description=(
+        "during a freeze, wait and start when it ends, instead of being refused"))
 
     @model_validator(mode="after")
     def _graph(self) -> "TrainRequest":

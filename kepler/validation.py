@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ValidationError
 
+RESERVED_SERVICE_NAMES = ("freeze",)  # freeze@<env> is kepler freeze's workflow id
 SERVICE_NAME_MAX = 40  # so `<name>-canary` and friends stay within 63
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -29,6 +30,8 @@ def service_name(value: str) -> str:
             "must be a DNS-1035 label: lowercase letters, digits and '-', starting with a "
             f"letter, ending with a letter or digit, at most {SERVICE_NAME_MAX} characters "
             f"(got {value[:80]!r})")
+    if value in RESERVED_SERVICE_NAMES:
+        raise ValueError(f"{value!r} is reserved: {value}@<env> is an environment's ad-hoc freeze")
     return value
 
 

@@ -73,7 +73,8 @@ def table(rows: list[AuditRow]) -> Table:
         t.add_column(col)
     for r in rows:
         decided = "\n".join(f"{d.action} {_who(d)}" for d in r.decisions) or "-"
-        t.add_row(r.started.isoformat()[:19], r.operation, r.env, _who(r.request, r.requested_by),
+        operation = r.operation + (f"\nBREAK-GLASS: {r.break_glass}" if r.break_glass else "")
+        t.add_row(r.started.isoformat()[:19], operation, r.env, _who(r.request, r.requested_by),
                   decided, "\n".join(d.rsplit("@", 1)[-1][:19] for d in r.digests) or "-",
                   "\n".join(c[:12] for c in r.commits) or "-", r.outcome)
     return t

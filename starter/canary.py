@@ -12,7 +12,8 @@ from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, MetricCheck
 from starter import session
 from starter.cli_common import (
-    BAD_INPUT, OK, AsOpt, CliError, EnvOpt, OutputOpt, emit, guarded, wants_json,
+    BAD_INPUT, OK, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt, OutputOpt, emit,
+    guarded, wants_json,
 )
 
 METRIC_HELP = ("a check NAME:MIN:MAX[:PROMQL] (MIN or MAX may be empty); without PROMQL, NAME "
@@ -68,6 +69,7 @@ def register(app: typer.Typer) -> None:
                max_duration: str = typer.Option("7d", "--max-duration",
                                                 help="deadline of the whole canary"),
                reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
+               after_freeze: bool = AfterFreezeOpt, break_glass: bool = BreakGlassOpt,
                as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
         """Run a canary of REF for SERVICE in ENV: shift traffic step by step while the
         analysis passes, then promote; roll back at the failure limit."""
@@ -86,7 +88,8 @@ def register(app: typer.Typer) -> None:
                 step_weight=step_weight, max_weight=max_weight, interval=interval,
                 failure_limit=failure_limit, no_data=no_data,
                 metrics=[session.build(MetricCheck, **c) for c in checks],
-                approve_promotion=approve_promotion, max_duration=max_duration)
+                approve_promotion=approve_promotion, max_duration=max_duration,
+                after_freeze=after_freeze, break_glass=break_glass)
             return session.run(session.launch(p, req, watch_it, as_json))
         guarded(output, body)
 

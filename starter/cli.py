@@ -11,8 +11,8 @@ import typer
 
 from kepler.settings import ConfigError, load_platform
 from starter import (
-    alerts, audit, canary, chatops, codec_server, decommission, demo, dev, jobs, metrics, release,
-    scale, schedule, service, train,
+    alerts, audit, canary, chatops, codec_server, decommission, demo, dev, freeze, jobs, metrics,
+    release, scale, schedule, service, train,
 )
 from starter.cli_common import BAD_INPUT, CliError, fail
 
@@ -32,7 +32,7 @@ def worker() -> None:
     worker_module.main()
 
 
-for subject in (dev, release, service, jobs, alerts, train, scale, schedule, canary, demo,
+for subject in (dev, release, service, jobs, alerts, train, scale, schedule, canary, freeze, demo,
                 decommission, audit, metrics, chatops, codec_server):
     subject.register(app)
 

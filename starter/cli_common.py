@@ -18,6 +18,10 @@ err_console = Console(stderr=True)
 OutputOpt = typer.Option("text", "--output", "-o", help="text or json")
 EnvOpt = typer.Option(..., "--env", "-e", help="target environment (from kepler.yaml)")
 AsOpt = typer.Option(None, "--as", help="act as USER (where the identity mode allows)")
+AfterFreezeOpt = typer.Option(False, "--after-freeze", help=(
+    "during a freeze, wait for its end (a durable timer), then start"))
+BreakGlassOpt = typer.Option(False, "--break-glass", help=(
+    "go through a freeze with two approvers other than you (needs --reason)"))
 # (train, scale and resources document --watch; the older commands show it bare)
 WatchOpt = typer.Option(False, "--watch", help="follow the operation until it ends")
 

@@ -12,7 +12,8 @@ from kepler import naming, operations_client
 from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest, RollbackRequest
 from starter import session, signing
 from starter.cli_common import (
-    BAD_INPUT, FAILED, OK, AsOpt, CliError, EnvOpt, OutputOpt, console, emit, guarded, wants_json,
+    BAD_INPUT, FAILED, OK, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt, OutputOpt,
+    console, emit, guarded, wants_json,
 )
 from starter.promotion import show_path
 from starter.service import history_table, service_history
@@ -27,10 +28,12 @@ def register(app: typer.Typer) -> None:
                     "promote: release exactly the digest and commit live and healthy in this "
                     "environment (refused, exit 3, if it is not, or is younger than the soak)")),
                 reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
+                after_freeze: bool = AfterFreezeOpt, break_glass: bool = BreakGlassOpt,
                 as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
         """Release git REF of SERVICE to ENV, or promote what runs in another environment."""
         session.start_operation(output, env, as_user, watch_it, ReleaseRequest, service=service,
-                                ref=ref, from_env=from_env, reason=reason)
+                                ref=ref, from_env=from_env, reason=reason,
+                                after_freeze=after_freeze, break_glass=break_glass)
 
     @app.command()
     def rollback(service: str, env: str = EnvOpt,

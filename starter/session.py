@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, NoReturn, TypeVar
 
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
-from kepler import operations_client
+from kepler import freeze_client, operations_client
+from kepler.freeze import refusal
+from kepler.freeze_client import FreezeLookupError
 from kepler.models import OperationStatus
 from kepler.operations_client import Refused, Started
 from kepler.settings import ConfigError, Platform, load_platform
@@ -111,6 +114,7 @@ async def launch(p: Platform, req: Any, watch_it: bool, as_json: bool, hint: str
     with it, follow it to its end and report the outcome (`finish` reports it its own way)."""
     req = signed(p, req)
     temporal = await client(p)
+    await refuse_if_frozen(temporal, p, req)
     started = await operations_client.start(temporal, req, p.temporal.task_queue)
     link = ui_link(p, started.workflow_id, started.run_id)
     if not watch_it:
@@ -133,6 +137,19 @@ async def launch(p: Platform, req: Any, watch_it: bool, as_json: bool, hint: str
     emit({"workflow_id": started.workflow_id, "ui": link, "report": report}, as_json,
          f"[green]{report.outcome}[/green]  {link}")
     return OK
+
+
+async def refuse_if_frozen(temporal: Client, p: Platform, req: Any) -> None:
+    """The fast answer (exit 3) before a release, promotion, canary or train starts into a
+    freeze (README: Freeze windows); the workflow checks again itself."""
+    if not hasattr(req, "after_freeze") or req.after_freeze or getattr(req, "break_glass", False):
+        return
+    try:
+        frozen = await freeze_client.current(temporal, p, req.env, datetime.now(timezone.utc))
+    except FreezeLookupError as e:
+        raise CliError(str(e), FAILED) from None
+    if frozen is not None:
+        raise Refused(refusal(frozen))
 
 
 def start_operation(output: str, env: str, as_user: str | None, watch_it: bool,

@@ -17,8 +17,8 @@ from kepler.train import TrainReport, TrainRequest
 from kepler.validation import describe_validation_error
 from starter import session
 from starter.cli_common import (
-    BAD_INPUT, FAILED, OK, AsOpt, CliError, OutputOpt, WatchOpt, console, emit, guarded,
-    wants_json,
+    BAD_INPUT, FAILED, OK, AfterFreezeOpt, AsOpt, CliError, OutputOpt, WatchOpt, console, emit,
+    guarded, wants_json,
 )
 
 
@@ -26,13 +26,15 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(file: Path = typer.Option(..., "-f", "--file", help="train YAML: name, env, members"),
               env: Optional[str] = typer.Option(None, "--env", "-e", help="overrides the file's env"),
-              reason: str = "", watch_it: bool = WatchOpt, as_user: Optional[str] = AsOpt,
-              output: str = OutputOpt) -> None:
+              reason: str = "", watch_it: bool = WatchOpt, after_freeze: bool = AfterFreezeOpt,
+              as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
         """Release several services as one train: dependency order, one approval, all or nothing."""
         def body() -> int:
             as_json = wants_json(output)
             p = session.platform()
             req = read_train(file, env, session.acting_user(p, as_user), reason)
+            if after_freeze:
+                req = req.model_copy(update={"after_freeze": True})
             session.check_env(p, req.env)
             return session.run(session.launch(
                 p, req, watch_it, as_json, finish=report_train,

@@ -27,14 +27,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.workloads import DeploymentActivities
     from activities.prometheus import PrometheusActivities
     from kepler import manifests, naming, promql
-    from kepler.canary import (
-        CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate, failure_counts,
-        new_checks,
-    )
+    from kepler.canary import (CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
+                               failure_counts, new_checks)
     from kepler.models import CanaryProgress, CanaryRequest, Operation
     from kepler.steps import (ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec,
                               ReleaseTarget, ResolveRef, RouteWeights, ScaleDeployment, WaitRollout)
     import workflows.steps.hooks as release_hooks
+    import workflows.steps.freeze as freeze
     import workflows.steps.kube as kube
     from workflows.common.interrupt import Stopped, unless
     from workflows.steps.platform import check_bounds, check_canary_policy, read_policy
@@ -135,6 +134,7 @@ class Canary(KeplerWorkflow):
     async def _prepare(self, req: CanaryRequest) -> None:
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         check_canary_policy(policy, req)
+        checked = await freeze.check(self, policy, req)  # refused, waited out, or break-glass
         self.state.canary = CanaryProgress(
             weights=req.weights(), interval=req.interval, failure_limit=req.failure_limit,
             checks=new_checks(req.effective_metrics()))
@@ -156,12 +156,12 @@ class Canary(KeplerWorkflow):
                               version=version, image=image, previous_image=primary.image,
                               started_at=now, deadline=now + req.max_duration,
                               committed_at=commit.committed_at)
-        if policy.approval.required:
-            self.phase = "approval"
-            approvals = await self.approval_gate(policy.approval, f"canary of {req.service} {req.ref}"
-                                                 f" in {req.env}", [image], [commit.sha])
-            self.report.approved_by = [a.approver for a in approvals]
-            self.phase = "preparing"
+        self.phase = "approval"  # the usual gate or a break-glass one; a freeze since refuses
+        approvals = await freeze.gate(self, policy, req, checked, f"canary of {req.service} "
+                                      f"{req.ref} in {req.env}", [image], [commit.sha])
+        self.report.approved_by = [a.approver for a in approvals]
+        self.cs.break_glass = req.reason if checked.frozen else ""  # marked in its history
+        self.phase = "preparing"
         self._hook_undo = await release_hooks.canary(self, self.cs, lambda: self._deploy_canary(req))
         if self._abort:
             raise self._aborted()
@@ -322,7 +322,8 @@ class Canary(KeplerWorkflow):
             target=self._target(cs.policy, primary=False), replicas=0))
         self.saga.discard(restore, *self._retreat, *self._hook_undo)
         await kube.record_release(self, primary, cs.image, cs.commit, req.ref, req.requested_by,
-                                  undo=release_hooks.recorded_undo(cs.spec.hooks, cs.hooks_ran))
+                                  undo=release_hooks.recorded_undo(cs.spec.hooks, cs.hooks_ran),
+                                  break_glass=cs.break_glass)
 
     def _aborted(self) -> OperationEnded:
         a = self._abort
@@ -331,9 +332,8 @@ class Canary(KeplerWorkflow):
                               + f" at {weight}%")
 
     def _target(self, policy: EnvironmentPolicy, primary: bool) -> ReleaseTarget:
-        service = self.state.service
-        return ReleaseTarget(env=self.state.env, namespace=policy.namespace, service=service,
-                             deployment="" if primary else naming.canary_name(service))
+        return ReleaseTarget(env=self.state.env, namespace=policy.namespace, service=self.state.service,
+                             deployment="" if primary else naming.canary_name(self.state.service))
 
     def _annotations(self, req: CanaryRequest) -> dict[str, str]:
         return kube.release_annotations(req.requested_by, commit=self.cs.commit, version=req.ref)

@@ -89,6 +89,7 @@ class AutoPromotion:
             PromotionActivities.sign_request, ReleaseRequest(
                 service=candidate.service, env=candidate.target, from_env=candidate.source,
                 image=candidate.image, commit=candidate.commit, requested_by=candidate.requested_by,
+                after_freeze=True,  # a freeze holds it until it ends, it does not drop it
                 reason=f"automatic promotion of {candidate.version or candidate.commit[:12]} "
                        f"from {candidate.source}"), "sign the promotion")
         child_id = naming.workflow_id(candidate.service, candidate.target)

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.spec import ServiceSpec
     import workflows.steps.cronjob as cronjob
     import workflows.steps.hooks as release_hooks
+    import workflows.steps.freeze as freeze
     import workflows.steps.kube as kube
     import workflows.steps.promotion as promotion
 
@@ -51,6 +52,7 @@ class ReleaseVersion(KeplerWorkflow):
     async def runbook(self, req: ReleaseRequest) -> Done:
         report: ReleaseReport = self.report
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
+        checked = await freeze.check(self, policy, req)  # refused, waited out, or break-glass
         ref, pinned = req.ref or "", req.image
         if req.from_env:  # a promotion: exactly what is live and healthy there, as it is
             live = await promotion.source_release(self, req, policy)
@@ -77,14 +79,16 @@ class ReleaseVersion(KeplerWorkflow):
             image = await ensure_image(self, policy, req.service, commit.sha)
         report.image = image
 
-        if policy.approval.required and self._by_train:
+        if policy.approval.required and self._by_train and checked.frozen is None:
             self.skip("approval", f"approved with {workflow.info().parent.workflow_id}")
-        elif policy.approval.required:
-            approvals = await self.approval_gate(
-                policy.approval, f"release of {req.service} {ref} ({commit.sha[:12]}) to {req.env}"
-                + (f", promoted from {req.from_env}" if req.from_env else ""),
+            await freeze.recheck(self, policy, req, checked)
+        else:  # the usual gate, or a break-glass one; then a freeze begun since refuses
+            approvals = await freeze.gate(
+                self, policy, req, checked, f"release of {req.service} {ref} ({commit.sha[:12]}) "
+                f"to {req.env}" + (f", promoted from {req.from_env}" if req.from_env else ""),
                 digests=[image], commits=[commit.sha])
             report.approved_by = [a.approver for a in approvals]
+        broke_glass = req.reason if checked.frozen is not None else ""
 
         if spec.type == "cronjob":  # a CronJob's pod template; one run is the check
             previous = await cronjob.snapshot(self, target)
@@ -92,7 +96,7 @@ class ReleaseVersion(KeplerWorkflow):
             await cronjob.release(self, req, previous, spec, image, commit.sha,
                                   self.release_authorization(req))
             await kube.record_release(self, target, image, commit.sha, ref, req.requested_by,
-                                      cronjob=True)
+                                      cronjob=True, break_glass=broke_glass)
             return self._live(req, ref)
         hooks = release_hooks.of(spec)  # pre_deploy, the deploy, post_deploy
         await release_hooks.around(
@@ -101,7 +105,7 @@ class ReleaseVersion(KeplerWorkflow):
             lambda: self.deploy(req, policy, spec, target, image, commit.sha, ref))
         await self.verify(policy, req)
         await kube.record_release(self, target, image, commit.sha, ref, req.requested_by,
-                                  undo=release_hooks.recorded_undo(hooks))
+                                  undo=release_hooks.recorded_undo(hooks), break_glass=broke_glass)
         await promotion.offer_onwards(self, req, policy, image, commit.sha, ref)
         return self._live(req, ref)
 

@@ -2,7 +2,8 @@
 
 It starts ReleaseVersion as a child under `<service>@<env>` and waits for it. Whenever a
 manual release would be refused (another operation holds `<service>@<env>`, or a create
-or decommission holds `<service>@all`), the fire is skipped and says why."""
+or decommission holds `<service>@all`, or the environment is frozen), the fire is skipped
+and says why."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.operations import OperationsActivities
+    from activities.platform import PlatformActivities
+    from kepler.freeze import in_force
+    from kepler.steps import EnvironmentPolicy, PolicyQuery
     from kepler import naming
     from kepler.decommission import RunningQuery
     from kepler.models import ReleaseReport
@@ -20,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import ONE_LIFECYCLE
     from workflows.common.options import QUICK, RETRY
     from workflows.common.saga import describe_cause
+    from workflows.steps.freeze import FREEZE_WINDOWS
 
 
 @workflow.defn(name="ScheduledRelease")
@@ -47,6 +52,8 @@ class ScheduledRelease:
                 self.result.outcome = "skipped"
                 self.result.detail = "; ".join(busy)
                 return self.result
+        if await self._frozen(req):
+            return self.result
         try:
             handle = await workflow.start_child_workflow(
                 "ReleaseVersion", rel, id=child_id, result_type=ReleaseReport,
@@ -62,3 +69,25 @@ class ScheduledRelease:
             self.result.outcome = outcome_of_error(kind)
             self.result.detail = message
         return self.result
+
+    async def _frozen(self, req: ScheduledReleaseRequest) -> bool:
+        """Skip a fire during a freeze (runs from before did not look); a release that says
+        to wait for the end (after_freeze) is started and waits itself."""
+        rel = req.release
+        if rel.after_freeze or not workflow.patched(FREEZE_WINDOWS):
+            return False
+        options = dict(start_to_close_timeout=QUICK.start_to_close,
+                       schedule_to_close_timeout=QUICK.schedule_to_close,
+                       retry_policy=RetryPolicy(**RETRY))
+        policy: EnvironmentPolicy = await workflow.execute_activity_method(
+            PlatformActivities.environment_policy, PolicyQuery(service=rel.service, env=rel.env),
+            summary="read the freeze windows", **options)  # type: ignore[arg-type]
+        adhoc = await workflow.execute_activity_method(
+            OperationsActivities.active_freeze, rel.env, summary="check freeze",
+            **options)  # type: ignore[arg-type]
+        frozen = in_force(policy.freeze, adhoc, rel.env, workflow.now())
+        if frozen is None:
+            return False
+        self.result.outcome = "skipped"
+        self.result.detail = f"not released: {frozen.describe()}"
+        return True

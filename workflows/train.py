@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.train import MemberResult, TrainMember, TrainReport, TrainRequest, waves
     from kepler.operations import outcome_of_error
     import workflows.steps.cronjob as cronjob
+    import workflows.steps.freeze as freeze
     import workflows.steps.kube as kube
     from workflows.steps.image import ensure_image
     from workflows.steps.platform import read_policy
@@ -78,6 +79,7 @@ class ReleaseTrain(KeplerWorkflow):
         report = self.train
         policies = await self.preflight(req)
         policy = policies[req.members[0].service]
+        checked = await freeze.check(self, policy, req)  # refused or waited out (no break-glass)
         approved = False
         if policy.approval.required:
             what = (f"release train {req.name} to {req.env}: " + ", ".join(
@@ -88,6 +90,7 @@ class ReleaseTrain(KeplerWorkflow):
                 digests=[m.image for m in members if m.image])
             report.approved_by = [a.approver for a in approvals]
             approved = True
+        await freeze.recheck(self, policy, req, checked)
         for i, wave in enumerate(plan):
             self.set_stage(f"wave {i + 1} of {len(plan)}: " + ", ".join(wave))
             ok = await asyncio.gather(*(self.release(req, self._member(req, s), policies[s], approved)

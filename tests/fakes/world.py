@@ -11,6 +11,8 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from kepler.freeze import ActiveFreeze, EnvironmentFreeze
+from kepler.freeze_client import adhoc_freezes
 from kepler.promotion import LiveRelease, PromotionPath
 from kepler.spec import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
@@ -67,6 +69,8 @@ class FakeWorld:
     releases: list[ReleaseRecord] = field(default_factory=list)  # kepler.dev/history, newest first
     live: LiveRelease = field(default_factory=LiveRelease)  # what a promotion's source runs
     promotion: PromotionPath | None = None  # prod's promotion path
+    freeze: EnvironmentFreeze | None = None  # prod's freeze windows
+    temporal: Any = None  # a client: ad-hoc freezes are asked of the Freeze workflows themselves
 
     def activities(self) -> list[Any]:
         world = self
@@ -91,7 +95,13 @@ class FakeWorld:
                 admins=list(load_platform().identity.admins),
                 promotion=world.promotion if q.env == "prod" else None,
                 auto_promote_to=["prod"] if world.promotion and world.promotion.auto
-                and world.promotion.source == q.env else [])
+                and world.promotion.source == q.env else [],
+                freeze=world.freeze if q.env == "prod" else None)
+
+        @activity.defn(name="temporal.active_freeze")
+        async def active_freeze(env: str) -> list[ActiveFreeze]:
+            record(f"active_freeze {env}")
+            return await adhoc_freezes(world.temporal, env) if world.temporal else []
 
         @activity.defn(name="platform.environments")
         async def environments() -> list[str]:
@@ -264,7 +274,7 @@ class FakeWorld:
                 apply_objects, record_adopted, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,
                 delete_project_if_created, existing_service, revert_files, ensure_job, delete_job_if_created, set_routes, verify,
-                live_release,
+                live_release, active_freeze,
                 notify]
 
     def _remove(self, key: str) -> bool:

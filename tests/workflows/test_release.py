@@ -268,6 +268,7 @@ async def test_search_attributes_show_each_wait_and_the_outcome_with_few_writes(
     events = [e async for e in started.handle.fetch_history_events()]
     upserts = [e for e in events
                if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
-    # the three patch markers' own (TemporalChangeVersion; the signed gate's only where a
-    # gate opens), build, approval, rollout wait, outcome (was one per step: 13)
-    assert len(upserts) <= 7, len(upserts)
+    # the four patch markers' own (TemporalChangeVersion; the signed gate's only where a
+    # gate opens; the freeze check's), build, approval, rollout wait, outcome (was one per
+    # step: 13)
+    assert len(upserts) <= 8, len(upserts)

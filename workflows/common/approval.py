@@ -90,10 +90,11 @@ class ApprovalGate:
         raise NotImplementedError
 
     async def approval_gate(self, policy: ApprovalPolicy, what: str, digests: Sequence[str] = (),
-                            commits: Sequence[str] = ()) -> list[Approval]:
+                            commits: Sequence[str] = (), operation: str = "") -> list[Approval]:
         """Wait for `policy.min_approvals` approvals (or one rejection) of exactly these
         digests and commits, with reminders; the approvals given. Each call is a fresh gate
-        (a canary's promotion asks again)."""
+        (a canary's promotion asks again). `operation`: what the approvals must name, when
+        not the operation itself (a break-glass gate's)."""
         assert self.state is not None
         self._signed_gate = workflow.patched(SIGNED_APPROVALS)
         if self._signed_gate and self.requester is None:
@@ -107,7 +108,8 @@ class ApprovalGate:
         self.state.pending_approval = PendingApproval(
             env=self.state.env, approvers=list(policy.approvers),
             requested_by=self.state.requested_by, min_approvals=policy.min_approvals,
-            deadline=deadline, operation=self.state.operation.value, service=self.state.service,
+            deadline=deadline, operation=operation or self.state.operation.value,
+            service=self.state.service,
             workflow_id=info.workflow_id, run_id=info.run_id, digests=list(digests),
             commits=list(commits), gate=self._gates,
             valid_for=policy.valid_for if self._signed_gate else None)

@@ -20,15 +20,17 @@ with workflow.unsafe.imports_passed_through():
 
 async def record_release(wf: KeplerWorkflow, target: ReleaseTarget, image: str, commit: str,
                          version: str, requested_by: str, cronjob: bool = False,
-                         undo: Hook | None = None) -> None:
+                         undo: Hook | None = None, break_glass: str = "") -> None:
     """The release is live and healthy: it heads the workload's own release history, which
-    `rollback --to previous` reads (runs from before the one lifecycle kept none)."""
+    `rollback --to previous` reads (runs from before the one lifecycle kept none);
+    `break_glass`: the reason it went through a freeze."""
     if not wf.one_lifecycle:
         return
     info = workflow.info()
     record = RecordRelease(target=target, record=ReleaseRecord(
         image=image, commit=commit, version=version, at=workflow.now(),
-        release_id=f"{info.workflow_id}/{info.run_id}", requested_by=requested_by, undo=undo))
+        release_id=f"{info.workflow_id}/{info.run_id}", requested_by=requested_by, undo=undo,
+        break_glass=break_glass))
     activity = CronJobActivities.record_release if cronjob else DeploymentActivities.record_release
     await wf.step("record the release", activity, record)
 
