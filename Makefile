@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/kepler demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -32,7 +32,7 @@ def build_worker(client: Client, platform: Platform, secrets: Secrets,
         client,
         task_queue=task_queue or platform.temporal.task_queue,
         workflows=workflows.ALL,
-        activities=activities.build(platform, secrets),
+        activities=activities.build(platform, secrets, client),
         activity_executor=executor,
         # one slot per thread: more would queue in the executor, fewer would idle threads
         max_concurrent_activities=executor._max_workers,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from temporalio.client import Client
+
 from kepler.settings import Platform, Secrets
 
 
-def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
-    """Every activity, bound to this worker's configuration."""
+def build(platform: Platform, secrets: Secrets,
+          client: Client | None = None) -> list[Callable[..., Any]]:
+    """Every activity, bound to this worker's configuration; those that ask Temporal
+    (visibility, freezes, promotions) use the worker's own `client` when given."""
     from activities.alerts import AlertActivities
     from activities.docker_build import DockerBuildActivities
     from activities.gitlab import GitLabActivities
@@ -35,7 +39,8 @@ def build(platform: Platform, secrets: Secrets) -> list[Callable[..., Any]]:
         HookActivities(platform),
         ScaleActivities(platform), TeardownActivities(platform), IstioActivities(platform),
         PrometheusActivities(platform), NotifyActivities(platform, secrets),
-        OperationsActivities(platform), AlertActivities(platform), PromotionActivities(platform),
+        OperationsActivities(platform, client), AlertActivities(platform, client),
+        PromotionActivities(platform, client),
     ]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))
             if hasattr(getattr(type(obj), name), "__temporal_activity_definition")]
