@@ -78,7 +78,7 @@ async def measure(st: Stack, count: int = int(os.environ.get("BENCH_RELEASES", "
     # bare ceiling is measured before and after the releases, and the baseline is the rate
     # over both: the bare figure at the server's state during the releases, not the
     # fresher or the more loaded one alone.
-    activities = 9  # ReleaseVersion's count with a cached image (its last: record the release); checked below
+    activities = 10  # ReleaseVersion's with a cached image (the freeze check ... record the release); checked below
     first = await bare_run("before")
     sampler = asyncio.create_task(sample())
     cpu0 = st.cpu_seconds()
