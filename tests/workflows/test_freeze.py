@@ -330,3 +330,22 @@ def test_break_glass_is_notified_to_every_channel_whatever_the_routes() -> None:
         "routes": [{"channels": ["ops"], "events": ["failed"]}]})
     assert config.channels_for("break_glass", "shop", "prod") == ["ops", "team", "quiet"]
     assert config.channels_for("succeeded", "shop", "prod") == []
+
+
+async def test_a_break_glass_flag_does_not_carry_a_release_through_a_freeze_begun_after_its_check(
+        harness: Harness) -> None:  # noqa: F811
+    """A request flagged break-glass while prod was open takes the usual gate (one approver).
+    A freeze begun while it waits refuses it at the recheck: its approvals were never a
+    break-glass, so neither the flag nor them lets it through the emergency stop."""
+    started = await harness.start(release(break_glass=True, reason="hotfix"))
+    status = await harness.wait_stage(started, "awaiting approval")
+    assert status.pending_approval.min_approvals == 1  # not a break-glass gate: prod was open
+    with harness.env.auto_time_skipping_disabled():
+        await frozen_by(harness, "dave")
+    await harness.env.sleep(timedelta(minutes=1))  # past the recheck threshold
+    assert await decide(harness.client, "shop", "prod", "alice") == "approved"
+    with harness.env.auto_time_skipping_disabled():
+        message = await failure_of(started)
+    assert "prod is frozen by freeze@prod (by dave)" in message, message
+    assert "apply_release" not in harness.world.calls
+    assert not [n for n in harness.world.notes if n.event == "break_glass"]

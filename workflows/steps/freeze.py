@@ -56,7 +56,7 @@ async def recheck(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, check
     """Just before the first change, when time has passed since the check (a gate, a
     build): a freeze may have begun. A run with break-glass approvals goes through."""
     if workflow.now() - checked.at > RECHECK_AFTER:
-        await _hold(wf, policy, req, "check freeze again", broken=checked.frozen is not None)
+        await _hold(wf, policy, req, "check freeze again", through=checked.frozen)
 
 
 async def gate(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, checked: Checked,
@@ -74,14 +74,18 @@ async def gate(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, checked:
 
 
 async def _hold(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, step: str,
-                broken: bool = False) -> ActiveFreeze | None:
+                through: ActiveFreeze | None = None) -> ActiveFreeze | None:
+    """The first check (`step` "check freeze"): a break-glass request goes on to its own
+    gate. Again later: only the very freeze its break-glass approvals were given for lets
+    it through; one begun since refuses it (or is waited out), flag or no flag."""
     if not checking():
         return None
     frozen = await in_force(wf, policy)
+    first = step == "check freeze"
     while frozen is not None:
-        if broken:
+        if through is not None and (frozen.kind, frozen.name) == (through.kind, through.name):
             return frozen
-        if getattr(req, "break_glass", False):
+        if first and getattr(req, "break_glass", False):
             assert wf.state is not None
             wf.state.notes.append(f"break-glass: {frozen.describe()}")
             return frozen
