@@ -32,6 +32,7 @@ class PromotionActivities:
         if path is None or not path.auto or path.source != req.source:
             raise non_retryable("InvalidInput", f"promotion.{req.target}: no automatic path "
                                 f"from {req.source}")
+        req = req.model_copy(update={"requested_by": self.platform.auto_promotion.identity})
         client = await self._temporal.get()
         workflow_id = auto_workflow_id(req.service, req.target)
         try:
@@ -53,10 +54,10 @@ class PromotionActivities:
         if path is None or not path.auto or req.from_env != path.source:
             raise non_retryable("Unauthorized", f"promotion.{req.env}: no automatic path from "
                                 f"{req.from_env}; the promotions identity signs nothing else")
-        if (req.ref or not (req.image and req.commit) or req.break_glass
-                or req.requested_by != config.identity):
+        if req.ref or not (req.image and req.commit) or req.break_glass:
             raise non_retryable("Unauthorized", "the promotions identity signs only a promotion of "
-                                f"one digest, requested as {config.identity}")
+                                "one digest")
+        req = req.model_copy(update={"requested_by": config.identity})  # as whom it signs
         if not config.signing_key:
             raise non_retryable("InvalidConfig", "auto_promotion.signing_key is not set")
         statement = operations_client.request_statement(req, datetime.now(timezone.utc))

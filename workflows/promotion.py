@@ -124,7 +124,13 @@ class AutoPromotion:
                    for o in self._offers)
 
     def _newest(self, candidate: AutoPromotionRequest) -> AutoPromotionRequest:
-        """The newest release offered, the ones it supersedes noted."""
+        """The newest release offered, the ones it supersedes noted. An offer dated in the
+        future (only a hand-made one can be) counts from now: it cannot hold the path."""
+        now = workflow.now()
+        self._offers = [o if o.since <= now else o.model_copy(update={"since": now})
+                        for o in self._offers]
+        if candidate.since > now:
+            candidate = candidate.model_copy(update={"since": now})
         for offer in sorted(self._offers, key=lambda o: o.since):
             if offer.release_id != candidate.release_id and offer.since >= candidate.since:
                 self.report.superseded.append(candidate.version or candidate.commit[:12])

@@ -144,7 +144,7 @@ async def test_no_path_no_offer(auto: Harness) -> None:
 @pytest.mark.parametrize("fields,rule", [
     ({"ref": "v1"}, "signs only a promotion of one digest"),
     ({"from_env": "qa"}, "no automatic path from qa"),
-    ({"requested_by": "carol"}, "requested as promotions"),
+    ({"break_glass": True}, "signs only a promotion of one digest"),
     ({"env": "staging", "from_env": "prod"}, "promotion.staging: no automatic path"),
 ])
 def test_the_promotions_key_signs_nothing_but_an_automatic_promotion(fields: dict, rule: str) -> None:
@@ -178,3 +178,14 @@ async def test_prod_busy_is_tried_again_and_a_release_offered_meanwhile_goes_nex
     nxt = await until(lambda: promotion_status(auto),
                       lambda s: s.candidate and s.candidate.version == "v2", "v2 promoted next")
     assert nxt.outcome == "running" and not nxt.superseded  # v1 went out; v2 is next, not a swap
+
+
+def test_the_promotions_key_signs_as_the_configured_identity() -> None:
+    """Whoever the payload names, the signature is the promotions identity's."""
+    platform = load_platform().model_copy(update={
+        "promotion": {"prod": PromotionPath(source="staging", auto=True)}})
+    req = ReleaseRequest(service="shop", env="prod", from_env="staging", requested_by="carol",
+                         image="reg/demo/shop@sha256:" + "1" * 64, commit="c" * 40)
+    signed = PromotionActivities(platform).sign_request(req)
+    assert signed.requested_by == platform.auto_promotion.identity == "promotions"
+    assert signed.signed is not None and signed.signed.statement.env == "prod"
