@@ -32,14 +32,18 @@ def authorize(platform: Platform, change: ApplyRelease, history: list[ReleaseRec
                         change.annotations.get(naming.COMMIT, ""), change.authorization, history)
 
 
-def through_freeze(platform: Platform, target: ReleaseTarget, image: str, auth: Authorization) -> bool:
+def through_freeze(platform: Platform, target: ReleaseTarget, image: str, auth: Authorization,
+                   hook: bool = False) -> bool:
     """During one of the platform's freeze windows, a release (or a canary's first
     deployment) is written only with verified break-glass approvals of this image for this
     run: raise Unauthorized otherwise; True when it has them (they are more than the usual
     approval). False outside a window, or for what a freeze never stops (rollbacks,
-    restores, a running canary's promotion). Ad-hoc freezes are checked by the workflow."""
+    restores, a running canary's promotion). `hook`: a release's or canary's pre_deploy or
+    post_deploy Job, a change like its first deployment. Ad-hoc freezes are checked by the
+    workflow."""
     kind = activity.info().workflow_type
-    if kind not in FROZEN_WORKFLOWS or (kind == "Canary" and target.name() != naming.canary_name(target.service)):
+    if kind not in FROZEN_WORKFLOWS or (kind == "Canary" and not hook
+                                        and target.name() != naming.canary_name(target.service)):
         return False
     now = datetime.now(timezone.utc)
     window = window_at(platform.freeze.get(target.env), target.env, now)

@@ -9,15 +9,19 @@ exact image. Only the run that created a hook Job adopts it on a retry or delete
 
 from __future__ import annotations
 
+import time
+
 from temporalio import activity
 
-from activities.authorization import authorize_image
-from activities.errors import non_retryable
+from activities.authorization import authorize_image, through_freeze
+from activities.errors import non_retryable, retryable
 from activities.kubernetes.client import Cluster, ClusterActivities
 from activities.kubernetes.cronjob import job_condition
 from activities.kubernetes.release import history_of
 from kepler import hooks, naming
 from kepler.jobs import JobRef
+
+STOP_WAIT_SECONDS = 20  # within the step's 30 s; a retry waits on
 
 
 def created_by(obj: dict | None, run_id: str) -> bool:
@@ -37,9 +41,14 @@ class HookActivities(ClusterActivities):
         if owner is None:
             raise non_retryable("NotFound", f"Deployment {ns}/{target.service} does not exist: "
                                 "create the service first (kepler service create)")
-        if req.authorization is not None:  # the image reaches the environment: as an apply
-            authorize_image(self.platform, target, req.release.image, req.release.commit,
-                            req.authorization, history_of(owner["metadata"].get("annotations") or {}))
+        auth = req.authorization
+        if auth is not None:  # the image reaches the environment: as an apply
+            if req.hook == "undo" and self._ran_pre_deploy(cluster, req, auth.first_run_id):
+                pass  # this run's own pre_deploy, approved when it ran: its undo needs no more
+            elif req.hook == "undo" or not through_freeze(self.platform, target, req.release.image,
+                                                            auth, hook=True):
+                authorize_image(self.platform, target, req.release.image, req.release.commit,
+                                auth, history_of(owner["metadata"].get("annotations") or {}))
         job = cluster.get("Job", ns, req.name)
         if job is not None and not created_by(job, run_id):
             raise non_retryable("Conflict", f"Job {ns}/{req.name} exists and was not created by "
@@ -51,6 +60,19 @@ class HookActivities(ClusterActivities):
             cluster.patch("Job", ns, req.name, {"spec": {"suspend": False}})
         return JobRef(target=target, name=req.name, image=req.release.image, created=True,
                       active_deadline=req.timeout)
+
+    @staticmethod
+    def _ran_pre_deploy(cluster: Cluster, req: hooks.StartHook, first_run_id: str) -> bool:
+        """This run (or the first run of its chain, for a continued canary) created the
+        pre_deploy Job of this very image: the undo undoes what was approved then, and
+        runs even once those approvals have expired."""
+        target = req.release.target
+        for run in {activity.info().workflow_run_id, first_run_id} - {""}:
+            job = cluster.get("Job", target.namespace, hooks.job_name(target.service, run, "pre_deploy"))
+            if job is not None and created_by(job, run) and \
+                    job["spec"]["template"]["spec"]["containers"][0].get("image") == req.release.image:
+                return True
+        return False
 
     @staticmethod
     def _config(cluster: Cluster, req: hooks.StartHook, run_id: str, job: dict) -> None:
@@ -71,4 +93,12 @@ class HookActivities(ClusterActivities):
         if job is None or job_condition(job) is not None or \
                 not created_by(job, activity.info().workflow_run_id):
             return False
-        return cluster.delete("Job", ref.target.namespace, ref.name)
+        cluster.delete("Job", ref.target.namespace, ref.name)
+        # Foreground: the Job goes once its pod has stopped. The undo must not start while
+        # the hook still runs, so this returns only then (a retry waits on).
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while cluster.get("Job", ref.target.namespace, ref.name) is not None:
+            if time.monotonic() > deadline:
+                raise retryable(f"Job {ref.target.namespace}/{ref.name} is still stopping")
+            time.sleep(0.5)
+        return True

@@ -73,3 +73,46 @@ def test_two_break_glass_approvals_let_it_through_and_a_rollback_needs_none(plat
     back = run_as("Rollback", DeploymentActivities(p).apply_release, change(
         p, approvals=[approval("alice", p, image=before)]).model_copy(update={"image": before}))
     assert back.changed and image_now(p) == before
+
+
+def hook(p: Platform, kind: str, approvals: Any, image: str = NEXT) -> Any:
+    from kepler.hooks import HookRelease, StartHook, job_name
+    from kepler.steps import ReleaseTarget
+
+    auth = change(p, approvals=approvals).authorization
+    return StartHook(release=HookRelease(target=ReleaseTarget(env="prod", namespace="vault-prod",
+                                                              service="vault"), image=image),
+                     name=job_name("vault", RUN[1], kind), hook=kind, command=["./migrate", kind],
+                     timeout=60, authorization=auth)
+
+
+def hook_jobs(p: Platform) -> list[str]:
+    from activities.kubernetes.client import Clusters
+
+    return sorted(j["metadata"]["name"] for j in Clusters(p)("prod").list("Job", "vault-prod", "")
+                  if j["metadata"]["name"].startswith("vault-"))
+
+
+def test_a_hook_job_in_a_window_needs_break_glass_and_its_undo_outlives_the_approvals(
+        platform: Platform) -> None:  # noqa: F811
+    """A pre_deploy migration is a change to prod like an apply: during a window, not with
+    the usual approval; with two break-glass approvals it runs. Its undo then runs for this
+    run even once those approvals have expired — it undoes what was approved then — while
+    an undo of an image this run never migrated still needs valid approvals."""
+    from activities.kubernetes.hooks import HookActivities
+
+    p = frozen(platform)
+    before = hook_jobs(p)
+    with pytest.raises(ApplicationError) as e:
+        run_as("ReleaseVersion", HookActivities(p).start_job,
+               hook(p, "pre_deploy", [approval("alice", p, image=NEXT)]))
+    assert e.value.type == "Unauthorized" and "window 'year-end'" in str(e.value)
+    assert hook_jobs(p) == before
+    run_as("ReleaseVersion", HookActivities(p).start_job,
+           hook(p, "pre_deploy", [glass("alice", p), glass("bob", p)]))
+    old = [glass("alice", p, issued_at=datetime.now(timezone.utc) - timedelta(days=30)),
+           glass("bob", p, issued_at=datetime.now(timezone.utc) - timedelta(days=30))]
+    run_as("ReleaseVersion", HookActivities(p).start_job, hook(p, "undo", old))
+    with pytest.raises(ApplicationError) as e:  # not this run's migration: approvals needed
+        run_as("ReleaseVersion", HookActivities(p).start_job, hook(p, "undo", old, image=IMAGE))
+    assert e.value.type == "Unauthorized"
