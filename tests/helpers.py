@@ -6,6 +6,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 import shutil
+import random
 import socket
 import time
 from typing import Any, Callable, Iterator, TypeVar
@@ -16,9 +17,18 @@ T = TypeVar("T")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, below the kernel's ephemeral range (from 32768): a port
+    handed out by bind(0) can be taken meanwhile as the source port of any outgoing
+    connection (a control plane starting makes many) before its server binds it."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port between 20000 and 32000")
 
 
 def wait_until(check: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import random
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,18 @@ KWOK_NODE_ANNOTATION_VALUE = "fake"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (bind port 0, read it, close). Another process may
-    take it before ours binds it; the start then fails with that process's log."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on right now, below the kernel's ephemeral range (from 32768),
+    so the outgoing connections of the components starting meanwhile cannot take it as
+    their source port; another listener still may, and the start then fails with its log."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @dataclass(frozen=True)
