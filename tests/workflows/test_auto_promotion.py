@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -128,7 +129,7 @@ async def test_a_source_that_no_longer_runs_the_digest_ends_it_stale(auto: Harne
     await auto.env.sleep(SOAK)
     report = await promotion(auto).result()
     assert report.outcome == "stale" and "no longer runs v1" in report.detail
-    with pytest.raises(Exception):  # prod was never asked
+    with pytest.raises(RPCError, match="not found"):  # prod was never asked
         await ops.status(auto.client, "shop@prod")
 
 
@@ -137,7 +138,7 @@ async def test_no_path_no_offer(auto: Harness) -> None:
     auto.world.promotion = PromotionPath(source="staging", soak=SOAK, auto=False)
     await release_staging(auto, "v1")
     assert not any(c.startswith("offer") for c in auto.world.calls)
-    with pytest.raises(Exception):
+    with pytest.raises(RPCError, match="not found"):
         await promotion_status(auto)
 
 
@@ -167,8 +168,9 @@ async def test_prod_busy_is_tried_again_and_a_release_offered_meanwhile_goes_nex
     await until(lambda: promotion_status(auto), lambda s: s.stage.startswith("waiting for shop@prod"),
                 "the promotion waiting for the lock")
     assert await decide(auto.client, "shop", "prod", "alice", "reject") == "rejected"
-    with pytest.raises(Exception), auto.env.auto_time_skipping_disabled():
+    with pytest.raises(WorkflowFailureError) as e, auto.env.auto_time_skipping_disabled():
         await manual.handle.result()
+    assert "rejected" in str(e.value.cause), e.value.cause
     await auto.env.sleep(BUSY_RETRY)  # its next try, on the timer
     first = await until(prod_status(auto), lambda s: awaiting(s) and s.requested_by == "promotions",
                         "the promotion's prod release")

@@ -151,8 +151,9 @@ async def test_a_freeze_must_be_signed_by_a_person(harness: Harness) -> None:  #
         "Freeze", FreezeRequest(env="prod", duration=timedelta(hours=1), reason="x",
                                 requested_by="mallory"),
         id="freeze@prod", task_queue=harness.queue, result_type=FreezeReport)
-    with pytest.raises(Exception):
+    with pytest.raises(WorkflowFailureError) as e:
         await handle.result()
+    assert "not signed" in str(e.value.cause) or "unsigned" in str(e.value.cause), e.value.cause
     assert not await freeze_client.adhoc_freezes(harness.client, "prod")
 
 
