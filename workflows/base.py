@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common.options import LONG_WAIT, NOTIFY, QUICK, RETRY, UNDO, StepOptions
     from workflows.common.saga import Compensation, NotPutBack, Saga, Undo, describe_cause
 
-__all__ = ["KeplerWorkflow", "Done", "EVERY_PROMISE", "StepFailed", "OperationEnded", "ApprovalEnded", "NotPutBack",
+__all__ = ["KeplerWorkflow", "Done", "EVERY_PROMISE", "SEALED_AUTHORITY", "StepFailed", "OperationEnded", "ApprovalEnded", "NotPutBack",
            "Undo", "StepOptions", "QUICK", "LONG_WAIT", "UNDO", "describe_cause", "failure",
            "not_put_back_of"]
 
@@ -49,6 +49,9 @@ ONE_LIFECYCLE = "kepler-one-lifecycle"
 # service's release schedules in phase 1 and deletes them in phase 2; a create puts an
 # adopted Jenkins job's config back on undo.
 EVERY_PROMISE = "kepler-every-promise"
+# Authority derived, never carried (issue 26): sealed carried state, signed scale and canary
+# controls, fresh single-use requests, enforced promotion paths, create adopting nothing.
+SEALED_AUTHORITY = "kepler-sealed-authority"
 
 
 GATED = (Operation.RELEASE, Operation.CANARY, Operation.TRAIN)  # by the policy's `approval`
