@@ -27,16 +27,29 @@ def build_worker(client: Client, platform: Platform, secrets: Secrets,
                  executor: ThreadPoolExecutor, task_queue: str | None = None) -> Worker:
     import activities
     import workflows
+    from activities.authority import authority_for
+    from workflows.common.starts import RefuseUnexpectedStarts
 
+    queue = task_queue or platform.temporal.task_queue
+    types = [workflow_type(w) for w in workflows.ALL]
     return Worker(
         client,
-        task_queue=task_queue or platform.temporal.task_queue,
+        task_queue=queue,
         workflows=workflows.ALL,
         activities=activities.build(platform, secrets, client),
+        # who may call Kepler's activities and what runs may carry: activities/authority.py
+        interceptors=[authority_for(platform, secrets, client, queue, types),
+                      RefuseUnexpectedStarts()],
         activity_executor=executor,
         # one slot per thread: more would queue in the executor, fewer would idle threads
         max_concurrent_activities=executor._max_workers,
     )
+
+
+def workflow_type(cls: type) -> str:
+    from temporalio.workflow import _Definition
+
+    return _Definition.must_from_class(cls).name or cls.__name__
 
 
 async def run(platform: Platform | None = None) -> None:

@@ -14,6 +14,7 @@ def build(platform: Platform, secrets: Secrets,
     """Every activity, bound to this worker's configuration; those that ask Temporal
     (visibility, freezes, promotions) use the worker's own `client` when given."""
     from activities.alerts import AlertActivities
+    from activities.authority import AuthorityActivities
     from activities.docker_build import DockerBuildActivities
     from activities.gitlab import GitLabActivities
     from activities.jenkins import JenkinsActivities
@@ -40,7 +41,7 @@ def build(platform: Platform, secrets: Secrets,
         ScaleActivities(platform), TeardownActivities(platform), IstioActivities(platform),
         PrometheusActivities(platform), NotifyActivities(platform, secrets),
         OperationsActivities(platform, client), AlertActivities(platform, client),
-        PromotionActivities(platform, client),
+        PromotionActivities(platform, client), AuthorityActivities(),
     ]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))
             if hasattr(getattr(type(obj), name), "__temporal_activity_definition")]

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from temporalio import activity
 
+from activities.authority import calling_run
 from activities.errors import non_retryable
 from kepler import naming
 from kepler.identity import InvalidStatement, SignedStatement, verify
@@ -25,11 +26,12 @@ FROZEN_WORKFLOWS = ("ReleaseVersion", "Canary")  # what a freeze window stops wh
 def authorize(platform: Platform, change: ApplyRelease, history: list[ReleaseRecord]) -> None:
     """Raise Unauthorized unless `change` may be applied; `history` is the live workload's
     release history (what was live and healthy here before)."""
-    if change.authorization is not None:  # None: a run from before this check; its gate stood alone
-        if through_freeze(platform, change.target, change.image, change.authorization):
-            return
-        authorize_image(platform, change.target, change.image,
-                        change.annotations.get(naming.COMMIT, ""), change.authorization, history)
+    if change.authorization is None:
+        raise refused(f"no authorization for {change.image} in {change.target.env}")
+    if through_freeze(platform, change.target, change.image, change.authorization):
+        return
+    authorize_image(platform, change.target, change.image,
+                    change.annotations.get(naming.COMMIT, ""), change.authorization, history)
 
 
 def through_freeze(platform: Platform, target: ReleaseTarget, image: str, auth: Authorization,
@@ -93,8 +95,11 @@ def _approvers(platform: Platform, target: ReleaseTarget, image: str, commit: st
         raise refused(f"the request for {where} is not signed")
     info = activity.info()
     runs = {(info.workflow_id, info.workflow_run_id)}
-    if auth.first_run_id:
-        runs.add((info.workflow_id, auth.first_run_id))
+    run = calling_run()  # as Temporal describes it (None: called without the worker's interceptor)
+    first_run_id = run.first_run_id if run else auth.first_run_id
+    if first_run_id:
+        runs.add((info.workflow_id, first_run_id))
+    train = (run.parent if run else (auth.train, "")) if auth.train else ("", "")
     approvers: set[str] = set()
     expired = 0
     now = datetime.now(timezone.utc)
@@ -103,7 +108,8 @@ def _approvers(platform: Platform, target: ReleaseTarget, image: str, commit: st
         if break_glass and not s.operation.startswith(BREAK_GLASS + " "):
             continue
         own_run = (s.workflow_id, s.run_id) in runs
-        of_train = bool(auth.train) and s.workflow_id == auth.train and s.operation == "train"
+        of_train = (bool(train[0]) and s.workflow_id == train[0] and s.operation == "train"
+                    and (not train[1] or s.run_id == train[1]))
         # a train approved its members' digests (trains from before: their commits)
         covers = image in s.digests or (of_train and not s.digests and commit in s.commits)
         service_ok = of_train or s.service == target.service

@@ -60,6 +60,7 @@ class CanaryState(Model):
     hooks_ran: bool = False  # its pre_deploy hook ran: its undo is in the saga
     committed_at: datetime | None = None  # the commit's time (lead time: kepler metrics)
     break_glass: str = ""  # the reason, when it went through a freeze (kepler/freeze.py)
+    seal: str = ""  # the worker's (activities/authority.py): only its own chain carries it on
 
 
 class CanaryReport(Model):

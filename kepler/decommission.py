@@ -40,6 +40,7 @@ class Footprint(Model):
     virtual_services: list[dict[str, Any]] = Field(default_factory=list)  # clean manifests
     replicas: dict[str, int] = Field(default_factory=dict)  # Deployment -> replicas before
     suspended: dict[str, bool] = Field(default_factory=dict)  # CronJob -> suspend before
+    seal: str = ""  # the worker's (activities/authority.py): only its own run restores it
 
 
 class SchedulePause(Model):

@@ -323,6 +323,7 @@ class Secrets(BaseSettings):
     webhook_secret: SecretStr | None = None
     alertmanager_token: SecretStr | None = None
     smtp_password: SecretStr | None = None
+    seal_key: SecretStr | None = None  # seals what runs carry (activities/authority.py)
 
 
 def config_path() -> Path:

@@ -148,6 +148,7 @@ class AdoptedObject(Model):
     name: str
     labels: dict[str, str] = Field(default_factory=dict)
     spec: dict[str, Any] | None = None
+    seal: str = ""  # the worker's (activities/authority.py): only its own run restores it
 
 
 class Applied(Model):
@@ -200,6 +201,7 @@ class ReleaseSnapshot(Model):
     env: dict[str, str] = Field(default_factory=dict)
     history: list[ReleaseRecord] = Field(default_factory=list)  # newest first
     pod: PodShape | None = None
+    seal: str = ""  # the worker's (activities/authority.py): only its own run restores it
 
 
 class RecordRelease(Model):

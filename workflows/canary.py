@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.models import CanaryProgress, CanaryRequest, Operation
     from kepler.steps import (ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec,
                               ReleaseTarget, ResolveRef, RouteWeights, ScaleDeployment, WaitRollout)
+    import workflows.steps.carried as carried_state
     import workflows.steps.hooks as release_hooks
     import workflows.steps.freeze as freeze
     import workflows.steps.kube as kube
@@ -89,7 +90,7 @@ class Canary(KeplerWorkflow):
         if carried is None:
             await self._prepare(req)
         else:
-            self._carry_on(carried)
+            await self._carry_on(carried)
         report.commit, report.image = self.cs.commit, self.cs.image
         report.previous_image = self.cs.previous_image
         self.record_change(self.cs.commit, self.cs.committed_at, self.cs.spec.team)
@@ -189,12 +190,11 @@ class Canary(KeplerWorkflow):
         await self._unless_aborted(kube.wait_rollout(self, WaitRollout(
             target=target, generation=result.generation, timeout=cs.policy.rollout_timeout)))
 
-    def _carry_on(self, carried: CanaryState) -> None:
-        """A continued run (only ever from this workflow's own continue-as-new: a start
-        with a crafted state is refused): restore the state and the undo, go on analysing."""
-        if workflow.info().continued_run_id is None:
-            raise StepFailed("continue", "a canary's state comes only from its own continue-as-new",
-                             "Unauthorized", bad_input=True)
+    async def _carry_on(self, carried: CanaryState) -> None:
+        """A continued run (only ever from this workflow's own continue-as-new, its state
+        sealed by the worker: anything else is refused): restore the state and the undo,
+        go on analysing."""
+        await carried_state.check(self, carried)
         self.identify(carried.policy.signers, gated=False)  # who asked, verified again
         self.gate_approvals = carried.approvals
         self.cs = carried
@@ -295,7 +295,7 @@ class Canary(KeplerWorkflow):
         self.cs.progress = self.progress
         self.cs.steps, self.cs.notes = self.state.steps[-KEEP_STEPS:], self.state.notes[-KEEP_STEPS:]
         self.cs.approvals = self.gate_approvals
-        workflow.continue_as_new(args=[req, self.cs])
+        workflow.continue_as_new(args=[req, await carried_state.sealed(self, self.cs)])
 
     # --- the end -------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ import time
 
 from temporalio import activity
 
-from activities.authorization import authorize_image, through_freeze
+from activities.authority import calling_run
+from activities.authorization import authorize_image, refused, through_freeze
 from activities.errors import non_retryable, retryable
 from activities.kubernetes.client import Cluster, ClusterActivities
 from activities.kubernetes.cronjob import job_condition
@@ -41,14 +42,17 @@ class HookActivities(ClusterActivities):
         if owner is None:
             raise non_retryable("NotFound", f"Deployment {ns}/{target.service} does not exist: "
                                 "create the service first (kepler service create)")
-        auth = req.authorization
-        if auth is not None:  # the image reaches the environment: as an apply
-            if req.hook == "undo" and self._ran_pre_deploy(cluster, req, auth.first_run_id):
-                pass  # this run's own pre_deploy, approved when it ran: its undo needs no more
-            elif req.hook == "undo" or not through_freeze(self.platform, target, req.release.image,
-                                                            auth, hook=True):
-                authorize_image(self.platform, target, req.release.image, req.release.commit,
-                                auth, history_of(owner["metadata"].get("annotations") or {}))
+        auth = req.authorization  # the image reaches the environment: as an apply
+        if auth is None:
+            raise refused(f"no authorization to run {req.release.image} in {ns}")
+        run = calling_run()
+        first_run_id = run.first_run_id if run else auth.first_run_id
+        if req.hook == "undo" and self._ran_pre_deploy(cluster, req, first_run_id):
+            pass  # this run's own pre_deploy, approved when it ran: its undo needs no more
+        elif req.hook == "undo" or not through_freeze(self.platform, target, req.release.image,
+                                                        auth, hook=True):
+            authorize_image(self.platform, target, req.release.image, req.release.commit,
+                            auth, history_of(owner["metadata"].get("annotations") or {}))
         job = cluster.get("Job", ns, req.name)
         if job is not None and not created_by(job, run_id):
             raise non_retryable("Conflict", f"Job {ns}/{req.name} exists and was not created by "

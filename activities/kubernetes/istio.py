@@ -35,7 +35,7 @@ class IstioActivities(ClusterActivities):
     def set_routes(self, req: RouteWeights) -> RouteWeights:
         """Set the VirtualService's weights; returns what they were (for undo). Traffic goes
         to the canary only when the run's authorization covers the image it runs."""
-        if (req.canary or req.canary_header) and req.authorization is not None:
+        if req.canary or req.canary_header:
             self._authorize_canary(req)
         previous = RouteWeights(**req.model_dump(exclude={"authorization"}))
 
@@ -59,6 +59,8 @@ class IstioActivities(ClusterActivities):
     def _authorize_canary(self, req: RouteWeights) -> None:
         target = ReleaseTarget(env=req.env, namespace=req.namespace, service=req.service,
                                deployment=naming.canary_name(req.service))
+        if req.authorization is None:
+            raise refused(f"no authorization to send traffic to {target.name()} in {req.env}")
         canary = self.clusters(req.env).get("Deployment", req.namespace, target.name())
         if canary is None:
             raise refused(f"no {target.name()} in {req.namespace} to send traffic to")

@@ -16,6 +16,7 @@ from typing import Any
 
 from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster, ClusterActivities, read_modify_write
+from activities.authority import calling_run
 from activities.authorization import authorize
 from kepler import manifests, naming
 from kepler.spec import Resources
@@ -229,10 +230,19 @@ class ReleaseActivities(ClusterActivities):
         )
 
     def _apply(self, release: ApplyRelease | ReleaseSnapshot) -> ApplyResult:
-        """Config first (the workload's own ConfigMap: a canary's is not the primary's),
-        then the workload; nothing is written when both already match."""
+        """The check, then config (the workload's own ConfigMap: a canary's is not the
+        primary's), then the workload; nothing is written when both already match, and
+        nothing at all when the check refuses. A restore puts back what was (the worker
+        checked its seal: activities/authority.py)."""
         target = release.target
         cluster = self.clusters(target.env)
+        live = cluster.get(self.workload.kind, target.namespace, target.name())  # rbac: Deployment, CronJob
+        if isinstance(release, ApplyRelease):
+            if live is None:
+                raise non_retryable("NotFound", f"{self.workload.kind} {target.namespace}/"
+                                    f"{target.name()} does not exist: create the service first "
+                                    "(kepler service create)")
+            authorize(self.platform, release, history_of(live["metadata"].get("annotations") or {}))
         if release.config is not None:
             apply_config(cluster, target, release.config)
         config_hash = manifests.config_hash(release.config or {})
@@ -240,23 +250,32 @@ class ReleaseActivities(ClusterActivities):
 
         def change(obj: dict) -> bool:
             nonlocal changed
-            if isinstance(release, ApplyRelease):  # a restore puts back what was: no check
+            if isinstance(release, ApplyRelease) and obj is not live:  # changed meanwhile: again
                 authorize(self.platform, release, history_of(obj["metadata"].get("annotations") or {}))
             if not set_release(self.workload, obj, release, config_hash):
                 return False
             changed = True
             return True
 
-        live = read_modify_write(cluster, self.workload.kind, target.namespace, target.name(),
-                                 change)  # rbac: Deployment, CronJob
-        return ApplyResult(changed=changed, generation=live["metadata"].get("generation", 0))
+        written = read_modify_write(cluster, self.workload.kind, target.namespace, target.name(),
+                                    change, live)  # rbac: Deployment, CronJob
+        return ApplyResult(changed=changed, generation=written["metadata"].get("generation", 0))
 
     def _record(self, req: RecordRelease) -> bool:
         """Put `req.record` at the head of the workload's release history (idempotent: a
         retry finds it there already)."""
         t = req.target
+        run = calling_run()
+        if run is not None and req.record.release_id != f"{run.workflow_id}/{run.run_id}":
+            raise non_retryable("Unauthorized", f"refused by the worker: run {run.run_id} of "
+                                f"{run.workflow_id} may record only its own release, not "
+                                f"{req.record.release_id!r}")
 
         def change(obj: dict) -> bool:
+            if self.workload.container(obj).get("image") != req.record.image:
+                raise non_retryable("Unauthorized", f"refused by the worker: {t.name()} in "
+                                    f"{t.namespace} does not run {req.record.image}: only what "
+                                    "is live is recorded")
             annotations = obj["metadata"].setdefault("annotations", {}) or {}
             history = history_of(annotations)
             if history and history[0].release_id == req.record.release_id:

@@ -11,6 +11,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from kepler.canary import CanaryState
 from kepler.freeze import ActiveFreeze, EnvironmentFreeze
 from kepler.freeze_client import adhoc_freezes
 from kepler.promotion import LiveRelease, PromotionPath
@@ -46,6 +47,8 @@ def replaced(activities: list[Any], *replacements: Any, drop: tuple[str, ...] = 
 
 def sha_of(ref: str) -> str:
     return (ref.encode().hex() * 40)[:40]
+
+FAKE_SEAL = "sealed-by-the-fake-world"
 
 
 @dataclass
@@ -269,13 +272,24 @@ class FakeWorld:
             world.notes.append(n)
             return ["test"]
 
+        # the worker's seal (activities/authority.py) is tested with the real interceptor
+        @activity.defn(name="authority.seal")
+        async def seal(state: CanaryState) -> CanaryState:
+            return state.model_copy(update={"seal": FAKE_SEAL})
+
+        @activity.defn(name="authority.check_seal")
+        async def check_seal(state: CanaryState) -> bool:
+            if state.seal != FAKE_SEAL:
+                raise ApplicationError("not sealed", type="Unauthorized", non_retryable=True)
+            return True
+
         return [environment_policy, environments, resolve_ref, read_spec, find_image, build,
                 snapshot, apply_release, restore_release, wait_rollout, revision_history,
                 apply_objects, record_adopted, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,
                 delete_project_if_created, existing_service, revert_files, ensure_job, delete_job_if_created, set_routes, verify,
                 live_release, active_freeze,
-                notify]
+                notify, seal, check_seal]
 
     def _remove(self, key: str) -> bool:
         if key in self.created:
