@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.authorization import authorize_override
 from activities.errors import non_retryable
 from activities.kubernetes.client import ClusterActivities, read_modify_write
 from activities.kubernetes.release import DEPLOYMENT, resources_of
@@ -31,16 +32,20 @@ class ScaleActivities(ClusterActivities):
         return DeploymentState(
             target=target, exists=True, replicas=deploy["spec"].get("replicas", 0),
             resources=resources_of(DEPLOYMENT.container(deploy)), overrides=overrides_of(ann),
-            generation=deploy["metadata"].get("generation", 0), commit=ann.get(naming.COMMIT, ""))
+            generation=deploy["metadata"].get("generation", 0), commit=ann.get(naming.COMMIT, ""),
+            image=DEPLOYMENT.container(deploy).get("image", ""))
 
     @activity.defn(name="kubernetes.apply_overrides")
     def apply_overrides(self, req: ApplyOverrides) -> DeploymentState:
-        """Idempotent: nothing is written when the Deployment already matches."""
+        """Idempotent: nothing is written when the Deployment already matches. Checked
+        first, on the object it writes (activities/authorization.py authorize_override)."""
         t = req.target
         wanted = {k: v for k, v in req.overrides.annotations().items()}
 
         def change(deploy: dict) -> bool:
             c = DEPLOYMENT.container(deploy)
+            authorize_override(self.platform, t, c.get("image", ""), req.authorization,
+                               req.replicas, req.resources, req.undo)
             meta_ann = dict(deploy["metadata"].get("annotations") or {})
             new_ann = {k: v for k, v in meta_ann.items() if k not in OVERRIDE_KEYS}
             new_ann.update({k: v for k, v in wanted.items() if v is not None})
