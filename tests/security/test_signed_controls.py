@@ -13,7 +13,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
@@ -24,7 +26,8 @@ from activities.kubernetes.workloads import DeploymentActivities
 from kepler import manifests
 from kepler import operations_client as ops
 from kepler.canary import CanaryControl
-from kepler.identity import SignedStatement, Statement, sign
+from kepler.alerts import AlertActionRequest
+from kepler.identity import SYSTEM, SignedStatement, Statement, sign
 from kepler.models import CanaryRequest, OperationStatus
 from kepler.scale import ApplyOverrides, Overrides, ResourcesRequest, ScaleReport, ScaleRequest
 from kepler.settings import Platform, load_platform, parse_platform
@@ -32,7 +35,7 @@ from kepler.spec import Resources, ServiceSpec
 from kepler.steps import ApplyObjects, Authorization, ReleaseTarget
 from sandbox.serve import Sandbox
 from starter.canary import control_signer
-from starter.signing import signing_key
+from starter.signing import sign_request, signing_key
 from tests.conftest import platform_yaml
 from tests.fakes.canary import CanaryWorld
 from tests.fakes.fleet import FleetWorld
@@ -80,7 +83,8 @@ async def canary(time_env) -> AsyncIterator[tuple[Any, CanaryWorld, WorkflowHand
         await until(handle, lambda s: s.canary is not None and s.canary.step == 1
                     and s.stage.startswith("canary"), "step 1")
         yield time_env.client, world, handle
-        await handle.terminate()
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate()
 
 
 async def control(client: Any, verb: str, by: str, sign: ops.Sign | None) -> str:
@@ -143,6 +147,41 @@ async def test_typed_pause_and_abort_change_nothing_and_a_signed_control_is_used
     with pytest.raises(ops.Refused, match="already used in this run"):
         await control(client, "pause", "carol", replays)
     assert not (await handle.query("status", result_type=OperationStatus)).canary.paused
+
+
+def alert_request(env: str) -> SignedStatement:
+    """What the Alertmanager receiver signs for an alert on shop in `env` (starter/alerts.py)."""
+    p = load_platform()
+    req = AlertActionRequest(service="shop", env=env, alertname="HighErrorRate", fingerprint="f1",
+                             starts_at=datetime.now(timezone.utc), requested_by="alerts")
+    return sign_request(p, req, signing_key(p, "alerts"), SYSTEM).signed
+
+
+async def test_the_alert_receiver_aborts_with_its_signed_action_and_nothing_else(
+        canary: tuple[Any, CanaryWorld, WorkflowHandle]) -> None:
+    """activities/alerts.py aborts a running canary with the alert action's signed request
+    (a system identity signs requests only): one for another environment, or typed, is
+    refused; the receiver's own aborts."""
+    client, world, handle = canary
+
+    async def abort(signed: SignedStatement | None) -> str:
+        try:
+            return await handle.execute_update("abort", {
+                "by": "alerts", "reason": "5xx", "signed": signed and signed.model_dump(mode="json")},
+                result_type=str)
+        except WorkflowUpdateFailedError as e:
+            raise ops.Refused(str(e.cause)) from None
+
+    with pytest.raises(ops.Refused, match="abort: unsigned"):
+        await abort(None)
+    with pytest.raises(ops.Refused, match="is not an alert's action on shop in prod"):
+        await abort(alert_request("staging"))
+    assert world.route_log == [(90, 10, True)]
+    assert (await abort(alert_request("prod"))).startswith("aborting")
+    with pytest.raises(WorkflowFailureError) as e:
+        await handle.result()
+    assert "aborted by alerts: 5xx at 10%" in str(e.value.cause)
+    assert world.weight == (100, 0, False) and world.canary["replicas"] == 0
 
 
 # --- Scale and SetResources started raw ------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Each is a signed decision for exactly the running run (workflows/common/controls.py); who
 may give it (README: Canary):
-- abort: any verified person: it puts back (traffic to stable, the canary to 0);
+- abort: any verified person: it puts back (traffic to stable, the canary to 0); and the
+  alert receiver, with its signed request of the alert action on this service and env;
 - pause and resume: in an environment whose policy requires approval, the verified
   requester or one of its approvers; elsewhere any verified person;
 - promote: it skips the remaining analysis, so where approval is required only one of the
@@ -22,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.canary import CanaryControl
     from kepler.identity import AllowedSigners, Identity
     from kepler.models import CanaryProgress, OperationStatus
-    from workflows.common.controls import fingerprint, verify_control
+    from workflows.common.controls import fingerprint, verify_alert_abort, verify_control
     from workflows.common.trust import Untrusted
 
 if TYPE_CHECKING:
@@ -59,9 +60,16 @@ class CanaryControls:
         assert self.state is not None
         if not self._signed_controls:
             return control.by
+        alert = (verb == "abort" and control.signed is not None
+                 and control.signed.statement.action == "request")
         try:
-            who = verify_control(control.signed, verb, "canary", self.state.service, self.state.env,
-                                 self.signers, self._controls_used, workflow.now())
+            if alert:  # the alert receiver's (activities/alerts.py), signed as itself
+                who = verify_alert_abort(control.signed, self.state.service, self.state.env,
+                                         self.signers, self._controls_used, workflow.now())
+            else:
+                who = verify_control(control.signed, verb, "canary", self.state.service,
+                                     self.state.env, self.signers, self._controls_used,
+                                     workflow.now())
         except Untrusted as e:
             raise ValueError(f"{self.state.service}@{self.state.env}: {e}") from None
         if control.by != who.name:

@@ -55,3 +55,26 @@ def verify_control(signed: SignedStatement | None, verb: str, operation: str, se
     if who.kind != "person":
         raise Untrusted(f"{verb}: {who} is a system identity and gives no controls")
     return who
+
+
+def verify_alert_abort(signed: SignedStatement, service: str, env: str,
+                       signers: AllowedSigners, used: set[str], now: datetime) -> Identity:
+    """The alert receiver's abort of a canary (activities/alerts.py): its signed request of
+    the alert action for this service and environment, signed by a system identity within
+    CONTROL_VALID_FOR, once. (A system identity signs requests only; an abort puts back.)"""
+    try:
+        who = verify(signed, signers)
+    except InvalidStatement as e:
+        raise Untrusted(f"abort: {e}") from None
+    s = signed.statement
+    if who.kind != "system" or (s.action, s.operation, s.service, s.env) != (
+            "request", "alert", service, env):
+        raise Untrusted(f"abort: {describe(s)} by {who} is not an alert's action on "
+                        f"{service} in {env}")
+    age = now - s.issued_at
+    if age > CONTROL_VALID_FOR or age < -CLOCK_SKEW:
+        raise Untrusted(f"abort: the alert was signed at {s.issued_at:%Y-%m-%d %H:%M:%S} UTC, "
+                        f"over {CONTROL_VALID_FOR} ago")
+    if fingerprint(signed) in used:
+        raise Untrusted("abort: this alert's action was already used in this run")
+    return who
