@@ -177,6 +177,7 @@ async def test_pause_holds_the_weight_and_resume_goes_on(harness: Harness) -> No
     await harness.control("resume")
     report = await handle.result()
     assert report.outcome == "succeeded" and (50, 50, True) in harness.world.route_log
+    await keep_history(harness.client, "canary-signed-controls", "shop@staging")
 
 
 async def test_promote_skips_the_remaining_steps(harness: Harness) -> None:
