@@ -328,8 +328,19 @@ def test_apply_overrides_of_another_workflow_type_writes_nothing(platform: Platf
     assert live(platform).replicas == before.replicas
 
 
-def test_apply_overrides_with_this_runs_approval_writes(platform: Platform) -> None:
+def test_apply_overrides_with_this_runs_approval_writes_and_only_this_run_undoes_freely(
+        platform: Platform) -> None:
+    """The change with this run's approval is written; its undo (putting back what the run
+    read) needs no approval from that same run (its approvals may have expired since), but
+    an 'undo' from any other run is a change like any other."""
     before = live(platform)
     state = run_as(ScaleActivities(platform).apply_overrides,
                    overrides(platform, 3, [approval(platform, before.image)]))
     assert state.replicas == 3 and live(platform).overrides.replicas == 3
+    undo = ApplyOverrides(target=TARGET, replicas=before.replicas, overrides=before.overrides,
+                          requested_by="carol", operation_id=RUN[0], undo=True)
+    with pytest.raises(ApplicationError, match="needs the signed request"):
+        run_as(ScaleActivities(platform).apply_overrides, undo, run_id="run-2")
+    assert live(platform).replicas == 3
+    state = run_as(ScaleActivities(platform).apply_overrides, undo)
+    assert state.replicas == before.replicas and live(platform).overrides == before.overrides
