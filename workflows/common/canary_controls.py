@@ -56,22 +56,24 @@ class CanaryControls:
 
     def _allowed(self, verb: str, control: CanaryControl) -> str:
         """Who gives `control` (verified, or as typed in runs from before); ValueError naming
-        the rule when they may not."""
+        the canary and the rule when they may not."""
         assert self.state is not None
         if not self._signed_controls:
             return control.by
-        alert = (verb == "abort" and control.signed is not None
-                 and control.signed.statement.action == "request")
         try:
-            if alert:  # the alert receiver's (activities/alerts.py), signed as itself
-                who = verify_alert_abort(control.signed, self.state.service, self.state.env,
-                                         self.signers, self._controls_used, workflow.now())
-            else:
-                who = verify_control(control.signed, verb, "canary", self.state.service,
-                                     self.state.env, self.signers, self._controls_used,
-                                     workflow.now())
-        except Untrusted as e:
+            return self._signer_of(verb, control)
+        except (Untrusted, ValueError) as e:
             raise ValueError(f"{self.state.service}@{self.state.env}: {e}") from None
+
+    def _signer_of(self, verb: str, control: CanaryControl) -> str:
+        assert self.state is not None
+        if verb == "abort" and control.signed and control.signed.statement.action == "request":
+            # the alert receiver's (activities/alerts.py), signed as itself
+            who = verify_alert_abort(control.signed, self.state.service, self.state.env,
+                                     self.signers, self._controls_used, workflow.now())
+        else:
+            who = verify_control(control.signed, verb, "canary", self.state.service,
+                                 self.state.env, self.signers, self._controls_used, workflow.now())
         if control.by != who.name:
             raise ValueError(f"{verb}: signed by {who}, but the control names {control.by}")
         policy = self.cs.policy.approval if self.cs is not None else None
