@@ -1,5 +1,6 @@
 """`kepler scale` and `kepler resources`: a service's replicas and CPU/memory in one
-environment, within the environment's bounds."""
+environment, within the environment's bounds (both ways), signed, and approved where the
+environment's policy requires approval."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def register(app: typer.Typer) -> None:
               reset: bool = typer.Option(False, "--reset", help="back to the service spec's count"),
               reason: str = "", watch_it: bool = WatchOpt, as_user: Optional[str] = AsOpt,
               output: str = OutputOpt) -> None:
-        """Set SERVICE's replicas in ENV; the next releases keep it until --reset."""
+        """Set SERVICE's replicas in ENV; the next releases keep it until --reset. Where ENV
+        requires approval, it waits for one of its approvers (kepler approve)."""
         def body() -> int:
             as_json = wants_json(output)
             p = session.platform()
@@ -46,7 +48,8 @@ def register(app: typer.Typer) -> None:
                   reset: bool = typer.Option(False, "--reset", help="back to the service spec's"),
                   reason: str = "", watch_it: bool = WatchOpt, as_user: Optional[str] = AsOpt,
                   output: str = OutputOpt) -> None:
-        """Set SERVICE's CPU/memory in ENV; the next releases keep it until --reset."""
+        """Set SERVICE's CPU/memory in ENV; the next releases keep it until --reset. Where ENV
+        requires approval, it waits for one of its approvers (kepler approve)."""
         def body() -> int:
             as_json = wants_json(output)
             p = session.platform()
