@@ -240,7 +240,8 @@ class Decommission(KeplerWorkflow):
                 raise ValueError(f"restore: signed by {signer}, but the request names "
                                  f"{req.requested_by}")
             name, who = signer.name, str(signer)
-        requester = self.requester.name if self.requester else self.state.requested_by
+        requester = (self.requester.name if self.requester and self._signed_restore
+                     else self.state.requested_by)  # runs from before: as they compared it
         allowed = [requester, *self.plan.approval.approvers]
         if name not in allowed:
             raise ValueError(f"{name} may not restore {self.state.service} "
