@@ -67,9 +67,12 @@ class AlertActivities:
                                        f"({workflow_id})")  # started by an earlier attempt
         if running and desc.workflow_type == "Canary" and req.abort_canary:
             try:
-                # the Canary's `abort` update takes a CanaryControl {by, reason}
+                # the Canary's `abort` update takes a CanaryControl {by, reason, signed}: the
+                # action's own signed request is what lets the receiver abort
+                signed = req.signed.model_dump(mode="json") if req.signed else None
                 result = await handle.execute_update(
-                    "abort", {"by": req.requested_by, "reason": why[:500]}, result_type=str)
+                    "abort", {"by": req.requested_by, "reason": why[:500], "signed": signed},
+                    result_type=str)
             except WorkflowUpdateFailedError as e:
                 reason = getattr(e.cause, "message", None) or str(e.cause)
                 return AlertOutcome(action="busy", workflow_id=workflow_id,

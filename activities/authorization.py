@@ -137,3 +137,52 @@ def _signer(signed: SignedStatement | None, signers: object, people_only: bool =
 
 def refused(why: str) -> Exception:
     return non_retryable("Unauthorized", f"refused at apply time: {why}")
+
+
+OVERRIDES = {"Scale": "scale", "SetResources": "resources"}  # workflow type -> its operation
+
+
+def authorize_override(platform: Platform, target: ReleaseTarget, image: str,
+                       auth: Authorization | None, replicas: int | None,
+                       resources: "kepler.spec.Resources | None", undo: bool) -> None:
+    """`kubernetes.apply_overrides` (kepler scale|resources), checked where it writes, with
+    this worker's kepler.yaml and the run Temporal says it belongs to: the namespace is the
+    environment's own; a change (an undo puts back what the run read, and is never bounded)
+    stays within the environment's bounds, both ways; where approval is required, the
+    run is a Scale or SetResources whose signed request names it, and enough valid approvals
+    of that run name the image running there. Raise InvalidInput or Unauthorized otherwise."""
+    from kepler.scale import bounds_problems, minimum_problems  # (kept below the others' code)
+    env = platform.environments.get(target.env)
+    where = f"{target.service} in {target.env}"
+    if env is None:
+        raise refused(f"{target.env} is not an environment of this platform")
+    if target.namespace != env.namespace_for(target.service, target.env):
+        raise refused(f"{where} lives in {env.namespace_for(target.service, target.env)}, "
+                      f"not {target.namespace}")
+    if not undo:
+        problems = (bounds_problems(env.bounds, replicas, resources)
+                    + minimum_problems(env.bounds, replicas, resources))
+        if problems:
+            raise non_retryable("InvalidInput", f"refused at apply time: {'; '.join(problems)}")
+    if not env.approval.required:
+        return
+    info = activity.info()
+    operation = OVERRIDES.get(info.workflow_type)
+    if auth is None or operation is None:
+        raise refused(f"a change of replicas or resources of {where} needs the signed request "
+                      "and approvals of a Scale or SetResources run")
+    try:
+        signers = platform.identity.signers()
+    except ConfigError as e:
+        raise refused(str(e)) from None
+    s = auth.request.statement if auth.request else None
+    if (_signer(auth.request, signers, people_only=False) is None or s is None
+            or (s.action, s.operation, s.service, s.env, s.workflow_id) != (
+                "request", operation, target.service, target.env, info.workflow_id)):
+        raise refused(f"the request for {where} is not a signed {operation} of "
+                      f"{info.workflow_id}")
+    approvers, expired = _approvers(platform, target, image, "", auth, env.approval)
+    if len(approvers) < env.approval.min_approvals:
+        raise refused(f"{len(approvers)} of {env.approval.min_approvals} valid approvals of "
+                      f"{operation} of {where} (run {info.workflow_run_id}, running {image})"
+                      + (f"; {expired} expired" if expired else ""))

@@ -18,9 +18,13 @@ Verdict = Literal["passed", "failed", "halt", "inconclusive"]
 
 
 class CanaryControl(Model):
-    """The argument of the pause, resume, promote and abort updates."""
+    """The argument of the pause, resume, promote and abort updates: a signed statement of
+    the verb for exactly the running run (kepler.operations_client.control_statement), by
+    a person the canary allows (workflows/common/canary_controls.py). `by` names them; runs
+    from before signed controls took it as typed."""
     by: UserName
     reason: str = Field("", max_length=500)
+    signed: SignedStatement | None = None
 
 
 class CanaryAnalysis(Model):

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from kepler.identity import AllowedSigners
+from kepler.identity import AllowedSigners, SignedStatement
 from kepler.models import Model, Outcome
 from kepler.settings import ApprovalPolicy, DecommissionPolicy
 from kepler.validation import UserName
@@ -65,8 +65,11 @@ class TeardownResult(Model):
 
 
 class RestoreRequest(Model):
+    """The argument of the restore update: a signed statement of `restore` for exactly the
+    soaking run, by its verified requester or a decommission approver."""
     requested_by: UserName
     reason: str = Field("", max_length=500)
+    signed: SignedStatement | None = None
 
 
 class DecommissionReport(Model):

@@ -39,7 +39,7 @@ NAMESPACES = (PERSON, DELEGATE, SYSTEM)
 MAX_SIGNATURE = 4096  # an armored ed25519/ecdsa/rsa-4096 signature is well under this
 MAX_SIGNERS_FILE = 256 * 1024
 
-Action = Literal["request", "approve", "reject"]
+Action = Literal["request", "approve", "reject", "pause", "resume", "promote", "abort", "restore"]
 
 
 CLOCK_SKEW = timedelta(minutes=5)  # a signer's clock may run this far ahead of the checker's

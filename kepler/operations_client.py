@@ -12,8 +12,8 @@ an id of its own ("own": an alert's firing, a schedule's fire) is started once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
 
 from temporalio.client import (
     Client, ScheduleActionStartWorkflow, WorkflowExecutionStatus, WorkflowHandle,
@@ -36,7 +36,7 @@ from kepler.models import (
 from kepler.operations import BY_REQUEST
 from kepler.promotion import AutoPromotionRequest, auto_workflow_id
 from kepler.schedules import ScheduledReleaseRequest, fire_workflow_id
-from kepler.identity import Statement, request_digest
+from kepler.identity import SignedStatement, Statement, request_digest
 
 
 class Refused(Exception):
@@ -219,15 +219,48 @@ async def _update(handle: WorkflowHandle, name: str, arg: Any, when_absent: str)
         raise Refused(f"{handle.id}: {when_absent} ({e.message})") from None
 
 
-async def restore(client: Client, service: str, req: RestoreRequest) -> str:
-    """Undo phase 1 of a soaking decommission; waits until routes and replicas are back."""
+# Signs a statement as the acting person (starter/canary.py control_signer: their key, or
+# chat-ops' delegate key naming them).
+Sign = Callable[[Statement], Awaitable[SignedStatement]]
+
+
+def control_statement(verb: str, operation: str, service: str, env: str, workflow_id: str,
+                      run_id: str, reason: str, now: datetime) -> Statement:
+    """What a control (pause, resume, promote, abort, restore) signs: the verb for exactly
+    the run that is running now."""
+    return Statement(action=verb, operation=operation, service=service, env=env,
+                     workflow_id=workflow_id, run_id=run_id, comment=reason, issued_at=now)
+
+
+async def _signed_control(handle: WorkflowHandle, run_id: str, verb: str, operation: str,
+                          service: str, env: str, req: Any, sign: Sign | None) -> Any:
+    if sign is None:  # unsigned: refused by every run since signed controls
+        return req
+    statement = control_statement(verb, operation, service, env, handle.id, run_id, req.reason,
+                                  datetime.now(timezone.utc))
+    return req.model_copy(update={"signed": await sign(statement)})
+
+
+async def restore(client: Client, service: str, req: RestoreRequest, sign: Sign | None = None) -> str:
+    """Undo phase 1 of a soaking decommission, signed for the running run by `sign`; waits
+    until routes and replicas are back."""
     handle = client.get_workflow_handle(naming.service_workflow_id(service))
+    try:
+        desc = await handle.describe()
+    except RPCError as e:
+        raise Refused(f"{handle.id}: nothing to restore ({e.message})") from None
+    if desc.status != WorkflowExecutionStatus.RUNNING or desc.workflow_type != "Decommission":
+        raise Refused(f"{handle.id}: nothing to restore (no decommission is running)")
+    req = await _signed_control(handle, desc.run_id, "restore", "decommission", service, "all",
+                                req, sign)
     return await _update(handle, "restore", req, "nothing to restore")
 
 
-async def control(client: Client, service: str, env: str, verb: str, req: Any) -> str:
-    """pause, resume, promote or abort the running canary; refused (exit 3) when no canary
-    runs or it cannot do that now."""
+async def control(client: Client, service: str, env: str, verb: str, req: Any,
+                  sign: Sign | None = None) -> str:
+    """pause, resume, promote or abort the running canary, signed for its running run by
+    `sign`; refused (exit 3) when no canary runs, it cannot do that now, or the signer may
+    not."""
     handle = client.get_workflow_handle(naming.workflow_id(service, env))
     try:
         desc = await handle.describe()
@@ -235,6 +268,7 @@ async def control(client: Client, service: str, env: str, verb: str, req: Any) -
         raise Refused(f"{handle.id}: no canary is running") from None
     if desc.status != WorkflowExecutionStatus.RUNNING or desc.workflow_type != "Canary":
         raise Refused(f"{handle.id}: no canary is running")
+    req = await _signed_control(handle, desc.run_id, verb, "canary", service, env, req, sign)
     return await _update(handle, verb, req, f"cannot {verb}")
 
 

@@ -19,7 +19,7 @@ from kepler import naming
 from kepler.models import Model, Outcome
 from kepler.spec import Resources
 from kepler.settings import Bounds
-from kepler.steps import ReleaseTarget
+from kepler.steps import Authorization, ReleaseTarget
 from kepler.validation import EnvName, Quantity, ServiceName, UserName
 from kepler.identity import SignedStatement
 
@@ -86,6 +86,31 @@ def bounds_problems(bounds: Bounds, replicas: int | None, resources: Resources |
                 problems.append(f"{field.replace('_', ' ')}: {value} is over this environment's "
                                 f"maximum of {limit}")
     return problems
+
+
+def minimum_problems(bounds: Bounds, replicas: int | None,
+                     resources: Resources | None) -> list[str]:
+    """Why an override goes under the environment's minimums; empty when it does not."""
+    problems = []
+    if replicas is not None and replicas < bounds.min_replicas:
+        problems.append(f"replicas: {replicas} is under this environment's minimum of "
+                        f"{bounds.min_replicas}")
+    if resources is not None:
+        for field, least in (("cpu_request", bounds.min_cpu), ("cpu_limit", bounds.min_cpu),
+                             ("memory_request", bounds.min_memory),
+                             ("memory_limit", bounds.min_memory)):
+            value = getattr(resources, field)
+            if quantity_value(value) < quantity_value(least):
+                problems.append(f"{field.replace('_', ' ')}: {value} is under this "
+                                f"environment's minimum of {least}")
+    return problems
+
+
+def describe_resources(resources: Resources | None) -> str:
+    """One line for a gate and a report: `cpu 100m/500m, memory 128Mi/256Mi` (request/limit)."""
+    r = resources or Resources()
+    return (f"cpu {r.cpu_request}/{r.cpu_limit}, memory {r.memory_request}/{r.memory_limit} "
+            "(request/limit)")
 
 
 def request_problems(resources: Resources) -> list[str]:
@@ -160,6 +185,7 @@ class DeploymentState(Model):
     overrides: Overrides = Field(default_factory=Overrides)
     generation: int = 0
     commit: str = ""  # of the running release, from its annotation
+    image: str = ""  # what runs (by digest): what an approval of the change names
 
 
 class ApplyOverrides(Model):
@@ -170,6 +196,10 @@ class ApplyOverrides(Model):
     overrides: Overrides
     requested_by: str = ""
     operation_id: str = ""
+    # what the activity checks again where approval is required (activities/authorization.py
+    # authorize_override); None: a run from before, or an environment that needs none
+    authorization: Authorization | None = None
+    undo: bool = False  # putting back what the run read: never bounded
 
 
 class ScaleReport(Model):

@@ -22,7 +22,7 @@ from kepler.promotion import AutoPromotionConfig, PromotionPath
 from kepler import yamlio
 from kepler.models import Model
 from kepler.notifications import NotificationsConfig
-from kepler.validation import Duration, EnvName, UserName, describe_validation_error
+from kepler.validation import Duration, EnvName, Quantity, UserName, describe_validation_error
 
 if TYPE_CHECKING:
     from kepler.identity import AllowedSigners
@@ -121,6 +121,18 @@ class Bounds(Model):
     max_replicas: int = Field(20, ge=0, le=1000)
     max_cpu: str = "4"
     max_memory: str = "8Gi"
+    # the least `kepler scale|resources` may set (a typo or an attack must not take a
+    # service to 0 pods or 1Mi of memory); a release's own spec is bounded above only
+    min_replicas: int = Field(1, ge=0, le=1000)
+    min_cpu: Quantity = "10m"
+    min_memory: Quantity = "32Mi"
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> "Bounds":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas: {self.min_replicas} is over max_replicas "
+                             f"{self.max_replicas}")
+        return self
 
 
 class EnvironmentConfig(Model):

@@ -3,14 +3,18 @@ service in one environment, and steering it while it runs."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from kepler import naming, operations_client
 from kepler.canary import CanaryControl
+from kepler.identity import PERSON, SignedStatement, Statement
 from kepler.models import CanaryRequest, MetricCheck
-from starter import session
+from kepler.settings import Platform
+from starter import session, signing
 from starter.cli_common import (
     BAD_INPUT, OK, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt, OutputOpt, emit,
     guarded, wants_json,
@@ -46,6 +50,21 @@ def parse_metric(text: str) -> dict[str, Any]:
                 raise CliError(f"--metric {name}: {key} must be a number (got {value!r})",
                                BAD_INPUT) from None
     return check
+
+
+def control_signer(p: Platform, who: str, key: Path | None = None, namespace: str = PERSON,
+                   on_behalf_of: str = "") -> operations_client.Sign:
+    """How the CLI (and chat-ops, as a delegate naming `who`) signs a control for `who`;
+    a key that cannot sign is bad input (exit 2)."""
+    async def sign(statement: Statement) -> SignedStatement:
+        if on_behalf_of:
+            statement = statement.model_copy(update={"on_behalf_of": on_behalf_of})
+        try:
+            return await asyncio.to_thread(signing.sign, statement,
+                                           key or signing.signing_key(p, who), namespace)
+        except signing.SigningError as e:
+            raise CliError(str(e), BAD_INPUT) from None
+    return sign
 
 
 def register(app: typer.Typer) -> None:
@@ -105,7 +124,7 @@ def register(app: typer.Typer) -> None:
 
                 async def go() -> str:
                     return await operations_client.control(await session.client(p), service, env,
-                                                           verb, req)
+                                                           verb, req, control_signer(p, req.by))
 
                 result = session.run(go())
                 workflow_id = naming.workflow_id(service, env)
@@ -119,7 +138,8 @@ def register(app: typer.Typer) -> None:
     for verb, what in (("pause", "Pause the running canary of SERVICE in ENV (analysis goes on)."),
                        ("resume", "Resume the paused canary of SERVICE in ENV."),
                        ("promote", "Promote the running canary of SERVICE in ENV now, skipping "
-                                   "its remaining steps (not its approval)."),
+                                   "its remaining steps (not its approval); where approval is "
+                                   "required, an approver other than the requester only."),
                        ("abort", "Abort the running canary of SERVICE in ENV: traffic back to "
                                  "stable, canary scaled to 0.")):
         make(verb, what)

@@ -46,6 +46,8 @@ from kepler.settings import Platform, Secrets
 from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error, service_name
 from starter import session, signing
+from starter.canary import control_signer
+from starter.cli_common import CliError
 from kepler.identity import DELEGATE
 from starter.http_body import BodyTooLarge, read_body
 
@@ -290,9 +292,17 @@ class ChatOps:
                                                steps=steps, interval=a.interval,
                                                reason=a.reason, requested_by=user), a)
 
+    def _signer(self, user: str, a: argparse.Namespace) -> operations_client.Sign:
+        """The bot signs a control as a delegate naming `user`, as it signs requests."""
+        return control_signer(self.platform, user, **self._vouch(user, a))
+
     async def _control(self, user: str, a: argparse.Namespace, verb: str) -> str:
-        result = await operations_client.control(await self.client(), a.service, a.env, verb,
-                                                 CanaryControl(by=user, reason=a.reason))
+        try:
+            result = await operations_client.control(await self.client(), a.service, a.env, verb,
+                                                     CanaryControl(by=user, reason=a.reason),
+                                                     self._signer(user, a))
+        except CliError as e:  # the bot's key could not sign
+            return f":x: could not sign the {verb}: {e}"
         workflow_id = naming.workflow_id(a.service, a.env)
         log.info("chatops: %s %s %s: %s", user, verb, workflow_id, result)
         return f":traffic_light: {workflow_id}: {result}\n{self.link(workflow_id)}"
@@ -316,8 +326,12 @@ class ChatOps:
         return await self._approve(user, a, "reject")
 
     async def _restore(self, user: str, a: argparse.Namespace) -> str:
-        result = await operations_client.restore(await self.client(), a.service,
-                                                 RestoreRequest(requested_by=user, reason=a.reason))
+        try:
+            result = await operations_client.restore(
+                await self.client(), a.service, RestoreRequest(requested_by=user, reason=a.reason),
+                self._signer(user, a))
+        except CliError as e:  # the bot's key could not sign
+            return f":x: could not sign the restore: {e}"
         workflow_id = naming.service_workflow_id(a.service)
         return f":leftwards_arrow_with_hook: {workflow_id}: {result}\n{self.link(workflow_id)}"
 

@@ -11,6 +11,7 @@ from kepler import naming, operations_client
 from kepler.decommission import RestoreRequest
 from kepler.models import DecommissionRequest
 from starter import session
+from starter.canary import control_signer
 from starter.cli_common import (
     BAD_INPUT, OK, AsOpt, CliError, OutputOpt, emit, guarded, wants_json,
 )
@@ -37,7 +38,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def restore(service: str, reason: str = "", as_user: Optional[str] = AsOpt,
                 output: str = OutputOpt) -> None:
-        """Undo phase 1 of SERVICE's decommission during its soak: routes and replicas back."""
+        """Undo phase 1 of SERVICE's decommission during its soak: routes and replicas back
+        (signed; by its requester or a decommission approver)."""
         def body() -> int:
             as_json = wants_json(output)
             p = session.platform()
@@ -45,7 +47,8 @@ def register(app: typer.Typer) -> None:
                                 reason=reason)
 
             async def go() -> str:
-                return await operations_client.restore(await session.client(p), service, req)
+                return await operations_client.restore(await session.client(p), service, req,
+                                                       control_signer(p, req.requested_by))
 
             result = session.run(go())
             workflow_id = naming.service_workflow_id(service)

@@ -1,5 +1,6 @@
 """`kepler scale` and `kepler resources`: a service's replicas and CPU/memory in one
-environment, within the environment's bounds."""
+environment, within the environment's bounds (both ways), signed, and approved where the
+environment's policy requires approval."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def register(app: typer.Typer) -> None:
               reset: bool = typer.Option(False, "--reset", help="back to the service spec's count"),
               reason: str = "", watch_it: bool = WatchOpt, as_user: Optional[str] = AsOpt,
               output: str = OutputOpt) -> None:
-        """Set SERVICE's replicas in ENV; the next releases keep it until --reset."""
+        """Set SERVICE's replicas in ENV; the next releases keep it until --reset. Where ENV
+        requires approval, it waits for one of its approvers (kepler approve)."""
         def body() -> int:
             as_json = wants_json(output)
             p = session.platform()
@@ -46,7 +48,8 @@ def register(app: typer.Typer) -> None:
                   reset: bool = typer.Option(False, "--reset", help="back to the service spec's"),
                   reason: str = "", watch_it: bool = WatchOpt, as_user: Optional[str] = AsOpt,
                   output: str = OutputOpt) -> None:
-        """Set SERVICE's CPU/memory in ENV; the next releases keep it until --reset."""
+        """Set SERVICE's CPU/memory in ENV; the next releases keep it until --reset. Where ENV
+        requires approval, it waits for one of its approvers (kepler approve)."""
         def body() -> int:
             as_json = wants_json(output)
             p = session.platform()
@@ -71,16 +74,24 @@ def register(app: typer.Typer) -> None:
 
 def check_bounds(p: Platform, env: str, replicas: int | None = None,
                  quantities: dict[str, str | None] | None = None) -> None:
-    """Refuse, before anything starts, what goes over the environment's bounds (exit 2)."""
+    """Refuse, before anything starts, what goes over or under the environment's bounds
+    (exit 2); the workflow and the activity that writes check again."""
     bounds = p.environment(env).bounds
+    where = "in kepler.yaml)"
     if replicas is not None and replicas > bounds.max_replicas:
         raise CliError(f"--replicas: {replicas} is over {env}'s maximum of {bounds.max_replicas} "
-                       f"(environments.{env}.bounds.max_replicas in kepler.yaml)", BAD_INPUT)
+                       f"(environments.{env}.bounds.max_replicas {where}", BAD_INPUT)
+    if replicas is not None and replicas < bounds.min_replicas:
+        raise CliError(f"--replicas: {replicas} is under {env}'s minimum of {bounds.min_replicas} "
+                       f"(environments.{env}.bounds.min_replicas {where}", BAD_INPUT)
     for option, value in (quantities or {}).items():
         if not value:
             continue
-        limit = bounds.max_cpu if "cpu" in option else bounds.max_memory
-        kind = "max_cpu" if "cpu" in option else "max_memory"
-        if quantity_value(value) > quantity_value(limit):
-            raise CliError(f"{option}: {value} is over {env}'s maximum of {limit} "
-                           f"(environments.{env}.bounds.{kind} in kepler.yaml)", BAD_INPUT)
+        kind = "cpu" if "cpu" in option else "memory"
+        most, least = getattr(bounds, f"max_{kind}"), getattr(bounds, f"min_{kind}")
+        if quantity_value(value) > quantity_value(most):
+            raise CliError(f"{option}: {value} is over {env}'s maximum of {most} "
+                           f"(environments.{env}.bounds.max_{kind} {where}", BAD_INPUT)
+        if quantity_value(value) < quantity_value(least):
+            raise CliError(f"{option}: {value} is under {env}'s minimum of {least} "
+                           f"(environments.{env}.bounds.min_{kind} {where}", BAD_INPUT)

@@ -38,7 +38,9 @@ with workflow.unsafe.imports_passed_through():
     import workflows.steps.kube as kube
     from workflows.common.interrupt import Stopped, unless
     from workflows.steps.platform import check_bounds, check_canary_policy, read_policy
-    from workflows.base import UNDO, Done, KeplerWorkflow, OperationEnded, StepFailed, StepOptions, Undo
+    from workflows.base import (SEALED_AUTHORITY, UNDO, Done, KeplerWorkflow, OperationEnded,
+                                StepFailed, StepOptions, Undo)
+    from workflows.common.canary_controls import CanaryControls
     from workflows.steps.image import ensure_image
 
 T = TypeVar("T")
@@ -47,7 +49,7 @@ ANALYSIS_ATTEMPTS = 3
 
 
 @workflow.defn(name="Canary")
-class Canary(KeplerWorkflow):
+class Canary(CanaryControls, KeplerWorkflow):
     notified_on_cancel_before = True
     def __init__(self) -> None:
         super().__init__()
@@ -75,6 +77,7 @@ class Canary(KeplerWorkflow):
         # runs from before the one lifecycle refused an abort while waiting for approval
         # and honoured it only once the canary was deployed
         self._abort_at_once = self.one_lifecycle
+        self._signed_controls = workflow.patched(SEALED_AUTHORITY)  # typed before
         if not self._abort_at_once:
             return await self.runbook(req, carried)
         return await self._unless_aborted(self.runbook(req, carried))
@@ -337,64 +340,3 @@ class Canary(KeplerWorkflow):
 
     def _annotations(self, req: CanaryRequest) -> dict[str, str]:
         return kube.release_annotations(req.requested_by, commit=self.cs.commit, version=req.ref)
-
-    # --- pause, resume, promote, abort -------------------------------------------------------
-
-    def _refuse_unless(self, ok: bool, why: str) -> None:
-        if not ok:
-            raise ValueError(f"{self.state.service}@{self.state.env}: {why}" if self.state else why)
-
-    @workflow.update
-    async def pause(self, control: CanaryControl) -> str:
-        self.progress.paused, self.progress.paused_by = True, control.by
-        self.state.notes.append(f"paused by {control.by}" + (f": {control.reason}" if control.reason else ""))
-        return f"paused at {self.progress.weight}%; analysis continues"
-
-    @pause.validator
-    def _validate_pause(self, control: CanaryControl) -> None:
-        self._refuse_unless(self.phase == "analysing", f"the canary is {self._phase_text()}")
-        self._refuse_unless(not self.progress.paused, f"already paused by {self.progress.paused_by}")
-
-    @workflow.update
-    async def resume(self, control: CanaryControl) -> str:
-        self.progress.paused, self.progress.paused_by = False, ""
-        self.state.notes.append(f"resumed by {control.by}")
-        return f"resumed at {self.progress.weight}%"
-
-    @resume.validator
-    def _validate_resume(self, control: CanaryControl) -> None:
-        self._refuse_unless(self.phase == "analysing", f"the canary is {self._phase_text()}")
-        self._refuse_unless(self.progress.paused, "the canary is not paused")
-
-    @workflow.update
-    async def promote(self, control: CanaryControl) -> str:
-        self._promote = control
-        self.state.notes.append(f"promotion requested by {control.by}")
-        return "promoting: remaining steps skipped" + (
-            "; approval still required" if self.phase == "analysing" and self._approve_promotion else "")
-
-    @promote.validator
-    def _validate_promote(self, control: CanaryControl) -> None:
-        self._refuse_unless(self.phase == "analysing" and not self._promote and not self._abort,
-                            f"the canary is {self._phase_text()}")
-
-    @workflow.update
-    async def abort(self, control: CanaryControl) -> str:
-        self._abort = control
-        return "aborting: traffic goes back to stable and the canary scales to 0"
-
-    @abort.validator
-    def _validate_abort(self, control: CanaryControl) -> None:
-        at_once = self._abort_at_once  # runs from before: not while waiting for approval
-        self._refuse_unless(self.phase != "done" and not self._abort and (
-            at_once or self.phase in ("preparing", "analysing")), f"the canary is "
-            f"{self._phase_text()}" + ("; reject it or `kepler cancel` it"
-                                       if not at_once and self.phase == "approval" else ""))
-
-    def _phase_text(self) -> str:
-        if self._abort:
-            return "already aborting"
-        if self._promote:
-            return "already promoting"
-        return {"preparing": "not analysing yet", "analysing": "analysing", "approval":
-                "waiting for approval", "promoting": "promoting", "done": "finished"}[self.phase]

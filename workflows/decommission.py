@@ -29,7 +29,9 @@ with workflow.unsafe.imports_passed_through():
         SchedulePause, TeardownRequest, TeardownResult,
     )
     from kepler.models import DecommissionRequest, Operation
-    from workflows.base import EVERY_PROMISE, Done, KeplerWorkflow, StepFailed
+    from workflows.base import EVERY_PROMISE, SEALED_AUTHORITY, Done, KeplerWorkflow, StepFailed
+    from workflows.common.controls import fingerprint, verify_control
+    from workflows.common.trust import Untrusted
 
 
 @workflow.defn(name="Decommission")
@@ -42,6 +44,8 @@ class Decommission(KeplerWorkflow):
         self._phase = "checks"
         self._problems: list[str] = []  # phase 2 steps that failed after their retries
         self._schedules: SchedulePause | None = None  # runs from before left them alone
+        self._signed_restore = True  # runs from before took a typed name (set by the runbook)
+        self._controls_used: set[str] = set()
 
     @workflow.run
     async def run(self, req: DecommissionRequest) -> DecommissionReport:
@@ -51,6 +55,7 @@ class Decommission(KeplerWorkflow):
 
     async def runbook(self, req: DecommissionRequest) -> Done:
         report: DecommissionReport = self.report
+        self._signed_restore = workflow.patched(SEALED_AUTHORITY)
         self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
                                            req.service)
         self.identify(plan.signers, gated=True)  # a decommission always needs approval
@@ -220,9 +225,35 @@ class Decommission(KeplerWorkflow):
     def decommission(self) -> DecommissionReport | None:
         return self.report
 
+    def _restorer(self, req: RestoreRequest) -> str:
+        """Who restores: the verified signer of a `restore` of this run, who must be the
+        verified requester or a decommission approver (runs from before: as typed)."""
+        assert self.state is not None and self.plan is not None
+        name, who = req.requested_by, req.requested_by
+        if self._signed_restore:
+            try:
+                signer = verify_control(req.signed, "restore", "decommission", self.state.service,
+                                        "all", self.signers, self._controls_used, workflow.now())
+            except Untrusted as e:
+                raise ValueError(str(e)) from None
+            if signer.name != req.requested_by:
+                raise ValueError(f"restore: signed by {signer}, but the request names "
+                                 f"{req.requested_by}")
+            name, who = signer.name, str(signer)
+        requester = (self.requester.name if self.requester and self._signed_restore
+                     else self.state.requested_by)  # runs from before: as they compared it
+        allowed = [requester, *self.plan.approval.approvers]
+        if name not in allowed:
+            raise ValueError(f"{name} may not restore {self.state.service} "
+                             f"(allowed: {', '.join(allowed)})")
+        return who
+
     @workflow.update
     async def restore(self, req: RestoreRequest) -> str:
-        self._restore = req
+        who = self._restorer(req)
+        if req.signed is not None:
+            self._controls_used.add(fingerprint(req.signed))
+        self._restore = req.model_copy(update={"requested_by": who})
         await workflow.wait_condition(lambda: self.state.outcome != "soaking"
                                       and self.state.stage == "done")
         if self.state.outcome != "restored":
@@ -236,7 +267,4 @@ class Decommission(KeplerWorkflow):
         if self.plan is None or self.state.stage != "soaking" or self._restore is not None:
             raise ValueError(f"nothing to restore: the decommission of {self.state.service} is "
                              f"{self.state.stage} (restore is possible only while it soaks)")
-        allowed = [self.state.requested_by, *self.plan.approval.approvers]
-        if req.requested_by not in allowed:
-            raise ValueError(f"{req.requested_by} may not restore {self.state.service} "
-                             f"(allowed: {', '.join(allowed)})")
+        self._restorer(req)

@@ -18,16 +18,17 @@ with workflow.unsafe.imports_passed_through():
     from kepler.spec import Resources
     from kepler.scale import (
         ApplyOverrides, DeploymentState, Overrides, ResourcesRequest, ScaleReport, ScaleRequest,
-        bounds_problems, request_problems,
+        bounds_problems, describe_resources, minimum_problems, request_problems,
     )
     from kepler.steps import EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef, WaitRollout
     import workflows.steps.kube as kube
     from workflows.steps.platform import read_policy
-    from workflows.base import Done, KeplerWorkflow, StepFailed
+    from workflows.base import SEALED_AUTHORITY, Done, KeplerWorkflow, StepFailed
 
 
 class _Change(KeplerWorkflow):
     """What Scale and SetResources share: everything but working out the new state."""
+    _sealed = False  # signed, approved where required, bounded below (SEALED_AUTHORITY)
 
     async def change(self, req: ScaleRequest | ResourcesRequest, operation: Operation,
                      version: str) -> ScaleReport:
@@ -35,8 +36,14 @@ class _Change(KeplerWorkflow):
         return await self.operate(operation, req.service, req.env, req.requested_by, version,
                                   lambda: self.runbook(req, version), req)
 
+    def needs_approval(self, policy: EnvironmentPolicy) -> bool:
+        """Where the policy requires approval, a scale or resources change waits for it too
+        (runs from before did not)."""
+        return self._sealed and policy.approval.required
+
     async def runbook(self, req: ScaleRequest | ResourcesRequest, version: str) -> Done:
         report: ScaleReport = self.report
+        self._sealed = workflow.patched(SEALED_AUTHORITY)
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         current: DeploymentState = await self.step(
@@ -55,6 +62,8 @@ class _Change(KeplerWorkflow):
                               resources=current.resources, overrides=current.overrides,
                               requested_by=req.requested_by,
                               operation_id=workflow.info().workflow_id)
+        if self._sealed:
+            change, undo = await self._sealed_change(req, policy, current, change, undo, version)
         self.saga.add(f"back to {current.replicas} replicas and the previous resources",
                       lambda: self._apply(undo, policy, "undo"))
         after = await self._apply(change, policy, "apply")
@@ -62,6 +71,26 @@ class _Change(KeplerWorkflow):
             after.replicas, after.resources, after.overrides)
         return Done("succeeded", f"{req.service} in {req.env}: {version}"
                     + (f" ({req.reason})" if req.reason else ""))
+
+    async def _sealed_change(self, req: ScaleRequest | ResourcesRequest, policy: EnvironmentPolicy,
+                             current: DeploymentState, change: ApplyOverrides,
+                             undo: ApplyOverrides, version: str
+                             ) -> tuple[ApplyOverrides, ApplyOverrides]:
+        """Bounded below too; where the policy requires approval, approved by the
+        environment's approvers (the gate names the image running there and what changes);
+        both writes carry the run's authorization, which the activity checks again."""
+        problems = minimum_problems(policy.bounds, change.replicas, change.resources)
+        if problems:
+            raise StepFailed("check bounds", "; ".join(problems), "InvalidInput", bad_input=True)
+        if policy.approval.required:
+            was = (f"{current.replicas} replicas" if change.replicas is not None
+                   else describe_resources(current.resources))
+            await self.approval_gate(policy.approval, f"{req.service} in {req.env}: {version} "
+                                     f"(now {was})" + (f" ({req.reason})" if req.reason else ""),
+                                     digests=[current.image] if current.image else [])
+        auth = self.authorization()
+        return (change.model_copy(update={"authorization": auth}),
+                undo.model_copy(update={"authorization": auth, "undo": True}))
 
     async def desired(self, req, current: DeploymentState) -> ApplyOverrides:
         raise NotImplementedError

@@ -231,3 +231,30 @@ async def test_conflicting_release_is_refused_naming_the_running_one(bot: Bot) -
 def test_no_signing_secret_no_endpoint() -> None:
     with pytest.raises(chatops.NotConfigured, match="KEPLER_SLACK_SIGNING_SECRET"):
         chatops.create_app(load_platform(), Secrets(slack_signing_secret=None))
+
+
+async def test_chat_controls_are_signed_for_the_slack_user_and_checked_as_theirs(time_env) -> None:
+    """The bot signs a control as a delegate naming the mapped person: carol (the requester)
+    may pause her prod canary but not promote it past its analysis; alice (an approver) may."""
+    from tests.fakes.canary import CanaryWorld
+
+    queue = f"q-{uuid.uuid4()}"
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=CanaryWorld().activities()):
+        bot = Bot(time_env.client, queue)
+        await bot.command("canary shop --env prod --ref v2 --steps 20,50")
+        await bot.wait_stage("shop@prod", "awaiting approval")
+        assert "approved" in await bot.button("approve", "shop@prod", "UALICE")
+        await bot.wait_stage("shop@prod", "canary 20%")
+        refused = await bot.command("promote shop --env prod")
+        assert refused.startswith(":no_entry: refused: shop@prod: promote: carol may not promote"), refused
+        paused = await bot.command("pause shop --env prod --reason look")
+        assert paused.startswith(":traffic_light: shop@prod: paused at 20%"), paused
+        status = await bot.status("shop@prod")
+        assert status.canary.paused_by == "carol via slack:UCAROL"
+        promoted = await bot.command("promote shop --env prod", user="UALICE")
+        assert promoted.startswith(":traffic_light: shop@prod: promoting"), promoted
+        handle = bot.client.get_workflow_handle("shop@prod")
+        assert (await handle.result())["outcome"] == "succeeded"
+        assert "promotion requested by alice via slack:UALICE" in (await bot.status("shop@prod")).notes
+        await bot.http.aclose()

@@ -139,13 +139,28 @@ async def test_two_clusters_release_scale_resources_and_a_train(
     assert code == 2 and "--replicas: 11 is over prod's maximum of 10" in err
     code, out, err = await kepler(cfg, "resources", "ledger", "--env", "prod", "--memory", "16Gi")
     assert code == 2 and "--memory: 16Gi is over prod's maximum of 8Gi" in err
+    code, out, err = await kepler(cfg, "scale", "ledger", "--env", "prod", "--replicas", "0")
+    assert code == 2 and "--replicas: 0 is under prod's minimum of 1" in err
     assert (await status_of(cfg, "ledger", "prod"))["operation"] == "release"  # nothing started
-    code, out, err = await kepler(cfg, "scale", "ledger", "--env", "prod", "--replicas", "4",
-                                  "--reason", "peak", "--watch", "-o", "json")
+    # prod requires approval: a scale and a resources change wait for an approver too
+    watching = asyncio.create_task(kepler(cfg, "scale", "ledger", "--env", "prod", "--replicas",
+                                          "4", "--reason", "peak", "--watch", "-o", "json"))
+    await until(cfg, "ledger", "prod", lambda s: s.get("operation") == "scale"
+                and s.get("stage") == "awaiting approval", "the scale's approval")
+    assert apps(box, "kubernetes-prod").read_namespaced_deployment(
+        "ledger", "ledger-prod").spec.replicas == 2  # nothing changes before it
+    code, out, err = await kepler(cfg, "approve", "ledger", "--env", "prod", user="alice")
+    assert code == 0, err
+    code, out, err = await watching
     assert code == 0, out + err
     assert json.loads(out)["report"]["previous_replicas"] == 2
-    code, out, err = await kepler(cfg, "resources", "ledger", "--env", "prod", "--cpu", "250m",
-                                  "--memory", "512Mi", "--watch")
+    watching = asyncio.create_task(kepler(cfg, "resources", "ledger", "--env", "prod", "--cpu",
+                                          "250m", "--memory", "512Mi", "--watch"))
+    await until(cfg, "ledger", "prod", lambda s: s.get("operation") == "resources"
+                and s.get("stage") == "awaiting approval", "the resources' approval")
+    code, out, err = await kepler(cfg, "approve", "ledger", "--env", "prod", user="bob")
+    assert code == 0, err
+    code, out, err = await watching
     assert code == 0, out + err
     prod = apps(box, "kubernetes-prod").read_namespaced_deployment("ledger", "ledger-prod")
     assert prod.spec.replicas == 4 and prod.status.available_replicas == 4

@@ -34,6 +34,7 @@ class FleetWorld(FakeWorld):
     rollout_seconds: float = 0.0
     on_restore: dict[str, Any] = field(default_factory=dict)  # service -> called before its restore
     max_parallel: int = 0
+    on_overrides: Any = None  # called with each ApplyOverrides written (not its undo)
     _rolling: int = 0
 
     def deploy(self, service: str) -> dict[str, Any]:
@@ -101,11 +102,14 @@ class FleetWorld(FakeWorld):
             return DeploymentState(target=t, exists=True, replicas=d["replicas"],
                                    resources=d["resources"], generation=d["generation"],
                                    overrides=Overrides.from_annotations(d["annotations"]),
-                                   commit=d["annotations"].get(naming.COMMIT, ""))
+                                   commit=d["annotations"].get(naming.COMMIT, ""),
+                                   image=d["image"])
 
         @activity.defn(name="kubernetes.apply_overrides")
         async def apply_overrides(a: ApplyOverrides) -> DeploymentState:
             world.events.append(("overrides", a.target.service))
+            if world.on_overrides is not None and not a.undo:
+                world.on_overrides(a)
             d = world.deploy(a.target.service)
             ann = {k: v for k, v in d["annotations"].items() if k not in OVERRIDE_KEYS}
             ann.update({k: v for k, v in a.overrides.annotations().items() if v is not None})

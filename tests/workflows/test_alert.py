@@ -73,9 +73,11 @@ def test_bad_payloads_and_policies_are_refused() -> None:
 
 
 class CanaryControl(Model):
-    """The argument of the Canary's control updates (kepler/canary.py): who and why."""
+    """The argument of the Canary's control updates (kepler/canary.py): who and why, and
+    the signed statement that lets them (the receiver's: its action's signed request)."""
     by: str
     reason: str = ""
+    signed: dict | None = None
 
 
 @workflow.defn(name="Canary")

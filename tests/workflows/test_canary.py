@@ -20,6 +20,8 @@ from kepler import operations_client as ops
 from kepler import search_attributes as sa
 from tests.fakes.canary import HEALTHY, CanaryWorld
 from tests.fakes.world import COMMITTED_AT
+from kepler.settings import load_platform
+from starter.canary import control_signer
 from tests.helpers import decide, keep_history, signed
 
 OLD = "reg/demo/shop@sha256:" + "0" * 64
@@ -52,7 +54,9 @@ class Harness:
             await (self.env.sleep(skip) if skip else asyncio.sleep(0.05))
 
     async def control(self, verb: str, by: str = "dave", env: str = "staging") -> str:
-        return await ops.control(self.client, "shop", env, verb, CanaryControl(by=by))
+        """As `kepler VERB shop --env ENV --as BY` sends it: signed by BY for the running run."""
+        return await ops.control(self.client, "shop", env, verb, CanaryControl(by=by),
+                                 control_signer(load_platform(), by))
 
 
 @pytest.fixture
@@ -173,6 +177,7 @@ async def test_pause_holds_the_weight_and_resume_goes_on(harness: Harness) -> No
     await harness.control("resume")
     report = await handle.result()
     assert report.outcome == "succeeded" and (50, 50, True) in harness.world.route_log
+    await keep_history(harness.client, "canary-signed-controls", "shop@staging")
 
 
 async def test_promote_skips_the_remaining_steps(harness: Harness) -> None:
@@ -193,7 +198,11 @@ async def test_promote_does_not_skip_the_promotion_approval(harness: Harness) ->
         await decide(harness.client, "shop", "prod", "carol")
     await decide(harness.client, "shop", "prod", "alice")
     await harness.until(handle, at_step(1), "step 1")
-    answer = await harness.control("promote", env="prod")
+    with pytest.raises(ops.Refused, match="dave may not promote the canary in prod"):
+        await harness.control("promote", env="prod")  # promote skips the analysis: approvers only
+    with pytest.raises(ops.Refused, match="carol may not promote"):
+        await harness.control("promote", by="carol", env="prod")  # nor its own requester
+    answer = await harness.control("promote", by="bob", env="prod")
     assert "approval still required" in answer
     status = await harness.until(handle, lambda s: s.stage == "awaiting approval", "approval")
     assert status.canary.waiting_on == "approval before promotion"

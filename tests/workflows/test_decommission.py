@@ -32,6 +32,7 @@ from kepler.models import (
 from kepler.settings import load_platform
 from kepler import operations_client as ops
 from tests.fakes.world import FakeWorld, replaced
+from starter.canary import control_signer
 from tests.helpers import decide, keep_history, signed
 
 VS = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -239,13 +240,14 @@ async def test_restore_during_soak_undoes_phase_one_exactly(harness: Harness) ->
     started = await harness.start()
     await harness.wait_stage(started, "awaiting approval")
     with pytest.raises(ops.Refused, match="nothing to restore"):  # not soaking yet
-        await ops.restore(harness.client, "shop", RestoreRequest(requested_by="carol"))
+        await restore(harness.client, "carol")
     await harness.approve("bob")
     await harness.wait_stage(started, "soaking")
     with pytest.raises(ops.Refused, match="mallory may not restore shop"):
-        await ops.restore(harness.client, "shop", RestoreRequest(requested_by="mallory"))
-    answer = await ops.restore(harness.client, "shop", RestoreRequest(requested_by="carol",
-                                                                      reason="still used"))
+        await restore(harness.client, "mallory")
+    with pytest.raises(ops.Refused, match="restore: unsigned"):  # a typed name proves nothing
+        await ops.restore(harness.client, "shop", RestoreRequest(requested_by="carol"))
+    answer = await restore(harness.client, "carol", "still used")
     assert answer.startswith("restored shop: ")
     assert harness.estate.clusters == before  # routes and replica counts, exactly
     # prod's schedule runs again; staging's, paused by someone else before, stays paused
@@ -256,7 +258,14 @@ async def test_restore_during_soak_undoes_phase_one_exactly(harness: Harness) ->
     status = await started.handle.query("status", result_type=OperationStatus)
     assert status.outcome == "restored" and "restored by carol: still used" in status.notes
     with pytest.raises(ops.Refused):
-        await ops.restore(harness.client, "shop", RestoreRequest(requested_by="carol"))
+        await restore(harness.client, "carol")
+    await keep_history(harness.client, "decommission-signed-restore", started.workflow_id)
+
+
+async def restore(client: Any, by: str, reason: str = "") -> str:
+    """As `kepler restore shop --as BY` sends it: signed by BY for the soaking run."""
+    return await ops.restore(client, "shop", RestoreRequest(requested_by=by, reason=reason),
+                             control_signer(load_platform(), by))
 
 
 async def test_refused_while_a_release_of_the_service_runs(harness: Harness) -> None:
@@ -358,7 +367,7 @@ async def test_an_incomplete_restore_says_what_was_put_back_and_what_was_not(tim
         await harness.approve("alice")
         await harness.wait_stage(started, "soaking")
         with pytest.raises(ops.Refused, match="restore did not complete"):
-            await ops.restore(time_env.client, "shop", RestoreRequest(requested_by="carol"))
+            await restore(time_env.client, "carol")
         message = await failure_of(started)
         status = await started.handle.query("status", result_type=OperationStatus)
     assert status.outcome == "failed"

@@ -22,6 +22,8 @@ from kepler.steps import ReleaseRecord
 from tests.fakes.canary import CanaryWorld
 from tests.fakes.hooks import HookWorld
 from tests.fakes.world import FakeWorld, sha_of
+from kepler.settings import load_platform
+from starter.canary import control_signer
 from tests.helpers import keep_history, signed
 
 OLD = "reg/demo/shop@sha256:" + "0" * 64
@@ -218,7 +220,8 @@ async def test_canary_runs_its_hooks_before_any_traffic_and_undoes_on_abort(time
         assert calls.index("hook pre_deploy") < calls.index("apply_objects canary") \
             < calls.index("hook post_deploy") < calls.index("set_routes")
         assert hw.runs[0].workload_image == OLD  # the primary still runs the old version
-        await ops.control(time_env.client, "shop", "staging", "abort", CanaryControl(by="dave"))
+        await ops.control(time_env.client, "shop", "staging", "abort", CanaryControl(by="dave"),
+                          control_signer(load_platform(), "dave"))
         with pytest.raises(WorkflowFailureError):
             await handle.result()
         status = await handle.query("status", result_type=OperationStatus)

@@ -19,7 +19,7 @@ from kepler.scale import ResourcesRequest, ScaleReport, ScaleRequest
 from kepler.settings import Bounds
 from kepler import operations_client as ops
 from tests.fakes.fleet import FleetWorld
-from tests.helpers import keep_history
+from tests.helpers import decide, keep_history, signed
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ async def test_scale_persists_into_the_next_release_and_reset_goes_back_to_the_s
     status = await ops.status(client, "shop@staging")
     assert status.operation.value == "scale" and status.version == "5 replicas"
     assert status.requested_by == "carol" and status.outcome == "succeeded"
-    await keep_history(client, "scale", "shop@staging")
+    await keep_history(client, "sealed-scale", "shop@staging")  # scale.json: from before
 
     await run(client, queue, ReleaseRequest(service="shop", env="staging", ref="v2", requested_by="carol"))
     assert w.deployments["shop"]["replicas"] == 5  # the spec says 2; the override stands
@@ -62,7 +62,7 @@ async def test_resources_persist_into_the_next_release(world) -> None:
     wanted = Resources(cpu_request="500m", memory_request="512Mi", cpu_limit="500m",
                        memory_limit="512Mi")
     assert report.resources == wanted and report.previous_resources == Resources()
-    await keep_history(client, "set-resources", "shop@staging")
+    await keep_history(client, "sealed-set-resources", "shop@staging")  # set-resources.json: before
     await run(client, queue, ReleaseRequest(service="shop", env="staging", ref="v2", requested_by="carol"))
     assert w.deployments["shop"]["resources"] == wanted
     await run(client, queue, ResourcesRequest(service="shop", env="staging", reset=True,
@@ -119,3 +119,53 @@ def test_requests_and_bounds_are_checked_in_the_models() -> None:
         "cpu limit: 2 is over this environment's maximum of 1500m"]
     assert sc.request_problems(Resources(cpu_request="2", cpu_limit="1")) == [
         "cpu: the request 2 is over the limit 1"]
+
+
+async def test_in_prod_a_scale_is_signed_approved_and_the_write_carries_its_approvals(world) -> None:
+    """prod requires approval: the scale waits at the gate (which names the image running
+    there and what changes), the requester cannot approve it, and the write carries the
+    run's signed request and approval for the activity to check again."""
+    client, w, queue = world
+    written: list[Any] = []
+    w.on_overrides = written.append
+    started = await ops.start(client, signed(ScaleRequest(
+        service="shop", env="prod", replicas=4, requested_by="carol", reason="peak")), queue)
+    status = await until(client, "shop@prod", lambda s: s.pending_approval is not None)
+    assert status.pending_approval.digests == [w.deploy("shop")["image"]]
+    assert ("overrides", "shop") not in w.events and w.deployments["shop"]["replicas"] == 2
+    with pytest.raises(ops.Refused, match="four eyes"):
+        await decide(client, "shop", "prod", "carol")
+    await decide(client, "shop", "prod", "alice")
+    report = await started.handle.result()
+    assert (report.outcome, report.replicas) == ("succeeded", 4)
+    (change,) = written
+    assert change.authorization.request.statement.operation == "scale"
+    assert [a.statement.run_id for a in change.authorization.approvals] == [started.run_id]
+    await keep_history(client, "scale-approved-in-prod", "shop@prod")
+
+
+async def test_under_the_minimum_is_refused_before_any_change(world) -> None:
+    client, w, queue = world
+    with pytest.raises(WorkflowFailureError) as e:
+        await run(client, queue, ScaleRequest(service="shop", env="staging", replicas=0,
+                                              requested_by="carol"))
+    assert "replicas: 0 is under this environment's minimum of 1" in str(e.value.cause)
+    with pytest.raises(WorkflowFailureError) as e:
+        await run(client, queue, ResourcesRequest(service="shop", env="staging", memory="1Mi",
+                                                  memory_limit="1Mi", requested_by="carol"))
+    assert "memory request: 1Mi is under this environment's minimum of 32Mi" in str(e.value.cause)
+    assert ("overrides", "shop") not in w.events
+    assert (await ops.status(client, "shop@staging")).bad_input
+
+
+async def until(client: Any, workflow_id: str, check: Any) -> OperationStatus:
+    """The operation's status once `check` holds (the activities are in memory: quick)."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        status = await ops.status(client, workflow_id)
+        if check(status):
+            return status
+        assert asyncio.get_running_loop().time() < deadline, f"never reached; last {status}"
+        await asyncio.sleep(0.05)
