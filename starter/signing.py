@@ -40,9 +40,10 @@ def now() -> datetime:
 
 
 def sign_request(p: Platform, req: T, key: Path | None = None, namespace: str = PERSON,
-                 on_behalf_of: str = "") -> T:
-    """`req` with its requester's signature over exactly its content."""
-    statement = operations_client.request_statement(req, now())
+                 on_behalf_of: str = "", at: datetime | None = None) -> T:
+    """`req` with its requester's signature over exactly its content, signed now (`at`:
+    a test's clock) with a fresh nonce: it starts one run, within identity.request_valid_for."""
+    statement = operations_client.request_statement(req, at or now())
     if on_behalf_of:
         statement = statement.model_copy(update={"on_behalf_of": on_behalf_of})
     signed = sign(statement, key or signing_key(p, getattr(req, "requested_by")), namespace)

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         SchedulePause, TeardownRequest, TeardownResult,
     )
     from kepler.models import DecommissionRequest, Operation
-    from workflows.base import EVERY_PROMISE, Done, KeplerWorkflow, StepFailed
+    from workflows.base import EVERY_PROMISE, SEALED_AUTHORITY, Done, KeplerWorkflow, StepFailed
 
 
 @workflow.defn(name="Decommission")
@@ -53,7 +53,9 @@ class Decommission(KeplerWorkflow):
         report: DecommissionReport = self.report
         self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
                                            req.service)
-        self.identify(plan.signers, gated=True)  # a decommission always needs approval
+        self.identify(plan.signers, gated=True,  # a decommission always needs approval
+                      sealed=workflow.patched(SEALED_AUTHORITY))
+        await self.claim_request()
         if self.one_lifecycle and (problem := plan.policy.soak_problem(req.soak)):
             raise StepFailed("read policy", problem, "InvalidInput", bad_input=True)
         if not plan.approval.approvers:
