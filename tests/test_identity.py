@@ -207,3 +207,29 @@ def test_a_bad_validity_time_names_the_line() -> None:
     with pytest.raises(ValueError, match=r"signers:1: valid-after/valid-before: '2026-01-01' is not "
                                          r"YYYYMMDD\[HHMM\[SS\]\]\[Z\]"):
         AllowedSigners.parse(f'alice namespaces="kepler",valid-before="2026-01-01" {key}\n', "signers")
+
+
+def test_a_statement_without_nonce_keeps_the_bytes_signed_before_nonces_existed(people) -> None:
+    """Old signatures (tests/histories/) must still verify on replay: an empty nonce is
+    left out of the canonical bytes; a set one is covered by the signature."""
+    keys, signers = people
+    old = statement()
+    assert b"nonce" not in old.canonical()
+    fresh = statement(nonce="0" * 32)
+    signed = sign(fresh, keys["alice"])
+    forged = SignedStatement(statement=statement(nonce="1" * 32), signature=signed.signature)
+    with pytest.raises(InvalidStatement, match="does not verify"):
+        verify(forged, signers, WHEN)
+
+
+@pytest.mark.parametrize("value,message", [
+    ("48h", "identity.request_valid_for: Input should be less than or equal to 1 day"),
+    ("30s", "identity.request_valid_for: Input should be greater than or equal to 1 minute"),
+])
+def test_request_valid_for_is_bounded_when_kepler_yaml_is_read(value: str, message: str) -> None:
+    from kepler.settings import ConfigError, parse_platform
+
+    text = (Path(__file__).resolve().parent.parent / "kepler.yaml").read_text()
+    with pytest.raises(ConfigError, match=message):
+        parse_platform(text.replace("\nidentity:\n", f"\nidentity:\n  request_valid_for: {value}\n"),
+                       "kepler.yaml")
