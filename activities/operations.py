@@ -4,11 +4,13 @@ operations on a service are running right now, and its release schedules (Tempor
 from __future__ import annotations
 
 
+from datetime import timezone
+
 from temporalio import activity
 from temporalio.client import Client, ScheduleDescription, ScheduleHandle, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.errors import retryable
+from activities.errors import non_retryable, retryable
 from activities.platform import signers_of
 from kepler import naming
 from kepler import search_attributes as sa
@@ -17,9 +19,13 @@ from kepler.decommission import (
 )
 from kepler.freeze import ActiveFreeze
 from kepler.freeze_client import FreezeLookupError, adhoc_freezes
+from kepler.identity import RequestUse
 from kepler.schedules import schedule_id
 from kepler.settings import Platform
 from kepler.temporal import LazyClient
+
+
+MAX_RUNS_LOOKED_AT = 100  # runs of one workflow id within a request's lifetime (one at a time)
 
 
 class OperationsActivities:
@@ -64,6 +70,43 @@ class OperationsActivities:
                 f"at {desc.start_time:%Y-%m-%d %H:%M:%S} UTC is {attrs.get(sa.STAGE) or 'running'}"
                 .replace("  ", " "))
         return running
+
+    @activity.defn(name="temporal.request_used")
+    async def request_used(self, use: RequestUse) -> str:
+        """The run of the calling workflow id (Temporal's word, activity.info(), never the
+        payload's) that was started, since `use.since`, with the signed request
+        `use.signature`, other than the calling run; '' when none. Each candidate's start
+        input is read from its own history, which no client can rewrite."""
+        info = activity.info()
+        if any(c in info.workflow_id for c in "'\\"):
+            raise non_retryable("InvalidInput", f"{info.workflow_id!r}: not a Kepler workflow id")
+        client = await self.client()
+        query = (f"WorkflowId = '{info.workflow_id}' AND "
+                 f"StartTime >= '{use.since.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}'")
+        try:
+            runs = [run async for run in client.list_workflows(query, limit=MAX_RUNS_LOOKED_AT + 1)]
+            if len(runs) > MAX_RUNS_LOOKED_AT:
+                raise non_retryable("Unauthorized", f"{info.workflow_id}: over {MAX_RUNS_LOOKED_AT} "
+                                    "runs since the request was signed; cannot tell it is unused")
+            for run in runs:
+                if run.run_id != info.workflow_run_id and \
+                        await self._signature_of(client, run.id, run.run_id) == use.signature:
+                    return run.run_id
+        except RPCError as e:
+            raise retryable(f"list runs of {info.workflow_id}: {e.message}") from None
+        return ""
+
+    async def _signature_of(self, client: Client, workflow_id: str, run_id: str) -> str:
+        """The signature of the request run `run_id` was started with ('' if unsigned)."""
+        async for event in client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history_events(
+                page_size=1):
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            if not payloads:
+                return ""
+            [request] = await client.data_converter.decode(payloads[:1])
+            signed = request.get("signed") if isinstance(request, dict) else None
+            return str(signed.get("signature", "")) if isinstance(signed, dict) else ""
+        return ""
 
     @activity.defn(name="temporal.active_freeze")
     async def active_freeze(self, env: str) -> list[ActiveFreeze]:

@@ -60,7 +60,10 @@ class PromotionActivities:
         req = req.model_copy(update={"requested_by": config.identity})  # as whom it signs
         if not config.signing_key:
             raise non_retryable("InvalidConfig", "auto_promotion.signing_key is not set")
-        statement = operations_client.request_statement(req, datetime.now(timezone.utc))
+        # signed at Temporal's time of this attempt (the wall clock, give or take), the clock
+        # the workflow that checks its freshness reads
+        scheduled = activity.info().current_attempt_scheduled_time if activity.in_activity() else None
+        statement = operations_client.request_statement(req, scheduled or datetime.now(timezone.utc))
         try:
             signed = sign(statement, self.platform.identity.path(config.signing_key), SYSTEM)
         except SigningError as e:

@@ -22,7 +22,9 @@ import hashlib
 import json
 import shutil
 import subprocess
-from datetime import datetime, timedelta
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,10 +62,42 @@ class Signer(Model):
     principal: UserName
     namespaces: list[str]
     key: str  # "ssh-ed25519 AAAA..."
+    # ssh-keygen's line options: the key signs for Kepler only within [valid_after,
+    # valid_before] (both inclusive, as `ssh-keygen -Y verify` has it), and a
+    # cert-authority's key signs nothing itself (Kepler takes no certificates).
+    valid_after: datetime | None = None
+    valid_before: datetime | None = None
+    cert_authority: bool = False
+
+    def invalid_at(self, at: datetime) -> str:
+        """Why this key may not sign at `at`, or ''."""
+        if self.valid_after is not None and at < self.valid_after:
+            return f"not valid before {self.valid_after:%Y-%m-%d %H:%M:%S} UTC (valid-after)"
+        if self.valid_before is not None and at > self.valid_before:
+            return f"expired at {self.valid_before:%Y-%m-%d %H:%M:%S} UTC (valid-before)"
+        return ""
+
+
+def parse_signer_time(value: str) -> datetime:
+    """ssh-keygen's YYYYMMDD[HHMM[SS]][Z]: UTC with the Z, else the local time of the
+    machine reading the file (the worker's, as for ssh-keygen run there)."""
+    utc = value.endswith("Z")
+    digits = value[:-1] if utc else value
+    formats = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}
+    if not digits.isdigit() or len(digits) not in formats:
+        raise ValueError(f"{value!r} is not YYYYMMDD[HHMM[SS]][Z]")
+    parsed = datetime.strptime(digits, formats[len(digits)])
+    if utc:
+        return parsed.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(time.mktime(parsed.timetuple()), timezone.utc)
 
 
 class AllowedSigners(Model):
     signers: list[Signer] = Field(default_factory=list, max_length=10_000)
+    # identity.request_valid_for: how long a signed request may start a run. It travels
+    # with the signers to the workflows that check requests; None: read before requests
+    # expired (a run from before replays as it ran).
+    request_valid_for: timedelta | None = None
 
     @classmethod
     def parse(cls, text: str, source: str = "allowed signers") -> "AllowedSigners":
@@ -86,8 +120,16 @@ class AllowedSigners(Model):
                 raise ValueError(f"{source}:{n}: namespaces= must list some of {', '.join(NAMESPACES)}")
             if "," in entry.principals or "*" in entry.principals:
                 raise ValueError(f"{source}:{n}: one principal per key, no patterns")
+            options = entry.options or {}
+            try:
+                bounds = {field: parse_signer_time(options[option]) for field, option in (
+                    ("valid_after", "valid-after"), ("valid_before", "valid-before"))
+                    if option in options}
+            except ValueError as e:
+                raise ValueError(f"{source}:{n}: valid-after/valid-before: {e}") from None
             signers.append(Signer(principal=entry.principals, namespaces=namespaces,
-                                  key=f"{entry.key_type} {entry.base64_key}"))
+                                  key=f"{entry.key_type} {entry.base64_key}",
+                                  cert_authority="cert-authority" in options, **bounds))
         return cls(signers=signers)
 
     def names(self, namespace: str) -> list[str]:
@@ -106,14 +148,22 @@ class Statement(Model):
     digests: list[str] = Field(default_factory=list, max_length=50)
     commits: list[str] = Field(default_factory=list, max_length=50)
     request_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")  # a request: its exact content
+    nonce: str = Field("", pattern=r"^([0-9a-f]{32})?$")  # a request's: one run may use it
     on_behalf_of: str = Field("", max_length=100)  # a delegate's: "alice via slack:U123"
     comment: str = Field("", max_length=500)
     issued_at: datetime
 
     def canonical(self) -> bytes:
-        """The exact bytes signed: sorted-key JSON of every field."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True,
-                          separators=(",", ":")).encode()
+        """The exact bytes signed: sorted-key JSON of every field (the nonce only when set:
+        statements signed before it existed keep their bytes, so their signatures verify)."""
+        data = self.model_dump(mode="json")
+        if not self.nonce:
+            del data["nonce"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
 
 
 def request_digest(request: BaseModel) -> str:
@@ -129,6 +179,13 @@ class SignedStatement(Model):
     signature: str = Field(max_length=MAX_SIGNATURE)
 
 
+class RequestUse(Model):
+    """Which earlier run of the calling workflow id started with this signed request (the
+    activity temporal.request_used): runs started since `since` are looked at."""
+    signature: str = Field(max_length=MAX_SIGNATURE)
+    since: datetime
+
+
 class Identity(Model):
     name: str
     kind: Literal["person", "system"]
@@ -138,9 +195,13 @@ class Identity(Model):
         return f"{self.name} via {self.via}" if self.via else self.name
 
 
-def verify(signed: SignedStatement, signers: AllowedSigners) -> Identity:
+def verify(signed: SignedStatement, signers: AllowedSigners, at: datetime | None = None) -> Identity:
     """The identity that signed `signed`, or InvalidStatement naming why not. Keys are
-    matched by their SSH wire encoding (no key serialisation: this runs in workflows)."""
+    matched by their SSH wire encoding (no key serialisation: this runs in workflows).
+
+    `at` is when the key must be valid (its line's valid-after/valid-before): the checker's
+    time, as `ssh-keygen -Y verify` uses its own clock, never the statement's issued_at
+    (the signer writes that). Workflows pass workflow.now(); None is the wall clock."""
     try:
         outer = SshsigSignature.from_armored(signed.signature)
         namespace = outer.namespace.decode("ascii")
@@ -149,11 +210,19 @@ def verify(signed: SignedStatement, signers: AllowedSigners) -> Identity:
     fingerprint = "SHA256:" + base64.b64encode(hashlib.sha256(outer.public_key).digest()).decode().rstrip("=")
     if namespace not in NAMESPACES:
         raise InvalidStatement(f"signature: signed for namespace {namespace!r}, not Kepler's")
-    signer = next((s for s in signers.signers if namespace in s.namespaces
-                   and base64.b64decode(s.key.split()[1]) == outer.public_key), None)
-    if signer is None:
+    if b"-cert-v01@openssh.com" in outer.public_key[:64]:
+        raise InvalidStatement("signature: made with an SSH certificate; Kepler verifies plain keys "
+                               "listed in the allowed signers only (sign with the key itself)")
+    listed = [s for s in signers.signers if namespace in s.namespaces and not s.cert_authority
+              and base64.b64decode(s.key.split()[1]) == outer.public_key]
+    if not listed:
         raise InvalidStatement(f"signature: the key {fingerprint} is not listed for {namespace} "
                                "in the platform's allowed signers")
+    when = at or datetime.now(timezone.utc)
+    signer = next((s for s in listed if not s.invalid_at(when)), None)
+    if signer is None:
+        raise InvalidStatement(f"signature: the key {fingerprint} of {listed[0].principal} is "
+                               f"{listed[0].invalid_at(when)} in the platform's allowed signers")
     try:
         sshsig.check_signature(signed.statement.canonical(), signed.signature, namespace)
     except sshsig.InvalidSignature:

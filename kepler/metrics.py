@@ -8,6 +8,8 @@ visibility lists: pure functions over rows, so every figure is checked exactly.
   the succeeded deploy that made it live (median);
 - change failure rate: deploys that ended failed or rolled_back, or that a rollback
   started by the alerts identity (kepler.yaml `alerts.identity`) undid, over all deploys;
+  a rollback is the alerts' only if its signed request verifies as theirs (`signed_by`:
+  the reader checks the run's start input), never because it names them;
 - time to restore: from a failure — the end of a failed or rolled-back deploy, or the start
   of an alert's rollback — to the end of the next succeeded deploy or rollback of that
   service in that environment (median); failures meanwhile belong to the same incident.
@@ -47,6 +49,7 @@ class ChangeRow(Model):
     commit: str = ""
     committed_at: datetime | None = None
     team: str = ""
+    signed_by: str = ""  # whose signed request started it, verified for this run; '': unchecked
 
     @property
     def run(self) -> str:
@@ -139,7 +142,7 @@ def _env_metrics(rows: list[ChangeRow], days: float, alerts_identity: str,
 
 
 def _alert_rollbacks(rows: list[ChangeRow], alerts_identity: str) -> list[ChangeRow]:
-    return [r for r in rows if r.operation == ROLLBACK and r.requested_by == alerts_identity]
+    return [r for r in rows if r.operation == ROLLBACK and r.signed_by == alerts_identity]
 
 
 def _undone_by_alerts(rows: list[ChangeRow], alerts_identity: str) -> set[str]:

@@ -36,7 +36,7 @@ from kepler.models import (
 from kepler.operations import BY_REQUEST
 from kepler.promotion import AutoPromotionRequest, auto_workflow_id
 from kepler.schedules import ScheduledReleaseRequest, fire_workflow_id
-from kepler.identity import SignedStatement, Statement, request_digest
+from kepler.identity import SignedStatement, Statement, new_nonce, request_digest
 
 
 class Refused(Exception):
@@ -104,7 +104,7 @@ def request_statement(req: Any, now: datetime) -> Statement:
     return Statement(action="request", operation=BY_REQUEST[type(req)].operation,
                      service=who.service, env=who.env, workflow_id=workflow_id(req),
                      request_sha256=request_digest(req), comment=getattr(req, "reason", ""),
-                     issued_at=now)
+                     issued_at=now, nonce=new_nonce())
 
 
 def approval_statement(status: OperationStatus, verdict: str, comment: str,

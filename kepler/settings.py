@@ -208,6 +208,10 @@ class IdentityConfig(Model):
         "the sandbox only: a folder of keys, one per person; --as NAME signs with NAME's"))
     admins: list[UserName] = Field(default_factory=list, description=(
         "may create a service over an existing one they do not own"))
+    request_valid_for: Duration = Field(timedelta(minutes=15), ge=timedelta(minutes=1),
+                                        le=timedelta(hours=24), description=(
+        "how long a signed request may start a run after it was signed (each request starts "
+        "one run only); release schedules' requests are for every fire"))
 
     def path(self, value: str) -> Path:
         path = Path(value).expanduser()
@@ -219,16 +223,17 @@ class IdentityConfig(Model):
         from kepler.identity import AllowedSigners
 
         if not self.allowed_signers:
-            return AllowedSigners()
+            return AllowedSigners(request_valid_for=self.request_valid_for)
         path = self.path(self.allowed_signers)
         try:
             text = path.read_text()
         except OSError as e:
             raise ConfigError(f"identity.allowed_signers: cannot read {path}: {e.strerror}") from None
         try:
-            return AllowedSigners.parse(text, str(path))
+            signers = AllowedSigners.parse(text, str(path))
         except ValueError as e:
             raise ConfigError(f"identity.allowed_signers: {e}") from None
+        return signers.model_copy(update={"request_valid_for": self.request_valid_for})
 
 
 class DecommissionPolicy(Model):

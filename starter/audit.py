@@ -4,6 +4,7 @@ again against the platform's allowed signers now (kepler/audit.py)."""
 
 from __future__ import annotations
 
+from datetime import timezone
 from typing import Any, Optional
 
 import typer
@@ -53,9 +54,10 @@ async def _row(client: Client, op: dict[str, str], signers: AllowedSigners) -> A
         elif event.HasField("workflow_execution_completed_event_attributes"):
             result = event.workflow_execution_completed_event_attributes.result.payloads
             report = (await convert.decode(result, [kind.result]))[0] if result else None
-    started_at = history.events[0].event_time.ToDatetime()
-    return row(op["workflow_id"], op["run_id"], op["operation"], op["env"], started_at,
-               request, decisions, report, signers).model_copy(
+    started_at = history.events[0].event_time.ToDatetime().replace(tzinfo=timezone.utc)
+    parent = started.parent_workflow_execution.workflow_id
+    return row(op["workflow_id"], op["run_id"], kind.operation, op["env"], started_at,
+               request, decisions, report, signers, parent).model_copy(
         update={"outcome": op["outcome"] or (report.outcome if report else "")})
 
 

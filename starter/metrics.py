@@ -16,11 +16,14 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowExecution
 
 from kepler import search_attributes as sa
+from kepler.audit import check_request
+from kepler.identity import AllowedSigners
 from kepler.metrics import (
     DEPLOYS, ROLLBACK, ChangeRow, EnvMetrics, as_json, compute, missing_commits, parse_window,
     prometheus_text,
 )
-from kepler.settings import Platform
+from kepler.models import RollbackRequest
+from kepler.settings import ConfigError, Platform
 from kepler.validation import dns_subdomain
 from starter import session
 from starter.cli_common import BAD_INPUT, OK, CliError, OutputOpt, emit, fail, guarded, wants_json
@@ -37,6 +40,7 @@ class Scope:
     service: str | None
     team: str | None
     alerts_identity: str
+    signers: AllowedSigners  # an alert's rollback counts only if the alerts identity signed it
 
 
 def scope(p: Platform, service: str | None, env: str | None, team: str | None, since: str) -> Scope:
@@ -54,8 +58,12 @@ def scope(p: Platform, service: str | None, env: str | None, team: str | None, s
         window = parse_window(since)
     except ValueError as e:
         raise CliError(str(e), BAD_INPUT) from None
+    try:
+        signers = p.identity.signers()
+    except ConfigError as e:
+        raise CliError(f"{e} (alert-driven rollbacks are counted by their signatures)", BAD_INPUT) from None
     return Scope(envs=[env] if env else sorted(p.environments), window=window, service=service,
-                 team=team, alerts_identity=p.alerts.identity)
+                 team=team, alerts_identity=p.alerts.identity, signers=signers)
 
 
 def _at(t: datetime) -> str:
@@ -75,7 +83,29 @@ async def read_rows(client: Client, s: Scope, since: datetime) -> list[ChangeRow
             row = _row(wf)
             if row is not None:
                 rows.append(row)
+    for row in rows:  # only those that say so: the rest are a person's anyway
+        if row.operation == ROLLBACK and row.requested_by == s.alerts_identity:
+            row.signed_by = await signed_by(client, row, s.signers)
     return rows
+
+
+async def signed_by(client: Client, row: ChangeRow, signers: AllowedSigners) -> str:
+    """Who signed the request `row`'s run was started with, verified for that run at its
+    start (kepler/audit.py); '' when unsigned or it does not verify."""
+    async for event in client.get_workflow_handle(row.workflow_id, run_id=row.run_id) \
+            .fetch_history_events(page_size=1):
+        started = event.workflow_execution_started_event_attributes
+        if not started.input.payloads:
+            return ""
+        try:
+            [request] = await client.data_converter.decode(started.input.payloads[:1],
+                                                           [RollbackRequest])
+        except (ValueError, TypeError):  # not a rollback's request: nobody's signature
+            return ""
+        checked = check_request(request, row.workflow_id, ROLLBACK, signers, row.started,
+                                started.parent_workflow_execution.workflow_id)
+        return checked.who if checked is not None and checked.verified else ""
+    return ""
 
 
 async def commit_times(client: Client, commits: set[str]) -> dict[str, datetime]:

@@ -18,7 +18,7 @@ from kepler import operations_client
 from kepler.models import ReleaseRequest
 from kepler.schedules import ScheduledReleaseRequest, schedule_id
 from kepler.settings import Platform
-from starter import session
+from starter import session, signing
 from starter.cli_common import (
     BAD_INPUT, OK, REFUSED, AsOpt, CliError, EnvOpt, OutputOpt, emit, guarded, wants_json,
 )
@@ -33,7 +33,10 @@ def check_cron(cron: str) -> str:
 
 
 async def create(p: Platform, req: ReleaseRequest, cron: str) -> str:
-    req = session.signed(p, req)  # each fire's release is requested by whoever signed this
+    try:  # each fire's release is requested by whoever signed this, for this schedule
+        req = signing.sign_request(p, req, for_schedule=True)
+    except signing.SigningError as e:
+        raise CliError(str(e), BAD_INPUT) from None
     client = await session.client(p)
     sid = schedule_id(req.service, req.env)
     action = operations_client.schedule_action(ScheduledReleaseRequest(release=req, cron=cron),

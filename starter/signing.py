@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 from kepler import naming, operations_client
 from kepler.identity import DELEGATE, PERSON, SYSTEM, SigningError, sign  # re-exported for the CLI
 from kepler.models import ApprovalDecision
+from kepler.schedules import schedule_id
 from kepler.settings import Platform
 
 T = TypeVar("T")
@@ -40,9 +41,15 @@ def now() -> datetime:
 
 
 def sign_request(p: Platform, req: T, key: Path | None = None, namespace: str = PERSON,
-                 on_behalf_of: str = "") -> T:
-    """`req` with its requester's signature over exactly its content."""
-    statement = operations_client.request_statement(req, now())
+                 on_behalf_of: str = "", at: datetime | None = None,
+                 for_schedule: bool = False) -> T:
+    """`req` with its requester's signature over exactly its content, signed now (`at`:
+    a test's clock) with a fresh nonce: it starts one run, within identity.request_valid_for.
+    `for_schedule`: a release schedule's, signed for the schedule's id, for every fire."""
+    statement = operations_client.request_statement(req, at or now())
+    if for_schedule:
+        statement = statement.model_copy(update={"workflow_id": schedule_id(
+            getattr(req, "service"), getattr(req, "env"))})
     if on_behalf_of:
         statement = statement.model_copy(update={"on_behalf_of": on_behalf_of})
     signed = sign(statement, key or signing_key(p, getattr(req, "requested_by")), namespace)

@@ -123,12 +123,13 @@ async def keep_history(client: Any, name: str, workflow_id: str, run_id: str | N
         (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
-def signed(req: T) -> T:
-    """`req` signed by its requester with the session's sandbox keys (tests/conftest.py)."""
+def signed(req: T, at: Any = None) -> T:
+    """`req` signed by its requester with the session's sandbox keys (tests/conftest.py),
+    at `at` (the time-skipping server's time, which runs ahead of the wall clock) or now."""
     from kepler.settings import load_platform
     from starter.signing import sign_request
 
-    return sign_request(load_platform(), req)
+    return sign_request(load_platform(), req, at=at)
 
 
 async def decide(client: Any, service: str, env: str, approver: str, verdict: str = "approve",

@@ -23,12 +23,13 @@ def at(day: int, hour: int = 0, minute: int = 0) -> datetime:
 
 def row(n: int, operation: str, outcome: str, closed: datetime, *, env: str = "staging",
         service: str = "shop", committed_at: datetime | None = None, commit: str = "",
-        requested_by: str = "carol", started: datetime | None = None, team: str = "") -> ChangeRow:
+        requested_by: str = "carol", started: datetime | None = None, team: str = "",
+        signed_by: str = "") -> ChangeRow:
     return ChangeRow(workflow_id=f"{service}@{env}", run_id=f"run-{n}", operation=operation,
                      service=service, env=env, outcome=outcome,
                      started=started or closed - timedelta(minutes=5), closed=closed,
                      requested_by=requested_by, commit=commit or (f"{n:040x}" if operation != "rollback" else ""),
-                     committed_at=committed_at, team=team)
+                     committed_at=committed_at, team=team, signed_by=signed_by)
 
 
 ROWS = [
@@ -36,7 +37,8 @@ ROWS = [
     row(2, "release", "rolled_back", at(3, 12), committed_at=at(3, 8)),  # a failure...
     row(3, "release", "succeeded", at(3, 13), committed_at=at(3, 11), commit="c" * 40),  # ...restored 1 h later, lead 2 h
     row(4, "canary", "succeeded", at(5), committed_at=at(4)),  # promoted, lead 24 h; then undone by an alert:
-    row(5, "rollback", "succeeded", at(5, 6, 10), started=at(5, 6), requested_by=ALERTS),  # restored in 10 min
+    row(5, "rollback", "succeeded", at(5, 6, 10), started=at(5, 6), requested_by=ALERTS,
+        signed_by=ALERTS),  # restored in 10 min
     row(6, "release", "succeeded", at(4), env="prod", commit="c" * 40),  # a promotion: row 3's commit time, lead 13 h
     row(7, "release", "cancelled", at(6)),  # no deploy
     row(8, "release", "succeeded", at(1) - timedelta(hours=1), committed_at=at(1) - timedelta(days=1)),  # before the window
@@ -81,7 +83,8 @@ def test_team_keeps_the_services_whose_latest_release_names_it_with_their_rollba
 def test_an_alert_rollback_after_a_rollback_undoes_no_deploy() -> None:
     rows = [row(1, "release", "succeeded", at(2)),
             row(2, "rollback", "succeeded", at(3)),
-            row(3, "rollback", "succeeded", at(4, 0, 5), started=at(4), requested_by=ALERTS)]
+            row(3, "rollback", "succeeded", at(4, 0, 5), started=at(4), requested_by=ALERTS,
+                signed_by=ALERTS)]
     cfr = compute(rows, ["staging"], SINCE, UNTIL, ALERTS)["staging"].change_failure_rate
     assert (cfr.failed, cfr.deploys) == (0, 1)
 

@@ -58,7 +58,9 @@ class Decommission(KeplerWorkflow):
         self._signed_restore = workflow.patched(SEALED_AUTHORITY)
         self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
                                            req.service)
-        self.identify(plan.signers, gated=True)  # a decommission always needs approval
+        self.identify(plan.signers, gated=True,  # a decommission always needs approval
+                      sealed=workflow.patched(SEALED_AUTHORITY))
+        await self.claim_request()
         if self.one_lifecycle and (problem := plan.policy.soak_problem(req.soak)):
             raise StepFailed("read policy", problem, "InvalidInput", bad_input=True)
         if not plan.approval.approvers:

@@ -106,7 +106,7 @@ class Freeze(KeplerWorkflow):
             raise ValueError("unfreeze: unsigned; `kepler unfreeze --env ENV` signs it (the "
                              "Temporal UI's update form cannot)")
         try:
-            who = verify(req.signed, self.signers)
+            who = verify(req.signed, self.signers, workflow.now())  # keys valid now, by the workflow clock
         except InvalidStatement as e:
             raise ValueError(f"unfreeze: {e}") from None
         s = req.signed.statement

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.operations import outcome_of_error
     from kepler.promotion import OFFER, AutoPromotionReport, AutoPromotionRequest, LiveRelease
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget
+    from workflows.base import SEALED_AUTHORITY
     from workflows.common.options import QUICK, RETRY
     from workflows.common.saga import describe_cause
 
@@ -85,16 +86,14 @@ class AutoPromotion:
     async def _release(self, candidate: AutoPromotionRequest) -> None:
         """The target's ReleaseVersion of exactly this digest, under its lock; a lock held
         by another operation is tried again on a timer, unless a newer offer comes."""
-        request: ReleaseRequest = await self._activity(
-            PromotionActivities.sign_request, ReleaseRequest(
-                service=candidate.service, env=candidate.target, from_env=candidate.source,
-                image=candidate.image, commit=candidate.commit, requested_by=candidate.requested_by,
-                after_freeze=True,  # a freeze holds it until it ends, it does not drop it
-                reason=f"automatic promotion of {candidate.version or candidate.commit[:12]} "
-                       f"from {candidate.source}"), "sign the promotion")
+        # each attempt signs anew: a signed request starts one run, within request_valid_for
+        sealed = workflow.patched(SEALED_AUTHORITY)
+        request: ReleaseRequest | None = None
         child_id = naming.workflow_id(candidate.service, candidate.target)
         self.report.release_id = child_id
         for attempt in range(BUSY_TRIES):
+            if request is None or sealed:
+                request = await self._sign(candidate)
             self._stage(f"releasing to {candidate.target}")
             try:
                 handle = await workflow.start_child_workflow(
@@ -118,6 +117,15 @@ class AutoPromotion:
             return
         self._end("skipped", f"{child_id} stayed busy with other operations for "
                   f"{BUSY_RETRY * BUSY_TRIES}; promote it with kepler release --from {candidate.source}")
+
+    async def _sign(self, candidate: AutoPromotionRequest) -> ReleaseRequest:
+        return await self._activity(
+            PromotionActivities.sign_request, ReleaseRequest(
+                service=candidate.service, env=candidate.target, from_env=candidate.source,
+                image=candidate.image, commit=candidate.commit, requested_by=candidate.requested_by,
+                after_freeze=True,  # a freeze holds it until it ends, it does not drop it
+                reason=f"automatic promotion of {candidate.version or candidate.commit[:12]} "
+                       f"from {candidate.source}"), "sign the promotion")
 
     def _newer(self, candidate: AutoPromotionRequest) -> bool:
         return any(o.release_id != candidate.release_id and o.since >= candidate.since

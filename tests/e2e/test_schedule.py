@@ -116,4 +116,15 @@ async def test_a_schedule_fires_by_itself(
     report = await eventually(fired_and_done, "a fire", timeout=150)
     assert report.outcome == "succeeded" and report.release_id == "often@staging"
     assert apps(sandbox).read_namespaced_deployment("often", "often-staging").status.available_replicas == 3
+
+    async def fired_again() -> Any:  # the same signed request: signed for the schedule
+        desc = await handle.describe()
+        if len(desc.info.recent_actions) < 2:
+            return None
+        second = desc.info.recent_actions[1].action.workflow_id
+        return await dev_env.client.get_workflow_handle(
+            second, result_type=ScheduledReleaseReport).result()
+
+    report = await eventually(fired_again, "a second fire", timeout=150)
+    assert report.outcome == "succeeded", report
     await handle.delete()

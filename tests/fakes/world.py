@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from kepler.canary import CanaryState
 from kepler.freeze import ActiveFreeze, EnvironmentFreeze
 from kepler.freeze_client import adhoc_freezes
+from kepler.identity import RequestUse
 from kepler.promotion import LiveRelease, PromotionPath
 from kepler.spec import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
@@ -74,6 +75,7 @@ class FakeWorld:
     promotion: PromotionPath | None = None  # prod's promotion path
     freeze: EnvironmentFreeze | None = None  # prod's freeze windows
     temporal: Any = None  # a client: ad-hoc freezes are asked of the Freeze workflows themselves
+    request_runs: dict[str, str] = field(default_factory=dict)  # signature -> the run it started
 
     def activities(self) -> list[Any]:
         world = self
@@ -105,6 +107,14 @@ class FakeWorld:
         async def active_freeze(env: str) -> list[ActiveFreeze]:
             record(f"active_freeze {env}")
             return await adhoc_freezes(world.temporal, env) if world.temporal else []
+
+        @activity.defn(name="temporal.request_used")
+        async def request_used(use: RequestUse) -> str:
+            """As Temporal's records say it (the real one reads visibility, which the
+            time-skipping server lacks): the first run a signed request started."""
+            me = f"{activity.info().workflow_id}/{activity.info().workflow_run_id}"
+            first = world.request_runs.setdefault(use.signature, me)
+            return "" if first == me else first.rpartition("/")[2]
 
         @activity.defn(name="platform.environments")
         async def environments() -> list[str]:
@@ -288,7 +298,7 @@ class FakeWorld:
                 apply_objects, record_adopted, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,
                 delete_project_if_created, existing_service, revert_files, ensure_job, delete_job_if_created, set_routes, verify,
-                live_release, active_freeze,
+                live_release, active_freeze, request_used,
                 notify, seal, check_seal]
 
     def _remove(self, key: str) -> bool:

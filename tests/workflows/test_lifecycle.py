@@ -205,7 +205,7 @@ async def test_a_spec_over_the_environments_bounds_is_refused_before_any_change(
         for req in (release(ref="v2"), CanaryRequest(service="shop", env="staging", ref="v2",
                                                      requested_by="carol"),
                     RollbackRequest(service="shop", env="staging", requested_by="carol")):
-            started = await ops.start(time_env.client, signed(req), queue)
+            started = await ops.start(time_env.client, signed(req, await time_env.get_current_time()), queue)
             message = await failure_of(started)
             assert "step 'check bounds' failed" in message, message
             if not isinstance(req, RollbackRequest):  # a rollback keeps the running replicas

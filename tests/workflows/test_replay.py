@@ -41,7 +41,7 @@ async def _record(time_env) -> dict[str, WorkflowHistory]:
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
                       activities=world.activities()):
         async def run(name: str, req, approve: bool = False) -> None:
-            started = await ops.start(time_env.client, signed(req), queue)
+            started = await ops.start(time_env.client, signed(req, await time_env.get_current_time()), queue)
             if approve:
                 while not (await ops.status(time_env.client, started.workflow_id)).pending_approval:
                     await asyncio.sleep(0.05)

@@ -16,15 +16,18 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Sequence
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.identity import AllowedSigners, Identity, SignedStatement
+    from activities.operations import OperationsActivities
+    from kepler.identity import CLOCK_SKEW, AllowedSigners, Identity, RequestUse, SignedStatement
     from kepler.models import Approval, ApprovalDecision, PendingApproval
     from kepler.settings import ApprovalPolicy
     from kepler.steps import Authorization
     import workflows.common.metrics as metrics
     from workflows.common.errors import OperationEnded, StepFailed
-    from workflows.common.trust import Untrusted, verify_decision, verify_request
+    from workflows.common.options import QUICK, RETRY
+    from workflows.common.trust import Untrusted, for_schedule, verify_decision, verify_request
 
 if TYPE_CHECKING:
     from kepler.models import OperationStatus
@@ -53,6 +56,8 @@ class ApprovalGate:
         self.signers = AllowedSigners()
         self.requester: Identity | None = None  # verified; None: the request is not signed
         self._identified = False
+        self._sealed = False  # requests expire and are single-use (SEALED_AUTHORITY)
+        self._claimed = False
         self._signed_gate = False
         self._gates = 0
         self.gate_approvals: list[SignedStatement] = []  # the last gate's, signed (a train's)
@@ -64,17 +69,23 @@ class ApprovalGate:
                              approvals=list(self.gate_approvals if approvals is None else approvals),
                              first_run_id=workflow.info().first_execution_run_id, train=train)
 
-    def identify(self, signers: AllowedSigners, gated: bool) -> None:
+    def identify(self, signers: AllowedSigners, gated: bool, sealed: bool = False) -> None:
         """Verify the request's signature against the signers the platform lists now
         (once, at the first policy read); a bad signature, or none where the operation will
-        need approval (`gated`), fails before any change."""
+        need approval (`gated`), fails before any change. `sealed` (SEALED_AUTHORITY, the
+        caller's patch): the signer's key valid now and the request fresh (trust.py)."""
         if self._identified:
             return
         self._identified = True
+        self._sealed = sealed
         assert self.state is not None
         self.signers = signers
+        info = workflow.info()
         try:
-            who = verify_request(self.request, signers, self.state, workflow.info().workflow_id)
+            who = verify_request(self.request, signers, self.state, info.workflow_id,
+                                 now=workflow.now() if sealed else None,
+                                 continued=info.continued_run_id is not None,
+                                 parent_id=info.parent.workflow_id if info.parent else "")
         except Untrusted as e:
             raise StepFailed("verify request", str(e), "Unauthorized", bad_input=True) from None
         if who is not None:
@@ -82,6 +93,28 @@ class ApprovalGate:
             self.state.requested_by, self.state.requester_verified = str(who), True
         elif gated and workflow.patched(SIGNED_APPROVALS):
             raise StepFailed("verify request", UNSIGNED, "Unauthorized", bad_input=True)
+
+    async def claim_request(self) -> None:
+        """A signed request starts one run: refuse it, before any change, when another run
+        of this workflow id was started with the very same signed request (found by the
+        activity in Temporal's own records). A release schedule's is for every fire."""
+        signed: SignedStatement | None = getattr(self.request, "signed", None)
+        if self._claimed or not self._sealed or signed is None:
+            return
+        self._claimed = True
+        info = workflow.info()
+        if for_schedule(signed.statement, info.parent.workflow_id if info.parent else ""):
+            return
+        used: str = await workflow.execute_activity_method(
+            OperationsActivities.request_used,
+            RequestUse(signature=signed.signature, since=signed.statement.issued_at - CLOCK_SKEW),
+            summary="check the signed request started no other run",
+            start_to_close_timeout=QUICK.start_to_close,
+            schedule_to_close_timeout=QUICK.schedule_to_close, retry_policy=RetryPolicy(**RETRY))
+        if used:
+            raise StepFailed("verify request", f"signed request: already used by run {used} of "
+                             f"{info.workflow_id}; a signed request starts one run (sign a new "
+                             "one)", "Unauthorized", bad_input=True)
 
     async def notify(self, event: str, text: str) -> None:  # the base's
         raise NotImplementedError

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         request_digest, verify,
     )
     from kepler.models import ApprovalDecision, OperationStatus, PendingApproval
+    from kepler.schedules import fire_workflow_id, schedule_id
     from kepler.settings import ApprovalPolicy
 
 class Untrusted(ValueError):
@@ -37,15 +38,20 @@ def check_fresh(s: Any, now: datetime, valid_for: timedelta | None) -> None:
 
 
 def verify_request(request: Any, signers: AllowedSigners, state: OperationStatus,
-                   workflow_id: str) -> Identity | None:
-    """The verified requester of `request`, or None when it is not signed."""
+                   workflow_id: str, now: datetime | None = None, continued: bool = False,
+                   parent_id: str = "") -> Identity | None:
+    """The verified requester of `request`, or None when it is not signed. With `now`
+    (runs from SEALED_AUTHORITY on), the signer's key must be valid now and the request
+    fresh: signed at most signers.request_valid_for ago (a continued run's first run
+    checked that), or a release schedule's, for the fire that is this run's parent."""
     signed: SignedStatement | None = getattr(request, "signed", None)
     if signed is None:
         return None
-    who = _verify(signed, signers)
+    who = _verify(signed, signers, now)
     s = signed.statement
+    scheduled = now is not None and for_schedule(s, parent_id)
     expected = {"action": "request", "operation": state.operation.value, "service": state.service,
-                "env": state.env, "workflow_id": workflow_id}
+                "env": state.env, "workflow_id": s.workflow_id if scheduled else workflow_id}
     for field, value in expected.items():
         if getattr(s, field) != value:
             raise Untrusted(f"signed request: it was signed for {field} {getattr(s, field)!r}, "
@@ -55,7 +61,28 @@ def verify_request(request: Any, signers: AllowedSigners, state: OperationStatus
     if who.name != request.requested_by:
         raise Untrusted(f"signed request: signed by {who}, but requested_by says "
                         f"{request.requested_by}")
+    if now is not None and not continued and not scheduled:
+        check_request_fresh(s, now, signers.request_valid_for, parent_id)
     return who
+
+
+def for_schedule(s: Any, parent_id: str) -> bool:
+    """A release schedule's request: signed for the schedule, for every fire (each fire's
+    ScheduledRelease starts this run as its child), so neither fresh nor single-use."""
+    return (s.workflow_id == schedule_id(s.service, s.env)
+            and parent_id.startswith(fire_workflow_id(s.service, s.env)))
+
+
+def check_request_fresh(s: Any, now: datetime, valid_for: timedelta | None, parent_id: str) -> None:
+    if valid_for is None:
+        return
+    age = now - s.issued_at
+    if age > valid_for or age < -CLOCK_SKEW:
+        hint = (" (a release schedule created before requests expired: delete it and create it "
+                "again)" if parent_id.startswith(fire_workflow_id(s.service, s.env)) else "")
+        raise Untrusted(f"signed request: signed at {s.issued_at:%Y-%m-%d %H:%M:%S} UTC; a "
+                        f"request may start a run for {valid_for} after signing "
+                        f"(identity.request_valid_for): sign a new one{hint}")
 
 
 def verify_decision(decision: ApprovalDecision, verdict: str, pending: PendingApproval,
@@ -69,7 +96,7 @@ def verify_decision(decision: ApprovalDecision, verdict: str, pending: PendingAp
         raise Untrusted(f"{decision.approver or 'this decision'}: unsigned; approve with "
                         f"`kepler {verdict} {pending.service} --env {pending.env}` or the chat "
                         "buttons, which sign it (the Temporal UI's update form cannot)")
-    who = _verify(decision.signed, signers)
+    who = _verify(decision.signed, signers, now)
     s = decision.signed.statement
     expected = {"action": verdict, "operation": pending.operation, "service": pending.service,
                 "env": pending.env, "workflow_id": pending.workflow_id, "run_id": pending.run_id,
@@ -125,11 +152,12 @@ def verify_train_approvals(statements: list[SignedStatement], parent_id: str, pa
                         f"{policy.min_approvals} valid" + (f"; {'; '.join(problems)}" if problems else "") + ")")
 
 
-def _verify(signed: SignedStatement, signers: AllowedSigners) -> Identity:
+def _verify(signed: SignedStatement, signers: AllowedSigners, now: datetime | None = None) -> Identity:
+    """Verified at `now`, else at workflow.now() (never the wall clock: this is workflow code)."""
     if not signers.signers:
         raise Untrusted("no allowed signers are configured (identity.allowed_signers in "
                         "kepler.yaml): no signature can be verified")
     try:
-        return verify(signed, signers)
+        return verify(signed, signers, now or workflow.now())
     except InvalidStatement as e:
         raise Untrusted(str(e)) from None

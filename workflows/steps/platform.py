@@ -12,14 +12,16 @@ with workflow.unsafe.imports_passed_through():
     from kepler.spec import Resources
     from kepler.scale import bounds_problems
     from kepler.steps import EnvironmentPolicy, PolicyQuery
-    from workflows.base import KeplerWorkflow, StepFailed
+    from workflows.base import SEALED_AUTHORITY, KeplerWorkflow, StepFailed
 
 
 async def read_policy(wf: KeplerWorkflow, service: str, env: str,
                       step: str = "read policy") -> EnvironmentPolicy:
     policy: EnvironmentPolicy = await wf.step(step, PlatformActivities.environment_policy,
                                               PolicyQuery(service=service, env=env))
-    wf.identify(policy.signers, gated=wf.needs_approval(policy))
+    wf.identify(policy.signers, gated=wf.needs_approval(policy),
+                sealed=workflow.patched(SEALED_AUTHORITY))
+    await wf.claim_request()
     return policy
 
 
