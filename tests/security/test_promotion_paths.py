@@ -139,3 +139,107 @@ def test_putting_back_what_was_live_in_prod_stays_allowed(platform: Platform) ->
     assert run_as(*RUN, k8s.apply_release, change(back, "prod", Authorization(
         gate="history", request=request))).changed
     assert image_in_prod(platform) == back
+
+
+# --- the workflows: whoever starts them raw, on the time-skipping server with the fake world --
+
+from kepler.models import CanaryRequest, OperationStatus  # noqa: E402
+from kepler.promotion import LiveRelease, PromotionPath  # noqa: E402
+from kepler.train import TrainMember, TrainReport, TrainRequest  # noqa: E402
+from temporalio.client import WorkflowFailureError  # noqa: E402
+from tests.security.test_raw_starts import world  # noqa: E402, F401
+from tests.fakes.world import sha_of  # noqa: E402
+from tests.helpers import decide, keep_history  # noqa: E402
+from tests.workflows import test_canary  # noqa: E402
+from tests.workflows.test_release import Harness, failure_of, harness  # noqa: E402, F401
+
+STAGING_RUNS = "reg/demo/shop@sha256:" + "5" * 64
+CHANGES = {"build", "apply_release", "apply_objects", "set_routes", "scale", "hook"}
+
+
+def staging_runs_v1(world: Any) -> None:
+    """prod is promoted from staging, which runs v1 (live, healthy, soaked)."""
+    world.promotion = PromotionPath(source="staging", soak=timedelta(hours=1))
+    world.live = LiveRelease(exists=True, healthy=True, image=STAGING_RUNS, commit=sha_of("v1"),
+                             version="v1", since=datetime.now(timezone.utc) - timedelta(hours=2))
+    world.images[sha_of("v1")] = STAGING_RUNS.rsplit("@", 1)[1]
+
+
+def prod_release(ref: str, **fields: Any) -> ReleaseRequest:
+    return ReleaseRequest(service="shop", env="prod", ref=ref, requested_by="carol", **fields)
+
+
+def changes(world: Any) -> set[str]:
+    return {c.split()[0] for c in world.calls} & CHANGES
+
+
+async def test_a_raw_release_of_a_commit_staging_never_ran_is_refused_before_any_build(
+        harness: Harness) -> None:  # noqa: F811
+    staging_runs_v1(harness.world)
+    started = await harness.start(prod_release("bad-v2"))
+    message = await failure_of(started)
+    assert "prod takes only what staging runs, live and healthy for 1:00:00" in message
+    assert f"staging runs v1 ({sha_of('v1')[:12]}), not {sha_of('bad-v2')[:12]}" in message
+    status = await started.handle.query("status", result_type=OperationStatus)
+    assert status.refused and status.pending_approval is None  # exit 3; no approver asked
+    assert changes(harness.world) == set() and "find_image" not in harness.world.calls
+
+
+async def test_a_release_by_ref_of_what_staging_runs_takes_its_digest_without_a_build(
+        harness: Harness) -> None:  # noqa: F811
+    staging_runs_v1(harness.world)
+    started = await harness.start(prod_release("v1"))
+    status = await harness.wait_stage(started, "awaiting approval")
+    assert status.pending_approval.digests == [STAGING_RUNS]
+    assert await decide(harness.client, "shop", "prod", "alice") == "approved"
+    report = await started.handle.result()
+    assert (report.outcome, report.image) == ("succeeded", STAGING_RUNS)
+    assert "build" not in harness.world.calls
+    await keep_history(harness.client, "release-on-a-promotion-path", started.workflow_id)
+
+
+async def test_off_the_path_only_through_a_break_glass_gate(harness: Harness) -> None:  # noqa: F811
+    staging_runs_v1(harness.world)
+    started = await harness.start(prod_release("bad-v2", break_glass=True, reason="hotfix 7"))
+    status = await harness.wait_stage(started, "awaiting approval")
+    assert (status.pending_approval.operation, status.pending_approval.min_approvals) == (
+        "break-glass release", 2)
+    assert "apply_release" not in harness.world.calls
+    assert await decide(harness.client, "shop", "prod", "alice") == "approval recorded (1 of 2)"
+    assert await decide(harness.client, "shop", "prod", "bob") == "approved"
+    report = await started.handle.result()
+    assert report.outcome == "succeeded" and harness.world.recorded[-1].record.break_glass == "hotfix 7"
+
+
+async def test_a_train_member_staging_never_ran_stops_the_train_before_any_build(
+        world: tuple[Any, Any, str]) -> None:  # noqa: F811
+    client, fake, queue = world
+    staging_runs_v1(fake)
+    train = signed(TrainRequest(name="night", env="prod", requested_by="carol",
+                                members=[TrainMember(service="shop", ref="bad-v2")]))
+    handle = await client.start_workflow("ReleaseTrain", train, id="train-night@prod",
+                                         task_queue=queue, result_type=TrainReport)
+    with pytest.raises(WorkflowFailureError) as e:
+        await handle.result()
+    assert "prod takes only what staging runs" in str(e.value.cause)
+    assert changes(fake) == set()
+    await keep_history(client, "train-refused-off-the-promotion-path", "train-night@prod")
+
+
+async def test_a_canary_of_a_commit_staging_never_ran_is_refused_before_any_build(time_env: Any) -> None:
+    import uuid
+
+    import workflows
+    from temporalio.worker import Worker
+
+    world = test_canary.CanaryWorld()
+    staging_runs_v1(world)
+    queue = f"q-{uuid.uuid4()}"
+    async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
+                      activities=world.activities()):
+        canary = test_canary.Harness(time_env, world, queue)
+        handle = await canary.start(env="prod", ref="bad-v2")
+        message = await test_canary.failure_of(handle)
+        await keep_history(time_env.client, "canary-refused-off-the-promotion-path", "shop@prod")
+    assert "prod takes only what staging runs" in message
+    assert changes(world) == set()
