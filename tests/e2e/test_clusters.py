@@ -155,7 +155,11 @@ async def test_two_clusters_release_scale_resources_and_a_train(
     assert [(r["operation"], r["requested_by"]) for r in rows[:2]] == [("resources", "carol"),
                                                                        ("scale", "carol")]
 
-    # a train to prod: one approval for both; the scale-out and resources survive the release
+    # a train to prod (of what staging runs: prod takes only that): one approval for both;
+    # the scale-out and resources survive the release
+    code, out, err = await kepler(cfg, "release", "billing", "--env", "staging", "--ref", "main",
+                                  "--watch")
+    assert code == 0, out + err
     train = {"name": "payday", "env": "prod", "members": [
         {"service": "ledger", "ref": "main"},
         {"service": "billing", "ref": "main", "depends_on": ["ledger"]}]}

@@ -243,3 +243,47 @@ async def test_a_canary_of_a_commit_staging_never_ran_is_refused_before_any_buil
         await keep_history(time_env.client, "canary-refused-off-the-promotion-path", "shop@prod")
     assert "prod takes only what staging runs" in message
     assert changes(world) == set()
+
+
+# --- the CLI, the real dev server and worker, and the sandbox ---------------------------------
+
+@pytest.mark.e2e
+async def test_kepler_release_into_prod_of_what_staging_never_ran_is_refused(
+        sandbox: Sandbox, platform_file: Any, e2e_worker: Any, tmp_path: Any) -> None:
+    """The issue's own case: `kepler release SVC --env prod --ref bad-v2`, a commit staging
+    never ran, is refused with exit 3 before anything starts; a ref that names what staging
+    runs but has moved since is refused by the workflow, before any build, approval or change."""
+    import json
+
+    import yaml
+
+    from tests import world as the_world
+    from tests.e2e.test_release import gitlab_client, kepler
+
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "pathy", "team": "t", "replicas": 1}))
+    assert (await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
+                         "--watch"))[0] == 0
+    code, out, err = await kepler(platform_file, "release", "pathy", "--env", "staging", "--ref",
+                                  "main", "--watch", "-o", "json")
+    assert code == 0, out + err
+    tested = json.loads(out)["report"]
+    before = the_world.snapshot(sandbox, ["pathy-prod"])
+
+    code, out, err = await kepler(platform_file, "release", "pathy", "--env", "prod", "--ref", "bad-v2")
+    assert code == 3, out + err
+    assert "prod takes only what staging runs" in err and "--from staging" in err
+    code, out, err = await kepler(platform_file, "status", "pathy", "--env", "prod")
+    assert code == 1 and "no operation found" in err  # nothing started
+
+    gitlab_client(sandbox).projects.get("demo/pathy").commits.create({
+        "branch": "main", "commit_message": "not in staging", "actions": [
+            {"action": "create", "file_path": "later.txt", "content": "later\n"}]})
+    code, out, err = await kepler(platform_file, "release", "pathy", "--env", "prod", "--ref",
+                                  "main", "--watch")
+    assert code == 3, out + err
+    assert f"staging runs main ({tested['commit'][:12]}), not" in err
+    status = json.loads((await kepler(platform_file, "status", "pathy", "--env", "prod", "-o",
+                                      "json"))[1])
+    assert status["refused"] and not any(s["name"] in ("build", "awaiting approval")
+                                         for s in status["steps"])
+    assert the_world.differences(before, the_world.snapshot(sandbox, ["pathy-prod"])) == []
