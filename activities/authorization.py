@@ -26,6 +26,7 @@ FROZEN_WORKFLOWS = ("ReleaseVersion", "Canary")  # what a freeze window stops wh
 def authorize(platform: Platform, change: ApplyRelease, history: list[ReleaseRecord]) -> None:
     """Raise Unauthorized unless `change` may be applied; `history` is the live workload's
     release history (what was live and healthy here before)."""
+    authorize_promotion_path(platform, change, history)
     if change.authorization is None:
         raise refused(f"no authorization for {change.image} in {change.target.env}")
     if through_freeze(platform, change.target, change.image, change.authorization):
@@ -186,3 +187,61 @@ def authorize_override(platform: Platform, target: ReleaseTarget, image: str,
         raise refused(f"{len(approvers)} of {env.approval.min_approvals} valid approvals of "
                       f"{operation} of {where} (run {info.workflow_run_id}, running {image})"
                       + (f"; {expired} expired" if expired else ""))
+
+
+# --- promotion paths (issue 26, item 10) -------------------------------------------------------
+# (imported here, not above: this part is appended to the module as one piece)
+from typing import Any  # noqa: E402
+
+from temporalio.exceptions import ApplicationError  # noqa: E402
+
+from kepler.promotion import soaked_in  # noqa: E402
+from kepler.steps import history_of  # noqa: E402
+
+_CLUSTERS: dict[int, Any] = {}  # the worker's clusters, one set per platform it runs with
+
+
+def authorize_promotion_path(platform: Platform, change: ApplyRelease,
+                             history: list[ReleaseRecord]) -> None:
+    """Raise Unauthorized unless `change` may enter an environment with a promotion path
+    (`promotion.<env>.from`): its image was live here before (putting back), or was live
+    and healthy in the source environment for the path's soak — as that environment's own
+    workload records it, read through this worker's clusters — or the run has verified
+    break-glass approvals of it."""
+    target, image = change.target, change.image
+    path = platform.promotion.get(target.env)
+    if path is None or any(r.image == image for r in history):
+        return
+    upstream = _source_history(platform, target.service, path.source)
+    if soaked_in(upstream, image, path.soak, datetime.now(timezone.utc)):
+        return
+    if change.authorization is not None and _broke_glass(platform, change):
+        return
+    raise refused(f"{image} was not live and healthy in {path.source} for {path.soak}, and "
+                  f"{target.env} takes only that (promotion.{target.env}.from: {path.source}); "
+                  "nor has this run two verified break-glass approvals of it")
+
+
+def _source_history(platform: Platform, service: str, source: str) -> list[ReleaseRecord]:
+    from activities.kubernetes.client import Clusters  # the one client; it imports nothing of ours
+
+    clusters = _CLUSTERS.setdefault(id(platform), Clusters(platform))
+    namespace = platform.environments[source].namespace_for(service, source)
+    for kind in ("Deployment", "CronJob"):
+        workload = clusters(source).get(kind, namespace, service)  # rbac: Deployment, CronJob
+        if workload is not None:
+            return history_of(workload["metadata"].get("annotations") or {})
+    return []
+
+
+def _broke_glass(platform: Platform, change: ApplyRelease) -> bool:
+    assert change.authorization is not None
+    policy = platform.environments[change.target.env].approval
+    needed = max(BREAK_GLASS_APPROVALS, policy.min_approvals if policy.required else 0)
+    try:
+        approvers, _ = _approvers(platform, change.target, change.image,
+                                  change.annotations.get(naming.COMMIT, ""), change.authorization,
+                                  policy, break_glass=True)
+    except ApplicationError:  # unsigned: no break-glass
+        return False
+    return len(approvers) >= needed

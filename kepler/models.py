@@ -44,6 +44,9 @@ class CreateServiceRequest(Model):
     signed: SignedStatement | None = Field(None, description=(
         "the requester's signed statement of this request (kepler/identity.py)"))
     reason: str = Field("", max_length=500)
+    adopt: bool = Field(False, description=(
+        "take over objects Kepler did not create in the service's namespaces (a platform "
+        "admin's request only; without it, such an object refuses the create)"))
 
 
 class ReleaseRequest(FreezeOptions):

@@ -113,3 +113,15 @@ def rolled_out(deploy: dict[str, Any]) -> bool:
     return (available and status.get("observedGeneration", 0) >= deploy["metadata"].get("generation", 0)
             and status.get("updatedReplicas", 0) >= replicas
             and status.get("availableReplicas", 0) >= replicas)
+
+
+def soaked_in(history: list[Any], image: str, soak: timedelta, now: datetime) -> bool:
+    """`image` was live and healthy in the environment `history` is of (its kepler.dev/history,
+    newest first) for at least `soak`: from when it was recorded live until the next release
+    was (or until `now`, for the one live there last)."""
+    until = now
+    for record in history:
+        if record.image == image and until - record.at >= soak:
+            return True
+        until = record.at
+    return False

@@ -3,19 +3,22 @@ one operation on a service in one environment, its approval and its record."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Optional
 
 import typer
 from temporalio.service import RPCError
 
 from kepler import naming, operations_client
+from kepler.kube import Clusters
 from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest, RollbackRequest
+from kepler.settings import Platform
 from starter import session, signing
 from starter.cli_common import (
-    BAD_INPUT, FAILED, OK, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt, OutputOpt,
+    BAD_INPUT, FAILED, OK, REFUSED, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt, OutputOpt,
     console, emit, guarded, wants_json,
 )
-from starter.promotion import show_path
+from starter.promotion import live_in, show_path
 from starter.service import history_table, service_history
 from starter.watch import render
 
@@ -31,9 +34,18 @@ def register(app: typer.Typer) -> None:
                 after_freeze: bool = AfterFreezeOpt, break_glass: bool = BreakGlassOpt,
                 as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
         """Release git REF of SERVICE to ENV, or promote what runs in another environment."""
-        session.start_operation(output, env, as_user, watch_it, ReleaseRequest, service=service,
-                                ref=ref, from_env=from_env, reason=reason,
-                                after_freeze=after_freeze, break_glass=break_glass)
+        def body() -> int:
+            as_json = wants_json(output)
+            p = session.platform()
+            session.check_env(p, env)
+            if from_env is not None:
+                session.check_env(p, from_env, "--from")
+            req = session.build(ReleaseRequest, service=service, env=env, ref=ref,
+                                from_env=from_env, reason=reason, after_freeze=after_freeze,
+                                break_glass=break_glass, requested_by=session.acting_user(p, as_user))
+            refuse_off_path(p, req)
+            return session.run(session.launch(p, req, watch_it, as_json))
+        guarded(output, body)
 
     @app.command()
     def rollback(service: str, env: str = EnvOpt,
@@ -132,3 +144,26 @@ def register(app: typer.Typer) -> None:
                  f"{workflow_id}: cancellation requested; it undoes its changes, then ends cancelled")
             return OK
         guarded(output, body)
+
+
+def refuse_off_path(p: Platform, req: ReleaseRequest) -> None:
+    """The fast answer (exit 3, before anything starts) to a release by ref into an
+    environment with a promotion path of something its source does not run, live and
+    healthy for the soak: the ref must name the source's live version or commit. The
+    workflow checks again itself (the ref resolved), and so does the apply."""
+    path = p.promotion.get(req.env)
+    if path is None or req.ref is None or req.break_glass:
+        return
+    live = live_in(p, Clusters(p), req.service, path.source)
+    why = None
+    if not live.healthy:
+        why = f"nothing live and healthy there ({live.detail})"
+    elif req.ref != live.version and not live.commit.startswith(req.ref):
+        why = f"it runs {live.version} ({live.commit[:12]}), not {req.ref}"
+    elif live.since is None or datetime.now(timezone.utc) - live.since < path.soak:
+        why = f"{live.version} has been live there for less than the soak of {path.soak}"
+    if why is not None:
+        raise CliError(f"{req.env} takes only what {path.source} runs, live and healthy for "
+                       f"{path.soak} (promotion.{req.env}.from): {why}. Promote it with "
+                       f"--from {path.source}; --break-glass --reason TEXT asks two approvers "
+                       "to let this through", REFUSED)

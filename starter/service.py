@@ -28,6 +28,9 @@ def register(app: typer.Typer) -> None:
     @service_app.command("create")
     def service_create(file: Path = typer.Option(..., "-f", "--file", help="service spec YAML"),
                        reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
+                       adopt: bool = typer.Option(False, "--adopt", help=(
+                           "take over objects Kepler did not create in the service's "
+                           "namespaces (platform admins only; without it they refuse, exit 3)")),
                        as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
         """Create a service: GitLab project, Jenkins job, objects and routes in every env."""
         def body() -> int:
@@ -36,7 +39,7 @@ def register(app: typer.Typer) -> None:
             spec = session.build(ServiceSpec, **read_spec(file))
             for env in spec.environments:
                 session.check_env(p, env)
-            req = session.build(CreateServiceRequest, spec=spec, reason=reason,
+            req = session.build(CreateServiceRequest, spec=spec, reason=reason, adopt=adopt,
                                 requested_by=session.acting_user(p, as_user))
             return session.run(session.launch(p, req, watch_it, as_json))
         guarded(output, body)

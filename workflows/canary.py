@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import (SEALED_AUTHORITY, UNDO, Done, KeplerWorkflow, OperationEnded,
                                 StepFailed, StepOptions, Undo)
     from workflows.common.canary_controls import CanaryControls
-    from workflows.steps.image import ensure_image
+    from workflows.steps.promotion import canary_image
 
 T = TypeVar("T")
 KEEP_STEPS = 30  # step records carried across continue-as-new (the rest is in history)
@@ -154,7 +154,7 @@ class Canary(CanaryControls, KeplerWorkflow):
             raise StepFailed("record current release", f"{req.service} runs nothing in {req.env} "
                              "yet: release a first version (kepler release) before a canary",
                              "NotFound")
-        image = await ensure_image(self, policy, req.service, commit.sha)
+        image = await canary_image(self, policy, req, commit.sha, checked.frozen)  # on its path
         now = workflow.now()
         self.cs = CanaryState(progress=self.progress, policy=policy, spec=spec, commit=commit.sha,
                               version=version, image=image, previous_image=primary.image,

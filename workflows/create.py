@@ -4,9 +4,11 @@ The runbook: adopt or create the GitLab project from its template (with the
 service spec and a Dockerfile); add the push webhook; create the Jenkins job;
 in each environment lay down namespace, ServiceAccount, ConfigMap, Deployment
 (0 replicas until the first release), Service, HPA/PDB and the Istio routes;
-tell the owners. Undo deletes only what this run created, and puts back what it adopted:
-objects that existed (as recorded before it changed them) and a Jenkins job's config
-(kept meanwhile in a disabled backup job, dropped once created).
+tell the owners. An object in the way that Kepler did not make for this service refuses
+the create before anything changes, unless a platform admin asked to adopt it; a namespace
+that exists is used, never changed. Undo deletes only what this run created, and puts back
+what it adopted: objects that existed (as recorded before it changed them) and a Jenkins
+job's config (kept meanwhile in a disabled backup job, dropped once created).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ with workflow.unsafe.imports_passed_through():
     from kepler import manifests
     from kepler.models import CreateServiceRequest, Operation, ReleaseReport
     from kepler.steps import (
-        ApplyObjects, EnsureHook, EnsureJob, EnsureProject, UndoCreated,
+        AdoptedObject, ApplyObjects, EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy,
+        UndoCreated,
     )
     from workflows.steps.platform import read_policy
-    from workflows.base import EVERY_PROMISE, Done, KeplerWorkflow, StepFailed
+    from workflows.base import EVERY_PROMISE, SEALED_AUTHORITY, Done, KeplerWorkflow, StepFailed
     from workflows.common.approval import SIGNED_APPROVALS
 
 
@@ -60,6 +63,8 @@ class CreateService(KeplerWorkflow):
 
         if workflow.patched(SIGNED_APPROVALS):  # before: anyone could create over anything
             await self.check_ownership(spec.name, policies[0].admins)
+        if workflow.patched(SEALED_AUTHORITY):  # before: objects of others were adopted
+            await self.check_foreign_objects(req, policies, run_id)
         undo = UndoCreated(service=spec.name, run_id=run_id)
         self.saga.add("delete the GitLab project if this run created it",
                       lambda: self.step("undo: delete project",
@@ -121,6 +126,35 @@ class CreateService(KeplerWorkflow):
                              "may create over it" + ("" if self.requester else
                                                      " (and this request is not signed)"),
                              "Refused", refused=True)
+
+    async def check_foreign_objects(self, req: CreateServiceRequest,
+                                    policies: list[EnvironmentPolicy], run_id: str) -> None:
+        """Before any change anywhere: an object this create would lay down that exists
+        without Kepler's mark of this service refuses it (exit 3, each named), unless a
+        verified platform admin's signed request says `adopt`."""
+        foreign: list[AdoptedObject] = []
+        for policy in policies:
+            foreign += await self.step(
+                f"{policy.env}: check existing objects", DeploymentActivities.foreign_objects,
+                ApplyObjects(env=policy.env, run_id=run_id, manifests=manifests.for_environment(
+                    req.spec, policy.env, policy.namespace)))
+        if not foreign:
+            return
+        names = "; ".join(f"{o.kind} {o.namespace}/{o.name} in {o.env}" for o in foreign)
+        admins = policies[0].admins
+        who = self.requester.name if self.requester else None
+        if req.adopt and who in admins:
+            self.state.notes.append(f"adopted by {who} (--adopt): {names}")
+            return
+        step = "check existing objects"
+        if req.adopt:
+            raise StepFailed(step, f"adopt: only a platform admin ({', '.join(admins) or 'none'}) "
+                             f"may take over objects Kepler did not create, and "
+                             f"{who or 'an unsigned request'} is not one: {names}", "Refused",
+                             refused=True)
+        raise StepFailed(step, f"objects Kepler did not create are in the way: {names}. Remove "
+                         "them, or a platform admin may take them over (service create "
+                         "--adopt)", "Refused", refused=True)
 
     async def _remove_hook(self, hook: EnsureHook, added: list[bool]) -> None:
         if added:

@@ -1,8 +1,9 @@
 """ReleaseVersion: put one git ref of a service into one environment, safely.
 
 The runbook: resolve the ref — or, promoting (`from_env`), take the digest and commit
-live and healthy in the source environment, soaked, as they are; reuse or build the
-image; pin it by digest; get
+live and healthy in the source environment, soaked, as they are; into an environment with
+a promotion path, only that commit's digest there (or a break-glass gate); reuse or build
+the image; pin it by digest; get
 approval when policy asks; the pre_deploy hook (its undo registered first); remember
 what runs now; apply image + config; wait for the rollout; the post_deploy hook; verify;
 notify. Anything failing after the apply puts the previous image *and* config back, then
@@ -72,6 +73,9 @@ class ReleaseVersion(KeplerWorkflow):
         self.record_change(commit.sha, commit.committed_at, spec.team)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
+        on_path = promotion.OnPath() if req.from_env else await promotion.enforce_path(
+            self, req.service, req.env, policy, commit.sha, pinned, req.break_glass)
+        pinned = pinned or on_path.image  # on a path: the source's digest, never a build
         if pinned:  # pinned with its commit: exactly the digest approved or tested
             image = await pinned_image(self, policy, pinned, commit.sha,
                                        approved=self._by_train and policy.approval.required)
@@ -79,16 +83,21 @@ class ReleaseVersion(KeplerWorkflow):
             image = await ensure_image(self, policy, req.service, commit.sha)
         report.image = image
 
-        if policy.approval.required and self._by_train and checked.frozen is None:
+        what = (f"release of {req.service} {ref} ({commit.sha[:12]}) to {req.env}"
+                + (f", promoted from {req.from_env}" if req.from_env else ""))
+        if on_path.break_glass and checked.frozen is None:  # off the path: two approvers
+            approvals = await promotion.break_glass_gate(self, policy, req.reason, what,
+                                                         [image], [commit.sha])
+            report.approved_by = [a.approver for a in approvals]
+            await freeze.recheck(self, policy, req, checked)
+        elif policy.approval.required and self._by_train and checked.frozen is None:
             self.skip("approval", f"approved with {workflow.info().parent.workflow_id}")
             await freeze.recheck(self, policy, req, checked)
         else:  # the usual gate, or a break-glass one; then a freeze begun since refuses
-            approvals = await freeze.gate(
-                self, policy, req, checked, f"release of {req.service} {ref} ({commit.sha[:12]}) "
-                f"to {req.env}" + (f", promoted from {req.from_env}" if req.from_env else ""),
-                digests=[image], commits=[commit.sha])
+            approvals = await freeze.gate(self, policy, req, checked, what,
+                                          digests=[image], commits=[commit.sha])
             report.approved_by = [a.approver for a in approvals]
-        broke_glass = req.reason if checked.frozen is not None else ""
+        broke_glass = req.reason if checked.frozen is not None or on_path.break_glass else ""
 
         if spec.type == "cronjob":  # a CronJob's pod template; one run is the check
             previous = await cronjob.snapshot(self, target)

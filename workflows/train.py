@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.steps.cronjob as cronjob
     import workflows.steps.freeze as freeze
     import workflows.steps.kube as kube
+    import workflows.steps.promotion as promotion
     from workflows.steps.image import ensure_image
     from workflows.steps.platform import read_policy
     from workflows.base import (
@@ -130,8 +131,10 @@ class ReleaseTrain(KeplerWorkflow):
             member = self.train.member(m.service)
             member.commit = commit.sha
             if workflow.patched(APPROVED_DIGESTS):  # before: each member built after the gate
-                member.image = await ensure_image(self, policy, m.service, commit.sha,
-                                                  label=f"{m.service}: ")
+                on_path = await promotion.enforce_path(self, m.service, req.env, policy,
+                                                       commit.sha, label=f"{m.service}: ")
+                member.image = on_path.image or await ensure_image(
+                    self, policy, m.service, commit.sha, label=f"{m.service}: ")
             return policy
 
         policies = await asyncio.gather(*(one(m) for m in req.members))

@@ -29,6 +29,16 @@ FIRST_POLL_SECONDS = 0.02  # rollout done at once is seen in tens of ms, not a w
 HEARTBEAT_AFTER_SECONDS = 1.0  # well inside the 10 s heartbeat timeout of LONG_WAIT steps
 
 
+def kepler_made(live: dict, manifest: dict) -> bool:
+    """`live` carries Kepler's mark of the service `manifest` is of: made by a Kepler run
+    (its annotation), labelled as Kepler's and (but for a namespace) as that service's."""
+    meta = live.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return (naming.CREATED_BY_RUN in (meta.get("annotations") or {})
+            and all(labels.get(k) == v for k, v in naming.MANAGED_BY.items())
+            and labels.get("app") == (manifest["metadata"].get("labels") or {}).get("app"))
+
+
 class DeploymentActivities(ReleaseActivities):
     workload = DEPLOYMENT
 
@@ -37,7 +47,8 @@ class DeploymentActivities(ReleaseActivities):
     @activity.defn(name="kubernetes.apply_objects")
     def apply_objects(self, req: ApplyObjects) -> list[Applied]:
         """Create each object, or bring an existing one up to date. A Deployment that
-        exists keeps its image and replicas (releases own those)."""
+        exists keeps its image and replicas (releases own those); a namespace Kepler did
+        not create is used as it is, never changed."""
         cluster = self.clusters(req.env)
         results = []
         for manifest in req.manifests:
@@ -55,7 +66,10 @@ class DeploymentActivities(ReleaseActivities):
                     if e.type != "Conflict409":  # created meanwhile (e.g. a retried call)
                         raise
                     live = cluster.get(kind, ns, name)  # rbac: MANAGED_KINDS
-            ours = naming.CREATED_BY_RUN in ((live or {}).get("metadata", {}).get("annotations") or {})
+            ours = kepler_made(live or {}, manifest)
+            if kind == "Namespace" and not ours:
+                results.append(Applied(kind=kind, namespace="", name=name, created=False))
+                continue
             if kind != "Deployment":
                 labels = meta.get("labels", {})
                 if not ours:  # adopted: brought up to date, never labelled as Kepler's
@@ -81,11 +95,29 @@ class DeploymentActivities(ReleaseActivities):
             if kind == "Deployment":  # an existing Deployment is left alone by apply_objects
                 continue
             live = cluster.get(kind, meta.get("namespace"), meta["name"])  # rbac: MANAGED_KINDS
-            if live is not None:
+            if live is not None and not (kind == "Namespace" and not kepler_made(live, manifest)):
                 found.append(AdoptedObject(
                     env=req.env, kind=kind, namespace=meta.get("namespace") or "", name=meta["name"],
                     labels=live["metadata"].get("labels") or {},
                     spec=live.get("spec") if "spec" in manifest else None))
+        return found
+
+    @activity.defn(name="kubernetes.foreign_objects")
+    def foreign_objects(self, req: ApplyObjects) -> list[AdoptedObject]:
+        """Before a create changes anything: the objects it would lay down that exist
+        already without Kepler's mark of this service — what only an admin's `adopt` may
+        take over. A namespace is not one (apply_objects uses it, never changes it). Only
+        kind and name are returned: what someone else's object holds stays out of history."""
+        cluster = self.clusters(req.env)
+        found = []
+        for manifest in req.manifests:
+            kind, meta = manifest["kind"], manifest["metadata"]
+            if kind == "Namespace":
+                continue
+            live = cluster.get(kind, meta.get("namespace"), meta["name"])  # rbac: MANAGED_KINDS
+            if live is not None and not kepler_made(live, manifest):
+                found.append(AdoptedObject(env=req.env, kind=kind,
+                                           namespace=meta.get("namespace") or "", name=meta["name"]))
         return found
 
     @activity.defn(name="kubernetes.restore_adopted")

@@ -103,7 +103,7 @@ async def test_alertmanager_webhook_rolls_back_once(
 
         # an operation holds the lock (a release awaiting approval in prod): left alone
         code, out, err = await kepler(platform_file, "release", "ledger", "--env", "prod",
-                                      "--ref", "main")
+                                      "--from", "staging")
         assert code == 0, err
         await wait_for_stage(platform_file, "ledger", "prod", "awaiting approval")
         r = await http.post("/alertmanager", json=payload(kepler_service="ledger", kepler_env="prod"),

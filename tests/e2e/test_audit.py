@@ -23,6 +23,8 @@ async def test_audit_shows_verified_requesters_approvers_and_digests(
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "ledger7", "team": "t", "replicas": 1}))
     assert (await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
                          "--watch"))[0] == 0
+    assert (await kepler(platform_file, "release", "ledger7", "--env", "staging", "--ref", "main",
+                         "--watch"))[0] == 0  # prod takes only what staging runs
     assert (await kepler(platform_file, "release", "ledger7", "--env", "prod", "--ref", "main"))[0] == 0
     await wait_for_stage(platform_file, "ledger7", "prod", "awaiting approval")
     code, out, err = await kepler(platform_file, "approve", "ledger7", "--env", "prod", "--comment",

@@ -1,7 +1,8 @@
 """`kepler service create` as a user runs it, on the real dev server, a real worker and the
 sandbox, when it cannot finish: staging's API server refuses Kepler (403, as without RBAC),
 so everything before is undone — what it created is deleted, and what it adopted (a
-namespace, a Service, a GitLab project's files, a Jenkins job) is put back exactly. A create that goes through adopts the job and leaves no backup behind."""
+Service a platform admin's --adopt took over, a GitLab project's files, a Jenkins job) is
+put back exactly; their namespace is used, never changed. A create that goes through adopts the job and leaves no backup behind."""
 
 from __future__ import annotations
 
@@ -78,12 +79,13 @@ async def test_a_failed_create_undoes_everything_and_gives_an_adopted_job_back(
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "adopt", "team": "payments"}))
 
     code, out, err = await kepler(staging_refuses, "service", "create", "-f", str(tmp_path / "spec.yaml"),
-                                  "--watch", user="alice")  # a platform admin may adopt
+                                  "--watch", "--adopt", user="alice")  # a platform admin may adopt
     assert code == 1, out + err
     assert "staging: objects and routes" in err and "forbidden" in err
     assert server.get_job_config("kepler-adopt") == theirs  # their job, exactly as it was
     assert sorted(j["name"] for j in server.get_jobs()) == jobs_before  # no backup left
-    # their namespace and Service exactly as they were (create had brought them up to date)
+    # their namespace (used, never changed) and Service exactly as they were (create had
+    # brought the Service up to date)
     assert world.differences(before, world.snapshot(sandbox, ["adopt-prod"])) == []
     # their project stays (adopted, never deleted), its files as they were, no webhook left
     assert sorted(f["path"] for f in project.repository_tree(ref="main", recursive=True,
@@ -98,7 +100,7 @@ async def test_a_failed_create_undoes_everything_and_gives_an_adopted_job_back(
 
     # where every cluster answers, the create adopts the job and drops its backup
     code, out, err = await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
-                                  "--watch", user="alice")
+                                  "--watch", "--adopt", user="alice")
     assert code == 0, out + err
     assert "Kepler build job for adopt" in server.get_job_config("kepler-adopt")
     assert sorted(j["name"] for j in server.get_jobs()) == jobs_before

@@ -153,6 +153,8 @@ async def test_a_release_over_the_environments_bounds_exits_2_and_changes_nothin
     code, out, err = await kepler(platform_file, "service", "create", "-f",
                                   str(tmp_path / "spec.yaml"), "--watch")
     assert code == 0, out + err
+    assert (await kepler(platform_file, "release", "bigshop", "--env", "staging", "--ref", "main",
+                         "--watch"))[0] == 0  # prod takes only what staging runs
     before = apps(sandbox).read_namespaced_deployment("bigshop", "bigshop-prod")
     whole = world.snapshot(sandbox, ["bigshop-prod"])
     code, out, err = await kepler(platform_file, "release", "bigshop", "--env", "prod",

@@ -208,6 +208,11 @@ class FakeWorld:
             record(f"record_adopted {a.env}")
             return []  # the fake world starts empty
 
+        @activity.defn(name="kubernetes.foreign_objects")
+        async def foreign_objects(a: ApplyObjects) -> list[AdoptedObject]:
+            record(f"foreign_objects {a.env}")
+            return []  # the fake world starts empty
+
         @activity.defn(name="kubernetes.delete_if_created")
         async def delete_if_created(u: UndoCreated) -> bool:
             record("delete_if_created")
@@ -295,7 +300,7 @@ class FakeWorld:
 
         return [environment_policy, environments, resolve_ref, read_spec, find_image, build,
                 snapshot, apply_release, restore_release, wait_rollout, revision_history,
-                apply_objects, record_adopted, delete_if_created, ensure_project, ensure_hook, remove_hook,
+                apply_objects, record_adopted, foreign_objects, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,
                 delete_project_if_created, existing_service, revert_files, ensure_job, delete_job_if_created, set_routes, verify,
                 live_release, active_freeze, request_used,

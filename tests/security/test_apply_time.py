@@ -36,6 +36,7 @@ TRAIN, COMMIT = "train-x@prod", "c" * 40
 @pytest.fixture(scope="module")
 def platform(box: Sandbox) -> Iterator[Platform]:
     p = parse_platform(platform_yaml(box.urls, "127.0.0.1:1", "unused"))
+    p.promotion.clear()  # the approval rules alone (promotion paths: test_promotion_paths.py)
     k8s = DeploymentActivities(p)
     spec = ServiceSpec(name="vault", team="t", replicas=1)
     ActivityEnvironment().run(k8s.apply_objects, ApplyObjects(

@@ -44,6 +44,8 @@ async def test_rollback_to_a_digest_never_live_in_prod_needs_approval(
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     assert (await kepler(platform_file, "service", "create", "-f", str(tmp_path / "spec.yaml"),
                          "--watch"))[0] == 0
+    assert (await kepler(platform_file, "release", "vault2", "--env", "staging", "--ref", "main",
+                         "--watch"))[0] == 0  # prod takes only what staging runs
     code, out, err = await kepler(platform_file, "release", "vault2", "--env", "prod", "--ref",
                                   "main")
     assert code == 0, out + err

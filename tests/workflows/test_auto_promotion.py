@@ -162,7 +162,8 @@ async def test_prod_busy_is_tried_again_and_a_release_offered_meanwhile_goes_nex
     """prod held by a manual release: the promotion waits on a timer, then goes; a staging
     release offered while prod's promotion runs is promoted in the next run."""
     await release_staging(auto, "v1")
-    manual = await auto.start(release("prod", "v0"))
+    # v0 never ran in staging: only a break-glass may take it to prod (issue 26, item 10)
+    manual = await auto.start(release("prod", "v0").model_copy(update={"break_glass": True}))
     await until(prod_status(auto), awaiting, "the manual prod release awaiting approval")
     await auto.env.sleep(SOAK)
     await until(lambda: promotion_status(auto), lambda s: s.stage.startswith("waiting for shop@prod"),

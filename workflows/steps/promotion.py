@@ -1,10 +1,13 @@
 """The promotion steps of ReleaseVersion: what is live and healthy in the environment
-promoted from, soaked long enough, taken exactly as it is; and, after a release that
-went live, offering it to the automatic promotions from here (kepler/promotion.py)."""
+promoted from, soaked long enough, taken exactly as it is; a path enforced on whatever
+enters an environment that has one (a release by ref, a train's member, a canary: only
+that, or a break-glass); and, after a release that went live, offering it to the
+automatic promotions from here (kepler/promotion.py)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import NamedTuple, Sequence
 
 from temporalio import workflow
 
@@ -13,10 +16,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from activities.prometheus import PrometheusActivities
     from activities.promotion import PromotionActivities
-    from kepler.models import ReleaseRequest
-    from kepler.promotion import AutoPromotionRequest, LiveRelease
+    from kepler.freeze import BREAK_GLASS, BREAK_GLASS_APPROVALS, ActiveFreeze
+    from kepler.models import Approval, CanaryRequest, ReleaseRequest
+    from kepler.promotion import AutoPromotionRequest, LiveRelease, PromotionPath
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget, VerifyRelease
-    from workflows.base import KeplerWorkflow, StepFailed
+    from workflows.base import SEALED_AUTHORITY, KeplerWorkflow, StepFailed
+    from workflows.steps.image import ensure_image
 
 # Promotions verify the source with Prometheus where the path says so, and a release that
 # went live offers itself to the automatic promotions from its environment.
@@ -34,30 +39,119 @@ async def source_release(wf: KeplerWorkflow, req: ReleaseRequest,
         raise StepFailed(step, f"from_env: {req.env} is promoted from {path.source} "
                          f"(promotion.{req.env}.from), not from {source}", "InvalidInput",
                          bad_input=True)
+    return await soaked_release(wf, req.service, source, req.env, path,
+                                pinned=(req.image, req.commit))
+
+
+async def soaked_release(wf: KeplerWorkflow, service: str, source: str, env: str,
+                         path: PromotionPath | None, label: str = "",
+                         pinned: tuple[str, str] = ("", "")) -> LiveRelease:
+    """What is live and healthy in `source` (the `pinned` digest and commit, if given),
+    live there for the path's soak and (where the path says) passing its Prometheus check;
+    otherwise a refusal (exit 3)."""
+    step = f"{label}read {source}'s release"
     there: EnvironmentPolicy = await wf.step(
-        f"read {source}'s policy", PlatformActivities.environment_policy,
-        PolicyQuery(service=req.service, env=source))
+        f"{label}read {source}'s policy", PlatformActivities.environment_policy,
+        PolicyQuery(service=service, env=source))
     live: LiveRelease = await wf.step(step, DeploymentActivities.live_release, ReleaseTarget(
-        env=source, namespace=there.namespace, service=req.service))
+        env=source, namespace=there.namespace, service=service))
     if not live.healthy:
         raise StepFailed(step, f"nothing to promote from {source}: {live.detail}", "Refused",
                          refused=True)
-    if req.image and (live.image, live.commit) != (req.image, req.commit):
-        raise StepFailed(step, f"{source} no longer runs {req.image} ({req.commit[:12]}): it "
+    image, commit = pinned
+    if image and (live.image, live.commit) != (image, commit):
+        raise StepFailed(step, f"{source} no longer runs {image} ({commit[:12]}): it "
                          f"runs {live.image} ({live.commit[:12]})", "Refused", refused=True)
     soak = path.soak if path is not None else timedelta(0)
     if live.since is None or workflow.now() - live.since < soak:
         since = f"{live.since:%Y-%m-%d %H:%M:%S} UTC" if live.since else "an unknown time"
         raise StepFailed(step, f"{live.version} ({live.commit[:12]}) has been live in {source} "
-                         f"since {since}, less than {req.env}'s soak of {soak}", "Refused",
+                         f"since {since}, less than {env}'s soak of {soak}", "Refused",
                          refused=True)
     if path is not None and path.verify_with_prometheus and workflow.patched(AUTO_PROMOTION):
-        verdict = await wf.step(f"verify {source}", PrometheusActivities.verify, VerifyRelease(
-            env=source, namespace=there.namespace, service=req.service, workload=req.service))
+        verdict = await wf.step(f"{label}verify {source}", PrometheusActivities.verify, VerifyRelease(
+            env=source, namespace=there.namespace, service=service, workload=service))
         if verdict.verdict != "passed":
-            raise StepFailed(f"verify {source}", f"{live.version} in {source}: {verdict.detail} "
-                             f"(promotion.{req.env}.verify_with_prometheus)", "Refused", refused=True)
+            raise StepFailed(f"{label}verify {source}", f"{live.version} in {source}: "
+                             f"{verdict.detail} (promotion.{env}.verify_with_prometheus)",
+                             "Refused", refused=True)
     return live
+
+
+class OnPath(NamedTuple):
+    """What the path lets in: the source's digest of the commit asked for (`image`, so
+    nothing is built), or nothing, through a break-glass gate (`break_glass`)."""
+    image: str = ""
+    break_glass: bool = False
+
+
+async def enforce_path(wf: KeplerWorkflow, service: str, env: str, policy: EnvironmentPolicy,
+                       commit: str, image: str = "", break_glass: bool = False,
+                       label: str = "") -> OnPath:
+    """Before anything is built or changed, a release by ref into an environment with a
+    promotion path (or a train's member, or a canary): only the commit (and, pinned, the
+    digest) live, healthy and soaked in the path's source, taken as its digest; anything
+    else is refused (exit 3) unless `break_glass` asks for two approvers instead. Nothing
+    to check without a path (a promotion `--from` checks its source itself)."""
+    path = policy.promotion
+    if path is None or not workflow.patched(SEALED_AUTHORITY):  # before: a path was advice
+        return OnPath()
+    try:
+        live = await soaked_release(wf, service, path.source, env, path, label)
+        if live.commit == commit and image in ("", live.image):
+            wf.skip(f"{label}build", f"{commit[:12]} runs in {path.source} as {live.image}")
+            return OnPath(image=live.image)
+        why = (f"{path.source} runs {live.version} ({live.commit[:12]}), not "
+               f"{commit[:12]}" + (f" ({image})" if image else ""))
+    except StepFailed as e:
+        if not e.refused:
+            raise
+        why = e.cause
+    if break_glass:
+        assert wf.state is not None
+        wf.state.notes.append(f"break-glass: off the promotion path: {why}")
+        return OnPath(break_glass=True)
+    raise StepFailed(f"{label}check promotion path", f"{env} takes only what {path.source} runs, "
+                     f"live and healthy for {path.soak} (promotion.{env}.from): {why}. Promote "
+                     f"that with --from {path.source}; --break-glass --reason TEXT asks two "
+                     "approvers to let this through", "Refused", refused=True)
+
+
+async def break_glass_gate(wf: KeplerWorkflow, policy: EnvironmentPolicy, reason: str, what: str,
+                           digests: Sequence[str], commits: Sequence[str]) -> list[Approval]:
+    """The gate of a change off the promotion path, as a break-glass through a freeze
+    (workflows/steps/freeze.py): signed approvals of exactly this run, digests and commits,
+    naming the break-glass, by two of the environment's approvers (more if its minimum is
+    higher) other than the requester, notified to every channel; the apply-time check asks
+    for them too."""
+    assert wf.state is not None and policy.promotion is not None
+    usual = policy.approval
+    requester = wf.requester.name if wf.requester else wf.state.requested_by
+    others = [a for a in usual.approvers if a != requester]
+    needed = max(BREAK_GLASS_APPROVALS, usual.min_approvals if usual.required else 0)
+    if len(others) < needed:
+        raise StepFailed("break-glass approval", f"break_glass: {policy.env} lists "
+                         f"{len(others)} approver(s) other than {requester} "
+                         f"({', '.join(others) or 'none'}), and a break-glass needs {needed}",
+                         "Refused", refused=True)
+    text = (f"BREAK-GLASS {what}, off the promotion path ({policy.env} takes only what "
+            f"{policy.promotion.source} runs); reason: {reason}")
+    await wf.notify("break_glass", text + f"; needs {needed} of {', '.join(others)}")
+    gate = usual.model_copy(update={"required": True, "min_approvals": needed})
+    approvals = await wf.approval_gate(gate, text, digests=digests, commits=commits,
+                                       operation=f"{BREAK_GLASS} {wf.state.operation.value}")
+    who = ", ".join(a.approver for a in approvals)
+    wf.state.notes.append(f"break-glass approved by {who}: {reason}")
+    await wf.notify("break_glass", f"{text}; approved by {who}: it goes through")
+    return approvals
+
+
+async def canary_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: CanaryRequest,
+                       commit: str, frozen: ActiveFreeze | None) -> str:
+    """A canary's image: off a promotion path only through a freeze's break-glass gate."""
+    on_path = await enforce_path(wf, req.service, req.env, policy, commit,
+                                 break_glass=req.break_glass and frozen is not None)
+    return on_path.image or await ensure_image(wf, policy, req.service, commit)
 
 
 async def offer_onwards(wf: KeplerWorkflow, req: ReleaseRequest, policy: EnvironmentPolicy,
