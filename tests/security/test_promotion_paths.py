@@ -7,6 +7,8 @@ approvals the run carries — unless two of them are break-glass approvals of th
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
@@ -131,9 +133,11 @@ def test_putting_back_what_was_live_in_prod_stays_allowed(platform: Platform) ->
     """A rollback (`history` gate) to an image prod's own history has: no path check."""
     k8s = DeploymentActivities(platform)
     back = REPO + "d" * 64
-    ActivityEnvironment().run(k8s.record_release, RecordRelease(target=target("prod"), record=(
-        ReleaseRecord(image=back, commit=COMMIT, at=datetime.now(timezone.utc) - timedelta(days=1),
-                      release_id="orbit@prod/old"))))
+    old = ReleaseRecord(image=back, commit=COMMIT, at=datetime.now(timezone.utc) - timedelta(days=1),
+                        release_id="orbit@prod/old")  # live in prod once (written as a run would have)
+    t = target("prod")
+    k8s.clusters("prod").patch("Deployment", t.namespace, t.name(), {"metadata": {"annotations": {
+        naming.HISTORY: json.dumps([old.model_dump(mode="json", exclude_none=True)])}}})
     request = signed(ReleaseRequest(service="orbit", env="prod", ref="main",
                                     requested_by="carol")).signed
     assert run_as(*RUN, k8s.apply_release, change(back, "prod", Authorization(

@@ -35,7 +35,8 @@ class Harness:
     async def start(self, **fields: Any) -> WorkflowHandle:
         req = CanaryRequest(**{"service": "shop", "env": "staging", "ref": "v2",
                                "requested_by": "carol", "steps": [10, 20, 50], **fields})
-        return (await ops.start(self.client, signed(req), self.queue)).handle
+        return (await ops.start(self.client, signed(req, await self.env.get_current_time()),
+                                self.queue)).handle
 
     async def status(self, handle: WorkflowHandle) -> OperationStatus:
         return await handle.query("status", result_type=OperationStatus)
@@ -285,6 +286,7 @@ async def test_continue_as_new_keeps_state_and_bounds_each_runs_history(harness:
     handle = await harness.start(steps=None, step_weight=5, max_weight=100, rounds_per_run=5)
     report = await handle.result()
     assert report.outcome == "succeeded" and report.failed_checks == 1
+    await keep_history(harness.client, "canary-sealed-continue-as-new", "shop@staging")
     assert report.runs >= 4 and report.checks[0].failures == 1
     assert harness.world.route_log[:3] == [(95, 5, True), (90, 10, True), (85, 15, True)]
     assert harness.world.route_log[-2:] == [(0, 100, True), STABLE]
