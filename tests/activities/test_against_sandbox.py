@@ -25,7 +25,7 @@ from kepler import manifests
 from kepler.spec import ServiceSpec
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.steps import (
-    ApplyObjects, ApplyRelease, BuildRequest, EnsureHook, EnsureJob, EnsureProject, ImageQuery, ReadSpec,
+    ApplyObjects, ApplyRelease, Authorization, BuildRequest, EnsureHook, EnsureJob, EnsureProject, ImageQuery, ReadSpec,
     ReleaseTarget, ResolveRef, RouteWeights, UndoCreated, WaitRollout,
 )
 from sandbox.serve import Sandbox
@@ -185,7 +185,8 @@ def test_kubernetes_objects_release_rollout_conflict_and_routes(box: Sandbox, pl
         {"app": b"v1"}, {}, created="2026-01-01T00:00:00Z")))
     target = ReleaseTarget(env="staging", namespace="web-staging", service="web")
     change = ApplyRelease(target=target, image=f"{platform.registry.host}/demo/web@{image}", replicas=2,
-                          config={"a": "2"}, resources=spec.resources, annotations={"kepler.dev/commit": "c1"})
+                          config={"a": "2"}, resources=spec.resources, annotations={"kepler.dev/commit": "c1"},
+                          authorization=Authorization())
     before = run(k8s.snapshot, target)
     fault(box, "kubernetes", method="PUT", path="/deployments/web$", status=409, count=1,
           body='{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409}')
@@ -214,7 +215,8 @@ def test_kubernetes_objects_release_rollout_conflict_and_routes(box: Sandbox, pl
 
     istio = IstioActivities(platform)
     previous = run(istio.set_routes, RouteWeights(env="staging", namespace="web-staging", service="web",
-                                                  stable=80, canary=20, canary_header=True))
+                                                  stable=80, canary=20, canary_header=True,
+                                                  authorization=Authorization()))
     assert (previous.stable, previous.canary) == (100, 0)
     assert (run(istio.set_routes, RouteWeights(env="staging", namespace="web-staging", service="web")).canary) == 20
 
@@ -232,7 +234,8 @@ def test_rollout_of_a_missing_image_fails_fast(box: Sandbox, platform: Platform)
     target = ReleaseTarget(env="staging", namespace="ghost-staging", service="ghost")
     missing = f"{platform.registry.host}/demo/ghost@sha256:" + "f" * 64
     result = run(k8s.apply_release, ApplyRelease(target=target, image=missing, replicas=1, config={},
-                                                 resources=spec.resources, annotations={}))
+                                                 resources=spec.resources, annotations={},
+                                                 authorization=Authorization()))
     error = expect("RolloutFailed", k8s.wait_rollout, WaitRollout(
         target=target, generation=result.generation, timeout=timedelta(seconds=30)))
     assert "ImagePullBackOff" in str(error) or "ErrImagePull" in str(error)
@@ -274,7 +277,7 @@ def test_a_stale_progress_deadline_does_not_fail_a_fresh_rollout(box: Sandbox, p
     target = ReleaseTarget(env="staging", namespace="stale-staging", service="stale")
     result = run(k8s.apply_release, ApplyRelease(
         target=target, image=f"{platform.registry.host}/demo/stale@{digest}", replicas=1, config={},
-        resources=spec.resources, annotations={}))
+        resources=spec.resources, annotations={}, authorization=Authorization()))
     live = apps_api(box).api_client.sanitize_for_serialization(
         apps_api(box).read_namespaced_deployment("stale", "stale-staging"))
     live["status"] = {"observedGeneration": result.generation - 1, "replicas": 1, "conditions": [

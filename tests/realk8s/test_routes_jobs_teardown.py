@@ -16,7 +16,7 @@ from kepler import manifests
 from kepler.decommission import EnvTarget, TeardownRequest
 from kepler.jobs import StartJob, WaitJob
 from kepler.spec import Resources, ServiceSpec
-from kepler.steps import ApplyObjects, ApplyRelease, ReleaseTarget, RouteWeights
+from kepler.steps import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, RouteWeights
 from kepler.workloads import Schedule
 from tests.helpers import eventually
 from tests.realk8s.conftest import Backend, run
@@ -29,7 +29,7 @@ def test_route_weights_and_the_tester_header(backend: Backend) -> None:
     istio = IstioActivities(backend.platform)
     previous = run(istio.set_routes, RouteWeights(env="staging", namespace=target.namespace,
                                                   service=service, stable=80, canary=20,
-                                                  canary_header=True))
+                                                  canary_header=True, authorization=Authorization()))
     assert (previous.stable, previous.canary, previous.canary_header) == (100, 0, False)
     vs = Clusters(backend.platform)("staging").get("VirtualService", target.namespace, service)
     assert current_weights(vs) == (80, 20, True)
@@ -57,7 +57,8 @@ def test_a_cronjob_release_is_put_back_exactly(backend: Backend) -> None:
     before = run(jobs.snapshot, target)
     image = pushed(backend, service, "v1")
     change = ApplyRelease(target=target, image=image, replicas=0, config={"a": "2"},
-                          resources=Resources(), annotations={"kepler.dev/commit": "c" * 40})
+                          resources=Resources(), annotations={"kepler.dev/commit": "c" * 40},
+                          authorization=Authorization())
     assert run(jobs.apply_release, change).changed
     assert not run(jobs.apply_release, change).changed
     now = run(jobs.snapshot, target)
@@ -73,7 +74,8 @@ def test_a_run_once_job_completes(backend: Backend) -> None:
     jobs = CronJobActivities(backend.platform)
     image = pushed(backend, service, "v1")
     run(jobs.apply_release, ApplyRelease(target=target, image=image, replicas=0, config={},
-                                         resources=Resources(), annotations={}))
+                                         resources=Resources(), annotations={},
+                                         authorization=Authorization()))
     ref = run(jobs.start_job, StartJob(target=target, name=f"{service}-run-1"))
     assert ref.created and ref.image == image
     assert not run(jobs.start_job, StartJob(target=target, name=f"{service}-run-1")).created

@@ -14,7 +14,7 @@ from activities.kubernetes.workloads import DeploymentActivities
 from kepler import manifests
 from kepler.scale import ApplyOverrides, Overrides
 from kepler.spec import Resources, ServiceSpec
-from kepler.steps import ApplyObjects, ApplyRelease, ReleaseTarget, UndoCreated, WaitRollout
+from kepler.steps import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, UndoCreated, WaitRollout
 from sandbox.registry.oci import build_image, push_image
 from tests.helpers import eventually
 from tests.realk8s.conftest import Backend, run
@@ -37,7 +37,8 @@ def created(backend: Backend, service: str, replicas: int = 1, run_id: str = "r1
 
 def release(target: ReleaseTarget, image: str, config: dict[str, str], replicas: int = 1) -> ApplyRelease:
     return ApplyRelease(target=target, image=image, replicas=replicas, config=config,
-                        resources=Resources(), annotations={"kepler.dev/commit": "c" * 40})
+                        resources=Resources(), annotations={"kepler.dev/commit": "c" * 40},
+                        authorization=Authorization())
 
 
 def test_objects_applied_twice_are_created_once(backend: Backend) -> None:
