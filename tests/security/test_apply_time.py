@@ -93,6 +93,25 @@ def test_without_a_valid_approval_nothing_is_written(platform: Platform, case: s
     assert image_now(platform) == before, case
 
 
+def config_now(p: Platform) -> dict[str, str] | None:
+    return ActivityEnvironment().run(DeploymentActivities(p).snapshot,
+                                     ReleaseTarget(env="prod", namespace="vault-prod", service="vault")).config
+
+
+@pytest.mark.parametrize("authorized", ["unapproved", "absent"])
+def test_a_refused_release_writes_no_config_either(platform: Platform, authorized: str) -> None:
+    """The ConfigMap passes the same check as the Deployment, before it: a refused
+    release leaves prod's config as it was (it was replaced before the check once)."""
+    before = config_now(platform)
+    evil = change(platform).model_copy(update={"config": {"app.conf": "mode=evil\n"}})
+    if authorized == "absent":
+        evil = evil.model_copy(update={"authorization": None})
+    with pytest.raises(ApplicationError) as e:
+        run_as(*RUN, DeploymentActivities(platform).apply_release, evil)
+    assert e.value.type == "Unauthorized"
+    assert config_now(platform) == before != {"app.conf": "mode=evil\n"}
+
+
 def test_a_rollback_claiming_history_is_checked_against_the_workload(platform: Platform) -> None:
     with pytest.raises(ApplicationError, match="was never live for vault in prod"):
         run_as(*RUN, DeploymentActivities(platform).apply_release, change(platform, gate="history"))
