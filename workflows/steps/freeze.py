@@ -65,7 +65,8 @@ async def gate(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, checked:
     environment's usual gate when its policy asks; then the freeze checked again."""
     approvals: list[Approval] = []
     if checked.frozen is not None:
-        approvals = await break_glass_gate(wf, policy, checked.frozen, req.reason, what,
+        approvals = await break_glass_gate(wf, policy, f"through a freeze ({checked.frozen.describe()})",
+                                           req.reason, what,
                                            digests, commits)
     elif policy.approval.required:
         approvals = await wf.approval_gate(policy.approval, what, digests=digests, commits=commits)
@@ -106,13 +107,14 @@ async def wait_out(wf: KeplerWorkflow, frozen: ActiveFreeze) -> None:
     await workflow.sleep(max(wait, timedelta(seconds=1)))
 
 
-async def break_glass_gate(wf: KeplerWorkflow, policy: EnvironmentPolicy, frozen: ActiveFreeze,
+async def break_glass_gate(wf: KeplerWorkflow, policy: EnvironmentPolicy, through: str,
                            reason: str, what: str, digests: Sequence[str],
                            commits: Sequence[str]) -> list[Approval]:
-    """The gate a break-glass change takes instead of the environment's usual one:
-    signed approvals of exactly this run, digests and commits, naming the break-glass,
-    from at least two of the environment's approvers (more if its minimum is higher),
-    never the requester; notified to every channel before and after."""
+    """The gate a break-glass change takes instead of the environment's usual one (through
+    a freeze, or off a promotion path: `through` says which): signed approvals of exactly
+    this run, digests and commits, naming the break-glass, from at least two of the
+    environment's approvers (more if its minimum is higher), never the requester; notified
+    to every channel before and after; the apply-time check asks for them too."""
     assert wf.state is not None
     usual = policy.approval
     requester = wf.requester.name if wf.requester else wf.state.requested_by
@@ -123,7 +125,7 @@ async def break_glass_gate(wf: KeplerWorkflow, policy: EnvironmentPolicy, frozen
                          f"{len(others)} approver(s) other than {requester} "
                          f"({', '.join(others) or 'none'}), and a break-glass needs {needed}",
                          "Refused", refused=True)
-    text = f"BREAK-GLASS {what} through a freeze ({frozen.describe()}); reason: {reason}"
+    text = f"BREAK-GLASS {what} {through}; reason: {reason}"
     await wf.notify("break_glass", text + f"; needs {needed} of {', '.join(others)}")
     gate = usual.model_copy(update={"required": True, "min_approvals": needed})
     approvals = await wf.approval_gate(gate, text, digests=digests, commits=commits,

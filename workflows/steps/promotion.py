@@ -16,12 +16,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from activities.prometheus import PrometheusActivities
     from activities.promotion import PromotionActivities
-    from kepler.freeze import BREAK_GLASS, BREAK_GLASS_APPROVALS, ActiveFreeze
+    from kepler.freeze import ActiveFreeze
     from kepler.models import Approval, CanaryRequest, ReleaseRequest
     from kepler.promotion import AutoPromotionRequest, LiveRelease, PromotionPath
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget, VerifyRelease
     from workflows.base import SEALED_AUTHORITY, KeplerWorkflow, StepFailed
     from workflows.steps.image import ensure_image
+    import workflows.steps.freeze as freeze
 
 # Promotions verify the source with Prometheus where the path says so, and a release that
 # went live offers itself to the automatic promotions from its environment.
@@ -119,31 +120,11 @@ async def enforce_path(wf: KeplerWorkflow, service: str, env: str, policy: Envir
 
 async def break_glass_gate(wf: KeplerWorkflow, policy: EnvironmentPolicy, reason: str, what: str,
                            digests: Sequence[str], commits: Sequence[str]) -> list[Approval]:
-    """The gate of a change off the promotion path, as a break-glass through a freeze
-    (workflows/steps/freeze.py): signed approvals of exactly this run, digests and commits,
-    naming the break-glass, by two of the environment's approvers (more if its minimum is
-    higher) other than the requester, notified to every channel; the apply-time check asks
-    for them too."""
-    assert wf.state is not None and policy.promotion is not None
-    usual = policy.approval
-    requester = wf.requester.name if wf.requester else wf.state.requested_by
-    others = [a for a in usual.approvers if a != requester]
-    needed = max(BREAK_GLASS_APPROVALS, usual.min_approvals if usual.required else 0)
-    if len(others) < needed:
-        raise StepFailed("break-glass approval", f"break_glass: {policy.env} lists "
-                         f"{len(others)} approver(s) other than {requester} "
-                         f"({', '.join(others) or 'none'}), and a break-glass needs {needed}",
-                         "Refused", refused=True)
-    text = (f"BREAK-GLASS {what}, off the promotion path ({policy.env} takes only what "
-            f"{policy.promotion.source} runs); reason: {reason}")
-    await wf.notify("break_glass", text + f"; needs {needed} of {', '.join(others)}")
-    gate = usual.model_copy(update={"required": True, "min_approvals": needed})
-    approvals = await wf.approval_gate(gate, text, digests=digests, commits=commits,
-                                       operation=f"{BREAK_GLASS} {wf.state.operation.value}")
-    who = ", ".join(a.approver for a in approvals)
-    wf.state.notes.append(f"break-glass approved by {who}: {reason}")
-    await wf.notify("break_glass", f"{text}; approved by {who}: it goes through")
-    return approvals
+    """The gate of a change off the promotion path: a break-glass, as through a freeze."""
+    assert policy.promotion is not None
+    return await freeze.break_glass_gate(
+        wf, policy, f"off the promotion path ({policy.env} takes only what "
+        f"{policy.promotion.source} runs)", reason, what, digests, commits)
 
 
 async def canary_image(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: CanaryRequest,
