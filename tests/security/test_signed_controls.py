@@ -208,15 +208,18 @@ def untouched(world: FleetWorld) -> None:
      "the request is not signed"),
     ("SetResources", ResourcesRequest(service="shop", env="prod", memory="1Mi", memory_limit="1Mi",
                                       requested_by="alice"), "the request is not signed"),
-    ("Scale", signed(ScaleRequest(service="shop", env="prod", replicas=0, requested_by="carol")),
+    # signed in the test, not at collection: a request is valid 15 minutes after signing
+    ("Scale", lambda: signed(ScaleRequest(service="shop", env="prod", replicas=0,
+                                          requested_by="carol")),
      "replicas: 0 is under this environment's minimum of 1"),
-    ("SetResources", signed(ResourcesRequest(service="shop", env="prod", memory="1Mi",
-                                             memory_limit="1Mi", requested_by="carol")),
+    ("SetResources", lambda: signed(ResourcesRequest(service="shop", env="prod", memory="1Mi",
+                                                     memory_limit="1Mi", requested_by="carol")),
      "memory request: 1Mi is under this environment's minimum of 32Mi"),
 ])
 async def test_a_raw_start_into_prod_is_refused_before_any_change(
         fleet: tuple[Any, FleetWorld, str], workflow: str, req: Any, why: str) -> None:
     client, world, queue = fleet
+    req = req() if callable(req) else req
     with pytest.raises(WorkflowFailureError) as e:
         await client.execute_workflow(workflow, req, id="shop@prod", task_queue=queue,
                                       result_type=ScaleReport)
