@@ -1,12 +1,12 @@
 """Runs Kepler never starts itself: a workflow of any Kepler type started with a retry
-policy or a cron schedule is refused before its code runs (a retry or a cron run would
+policy or a cron schedule is refused before its code runs (every type in the registry) (a retry or a cron run would
 'continue' a first run the attacker chose). On the time-skipping server with the worker's
 own interceptor and the fake world's activities: nothing is called."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator
 
 import pytest
@@ -15,7 +15,18 @@ from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 
 import workflows
-from kepler.models import CanaryRequest, ReleaseRequest, RollbackRequest
+from kepler.alerts import AlertActionRequest
+from kepler.freeze import FreezeRequest
+from kepler.jobs import RunJobRequest
+from kepler.models import (
+    CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseRequest, RollbackRequest,
+    ServiceSpec,
+)
+from kepler.operations import OPERATIONS
+from kepler.promotion import AutoPromotionRequest
+from kepler.scale import ResourcesRequest, ScaleRequest
+from kepler.schedules import ScheduledReleaseRequest
+from kepler.train import TrainMember, TrainRequest
 from tests.fakes.world import FakeWorld
 from tests.helpers import signed
 from workflows.common.starts import RefuseUnexpectedStarts
@@ -30,13 +41,37 @@ async def world(time_env: Any) -> AsyncIterator[tuple[Any, FakeWorld, str]]:
         yield time_env.client, fake, queue
 
 
-REQUESTS = {
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+REQUESTS: dict[str, Any] = {
+    "CreateService": lambda: signed(CreateServiceRequest(spec=ServiceSpec(name="shop", team="t"),
+                                                         requested_by="carol")),
     "ReleaseVersion": lambda: signed(ReleaseRequest(service="shop", env="prod", ref="v1",
                                                     requested_by="carol")),
+    "Rollback": lambda: signed(RollbackRequest(service="shop", env="prod", requested_by="carol")),
     "Canary": lambda: signed(CanaryRequest(service="shop", env="staging", ref="v2",
                                            requested_by="carol")),
-    "Rollback": lambda: signed(RollbackRequest(service="shop", env="prod", requested_by="carol")),
+    "Decommission": lambda: signed(DecommissionRequest(service="shop", requested_by="carol")),
+    "RunJob": lambda: signed(RunJobRequest(service="shop", env="prod", requested_by="carol")),
+    "AlertAction": lambda: AlertActionRequest(service="shop", env="prod", fingerprint="f",
+                                              starts_at=NOW, requested_by="alerts"),
+    "ReleaseTrain": lambda: signed(TrainRequest(name="t", env="prod", requested_by="carol",
+                                                members=[TrainMember(service="shop", ref="v1")])),
+    "Scale": lambda: signed(ScaleRequest(service="shop", env="prod", replicas=3,
+                                         requested_by="carol")),
+    "SetResources": lambda: signed(ResourcesRequest(service="shop", env="prod", cpu="200m",
+                                                    requested_by="carol")),
+    "ScheduledRelease": lambda: ScheduledReleaseRequest(release=signed(ReleaseRequest(
+        service="shop", env="prod", ref="v1", requested_by="carol")), cron="0 3 * * *"),
+    "AutoPromotion": lambda: AutoPromotionRequest(service="shop", source="staging", target="prod",
+                                                  image="registry.local/shop@sha256:" + "a" * 64,
+                                                  commit="abcdef1", since=NOW, release_id="r"),
+    "Freeze": lambda: signed(FreezeRequest(env="prod", duration=timedelta(hours=1), reason="x",
+                                           requested_by="carol")),
 }
+
+
+def test_every_workflow_type_is_tried() -> None:
+    assert sorted(REQUESTS) == sorted(o.workflow for o in OPERATIONS)
 
 
 @pytest.mark.parametrize("kind", sorted(REQUESTS))
