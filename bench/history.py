@@ -20,10 +20,13 @@ from temporalio.worker import Worker
 import workflows
 from bench.common import BIN, Figure, history
 from kepler.canary import CanaryControl
+from kepler.identity import SignedStatement, Statement
 from kepler.models import CanaryRequest, OperationStatus
+from kepler.settings import load_platform
 from kepler.temporal import data_converter
 from kepler import operations_client as ops
 from tests.conftest import register_search_attributes
+from starter.canary import control_signer
 from tests.fakes.canary import CanaryWorld
 
 RELEASE_TARGET, RUN_TARGET = 80, 10_000
@@ -57,7 +60,13 @@ async def _seven_days(env: WorkflowEnvironment, queue: str) -> tuple[list[int], 
         if status.canary and status.canary.step == 1 and status.stage.startswith("canary"):
             break
         await env.sleep(timedelta(seconds=20))
-    await ops.control(env.client, "week", "staging", "pause", CanaryControl(by="bench"))
+    alice = control_signer(load_platform(), "alice")
+    at = await env.get_current_time()  # the skipping server's clock, ahead of the wall's
+
+    async def signed_now(statement: Statement) -> SignedStatement:
+        return await alice(statement.model_copy(update={"issued_at": at}))
+    await ops.control(env.client, "week", "staging", "pause", CanaryControl(by="alice"),
+                      signed_now)  # a signed decision
     try:
         await asyncio.wait_for(handle.result(), 600)
         raise AssertionError("a paused canary must end at its deadline")

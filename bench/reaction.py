@@ -2,7 +2,7 @@
 
 - approve: from the `approve` update's return (client clock) to the start of the deploy
   activity (kubernetes.apply_release's ActivityTaskStarted event time; same machine, same
-  clock), for a prod release (approval required) with a cached image;
+  clock), for a prod release (approval required) of what staging runs, image cached;
 - abort: from sending `abort` to a canary at 10 % until the sandbox's VirtualService routes
   100 % to stable (polled every 10 ms over HTTP, as any client of the cluster would see it)."""
 
@@ -21,6 +21,7 @@ from bench.common import Figure, Stack, cached_commits, create_services, history
 from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, OperationStatus, ReleaseRequest
 from kepler import operations_client as ops
+from starter.canary import control_signer
 from starter.signing import decide, sign_request
 
 SERVICE = "react"
@@ -56,6 +57,7 @@ async def approve_to_deploy(st: Stack, commits: list[str], runs: int) -> tuple[l
     the first activity after the gate (kubernetes.snapshot)."""
     to_deploy, to_first = [], []
     for n in range(runs):
+        await release(st, SERVICE, commits[n % 2])  # prod takes only what staging runs
         started = await ops.start(st.client, sign_request(st.platform, ReleaseRequest(
             service=SERVICE, env="prod", ref=commits[n % 2], requested_by="carol")), st.queue)
         await _until_stage(st, started.workflow_id, "awaiting approval")
@@ -79,6 +81,7 @@ async def abort_to_stable(st: Stack, commits: list[str], runs: int) -> list[floa
     url = (f"{st.urls['kubernetes']}/apis/networking.istio.io/v1/namespaces/{SERVICE}-staging/"
            f"virtualservices/{SERVICE}")
     seconds = []
+    bob = control_signer(st.platform, "bob")
     async with httpx.AsyncClient(timeout=5) as http:
         for n in range(runs):
             started = await ops.start(st.client, CanaryRequest(
@@ -87,7 +90,8 @@ async def abort_to_stable(st: Stack, commits: list[str], runs: int) -> list[floa
             await _until_stage(st, started.workflow_id, "canary 10%")
             assert not _stable((await http.get(url)).json())
             t0 = time.perf_counter()
-            await ops.control(st.client, SERVICE, "staging", "abort", CanaryControl(by="dave"))
+            await ops.control(st.client, SERVICE, "staging", "abort", CanaryControl(by="bob"),
+                              bob)  # signed, as `kepler abort` does
             while not _stable((await http.get(url)).json()):
                 if time.perf_counter() - t0 > 30:
                     raise TimeoutError("traffic never went back to stable")
