@@ -73,36 +73,33 @@ class Overrides(Model):
 
 def bounds_problems(bounds: Bounds, replicas: int | None, resources: Resources | None) -> list[str]:
     """Why a change goes over the environment's bounds; empty when it does not."""
-    problems = []
-    if replicas is not None and replicas > bounds.max_replicas:
-        problems.append(f"replicas: {replicas} is over this environment's maximum of "
-                        f"{bounds.max_replicas}")
-    if resources is not None:
-        for field, limit in (("cpu_request", bounds.max_cpu), ("cpu_limit", bounds.max_cpu),
-                             ("memory_request", bounds.max_memory),
-                             ("memory_limit", bounds.max_memory)):
-            value = getattr(resources, field)
-            if quantity_value(value) > quantity_value(limit):
-                problems.append(f"{field.replace('_', ' ')}: {value} is over this environment's "
-                                f"maximum of {limit}")
-    return problems
+    return _past(replicas, resources, bounds.max_replicas, bounds.max_cpu, bounds.max_memory,
+                 "over", "maximum")
 
 
 def minimum_problems(bounds: Bounds, replicas: int | None,
                      resources: Resources | None) -> list[str]:
     """Why an override goes under the environment's minimums; empty when it does not."""
+    return _past(replicas, resources, bounds.min_replicas, bounds.min_cpu, bounds.min_memory,
+                 "under", "minimum")
+
+
+def _past(replicas: int | None, resources: Resources | None, replica_bound: int, cpu: str,
+          memory: str, side: str, bound: str) -> list[str]:
+    def beyond(value: float, limit: float) -> bool:
+        return value > limit if side == "over" else value < limit
+
     problems = []
-    if replicas is not None and replicas < bounds.min_replicas:
-        problems.append(f"replicas: {replicas} is under this environment's minimum of "
-                        f"{bounds.min_replicas}")
+    if replicas is not None and beyond(replicas, replica_bound):
+        problems.append(f"replicas: {replicas} is {side} this environment's {bound} of "
+                        f"{replica_bound}")
     if resources is not None:
-        for field, least in (("cpu_request", bounds.min_cpu), ("cpu_limit", bounds.min_cpu),
-                             ("memory_request", bounds.min_memory),
-                             ("memory_limit", bounds.min_memory)):
+        for field, limit in (("cpu_request", cpu), ("cpu_limit", cpu),
+                             ("memory_request", memory), ("memory_limit", memory)):
             value = getattr(resources, field)
-            if quantity_value(value) < quantity_value(least):
-                problems.append(f"{field.replace('_', ' ')}: {value} is under this "
-                                f"environment's minimum of {least}")
+            if beyond(quantity_value(value), quantity_value(limit)):
+                problems.append(f"{field.replace('_', ' ')}: {value} is {side} this "
+                                f"environment's {bound} of {limit}")
     return problems
 
 

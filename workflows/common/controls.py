@@ -46,12 +46,10 @@ def verify_control(signed: SignedStatement | None, verb: str, operation: str, se
         if getattr(s, field) != value:
             raise Untrusted(f"{verb}: signed for {describe(s)}, not for run {info.run_id} of "
                             f"{info.workflow_id} ({field} differs)")
-    age = now - s.issued_at
-    if age > CONTROL_VALID_FOR or age < -CLOCK_SKEW:
-        raise Untrusted(f"{verb}: signed at {s.issued_at:%Y-%m-%d %H:%M:%S} UTC; a control is "
-                        f"valid for {CONTROL_VALID_FOR} after signing (sign it again)")
-    if fingerprint(signed) in used:
-        raise Untrusted(f"{verb}: this signed {verb} was already used in this run (sign a new one)")
+    _fresh_and_unused(signed, used, now,
+                      f"{verb}: signed at {s.issued_at:%Y-%m-%d %H:%M:%S} UTC; a control is "
+                      f"valid for {CONTROL_VALID_FOR} after signing (sign it again)",
+                      f"{verb}: this signed {verb} was already used in this run (sign a new one)")
     if who.kind != "person":
         raise Untrusted(f"{verb}: {who} is a system identity and gives no controls")
     return who
@@ -71,10 +69,17 @@ def verify_alert_abort(signed: SignedStatement, service: str, env: str,
             "request", "alert", service, env):
         raise Untrusted(f"abort: {describe(s)} by {who} is not an alert's action on "
                         f"{service} in {env}")
-    age = now - s.issued_at
-    if age > CONTROL_VALID_FOR or age < -CLOCK_SKEW:
-        raise Untrusted(f"abort: the alert was signed at {s.issued_at:%Y-%m-%d %H:%M:%S} UTC, "
-                        f"over {CONTROL_VALID_FOR} ago")
-    if fingerprint(signed) in used:
-        raise Untrusted("abort: this alert's action was already used in this run")
+    _fresh_and_unused(signed, used, now,
+                      f"abort: the alert was signed at {s.issued_at:%Y-%m-%d %H:%M:%S} UTC, "
+                      f"over {CONTROL_VALID_FOR} ago",
+                      "abort: this alert's action was already used in this run")
     return who
+
+
+def _fresh_and_unused(signed: SignedStatement, used: set[str], now: datetime, too_old: str,
+                      used_already: str) -> None:
+    age = now - signed.statement.issued_at
+    if age > CONTROL_VALID_FOR or age < -CLOCK_SKEW:
+        raise Untrusted(too_old)
+    if fingerprint(signed) in used:
+        raise Untrusted(used_already)
