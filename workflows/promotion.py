@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -26,13 +25,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from activities.promotion import PromotionActivities
     from kepler import naming
-    from kepler.models import ReleaseReport, ReleaseRequest
-    from kepler.operations import outcome_of_error
+    from kepler.models import ReleaseRequest
     from kepler.promotion import OFFER, AutoPromotionReport, AutoPromotionRequest, LiveRelease
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget
     from workflows.base import SEALED_AUTHORITY
     from workflows.common.options import QUICK, RETRY
-    from workflows.common.saga import describe_cause
+    from workflows.common.children import child_operation
 
 BUSY_RETRY = timedelta(minutes=5)  # the target's lock is held: try again after this
 BUSY_TRIES = 12
@@ -95,25 +93,22 @@ class AutoPromotion:
             if request is None or sealed:
                 request = await self._sign(candidate)
             self._stage(f"releasing to {candidate.target}")
-            try:
-                handle = await workflow.start_child_workflow(
-                    "ReleaseVersion", request, id=child_id, result_type=ReleaseReport,
-                    parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-                    static_summary=f"promote {candidate.service} {candidate.version} from "
-                                   f"{candidate.source} to {candidate.target} (automatic)")
-            except WorkflowAlreadyStartedError:
+            ending = await child_operation(
+                request, child_id, f"promote {candidate.service} {candidate.version} from "
+                f"{candidate.source} to {candidate.target} (automatic)",
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL)
+            if ending.outcome == "busy":
                 self._stage(f"waiting for {child_id} to be free ({attempt + 1}/{BUSY_TRIES})")
                 if await self._newer_within(candidate, BUSY_RETRY):
                     self._end("skipped", "a newer release was offered while the target was busy")
                     return
                 continue
-            try:
-                self.report.release = await handle
-                self._end(self.report.release.outcome, f"{candidate.version} is live in "
+            if ending.report is not None:
+                self.report.release = ending.report
+                self._end(ending.outcome, f"{candidate.version} is live in "
                           f"{candidate.target}, promoted from {candidate.source}")
-            except ChildWorkflowError as e:
-                message, kind = describe_cause(e)
-                self._end(outcome_of_error(kind), message)  # type: ignore[arg-type]
+            else:
+                self._end(ending.outcome, ending.message)  # type: ignore[arg-type]
             return
         self._end("skipped", f"{child_id} stayed busy with other operations for "
                   f"{BUSY_RETRY * BUSY_TRIES}; promote it with kepler release --from {candidate.source}")

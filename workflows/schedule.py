@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.operations import OperationsActivities
@@ -18,12 +17,10 @@ with workflow.unsafe.imports_passed_through():
     from kepler.steps import EnvironmentPolicy, PolicyQuery
     from kepler import naming
     from kepler.decommission import RunningQuery
-    from kepler.models import ReleaseReport
     from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
-    from kepler.operations import outcome_of_error
     from workflows.base import ONE_LIFECYCLE
     from workflows.common.options import QUICK, RETRY
-    from workflows.common.saga import describe_cause
+    from workflows.common.children import child_operation
     from workflows.steps.freeze import FREEZE_WINDOWS
 
 
@@ -54,20 +51,15 @@ class ScheduledRelease:
                 return self.result
         if await self._frozen(req):
             return self.result
-        try:
-            handle = await workflow.start_child_workflow(
-                "ReleaseVersion", rel, id=child_id, result_type=ReleaseReport,
-                static_summary=f"scheduled release {rel.service} {rel.ref or 'from ' + str(rel.from_env)} to {rel.env} "
-                               f"({req.cron})")
-            self.result.report = await handle
-            self.result.outcome = self.result.report.outcome
-        except WorkflowAlreadyStartedError:
+        ending = await child_operation(
+            rel, child_id, f"scheduled release {rel.service} "
+            f"{rel.ref or 'from ' + str(rel.from_env)} to {rel.env} ({req.cron})")
+        if ending.outcome == "busy":
             self.result.outcome = "skipped"
             self.result.detail = f"{child_id} was busy with another operation at fire time"
-        except ChildWorkflowError as e:
-            message, kind = describe_cause(e)
-            self.result.outcome = outcome_of_error(kind)
-            self.result.detail = message
+        else:
+            self.result.outcome, self.result.report = ending.outcome, ending.report
+            self.result.detail = ending.message
         return self.result
 
     async def _frozen(self, req: ScheduledReleaseRequest) -> bool:

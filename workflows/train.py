@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.gitlab import GitLabActivities
@@ -30,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.models import Operation, ReleaseReport, ReleaseRequest, StepRecord
     from kepler.steps import EnvironmentPolicy, ReleaseSnapshot, ReleaseTarget, ResolveRef
     from kepler.train import MemberResult, TrainMember, TrainReport, TrainRequest, waves
-    from kepler.operations import outcome_of_error
+    from workflows.common.children import child_operation
     import workflows.steps.cronjob as cronjob
     import workflows.steps.freeze as freeze
     import workflows.steps.kube as kube
@@ -38,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps.image import ensure_image
     from workflows.steps.platform import read_policy
     from workflows.base import (
-        EVERY_PROMISE, Done, KeplerWorkflow, NotPutBack, StepFailed, describe_cause, not_put_back_of,
+        EVERY_PROMISE, Done, KeplerWorkflow, NotPutBack, StepFailed,
     )
 
 # Trains from this patch on build before the gate and have the digests approved.
@@ -162,30 +161,26 @@ class ReleaseTrain(KeplerWorkflow):
         self.state.steps.append(record)
         result.outcome = "running"
         try:
-            handle = await workflow.start_child_workflow(
-                "ReleaseVersion", ReleaseRequest(
+            ending = await child_operation(
+                ReleaseRequest(
                     service=m.service, env=req.env, ref=m.ref, requested_by=req.requested_by,
                     reason=f"train {req.name}" + (f": {req.reason}" if req.reason else ""),
                     train_approved=approved, commit=result.commit if self.one_lifecycle else "",
                     image=result.image,
                     train_approvals=self.gate_approvals if approved else [],
                     train_request=getattr(self.request, "signed", None)),
-                id=child_id, result_type=ReleaseReport,
-                static_summary=f"release {m.service} {m.ref} to {req.env} (train {req.name})")
-            release_id.append(f"{child_id}/{handle.first_execution_run_id}")
-            child: ReleaseReport = await handle
-        except WorkflowAlreadyStartedError:
-            self.saga.discard(undo)
-            return self._failed(record, result, "failed", f"{child_id} is busy with another operation")
-        except ChildWorkflowError as e:
-            self.saga.discard(undo)  # the child put back what it changed, or says what not
-            self.compensation.not_put_back += [f"{m.service}: {w}" for w in not_put_back_of(e)]
-            message, kind = describe_cause(e)
-            return self._failed(record, result, outcome_of_error(kind), message)
+                child_id, f"release {m.service} {m.ref} to {req.env} (train {req.name})",
+                started=lambda run_id: release_id.append(f"{child_id}/{run_id}"))
         except asyncio.CancelledError:
             self.saga.discard(undo)  # a cancelled child compensates itself
             record.outcome, record.finished_at, result.outcome = "failed", workflow.now(), "cancelled"
             raise
+        if ending.report is None:
+            self.saga.discard(undo)  # the child put back what it changed, or says what not
+            self.compensation.not_put_back += [f"{m.service}: {w}" for w in ending.not_put_back]
+            return self._failed(record, result, "failed" if ending.outcome == "busy"
+                                else ending.outcome, ending.message)
+        child: ReleaseReport = ending.report
         record.outcome, record.finished_at = "done", workflow.now()
         result.outcome, result.image, result.commit = "succeeded", child.image, child.commit
         return True
