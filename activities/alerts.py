@@ -16,6 +16,8 @@ from temporalio.service import RPCError
 from activities.errors import non_retryable, retryable
 from kepler import naming, operations_client
 from kepler import search_attributes as sa
+from kepler.canary import CanaryControl
+from kepler.operations import ABORT
 from kepler.alerts import AlertActionRequest, AlertOutcome, rollback_of
 from kepler.settings import Platform
 from kepler.temporal import LazyClient
@@ -67,12 +69,10 @@ class AlertActivities:
                                        f"({workflow_id})")  # started by an earlier attempt
         if running and desc.workflow_type == "Canary" and req.abort_canary:
             try:
-                # the Canary's `abort` update takes a CanaryControl {by, reason, signed}: the
-                # action's own signed request is what lets the receiver abort
-                signed = req.signed.model_dump(mode="json") if req.signed else None
+                # the action's own signed request is what lets the receiver abort
                 result = await handle.execute_update(
-                    "abort", {"by": req.requested_by, "reason": why[:500], "signed": signed},
-                    result_type=str)
+                    ABORT.name, CanaryControl(by=req.requested_by, reason=why[:500],
+                                              signed=req.signed), result_type=str)
             except WorkflowUpdateFailedError as e:
                 reason = getattr(e.cause, "message", None) or str(e.cause)
                 return AlertOutcome(action="busy", workflow_id=workflow_id,

@@ -25,6 +25,7 @@ from kepler.models import CanaryRequest, OperationStatus
 from kepler.settings import load_platform
 from kepler.temporal import data_converter
 from kepler import operations_client as ops
+from kepler.operations import STATUS
 from tests.conftest import register_search_attributes
 from starter.canary import control_signer
 from tests.fakes.canary import CanaryWorld
@@ -56,7 +57,7 @@ async def _seven_days(env: WorkflowEnvironment, queue: str) -> tuple[list[int], 
                            max_duration=timedelta(days=7))
     t0 = time.perf_counter()
     while True:  # wait for the first weight, then pause: analysis goes on for 7 days
-        status = await handle.query("status", result_type=OperationStatus)
+        status = await ops.query(handle, STATUS)
         if status.canary and status.canary.step == 1 and status.stage.startswith("canary"):
             break
         await env.sleep(timedelta(seconds=20))

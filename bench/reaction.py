@@ -21,6 +21,7 @@ from bench.common import Figure, Stack, cached_commits, create_services, history
 from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, OperationStatus, ReleaseRequest
 from kepler import operations_client as ops
+from kepler.operations import STATUS
 from starter.canary import control_signer
 from starter.signing import decide, sign_request
 
@@ -32,7 +33,7 @@ async def _until_stage(st: Stack, workflow_id: str, check: str, timeout: float =
     deadline = time.monotonic() + timeout
     handle = st.client.get_workflow_handle(workflow_id)
     while time.monotonic() < deadline:
-        status = await handle.query("status", result_type=OperationStatus)
+        status = await ops.query(handle, STATUS)
         if status.stage == check:
             return
         await asyncio.sleep(0.02)

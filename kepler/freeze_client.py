@@ -16,7 +16,8 @@ from kepler.freeze import (
 )
 from kepler.identity import Statement
 from kepler.models import Model
-from kepler.operations_client import Refused, _update
+from kepler.operations import FREEZE_IN_FORCE, UNFREEZE
+from kepler.operations_client import Refused, query, update
 from kepler.settings import Platform
 
 FREEZE_WORKFLOW = "Freeze"
@@ -41,8 +42,7 @@ async def adhoc_freezes(client: Client, env: str) -> list[ActiveFreeze]:
     if not await is_running(client, env):
         return []
     try:
-        return await client.get_workflow_handle(freeze_workflow_id(env)).query(
-            "freeze", result_type=list[ActiveFreeze])
+        return await query(client.get_workflow_handle(freeze_workflow_id(env)), FREEZE_IN_FORCE)
     except (RPCError, WorkflowQueryFailedError) as e:
         if not await is_running(client, env):  # it ended meanwhile
             return []
@@ -58,7 +58,7 @@ async def unfreeze(client: Client, env: str, req: UnfreezeRequest) -> str:
     """The `unfreeze` update of the ad-hoc freeze running on `env` (its validator checks
     the signature, the run and who may); Refused when none runs or it says no."""
     handle = client.get_workflow_handle(freeze_workflow_id(env))
-    return await _update(handle, "unfreeze", req, "no ad-hoc freeze is running")
+    return await update(handle, UNFREEZE, req, "no ad-hoc freeze is running")
 
 
 async def running_freeze(client: Client, env: str) -> ActiveFreeze:

@@ -7,21 +7,66 @@ nothing else keeps a list of workflows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from kepler.alerts import AlertActionRequest, AlertOutcome
-from kepler.canary import CanaryReport
-from kepler.decommission import DecommissionReport
-from kepler.freeze import FreezeReport, FreezeRequest
+from kepler.canary import CanaryControl, CanaryReport
+from kepler.decommission import DecommissionReport, RestoreRequest
+from kepler.freeze import ActiveFreeze, FreezeReport, FreezeRequest, UnfreezeRequest
 from kepler.jobs import JobReport, RunJobRequest
 from kepler.promotion import AutoPromotionReport, AutoPromotionRequest
 from kepler.models import (
-    CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseReport, ReleaseRequest,
-    RollbackRequest,
+    ApprovalDecision, CanaryRequest, CreateServiceRequest, DecommissionRequest, OperationStatus,
+    ReleaseReport, ReleaseRequest, RollbackRequest,
 )
 from kepler.scale import ResourcesRequest, ScaleReport, ScaleRequest
 from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
 from kepler.train import TrainReport, TrainRequest
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+# --- the messages a running operation takes: typed names, declared here only ---------------
+# Workflows declare their handlers with these names (`@workflow.update(name=APPROVE.name)`),
+# clients send them through kepler.operations_client (query/update/signal); a test
+# (tests/test_layers.py) refuses a handler or message named by a string anywhere else.
+
+@dataclass(frozen=True)
+class Query(Generic[R]):
+    name: str
+    result: Any  # type[R]; `list[X]` is not a `type` to mypy
+
+
+@dataclass(frozen=True)
+class Update(Generic[A, R]):
+    name: str
+    arg: type[A]
+    result: type[R]
+
+
+@dataclass(frozen=True)
+class Signal(Generic[A]):
+    name: str
+    arg: type[A]
+
+
+STATUS: Query[OperationStatus] = Query("status", OperationStatus)  # every operation's
+APPROVE = Update("approve", ApprovalDecision, str)  # a gated operation's gate
+REJECT = Update("reject", ApprovalDecision, str)
+PAUSE = Update("pause", CanaryControl, str)  # a canary's controls
+RESUME = Update("resume", CanaryControl, str)
+PROMOTE = Update("promote", CanaryControl, str)
+ABORT = Update("abort", CanaryControl, str)
+CANARY_CONTROLS = {u.name: u for u in (PAUSE, RESUME, PROMOTE, ABORT)}
+RESTORE = Update("restore", RestoreRequest, str)  # a soaking decommission's
+DECOMMISSION_REPORT: Query[DecommissionReport | None] = Query("decommission", DecommissionReport)
+UNFREEZE = Update("unfreeze", UnfreezeRequest, str)  # an ad-hoc freeze's
+FREEZE_IN_FORCE: Query[list[ActiveFreeze]] = Query("freeze", list[ActiveFreeze])
+TRAIN_REPORT: Query[TrainReport] = Query("report", TrainReport)  # a train's members
+OFFER = Signal("offer", AutoPromotionRequest)  # a newer release for an automatic promotion
+PROMOTION_REPORT: Query[AutoPromotionReport] = Query("promotion", AutoPromotionReport)
+SCHEDULED_REPORT: Query[ScheduledReleaseReport] = Query("fire", ScheduledReleaseReport)
 
 # "env": `<service>@<env>`; "service": `<service>@all`; "own": the starter names it
 # (an alert's fingerprint, a schedule's fire, an automatic promotion), started once;

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from temporalio.client import (
     Client, ScheduleActionStartWorkflow, WorkflowExecutionStatus, WorkflowHandle,
@@ -33,7 +33,9 @@ from kepler.freeze import EVERY_SERVICE, FreezeRequest, freeze_workflow_id
 from kepler.models import (
     ApprovalDecision, CreateServiceRequest, DecommissionRequest, OperationStatus,
 )
-from kepler.operations import BY_REQUEST
+from kepler.operations import (
+    APPROVE, BY_REQUEST, CANARY_CONTROLS, REJECT, RESTORE, STATUS, Query, Update,
+)
 from kepler.promotion import AutoPromotionRequest, auto_workflow_id
 from kepler.schedules import ScheduledReleaseRequest, fire_workflow_id
 from kepler.identity import SignedStatement, Statement, new_nonce, request_digest
@@ -208,11 +210,22 @@ async def _refuse_if_service_busy(client: Client, req: Any, who: Subject) -> Non
             raise Refused(await describe_running(client, service_wide))
 
 
-async def _update(handle: WorkflowHandle, name: str, arg: Any, when_absent: str) -> str:
-    """Run the update `name`; its validator's refusal, or `<id>: <when_absent> (why)` when
-    the workflow is not there to take it, becomes Refused."""
+R = TypeVar("R")
+
+
+async def query(handle: WorkflowHandle, message: Query[R]) -> R:
+    """The registry's query `message` of the running (or closed) operation."""
+    result: R = await handle.query(message.name, result_type=message.result)
+    return result
+
+
+async def update(handle: WorkflowHandle, message: Update[Any, str], arg: Any, when_absent: str) -> str:
+    """Run the registry's update `message`; its validator's refusal, or `<id>: <when_absent>
+    (why)` when the workflow is not there to take it, becomes Refused."""
+    if not isinstance(arg, message.arg):
+        raise TypeError(f"{message.name} takes a {message.arg.__name__}, not {type(arg).__name__}")
     try:
-        return await handle.execute_update(name, arg, result_type=str)
+        return await handle.execute_update(message.name, arg, result_type=message.result)
     except WorkflowUpdateFailedError as e:
         raise Refused(getattr(e.cause, "message", None) or str(e.cause)) from None
     except RPCError as e:
@@ -253,7 +266,7 @@ async def restore(client: Client, service: str, req: RestoreRequest, sign: Sign 
         raise Refused(f"{handle.id}: nothing to restore (no decommission is running)")
     req = await _signed_control(handle, desc.run_id, "restore", "decommission", service, "all",
                                 req, sign)
-    return await _update(handle, "restore", req, "nothing to restore")
+    return await update(handle, RESTORE, req, "nothing to restore")
 
 
 async def control(client: Client, service: str, env: str, verb: str, req: Any,
@@ -269,7 +282,7 @@ async def control(client: Client, service: str, env: str, verb: str, req: Any,
     if desc.status != WorkflowExecutionStatus.RUNNING or desc.workflow_type != "Canary":
         raise Refused(f"{handle.id}: no canary is running")
     req = await _signed_control(handle, desc.run_id, verb, "canary", service, env, req, sign)
-    return await _update(handle, verb, req, f"cannot {verb}")
+    return await update(handle, CANARY_CONTROLS[verb], req, f"cannot {verb}")
 
 
 async def cancel(client: Client, workflow_id: str) -> None:
@@ -302,9 +315,9 @@ async def decide(client: Client, service: str, env: str, verdict: str,
                  decision: ApprovalDecision) -> str:
     """approve or reject; a refused approver gets the validator's reason."""
     handle = client.get_workflow_handle(naming.workflow_id(service, env))
-    return await _update(handle, verdict, decision, f"nothing to {verdict}")
+    gate = {APPROVE.name: APPROVE, REJECT.name: REJECT}[verdict]
+    return await update(handle, gate, decision, f"nothing to {verdict}")
 
 
 async def status(client: Client, workflow_id: str) -> OperationStatus:
-    return await client.get_workflow_handle(workflow_id).query("status",
-                                                              result_type=OperationStatus)
+    return await query(client.get_workflow_handle(workflow_id), STATUS)

@@ -17,7 +17,6 @@ from kepler.validation import Duration, EnvName, ServiceName, UserName
 from kepler.workloads import Model
 
 AUTO_PREFIX = "promote-"
-OFFER = "offer"  # AutoPromotion's signal: a newer release to promote
 MAX_SOAK = timedelta(days=30)
 PromotionOutcome = Literal["running", "succeeded", "failed", "rolled_back", "cancelled", "rejected",
                            "expired", "stale", "skipped"]

@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from kepler.models import OperationStatus
+from kepler import operations_client
+from kepler.operations import TRAIN_REPORT
 from kepler.operations_client import Started
 from kepler.train import TrainReport, TrainRequest
 from kepler.validation import describe_validation_error
@@ -80,7 +82,7 @@ async def report_train(started: Started, link: str, last: OperationStatus | None
         code = OK
     except Exception:  # noqa: BLE001 - the outcome is in the report
         code = FAILED
-    report = await started.handle.query("report", result_type=TrainReport)
+    report = await operations_client.query(started.handle, TRAIN_REPORT)
     data = {"workflow_id": started.workflow_id, "ui": link, "report": report}
     if as_json:
         emit(data, True)

@@ -12,7 +12,9 @@ from rich.text import Text
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
+from kepler import operations_client
 from kepler.models import CanaryProgress, OperationStatus
+from kepler.operations import STATUS
 from starter.cli_common import console
 
 MARKS = {"done": "[green]✔[/green]", "failed": "[red]✘[/red]", "running": "[yellow]…[/yellow]",
@@ -75,7 +77,7 @@ async def watch(handle: WorkflowHandle, interval: float = 0.5) -> OperationStatu
         while True:
             finished = result.done()
             try:
-                last = await handle.query("status", result_type=OperationStatus)
+                last = await operations_client.query(handle, STATUS)
                 live.update(render(last))
             except RPCError:
                 pass  # not picked up yet, or no worker for a moment

@@ -23,12 +23,14 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import STATUS
     from kepler import search_attributes as sa
     from kepler.models import Operation, OperationStatus, Outcome, StepRecord
     from activities.notify import NotifyActivities
     from kepler.notifications import Notification
     import workflows.common.metrics as metrics
     from workflows.common.approval import ApprovalEnded, ApprovalGate
+    from workflows.common.requester import RequestAuthority
     from workflows.common.errors import OperationEnded, StepFailed, failure, not_put_back_of
     from workflows.common.options import LONG_WAIT, NOTIFY, QUICK, RETRY, UNDO, StepOptions
     from workflows.common.saga import Compensation, NotPutBack, Saga, Undo, describe_cause
@@ -54,9 +56,6 @@ EVERY_PROMISE = "kepler-every-promise"
 SEALED_AUTHORITY = "kepler-sealed-authority"
 
 
-GATED = (Operation.RELEASE, Operation.CANARY, Operation.TRAIN)  # by the policy's `approval`
-
-
 class Done(NamedTuple):
     """How a runbook that went through ends: the notification, and the outcome."""
     event: str
@@ -64,7 +63,7 @@ class Done(NamedTuple):
     outcome: Outcome = "succeeded"
 
 
-class KeplerWorkflow(ApprovalGate):
+class KeplerWorkflow(RequestAuthority):
     # Histories recorded before NOTIFY_ON_CANCEL notified on cancel only for these:
     notified_on_cancel_before = False
 
@@ -151,11 +150,8 @@ class KeplerWorkflow(ApprovalGate):
 
     def needs_approval(self, policy: Any) -> bool:
         """Whether this operation will wait at a gate under the environment's `policy`
-        (then its request must be signed)."""
-        assert self.state is not None
-        if self.state.operation == Operation.ROLLBACK:
-            return policy.rollback_approval.required
-        return self.state.operation in GATED and policy.approval.required
+        (then its request must be signed); only gated operations (ApprovalGate) do."""
+        return False
 
     def before_undo(self, outcome: str) -> None:
         """Called once when the operation ends other than successfully, before the saga."""
@@ -193,7 +189,7 @@ class KeplerWorkflow(ApprovalGate):
         """Whether this run writes search attributes coalesced (histories from before don't)."""
         return self._coalesce
 
-    @workflow.query
+    @workflow.query(name=STATUS.name)
     def status(self) -> OperationStatus:
         assert self.state is not None
         return self.state
@@ -251,7 +247,6 @@ class KeplerWorkflow(ApprovalGate):
         self.state.stage = "done"
         self._upsert([sa.OUTCOME.value_set(outcome), sa.STAGE.value_set("done"),
                       *(self._change if self._coalesce else [])])
-        self._approval_metric(False)
         metrics.operation_finished(self.state.operation.value, self.state.service,
                                    self.state.env, outcome)
 

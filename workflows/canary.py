@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.steps.kube as kube
     from workflows.common.interrupt import Stopped, unless
     from workflows.steps.platform import check_bounds, check_canary_policy, read_policy
+    from workflows.common.approval import ApprovalGate
     from workflows.base import (SEALED_AUTHORITY, UNDO, Done, KeplerWorkflow, OperationEnded,
                                 StepFailed, StepOptions, Undo)
     from workflows.common.canary_controls import CanaryControls
@@ -49,7 +50,7 @@ ANALYSIS_ATTEMPTS = 3
 
 
 @workflow.defn(name="Canary")
-class Canary(CanaryControls, KeplerWorkflow):
+class Canary(CanaryControls, ApprovalGate, KeplerWorkflow):
     notified_on_cancel_before = True
     def __init__(self) -> None:
         super().__init__()

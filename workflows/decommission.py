@@ -18,6 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import DECOMMISSION_REPORT, RESTORE
     from activities.gitlab import GitLabActivities
     from activities.jenkins import JenkinsActivities
     from activities.kubernetes.istio import IstioActivities
@@ -29,13 +30,14 @@ with workflow.unsafe.imports_passed_through():
         SchedulePause, TeardownRequest, TeardownResult,
     )
     from kepler.models import DecommissionRequest, Operation
+    from workflows.common.approval import ApprovalGate
     from workflows.base import EVERY_PROMISE, SEALED_AUTHORITY, Done, KeplerWorkflow, StepFailed
     from workflows.common.controls import fingerprint, verify_control
     from workflows.common.trust import Untrusted
 
 
 @workflow.defn(name="Decommission")
-class Decommission(KeplerWorkflow):
+class Decommission(ApprovalGate, KeplerWorkflow):
     def __init__(self) -> None:
         super().__init__()
         self.plan: DecommissionPlan | None = None
@@ -223,7 +225,7 @@ class Decommission(KeplerWorkflow):
 
     # --- restore --------------------------------------------------------------------------
 
-    @workflow.query
+    @workflow.query(name=DECOMMISSION_REPORT.name)
     def decommission(self) -> DecommissionReport | None:
         return self.report
 
@@ -250,7 +252,7 @@ class Decommission(KeplerWorkflow):
                              f"(allowed: {', '.join(allowed)})")
         return who
 
-    @workflow.update
+    @workflow.update(name=RESTORE.name)
     async def restore(self, req: RestoreRequest) -> str:
         who = self._restorer(req)
         if req.signed is not None:

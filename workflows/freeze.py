@@ -18,6 +18,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import FREEZE_IN_FORCE, UNFREEZE
     from kepler.freeze import (
         EVERY_SERVICE, ActiveFreeze, FreezeReport, FreezeRequest, UnfreezeRequest,
         freeze_workflow_id,
@@ -81,12 +82,12 @@ class Freeze(KeplerWorkflow):
     def on_end(self, outcome: Outcome) -> None:
         self.over = True
 
-    @workflow.query
+    @workflow.query(name=FREEZE_IN_FORCE.name)
     def freeze(self) -> list[ActiveFreeze]:
         """The freeze in force: [] before the request is verified and once it is over."""
         return [] if self.active is None or self.over or self.unfrozen_by else [self.active]
 
-    @workflow.update
+    @workflow.update(name=UNFREEZE.name)
     async def unfreeze(self, req: UnfreezeRequest) -> str:
         self.unfrozen_by = self._check_unfreeze(req)
         assert self.active is not None

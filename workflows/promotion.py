@@ -26,7 +26,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.promotion import PromotionActivities
     from kepler import naming
     from kepler.models import ReleaseRequest
-    from kepler.promotion import OFFER, AutoPromotionReport, AutoPromotionRequest, LiveRelease
+    from kepler.operations import OFFER
+    from kepler.promotion import AutoPromotionReport, AutoPromotionRequest, LiveRelease
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget
     from workflows.base import SEALED_AUTHORITY
     from workflows.common.options import QUICK, RETRY
@@ -42,7 +43,7 @@ class AutoPromotion:
         self.report = AutoPromotionReport()
         self._offers: list[AutoPromotionRequest] = []
 
-    @workflow.signal(name=OFFER)
+    @workflow.signal(name=OFFER.name)
     def offer(self, req: AutoPromotionRequest) -> None:
         self._offers.append(req)
 

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyRelease, WaitRollout,
     )
     from workflows.steps.platform import check_bounds, read_policy
+    from workflows.common.approval import ApprovalGate
     from workflows.base import Done, KeplerWorkflow, StepFailed
     from workflows.common.approval import APPROVAL_EXPIRY, SIGNED_APPROVALS
     from workflows.common.trust import Untrusted, verify_train_approvals
@@ -40,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 @workflow.defn(name="ReleaseVersion")
-class ReleaseVersion(KeplerWorkflow):
+class ReleaseVersion(ApprovalGate, KeplerWorkflow):
     _by_train = False  # a train member whose train's signed approvals cover it
     notified_on_cancel_before = True
 

@@ -27,11 +27,12 @@ with workflow.unsafe.imports_passed_through():
     import workflows.steps.kube as kube
     from workflows.steps.platform import check_bounds, read_policy
     from workflows.common.approval import SIGNED_APPROVALS
+    from workflows.common.approval import ApprovalGate
     from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
 @workflow.defn(name="Rollback")
-class Rollback(KeplerWorkflow):
+class Rollback(ApprovalGate, KeplerWorkflow):
     @workflow.run
     async def run(self, req: RollbackRequest) -> ReleaseReport:
         self.report = ReleaseReport(service=req.service, env=req.env, outcome="running")

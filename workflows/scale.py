@@ -23,10 +23,11 @@ with workflow.unsafe.imports_passed_through():
     from kepler.steps import EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef, WaitRollout
     import workflows.steps.kube as kube
     from workflows.steps.platform import read_policy
+    from workflows.common.approval import ApprovalGate
     from workflows.base import SEALED_AUTHORITY, Done, KeplerWorkflow, StepFailed
 
 
-class _Change(KeplerWorkflow):
+class _Change(ApprovalGate, KeplerWorkflow):
     """What Scale and SetResources share: everything but working out the new state."""
     _sealed = False  # signed, approved where required, bounded below (SEALED_AUTHORITY)
 

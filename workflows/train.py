@@ -21,6 +21,7 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import TRAIN_REPORT
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.workloads import DeploymentActivities
     from activities.operations import OperationsActivities
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.steps.promotion as promotion
     from workflows.steps.image import ensure_image
     from workflows.steps.platform import read_policy
+    from workflows.common.approval import ApprovalGate
     from workflows.base import (
         EVERY_PROMISE, Done, KeplerWorkflow, NotPutBack, StepFailed,
     )
@@ -55,12 +57,12 @@ class MembersFailed(StepFailed):
 
 
 @workflow.defn(name="ReleaseTrain")
-class ReleaseTrain(KeplerWorkflow):
+class ReleaseTrain(ApprovalGate, KeplerWorkflow):
     def __init__(self) -> None:
         super().__init__()
         self.train: TrainReport | None = None
 
-    @workflow.query
+    @workflow.query(name=TRAIN_REPORT.name)
     def report(self) -> TrainReport:
         assert self.train is not None
         return self.train

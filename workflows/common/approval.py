@@ -1,9 +1,8 @@
 """The approval gate: who asked, `approve` and `reject` updates, reminders, expiry, four eyes.
 
-A mixin of KeplerWorkflow (workflows/base.py): it uses the base's `state`, `notify`,
-`set_stage` and metrics. The request's signature is verified when the workflow reads its
-policy (`identify`); at a gate, every decision must be signed for this run and exactly
-what the gate shows, by a listed approver who is not the verified requester
+A mixin that only gated operations list before KeplerWorkflow (workflows/base.py): it uses
+the lifecycle's `state`, `notify`, `set_stage`, requester and signers. At a gate, every
+decision must be signed for this run and exactly what the gate shows, by a listed approver who is not the verified requester
 (workflows/common/trust.py). Every decision is recorded as data (who, when, comment,
 verified) in `status().approvals`; a gate that ends other than approved raises
 ApprovalEnded.
@@ -16,30 +15,26 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Sequence
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.operations import OperationsActivities
-    from kepler.identity import CLOCK_SKEW, AllowedSigners, Identity, RequestUse, SignedStatement
-    from kepler.models import Approval, ApprovalDecision, PendingApproval
+    from kepler.operations import APPROVE, REJECT
+    from kepler.identity import AllowedSigners, Identity, SignedStatement
+    from kepler.models import (
+        Approval, ApprovalDecision, Operation, Outcome, PendingApproval,
+    )
     from kepler.settings import ApprovalPolicy
-    from kepler.steps import Authorization
     import workflows.common.metrics as metrics
     from workflows.common.errors import OperationEnded, StepFailed
-    from workflows.common.options import QUICK, RETRY
-    from workflows.common.trust import Untrusted, for_schedule, verify_decision, verify_request
+    from workflows.common.requester import SIGNED_APPROVALS, UNSIGNED
+    from workflows.common.trust import verify_decision
 
 if TYPE_CHECKING:
     from kepler.models import OperationStatus
 
 
-# Gates opened from this patch on take signed decisions only (histories from before
-# recorded unsigned ones, which their handlers still accept on replay).
-SIGNED_APPROVALS = "kepler-signed-approvals"
 # Train members from this patch on refuse the train's approvals once older than valid_for.
 APPROVAL_EXPIRY = "kepler-approval-expiry"
-UNSIGNED = ("the request is not signed: an operation that needs approval takes signed requests "
-            "only (the kepler CLI and chat-ops sign them)")
+GATED = (Operation.RELEASE, Operation.CANARY, Operation.TRAIN)  # by the policy's `approval`
 
 
 class ApprovalEnded(OperationEnded):
@@ -47,80 +42,31 @@ class ApprovalEnded(OperationEnded):
 
 
 class ApprovalGate:
+    """`class ReleaseVersion(ApprovalGate, KeplerWorkflow)`: the approve and reject updates
+    and `approval_gate`, for the operations whose policy can ask for approval."""
     state: OperationStatus | None
+    requester: Identity | None
+    signers: AllowedSigners
+    gate_approvals: list[SignedStatement]
 
     def __init__(self) -> None:
+        super().__init__()
         self._verdict: str | None = None  # "approve" or "reject" once the open gate is decided
         self._approval_pending = False
-        self.request: Any = None  # what the workflow was started with (its signature)
-        self.signers = AllowedSigners()
-        self.requester: Identity | None = None  # verified; None: the request is not signed
-        self._identified = False
-        self._sealed = False  # requests expire and are single-use (SEALED_AUTHORITY)
-        self._claimed = False
         self._signed_gate = False
         self._gates = 0
-        self.gate_approvals: list[SignedStatement] = []  # the last gate's, signed (a train's)
 
-    def authorization(self, gate: str = "approval", approvals: list[SignedStatement] | None = None,
-                      train: str = "", request: SignedStatement | None = None) -> Authorization:
-        """What the activity applying a change checks again (activities/authorization.py)."""
-        return Authorization(gate=gate, request=request or getattr(self.request, "signed", None),
-                             approvals=list(self.gate_approvals if approvals is None else approvals),
-                             first_run_id=workflow.info().first_execution_run_id, train=train)
-
-    def identify(self, signers: AllowedSigners, gated: bool, sealed: bool = False) -> None:
-        """Verify the request's signature against the signers the platform lists now
-        (once, at the first policy read); a bad signature, or none where the operation will
-        need approval (`gated`), fails before any change. `sealed` (SEALED_AUTHORITY, the
-        caller's patch): the signer's key valid now and the request fresh (trust.py)."""
-        if self._identified:
-            return
-        self._identified = True
-        self._sealed = sealed
+    def needs_approval(self, policy: Any) -> bool:
+        """Whether this operation will wait at a gate under the environment's `policy`
+        (then its request must be signed)."""
         assert self.state is not None
-        self.signers = signers
-        info = workflow.info()
-        try:
-            who = verify_request(self.request, signers, self.state, info.workflow_id,
-                                 now=workflow.now() if sealed else None,
-                                 continued=info.continued_run_id is not None,
-                                 parent_id=info.parent.workflow_id if info.parent else "")
-        except Untrusted as e:
-            raise StepFailed("verify request", str(e), "Unauthorized", bad_input=True) from None
-        if who is not None:
-            self.requester = who
-            self.state.requested_by, self.state.requester_verified = str(who), True
-        elif gated and workflow.patched(SIGNED_APPROVALS):
-            raise StepFailed("verify request", UNSIGNED, "Unauthorized", bad_input=True)
+        if self.state.operation == Operation.ROLLBACK:
+            return bool(policy.rollback_approval.required)
+        return self.state.operation in GATED and bool(policy.approval.required)
 
-    async def claim_request(self) -> None:
-        """A signed request starts one run: refuse it, before any change, when another run
-        of this workflow id was started with the very same signed request (found by the
-        activity in Temporal's own records). A release schedule's is for every fire."""
-        signed: SignedStatement | None = getattr(self.request, "signed", None)
-        if self._claimed or not self._sealed or signed is None:
-            return
-        self._claimed = True
-        info = workflow.info()
-        if for_schedule(signed.statement, info.parent.workflow_id if info.parent else ""):
-            return
-        used: str = await workflow.execute_activity_method(
-            OperationsActivities.request_used,
-            RequestUse(signature=signed.signature, since=signed.statement.issued_at - CLOCK_SKEW),
-            summary="check the signed request started no other run",
-            start_to_close_timeout=QUICK.start_to_close,
-            schedule_to_close_timeout=QUICK.schedule_to_close, retry_policy=RetryPolicy(**RETRY))
-        if used:
-            raise StepFailed("verify request", f"signed request: already used by run {used} of "
-                             f"{info.workflow_id}; a signed request starts one run (sign a new "
-                             "one)", "Unauthorized", bad_input=True)
-
-    async def notify(self, event: str, text: str) -> None:  # the base's
-        raise NotImplementedError
-
-    def set_stage(self, stage: str, defer: bool = False) -> None:  # the base's
-        raise NotImplementedError
+    def finish(self, outcome: Outcome, error: str = "") -> None:
+        super().finish(outcome, error)  # type: ignore[misc]
+        self._approval_metric(False)
 
     async def approval_gate(self, policy: ApprovalPolicy, what: str, digests: Sequence[str] = (),
                             commits: Sequence[str] = (), operation: str = "") -> list[Approval]:
@@ -211,7 +157,7 @@ class ApprovalGate:
         self.state.approvals.append(Approval(approver=who, at=workflow.now(), verdict=verdict,
                                              comment=decision.comment, verified=verified))
 
-    @workflow.update
+    @workflow.update(name=APPROVE.name)
     async def approve(self, decision: ApprovalDecision) -> str:
         pending, who, verified = self._check_decision(decision, "approve")
         decision = decision.model_copy(update={"approver": who.split(" via ")[0]})
@@ -228,7 +174,7 @@ class ApprovalGate:
     def _validate_approve(self, decision: ApprovalDecision) -> None:
         self._check_decision(decision, "approve")
 
-    @workflow.update
+    @workflow.update(name=REJECT.name)
     async def reject(self, decision: ApprovalDecision) -> str:
         _, who, verified = self._check_decision(decision, "reject")
         self._record(decision, "reject", who, verified)

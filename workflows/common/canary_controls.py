@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import ABORT, PAUSE, PROMOTE, RESUME
     from kepler.canary import CanaryControl
     from kepler.identity import AllowedSigners, Identity
     from kepler.models import CanaryProgress, OperationStatus
@@ -103,7 +104,7 @@ class CanaryControls:
 
     # --- the updates ----------------------------------------------------------------------------
 
-    @workflow.update
+    @workflow.update(name=PAUSE.name)
     async def pause(self, control: CanaryControl) -> str:
         who = self._accept("pause", control)
         self.progress.paused, self.progress.paused_by = True, who
@@ -116,7 +117,7 @@ class CanaryControls:
         self._refuse_unless(not self.progress.paused, f"already paused by {self.progress.paused_by}")
         self._allowed("pause", control)
 
-    @workflow.update
+    @workflow.update(name=RESUME.name)
     async def resume(self, control: CanaryControl) -> str:
         who = self._accept("resume", control)
         self.progress.paused, self.progress.paused_by = False, ""
@@ -129,7 +130,7 @@ class CanaryControls:
         self._refuse_unless(self.progress.paused, "the canary is not paused")
         self._allowed("resume", control)
 
-    @workflow.update
+    @workflow.update(name=PROMOTE.name)
     async def promote(self, control: CanaryControl) -> str:
         who = self._accept("promote", control)
         self._promote = control.model_copy(update={"by": who})
@@ -143,7 +144,7 @@ class CanaryControls:
                             f"the canary is {self._phase_text()}")
         self._allowed("promote", control)
 
-    @workflow.update
+    @workflow.update(name=ABORT.name)
     async def abort(self, control: CanaryControl) -> str:
         who = self._accept("abort", control)
         self._abort = control.model_copy(update={"by": who})

@@ -1,0 +1,99 @@
+"""Who asked, verified: every operation's request authority (workflows/base.py composes it).
+
+The request's signature is verified when the workflow reads its policy (`identify`): a bad
+signature, or none where the operation will need approval, fails before any change; a
+signed request starts one run (`claim_request`). `authorization` is what the activity that
+applies a change checks again (activities/authorization.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.operations import OperationsActivities
+    from kepler.identity import CLOCK_SKEW, AllowedSigners, Identity, RequestUse, SignedStatement
+    from kepler.steps import Authorization
+    from workflows.common.errors import StepFailed
+    from workflows.common.options import QUICK, RETRY
+    from workflows.common.trust import Untrusted, for_schedule, verify_request
+
+if TYPE_CHECKING:
+    from kepler.models import OperationStatus
+
+
+# Gates opened from this patch on take signed decisions only (histories from before
+# recorded unsigned ones, which their handlers still accept on replay).
+SIGNED_APPROVALS = "kepler-signed-approvals"
+UNSIGNED = ("the request is not signed: an operation that needs approval takes signed requests "
+            "only (the kepler CLI and chat-ops sign them)")
+
+
+class RequestAuthority:
+    state: OperationStatus | None
+
+    def __init__(self) -> None:
+        self.request: Any = None  # what the workflow was started with (its signature)
+        self.signers = AllowedSigners()
+        self.requester: Identity | None = None  # verified; None: the request is not signed
+        self._identified = False
+        self._sealed = False  # requests expire and are single-use (SEALED_AUTHORITY)
+        self._claimed = False
+        self.gate_approvals: list[SignedStatement] = []  # the last gate's, signed (a train's)
+
+    def authorization(self, gate: str = "approval", approvals: list[SignedStatement] | None = None,
+                      train: str = "", request: SignedStatement | None = None) -> Authorization:
+        """What the activity applying a change checks again (activities/authorization.py)."""
+        return Authorization(gate=gate, request=request or getattr(self.request, "signed", None),
+                             approvals=list(self.gate_approvals if approvals is None else approvals),
+                             first_run_id=workflow.info().first_execution_run_id, train=train)
+
+    def identify(self, signers: AllowedSigners, gated: bool, sealed: bool = False) -> None:
+        """Verify the request's signature against the signers the platform lists now
+        (once, at the first policy read); a bad signature, or none where the operation will
+        need approval (`gated`), fails before any change. `sealed` (SEALED_AUTHORITY, the
+        caller's patch): the signer's key valid now and the request fresh (trust.py)."""
+        if self._identified:
+            return
+        self._identified = True
+        self._sealed = sealed
+        assert self.state is not None
+        self.signers = signers
+        info = workflow.info()
+        try:
+            who = verify_request(self.request, signers, self.state, info.workflow_id,
+                                 now=workflow.now() if sealed else None,
+                                 continued=info.continued_run_id is not None,
+                                 parent_id=info.parent.workflow_id if info.parent else "")
+        except Untrusted as e:
+            raise StepFailed("verify request", str(e), "Unauthorized", bad_input=True) from None
+        if who is not None:
+            self.requester = who
+            self.state.requested_by, self.state.requester_verified = str(who), True
+        elif gated and workflow.patched(SIGNED_APPROVALS):
+            raise StepFailed("verify request", UNSIGNED, "Unauthorized", bad_input=True)
+
+    async def claim_request(self) -> None:
+        """A signed request starts one run: refuse it, before any change, when another run
+        of this workflow id was started with the very same signed request (found by the
+        activity in Temporal's own records). A release schedule's is for every fire."""
+        signed: SignedStatement | None = getattr(self.request, "signed", None)
+        if self._claimed or not self._sealed or signed is None:
+            return
+        self._claimed = True
+        info = workflow.info()
+        if for_schedule(signed.statement, info.parent.workflow_id if info.parent else ""):
+            return
+        used: str = await workflow.execute_activity_method(
+            OperationsActivities.request_used,
+            RequestUse(signature=signed.signature, since=signed.statement.issued_at - CLOCK_SKEW),
+            summary="check the signed request started no other run",
+            start_to_close_timeout=QUICK.start_to_close,
+            schedule_to_close_timeout=QUICK.schedule_to_close, retry_policy=RetryPolicy(**RETRY))
+        if used:
+            raise StepFailed("verify request", f"signed request: already used by run {used} of "
+                             f"{info.workflow_id}; a signed request starts one run (sign a new "
+                             "one)", "Unauthorized", bad_input=True)
