@@ -17,7 +17,7 @@ from activities.errors import non_retryable, retryable
 from kepler import naming, operations_client
 from kepler import search_attributes as sa
 from kepler.canary import CanaryControl
-from kepler.operations import ABORT
+from kepler.operations import ABORT, CANARY, ROLLBACK
 from kepler.alerts import AlertActionRequest, AlertOutcome, rollback_of
 from kepler.settings import Platform
 from kepler.temporal import LazyClient
@@ -62,12 +62,12 @@ class AlertActivities:
                                 detail=f"{busy}; no rollback started")
         running = desc.status == WorkflowExecutionStatus.RUNNING
         attrs = desc.typed_search_attributes
-        if running and activity.info().attempt > 1 and desc.workflow_type == "Rollback" and \
+        if running and activity.info().attempt > 1 and desc.workflow_type == ROLLBACK.workflow and \
                 attrs.get(sa.REQUESTED_BY) == req.requested_by:
             return AlertOutcome(action="rollback_started", workflow_id=workflow_id,
                                 detail=f"rollback of {req.service} in {req.env} running "
                                        f"({workflow_id})")  # started by an earlier attempt
-        if running and desc.workflow_type == "Canary" and req.abort_canary:
+        if running and desc.workflow_type == CANARY.workflow and req.abort_canary:
             try:
                 # the action's own signed request is what lets the receiver abort
                 result = await handle.execute_update(

@@ -14,13 +14,14 @@ from temporalio import activity
 from activities.authority import calling_run
 from activities.errors import non_retryable
 from kepler import naming
+from kepler.operations import CANARY, RELEASE_VERSION, SCALE, SET_RESOURCES
 from kepler.identity import InvalidStatement, SignedStatement, verify
 from kepler.freeze import BREAK_GLASS, BREAK_GLASS_APPROVALS, window_at
 from kepler.settings import ApprovalPolicy, ConfigError, Platform
 from kepler.identity import CLOCK_SKEW
 from kepler.steps import ApplyRelease, Authorization, ReleaseRecord, ReleaseTarget
 
-FROZEN_WORKFLOWS = ("ReleaseVersion", "Canary")  # what a freeze window stops where applied
+FROZEN_WORKFLOWS = (RELEASE_VERSION.workflow, CANARY.workflow)  # what a freeze window stops where applied
 
 
 def authorize(platform: Platform, change: ApplyRelease, history: list[ReleaseRecord]) -> None:
@@ -45,7 +46,7 @@ def through_freeze(platform: Platform, target: ReleaseTarget, image: str, auth: 
     post_deploy Job, a change like its first deployment. Ad-hoc freezes are checked by the
     workflow."""
     kind = activity.info().workflow_type
-    if kind not in FROZEN_WORKFLOWS or (kind == "Canary" and not hook
+    if kind not in FROZEN_WORKFLOWS or (kind == CANARY.workflow and not hook
                                         and target.name() != naming.canary_name(target.service)):
         return False
     now = datetime.now(timezone.utc)
@@ -140,7 +141,7 @@ def refused(why: str) -> Exception:
     return non_retryable("Unauthorized", f"refused at apply time: {why}")
 
 
-OVERRIDES = {"Scale": "scale", "SetResources": "resources"}  # workflow type -> its operation
+OVERRIDES = {SCALE.workflow: SCALE.operation, SET_RESOURCES.workflow: SET_RESOURCES.operation}  # workflow type -> its operation
 
 
 def authorize_override(platform: Platform, target: ReleaseTarget, image: str,

@@ -14,7 +14,7 @@ from activities.errors import non_retryable, retryable
 from kepler import operations_client
 from kepler.identity import SYSTEM, SigningError, sign
 from kepler.models import ReleaseRequest
-from kepler.operations import OFFER
+from kepler.operations import AUTO_PROMOTION, OFFER
 from kepler.promotion import AutoPromotionRequest, auto_workflow_id
 from kepler.settings import Platform
 from kepler.temporal import LazyClient
@@ -38,7 +38,7 @@ class PromotionActivities:
         workflow_id = auto_workflow_id(req.service, req.target)
         try:
             await client.start_workflow(
-                "AutoPromotion", req, id=workflow_id, task_queue=self.platform.temporal.task_queue,
+                AUTO_PROMOTION.workflow, req, id=workflow_id, task_queue=self.platform.temporal.task_queue,
                 start_signal=OFFER.name, start_signal_args=[req],
                 static_summary=operations_client.summary(req),
                 search_attributes=operations_client.start_attributes(req))

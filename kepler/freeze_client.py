@@ -16,11 +16,11 @@ from kepler.freeze import (
 )
 from kepler.identity import Statement
 from kepler.models import Model
-from kepler.operations import FREEZE_IN_FORCE, UNFREEZE
+from kepler.operations import FREEZE, FREEZE_IN_FORCE, UNFREEZE
 from kepler.operations_client import Refused, query, update
 from kepler.settings import Platform
 
-FREEZE_WORKFLOW = "Freeze"
+FREEZE_WORKFLOW = FREEZE.workflow
 
 
 class FreezeLookupError(Exception):

@@ -36,6 +36,8 @@ class Operation(str, Enum):
     SCALE = "scale"
     RESOURCES = "resources"
     FREEZE = "freeze"  # an ad-hoc freeze of one environment (kepler/freeze.py)
+    SCHEDULED_RELEASE = "scheduled-release"  # a release schedule's fire (kepler/schedules.py)
+    PROMOTION = "promotion"  # an automatic promotion (kepler/promotion.py)
 
 
 class CreateServiceRequest(Model):
@@ -218,7 +220,7 @@ class ApprovalDecision(Model):
 # --- status and reports --------------------------------------------------------------------
 
 Outcome = Literal["running", "succeeded", "failed", "rolled_back", "rejected", "expired",
-                  "cancelled", "soaking", "restored", "aborted"]
+                  "cancelled", "soaking", "restored", "aborted", "skipped", "stale"]
 
 
 class StepRecord(Model):

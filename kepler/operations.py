@@ -84,23 +84,30 @@ class OperationType:
     lock: Lock
 
 
+CREATE_SERVICE = OperationType("CreateService", "create", "create", CreateServiceRequest,
+                               ReleaseReport, "service")
+RELEASE_VERSION = OperationType("ReleaseVersion", "release", "release", ReleaseRequest,
+                                ReleaseReport, "env")
+ROLLBACK = OperationType("Rollback", "rollback", "rollback", RollbackRequest, ReleaseReport, "env")
+CANARY = OperationType("Canary", "canary", "canary", CanaryRequest, CanaryReport, "env")
+DECOMMISSION = OperationType("Decommission", "decommission", "decommission", DecommissionRequest,
+                             DecommissionReport, "service")
+RUN_JOB = OperationType("RunJob", "job", "job", RunJobRequest, JobReport, "env")
+ALERT_ACTION = OperationType("AlertAction", "alert", "alert", AlertActionRequest, AlertOutcome,
+                             "own")
+RELEASE_TRAIN = OperationType("ReleaseTrain", "train", "train", TrainRequest, TrainReport, "env")
+SCALE = OperationType("Scale", "scale", "scale", ScaleRequest, ScaleReport, "env")
+SET_RESOURCES = OperationType("SetResources", "scale", "resources", ResourcesRequest, ScaleReport,
+                              "env")
+SCHEDULED_RELEASE = OperationType("ScheduledRelease", "schedule", "scheduled-release",
+                                  ScheduledReleaseRequest, ScheduledReleaseReport, "own")
+AUTO_PROMOTION = OperationType("AutoPromotion", "promotion", "promotion", AutoPromotionRequest,
+                               AutoPromotionReport, "own")
+FREEZE = OperationType("Freeze", "freeze", "freeze", FreezeRequest, FreezeReport, "named")
+
 OPERATIONS: tuple[OperationType, ...] = (
-    OperationType("CreateService", "create", "create", CreateServiceRequest, ReleaseReport, "service"),
-    OperationType("ReleaseVersion", "release", "release", ReleaseRequest, ReleaseReport, "env"),
-    OperationType("Rollback", "rollback", "rollback", RollbackRequest, ReleaseReport, "env"),
-    OperationType("Canary", "canary", "canary", CanaryRequest, CanaryReport, "env"),
-    OperationType("Decommission", "decommission", "decommission", DecommissionRequest,
-                  DecommissionReport, "service"),
-    OperationType("RunJob", "job", "job", RunJobRequest, JobReport, "env"),
-    OperationType("AlertAction", "alert", "alert", AlertActionRequest, AlertOutcome, "own"),
-    OperationType("ReleaseTrain", "train", "train", TrainRequest, TrainReport, "env"),
-    OperationType("Scale", "scale", "scale", ScaleRequest, ScaleReport, "env"),
-    OperationType("SetResources", "scale", "resources", ResourcesRequest, ScaleReport, "env"),
-    OperationType("ScheduledRelease", "schedule", "scheduled-release", ScheduledReleaseRequest,
-                  ScheduledReleaseReport, "own"),
-    OperationType("AutoPromotion", "promotion", "promotion", AutoPromotionRequest,
-                  AutoPromotionReport, "own"),
-    OperationType("Freeze", "freeze", "freeze", FreezeRequest, FreezeReport, "named"),
+    CREATE_SERVICE, RELEASE_VERSION, ROLLBACK, CANARY, DECOMMISSION, RUN_JOB, ALERT_ACTION,
+    RELEASE_TRAIN, SCALE, SET_RESOURCES, SCHEDULED_RELEASE, AUTO_PROMOTION, FREEZE,
 )
 
 BY_WORKFLOW = {o.workflow: o for o in OPERATIONS}

@@ -34,7 +34,7 @@ from kepler.models import (
     ApprovalDecision, CreateServiceRequest, DecommissionRequest, OperationStatus,
 )
 from kepler.operations import (
-    APPROVE, BY_REQUEST, CANARY_CONTROLS, REJECT, RESTORE, STATUS, Query, Update,
+    APPROVE, BY_REQUEST, CANARY, CANARY_CONTROLS, DECOMMISSION, REJECT, RESTORE, STATUS, Query, Update,
 )
 from kepler.promotion import AutoPromotionRequest, auto_workflow_id
 from kepler.schedules import ScheduledReleaseRequest, fire_workflow_id
@@ -125,15 +125,12 @@ def approval_statement(status: OperationStatus, verdict: str, comment: str,
 def start_attributes(req: Any) -> TypedSearchAttributes:
     """The search attributes every operation starts with, so the Temporal UI and
     `kepler history` show it at once; its workflow then keeps stage and outcome up to
-    date. ScheduledRelease and AutoPromotion keep neither (they start a release), so they
-    start without them: they would say "starting" and "running" for ever."""
+    date."""
     who = subject(req)
     pairs = [SearchAttributePair(sa.SERVICE, who.service), SearchAttributePair(sa.ENV, who.env),
              SearchAttributePair(sa.OPERATION, BY_REQUEST[type(req)].operation),
              SearchAttributePair(sa.REQUESTED_BY, who.requested_by)]
-    if not isinstance(req, (ScheduledReleaseRequest, AutoPromotionRequest)):
-        pairs += [SearchAttributePair(sa.STAGE, "starting"),
-                  SearchAttributePair(sa.OUTCOME, "running")]
+    pairs += [SearchAttributePair(sa.STAGE, "starting"), SearchAttributePair(sa.OUTCOME, "running")]
     if who.version:
         pairs.append(SearchAttributePair(sa.VERSION, who.version))
     return TypedSearchAttributes(pairs)
@@ -262,7 +259,7 @@ async def restore(client: Client, service: str, req: RestoreRequest, sign: Sign 
         desc = await handle.describe()
     except RPCError as e:
         raise Refused(f"{handle.id}: nothing to restore ({e.message})") from None
-    if desc.status != WorkflowExecutionStatus.RUNNING or desc.workflow_type != "Decommission":
+    if desc.status != WorkflowExecutionStatus.RUNNING or desc.workflow_type != DECOMMISSION.workflow:
         raise Refused(f"{handle.id}: nothing to restore (no decommission is running)")
     req = await _signed_control(handle, desc.run_id, "restore", "decommission", service, "all",
                                 req, sign)
@@ -279,7 +276,7 @@ async def control(client: Client, service: str, env: str, verb: str, req: Any,
         desc = await handle.describe()
     except RPCError:
         raise Refused(f"{handle.id}: no canary is running") from None
-    if desc.status != WorkflowExecutionStatus.RUNNING or desc.workflow_type != "Canary":
+    if desc.status != WorkflowExecutionStatus.RUNNING or desc.workflow_type != CANARY.workflow:
         raise Refused(f"{handle.id}: no canary is running")
     req = await _signed_control(handle, desc.run_id, verb, "canary", service, env, req, sign)
     return await update(handle, CANARY_CONTROLS[verb], req, f"cannot {verb}")

@@ -12,7 +12,8 @@ from temporalio.service import RPCError
 
 from kepler import naming, operations_client
 from kepler.kube import Clusters, read_deployment
-from kepler.promotion import AutoPromotionReport, LiveRelease, auto_workflow_id, live_release_of
+from kepler.operations import PROMOTION_REPORT
+from kepler.promotion import LiveRelease, auto_workflow_id, live_release_of
 from kepler.settings import Platform
 from kepler.steps import history_of
 from starter import session
@@ -65,8 +66,8 @@ async def _last(temporal: Client, workflow_id: str) -> Any:
 
 async def _auto(temporal: Client, workflow_id: str) -> dict[str, Any] | None:
     try:
-        report = await temporal.get_workflow_handle(workflow_id).query(
-            "status", result_type=AutoPromotionReport)
+        report = await operations_client.query(temporal.get_workflow_handle(workflow_id),
+                                               PROMOTION_REPORT)
     except RPCError:
         return None
     except Exception:  # noqa: BLE001 - a query failing on a closed run the worker cannot load

@@ -12,13 +12,14 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import ALERT_ACTION
     from activities.alerts import AlertActivities
     from kepler.alerts import AlertActionRequest, AlertOutcome
     from kepler.models import Operation
     from workflows.base import Done, KeplerWorkflow
 
 
-@workflow.defn(name="AlertAction")
+@workflow.defn(name=ALERT_ACTION.workflow)
 class AlertAction(KeplerWorkflow):
     @workflow.run
     async def run(self, req: AlertActionRequest) -> AlertOutcome:

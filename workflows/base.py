@@ -54,6 +54,8 @@ EVERY_PROMISE = "kepler-every-promise"
 # Authority derived, never carried (issue 26): sealed carried state, signed scale and canary
 # controls, fresh single-use requests, enforced promotion paths, create adopting nothing.
 SEALED_AUTHORITY = "kepler-sealed-authority"
+# ScheduledRelease and AutoPromotion run in the lifecycle (runs from before: workflows/legacy/).
+COORDINATORS = "kepler-coordinators-in-the-lifecycle"
 
 
 class Done(NamedTuple):
@@ -61,6 +63,7 @@ class Done(NamedTuple):
     event: str
     text: str
     outcome: Outcome = "succeeded"
+    notify: bool = True  # False: a child operation already told this ending
 
 
 class KeplerWorkflow(RequestAuthority):
@@ -98,7 +101,8 @@ class KeplerWorkflow(RequestAuthority):
         self.finish(done.outcome)
         self._fill_report(done.outcome, "", [])
         self.on_end(done.outcome)
-        await self.notify(done.event, done.text)
+        if done.notify:
+            await self.notify(done.event, done.text)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.report
 

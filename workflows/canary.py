@@ -22,6 +22,7 @@ from typing import Awaitable, TypeVar
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import CANARY
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.istio import IstioActivities
     from activities.kubernetes.workloads import DeploymentActivities
@@ -49,7 +50,7 @@ KEEP_STEPS = 30  # step records carried across continue-as-new (the rest is in h
 ANALYSIS_ATTEMPTS = 3
 
 
-@workflow.defn(name="Canary")
+@workflow.defn(name=CANARY.workflow)
 class Canary(CanaryControls, ApprovalGate, KeplerWorkflow):
     notified_on_cancel_before = True
     def __init__(self) -> None:

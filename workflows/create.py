@@ -16,6 +16,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import CREATE_SERVICE
     import yaml
 
     from activities.gitlab import GitLabActivities
@@ -41,7 +42,7 @@ def spec_yaml(req: CreateServiceRequest) -> str:
         {"name": req.spec.name, **data}, sort_keys=False)
 
 
-@workflow.defn(name="CreateService")
+@workflow.defn(name=CREATE_SERVICE.workflow)
 class CreateService(KeplerWorkflow):
     @workflow.run
     async def run(self, req: CreateServiceRequest) -> ReleaseReport:

@@ -18,6 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import DECOMMISSION
     from kepler.operations import DECOMMISSION_REPORT, RESTORE
     from activities.gitlab import GitLabActivities
     from activities.jenkins import JenkinsActivities
@@ -36,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common.trust import Untrusted
 
 
-@workflow.defn(name="Decommission")
+@workflow.defn(name=DECOMMISSION.workflow)
 class Decommission(ApprovalGate, KeplerWorkflow):
     def __init__(self) -> None:
         super().__init__()

@@ -18,6 +18,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import FREEZE
     from kepler.operations import FREEZE_IN_FORCE, UNFREEZE
     from kepler.freeze import (
         EVERY_SERVICE, ActiveFreeze, FreezeReport, FreezeRequest, UnfreezeRequest,
@@ -33,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
 UNFREEZE_VALID_FOR = timedelta(minutes=10)  # a signed unfreeze is for now, not for later
 
 
-@workflow.defn(name="Freeze")
+@workflow.defn(name=FREEZE.workflow)
 class Freeze(KeplerWorkflow):
     def __init__(self) -> None:
         super().__init__()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import RUN_JOB
     from kepler.jobs import JobReport, RunJobRequest
     from kepler.models import Operation
     from kepler.steps import EnvironmentPolicy, ReleaseTarget
@@ -19,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import Done, KeplerWorkflow
 
 
-@workflow.defn(name="RunJob")
+@workflow.defn(name=RUN_JOB.workflow)
 class RunJob(KeplerWorkflow):
     @workflow.run
     async def run(self, req: RunJobRequest) -> JobReport:

@@ -7,39 +7,53 @@ offer is a signal, so nothing polls); check the source still runs exactly that d
 healthy; then ask for the target's release of exactly it — a ReleaseVersion like any
 other (lock, the target's approval of that digest, undo), requested and signed as the
 platform's promotions identity, which never approves. A newer offer that arrives while
-that release runs is promoted after it, in a new run.
+that release runs is promoted after it, in a new run. Skipped and stale ends notify.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import AUTO_PROMOTION
     from activities.kubernetes.workloads import DeploymentActivities
     from activities.platform import PlatformActivities
     from activities.promotion import PromotionActivities
     from kepler import naming
-    from kepler.models import ReleaseRequest
-    from kepler.operations import OFFER
+    from kepler.models import Operation, ReleaseRequest
+    from kepler.operations import OFFER, PROMOTION_REPORT
     from kepler.promotion import AutoPromotionReport, AutoPromotionRequest, LiveRelease
     from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget
-    from workflows.base import SEALED_AUTHORITY
-    from workflows.common.options import QUICK, RETRY
+    from workflows.base import COORDINATORS, Done, KeplerWorkflow
     from workflows.common.children import child_operation
+    from workflows.legacy.coordinators import AutoPromotionBefore
 
 BUSY_RETRY = timedelta(minutes=5)  # the target's lock is held: try again after this
 BUSY_TRIES = 12
 
 
-@workflow.defn(name="AutoPromotion")
-class AutoPromotion:
+async def signed_release(candidate: AutoPromotionRequest,
+                         run: Callable[[Any, Any, str], Awaitable[Any]]) -> ReleaseRequest:
+    """The target's release of exactly the candidate, signed as the promotions identity
+    by the activity `run` calls (each attempt signs anew: a signed request starts one run)."""
+    request: ReleaseRequest = await run(PromotionActivities.sign_request, ReleaseRequest(
+        service=candidate.service, env=candidate.target, from_env=candidate.source,
+        image=candidate.image, commit=candidate.commit, requested_by=candidate.requested_by,
+        after_freeze=True,  # a freeze holds it until it ends, it does not drop it
+        reason=f"automatic promotion of {candidate.version or candidate.commit[:12]} "
+               f"from {candidate.source}"), "sign the promotion")
+    return request
+
+
+@workflow.defn(name=AUTO_PROMOTION.workflow)
+class AutoPromotion(AutoPromotionBefore, KeplerWorkflow):
     def __init__(self) -> None:
+        super().__init__()
         self.report = AutoPromotionReport()
         self._offers: list[AutoPromotionRequest] = []
 
@@ -47,81 +61,97 @@ class AutoPromotion:
     def offer(self, req: AutoPromotionRequest) -> None:
         self._offers.append(req)
 
-    @workflow.query
-    def status(self) -> AutoPromotionReport:
+    @workflow.query(name=PROMOTION_REPORT.name)
+    def promotion(self) -> AutoPromotionReport:
         return self.report
 
     @workflow.run
     async def run(self, req: AutoPromotionRequest) -> AutoPromotionReport:
+        if not workflow.patched(COORDINATORS):
+            return await self.run_before(req)
+        return await self.operate(Operation.PROMOTION, req.service, req.target, req.requested_by,
+                                  req.version or req.commit[:12], lambda: self.runbook(req), req)
+
+    async def runbook(self, req: AutoPromotionRequest) -> Done:
         candidate = req
         while True:
             candidate = self._newest(candidate)
-            self.report.candidate = candidate
-            path = (await self._policy(candidate.service, candidate.target)).promotion
+            self.report.candidate, self.report.soak_until = candidate, None
+            self._at(f"reading {candidate.target}'s promotion path")  # one candidate's stage only
+            path = (await self._read_policy(candidate.service, candidate.target)).promotion
             if path is None or not path.auto or path.source != candidate.source:
-                return self._end("skipped", f"promotion.{candidate.target} no longer promotes "
-                                 f"automatically from {candidate.source}")
+                return self._ended("skipped", f"promotion.{candidate.target} no longer promotes "
+                                   f"automatically from {candidate.source}")
             self.report.soak_until = candidate.since + path.soak
-            self._stage(f"soaking until {self.report.soak_until:%Y-%m-%d %H:%M:%S} UTC")
+            self.set_outcome("soaking")
+            self._at(f"soaking until {self.report.soak_until:%Y-%m-%d %H:%M:%S} UTC")
             if await self._newer_within(candidate, self.report.soak_until - workflow.now()):
                 continue  # superseded while it soaked
-            source = await self._policy(candidate.service, candidate.source)
-            self._stage(f"checking {candidate.source}")
-            live: LiveRelease = await self._activity(
-                DeploymentActivities.live_release, ReleaseTarget(
-                    env=candidate.source, namespace=source.namespace, service=candidate.service),
-                f"read {candidate.source}'s release")
+            self.set_outcome("running")
+            source = await self._read_policy(candidate.service, candidate.source)
+            live: LiveRelease = await self.step(
+                f"read {candidate.source}'s release", DeploymentActivities.live_release,
+                ReleaseTarget(env=candidate.source, namespace=source.namespace,
+                              service=candidate.service))
             if not live.healthy or live.image != candidate.image:
                 if self._newer(candidate):
                     continue
-                return self._end("stale", f"{candidate.source} no longer runs {candidate.version} "
-                                 f"({candidate.image}) healthy: "
-                                 f"{live.detail or 'it runs ' + live.image}")
-            await self._release(candidate)
+                return self._ended("stale", f"{candidate.source} no longer runs "
+                                   f"{candidate.version} ({candidate.image}) healthy: "
+                                   f"{live.detail or 'it runs ' + live.image}")
+            done = await self._release(candidate)
             if self._newer(candidate):  # arrived while the release ran: promote it next
                 workflow.continue_as_new(self._newest(candidate))
-            return self.report
+            return done
 
-    async def _release(self, candidate: AutoPromotionRequest) -> None:
+    async def _release(self, candidate: AutoPromotionRequest) -> Done:
         """The target's ReleaseVersion of exactly this digest, under its lock; a lock held
         by another operation is tried again on a timer, unless a newer offer comes."""
-        # each attempt signs anew: a signed request starts one run, within request_valid_for
-        sealed = workflow.patched(SEALED_AUTHORITY)
-        request: ReleaseRequest | None = None
         child_id = naming.workflow_id(candidate.service, candidate.target)
         self.report.release_id = child_id
         for attempt in range(BUSY_TRIES):
-            if request is None or sealed:
-                request = await self._sign(candidate)
-            self._stage(f"releasing to {candidate.target}")
+            request = await signed_release(
+                candidate, lambda method, arg, name: self.step(name, method, arg))
+            self._at(f"releasing to {candidate.target}")
             ending = await child_operation(
                 request, child_id, f"promote {candidate.service} {candidate.version} from "
                 f"{candidate.source} to {candidate.target} (automatic)",
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL)
             if ending.outcome == "busy":
-                self._stage(f"waiting for {child_id} to be free ({attempt + 1}/{BUSY_TRIES})")
+                self._at(f"waiting for {child_id} to be free ({attempt + 1}/{BUSY_TRIES})")
                 if await self._newer_within(candidate, BUSY_RETRY):
-                    self._end("skipped", "a newer release was offered while the target was busy")
-                    return
+                    return self._ended("skipped", "a newer release was offered while the "
+                                       "target was busy")
                 continue
-            if ending.report is not None:
-                self.report.release = ending.report
-                self._end(ending.outcome, f"{candidate.version} is live in "
-                          f"{candidate.target}, promoted from {candidate.source}")
-            else:
-                self._end(ending.outcome, ending.message)  # type: ignore[arg-type]
-            return
-        self._end("skipped", f"{child_id} stayed busy with other operations for "
-                  f"{BUSY_RETRY * BUSY_TRIES}; promote it with kepler release --from {candidate.source}")
+            self.report.release = ending.report
+            detail = (f"{candidate.version} is live in {candidate.target}, promoted from "
+                      f"{candidate.source}" if ending.report is not None else ending.message)
+            return self._ended(ending.outcome, detail, notify=False)  # the release told it
+        return self._ended("skipped", f"{child_id} stayed busy with other operations for "
+                           f"{BUSY_RETRY * BUSY_TRIES}; promote it with kepler release --from "
+                           f"{candidate.source}")
 
-    async def _sign(self, candidate: AutoPromotionRequest) -> ReleaseRequest:
-        return await self._activity(
-            PromotionActivities.sign_request, ReleaseRequest(
-                service=candidate.service, env=candidate.target, from_env=candidate.source,
-                image=candidate.image, commit=candidate.commit, requested_by=candidate.requested_by,
-                after_freeze=True,  # a freeze holds it until it ends, it does not drop it
-                reason=f"automatic promotion of {candidate.version or candidate.commit[:12]} "
-                       f"from {candidate.source}"), "sign the promotion")
+    async def _read_policy(self, service: str, env: str) -> EnvironmentPolicy:
+        policy: EnvironmentPolicy = await self.step(
+            f"read {env}'s policy", PlatformActivities.environment_policy,
+            PolicyQuery(service=service, env=env))
+        return policy
+
+    def _at(self, stage: str) -> None:
+        """The stage, in `status`, the report and the Temporal UI's details."""
+        self.report.stage = stage
+        self.set_stage(stage)
+        workflow.set_current_details(self._details())
+
+    def _ended(self, outcome: Any, detail: str, notify: bool = True) -> Done:
+        self.report.outcome, self.report.detail = outcome, detail
+        self._at("done")
+        c = self.report.candidate
+        what = f"automatic promotion of {c.service} {c.version} to {c.target}" if c else "promotion"
+        return Done(outcome if outcome in ("skipped", "stale") else "promotion",
+                    f"{what}: {outcome}: {detail}", outcome, notify)
+
+    # --- offers -------------------------------------------------------------------------------
 
     def _newer(self, candidate: AutoPromotionRequest) -> bool:
         return any(o.release_id != candidate.release_id and o.since >= candidate.since
@@ -152,37 +182,18 @@ class AutoPromotion:
             return False
         return True
 
-    async def _policy(self, service: str, env: str) -> EnvironmentPolicy:
-        return await self._activity(PlatformActivities.environment_policy,
-                                    PolicyQuery(service=service, env=env), f"read {env}'s policy")
-
-    async def _activity(self, method: Callable[..., Any], arg: Any, summary: str) -> Any:
-        return await workflow.execute_activity_method(
-            method, arg, summary=summary, start_to_close_timeout=QUICK.start_to_close,
-            schedule_to_close_timeout=QUICK.schedule_to_close,
-            retry_policy=RetryPolicy(**RETRY, non_retryable_error_types=list(QUICK.non_retryable)))
-
-    def _stage(self, stage: str) -> None:
-        self.report.stage = stage
-        workflow.set_current_details(self._details())
-
-    def _end(self, outcome: Any, detail: str) -> AutoPromotionReport:
-        self.report.outcome, self.report.detail = outcome, detail
-        self._stage("done")
-        return self.report
-
     def _details(self) -> str:
         """What the Temporal UI shows: where the artifact stands on its path."""
         c, r = self.report.candidate, self.report
         if c is None:
             return r.stage
         lines = [f"**{c.service}**: {c.version or c.commit[:12]} ({c.image.rsplit('@', 1)[-1][:19]}) "
-                 f"live in {c.source} since {_at(c.since)}",
-                 f"soak until {_at(r.soak_until)}" if r.soak_until else "",
+                 f"live in {c.source} since {_utc(c.since)}",
+                 f"soak until {_utc(r.soak_until)}" if r.soak_until else "",
                  f"{c.target}: {r.stage}" + (f" — {r.outcome}: {r.detail}" if r.outcome != "running" else ""),
                  f"superseded: {', '.join(r.superseded)}" if r.superseded else ""]
         return "\n\n".join(line for line in lines if line)
 
 
-def _at(when: datetime | None) -> str:
+def _utc(when: datetime | None) -> str:
     return f"{when:%Y-%m-%d %H:%M:%S} UTC" if when else "-"

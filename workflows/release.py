@@ -17,6 +17,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import RELEASE_VERSION
     from activities.gitlab import GitLabActivities
     from activities.prometheus import PrometheusActivities
     from kepler import manifests
@@ -40,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.steps.promotion as promotion
 
 
-@workflow.defn(name="ReleaseVersion")
+@workflow.defn(name=RELEASE_VERSION.workflow)
 class ReleaseVersion(ApprovalGate, KeplerWorkflow):
     _by_train = False  # a train member whose train's signed approvals cover it
     notified_on_cancel_before = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import ROLLBACK
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.istio import IstioActivities
     from activities.kubernetes.workloads import DeploymentActivities
@@ -31,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import Done, KeplerWorkflow, StepFailed
 
 
-@workflow.defn(name="Rollback")
+@workflow.defn(name=ROLLBACK.workflow)
 class Rollback(ApprovalGate, KeplerWorkflow):
     @workflow.run
     async def run(self, req: RollbackRequest) -> ReleaseReport:

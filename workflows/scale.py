@@ -12,6 +12,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import SCALE, SET_RESOURCES
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.scale import ScaleActivities
     from kepler.models import Operation
@@ -117,7 +118,7 @@ class _Change(ApprovalGate, KeplerWorkflow):
         return state
 
 
-@workflow.defn(name="Scale")
+@workflow.defn(name=SCALE.workflow)
 class Scale(_Change):
     @workflow.run
     async def run(self, req: ScaleRequest) -> ScaleReport:
@@ -134,7 +135,7 @@ class Scale(_Change):
                               operation_id=workflow.info().workflow_id)
 
 
-@workflow.defn(name="SetResources")
+@workflow.defn(name=SET_RESOURCES.workflow)
 class SetResources(_Change):
     @workflow.run
     async def run(self, req: ResourcesRequest) -> ScaleReport:

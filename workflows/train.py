@@ -21,6 +21,7 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.operations import RELEASE_TRAIN
     from kepler.operations import TRAIN_REPORT
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.workloads import DeploymentActivities
@@ -56,7 +57,7 @@ class MembersFailed(StepFailed):
         return self.cause
 
 
-@workflow.defn(name="ReleaseTrain")
+@workflow.defn(name=RELEASE_TRAIN.workflow)
 class ReleaseTrain(ApprovalGate, KeplerWorkflow):
     def __init__(self) -> None:
         super().__init__()

@@ -53,14 +53,15 @@ def test_id_summary_and_start_attributes(req: object, workflow_id: str, summary:
     assert {k: got.get(k) for k in attrs} == attrs  # None: not written (never empty)
 
 
-def test_a_scheduled_release_starts_without_stage_or_outcome() -> None:
-    """ScheduledRelease writes neither later: they would say "running" for ever."""
+def test_a_scheduled_release_starts_like_every_operation() -> None:
+    """ScheduledRelease runs in the lifecycle: it keeps its stage and outcome like any other."""
     fire = ScheduledReleaseRequest(release=RELEASE, cron="0 2 * * *")
     assert ops.workflow_id(fire) == "scheduled-shop@prod"
     assert ops.summary(fire) == "scheduled release shop v2 to prod (0 2 * * *)"
     assert attributes(fire) == {sa.SERVICE.name: "shop", sa.ENV.name: "prod",
                                 sa.OPERATION.name: "scheduled-release", sa.VERSION.name: "v2",
-                                sa.REQUESTED_BY.name: "carol"}
+                                sa.REQUESTED_BY.name: "carol", sa.STAGE.name: "starting",
+                                sa.OUTCOME.name: "running"}
     action = ops.schedule_action(fire, "q")
     assert action.workflow == "ScheduledRelease" and action.id == "scheduled-shop@prod"
 

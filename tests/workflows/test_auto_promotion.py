@@ -21,6 +21,7 @@ import workflows
 from activities.promotion import PromotionActivities
 from kepler import operations_client as ops
 from kepler.models import ReleaseRequest
+from kepler.operations import PROMOTION_REPORT
 from kepler.promotion import AutoPromotionReport, LiveRelease, PromotionPath
 from kepler.settings import load_platform
 from tests.fakes.world import FakeWorld
@@ -64,7 +65,7 @@ def promotion(h: Harness) -> WorkflowHandle[Any, AutoPromotionReport]:
 
 
 async def promotion_status(h: Harness) -> AutoPromotionReport:
-    return await promotion(h).query("status", result_type=AutoPromotionReport)
+    return await ops.query(promotion(h), PROMOTION_REPORT)
 
 
 async def until(probe: Callable[[], Awaitable[Any]], ok: Callable[[Any], Any], what: str) -> Any:
