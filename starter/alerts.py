@@ -35,6 +35,7 @@ from kepler.settings import Platform, Secrets
 from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error
 from starter import session, signing
+from starter.cli_common import command
 from starter.http_body import BodyTooLarge, read_body
 
 log = logging.getLogger("kepler.alerts")
@@ -151,9 +152,9 @@ def serve(platform: Platform, host: str, port: int) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @command(app, output=False)
     def alerts(host: str = typer.Option("127.0.0.1", "--host"),
-               port: int = typer.Option(8301, "--port")) -> None:
+               port: int = typer.Option(8301, "--port")) -> int:
         """Serve POST /alertmanager: Alertmanager webhooks (bearer token from
         KEPLER_ALERTMANAGER_TOKEN) that roll back per the alerts policy in kepler.yaml."""
-        session.serve(serve, NotConfigured, host, port)
+        return session.serve(serve, NotConfigured, host, port)

@@ -17,7 +17,7 @@ from kepler.models import ApprovalDecision
 from kepler.operations import BY_WORKFLOW
 from kepler.settings import ConfigError, Platform
 from starter import session
-from starter.cli_common import BAD_INPUT, OK, CliError, OutputOpt, emit, guarded, wants_json
+from starter.cli_common import BAD_INPUT, OK, CliError, command, emit
 from starter.service import service_history
 
 MAX_OPERATIONS = 200
@@ -83,19 +83,16 @@ def table(rows: list[AuditRow]) -> Table:
 
 
 def register(app: typer.Typer) -> None:
+    @command(app, "audit")
     def audit_cmd(service: str, env: Optional[str] = typer.Option(None, "--env", "-e"),
-                  output: str = OutputOpt) -> None:
+                  *, as_json: bool) -> int:
         """Who requested and who approved which digest and commit on SERVICE, each
         signature verified again (newest first)."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_service(service)
-            if env:
-                session.check_env(p, env)
-            rows = session.run(audit(p, service, env))
-            data: Any = [r.model_dump(mode="json") for r in rows]
-            emit(data, as_json, None if as_json else table(rows))
-            return OK
-        guarded(output, body)
-    app.command("audit")(audit_cmd)
+        p = session.platform()
+        session.check_service(service)
+        if env:
+            session.check_env(p, env)
+        rows = session.run(audit(p, service, env))
+        data: Any = [r.model_dump(mode="json") for r in rows]
+        emit(data, as_json, None if as_json else table(rows))
+        return OK

@@ -16,8 +16,7 @@ from kepler.models import CanaryRequest, MetricCheck
 from kepler.settings import Platform
 from starter import session, signing
 from starter.cli_common import (
-    BAD_INPUT, OK, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt, OutputOpt, emit,
-    guarded, wants_json,
+    BAD_INPUT, OK, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt, command, emit,
 )
 
 METRIC_HELP = ("a check NAME:MIN:MAX[:PROMQL] (MIN or MAX may be empty); without PROMQL, NAME "
@@ -68,7 +67,7 @@ def control_signer(p: Platform, who: str, key: Path | None = None, namespace: st
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @command(app)
     def canary(service: str, env: str = EnvOpt, ref: str = typer.Option(..., "--ref"),
                steps: Optional[str] = typer.Option(
                    None, "--steps", help="weights in percent, e.g. 10,20,50"),
@@ -89,51 +88,45 @@ def register(app: typer.Typer) -> None:
                                                 help="deadline of the whole canary"),
                reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
                after_freeze: bool = AfterFreezeOpt, break_glass: bool = BreakGlassOpt,
-               as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+               as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
         """Run a canary of REF for SERVICE in ENV: shift traffic step by step while the
         analysis passes, then promote; roll back at the failure limit."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_env(p, env)
-            checks = [parse_metric(m) for m in metric]
-            if success_rate is not None:
-                checks.append({"name": "request-success-rate", "min": success_rate})
-            if max_p99 is not None:
-                checks.append({"name": "request-duration", "max": max_p99})
-            req = session.build(
-                CanaryRequest, service=service, env=env, ref=ref, reason=reason,
-                requested_by=session.acting_user(p, as_user), steps=parse_steps(steps),
-                step_weight=step_weight, max_weight=max_weight, interval=interval,
-                failure_limit=failure_limit, no_data=no_data,
-                metrics=[session.build(MetricCheck, **c) for c in checks],
-                approve_promotion=approve_promotion, max_duration=max_duration,
-                after_freeze=after_freeze, break_glass=break_glass)
-            return session.run(session.launch(p, req, watch_it, as_json))
-        guarded(output, body)
+        p = session.platform()
+        session.check_env(p, env)
+        checks = [parse_metric(m) for m in metric]
+        if success_rate is not None:
+            checks.append({"name": "request-success-rate", "min": success_rate})
+        if max_p99 is not None:
+            checks.append({"name": "request-duration", "max": max_p99})
+        req = session.build(
+            CanaryRequest, service=service, env=env, ref=ref, reason=reason,
+            requested_by=session.acting_user(p, as_user), steps=parse_steps(steps),
+            step_weight=step_weight, max_weight=max_weight, interval=interval,
+            failure_limit=failure_limit, no_data=no_data,
+            metrics=[session.build(MetricCheck, **c) for c in checks],
+            approve_promotion=approve_promotion, max_duration=max_duration,
+            after_freeze=after_freeze, break_glass=break_glass)
+        return session.run(session.launch(p, req, watch_it, as_json))
 
     def make(verb: str, what: str) -> None:
         def control(service: str, env: str = EnvOpt, reason: str = "",
-                    as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
-            def body() -> int:
-                as_json = wants_json(output)
-                p = session.platform()
-                session.check_env(p, env)
-                req = session.build(CanaryControl, by=session.acting_user(p, as_user),
-                                    reason=reason)
+                    as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
+            p = session.platform()
+            session.check_env(p, env)
+            req = session.build(CanaryControl, by=session.acting_user(p, as_user),
+                                reason=reason)
 
-                async def go() -> str:
-                    return await operations_client.control(await session.client(p), service, env,
-                                                           verb, req, control_signer(p, req.by))
+            async def go() -> str:
+                return await operations_client.control(await session.client(p), service, env,
+                                                       verb, req, control_signer(p, req.by))
 
-                result = session.run(go())
-                workflow_id = naming.workflow_id(service, env)
-                emit({"workflow_id": workflow_id, "result": result}, as_json,
-                     f"{workflow_id}: {result}")
-                return OK
-            guarded(output, body)
+            result = session.run(go())
+            workflow_id = naming.workflow_id(service, env)
+            emit({"workflow_id": workflow_id, "result": result}, as_json,
+                 f"{workflow_id}: {result}")
+            return OK
         control.__doc__ = what
-        app.command(verb)(control)
+        command(app, verb)(control)
 
     for verb, what in (("pause", "Pause the running canary of SERVICE in ENV (analysis goes on)."),
                        ("resume", "Resume the paused canary of SERVICE in ENV."),

@@ -47,7 +47,7 @@ from kepler.temporal import LazyClient
 from kepler.validation import describe_validation_error, service_name
 from starter import session, signing
 from starter.canary import control_signer
-from starter.cli_common import CliError
+from starter.cli_common import CliError, command
 from kepler.identity import DELEGATE
 from starter.http_body import BodyTooLarge, read_body
 
@@ -376,9 +376,9 @@ def serve(platform: Platform, host: str, port: int) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @command(app, output=False)
     def chatops(host: str = typer.Option("127.0.0.1", "--host"),
-                port: int = typer.Option(8300, "--port")) -> None:
+                port: int = typer.Option(8300, "--port")) -> int:
         """Serve the Slack-compatible chat-ops endpoint (/slack/commands, /slack/interactions);
         the signing secret comes from KEPLER_SLACK_SIGNING_SECRET."""
-        session.serve(serve, NotConfigured, host, port)
+        return session.serve(serve, NotConfigured, host, port)

@@ -14,22 +14,23 @@ from starter import (
     alerts, audit, canary, chatops, codec_server, decommission, demo, dev, freeze, jobs, metrics,
     release, scale, schedule, service, train,
 )
-from starter.cli_common import BAD_INPUT, CliError, fail
+from starter.cli_common import BAD_INPUT, OK, CliError, command
 
 app = typer.Typer(help="Kepler: durable delivery pipelines on Temporal.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 
 
-@app.command()
-def worker() -> None:
+@command(app, output=False)
+def worker() -> int:
     """Run a worker with every workflow and activity (stops cleanly on SIGTERM/SIGINT)."""
     import worker as worker_module
 
     try:
         load_platform()
     except ConfigError as e:
-        fail(CliError(str(e), BAD_INPUT), False)
+        raise CliError(str(e), BAD_INPUT) from None
     worker_module.main()
+    return OK
 
 
 for subject in (dev, release, service, jobs, alerts, train, scale, schedule, canary, freeze, demo,

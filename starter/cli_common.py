@@ -1,9 +1,12 @@
 """How the CLI speaks: the options every command shares, rich text for people, JSON
-for scripts, and the exit codes."""
+for scripts, the exit codes, and `command`, the one way a command is declared."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import typing
 from typing import Any, Callable, NoReturn
 
 import typer
@@ -43,15 +46,6 @@ def wants_json(output: str) -> bool:
     return output == "json"
 
 
-def guarded(output: str, body: Callable[[], int | None]) -> NoReturn:
-    """Run a command body; CliError becomes its message and exit code."""
-    try:
-        code = body()
-    except CliError as e:
-        fail(e, output == "json")
-    raise typer.Exit(code or OK)
-
-
 def jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -78,3 +72,64 @@ def fail(error: CliError, as_json: bool) -> NoReturn:
     else:
         err_console.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
     raise typer.Exit(error.code)
+
+
+# The attribute `command` sets on what it registers (tests/cli/test_command.py walks the app).
+COMMAND_MARK = "__kepler_command__"
+_GROUP_CONTEXT = "_kepler_group_context"
+
+
+def command(app: typer.Typer, name: str | None = None, *, output: bool = True,
+            callback: bool = False, **typer_options: Any,
+            ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
+    """Declare a command of `app`: its name (`name`, else the function's) and help (the
+    docstring); with `output`, the `--output text|json` option, given to the function as
+    `as_json: bool` in the place of its `as_json` parameter; its exit code (what it returns,
+    None for OK); and a CliError becoming its message (JSON with --output json) and code.
+    With `callback`, it is `app`'s group callback, which runs only when no subcommand is
+    given. `typer_options` go to typer's `command` or `callback` as they are."""
+    def register(func: Callable[..., int | None]) -> Callable[..., None]:
+        wrapper = _wrap(func, output, callback)
+        if callback:
+            app.callback(**typer_options)(wrapper)
+        else:
+            app.command(name, **typer_options)(wrapper)
+        return wrapper
+    return register
+
+
+def _wrap(func: Callable[..., int | None], output: bool, callback: bool) -> Callable[..., None]:
+    hints = typing.get_type_hints(func)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation))
+              for p in inspect.signature(func).parameters.values()]
+    names = [p.name for p in params]
+    if output != ("as_json" in names):
+        raise TypeError(f"{func.__qualname__}: a command with output takes as_json, "
+                        "one without does not")
+    if output:  # in its place, so that --help lists the options in the same order
+        at = names.index("as_json")
+        params[at] = params[at].replace(name="output", default=OutputOpt, annotation=str)
+    if callback:  # typer hands a typer.Context to the parameter annotated so
+        params.insert(0, inspect.Parameter(
+            _GROUP_CONTEXT, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context))
+    signature = inspect.signature(func).replace(parameters=params, return_annotation=None)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        arguments = signature.bind(*args, **kwargs).arguments
+        if callback and arguments.pop(_GROUP_CONTEXT).invoked_subcommand is not None:
+            return  # the subcommand runs instead
+        as_json = False
+        try:
+            if output:
+                as_json = wants_json(arguments.pop("output"))
+                arguments["as_json"] = as_json
+            code = func(**arguments)
+        except CliError as e:
+            fail(e, as_json)
+        raise typer.Exit(code or OK)
+
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]  # typer reads this one
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    setattr(wrapper, COMMAND_MARK, True)
+    return wrapper

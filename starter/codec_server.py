@@ -23,7 +23,7 @@ from starlette.routing import Route
 from temporalio.api.common.v1 import Payloads
 
 from kepler.codec import CodecError, EncryptionCodec
-from starter.cli_common import BAD_INPUT, CliError, fail
+from starter.cli_common import BAD_INPUT, OK, CliError, command
 from starter.http_body import BodyTooLarge, read_body
 
 DEFAULT_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233", "http://localhost:8080")
@@ -87,9 +87,9 @@ def app_from_env() -> Starlette:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("codec-server")
+    @command(app, "codec-server", output=False)
     def codec_server(host: str = typer.Option("127.0.0.1", help="address to listen on"),
-                     port: int = typer.Option(8234, help="port to listen on")) -> None:
+                     port: int = typer.Option(8234, help="port to listen on")) -> int:
         """Serve /decode and /encode for the Temporal UI (keys from KEPLER_CODEC_KEYS,
         bearer token from KEPLER_CODEC_AUTH_TOKEN, origins from KEPLER_CODEC_CORS_ORIGINS)."""
         import uvicorn
@@ -97,8 +97,9 @@ def register(app: typer.Typer) -> None:
         try:
             asgi = app_from_env()
         except ValueError as e:
-            fail(CliError(str(e), BAD_INPUT), False)
+            raise CliError(str(e), BAD_INPUT) from None
         uvicorn.run(asgi, host=host, port=port, log_level="warning")
+        return OK
 
 
 __all__ = ["create_app", "app_from_env", "register"]

@@ -12,47 +12,39 @@ from kepler.decommission import RestoreRequest
 from kepler.models import DecommissionRequest
 from starter import session
 from starter.canary import control_signer
-from starter.cli_common import (
-    BAD_INPUT, OK, AsOpt, CliError, OutputOpt, emit, guarded, wants_json,
-)
+from starter.cli_common import BAD_INPUT, OK, AsOpt, CliError, command, emit
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @command(app)
     def decommission(service: str, reason: str = "",
                      soak: str = typer.Option("24h", "--soak", help="reversible period, e.g. 24h"),
                      watch_it: bool = typer.Option(False, "--watch"),
-                     as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+                     as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
         """Decommission SERVICE everywhere: approval always; routes off and replicas to 0,
         reversible with `kepler restore` during the soak; then deleted (GitLab archived)."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            req = session.build(DecommissionRequest, service=service, reason=reason, soak=soak,
-                                requested_by=session.acting_user(p, as_user))
-            if problem := p.decommission.soak_problem(req.soak):
-                raise CliError("--" + problem, BAD_INPUT)
-            return session.run(session.launch(p, req, watch_it, as_json))
-        guarded(output, body)
+        p = session.platform()
+        req = session.build(DecommissionRequest, service=service, reason=reason, soak=soak,
+                            requested_by=session.acting_user(p, as_user))
+        if problem := p.decommission.soak_problem(req.soak):
+            raise CliError("--" + problem, BAD_INPUT)
+        return session.run(session.launch(p, req, watch_it, as_json))
 
-    @app.command()
+    @command(app)
     def restore(service: str, reason: str = "", as_user: Optional[str] = AsOpt,
-                output: str = OutputOpt) -> None:
+                *, as_json: bool) -> int:
         """Undo phase 1 of SERVICE's decommission during its soak: routes and replicas back
         (signed; by its requester or a decommission approver)."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            req = session.build(RestoreRequest, requested_by=session.acting_user(p, as_user),
-                                reason=reason)
+        p = session.platform()
+        req = session.build(RestoreRequest, requested_by=session.acting_user(p, as_user),
+                            reason=reason)
 
-            async def go() -> str:
-                return await operations_client.restore(await session.client(p), service, req,
-                                                       control_signer(p, req.requested_by))
+        async def go() -> str:
+            return await operations_client.restore(await session.client(p), service, req,
+                                                   control_signer(p, req.requested_by))
 
-            result = session.run(go())
-            workflow_id = naming.service_workflow_id(service)
-            emit({"workflow_id": workflow_id, "result": result,
-                  "ui": session.ui_link(p, workflow_id)}, as_json, f"{workflow_id}: {result}")
-            return OK
-        guarded(output, body)
+        result = session.run(go())
+        workflow_id = naming.service_workflow_id(service)
+        emit({"workflow_id": workflow_id, "result": result,
+              "ui": session.ui_link(p, workflow_id)}, as_json, f"{workflow_id}: {result}")
+        return OK

@@ -19,9 +19,7 @@ from kepler.freeze import (
 from kepler.freeze_client import FreezeLookupError, ListedFreeze
 from kepler.settings import Platform
 from starter import session
-from starter.cli_common import (
-    BAD_INPUT, FAILED, OK, AsOpt, CliError, OutputOpt, emit, guarded, wants_json,
-)
+from starter.cli_common import BAD_INPUT, FAILED, OK, AsOpt, CliError, command, emit
 from starter.signing import sign, signing_key
 
 IN_FORCE_WITHIN_S = 30  # `kepler freeze` returns once the freeze is in force, or fails
@@ -106,74 +104,61 @@ def register(app: typer.Typer) -> None:
     freeze_app = typer.Typer(help="Freeze an environment now, or list its freezes.",
                              invoke_without_command=True)
 
-    @freeze_app.callback()
-    def freeze(ctx: typer.Context,
-               env: Optional[str] = typer.Option(None, "--env", "-e", help="the environment"),
+    @command(freeze_app, callback=True)
+    def freeze(env: Optional[str] = typer.Option(None, "--env", "-e", help="the environment"),
                for_: Optional[str] = typer.Option(None, "--for", help="how long, e.g. 2h (1m to 7d)"),
                reason: Optional[str] = typer.Option(None, "--reason", help="why (required)"),
-               as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+               as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
         """Freeze ENV at once for a while (--for): releases, canaries, trains and scheduled
         releases are refused (exit 3) or wait; rollbacks still go. `kepler freeze list`
         shows every freeze."""
-        if ctx.invoked_subcommand is not None:
-            return
+        p = session.platform()
+        session.check_env(p, _required(env, "--env", "which environment to freeze"))
+        req = _build(env or "", _required(for_, "--for", "how long the freeze lasts, e.g. 2h"),
+                     _required(reason, "--reason", "a freeze needs a reason"),
+                     session.acting_user(p, as_user))
+        active = session.run(start_freeze(p, req))
+        link = session.ui_link(p, active.name, active.run_id)
+        emit({"workflow_id": active.name, "ui": link, "freeze": active}, as_json,
+             f"[bold]{active.describe()}[/bold]\n{link}")
+        return OK
 
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_env(p, _required(env, "--env", "which environment to freeze"))
-            req = _build(env or "", _required(for_, "--for", "how long the freeze lasts, e.g. 2h"),
-                         _required(reason, "--reason", "a freeze needs a reason"),
-                         session.acting_user(p, as_user))
-            active = session.run(start_freeze(p, req))
-            link = session.ui_link(p, active.name, active.run_id)
-            emit({"workflow_id": active.name, "ui": link, "freeze": active}, as_json,
-                 f"[bold]{active.describe()}[/bold]\n{link}")
-            return OK
-        guarded(output, body)
-
-    @freeze_app.command("list")
+    @command(freeze_app, "list")
     def list_freezes(env: Optional[str] = typer.Option(None, "--env", "-e"),
-                     output: str = OutputOpt) -> None:
+                     *, as_json: bool) -> int:
         """The platform's freeze windows (kepler.yaml) and the ad-hoc freezes running."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            if env:
-                session.check_env(p, env)
-            envs = [env] if env else sorted(p.environments)
+        p = session.platform()
+        if env:
+            session.check_env(p, env)
+        envs = [env] if env else sorted(p.environments)
 
-            async def go() -> list[ListedFreeze]:
-                try:
-                    return await freeze_client.listing(await session.client(p), p, envs,
-                                                       datetime.now(timezone.utc))
-                except FreezeLookupError as e:
-                    raise CliError(str(e), FAILED) from None
+        async def go() -> list[ListedFreeze]:
+            try:
+                return await freeze_client.listing(await session.client(p), p, envs,
+                                                   datetime.now(timezone.utc))
+            except FreezeLookupError as e:
+                raise CliError(str(e), FAILED) from None
 
-            rows = session.run(go())
-            data: Any = [r.model_dump(mode="json") for r in rows]
-            emit(data, as_json, None if as_json else (table(rows) if rows else "no freezes"))
-            return OK
-        guarded(output, body)
+        rows = session.run(go())
+        data: Any = [r.model_dump(mode="json") for r in rows]
+        emit(data, as_json, None if as_json else (table(rows) if rows else "no freezes"))
+        return OK
 
     app.add_typer(freeze_app, name="freeze")
 
-    @app.command()
+    @command(app)
     def unfreeze(env: str = typer.Option(..., "--env", "-e", help="the environment"),
                  comment: str = typer.Option("", "--comment", help="why (kept with the freeze)"),
-                 as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+                 as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
         """End the ad-hoc freeze of ENV now: the one who froze it or one of ENV's approvers
         (windows from kepler.yaml end on their own; --break-glass goes through them)."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_env(p, env)
-            if len(comment) > 500:
-                raise CliError("--comment: at most 500 characters", BAD_INPUT)
-            user = session.acting_user(p, as_user)
-            result = session.run(lift(p, env, user, comment))
-            emit({"workflow_id": freeze_workflow_id(env), "result": result}, as_json,
-                 f"{freeze_workflow_id(env)}: {result}")
-            return OK
-        guarded(output, body)
+        p = session.platform()
+        session.check_env(p, env)
+        if len(comment) > 500:
+            raise CliError("--comment: at most 500 characters", BAD_INPUT)
+        user = session.acting_user(p, as_user)
+        result = session.run(lift(p, env, user, comment))
+        emit({"workflow_id": freeze_workflow_id(env), "result": result}, as_json,
+             f"{freeze_workflow_id(env)}: {result}")
+        return OK
 

@@ -15,51 +15,46 @@ from kepler.jobs import RunJobRequest
 from kepler.settings import Platform
 from kepler.validation import parse_duration
 from starter import session
-from starter.cli_common import (
-    BAD_INPUT, FAILED, OK, AsOpt, CliError, EnvOpt, OutputOpt, err_console, guarded, wants_json,
-)
+from starter.cli_common import BAD_INPUT, FAILED, OK, AsOpt, CliError, EnvOpt, command, err_console
 
 
 def register(app: typer.Typer) -> None:
     job_app = typer.Typer(help="Cronjob services: run one now.", no_args_is_help=True)
     app.add_typer(job_app, name="job")
 
-    @job_app.command("run")
+    @command(job_app, "run")
     def job_run(service: str, env: str = EnvOpt, reason: str = "",
                 watch_it: bool = typer.Option(False, "--watch"), as_user: Optional[str] = AsOpt,
-                output: str = OutputOpt) -> None:
+                *, as_json: bool) -> int:
         """Run the cronjob service SERVICE in ENV once, now (a Job from its CronJob), under
         the SERVICE@ENV lock; with --watch, wait for its verdict."""
-        session.start_operation(output, env, as_user, watch_it, RunJobRequest, service=service,
-                                reason=reason)
+        return session.start_operation(as_json, env, as_user, watch_it, RunJobRequest,
+                                       service=service, reason=reason)
 
-    @app.command()
+    @command(app)
     def logs(service: str, env: str = EnvOpt,
              since: Optional[str] = typer.Option(None, "--since", help="e.g. 10m, 1h"),
              follow: bool = typer.Option(False, "--follow", "-f", help="stream new lines"),
              version: str = typer.Option("stable", "--version", help="stable or canary"),
              tail: Optional[int] = typer.Option(None, "--tail", help="last N lines per pod"),
-             output: str = OutputOpt) -> None:
+             *, as_json: bool) -> int:
         """Show (or --follow) the logs of SERVICE's pods in ENV, through the Kubernetes API."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_env(p, env)
-            session.check_service(service)
-            if version not in ("stable", "canary"):
-                raise CliError("--version: must be stable or canary", BAD_INPUT)
-            if tail is not None and tail < 0:
-                raise CliError("--tail: must be 0 or more", BAD_INPUT)
-            since_seconds = None
-            if since is not None:
-                try:
-                    since_seconds = int(parse_duration(since).total_seconds())
-                except (ValueError, AttributeError) as e:
-                    raise CliError(f"--since: {e}", BAD_INPUT) from None
-                if since_seconds <= 0:
-                    raise CliError("--since: must be more than 0s", BAD_INPUT)
-            return _logs(p, service, env, version, since_seconds, tail, follow, as_json)
-        guarded(output, body)
+        p = session.platform()
+        session.check_env(p, env)
+        session.check_service(service)
+        if version not in ("stable", "canary"):
+            raise CliError("--version: must be stable or canary", BAD_INPUT)
+        if tail is not None and tail < 0:
+            raise CliError("--tail: must be 0 or more", BAD_INPUT)
+        since_seconds = None
+        if since is not None:
+            try:
+                since_seconds = int(parse_duration(since).total_seconds())
+            except (ValueError, AttributeError) as e:
+                raise CliError(f"--since: {e}", BAD_INPUT) from None
+            if since_seconds <= 0:
+                raise CliError("--since: must be more than 0s", BAD_INPUT)
+        return _logs(p, service, env, version, since_seconds, tail, follow, as_json)
 
 
 def _logs(p: Platform, service: str, env: str, version: str, since: int | None, tail: int | None,

@@ -19,14 +19,14 @@ from kepler import search_attributes as sa
 from kepler.audit import check_request
 from kepler.identity import AllowedSigners
 from kepler.metrics import (
-    DEPLOYS, ROLLBACK, ChangeRow, EnvMetrics, as_json, compute, missing_commits, parse_window,
-    prometheus_text,
+    DEPLOYS, ROLLBACK, ChangeRow, EnvMetrics, as_json as metrics_json, compute, missing_commits,
+    parse_window, prometheus_text,
 )
 from kepler.models import RollbackRequest
 from kepler.settings import ConfigError, Platform
 from kepler.validation import dns_subdomain
 from starter import session
-from starter.cli_common import BAD_INPUT, OK, CliError, OutputOpt, emit, fail, guarded, wants_json
+from starter.cli_common import BAD_INPUT, OK, CliError, command, emit
 
 MAX_ROWS = 20_000  # per operation and window: what one report or scrape reads at most
 COMMITS_PER_QUERY = 50
@@ -211,40 +211,32 @@ def register(app: typer.Typer) -> None:
     team_opt = typer.Option(None, "--team", help="services of this team (their spec's team)")
     since_opt = typer.Option("30d", "--since", help="the window, 1h to 90d: 30d, 12h, 1d12h")
 
-    @metrics_app.callback(invoke_without_command=True)
-    def metrics_cmd(ctx: typer.Context, service: Optional[str] = service_opt,
-                    env: Optional[str] = env_opt, team: Optional[str] = team_opt,
-                    since: str = since_opt, output: str = OutputOpt) -> None:
+    @command(metrics_app, callback=True, invoke_without_command=True)
+    def metrics_cmd(service: Optional[str] = service_opt, env: Optional[str] = env_opt,
+                    team: Optional[str] = team_opt, since: str = since_opt,
+                    *, as_json: bool) -> int:
         """Deployment frequency, lead time for changes, change failure rate and time to
         restore, per environment, over --since."""
-        if ctx.invoked_subcommand is not None:
-            return
+        p = session.platform()
+        s = scope(p, service, env, team, since)
+        metrics = session.run(_report(p, s))
+        emit(metrics_json(metrics), as_json, None if as_json else table(metrics, s))
+        return OK
 
-        def body() -> int:
-            json_out = wants_json(output)
-            p = session.platform()
-            s = scope(p, service, env, team, since)
-            metrics = session.run(_report(p, s))
-            emit(as_json(metrics), json_out, None if json_out else table(metrics, s))
-            return OK
-        guarded(output, body)
-
-    @metrics_app.command("serve")
+    @command(metrics_app, "serve", output=False)
     def serve(port: int = typer.Option(9465, "--port", min=1, max=65535, help="port to listen on"),
               host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
               service: Optional[str] = service_opt, env: Optional[str] = env_opt,
               team: Optional[str] = team_opt, since: str = since_opt,
               refresh: float = typer.Option(60.0, "--refresh", min=1, max=3600,
-                                            help="seconds a computation is served before the next")) -> None:
+                                            help="seconds a computation is served before the next")) -> int:
         """Serve the metrics on /metrics for Prometheus (gauges kepler_dora_*, by env)."""
         import uvicorn
 
-        try:
-            p = session.platform()
-            s = scope(p, service, env, team, since)
-        except CliError as e:
-            fail(e, False)
+        p = session.platform()
+        s = scope(p, service, env, team, since)
         uvicorn.run(exporter(p, s, refresh), host=host, port=port, log_level="warning")
+        return OK
 
 
 async def _report(p: Platform, s: Scope) -> dict[str, EnvMetrics]:

@@ -15,8 +15,8 @@ from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest, Rol
 from kepler.settings import Platform
 from starter import session, signing
 from starter.cli_common import (
-    BAD_INPUT, FAILED, OK, REFUSED, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt, OutputOpt,
-    console, emit, guarded, wants_json,
+    BAD_INPUT, FAILED, OK, REFUSED, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt,
+    command, console, emit,
 )
 from starter.promotion import live_in, show_path
 from starter.service import history_table, service_history
@@ -24,7 +24,7 @@ from starter.watch import render
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @command(app)
     def release(service: str, env: str = EnvOpt,
                 ref: Optional[str] = typer.Option(None, "--ref", help="the git ref to release"),
                 from_env: Optional[str] = typer.Option(None, "--from", help=(
@@ -32,118 +32,103 @@ def register(app: typer.Typer) -> None:
                     "environment (refused, exit 3, if it is not, or is younger than the soak)")),
                 reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
                 after_freeze: bool = AfterFreezeOpt, break_glass: bool = BreakGlassOpt,
-                as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+                as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
         """Release git REF of SERVICE to ENV, or promote what runs in another environment."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_env(p, env)
-            if from_env is not None:
-                session.check_env(p, from_env, "--from")
-            req = session.build(ReleaseRequest, service=service, env=env, ref=ref,
-                                from_env=from_env, reason=reason, after_freeze=after_freeze,
-                                break_glass=break_glass, requested_by=session.acting_user(p, as_user))
-            refuse_off_path(p, req)
-            return session.run(session.launch(p, req, watch_it, as_json))
-        guarded(output, body)
+        p = session.platform()
+        session.check_env(p, env)
+        if from_env is not None:
+            session.check_env(p, from_env, "--from")
+        req = session.build(ReleaseRequest, service=service, env=env, ref=ref,
+                            from_env=from_env, reason=reason, after_freeze=after_freeze,
+                            break_glass=break_glass, requested_by=session.acting_user(p, as_user))
+        refuse_off_path(p, req)
+        return session.run(session.launch(p, req, watch_it, as_json))
 
-    @app.command()
+    @command(app)
     def rollback(service: str, env: str = EnvOpt,
                  to: str = typer.Option("previous", "--to", help="previous | VERSION | sha256:DIGEST"),
                  reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
-                 as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+                 as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
         """Roll SERVICE back in ENV to the previous release, a version or a digest."""
-        session.start_operation(output, env, as_user, watch_it, RollbackRequest, service=service,
-                                target=to, reason=reason)
+        return session.start_operation(as_json, env, as_user, watch_it, RollbackRequest,
+                                       service=service, target=to, reason=reason)
 
     for verb in ("approve", "reject"):
         def decide(service: str, env: str = EnvOpt, comment: str = "",
-                   as_user: Optional[str] = AsOpt, output: str = OutputOpt, _verb: str = verb) -> None:
-            def body() -> int:
-                as_json = wants_json(output)
-                p = session.platform()
-                session.check_target(p, service, env)  # env "all": service-wide (decommission)
-                decision = session.build(ApprovalDecision, approver=session.acting_user(p, as_user),
-                                         comment=comment)
+                   as_user: Optional[str] = AsOpt, *, as_json: bool, _verb: str = verb) -> int:
+            p = session.platform()
+            session.check_target(p, service, env)  # env "all": service-wide (decommission)
+            decision = session.build(ApprovalDecision, approver=session.acting_user(p, as_user),
+                                     comment=comment)
 
-                async def go() -> str:  # signed for the run and digests pending now
-                    try:
-                        return await signing.decide(await session.client(p), p, service, env, _verb,
-                                                    decision.approver, decision.comment)
-                    except signing.SigningError as e:
-                        raise CliError(str(e), BAD_INPUT) from None
+            async def go() -> str:  # signed for the run and digests pending now
+                try:
+                    return await signing.decide(await session.client(p), p, service, env, _verb,
+                                                decision.approver, decision.comment)
+                except signing.SigningError as e:
+                    raise CliError(str(e), BAD_INPUT) from None
 
-                result = session.run(go())
-                emit({"workflow_id": naming.workflow_id(service, env), "result": result}, as_json,
-                     f"{naming.workflow_id(service, env)}: {result}")
-                return OK
-            guarded(output, body)
+            result = session.run(go())
+            emit({"workflow_id": naming.workflow_id(service, env), "result": result}, as_json,
+                 f"{naming.workflow_id(service, env)}: {result}")
+            return OK
         decide.__doc__ = f"{verb.capitalize()} the pending approval of SERVICE in ENV."
-        app.command(verb)(decide)
+        command(app, verb)(decide)
 
-    @app.command()
+    @command(app)
     def status(service: str, env: Optional[str] = typer.Option(None, "--env", "-e", help=(
                    "the environment; without it, every environment on the promotion path")),
-               output: str = OutputOpt) -> None:
+               *, as_json: bool) -> int:
         """Show the running or last operation on SERVICE in ENV; without --env, where its
         release stands in each environment of its promotion path."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            if env is None:
-                session.check_service(service)
-                show_path(p, service, as_json)
-                return OK
-            session.check_target(p, service, env)
-            workflow_id = naming.workflow_id(service, env)
+        p = session.platform()
+        if env is None:
+            session.check_service(service)
+            show_path(p, service, as_json)
+            return OK
+        session.check_target(p, service, env)
+        workflow_id = naming.workflow_id(service, env)
 
-            async def go() -> OperationStatus:
-                try:
-                    return await operations_client.status(await session.client(p), workflow_id)
-                except RPCError as e:
-                    raise CliError(f"{workflow_id}: no operation found ({e.message})", FAILED) from None
+        async def go() -> OperationStatus:
+            try:
+                return await operations_client.status(await session.client(p), workflow_id)
+            except RPCError as e:
+                raise CliError(f"{workflow_id}: no operation found ({e.message})", FAILED) from None
 
-            state = session.run(go())
-            if as_json:
-                emit({"workflow_id": workflow_id, "ui": session.ui_link(p, workflow_id),
-                      **state.model_dump(mode="json")}, True)
-            else:
-                console.print(render(state))
-                console.print(session.ui_link(p, workflow_id))
-            return OK if state.outcome in ("succeeded", "running", "soaking", "restored") else FAILED
-        guarded(output, body)
+        state = session.run(go())
+        if as_json:
+            emit({"workflow_id": workflow_id, "ui": session.ui_link(p, workflow_id),
+                  **state.model_dump(mode="json")}, True)
+        else:
+            console.print(render(state))
+            console.print(session.ui_link(p, workflow_id))
+        return OK if state.outcome in ("succeeded", "running", "soaking", "restored") else FAILED
 
-    @app.command()
+    @command(app)
     def history(service: str, env: Optional[str] = typer.Option(None, "--env", "-e"),
-                output: str = OutputOpt) -> None:
+                *, as_json: bool) -> int:
         """List past operations on SERVICE, newest first."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            if env:
-                session.check_env(p, env)
-            rows = session.run(service_history(p, service, env))
-            emit(rows, as_json, None if as_json else history_table(rows))
-            return OK
-        guarded(output, body)
+        p = session.platform()
+        if env:
+            session.check_env(p, env)
+        rows = session.run(service_history(p, service, env))
+        emit(rows, as_json, None if as_json else history_table(rows))
+        return OK
 
-    @app.command()
-    def cancel(service: str, env: str = EnvOpt, output: str = OutputOpt) -> None:
+    @command(app)
+    def cancel(service: str, env: str = EnvOpt, *, as_json: bool) -> int:
         """Cancel the running operation on SERVICE in ENV (it undoes what it did first)."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_target(p, service, env)
-            workflow_id = naming.workflow_id(service, env)
+        p = session.platform()
+        session.check_target(p, service, env)
+        workflow_id = naming.workflow_id(service, env)
 
-            async def go() -> None:
-                await operations_client.cancel(await session.client(p), workflow_id)
+        async def go() -> None:
+            await operations_client.cancel(await session.client(p), workflow_id)
 
-            session.run(go())
-            emit({"workflow_id": workflow_id, "cancel_requested": True}, as_json,
-                 f"{workflow_id}: cancellation requested; it undoes its changes, then ends cancelled")
-            return OK
-        guarded(output, body)
+        session.run(go())
+        emit({"workflow_id": workflow_id, "cancel_requested": True}, as_json,
+             f"{workflow_id}: cancellation requested; it undoes its changes, then ends cancelled")
+        return OK
 
 
 def refuse_off_path(p: Platform, req: ReleaseRequest) -> None:

@@ -11,35 +11,30 @@ import typer
 from kepler.scale import ResourcesRequest, ScaleRequest, quantity_value
 from kepler.settings import Platform
 from starter import session
-from starter.cli_common import (
-    BAD_INPUT, AsOpt, CliError, EnvOpt, OutputOpt, WatchOpt, guarded, wants_json,
-)
+from starter.cli_common import BAD_INPUT, AsOpt, CliError, EnvOpt, WatchOpt, command
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @command(app)
     def scale(service: str, env: str = EnvOpt,
               replicas: Optional[int] = typer.Option(None, "--replicas", help="pods to run"),
               reset: bool = typer.Option(False, "--reset", help="back to the service spec's count"),
               reason: str = "", watch_it: bool = WatchOpt, as_user: Optional[str] = AsOpt,
-              output: str = OutputOpt) -> None:
+              *, as_json: bool) -> int:
         """Set SERVICE's replicas in ENV; the next releases keep it until --reset. Where ENV
         requires approval, it waits for one of its approvers (kepler approve)."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_env(p, env)
-            if (replicas is None) != reset:
-                raise CliError("--replicas: give a number of replicas, or --reset (not both)",
-                               BAD_INPUT)
-            req = session.build(ScaleRequest, service=service, env=env, replicas=replicas,
-                                reset=reset, reason=reason,
-                                requested_by=session.acting_user(p, as_user))
-            check_bounds(p, env, replicas=req.replicas)
-            return session.run(session.launch(p, req, watch_it, as_json))
-        guarded(output, body)
+        p = session.platform()
+        session.check_env(p, env)
+        if (replicas is None) != reset:
+            raise CliError("--replicas: give a number of replicas, or --reset (not both)",
+                           BAD_INPUT)
+        req = session.build(ScaleRequest, service=service, env=env, replicas=replicas,
+                            reset=reset, reason=reason,
+                            requested_by=session.acting_user(p, as_user))
+        check_bounds(p, env, replicas=req.replicas)
+        return session.run(session.launch(p, req, watch_it, as_json))
 
-    @app.command()
+    @command(app)
     def resources(service: str, env: str = EnvOpt,
                   cpu: Optional[str] = typer.Option(None, "--cpu", help="CPU request, e.g. 500m"),
                   memory: Optional[str] = typer.Option(None, "--memory", help="memory request, e.g. 512Mi"),
@@ -47,29 +42,26 @@ def register(app: typer.Typer) -> None:
                   memory_limit: Optional[str] = typer.Option(None, "--memory-limit"),
                   reset: bool = typer.Option(False, "--reset", help="back to the service spec's"),
                   reason: str = "", watch_it: bool = WatchOpt, as_user: Optional[str] = AsOpt,
-                  output: str = OutputOpt) -> None:
+                  *, as_json: bool) -> int:
         """Set SERVICE's CPU/memory in ENV; the next releases keep it until --reset. Where ENV
         requires approval, it waits for one of its approvers (kepler approve)."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_env(p, env)
-            if reset == any((cpu, memory, cpu_limit, memory_limit)):
-                raise CliError("--cpu: give --cpu and/or --memory (or their limits), or --reset "
-                               "(not both)", BAD_INPUT)
-            req = session.build(ResourcesRequest, service=service, env=env, cpu=cpu, memory=memory,
-                                cpu_limit=cpu_limit, memory_limit=memory_limit, reset=reset,
-                                reason=reason, requested_by=session.acting_user(p, as_user))
-            check_bounds(p, env, quantities={"--cpu": req.cpu, "--memory": req.memory,
-                                             "--cpu-limit": req.cpu_limit,
-                                             "--memory-limit": req.memory_limit})
-            for kind in ("cpu", "memory"):
-                request, limit = getattr(req, kind), getattr(req, f"{kind}_limit")
-                if request and limit and quantity_value(request) > quantity_value(limit):
-                    raise CliError(f"--{kind}: the request {request} is over --{kind}-limit {limit}",
-                                   BAD_INPUT)
-            return session.run(session.launch(p, req, watch_it, as_json))
-        guarded(output, body)
+        p = session.platform()
+        session.check_env(p, env)
+        if reset == any((cpu, memory, cpu_limit, memory_limit)):
+            raise CliError("--cpu: give --cpu and/or --memory (or their limits), or --reset "
+                           "(not both)", BAD_INPUT)
+        req = session.build(ResourcesRequest, service=service, env=env, cpu=cpu, memory=memory,
+                            cpu_limit=cpu_limit, memory_limit=memory_limit, reset=reset,
+                            reason=reason, requested_by=session.acting_user(p, as_user))
+        check_bounds(p, env, quantities={"--cpu": req.cpu, "--memory": req.memory,
+                                         "--cpu-limit": req.cpu_limit,
+                                         "--memory-limit": req.memory_limit})
+        for kind in ("cpu", "memory"):
+            request, limit = getattr(req, kind), getattr(req, f"{kind}_limit")
+            if request and limit and quantity_value(request) > quantity_value(limit):
+                raise CliError(f"--{kind}: the request {request} is over --{kind}-limit {limit}",
+                               BAD_INPUT)
+        return session.run(session.launch(p, req, watch_it, as_json))
 
 
 def check_bounds(p: Platform, env: str, replicas: int | None = None,

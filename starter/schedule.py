@@ -19,9 +19,7 @@ from kepler.models import ReleaseRequest
 from kepler.schedules import ScheduledReleaseRequest, schedule_id
 from kepler.settings import Platform
 from starter import session, signing
-from starter.cli_common import (
-    BAD_INPUT, OK, REFUSED, AsOpt, CliError, EnvOpt, OutputOpt, emit, guarded, wants_json,
-)
+from starter.cli_common import BAD_INPUT, OK, REFUSED, AsOpt, CliError, EnvOpt, command, emit
 
 
 def check_cron(cron: str) -> str:
@@ -93,62 +91,53 @@ def register(app: typer.Typer) -> None:
     schedule_app = typer.Typer(help="Scheduled releases (Temporal Schedules).", no_args_is_help=True)
     app.add_typer(schedule_app, name="schedule")
 
-    @schedule_app.command("release")
+    @command(schedule_app, "release")
     def schedule_release(service: str, env: str = EnvOpt, ref: str = typer.Option(..., "--ref"),
                          cron: str = typer.Option(..., "--cron", help="e.g. '0 2 * * *' (UTC)"),
                          reason: str = "", as_user: Optional[str] = AsOpt,
-                         output: str = OutputOpt) -> None:
+                         *, as_json: bool) -> int:
         """Release REF of SERVICE to ENV on a cron schedule (UTC); a fire is skipped while the
         previous one, or any other operation on SERVICE in ENV, still runs."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            session.check_env(p, env)
-            spec = check_cron(cron)
-            req = session.build(ReleaseRequest, service=service, env=env, ref=ref,
-                                reason=reason or f"scheduled: {spec}",
-                                requested_by=session.acting_user(p, as_user))
-            sid = session.run(create(p, req, spec))
-            emit({"schedule_id": sid, "cron": spec}, as_json,
-                 f"scheduled [bold]{sid}[/bold]: release {ref} of {service} to {env} at '{spec}' "
-                 "(UTC), overlaps skipped")
-            return OK
-        guarded(output, body)
+        p = session.platform()
+        session.check_env(p, env)
+        spec = check_cron(cron)
+        req = session.build(ReleaseRequest, service=service, env=env, ref=ref,
+                            reason=reason or f"scheduled: {spec}",
+                            requested_by=session.acting_user(p, as_user))
+        sid = session.run(create(p, req, spec))
+        emit({"schedule_id": sid, "cron": spec}, as_json,
+             f"scheduled [bold]{sid}[/bold]: release {ref} of {service} to {env} at '{spec}' "
+             "(UTC), overlaps skipped")
+        return OK
 
-    @schedule_app.command("list")
-    def schedule_list(output: str = OutputOpt) -> None:
+    @command(schedule_app, "list")
+    def schedule_list(as_json: bool) -> int:
         """List scheduled releases with their next fire times."""
-        def body() -> int:
-            as_json = wants_json(output)
-            rows = session.run(listing(session.platform()))
-            table = Table(header_style="bold")
-            for col in ("schedule", "ref", "cron", "by", "next"):
-                table.add_column(col)
-            for r in rows:
-                table.add_row(r["id"], r["ref"], r["cron"], r["requested_by"],
-                              (r["next"] or [""])[0][:19])
-            emit(rows, as_json, None if as_json else (table if rows else "no scheduled releases"))
-            return OK
-        guarded(output, body)
+        rows = session.run(listing(session.platform()))
+        table = Table(header_style="bold")
+        for col in ("schedule", "ref", "cron", "by", "next"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["id"], r["ref"], r["cron"], r["requested_by"],
+                          (r["next"] or [""])[0][:19])
+        emit(rows, as_json, None if as_json else (table if rows else "no scheduled releases"))
+        return OK
 
     for verb in ("delete", "trigger"):
-        def act(service: str, env: str = EnvOpt, output: str = OutputOpt, _verb: str = verb) -> None:
-            def body() -> int:
-                as_json = wants_json(output)
-                p = session.platform()
-                session.check_env(p, env)
-                session.check_service(service)
+        def act(service: str, env: str = EnvOpt, *, as_json: bool, _verb: str = verb) -> int:
+            p = session.platform()
+            session.check_env(p, env)
+            session.check_service(service)
 
-                async def go() -> None:
-                    handle = await handle_of(await session.client(p), service, env)
-                    await (handle.delete() if _verb == "delete" else handle.trigger())
+            async def go() -> None:
+                handle = await handle_of(await session.client(p), service, env)
+                await (handle.delete() if _verb == "delete" else handle.trigger())
 
-                session.run(go())
-                sid = schedule_id(service, env)
-                emit({"schedule_id": sid, _verb + "d": True}, as_json,
-                     f"{sid}: " + ("deleted" if _verb == "delete" else "triggered (fires now)"))
-                return OK
-            guarded(output, body)
+            session.run(go())
+            sid = schedule_id(service, env)
+            emit({"schedule_id": sid, _verb + "d": True}, as_json,
+                 f"{sid}: " + ("deleted" if _verb == "delete" else "triggered (fires now)"))
+            return OK
         act.__doc__ = ("Delete the release schedule of SERVICE in ENV." if verb == "delete" else
                        "Fire the release schedule of SERVICE in ENV now (overlap policy applies).")
-        schedule_app.command(verb)(act)
+        command(schedule_app, verb)(act)

@@ -16,63 +16,52 @@ from kepler.models import CreateServiceRequest
 from kepler.spec import ServiceSpec
 from kepler.settings import Platform
 from starter import session
-from starter.cli_common import (
-    BAD_INPUT, FAILED, OK, AsOpt, CliError, OutputOpt, emit, guarded, wants_json,
-)
+from starter.cli_common import BAD_INPUT, FAILED, OK, AsOpt, CliError, command, emit
 
 
 def register(app: typer.Typer) -> None:
     service_app = typer.Typer(help="Create, show and list services.", no_args_is_help=True)
     app.add_typer(service_app, name="service")
 
-    @service_app.command("create")
+    @command(service_app, "create")
     def service_create(file: Path = typer.Option(..., "-f", "--file", help="service spec YAML"),
                        reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
                        adopt: bool = typer.Option(False, "--adopt", help=(
                            "take over objects Kepler did not create in the service's "
                            "namespaces (platform admins only; without it they refuse, exit 3)")),
-                       as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+                       as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
         """Create a service: GitLab project, Jenkins job, objects and routes in every env."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            spec = session.build(ServiceSpec, **read_spec(file))
-            for env in spec.environments:
-                session.check_env(p, env)
-            req = session.build(CreateServiceRequest, spec=spec, reason=reason, adopt=adopt,
-                                requested_by=session.acting_user(p, as_user))
-            return session.run(session.launch(p, req, watch_it, as_json))
-        guarded(output, body)
+        p = session.platform()
+        spec = session.build(ServiceSpec, **read_spec(file))
+        for env in spec.environments:
+            session.check_env(p, env)
+        req = session.build(CreateServiceRequest, spec=spec, reason=reason, adopt=adopt,
+                            requested_by=session.acting_user(p, as_user))
+        return session.run(session.launch(p, req, watch_it, as_json))
 
-    @service_app.command("show")
-    def service_show(service: str, output: str = OutputOpt) -> None:
+    @command(service_app, "show")
+    def service_show(service: str, as_json: bool) -> int:
         """Show the last operation on SERVICE in each environment."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            rows = session.run(service_history(p, service, None))
-            latest: dict[str, dict[str, str]] = {}
-            for row in rows:
-                latest.setdefault(row["env"], row)
-            emit(latest, as_json, None if as_json else history_table(list(latest.values())))
-            return OK if latest else FAILED
-        guarded(output, body)
+        p = session.platform()
+        rows = session.run(service_history(p, service, None))
+        latest: dict[str, dict[str, str]] = {}
+        for row in rows:
+            latest.setdefault(row["env"], row)
+        emit(latest, as_json, None if as_json else history_table(list(latest.values())))
+        return OK if latest else FAILED
 
-    @service_app.command("list")
-    def service_list(output: str = OutputOpt) -> None:
+    @command(service_app, "list")
+    def service_list(as_json: bool) -> int:
         """List the services Kepler created and has not decommissioned."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            rows = session.run(operations(
-                p, f"{sa.OPERATION.name} IN ('create', 'decommission') AND {sa.OUTCOME.name} = 'succeeded'"))
-            latest: dict[str, str] = {}
-            for row in rows:  # newest first: a create after a decommission lists it again
-                latest.setdefault(row["service"], row["operation"])
-            services = sorted(s for s, operation in latest.items() if operation == "create")
-            emit(services, as_json, "\n".join(services) or "no services yet")
-            return OK
-        guarded(output, body)
+        p = session.platform()
+        rows = session.run(operations(
+            p, f"{sa.OPERATION.name} IN ('create', 'decommission') AND {sa.OUTCOME.name} = 'succeeded'"))
+        latest: dict[str, str] = {}
+        for row in rows:  # newest first: a create after a decommission lists it again
+            latest.setdefault(row["service"], row["operation"])
+        services = sorted(s for s, operation in latest.items() if operation == "create")
+        emit(services, as_json, "\n".join(services) or "no services yet")
+        return OK
 
 
 def read_spec(file: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, NoReturn, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError
@@ -21,9 +21,7 @@ from kepler.operations_client import Refused, Started
 from kepler.settings import ConfigError, Platform, load_platform
 from kepler.temporal import connect
 from kepler.validation import describe_validation_error, service_name
-from starter.cli_common import (
-    BAD_INPUT, FAILED, OK, REFUSED, CliError, emit, guarded, wants_json,
-)
+from starter.cli_common import BAD_INPUT, FAILED, OK, REFUSED, CliError, emit
 from starter.watch import watch
 from starter import signing
 
@@ -152,19 +150,16 @@ async def refuse_if_frozen(temporal: Client, p: Platform, req: Any) -> None:
         raise Refused(refusal(frozen))
 
 
-def start_operation(output: str, env: str, as_user: str | None, watch_it: bool,
-                    model: Callable[..., Any], **fields: Any) -> NoReturn:
+def start_operation(as_json: bool, env: str, as_user: str | None, watch_it: bool,
+                    model: Callable[..., Any], **fields: Any) -> int:
     """The whole of a command that starts one operation in ENV: `model(env=ENV,
     requested_by=the acting user, **fields)`, launched (see `launch`)."""
-    def body() -> int:
-        as_json = wants_json(output)
-        p = platform()
-        check_env(p, env)
-        if fields.get("from_env") is not None:
-            check_env(p, fields["from_env"], "--from")
-        req = build(model, env=env, requested_by=acting_user(p, as_user), **fields)
-        return run(launch(p, req, watch_it, as_json))
-    guarded(output, body)
+    p = platform()
+    check_env(p, env)
+    if fields.get("from_env") is not None:
+        check_env(p, fields["from_env"], "--from")
+    req = build(model, env=env, requested_by=acting_user(p, as_user), **fields)
+    return run(launch(p, req, watch_it, as_json))
 
 
 async def _status_or_none(temporal: Client, workflow_id: str) -> OperationStatus | None:
@@ -175,17 +170,15 @@ async def _status_or_none(temporal: Client, workflow_id: str) -> OperationStatus
 
 
 def serve(server: Callable[[Platform, str, int], None], not_configured: type[Exception],
-          host: str, port: int) -> NoReturn:
+          host: str, port: int) -> int:
     """`kepler chatops|alerts`: run the endpoint until stopped; exit 2 when it is not
     configured (`not_configured` says what is missing)."""
-    def body() -> int:
-        p = platform()
-        try:
-            server(p, host, port)
-        except not_configured as e:
-            raise CliError(str(e), BAD_INPUT) from None
-        return OK
-    guarded("text", body)
+    p = platform()
+    try:
+        server(p, host, port)
+    except not_configured as e:
+        raise CliError(str(e), BAD_INPUT) from None
+    return OK
 
 
 def run(coro: Awaitable[T]) -> T:

@@ -19,29 +19,25 @@ from kepler.train import TrainReport, TrainRequest
 from kepler.validation import describe_validation_error
 from starter import session
 from starter.cli_common import (
-    BAD_INPUT, FAILED, OK, AfterFreezeOpt, AsOpt, CliError, OutputOpt, WatchOpt, console, emit,
-    guarded, wants_json,
+    BAD_INPUT, FAILED, OK, AfterFreezeOpt, AsOpt, CliError, WatchOpt, command, console, emit,
 )
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @command(app)
     def train(file: Path = typer.Option(..., "-f", "--file", help="train YAML: name, env, members"),
               env: Optional[str] = typer.Option(None, "--env", "-e", help="overrides the file's env"),
               reason: str = "", watch_it: bool = WatchOpt, after_freeze: bool = AfterFreezeOpt,
-              as_user: Optional[str] = AsOpt, output: str = OutputOpt) -> None:
+              as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
         """Release several services as one train: dependency order, one approval, all or nothing."""
-        def body() -> int:
-            as_json = wants_json(output)
-            p = session.platform()
-            req = read_train(file, env, session.acting_user(p, as_user), reason)
-            if after_freeze:
-                req = req.model_copy(update={"after_freeze": True})
-            session.check_env(p, req.env)
-            return session.run(session.launch(
-                p, req, watch_it, as_json, finish=report_train,
-                hint=f"approve with: kepler approve {req.service} --env {req.env}"))
-        guarded(output, body)
+        p = session.platform()
+        req = read_train(file, env, session.acting_user(p, as_user), reason)
+        if after_freeze:
+            req = req.model_copy(update={"after_freeze": True})
+        session.check_env(p, req.env)
+        return session.run(session.launch(
+            p, req, watch_it, as_json, finish=report_train,
+            hint=f"approve with: kepler approve {req.service} --env {req.env}"))
 
 
 def read_train(file: Path, env: str | None, requested_by: str, reason: str) -> TrainRequest:
