@@ -39,22 +39,15 @@ __all__ = ["KeplerWorkflow", "Done", "EVERY_PROMISE", "SEALED_AUTHORITY", "StepF
            "Undo", "StepOptions", "QUICK", "LONG_WAIT", "UNDO", "describe_cause", "failure",
            "not_put_back_of"]
 
-# workflow.patched ids. Search attributes written only when they change, quick steps'
-# stage with the next write (histories from before keep one write per stage):
+# Patch ids (docs/architecture.md, "Patches"). Retired in 0.2.0 (`workflow.deprecate_patch`:
+# the old branches are gone, runs begun before them no longer replay): search attributes
+# written coalesced; the one lifecycle; every promise kept; authority derived, never carried.
 COALESCED_SEARCH_ATTRIBUTES = "kepler-coalesced-search-attributes"
-# The one lifecycle and what came with it (runs from before keep their old ways): every
-# operation notifies when cancelled (before, only releases and canaries did); a cancel
-# during compensation does not stop it; releases, canaries and rollbacks check bounds; a
-# canary abort takes effect at once; a decommission's soak has a platform minimum.
 ONE_LIFECYCLE = "kepler-one-lifecycle"
-# What came after, taken only where a workflow reaches it: a decommission pauses the
-# service's release schedules in phase 1 and deletes them in phase 2; a create puts an
-# adopted Jenkins job's config back on undo.
 EVERY_PROMISE = "kepler-every-promise"
-# Authority derived, never carried (issue 26): sealed carried state, signed scale and canary
-# controls, fresh single-use requests, enforced promotion paths, create adopting nothing.
 SEALED_AUTHORITY = "kepler-sealed-authority"
-# ScheduledRelease and AutoPromotion run in the lifecycle (runs from before: workflows/legacy/).
+# Patched (new in 0.2.0, retires in 0.3.0): ScheduledRelease and AutoPromotion run in the
+# lifecycle (runs from before: workflows/legacy/).
 COORDINATORS = "kepler-coordinators-in-the-lifecycle"
 
 
@@ -67,9 +60,6 @@ class Done(NamedTuple):
 
 
 class KeplerWorkflow(RequestAuthority):
-    # Histories recorded before NOTIFY_ON_CANCEL notified on cancel only for these:
-    notified_on_cancel_before = False
-
     def __init__(self) -> None:
         super().__init__()
         self.state: OperationStatus | None = None
@@ -78,8 +68,6 @@ class KeplerWorkflow(RequestAuthority):
         # everything compensated so far in this run (a decommission's restore, then the end),
         # and what children reported they could not put back (a train's members)
         self.compensation = Compensation()
-        self._coalesce = False
-        self._one_lifecycle = False
         self._pending_attributes: dict[str, SearchAttributeUpdate] = {}
         self._change: list[SearchAttributeUpdate] = []  # record_change: written by finish()
 
@@ -129,8 +117,7 @@ class KeplerWorkflow(RequestAuthority):
         self.finish(outcome, message)
         self._fill_report(outcome, message, compensation.undone)
         self.on_end(outcome)
-        if error is not None or self.one_lifecycle or self.notified_on_cancel_before:
-            await self.notify(outcome, message)
+        await self.notify(outcome, message)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if error is not None:
             raise failure(message, outcome, compensation.not_put_back)
@@ -179,19 +166,9 @@ class KeplerWorkflow(RequestAuthority):
             sa.STAGE.value_set("starting"), sa.OUTCOME.value_set("running"),
             *([sa.VERSION.value_set(version)] if version else []),
         ]
-        self._coalesce = workflow.patched(COALESCED_SEARCH_ATTRIBUTES)
-        self._one_lifecycle = self.saga.undo_through_cancel = workflow.patched(ONE_LIFECYCLE)
+        workflow.deprecate_patch(COALESCED_SEARCH_ATTRIBUTES)
+        workflow.deprecate_patch(ONE_LIFECYCLE)
         self._upsert(updates)  # coalesced: only what the starter did not set already
-
-    @property
-    def one_lifecycle(self) -> bool:
-        """Whether this run began under the one lifecycle (histories from before did not)."""
-        return self._one_lifecycle
-
-    @property
-    def coalesced(self) -> bool:
-        """Whether this run writes search attributes coalesced (histories from before don't)."""
-        return self._coalesce
 
     @workflow.query(name=STATUS.name)
     def status(self) -> OperationStatus:
@@ -202,7 +179,7 @@ class KeplerWorkflow(RequestAuthority):
         """The stage in `status` at once; in the search attributes at once too, unless
         `defer` (a step of milliseconds): then with the next write (see _upsert)."""
         assert self.state is not None
-        if self.state.stage != stage or (self._coalesce and not defer):
+        if self.state.stage != stage or not defer:
             # (a deferred step may have set the same name: the write is still owed)
             self.state.stage = stage
             self._upsert([sa.STAGE.value_set(stage)], defer)
@@ -220,8 +197,7 @@ class KeplerWorkflow(RequestAuthority):
 
     def record_change(self, commit: str, committed_at: datetime | None, team: str) -> None:
         """What this release or canary changes, for `kepler metrics` (lead time, --team).
-        Written with the outcome, in the write finish() makes anyway: no extra command,
-        so runs from before replay unchanged (runs before coalescing don't write it)."""
+        Written with the outcome, in the write finish() makes anyway: no extra command."""
         self._change = [sa.COMMIT.value_set(commit), sa.TEAM.value_set(team),
                         *([sa.COMMIT_TIME.value_set(committed_at)] if committed_at else [])]
 
@@ -231,9 +207,6 @@ class KeplerWorkflow(RequestAuthority):
         bench/RESULTS.md). So quick steps only queue their stage, and it is written
         with the next stage that waits (build, approval, rollout, bake, canary step,
         compensation) or with the outcome; `status` is always current."""
-        if not self._coalesce:
-            workflow.upsert_search_attributes(updates)
-            return
         for update in updates:
             self._pending_attributes[update.key.name] = update
         if not defer:
@@ -250,7 +223,7 @@ class KeplerWorkflow(RequestAuthority):
         self.state.error = error
         self.state.stage = "done"
         self._upsert([sa.OUTCOME.value_set(outcome), sa.STAGE.value_set("done"),
-                      *(self._change if self._coalesce else [])])
+                      *self._change])
         metrics.operation_finished(self.state.operation.value, self.state.service,
                                    self.state.env, outcome)
 

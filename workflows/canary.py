@@ -52,7 +52,6 @@ ANALYSIS_ATTEMPTS = 3
 
 @workflow.defn(name=CANARY.workflow)
 class Canary(CanaryControls, ApprovalGate, KeplerWorkflow):
-    notified_on_cancel_before = True
     def __init__(self) -> None:
         super().__init__()
         self.cs: CanaryState | None = None
@@ -63,7 +62,6 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow):
         self._approve_promotion = False
         self._retreat: list[Undo] = []  # scale the canary to 0, route 100 % to stable
         self._hook_undo: list[Undo] = []  # the pre_deploy hook's undo, registered before it
-        self._abort_at_once = False
 
     @workflow.run
     async def run(self, req: CanaryRequest, carried: CanaryState | None = None) -> CanaryReport:
@@ -76,12 +74,7 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow):
 
     async def abortable(self, req: CanaryRequest, carried: CanaryState | None) -> Done:
         """The runbook, stopped the moment an abort is accepted, whatever it is doing."""
-        # runs from before the one lifecycle refused an abort while waiting for approval
-        # and honoured it only once the canary was deployed
-        self._abort_at_once = self.one_lifecycle
-        self._signed_controls = workflow.patched(SEALED_AUTHORITY)  # typed before
-        if not self._abort_at_once:
-            return await self.runbook(req, carried)
+        workflow.deprecate_patch(SEALED_AUTHORITY)  # controls are signed
         return await self._unless_aborted(self.runbook(req, carried))
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T:

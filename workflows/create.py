@@ -62,25 +62,24 @@ class CreateService(KeplerWorkflow):
                                         config_maps=[v.config_map for v in spec.volumes
                                                      if v.config_map]))
 
-        if workflow.patched(SIGNED_APPROVALS):  # before: anyone could create over anything
-            await self.check_ownership(spec.name, policies[0].admins)
-        if workflow.patched(SEALED_AUTHORITY):  # before: objects of others were adopted
-            await self.check_foreign_objects(req, policies, run_id)
+        workflow.deprecate_patch(SIGNED_APPROVALS)
+        await self.check_ownership(spec.name, policies[0].admins)
+        workflow.deprecate_patch(SEALED_AUTHORITY)
+        await self.check_foreign_objects(req, policies, run_id)
         undo = UndoCreated(service=spec.name, run_id=run_id)
         self.saga.add("delete the GitLab project if this run created it",
                       lambda: self.step("undo: delete project",
                                         GitLabActivities.delete_project_if_created, undo))
-        if workflow.patched(EVERY_PROMISE):  # before: an adopted project kept Kepler's commit
-            self.saga.add("put back the files this run committed if it adopted the project",
-                          lambda: self.step("undo: put back files", GitLabActivities.revert_files,
-                                            undo))
+        workflow.deprecate_patch(EVERY_PROMISE)
+        self.saga.add("put back the files this run committed if it adopted the project",
+                      lambda: self.step("undo: put back files", GitLabActivities.revert_files,
+                                        undo))
         project = await self.step("GitLab project", GitLabActivities.ensure_project, EnsureProject(
             service=spec.name, template=spec.template, spec_yaml=spec_yaml(req), run_id=run_id))
         hook = EnsureHook(project_id=project.project_id)
         hook_added: list[bool] = []  # an adopted project may have had it already: keep that
-        if self.one_lifecycle:  # runs from before left the webhook behind on an undo
-            self.saga.add("remove the GitLab webhook if this run added it",
-                          lambda: self._remove_hook(hook, hook_added))
+        self.saga.add("remove the GitLab webhook if this run added it",
+                      lambda: self._remove_hook(hook, hook_added))
         if await self.step("GitLab webhook", GitLabActivities.ensure_hook, hook) == "added":
             hook_added.append(True)
 
@@ -96,18 +95,17 @@ class CreateService(KeplerWorkflow):
         for policy in policies:
             objects = manifests.for_environment(spec, policy.env, policy.namespace)
             apply = ApplyObjects(env=policy.env, manifests=objects, run_id=run_id)
-            if workflow.patched(EVERY_PROMISE):  # before: adopted objects kept the changes
-                for before in await self.step(f"{policy.env}: record existing objects",
-                                              DeploymentActivities.record_adopted, apply):
-                    self.saga.add(f"{policy.env}: put back {before.kind} {before.name} as it was",
-                                  lambda b=before: self.step(
-                                      f"undo: put back {b.kind} {b.name}",
-                                      DeploymentActivities.restore_adopted, b))
+            for before in await self.step(f"{policy.env}: record existing objects",
+                                          DeploymentActivities.record_adopted, apply):
+                self.saga.add(f"{policy.env}: put back {before.kind} {before.name} as it was",
+                              lambda b=before: self.step(
+                                  f"undo: put back {b.kind} {b.name}",
+                                  DeploymentActivities.restore_adopted, b))
             for obj in objects:
                 self._register_delete(policy.env, obj, run_id)
             await self.step(f"{policy.env}: objects and routes", DeploymentActivities.apply_objects,
                             apply)
-        if adopted_job and workflow.patched(EVERY_PROMISE):  # before: the old config was lost
+        if adopted_job:
             await self.step("Jenkins job: drop the backup of its old config",
                             JenkinsActivities.drop_backup, undo)
         return Done("created", f"service {spec.name} is ready in {', '.join(envs)}; "

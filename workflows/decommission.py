@@ -46,8 +46,7 @@ class Decommission(ApprovalGate, KeplerWorkflow):
         self._restore: RestoreRequest | None = None
         self._phase = "checks"
         self._problems: list[str] = []  # phase 2 steps that failed after their retries
-        self._schedules: SchedulePause | None = None  # runs from before left them alone
-        self._signed_restore = True  # runs from before took a typed name (set by the runbook)
+        self._schedules: SchedulePause | None = None  # paused in phase 1
         self._controls_used: set[str] = set()
 
     @workflow.run
@@ -58,13 +57,12 @@ class Decommission(ApprovalGate, KeplerWorkflow):
 
     async def runbook(self, req: DecommissionRequest) -> Done:
         report: DecommissionReport = self.report
-        self._signed_restore = workflow.patched(SEALED_AUTHORITY)
+        workflow.deprecate_patch(SEALED_AUTHORITY)
         self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
                                            req.service)
-        self.identify(plan.signers, gated=True,  # a decommission always needs approval
-                      sealed=workflow.patched(SEALED_AUTHORITY))
+        self.identify(plan.signers, gated=True)  # a decommission always needs approval
         await self.claim_request()
-        if self.one_lifecycle and (problem := plan.policy.soak_problem(req.soak)):
+        if problem := plan.policy.soak_problem(req.soak):
             raise StepFailed("read policy", problem, "InvalidInput", bad_input=True)
         if not plan.approval.approvers:
             raise StepFailed("read policy", "no decommission approvers are configured "
@@ -78,8 +76,8 @@ class Decommission(ApprovalGate, KeplerWorkflow):
         await self.refuse_if_busy(req.service)  # anything started while we waited?
 
         self._phase = "phase 1"
-        if workflow.patched(EVERY_PROMISE):
-            await self._pause_schedules(req.service)
+        workflow.deprecate_patch(EVERY_PROMISE)
+        await self._pause_schedules(req.service)
         for target in plan.targets:
             fp: Footprint = await self.step(f"{target.env}: record routes and replicas",
                                             TeardownActivities.record_footprint, target)
@@ -94,8 +92,7 @@ class Decommission(ApprovalGate, KeplerWorkflow):
         self._phase = "phase 2"
         self.saga.clear()  # past the point of no return
         self.set_outcome("running")
-        if self.coalesced:  # not "soaking" any more: a restore is no longer possible
-            self.set_stage("deleting")
+        self.set_stage("deleting")  # not "soaking" any more: a restore is no longer possible
         await self.phase_two(req.service, report)
         self.state.notes.append("deleted: " + ", ".join(report.deleted))
         if report.kept:
@@ -155,7 +152,7 @@ class Decommission(ApprovalGate, KeplerWorkflow):
         if self._schedules is not None:
             await attempt("delete release schedules", OperationsActivities.delete_schedules,
                           self._schedules)
-        if self.plan.builder == "jenkins" or not self.one_lifecycle:
+        if self.plan.builder == "jenkins":
             await attempt("delete Jenkins job", JenkinsActivities.delete_job, service,
                           f"Jenkins job {naming.jenkins_job(service)}")
         else:
@@ -232,26 +229,22 @@ class Decommission(ApprovalGate, KeplerWorkflow):
 
     def _restorer(self, req: RestoreRequest) -> str:
         """Who restores: the verified signer of a `restore` of this run, who must be the
-        verified requester or a decommission approver (runs from before: as typed)."""
+        verified requester or a decommission approver."""
         assert self.state is not None and self.plan is not None
-        name, who = req.requested_by, req.requested_by
-        if self._signed_restore:
-            try:
-                signer = verify_control(req.signed, "restore", "decommission", self.state.service,
-                                        "all", self.signers, self._controls_used, workflow.now())
-            except Untrusted as e:
-                raise ValueError(str(e)) from None
-            if signer.name != req.requested_by:
-                raise ValueError(f"restore: signed by {signer}, but the request names "
-                                 f"{req.requested_by}")
-            name, who = signer.name, str(signer)
-        requester = (self.requester.name if self.requester and self._signed_restore
-                     else self.state.requested_by)  # runs from before: as they compared it
+        try:
+            signer = verify_control(req.signed, "restore", "decommission", self.state.service,
+                                    "all", self.signers, self._controls_used, workflow.now())
+        except Untrusted as e:
+            raise ValueError(str(e)) from None
+        if signer.name != req.requested_by:
+            raise ValueError(f"restore: signed by {signer}, but the request names "
+                             f"{req.requested_by}")
+        requester = self.requester.name if self.requester else self.state.requested_by
         allowed = [requester, *self.plan.approval.approvers]
-        if name not in allowed:
-            raise ValueError(f"{name} may not restore {self.state.service} "
+        if signer.name not in allowed:
+            raise ValueError(f"{signer.name} may not restore {self.state.service} "
                              f"(allowed: {', '.join(allowed)})")
-        return who
+        return str(signer)
 
     @workflow.update(name=RESTORE.name)
     async def restore(self, req: RestoreRequest) -> str:

@@ -44,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name=RELEASE_VERSION.workflow)
 class ReleaseVersion(ApprovalGate, KeplerWorkflow):
     _by_train = False  # a train member whose train's signed approvals cover it
-    notified_on_cancel_before = True
 
     @workflow.run
     async def run(self, req: ReleaseRequest) -> ReleaseReport:
@@ -161,13 +160,14 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow):
         if not (req.train_approved and parent is not None and parent.workflow_id.startswith(
                 TRAIN_PREFIX) and parent.workflow_id.endswith("@" + req.env)):
             return False
-        if not policy.approval.required or not workflow.patched(SIGNED_APPROVALS):
-            return True  # runs from before trusted the parent
+        if not policy.approval.required:
+            return True
+        workflow.deprecate_patch(SIGNED_APPROVALS)
+        workflow.deprecate_patch(APPROVAL_EXPIRY)
         try:
             verify_train_approvals(req.train_approvals, parent.workflow_id, parent.run_id,
                                    req.env, req.commit, req.image, policy.approval,
-                                   req.requested_by, policy.signers,
-                                   workflow.now() if workflow.patched(APPROVAL_EXPIRY) else None)
+                                   req.requested_by, policy.signers, workflow.now())
         except Untrusted as e:
             raise StepFailed("verify train approval", str(e), "Unauthorized", bad_input=True) from None
         return True
@@ -183,7 +183,7 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow):
             env=req.env, namespace=policy.namespace, service=req.service, workload=req.service))
         if verdict.verdict == "failed":
             raise StepFailed("verify", verdict.detail, "VerificationFailed")
-        if verdict.verdict in ("no_data", "skipped") and self.one_lifecycle:  # before: passed
+        if verdict.verdict in ("no_data", "skipped"):
             if policy.verify_no_data == "fail":
                 raise StepFailed("verify", f"{verdict.detail}: nothing to verify with, and "
                                  f"{req.env}'s verify_no_data policy is fail", "VerificationFailed")

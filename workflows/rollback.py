@@ -46,7 +46,7 @@ class Rollback(ApprovalGate, KeplerWorkflow):
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         current = await kube.snapshot(self, target)
         is_cronjob = False
-        if not current.exists and self.one_lifecycle:  # a cronjob service (refused before)
+        if not current.exists:  # a cronjob service
             current = await cronjob.snapshot(self, target)
             is_cronjob = current.exists
         if not current.exists:
@@ -59,9 +59,10 @@ class Rollback(ApprovalGate, KeplerWorkflow):
         # the emergency path (no approval unless rollback_approval says so) leads only back
         # to what was live here before; any other image is a release, and gated like one
         known = any(r.image == image for r in current.history)
-        gate = policy.rollback_approval if policy.rollback_approval.required else (
-            policy.approval if not known and policy.approval.required
-            and workflow.patched(SIGNED_APPROVALS) else None)
+        gate = policy.rollback_approval if policy.rollback_approval.required else None
+        if gate is None and not known and policy.approval.required:
+            workflow.deprecate_patch(SIGNED_APPROVALS)
+            gate = policy.approval
         if gate is not None:
             approvals = await self.approval_gate(
                 gate, f"rollback of {req.service} in {req.env} to {req.target}"
@@ -116,7 +117,7 @@ class Rollback(ApprovalGate, KeplerWorkflow):
         release that was live and healthy before the current one, from Kepler's own release
         history; the ReplicaSet history is the fallback (a restore makes a new revision, so
         it would name a crashed version)."""
-        if req.target == "previous" and self.one_lifecycle:
+        if req.target == "previous":
             for record in current.history:
                 if record.image != current.image:
                     self.skip("read revision history", f"from Kepler's release history: "

@@ -30,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
 
 class _Change(ApprovalGate, KeplerWorkflow):
     """What Scale and SetResources share: everything but working out the new state."""
-    _sealed = False  # signed, approved where required, bounded below (SEALED_AUTHORITY)
 
     async def change(self, req: ScaleRequest | ResourcesRequest, operation: Operation,
                      version: str) -> ScaleReport:
@@ -39,13 +38,12 @@ class _Change(ApprovalGate, KeplerWorkflow):
                                   lambda: self.runbook(req, version), req)
 
     def needs_approval(self, policy: EnvironmentPolicy) -> bool:
-        """Where the policy requires approval, a scale or resources change waits for it too
-        (runs from before did not)."""
-        return self._sealed and policy.approval.required
+        """Where the policy requires approval, a scale or resources change waits for it too."""
+        return policy.approval.required
 
     async def runbook(self, req: ScaleRequest | ResourcesRequest, version: str) -> Done:
         report: ScaleReport = self.report
-        self._sealed = workflow.patched(SEALED_AUTHORITY)
+        workflow.deprecate_patch(SEALED_AUTHORITY)
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         current: DeploymentState = await self.step(
@@ -64,8 +62,7 @@ class _Change(ApprovalGate, KeplerWorkflow):
                               resources=current.resources, overrides=current.overrides,
                               requested_by=req.requested_by,
                               operation_id=workflow.info().workflow_id)
-        if self._sealed:
-            change, undo = await self._sealed_change(req, policy, current, change, undo, version)
+        change, undo = await self._sealed_change(req, policy, current, change, undo, version)
         self.saga.add(f"back to {current.replicas} replicas and the previous resources",
                       lambda: self._apply(undo, policy, "undo"))
         after = await self._apply(change, policy, "apply")

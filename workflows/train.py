@@ -43,7 +43,8 @@ with workflow.unsafe.imports_passed_through():
         EVERY_PROMISE, Done, KeplerWorkflow, NotPutBack, StepFailed,
     )
 
-# Trains from this patch on build before the gate and have the digests approved.
+# Retired patch (deprecated in 0.2.0): trains build before the gate and have the digests
+# approved.
 APPROVED_DIGESTS = "kepler-approved-digests"
 
 
@@ -132,11 +133,11 @@ class ReleaseTrain(ApprovalGate, KeplerWorkflow):
                                      ResolveRef(service=m.service, ref=m.ref))
             member = self.train.member(m.service)
             member.commit = commit.sha
-            if workflow.patched(APPROVED_DIGESTS):  # before: each member built after the gate
-                on_path = await promotion.enforce_path(self, m.service, req.env, policy,
-                                                       commit.sha, label=f"{m.service}: ")
-                member.image = on_path.image or await ensure_image(
-                    self, policy, m.service, commit.sha, label=f"{m.service}: ")
+            workflow.deprecate_patch(APPROVED_DIGESTS)
+            on_path = await promotion.enforce_path(self, m.service, req.env, policy,
+                                                   commit.sha, label=f"{m.service}: ")
+            member.image = on_path.image or await ensure_image(
+                self, policy, m.service, commit.sha, label=f"{m.service}: ")
             return policy
 
         policies = await asyncio.gather(*(one(m) for m in req.members))
@@ -151,7 +152,8 @@ class ReleaseTrain(ApprovalGate, KeplerWorkflow):
         before: ReleaseSnapshot = await self.step(
             f"{m.service}: record current release", DeploymentActivities.snapshot, target)
         is_cronjob = False
-        if not before.exists and workflow.patched(EVERY_PROMISE):  # before: left as released
+        if not before.exists:  # a cronjob member
+            workflow.deprecate_patch(EVERY_PROMISE)
             cron = await cronjob.snapshot(self, target, f"{m.service}: record current CronJob")
             before, is_cronjob = (cron, True) if cron.exists else (before, False)
         result.previous_image = before.image
@@ -168,7 +170,7 @@ class ReleaseTrain(ApprovalGate, KeplerWorkflow):
                 ReleaseRequest(
                     service=m.service, env=req.env, ref=m.ref, requested_by=req.requested_by,
                     reason=f"train {req.name}" + (f": {req.reason}" if req.reason else ""),
-                    train_approved=approved, commit=result.commit if self.one_lifecycle else "",
+                    train_approved=approved, commit=result.commit,
                     image=result.image,
                     train_approvals=self.gate_approvals if approved else [],
                     train_request=getattr(self.request, "signed", None)),

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from kepler.models import OperationStatus
 
 
-# Train members from this patch on refuse the train's approvals once older than valid_for.
+# Retired patch (deprecated in 0.2.0): train members refuse the train's approvals once
+# older than valid_for.
 APPROVAL_EXPIRY = "kepler-approval-expiry"
 GATED = (Operation.RELEASE, Operation.CANARY, Operation.TRAIN)  # by the policy's `approval`
 
@@ -53,7 +54,6 @@ class ApprovalGate:
         super().__init__()
         self._verdict: str | None = None  # "approve" or "reject" once the open gate is decided
         self._approval_pending = False
-        self._signed_gate = False
         self._gates = 0
 
     def needs_approval(self, policy: Any) -> bool:
@@ -75,8 +75,8 @@ class ApprovalGate:
         (a canary's promotion asks again). `operation`: what the approvals must name, when
         not the operation itself (a break-glass gate's)."""
         assert self.state is not None
-        self._signed_gate = workflow.patched(SIGNED_APPROVALS)
-        if self._signed_gate and self.requester is None:
+        workflow.deprecate_patch(SIGNED_APPROVALS)
+        if self.requester is None:
             raise StepFailed("awaiting approval", UNSIGNED, "Unauthorized", bad_input=True)
         self._verdict = None
         self._gates += 1
@@ -91,7 +91,7 @@ class ApprovalGate:
             service=self.state.service,
             workflow_id=info.workflow_id, run_id=info.run_id, digests=list(digests),
             commits=list(commits), gate=self._gates,
-            valid_for=policy.valid_for if self._signed_gate else None)
+            valid_for=policy.valid_for)
         self.set_stage("awaiting approval")
         self._approval_metric(True)
         await self.notify("awaiting_approval", f"{what} needs approval by one of "
@@ -130,41 +130,30 @@ class ApprovalGate:
             metrics.approval_pending(self.state.operation.value, self.state.service,
                                      self.state.env, pending)
 
-    def _check_decision(self, decision: ApprovalDecision, verdict: str) -> tuple[PendingApproval, str, bool]:
-        """The pending gate, who decides (verified, or as typed in runs from before), and
-        whether that was verified; ValueError naming the rule otherwise."""
+    def _check_decision(self, decision: ApprovalDecision, verdict: str) -> tuple[PendingApproval, str]:
+        """The pending gate and who decides, verified; ValueError naming the rule otherwise."""
         pending = self.state.pending_approval if self.state else None
         if pending is None or self._verdict is not None:
             raise ValueError("nothing is pending approval")
-        if self._signed_gate:
-            who = verify_decision(decision, verdict, pending, self.signers, self.requester,
-                                  workflow.now())
-            if any(a.signed and a.approver == who.name for a in pending.approvals):
-                raise ValueError(f"{who.name} has already approved")
-            return pending, str(who), True
-        if decision.approver == pending.requested_by:
-            raise ValueError(f"{decision.approver} requested this operation and may not approve "
-                             "it (four eyes)")
-        if decision.approver not in pending.approvers:
-            raise ValueError(f"{decision.approver} is not an approver for {pending.env} "
-                             f"(approvers: {', '.join(pending.approvers)})")
-        if any(a.approver == decision.approver for a in pending.approvals):
-            raise ValueError(f"{decision.approver} has already approved")
-        return pending, decision.approver, False
+        who = verify_decision(decision, verdict, pending, self.signers, self.requester,
+                              workflow.now())
+        if any(a.signed and a.approver == who.name for a in pending.approvals):
+            raise ValueError(f"{who.name} has already approved")
+        return pending, str(who)
 
-    def _record(self, decision: ApprovalDecision, verdict: str, who: str, verified: bool) -> None:
+    def _record(self, decision: ApprovalDecision, verdict: str, who: str) -> None:
         assert self.state is not None
         self.state.approvals.append(Approval(approver=who, at=workflow.now(), verdict=verdict,
-                                             comment=decision.comment, verified=verified))
+                                             comment=decision.comment, verified=True))
 
     @workflow.update(name=APPROVE.name)
     async def approve(self, decision: ApprovalDecision) -> str:
-        pending, who, verified = self._check_decision(decision, "approve")
+        pending, who = self._check_decision(decision, "approve")
         decision = decision.model_copy(update={"approver": who.split(" via ")[0]})
         pending.approvals.append(decision)
-        if verified and decision.signed is not None:
+        if decision.signed is not None:  # always: verify_decision wants it signed
             self.gate_approvals.append(decision.signed)
-        self._record(decision, "approve", who, verified)
+        self._record(decision, "approve", who)
         if len(pending.approvals) >= pending.min_approvals:
             self._verdict = "approve"
             return "approved"
@@ -176,8 +165,8 @@ class ApprovalGate:
 
     @workflow.update(name=REJECT.name)
     async def reject(self, decision: ApprovalDecision) -> str:
-        _, who, verified = self._check_decision(decision, "reject")
-        self._record(decision, "reject", who, verified)
+        _, who = self._check_decision(decision, "reject")
+        self._record(decision, "reject", who)
         self._verdict = "reject"
         return "rejected"
 

@@ -9,8 +9,7 @@ may give it (README: Canary):
 - promote: it skips the remaining analysis, so where approval is required only one of the
   environment's approvers other than the verified requester (four eyes); elsewhere any
   verified person.
-Validators refuse anything else at once; the handlers check again. Runs from before signed
-controls (`workflow.patched(SEALED_AUTHORITY)`) took the typed name, as they did then.
+Validators refuse anything else at once; the handlers check again.
 """
 
 from __future__ import annotations
@@ -40,13 +39,9 @@ class CanaryControls:
     _abort: CanaryControl | None
     _promote: CanaryControl | None
     _approve_promotion: bool
-    _abort_at_once: bool
 
     def __init__(self) -> None:
         super().__init__()
-        # the runbook sets it first thing (workflow.patched(SEALED_AUTHORITY)); until then
-        # (an update in the run's first task) nothing unsigned is taken
-        self._signed_controls = True
         self._controls_used: set[str] = set()
 
     @property
@@ -56,11 +51,9 @@ class CanaryControls:
     # --- who may -------------------------------------------------------------------------------
 
     def _allowed(self, verb: str, control: CanaryControl) -> str:
-        """Who gives `control` (verified, or as typed in runs from before); ValueError naming
-        the canary and the rule when they may not."""
+        """Who gives `control`, verified; ValueError naming the canary and the rule when
+        they may not."""
         assert self.state is not None
-        if not self._signed_controls:
-            return control.by
         try:
             return self._signer_of(verb, control)
         except (Untrusted, ValueError) as e:
@@ -94,7 +87,7 @@ class CanaryControls:
     def _accept(self, verb: str, control: CanaryControl) -> str:
         """The handler's check again; the control is then used."""
         who = self._allowed(verb, control)
-        if self._signed_controls and control.signed is not None:
+        if control.signed is not None:
             self._controls_used.add(fingerprint(control.signed))
         return who
 
@@ -152,11 +145,8 @@ class CanaryControls:
 
     @abort.validator
     def _validate_abort(self, control: CanaryControl) -> None:
-        at_once = self._abort_at_once  # runs from before: not while waiting for approval
-        self._refuse_unless(self.phase != "done" and not self._abort and (
-            at_once or self.phase in ("preparing", "analysing")), f"the canary is "
-            f"{self._phase_text()}" + ("; reject it or `kepler cancel` it"
-                                       if not at_once and self.phase == "approval" else ""))
+        self._refuse_unless(self.phase != "done" and not self._abort,
+                            f"the canary is {self._phase_text()}")
         self._allowed("abort", control)
 
     def _phase_text(self) -> str:

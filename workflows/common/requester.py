@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from kepler.models import OperationStatus
 
 
-# Gates opened from this patch on take signed decisions only (histories from before
-# recorded unsigned ones, which their handlers still accept on replay).
+# Retired patch (deprecated in 0.2.0): gates take signed decisions only.
 SIGNED_APPROVALS = "kepler-signed-approvals"
 UNSIGNED = ("the request is not signed: an operation that needs approval takes signed requests "
             "only (the kepler CLI and chat-ops sign them)")
@@ -40,7 +39,6 @@ class RequestAuthority:
         self.signers = AllowedSigners()
         self.requester: Identity | None = None  # verified; None: the request is not signed
         self._identified = False
-        self._sealed = False  # requests expire and are single-use (SEALED_AUTHORITY)
         self._claimed = False
         self.gate_approvals: list[SignedStatement] = []  # the last gate's, signed (a train's)
 
@@ -51,21 +49,20 @@ class RequestAuthority:
                              approvals=list(self.gate_approvals if approvals is None else approvals),
                              first_run_id=workflow.info().first_execution_run_id, train=train)
 
-    def identify(self, signers: AllowedSigners, gated: bool, sealed: bool = False) -> None:
+    def identify(self, signers: AllowedSigners, gated: bool) -> None:
         """Verify the request's signature against the signers the platform lists now
-        (once, at the first policy read); a bad signature, or none where the operation will
-        need approval (`gated`), fails before any change. `sealed` (SEALED_AUTHORITY, the
-        caller's patch): the signer's key valid now and the request fresh (trust.py)."""
+        (once, at the first policy read): the signer's key valid now and the request fresh
+        (trust.py); a bad signature, or none where the operation will need approval
+        (`gated`), fails before any change."""
         if self._identified:
             return
         self._identified = True
-        self._sealed = sealed
         assert self.state is not None
         self.signers = signers
         info = workflow.info()
         try:
             who = verify_request(self.request, signers, self.state, info.workflow_id,
-                                 now=workflow.now() if sealed else None,
+                                 now=workflow.now(),
                                  continued=info.continued_run_id is not None,
                                  parent_id=info.parent.workflow_id if info.parent else "")
         except Untrusted as e:
@@ -73,7 +70,8 @@ class RequestAuthority:
         if who is not None:
             self.requester = who
             self.state.requested_by, self.state.requester_verified = str(who), True
-        elif gated and workflow.patched(SIGNED_APPROVALS):
+        elif gated:
+            workflow.deprecate_patch(SIGNED_APPROVALS)
             raise StepFailed("verify request", UNSIGNED, "Unauthorized", bad_input=True)
 
     async def claim_request(self) -> None:
@@ -81,7 +79,7 @@ class RequestAuthority:
         of this workflow id was started with the very same signed request (found by the
         activity in Temporal's own records). A release schedule's is for every fire."""
         signed: SignedStatement | None = getattr(self.request, "signed", None)
-        if self._claimed or not self._sealed or signed is None:
+        if self._claimed or signed is None:
             return
         self._claimed = True
         info = workflow.info()

@@ -51,9 +51,6 @@ class Compensation:
 class Saga:
     def __init__(self) -> None:
         self._undos: list[Undo] = []
-        # A cancel that arrives during compensation does not stop it half-way (runs from
-        # before the one lifecycle ended at once, leaving the rest undone: see base.py).
-        self.undo_through_cancel = True
 
     def add(self, description: str, undo: Callable[[], Awaitable[Any]],
             cleanup: bool = False) -> Undo:
@@ -77,14 +74,14 @@ class Saga:
         while self._undos:
             undo = self._undos.pop()
             try:
-                await _shielded(undo.run, self.undo_through_cancel)
+                await _shielded(undo.run)
                 (result.cleaned_up if undo.cleanup else result.undone).append(undo.description)
             except Exception as e:  # noqa: BLE001 - report and keep undoing the rest
                 result.not_put_back.append(f"{undo.description} ({describe_cause(e)[0]})")
         return result
 
 
-async def _shielded(run: Callable[[], Awaitable[Any]], through_cancel: bool) -> Any:
+async def _shielded(run: Callable[[], Awaitable[Any]]) -> Any:
     """Run one undo to its end: a cancellation must not interrupt it half-way, nor stop
     the undos after it."""
     future = asyncio.ensure_future(run())
@@ -92,7 +89,5 @@ async def _shielded(run: Callable[[], Awaitable[Any]], through_cancel: bool) -> 
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            if not through_cancel:
-                raise
             if future.done():
                 return future.result()

@@ -1,6 +1,8 @@
 """ScheduledRelease and AutoPromotion as they ran before COORDINATORS put them in the one
 lifecycle: their own status types, hand-built activity options, no notification of their
-own ending. New runs never come here; runs begun before the patch replay through it."""
+own ending. New runs never come here; runs begun before the patch replay through it (those
+begun before the patches 0.2.0 retired, ONE_LIFECYCLE, FREEZE_WINDOWS and SEALED_AUTHORITY,
+no longer do: docs/architecture.md, "Patches")."""
 
 from __future__ import annotations
 
@@ -38,14 +40,15 @@ async def scheduled_release(result: ScheduledReleaseReport,
     rel = req.release
     child_id = naming.workflow_id(rel.service, rel.env)
     result.release_id = child_id
-    if workflow.patched(ONE_LIFECYCLE):
-        busy = await _activity(OperationsActivities.running_operations,
-                               RunningQuery(service=rel.service, envs=[]),
-                               "check nothing runs on the whole service")
-        if busy:
-            result.outcome, result.detail = "skipped", "; ".join(busy)
-            return result
-    if not rel.after_freeze and workflow.patched(FREEZE_WINDOWS):
+    workflow.deprecate_patch(ONE_LIFECYCLE)
+    busy = await _activity(OperationsActivities.running_operations,
+                           RunningQuery(service=rel.service, envs=[]),
+                           "check nothing runs on the whole service")
+    if busy:
+        result.outcome, result.detail = "skipped", "; ".join(busy)
+        return result
+    if not rel.after_freeze:
+        workflow.deprecate_patch(FREEZE_WINDOWS)
         policy: EnvironmentPolicy = await _activity(
             PlatformActivities.environment_policy, PolicyQuery(service=rel.service, env=rel.env),
             "read the freeze windows")
@@ -115,13 +118,11 @@ class AutoPromotionBefore:
     async def _release_before(self, candidate: AutoPromotionRequest) -> None:
         from workflows.promotion import BUSY_RETRY, BUSY_TRIES, signed_release
 
-        sealed = workflow.patched(SEALED_AUTHORITY)
-        request = None
+        workflow.deprecate_patch(SEALED_AUTHORITY)
         child_id = naming.workflow_id(candidate.service, candidate.target)
         self.report.release_id = child_id
         for attempt in range(BUSY_TRIES):
-            if request is None or sealed:
-                request = await signed_release(candidate, _activity)
+            request = await signed_release(candidate, _activity)  # a signed request starts one run
             self._stage(f"releasing to {candidate.target}")
             ending = await child_operation(
                 request, child_id, f"promote {candidate.service} {candidate.version} from "

@@ -15,8 +15,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 async def sealed(wf: KeplerWorkflow, state: CanaryState) -> CanaryState:
-    if not workflow.patched(SEALED_AUTHORITY):  # runs from before carried it unsealed
-        return state
+    workflow.deprecate_patch(SEALED_AUTHORITY)
     return await wf.step("seal the carried state", AuthorityActivities.seal, state)
 
 
@@ -24,5 +23,5 @@ async def check(wf: KeplerWorkflow, state: CanaryState) -> None:
     if workflow.info().continued_run_id is None:
         raise StepFailed("continue", "a canary's state comes only from its own continue-as-new",
                          "Unauthorized", bad_input=True)
-    if workflow.patched(SEALED_AUTHORITY):
-        await wf.step("check the carried state", AuthorityActivities.check_seal, state)
+    workflow.deprecate_patch(SEALED_AUTHORITY)
+    await wf.step("check the carried state", AuthorityActivities.check_seal, state)

@@ -20,15 +20,11 @@ with workflow.unsafe.imports_passed_through():
     from kepler.steps import EnvironmentPolicy
     from workflows.base import KeplerWorkflow, StepFailed
 
-# Releases, promotions, canaries, trains and scheduled releases from this patch on check
-# freezes before their first change (runs from before never looked).
+# Retired patch (deprecated in 0.2.0): releases, promotions, canaries, trains and scheduled
+# releases check freezes before their first change.
 FREEZE_WINDOWS = "kepler-freeze-windows"
 RECHECK = timedelta(minutes=5)  # how often a wait looks again for an ad-hoc freeze's end
 RECHECK_AFTER = timedelta(seconds=30)  # a change this long after the check looks again first
-
-
-def checking() -> bool:
-    return workflow.patched(FREEZE_WINDOWS)
 
 
 async def in_force(wf: KeplerWorkflow, policy: EnvironmentPolicy) -> ActiveFreeze | None:
@@ -79,8 +75,7 @@ async def _hold(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, step: s
     """The first check (`step` "check freeze"): a break-glass request goes on to its own
     gate. Again later: only the very freeze its break-glass approvals were given for lets
     it through; one begun since refuses it (or is waited out), flag or no flag."""
-    if not checking():
-        return None
+    workflow.deprecate_patch(FREEZE_WINDOWS)
     frozen = await in_force(wf, policy)
     first = step == "check freeze"
     while frozen is not None:

@@ -9,8 +9,8 @@ failed one fails its step with the tail of its log. A Rollback away from a versi
 release recorded an undo runs it, with that version's image and config, once the target
 is live.
 
-Runs whose spec has no hooks issue exactly the commands they did before; runs with hooks
-take the patch id HOOKS first.
+Runs whose spec has no hooks issue exactly the commands they did before hooks existed;
+runs with hooks take the (retired, deprecated) patch id HOOKS first.
 """
 
 from __future__ import annotations
@@ -32,16 +32,17 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import LONG_WAIT, KeplerWorkflow, StepFailed, StepOptions, Undo
     import workflows.steps.kube as kube
 
-HOOKS = "kepler-release-hooks"  # workflow.patched id, taken only by runs with hooks
+HOOKS = "kepler-release-hooks"  # retired patch id (deprecated in 0.2.0), taken only by runs with hooks
 WAIT_SLACK = timedelta(minutes=1)
 
 
 def of(spec: ServiceSpec) -> Hooks | None:
-    """The spec's hooks, when this run takes them (None: no hooks, or a run from before)."""
+    """The spec's hooks (None: none)."""
     hooks = spec.hooks
     if hooks is None or not (hooks.pre_deploy or hooks.post_deploy):
         return None
-    return hooks if workflow.patched(HOOKS) else None
+    workflow.deprecate_patch(HOOKS)
+    return hooks
 
 
 def recorded_undo(hooks: Hooks | None, ran: bool = True) -> Hook | None:
@@ -151,7 +152,8 @@ def rolled_away_undo(current: ReleaseSnapshot, target_image: str) -> Hook | None
     record = next((r for r in current.history if r.image == current.image), None)
     if record is None or record.undo is None:
         return None
-    return record.undo if workflow.patched(HOOKS) else None
+    workflow.deprecate_patch(HOOKS)
+    return record.undo
 
 
 async def undo_rolled_away(wf: KeplerWorkflow, current: ReleaseSnapshot, undo: Hook,

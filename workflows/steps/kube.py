@@ -22,10 +22,7 @@ async def record_release(wf: KeplerWorkflow, target: ReleaseTarget, image: str, 
                          version: str, requested_by: str, cronjob: bool = False,
                          undo: Hook | None = None, break_glass: str = "") -> None:
     """The release is live and healthy: it heads the workload's own release history, which
-    `rollback --to previous` reads (runs from before the one lifecycle kept none);
-    `break_glass`: the reason it went through a freeze."""
-    if not wf.one_lifecycle:
-        return
+    `rollback --to previous` reads; `break_glass`: the reason it went through a freeze."""
     info = workflow.info()
     record = RecordRelease(target=target, record=ReleaseRecord(
         image=image, commit=commit, version=version, at=workflow.now(),

@@ -19,8 +19,9 @@ async def read_policy(wf: KeplerWorkflow, service: str, env: str,
                       step: str = "read policy") -> EnvironmentPolicy:
     policy: EnvironmentPolicy = await wf.step(step, PlatformActivities.environment_policy,
                                               PolicyQuery(service=service, env=env))
-    wf.identify(policy.signers, gated=wf.needs_approval(policy),
-                sealed=workflow.patched(SEALED_AUTHORITY))
+    gated = wf.needs_approval(policy)
+    workflow.deprecate_patch(SEALED_AUTHORITY)
+    wf.identify(policy.signers, gated=gated)
     await wf.claim_request()
     return policy
 
@@ -29,8 +30,6 @@ def check_bounds(wf: KeplerWorkflow, policy: EnvironmentPolicy, replicas: int | 
                  resources: Resources | None, source: str = "service spec") -> None:
     """Refuse, before any change, what goes over the environment's bounds (as `kepler scale`
     always did): InvalidInput naming the field, the value and the bound."""
-    if not wf.one_lifecycle:  # runs from before did not check
-        return
     problems = bounds_problems(policy.bounds, replicas, resources)
     if problems:
         raise StepFailed("check bounds", "; ".join(f"{source}: {p}" for p in problems),

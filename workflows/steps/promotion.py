@@ -24,8 +24,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps.image import ensure_image
     import workflows.steps.freeze as freeze
 
-# Promotions verify the source with Prometheus where the path says so, and a release that
-# went live offers itself to the automatic promotions from its environment.
+# Retired patch (deprecated in 0.2.0): promotions verify the source with Prometheus where
+# the path says so, and a release that went live offers itself to the automatic promotions
+# from its environment.
 AUTO_PROMOTION = "kepler-auto-promotion"
 
 
@@ -69,7 +70,8 @@ async def soaked_release(wf: KeplerWorkflow, service: str, source: str, env: str
         raise StepFailed(step, f"{live.version} ({live.commit[:12]}) has been live in {source} "
                          f"since {since}, less than {env}'s soak of {soak}", "Refused",
                          refused=True)
-    if path is not None and path.verify_with_prometheus and workflow.patched(AUTO_PROMOTION):
+    if path is not None and path.verify_with_prometheus:
+        workflow.deprecate_patch(AUTO_PROMOTION)
         verdict = await wf.step(f"{label}verify {source}", PrometheusActivities.verify, VerifyRelease(
             env=source, namespace=there.namespace, service=service, workload=service))
         if verdict.verdict != "passed":
@@ -95,8 +97,9 @@ async def enforce_path(wf: KeplerWorkflow, service: str, env: str, policy: Envir
     else is refused (exit 3) unless `break_glass` asks for two approvers instead. Nothing
     to check without a path (a promotion `--from` checks its source itself)."""
     path = policy.promotion
-    if path is None or not workflow.patched(SEALED_AUTHORITY):  # before: a path was advice
+    if path is None:
         return OnPath()
+    workflow.deprecate_patch(SEALED_AUTHORITY)
     try:
         live = await soaked_release(wf, service, path.source, env, path, label)
         if live.commit == commit and image in ("", live.image):
@@ -139,8 +142,9 @@ async def offer_onwards(wf: KeplerWorkflow, req: ReleaseRequest, policy: Environ
                         image: str, commit: str, version: str) -> None:
     """Offer the release now live in `req.env` to each automatic promotion from here. It is
     live already: an offer that cannot be made is a note, never a reason to roll back."""
-    if not policy.auto_promote_to or not workflow.patched(AUTO_PROMOTION):
+    if not policy.auto_promote_to:
         return
+    workflow.deprecate_patch(AUTO_PROMOTION)
     info = workflow.info()
     for target in policy.auto_promote_to:
         offer = AutoPromotionRequest(
