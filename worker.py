@@ -9,8 +9,9 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, NamedTuple, Sequence
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
 from kepler.settings import Platform, Secrets, load_platform
@@ -44,6 +45,53 @@ def build_worker(client: Client, platform: Platform, secrets: Secrets,
         # one slot per thread: more would queue in the executor, fewer would idle threads
         max_concurrent_activities=executor._max_workers,
     )
+
+
+class ReplayFailure(NamedTuple):
+    """An open run whose history the code checked does not replay: it would fail (its
+    workflow task, for ever) on a worker running that code."""
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    error: str
+
+
+async def replay_open_runs(client: Client, task_queue: str,
+                           workflow_classes: Sequence[type] | None = None,
+                           ) -> tuple[int, list[ReplayFailure]]:
+    """`kepler upgrade-check`: replay the history of every open run on `task_queue` against
+    `workflow_classes` (default: this code's, workflows.ALL), as a worker would after the
+    upgrade; (how many runs were replayed, those that fail). A run of a type the classes do
+    not define fails too (no worker would take it any more)."""
+    from temporalio.worker import Replayer
+
+    from kepler.temporal import data_converter
+    from workflows.common.starts import RefuseUnexpectedStarts
+
+    if workflow_classes is None:
+        import workflows
+
+        workflow_classes = workflows.ALL
+    known = {workflow_type(cls) for cls in workflow_classes}
+    runs: dict[str, tuple[str, str]] = {}  # run id: (workflow id, type)
+    unknown: list[ReplayFailure] = []
+
+    async def histories() -> AsyncIterator[WorkflowHistory]:
+        query = f'ExecutionStatus="Running" AND TaskQueue="{task_queue}"'
+        async for run in client.list_workflows(query):
+            runs[run.run_id] = (run.id, run.workflow_type)
+            if run.workflow_type not in known:
+                unknown.append(ReplayFailure(run.id, run.run_id, run.workflow_type,
+                                             "no workflow of this type in the code checked"))
+                continue
+            yield await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+
+    replayer = Replayer(workflows=list(workflow_classes), data_converter=data_converter(),
+                        interceptors=[RefuseUnexpectedStarts()])
+    result = await replayer.replay_workflows(histories(), raise_on_replay_failure=False)
+    failures = unknown + [ReplayFailure(*runs[run_id], error=str(error))
+                          for run_id, error in result.replay_failures.items()]
+    return len(runs), sorted(failures)
 
 
 def workflow_type(cls: type) -> str:

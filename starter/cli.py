@@ -8,13 +8,14 @@ import os
 import sys
 
 import typer
+from rich.text import Text
 
 from kepler.settings import ConfigError, load_platform
 from starter import (
     alerts, audit, canary, chatops, codec_server, decommission, demo, dev, freeze, jobs, metrics,
     release, scale, schedule, service, train,
 )
-from starter.cli_common import BAD_INPUT, OK, CliError, command
+from starter.cli_common import BAD_INPUT, FAILED, OK, CliError, command, emit
 
 app = typer.Typer(help="Kepler: durable delivery pipelines on Temporal.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -31,6 +32,30 @@ def worker() -> int:
         raise CliError(str(e), BAD_INPUT) from None
     worker_module.main()
     return OK
+
+
+@command(app, "upgrade-check")
+def upgrade_check(*, as_json: bool) -> int:
+    """Before deploying a release that retires patches: replay every open run on the task
+    queue against this code; exit 1 lists each run that would fail (docs/architecture.md,
+    Patches)."""
+    import worker as worker_module
+    from starter import session
+
+    p = session.platform()
+
+    async def check() -> tuple[int, list]:
+        client = await session.client(p)
+        return await worker_module.replay_open_runs(client, p.temporal.task_queue)
+
+    checked, failing = session.run(check())
+    data = {"checked": checked, "failing": [f._asdict() for f in failing]}
+    lines = [f"{checked} open run(s) on {p.temporal.task_queue} replayed against this code: "
+             + (f"{len(failing)} would fail" if failing else "all replay")]
+    lines += [f"  {f.workflow_type} {f.workflow_id} (run {f.run_id}): {f.error[:300]}"
+              for f in failing]
+    emit(data, as_json, Text("\n".join(lines)))  # errors hold [brackets]: no markup
+    return FAILED if failing else OK
 
 
 for subject in (dev, release, service, jobs, alerts, train, scale, schedule, canary, freeze, demo,
