@@ -1,4 +1,4 @@
 """Kepler: durable delivery pipelines on Temporal."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 USER_AGENT = f"kepler/{__version__}"
