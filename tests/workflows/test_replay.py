@@ -1,7 +1,8 @@
 """Determinism: recorded histories of every workflow replay against today's code.
 
 A change to workflow code that would break running workflows fails here; guard
-such a change with `workflow.patched`. The histories come from the tests that call
+such a change with `workflow.patched`, retired as docs/architecture.md "Patches" says (a
+history recorded before a retired patch is deleted). The histories come from the tests that call
 `tests.helpers.keep_history` (one or more per workflow type, kept from the code of their
 day so old runs stay covered); record a new one with
 `KEPLER_RECORD_HISTORIES=1 pytest <that test>`. (The five oldest come from `_record`

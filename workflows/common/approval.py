@@ -130,7 +130,8 @@ class ApprovalGate:
             metrics.approval_pending(self.state.operation.value, self.state.service,
                                      self.state.env, pending)
 
-    def _check_decision(self, decision: ApprovalDecision, verdict: str) -> tuple[PendingApproval, str]:
+    def _check_decision(self, decision: ApprovalDecision,
+                        verdict: str) -> tuple[PendingApproval, str]:
         """The pending gate and who decides, verified; ValueError naming the rule otherwise."""
         pending = self.state.pending_approval if self.state else None
         if pending is None or self._verdict is not None:

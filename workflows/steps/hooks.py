@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import LONG_WAIT, KeplerWorkflow, StepFailed, StepOptions, Undo
     import workflows.steps.kube as kube
 
-HOOKS = "kepler-release-hooks"  # retired patch id (deprecated in 0.2.0), taken only by runs with hooks
+HOOKS = "kepler-release-hooks"  # retired patch (deprecated in 0.2.0); only runs with hooks
 WAIT_SLACK = timedelta(minutes=1)
 
 
