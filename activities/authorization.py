@@ -141,7 +141,8 @@ def refused(why: str) -> Exception:
     return non_retryable("Unauthorized", f"refused at apply time: {why}")
 
 
-OVERRIDES = {SCALE.workflow: SCALE.operation, SET_RESOURCES.workflow: SET_RESOURCES.operation}  # workflow type -> its operation
+# workflow type -> its operation
+OVERRIDES = {SCALE.workflow: SCALE.operation, SET_RESOURCES.workflow: SET_RESOURCES.operation}
 
 
 def authorize_override(platform: Platform, target: ReleaseTarget, image: str,

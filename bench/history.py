@@ -21,7 +21,7 @@ import workflows
 from bench.common import BIN, Figure, history
 from kepler.canary import CanaryControl
 from kepler.identity import SignedStatement, Statement
-from kepler.models import CanaryRequest, OperationStatus
+from kepler.models import CanaryRequest
 from kepler.settings import load_platform
 from kepler.temporal import data_converter
 from kepler import operations_client as ops

@@ -19,7 +19,7 @@ from temporalio.client import WorkflowFailureError
 
 from bench.common import Figure, Stack, cached_commits, create_services, history, release
 from kepler.canary import CanaryControl
-from kepler.models import CanaryRequest, OperationStatus, ReleaseRequest
+from kepler.models import CanaryRequest, ReleaseRequest
 from kepler import operations_client as ops
 from kepler.operations import STATUS
 from starter.canary import control_signer

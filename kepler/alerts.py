@@ -18,8 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kepler.models import Model, RollbackRequest
+from kepler.requests import SignedRequest, Subject
 from kepler.validation import UserName, env_name, service_name
-from kepler.identity import SignedStatement
 
 SERVICE_LABEL = "kepler_service"
 ENV_LABEL = "kepler_env"
@@ -96,7 +96,7 @@ class AlertsConfig(Model):
 
 # --- the AlertAction workflow -----------------------------------------------------------------
 
-class AlertActionRequest(Model):
+class AlertActionRequest(SignedRequest):
     service: str
     env: str
     alertname: str = Field("", max_length=200)
@@ -104,13 +104,19 @@ class AlertActionRequest(Model):
     starts_at: datetime
     summary: str = Field("", max_length=1000)
     rule: str = ""
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
     abort_canary: bool = True
     rollback: RollbackRequest | None = Field(None, description=(
         "the rollback this action starts, signed by the receiver (rollback_of(this)); "
         "None: started unsigned (no key configured)"))
+
+    def subject(self) -> Subject:
+        return Subject(self.service, self.env, self.alertname or self.fingerprint, self.requested_by)
+
+    def own_workflow_id(self) -> str:
+        return alert_workflow_id(self.service, self.env, self.fingerprint, self.starts_at)
+
+    def describe(self, operation: str) -> str:
+        return f"alert {self.alertname} firing for {self.service} in {self.env}"
 
 
 def rollback_of(req: AlertActionRequest) -> RollbackRequest:

@@ -21,6 +21,7 @@ from kepler import cron
 from kepler.identity import SignedStatement
 from kepler.validation import Duration, EnvName, UserName
 from kepler.workloads import Model
+from kepler.requests import SignedRequest, Subject
 
 FREEZE_PREFIX = "freeze@"
 EVERY_SERVICE = "*"  # what a freeze's search attributes and signed request name as service
@@ -207,14 +208,20 @@ class FreezeOptions(Model):
         return self
 
 
-class FreezeRequest(Model):
+class FreezeRequest(SignedRequest):
     """`kepler freeze --env ENV --for 2h --reason TEXT`: an ad-hoc freeze, starting now."""
     env: EnvName
     duration: Duration = Field(description="how long the freeze lasts (--for)")
     reason: str = Field(min_length=1, max_length=500)
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
+
+    def subject(self) -> Subject:
+        return Subject(EVERY_SERVICE, self.env, "", self.requested_by)
+
+    def own_workflow_id(self) -> str:
+        return freeze_workflow_id(self.env)
+
+    def describe(self, operation: str) -> str:
+        return f"freeze {self.env} for {self.duration} by {self.requested_by}: {self.reason}"
 
     @field_validator("duration")
     @classmethod

@@ -8,19 +8,12 @@ from typing import Literal
 from pydantic import Field
 
 from kepler.models import Model, Outcome
+from kepler.requests import EnvRequest
 from kepler.steps import ReleaseTarget
-from kepler.validation import EnvName, ServiceName, UserName
-from kepler.identity import SignedStatement
 
 
-class RunJobRequest(Model):
+class RunJobRequest(EnvRequest):
     """`kepler job run SERVICE --env ENV`: run a cronjob service once, now."""
-    service: ServiceName
-    env: EnvName
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
-    reason: str = Field("", max_length=500)
 
 
 class StartJob(Model):

@@ -19,6 +19,7 @@ from kepler.validation import Duration, EnvName, GitRef, ServiceName, UserName
 from kepler.workloads import Model
 from kepler.identity import SignedStatement
 from kepler.freeze import FreezeOptions
+from kepler.requests import EnvRequest, SignedRequest, Subject
 from kepler.spec import ServiceSpec
 
 
@@ -40,28 +41,21 @@ class Operation(str, Enum):
     PROMOTION = "promotion"  # an automatic promotion (kepler/promotion.py)
 
 
-class CreateServiceRequest(Model):
+class CreateServiceRequest(SignedRequest):
     spec: ServiceSpec
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
-    reason: str = Field("", max_length=500)
     adopt: bool = Field(False, description=(
         "take over objects Kepler did not create in the service's namespaces (a platform "
         "admin's request only; without it, such an object refuses the create)"))
 
+    def subject(self) -> Subject:
+        return Subject(self.spec.name, "all", "", self.requested_by)
 
-class ReleaseRequest(FreezeOptions):
-    service: ServiceName
-    env: EnvName
+
+class ReleaseRequest(FreezeOptions, EnvRequest):
     ref: GitRef | None = Field(None, description="the git ref to release; or from_env")
     from_env: EnvName | None = Field(None, description=(
         "promote: release exactly the digest and commit live and healthy in this environment "
         "(with image and commit: only if those are what is live there)"))
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
-    reason: str = Field("", max_length=500)
     train_approved: bool = Field(False, description=(
         "set by a ReleaseTrain whose own gate passed; honoured only when this release "
         "runs as that train's child, never on a release started on its own"))
@@ -78,6 +72,9 @@ class ReleaseRequest(FreezeOptions):
     train_request: SignedStatement | None = Field(None, description=(
         "a train member's: the train's signed request (who asked for the train)"))
 
+    def version(self) -> str:
+        return self.ref or f"from {self.from_env}"
+
     @model_validator(mode="after")
     def _pinned_together(self) -> "ReleaseRequest":
         if self.image and not self.commit:
@@ -92,14 +89,11 @@ class ReleaseRequest(FreezeOptions):
         return self
 
 
-class RollbackRequest(Model):
-    service: ServiceName
-    env: EnvName
+class RollbackRequest(EnvRequest):
     target: str = Field("previous", description="previous | a version (git ref) | sha256:DIGEST")
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
-    reason: str = Field("", max_length=500)
+
+    def version(self) -> str:
+        return self.target
 
     @field_validator("target")
     @classmethod
@@ -124,14 +118,8 @@ class MetricCheck(Model):
         return self
 
 
-class CanaryRequest(FreezeOptions):
-    service: ServiceName
-    env: EnvName
+class CanaryRequest(FreezeOptions, EnvRequest):
     ref: GitRef
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
-    reason: str = Field("", max_length=500)
     steps: list[int] | None = None
     step_weight: int = Field(10, ge=1, le=100)
     max_weight: int = Field(50, ge=1, le=100)
@@ -149,6 +137,9 @@ class CanaryRequest(FreezeOptions):
         "the whole canary's deadline: past it, traffic goes back to stable"))
     rounds_per_run: int = Field(100, ge=1, le=1000, description=(
         "analysis rounds per workflow run before continue-as-new (bounded history)"))
+
+    def version(self) -> str:
+        return self.ref
 
     @field_validator("interval")
     @classmethod
@@ -201,13 +192,12 @@ class CanaryRequest(FreezeOptions):
         return checks + list(given.values())
 
 
-class DecommissionRequest(Model):
+class DecommissionRequest(SignedRequest):
     service: ServiceName
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
-    reason: str = Field("", max_length=500)
     soak: Duration = timedelta(hours=24)  # at least the platform's decommission.min_soak
+
+    def subject(self) -> Subject:
+        return Subject(self.service, "all", "", self.requested_by)
 
 
 class ApprovalDecision(Model):

@@ -74,36 +74,56 @@ SCHEDULED_REPORT: Query[ScheduledReleaseReport] = Query("fire", ScheduledRelease
 Lock = Literal["env", "service", "own", "named"]
 
 
+Message = Query[Any] | Update[Any, Any] | Signal[Any]
+
+
 @dataclass(frozen=True)
 class OperationType:
+    """One operation's contract: its workflow, request and report, its lock, whether its
+    policy can gate it (then it takes approve and reject), and the messages it takes
+    besides STATUS. tests/test_layers.py holds each workflow to it."""
     workflow: str  # the Temporal workflow type
     module: str  # under workflows/
     operation: str  # KeplerOperation, the CLI's word for it
     request: type
     result: type
     lock: Lock
+    gated: bool = False
+    messages: tuple[Message, ...] = ()
+
+    @property
+    def handlers(self) -> frozenset[str]:
+        """Every message name its workflow declares."""
+        gate = (APPROVE, REJECT) if self.gated else ()
+        return frozenset(m.name for m in (STATUS, *gate, *self.messages))
 
 
 CREATE_SERVICE = OperationType("CreateService", "create", "create", CreateServiceRequest,
                                ReleaseReport, "service")
 RELEASE_VERSION = OperationType("ReleaseVersion", "release", "release", ReleaseRequest,
-                                ReleaseReport, "env")
-ROLLBACK = OperationType("Rollback", "rollback", "rollback", RollbackRequest, ReleaseReport, "env")
-CANARY = OperationType("Canary", "canary", "canary", CanaryRequest, CanaryReport, "env")
+                                ReleaseReport, "env", gated=True)
+ROLLBACK = OperationType("Rollback", "rollback", "rollback", RollbackRequest, ReleaseReport, "env",
+                         gated=True)
+CANARY = OperationType("Canary", "canary", "canary", CanaryRequest, CanaryReport, "env", gated=True,
+                       messages=(PAUSE, RESUME, PROMOTE, ABORT))
 DECOMMISSION = OperationType("Decommission", "decommission", "decommission", DecommissionRequest,
-                             DecommissionReport, "service")
+                             DecommissionReport, "service", gated=True,
+                             messages=(RESTORE, DECOMMISSION_REPORT))
 RUN_JOB = OperationType("RunJob", "job", "job", RunJobRequest, JobReport, "env")
 ALERT_ACTION = OperationType("AlertAction", "alert", "alert", AlertActionRequest, AlertOutcome,
                              "own")
-RELEASE_TRAIN = OperationType("ReleaseTrain", "train", "train", TrainRequest, TrainReport, "env")
-SCALE = OperationType("Scale", "scale", "scale", ScaleRequest, ScaleReport, "env")
+RELEASE_TRAIN = OperationType("ReleaseTrain", "train", "train", TrainRequest, TrainReport, "env",
+                              gated=True, messages=(TRAIN_REPORT,))
+SCALE = OperationType("Scale", "scale", "scale", ScaleRequest, ScaleReport, "env", gated=True)
 SET_RESOURCES = OperationType("SetResources", "scale", "resources", ResourcesRequest, ScaleReport,
-                              "env")
+                              "env", gated=True)
 SCHEDULED_RELEASE = OperationType("ScheduledRelease", "schedule", "scheduled-release",
-                                  ScheduledReleaseRequest, ScheduledReleaseReport, "own")
+                                  ScheduledReleaseRequest, ScheduledReleaseReport, "own",
+                                  messages=(SCHEDULED_REPORT,))
 AUTO_PROMOTION = OperationType("AutoPromotion", "promotion", "promotion", AutoPromotionRequest,
-                               AutoPromotionReport, "own")
-FREEZE = OperationType("Freeze", "freeze", "freeze", FreezeRequest, FreezeReport, "named")
+                               AutoPromotionReport, "own", messages=(OFFER, PROMOTION_REPORT))
+FREEZE = OperationType("Freeze", "freeze", "freeze", FreezeRequest, FreezeReport, "named",
+                       messages=(UNFREEZE, FREEZE_IN_FORCE))
 
 OPERATIONS: tuple[OperationType, ...] = (
     CREATE_SERVICE, RELEASE_VERSION, ROLLBACK, CANARY, DECOMMISSION, RUN_JOB, ALERT_ACTION,

@@ -27,17 +27,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from kepler import naming
 from kepler import search_attributes as sa
-from kepler.alerts import AlertActionRequest, alert_workflow_id
 from kepler.decommission import RestoreRequest
-from kepler.freeze import EVERY_SERVICE, FreezeRequest, freeze_workflow_id
-from kepler.models import (
-    ApprovalDecision, CreateServiceRequest, DecommissionRequest, OperationStatus,
-)
+from kepler.models import ApprovalDecision, OperationStatus
 from kepler.operations import (
     APPROVE, BY_REQUEST, CANARY, CANARY_CONTROLS, DECOMMISSION, REJECT, RESTORE, STATUS, Query, Update,
 )
-from kepler.promotion import AutoPromotionRequest, auto_workflow_id
-from kepler.schedules import ScheduledReleaseRequest, fire_workflow_id
+from kepler.requests import OperationRequest, Subject
 from kepler.identity import SignedStatement, Statement, new_nonce, request_digest
 
 
@@ -52,52 +47,19 @@ class Started:
     handle: WorkflowHandle
 
 
-@dataclass(frozen=True)
-class Subject:
-    """Whom an operation request is about, as its search attributes say."""
-    service: str
-    env: str  # "all" for a service-wide operation
-    version: str  # "" when it has none
-    requested_by: str
+def subject(req: OperationRequest) -> Subject:
+    return req.subject()
 
 
-def subject(req: Any) -> Subject:
-    if isinstance(req, ScheduledReleaseRequest):
-        rel = req.release
-        return Subject(rel.service, rel.env, rel.ref or f"from {rel.from_env}", rel.requested_by)
-    if isinstance(req, CreateServiceRequest):
-        return Subject(req.spec.name, "all", "", req.requested_by)
-    if isinstance(req, DecommissionRequest):
-        return Subject(req.service, "all", "", req.requested_by)
-    if isinstance(req, AlertActionRequest):
-        return Subject(req.service, req.env, req.alertname or req.fingerprint, req.requested_by)
-    if isinstance(req, AutoPromotionRequest):
-        return Subject(req.service, req.target, req.version or req.commit[:12], req.requested_by)
-    if isinstance(req, FreezeRequest):
-        return Subject(EVERY_SERVICE, req.env, "", req.requested_by)
-    promoted = getattr(req, "from_env", None)
-    version = (getattr(req, "ref", "") or (f"from {promoted}" if promoted else "")
-               or getattr(req, "target", ""))
-    return Subject(req.service, req.env, version, req.requested_by)
-
-
-def workflow_id(req: Any) -> str:
-    """The id `req` starts under: its lock, or for "own", the id its starter gives it."""
+def workflow_id(req: OperationRequest) -> str:
+    """The id `req` starts under: its lock, or for "own" and "named", the request's own."""
     lock = BY_REQUEST[type(req)].lock
-    who = subject(req)
+    who = req.subject()
     if lock == "env":
         return naming.workflow_id(who.service, who.env)
     if lock == "service":
         return naming.service_workflow_id(who.service)
-    if isinstance(req, AlertActionRequest):
-        return alert_workflow_id(req.service, req.env, req.fingerprint, req.starts_at)
-    if isinstance(req, ScheduledReleaseRequest):
-        return fire_workflow_id(who.service, who.env)
-    if isinstance(req, AutoPromotionRequest):
-        return auto_workflow_id(who.service, who.env)
-    if isinstance(req, FreezeRequest):
-        return freeze_workflow_id(req.env)
-    raise TypeError(f"{type(req).__name__}: no workflow id for lock {lock!r}")
+    return req.own_workflow_id()
 
 
 def request_statement(req: Any, now: datetime) -> Statement:
@@ -136,21 +98,9 @@ def start_attributes(req: Any) -> TypedSearchAttributes:
     return TypedSearchAttributes(pairs)
 
 
-def summary(req: Any) -> str:
+def summary(req: OperationRequest) -> str:
     """One line for the Temporal UI (the workflow's static summary) and the starters."""
-    if isinstance(req, AlertActionRequest):
-        return f"alert {req.alertname} firing for {req.service} in {req.env}"
-    who = subject(req)
-    if isinstance(req, FreezeRequest):
-        return f"freeze {req.env} for {req.duration} by {req.requested_by}: {req.reason}"
-    if isinstance(req, ScheduledReleaseRequest):
-        return f"scheduled release {who.service} {who.version} to {who.env} ({req.cron})"
-    if isinstance(req, AutoPromotionRequest):
-        return f"promote {who.service} {who.version} from {req.source} to {who.env} (automatic)"
-    text = (f"{BY_REQUEST[type(req)].operation} {who.service}"
-            + (f" {who.version}" if who.version else "")
-            + (f" to {who.env}" if who.env != "all" else ""))
-    return text + f" by {req.requested_by}" + (f": {req.reason}" if req.reason else "")
+    return req.describe(BY_REQUEST[type(req)].operation)
 
 
 async def start(client: Client, req: Any, task_queue: str) -> Started:
@@ -188,7 +138,7 @@ async def _refuse_if_service_busy(client: Client, req: Any, who: Subject) -> Non
     """A decommission refuses while anything runs on the service; an operation in one
     environment refuses while the service-wide one (create, decommission) runs. The
     Decommission workflow checks again itself (this check is a courtesy: it answers at once)."""
-    if isinstance(req, DecommissionRequest):
+    if BY_REQUEST[type(req)] is DECOMMISSION:
         query = f'{sa.SERVICE.name} = "{who.service}" AND ExecutionStatus = "Running"'
         try:
             async for execution in client.list_workflows(query, limit=5):

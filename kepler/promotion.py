@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field
 from kepler.models import ReleaseReport
 from kepler.validation import Duration, EnvName, ServiceName, UserName
 from kepler.workloads import Model
+from kepler.requests import OperationRequest, Subject
 
 AUTO_PREFIX = "promote-"
 MAX_SOAK = timedelta(days=30)
@@ -58,7 +59,7 @@ class LiveRelease(Model):
     replicas: int = 0
 
 
-class AutoPromotionRequest(Model):
+class AutoPromotionRequest(OperationRequest):
     """A release live in `source`, offered for promotion to `target`."""
     service: ServiceName
     source: EnvName
@@ -69,6 +70,17 @@ class AutoPromotionRequest(Model):
     since: datetime  # when it went live in `source`: the soak counts from here
     release_id: str = Field(max_length=300)  # the source release's run, to tell offers apart
     requested_by: UserName = "promotions"
+
+    def subject(self) -> Subject:
+        return Subject(self.service, self.target, self.version or self.commit[:12],
+                       self.requested_by)
+
+    def own_workflow_id(self) -> str:
+        return auto_workflow_id(self.service, self.target)
+
+    def describe(self, operation: str) -> str:
+        return (f"promote {self.service} {self.subject().version} from {self.source} to "
+                f"{self.target} (automatic)")
 
 
 class AutoPromotionReport(Model):

@@ -17,11 +17,11 @@ from pydantic import Field, model_validator
 
 from kepler import naming
 from kepler.models import Model, Outcome
+from kepler.requests import EnvRequest
 from kepler.spec import Resources
 from kepler.settings import Bounds
 from kepler.steps import Authorization, ReleaseTarget
-from kepler.validation import EnvName, Quantity, ServiceName, UserName
-from kepler.identity import SignedStatement
+from kepler.validation import Quantity
 
 REPLICAS = naming.ANNOTATION_PREFIX + "replicas"
 RESOURCES = naming.ANNOTATION_PREFIX + "resources"
@@ -119,15 +119,9 @@ def request_problems(resources: Resources) -> list[str]:
     return problems
 
 
-class ScaleRequest(Model):
-    service: ServiceName
-    env: EnvName
+class ScaleRequest(EnvRequest):
     replicas: int | None = Field(None, ge=0, le=1000, description="None with reset: back to the spec")
     reset: bool = False
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
-    reason: str = Field("", max_length=500)
 
     @model_validator(mode="after")
     def _one(self) -> "ScaleRequest":
@@ -136,20 +130,14 @@ class ScaleRequest(Model):
         return self
 
 
-class ResourcesRequest(Model):
+class ResourcesRequest(EnvRequest):
     """Each given quantity replaces the running one; a limit not given follows its
     request when the request would exceed it."""
-    service: ServiceName
-    env: EnvName
     cpu: Quantity | None = None
     memory: Quantity | None = None
     cpu_limit: Quantity | None = None
     memory_limit: Quantity | None = None
     reset: bool = False
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
-    reason: str = Field("", max_length=500)
 
     @model_validator(mode="after")
     def _something(self) -> "ResourcesRequest":

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kepler.models import Model, ReleaseReport, ReleaseRequest
+from kepler.requests import OperationRequest, Subject
 
 
 def schedule_id(service: str, env: str) -> str:
@@ -23,9 +24,20 @@ def fire_workflow_id(service: str, env: str) -> str:
     return f"scheduled-{service}@{env}"
 
 
-class ScheduledReleaseRequest(Model):
+class ScheduledReleaseRequest(OperationRequest):
     release: ReleaseRequest
     cron: str = Field("", max_length=200)
+
+    def subject(self) -> Subject:
+        rel = self.release
+        return Subject(rel.service, rel.env, rel.version(), rel.requested_by)
+
+    def own_workflow_id(self) -> str:
+        return fire_workflow_id(self.release.service, self.release.env)
+
+    def describe(self, operation: str) -> str:
+        who = self.subject()
+        return f"scheduled release {who.service} {who.version} to {who.env} ({self.cron})"
 
 
 class ScheduledReleaseReport(Model):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from kepler.models import Model, Outcome
-from kepler.validation import EnvName, GitRef, ServiceName, UserName
-from kepler.identity import SignedStatement
+from kepler.requests import SignedRequest, Subject
+from kepler.validation import EnvName, GitRef, ServiceName
 
 TRAIN_PREFIX = "train-"
 
@@ -21,14 +21,10 @@ class TrainMember(Model):
     depends_on: list[ServiceName] = Field(default_factory=list)
 
 
-class TrainRequest(Model):
+class TrainRequest(SignedRequest):
     name: ServiceName = Field(description="the train's name; its workflow id is train-<name>@<env>")
     env: EnvName
     members: list[TrainMember] = Field(min_length=1, max_length=50)
-    requested_by: UserName
-    signed: SignedStatement | None = Field(None, description=(
-        "the requester's signed statement of this request (kepler/identity.py)"))
-    reason: str = Field("", max_length=500)
     after_freeze: bool = Field(False, description=(
         "during a freeze, wait and start when it ends, instead of being refused"))
 
@@ -52,6 +48,9 @@ class TrainRequest(Model):
     def service(self) -> str:
         """The name the train shows under in the UI and `kepler status|history`."""
         return TRAIN_PREFIX + self.name
+
+    def subject(self) -> Subject:
+        return Subject(self.service, self.env, "", self.requested_by)
 
 
 def waves(members: list[TrainMember]) -> list[list[str]]:

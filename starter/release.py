@@ -4,7 +4,7 @@ one operation on a service in one environment, its approval and its record."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from temporalio.service import RPCError
@@ -53,9 +53,9 @@ def register(app: typer.Typer) -> None:
         return session.start_operation(as_json, env, as_user, watch_it, RollbackRequest,
                                        service=service, target=to, reason=reason)
 
-    for verb in ("approve", "reject"):
+    def decider(verb: str) -> Callable[..., int]:
         def decide(service: str, env: str = EnvOpt, comment: str = "",
-                   as_user: Optional[str] = AsOpt, *, as_json: bool, _verb: str = verb) -> int:
+                   as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
             p = session.platform()
             session.check_target(p, service, env)  # env "all": service-wide (decommission)
             decision = session.build(ApprovalDecision, approver=session.acting_user(p, as_user),
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
 
             async def go() -> str:  # signed for the run and digests pending now
                 try:
-                    return await signing.decide(await session.client(p), p, service, env, _verb,
+                    return await signing.decide(await session.client(p), p, service, env, verb,
                                                 decision.approver, decision.comment)
                 except signing.SigningError as e:
                     raise CliError(str(e), BAD_INPUT) from None
@@ -73,7 +73,10 @@ def register(app: typer.Typer) -> None:
                  f"{naming.workflow_id(service, env)}: {result}")
             return OK
         decide.__doc__ = f"{verb.capitalize()} the pending approval of SERVICE in ENV."
-        command(app, verb)(decide)
+        return decide
+
+    for verb in ("approve", "reject"):
+        command(app, verb)(decider(verb))
 
     @command(app)
     def status(service: str, env: Optional[str] = typer.Option(None, "--env", "-e", help=(

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.table import Table
@@ -123,21 +123,24 @@ def register(app: typer.Typer) -> None:
         emit(rows, as_json, None if as_json else (table if rows else "no scheduled releases"))
         return OK
 
-    for verb in ("delete", "trigger"):
-        def act(service: str, env: str = EnvOpt, *, as_json: bool, _verb: str = verb) -> int:
+    def action(verb: str) -> Callable[..., int]:
+        def act(service: str, env: str = EnvOpt, *, as_json: bool) -> int:
             p = session.platform()
             session.check_env(p, env)
             session.check_service(service)
 
             async def go() -> None:
                 handle = await handle_of(await session.client(p), service, env)
-                await (handle.delete() if _verb == "delete" else handle.trigger())
+                await (handle.delete() if verb == "delete" else handle.trigger())
 
             session.run(go())
             sid = schedule_id(service, env)
-            emit({"schedule_id": sid, _verb + "d": True}, as_json,
-                 f"{sid}: " + ("deleted" if _verb == "delete" else "triggered (fires now)"))
+            emit({"schedule_id": sid, verb + "d": True}, as_json,
+                 f"{sid}: " + ("deleted" if verb == "delete" else "triggered (fires now)"))
             return OK
         act.__doc__ = ("Delete the release schedule of SERVICE in ENV." if verb == "delete" else
                        "Fire the release schedule of SERVICE in ENV now (overlap policy applies).")
-        command(schedule_app, verb)(act)
+        return act
+
+    for verb in ("delete", "trigger"):
+        command(schedule_app, verb)(action(verb))

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
     from kepler.notifications import Notification
     import workflows.common.metrics as metrics
-    from workflows.common.approval import ApprovalEnded, ApprovalGate
+    from workflows.common.approval import ApprovalEnded
     from workflows.common.requester import RequestAuthority
     from workflows.common.errors import OperationEnded, StepFailed, failure, not_put_back_of
     from workflows.common.options import LONG_WAIT, NOTIFY, QUICK, RETRY, UNDO, StepOptions
