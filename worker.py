@@ -89,7 +89,7 @@ async def replay_open_runs(client: Client, task_queue: str,
     replayer = Replayer(workflows=list(workflow_classes), data_converter=data_converter(),
                         interceptors=[RefuseUnexpectedStarts()])
     result = await replayer.replay_workflows(histories(), raise_on_replay_failure=False)
-    failures = unknown + [ReplayFailure(*runs[run_id], error=str(error))
+    failures = unknown + [ReplayFailure(runs[run_id][0], run_id, runs[run_id][1], str(error))
                           for run_id, error in result.replay_failures.items()]
     return len(runs), sorted(failures)
 
