@@ -91,7 +91,7 @@ class ReleaseTrain(ApprovalGate, KeplerWorkflow):
             members = [report.member(m.service) for m in req.members]
             approvals = await self.approval_gate(
                 policy.approval, what, commits=[m.commit for m in members],
-                digests=[m.image for m in members if m.image])
+                digests=[m.image for m in members])
             report.approved_by = [a.approver for a in approvals]
             approved = True
         await freeze.recheck(self, policy, req, checked)

@@ -38,18 +38,18 @@ def check_fresh(s: Any, now: datetime, valid_for: timedelta | None) -> None:
 
 
 def verify_request(request: Any, signers: AllowedSigners, state: OperationStatus,
-                   workflow_id: str, now: datetime | None = None, continued: bool = False,
+                   workflow_id: str, now: datetime, continued: bool = False,
                    parent_id: str = "") -> Identity | None:
-    """The verified requester of `request`, or None when it is not signed. With `now`
-    (runs from SEALED_AUTHORITY on), the signer's key must be valid now and the request
-    fresh: signed at most signers.request_valid_for ago (a continued run's first run
-    checked that), or a release schedule's, for the fire that is this run's parent."""
+    """The verified requester of `request`, or None when it is not signed. The signer's
+    key must be valid `now` and the request fresh: signed at most
+    signers.request_valid_for ago (a continued run's first run checked that), or a release
+    schedule's, for the fire that is this run's parent."""
     signed: SignedStatement | None = getattr(request, "signed", None)
     if signed is None:
         return None
     who = _verify(signed, signers, now)
     s = signed.statement
-    scheduled = now is not None and for_schedule(s, parent_id)
+    scheduled = for_schedule(s, parent_id)
     expected = {"action": "request", "operation": state.operation.value, "service": state.service,
                 "env": state.env, "workflow_id": s.workflow_id if scheduled else workflow_id}
     for field, value in expected.items():
@@ -61,7 +61,7 @@ def verify_request(request: Any, signers: AllowedSigners, state: OperationStatus
     if who.name != request.requested_by:
         raise Untrusted(f"signed request: signed by {who}, but requested_by says "
                         f"{request.requested_by}")
-    if now is not None and not continued and not scheduled:
+    if not continued and not scheduled:
         check_request_fresh(s, now, signers.request_valid_for, parent_id)
     return who
 
@@ -125,24 +125,22 @@ def verify_decision(decision: ApprovalDecision, verdict: str, pending: PendingAp
 def verify_train_approvals(statements: list[SignedStatement], parent_id: str, parent_run: str,
                            env: str, commit: str, image: str, policy: ApprovalPolicy,
                            requested_by: str, signers: AllowedSigners,
-                           now: datetime | None) -> None:
+                           now: datetime) -> None:
     """A train member's release: enough of the train gate's signed, unexpired approvals,
-    for that train run, name this member's commit and digest (trains from before the
-    digests were approved name commits only)."""
+    for that train run, name this member's commit and digest."""
     approved: set[str] = set()
     problems = []
     for signed in statements:
         try:
             who = _verify(signed, signers)
-            if now is not None:  # None: a run from before approvals expired
-                check_fresh(signed.statement, now, policy.valid_for)
+            check_fresh(signed.statement, now, policy.valid_for)
         except Untrusted as e:
             problems.append(str(e))
             continue
         s = signed.statement
         if (s.action, s.operation, s.workflow_id, s.run_id, s.env) != (
                 "approve", "train", parent_id, parent_run, env) or commit not in s.commits or (
-                s.digests and image not in s.digests):
+                image not in s.digests):
             problems.append(f"{who}'s approval is for {describe(s)}")
         elif who.kind == "person" and who.name in policy.approvers and who.name != requested_by:
             approved.add(who.name)
