@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
 from kepler.settings import Platform, Secrets, load_platform
-from kepler.temporal import connect
+from kepler.clients.temporal import connect
 
 log = logging.getLogger("kepler.worker")
 # Activity slots and threads: waits (rollouts, builds) hold a slot for their whole length,
@@ -65,7 +65,7 @@ async def replay_open_runs(client: Client, task_queue: str,
     not define fails too (no worker would take it any more)."""
     from temporalio.worker import Replayer
 
-    from kepler.temporal import data_converter
+    from kepler.clients.temporal import data_converter
     from workflows.common.starts import RefuseUnexpectedStarts
 
     if workflow_classes is None:

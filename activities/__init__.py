@@ -26,7 +26,7 @@ def build(platform: Platform, secrets: Secrets,
     from activities.kubernetes.volumes import VolumeActivities
     from activities.kubernetes.workloads import DeploymentActivities
     from activities.notify import NotifyActivities
-    from activities.operations import OperationsActivities
+    from activities.temporal import TemporalActivities
     from activities.platform import PlatformActivities
     from activities.prometheus import PrometheusActivities
     from activities.promotion import PromotionActivities
@@ -40,7 +40,7 @@ def build(platform: Platform, secrets: Secrets,
         HookActivities(platform),
         ScaleActivities(platform), TeardownActivities(platform), IstioActivities(platform),
         PrometheusActivities(platform), NotifyActivities(platform, secrets),
-        OperationsActivities(platform, client), AlertActivities(platform, client),
+        TemporalActivities(platform, client), AlertActivities(platform, client),
         PromotionActivities(platform, client), AuthorityActivities(),
     ]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))

@@ -1,7 +1,7 @@
 """Temporal, for alert-driven rollback: start a Rollback on the `<service>@<env>` lock, or,
 when an operation already holds it, abort it if it is a canary.
 
-Starting goes through kepler.operations_client.start, the same function the CLI and chat
+Starting goes through kepler.clients.operations.start, the same function the CLI and chat
 bot use, so the lock, the refusal while a service-wide operation runs and the search
 attributes are the same. The Rollback runs on the task queue of the worker that runs this activity.
 """
@@ -14,13 +14,14 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.service import RPCError
 
 from activities.errors import non_retryable, retryable
-from kepler import naming, operations_client
+from kepler import naming
+from kepler.clients import operations as operations_client
 from kepler import search_attributes as sa
 from kepler.canary import CanaryControl
-from kepler.operations import ABORT, CANARY, ROLLBACK
+from kepler.contracts import ABORT, CANARY, ROLLBACK
 from kepler.alerts import AlertActionRequest, AlertOutcome, rollback_of
 from kepler.settings import Platform
-from kepler.temporal import LazyClient
+from kepler.clients.temporal import LazyClient
 
 
 class AlertActivities:

@@ -42,7 +42,7 @@ from activities.errors import non_retryable, retryable
 from kepler.canary import CanaryState
 from kepler.decommission import Footprint
 from kepler.settings import Platform, Secrets, kepler_home
-from kepler.steps import AdoptedObject, ReleaseSnapshot
+from kepler.payloads import AdoptedObject, ReleaseSnapshot
 
 log = logging.getLogger("kepler.authority")
 

@@ -14,12 +14,12 @@ from temporalio import activity
 from activities.authority import calling_run
 from activities.errors import non_retryable
 from kepler import naming
-from kepler.operations import CANARY, RELEASE_VERSION, SCALE, SET_RESOURCES
+from kepler.contracts import CANARY, RELEASE_VERSION, SCALE, SET_RESOURCES
 from kepler.identity import InvalidStatement, SignedStatement, verify
 from kepler.freeze import BREAK_GLASS, BREAK_GLASS_APPROVALS, window_at
 from kepler.settings import ApprovalPolicy, ConfigError, Platform
 from kepler.identity import CLOCK_SKEW
-from kepler.steps import ApplyRelease, Authorization, ReleaseRecord, ReleaseTarget
+from kepler.payloads import ApplyRelease, Authorization, ReleaseRecord, ReleaseTarget
 
 FROZEN_WORKFLOWS = (RELEASE_VERSION.workflow, CANARY.workflow)  # what a freeze window stops where applied
 
@@ -198,7 +198,7 @@ from typing import Any  # noqa: E402
 from temporalio.exceptions import ApplicationError  # noqa: E402
 
 from kepler.promotion import soaked_in  # noqa: E402
-from kepler.steps import history_of  # noqa: E402
+from kepler.payloads import history_of  # noqa: E402
 
 _CLUSTERS: dict[int, Any] = {}  # the worker's clusters, one set per platform it runs with
 

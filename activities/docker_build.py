@@ -25,7 +25,7 @@ from temporalio import activity
 from activities.errors import non_retryable, raise_for_status, retryable
 from activities.gitlab import gitlab_errors
 from kepler.settings import Platform, Secrets
-from kepler.steps import BuildRequest, BuildResult
+from kepler.payloads import BuildRequest, BuildResult
 
 LOG_TAIL_LINES = 30
 MAX_CONTEXT_BYTES = 512 * 1024 * 1024

@@ -19,7 +19,7 @@ from activities.http_retry import retrying_session
 from activities.errors import non_retryable, raise_for_status, retryable
 from kepler.spec import ServiceSpec
 from kepler.settings import Platform, Secrets
-from kepler.steps import (
+from kepler.payloads import (
     Commit, EnsureHook, EnsureProject, ExistingService, ProjectRef, ReadSpec, ResolveRef,
     UndoCreated,
 )

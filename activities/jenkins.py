@@ -20,7 +20,7 @@ from activities.http_retry import retrying_jenkins_session
 from activities.errors import non_retryable, raise_for_status, retryable
 from kepler import naming
 from kepler.settings import Platform, Secrets
-from kepler.steps import BuildRequest, BuildResult, EnsureJob, UndoCreated
+from kepler.payloads import BuildRequest, BuildResult, EnsureJob, UndoCreated
 
 POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 30

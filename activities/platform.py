@@ -11,7 +11,7 @@ from activities.errors import non_retryable
 from kepler import naming
 from kepler.identity import AllowedSigners
 from kepler.settings import ConfigError, Platform
-from kepler.steps import EnvironmentPolicy, PolicyQuery
+from kepler.payloads import EnvironmentPolicy, PolicyQuery
 
 
 def signers_of(platform: Platform) -> AllowedSigners:

@@ -11,7 +11,7 @@ from activities.http_clients import shared_httpx
 from activities.errors import non_retryable, raise_for_status, retryable
 from kepler.canary import AnalysisResult, CanaryAnalysis, MetricValue
 from kepler.settings import Platform
-from kepler.steps import VerifyRelease, VerifyResult
+from kepler.payloads import VerifyRelease, VerifyResult
 
 
 def instant_query(url: str, promql: str, timeout: float = 15) -> float | None:

@@ -11,13 +11,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities.errors import non_retryable, retryable
-from kepler import operations_client
+from kepler.clients import operations as operations_client
 from kepler.identity import SYSTEM, SigningError, sign
 from kepler.models import ReleaseRequest
-from kepler.operations import AUTO_PROMOTION, OFFER
+from kepler.contracts import AUTO_PROMOTION, OFFER
 from kepler.promotion import AutoPromotionRequest, auto_workflow_id
 from kepler.settings import Platform
-from kepler.temporal import LazyClient
+from kepler.clients.temporal import LazyClient
 
 
 class PromotionActivities:

@@ -10,7 +10,7 @@ from activities.errors import raise_for_status, retryable
 from activities.http_clients import shared_httpx
 from kepler.images import DIGEST_RE
 from kepler.settings import Platform, Secrets
-from kepler.steps import ImageQuery
+from kepler.payloads import ImageQuery
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",

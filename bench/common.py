@@ -30,9 +30,9 @@ from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest
 from kepler.spec import ServiceSpec
 from kepler.search_attributes import ALL_KEYS
 from kepler.settings import Platform, Secrets, parse_platform
-from kepler.temporal import data_converter
+from kepler.clients.temporal import data_converter
 from sandbox.registry.oci import LABEL_REVISION, build_image, push_image
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from tests.conftest import platform_yaml
 from worker import ACTIVITY_SLOTS, build_worker
 

@@ -23,9 +23,9 @@ from kepler.canary import CanaryControl
 from kepler.identity import SignedStatement, Statement
 from kepler.models import CanaryRequest
 from kepler.settings import load_platform
-from kepler.temporal import data_converter
-from kepler import operations_client as ops
-from kepler.operations import STATUS
+from kepler.clients.temporal import data_converter
+from kepler.clients import operations as ops
+from kepler.contracts import STATUS
 from tests.conftest import register_search_attributes
 from starter.canary import control_signer
 from tests.fakes.canary import CanaryWorld

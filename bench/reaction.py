@@ -20,8 +20,8 @@ from temporalio.client import WorkflowFailureError
 from bench.common import Figure, Stack, cached_commits, create_services, history, release
 from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, ReleaseRequest
-from kepler import operations_client as ops
-from kepler.operations import STATUS
+from kepler.clients import operations as ops
+from kepler.contracts import STATUS
 from starter.canary import control_signer
 from starter.signing import decide, sign_request
 

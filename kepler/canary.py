@@ -11,7 +11,7 @@ from pydantic import Field
 
 from kepler.models import CanaryProgress, CheckStatus, MetricCheck, Model, Outcome, StepRecord, UserName
 from kepler.spec import ServiceSpec
-from kepler.steps import EnvironmentPolicy
+from kepler.payloads import EnvironmentPolicy
 from kepler.identity import SignedStatement
 
 Verdict = Literal["passed", "failed", "halt", "inconclusive"]
@@ -19,7 +19,7 @@ Verdict = Literal["passed", "failed", "halt", "inconclusive"]
 
 class CanaryControl(Model):
     """The argument of the pause, resume, promote and abort updates: a signed statement of
-    the verb for exactly the running run (kepler.operations_client.control_statement), by
+    the verb for exactly the running run (kepler.clients.operations.control_statement), by
     a person the canary allows (workflows/common/canary_controls.py). `by` names them; runs
     from before signed controls took it as typed."""
     by: UserName

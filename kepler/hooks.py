@@ -18,7 +18,7 @@ from pydantic import Field
 from kepler import naming
 from kepler.manifests import resources_block
 from kepler.spec import Resources
-from kepler.steps import Authorization, PodShape, ReleaseTarget
+from kepler.payloads import Authorization, PodShape, ReleaseTarget
 from kepler.workloads import CONFIG_MOUNT, Model
 
 HookKind = Literal["pre_deploy", "post_deploy", "undo"]

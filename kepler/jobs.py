@@ -9,7 +9,7 @@ from pydantic import Field
 
 from kepler.models import Model, Outcome
 from kepler.requests import EnvRequest
-from kepler.steps import ReleaseTarget
+from kepler.payloads import ReleaseTarget
 
 
 class RunJobRequest(EnvRequest):

@@ -8,7 +8,7 @@ from typing import Any
 
 from kepler import naming
 from kepler.spec import Resources, ServiceSpec
-from kepler.steps import PodShape
+from kepler.payloads import PodShape
 from kepler.workloads import CONFIG_MOUNT, Volume
 
 PLACEHOLDER_IMAGE = "kepler/placeholder:none"  # the Deployment before its first release

@@ -1,7 +1,7 @@
 """What every operation request is: whom it is about (`subject`), the one line that
 describes it (`summary`) and, for an operation with an id of its own, that id. The
-client (kepler/operations_client.py) asks the request, never its type; the registry
-(kepler/operations.py) says which workflow takes it and which lock its id takes.
+client (kepler/clients/operations.py) asks the request, never its type; the registry
+(kepler/contracts.py) says which workflow takes it and which lock its id takes.
 
 Most requests share one envelope (`SignedRequest`: who asks, signed, why); those about
 one service in one environment add both (`EnvRequest`).

@@ -1,6 +1,6 @@
 """The per-call retry policy for transient HTTP failures (urllib3), shared by the
 activities' HTTP sessions (activities/http_retry.py) and every Kubernetes API client
-(kepler/kube.py), the CLI's included.
+(kepler/clients/kube.py), the CLI's included.
 
 Each *idempotent* call (GET, HEAD, PUT, DELETE) is retried a few times, quickly, when
 the answer means "try again" (429, 502, 503, 504), the connection is refused, or the

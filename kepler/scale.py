@@ -20,7 +20,7 @@ from kepler.models import Model, Outcome
 from kepler.requests import EnvRequest
 from kepler.spec import Resources
 from kepler.settings import Bounds
-from kepler.steps import Authorization, ReleaseTarget
+from kepler.payloads import Authorization, ReleaseTarget
 from kepler.validation import Quantity
 
 REPLICAS = naming.ANNOTATION_PREFIX + "replicas"

@@ -28,11 +28,11 @@ from starlette.routing import Route
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
-from kepler import operations_client
+from kepler.clients import operations as operations_client
 from kepler.alerts import AlertActionRequest, WebhookPayload, rollback_of, triage
 from kepler.identity import SYSTEM
 from kepler.settings import Platform, Secrets
-from kepler.temporal import LazyClient
+from kepler.clients.temporal import LazyClient
 from kepler.validation import describe_validation_error
 from starter import session, signing
 from starter.cli_common import command

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from kepler.audit import AuditRow, Signed, row
 from kepler.identity import AllowedSigners
 from kepler.models import ApprovalDecision
-from kepler.operations import BY_WORKFLOW
+from kepler.contracts import BY_WORKFLOW
 from kepler.settings import ConfigError, Platform
 from starter import session
 from starter.cli_common import BAD_INPUT, OK, CliError, command, emit

@@ -9,7 +9,9 @@ from typing import Any, Optional
 
 import typer
 
-from kepler import naming, operations_client
+from kepler import naming
+
+from kepler.clients import operations as operations_client
 from kepler.canary import CanaryControl
 from kepler.identity import PERSON, SignedStatement, Statement
 from kepler.models import CanaryRequest, MetricCheck

@@ -8,7 +8,7 @@ Every request is verified with Slack's signing secret (v0 HMAC-SHA256 over
 `v0:{timestamp}:{body}`, timestamp at most 5 minutes old, constant-time compare,
 each signature accepted once); anything else gets 401 and changes nothing. Slack
 users act as the Kepler identity `chatops.users` maps them to; unmapped users are
-refused. Everything goes through kepler/operations_client.py, the same functions and
+refused. Everything goes through kepler/clients/operations.py, the same functions and
 workflow updates as the CLI, so the approval validators (four eyes) hold here too.
 """
 
@@ -36,14 +36,16 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from kepler import naming, operations_client
+from kepler import naming
+
+from kepler.clients import operations as operations_client
 from kepler.decommission import RestoreRequest
 from kepler.canary import CanaryControl
 from kepler.models import (
     ApprovalDecision, CanaryRequest, DecommissionRequest, ReleaseRequest, RollbackRequest,
 )
 from kepler.settings import Platform, Secrets
-from kepler.temporal import LazyClient
+from kepler.clients.temporal import LazyClient
 from kepler.validation import describe_validation_error, service_name
 from starter import session, signing
 from starter.canary import control_signer

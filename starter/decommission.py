@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from kepler import naming, operations_client
+from kepler import naming
+
+from kepler.clients import operations as operations_client
 from kepler.decommission import RestoreRequest
 from kepler.models import DecommissionRequest
 from starter import session

@@ -22,10 +22,10 @@ import typer
 import yaml
 from temporalio.client import Client
 
-from kepler import operations_client
+from kepler.clients import operations as operations_client
 from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseRequest
 from kepler.spec import ServiceSpec
-from kepler.operations_client import Started
+from kepler.clients.operations import Started
 from kepler.settings import Platform, Secrets
 from starter import session, signing
 from starter.cli_common import FAILED, CliError, OutputOpt, console, fail

@@ -12,11 +12,13 @@ import typer
 from rich.table import Table
 from temporalio.client import Client
 
-from kepler import freeze_client, operations_client
+from kepler.clients import freezes as freeze_client
+
+from kepler.clients import operations as operations_client
 from kepler.freeze import (
     ActiveFreeze, FreezeRequest, UnfreezeRequest, freeze_workflow_id,
 )
-from kepler.freeze_client import FreezeLookupError, ListedFreeze
+from kepler.clients.freezes import FreezeLookupError, ListedFreeze
 from kepler.settings import Platform
 from starter import session
 from starter.cli_common import BAD_INPUT, FAILED, OK, AsOpt, CliError, command, emit

@@ -59,8 +59,8 @@ def register(app: typer.Typer) -> None:
 
 def _logs(p: Platform, service: str, env: str, version: str, since: int | None, tail: int | None,
           follow: bool, as_json: bool) -> int:
-    from kepler import pod_logs as k8s_logs
-    from kepler.kube import Clusters
+    from kepler.clients import pod_logs as k8s_logs
+    from kepler.clients.kube import Clusters
 
     namespace = p.environment(env).namespace_for(service, env)
     try:

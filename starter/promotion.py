@@ -10,12 +10,14 @@ from rich.table import Table
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from kepler import naming, operations_client
-from kepler.kube import Clusters, read_deployment
-from kepler.operations import PROMOTION_REPORT
+from kepler import naming
+
+from kepler.clients import operations as operations_client
+from kepler.clients.kube import Clusters, read_deployment
+from kepler.contracts import PROMOTION_REPORT
 from kepler.promotion import LiveRelease, auto_workflow_id, live_release_of
 from kepler.settings import Platform
-from kepler.steps import history_of
+from kepler.payloads import history_of
 from starter import session
 from starter.cli_common import emit
 

@@ -9,8 +9,10 @@ from typing import Callable, Optional
 import typer
 from temporalio.service import RPCError
 
-from kepler import naming, operations_client
-from kepler.kube import Clusters
+from kepler import naming
+
+from kepler.clients import operations as operations_client
+from kepler.clients.kube import Clusters
 from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest, RollbackRequest
 from kepler.settings import Platform
 from starter import session, signing

@@ -14,7 +14,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from kepler import operations_client
+from kepler.clients import operations as operations_client
 from kepler.models import ReleaseRequest
 from kepler.schedules import ScheduledReleaseRequest, schedule_id
 from kepler.settings import Platform

@@ -13,13 +13,15 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
-from kepler import freeze_client, operations_client
+from kepler.clients import freezes as freeze_client
+
+from kepler.clients import operations as operations_client
 from kepler.freeze import refusal
-from kepler.freeze_client import FreezeLookupError
+from kepler.clients.freezes import FreezeLookupError
 from kepler.models import OperationStatus
-from kepler.operations_client import Refused, Started
+from kepler.clients.operations import Refused, Started
 from kepler.settings import ConfigError, Platform, load_platform
-from kepler.temporal import connect
+from kepler.clients.temporal import connect
 from kepler.validation import describe_validation_error, service_name
 from starter.cli_common import BAD_INPUT, FAILED, OK, REFUSED, CliError, emit
 from starter.watch import watch

@@ -16,7 +16,9 @@ from typing import TypeVar
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from kepler import naming, operations_client
+from kepler import naming
+
+from kepler.clients import operations as operations_client
 from kepler.identity import DELEGATE, PERSON, SYSTEM, SigningError, sign  # re-exported for the CLI
 from kepler.models import ApprovalDecision
 from kepler.schedules import schedule_id

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from kepler.models import OperationStatus
-from kepler import operations_client
-from kepler.operations import TRAIN_REPORT
-from kepler.operations_client import Started
+from kepler.clients import operations as operations_client
+from kepler.contracts import TRAIN_REPORT
+from kepler.clients.operations import Started
 from kepler.train import TrainReport, TrainRequest
 from kepler.validation import describe_validation_error
 from starter import session

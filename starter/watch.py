@@ -12,9 +12,9 @@ from rich.text import Text
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
-from kepler import operations_client
+from kepler.clients import operations as operations_client
 from kepler.models import CanaryProgress, OperationStatus
-from kepler.operations import STATUS
+from kepler.contracts import STATUS
 from starter.cli_common import console
 
 MARKS = {"done": "[green]✔[/green]", "failed": "[red]✘[/red]", "running": "[yellow]…[/yellow]",

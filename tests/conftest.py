@@ -8,7 +8,7 @@ from typing import AsyncIterator, Iterator
 import pytest
 
 from kepler.search_attributes import ALL_KEYS
-from kepler.temporal import data_converter
+from kepler.clients.temporal import data_converter
 from sandbox.serve import Sandbox
 from sandbox.world import SandboxSettings
 

@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 
 from kepler.codec import CodecError, EncryptionCodec, parse_keys
 from kepler.models import ApprovalDecision
-from kepler.temporal import data_converter
+from kepler.clients.temporal import data_converter
 from tests.helpers import free_port, wait_until
 from tests.fakes.sample_workflows import Echo
 

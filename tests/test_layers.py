@@ -78,7 +78,7 @@ def test_modules_stay_small(package: str) -> None:
 # --- the one lifecycle and the registry's contracts ---------------------------------------------
 
 RUNTIME = ("kepler", "workflows", "activities", "starter", "bench")
-REGISTRY = ROOT / "kepler" / "operations.py"
+REGISTRY = ROOT / "kepler" / "contracts.py"
 # calls that name a message or a workflow type by their first argument
 NAMING_CALLS = {"query", "execute_update", "start_update", "signal", "start_workflow",
                 "start_child_workflow", "execute_child_workflow", "get_external_workflow_handle"}
@@ -125,7 +125,7 @@ def _names_by_string(path: Path, forbidden: set[str], types: set[str]) -> list[s
 
 def _registered_names() -> tuple[set[str], set[str]]:
     """(every workflow type and message name, the workflow types)."""
-    from kepler.operations import OPERATIONS
+    from kepler.contracts import OPERATIONS
 
     workflow_types = {o.workflow for o in OPERATIONS}
     return workflow_types | {name for o in OPERATIONS for name in o.handlers}, workflow_types
@@ -133,7 +133,7 @@ def _registered_names() -> tuple[set[str], set[str]]:
 
 def test_messages_and_workflow_types_are_named_by_the_registry_only() -> None:
     """No update, query or signal name, and no workflow type, as a string outside
-    kepler/operations.py: a rename there renames it everywhere, or fails to import."""
+    kepler/contracts.py: a rename there renames it everywhere, or fails to import."""
     forbidden, types = _registered_names()
     found = [hit for path in _runtime_files() if path != REGISTRY
              for hit in _names_by_string(path, forbidden, types)]
@@ -156,7 +156,7 @@ def test_every_workflow_runs_through_the_lifecycle() -> None:
     import textwrap
 
     import workflows
-    from kepler.operations import OPERATIONS
+    from kepler.contracts import OPERATIONS
     from workflows.base import KeplerWorkflow
 
     def calls_operate(cls: type, method: str, depth: int = 0) -> bool:
@@ -180,7 +180,7 @@ def test_each_workflow_takes_exactly_its_contracts_messages() -> None:
     from temporalio.workflow import _Definition
 
     import workflows
-    from kepler.operations import OPERATIONS
+    from kepler.contracts import OPERATIONS
     from workflows.common.approval import ApprovalGate
 
     for o in OPERATIONS:

@@ -25,7 +25,7 @@ from kepler import telemetry
 from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest
 from kepler.spec import ServiceSpec
 from kepler.settings import Secrets, parse_platform
-from kepler.temporal import data_converter
+from kepler.clients.temporal import data_converter
 from sandbox.serve import Sandbox
 from tests.conftest import platform_yaml
 from tests.helpers import decide, free_port, signed

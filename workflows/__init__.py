@@ -1,5 +1,5 @@
 """Workflows: deterministic code only. Each lives in its own importable module, named in
-the registry of operations (kepler/operations.py).
+the registry of operations (kepler/contracts.py).
 
 The package imports nothing itself: Temporal's sandbox re-imports a workflow's module,
 package included, for every workflow run, so importing every workflow here made each
@@ -14,7 +14,7 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    from kepler.operations import BY_WORKFLOW, OPERATIONS
+    from kepler.contracts import BY_WORKFLOW, OPERATIONS
 
     if name == "ALL":
         return [__getattr__(o.workflow) for o in OPERATIONS]

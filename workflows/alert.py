@@ -12,7 +12,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import ALERT_ACTION
+    from kepler.contracts import ALERT_ACTION
     from activities.alerts import AlertActivities
     from kepler.alerts import AlertActionRequest, AlertOutcome
     from kepler.models import Operation

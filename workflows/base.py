@@ -23,7 +23,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import STATUS
+    from kepler.contracts import STATUS
     from kepler import search_attributes as sa
     from kepler.models import Operation, OperationStatus, Outcome, StepRecord
     from activities.notify import NotifyActivities

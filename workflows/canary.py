@@ -22,7 +22,7 @@ from typing import Awaitable, TypeVar
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import CANARY
+    from kepler.contracts import CANARY
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.istio import IstioActivities
     from activities.kubernetes.workloads import DeploymentActivities
@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.canary import (CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
                                failure_counts, new_checks)
     from kepler.models import CanaryProgress, CanaryRequest, Operation
-    from kepler.steps import (ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec,
+    from kepler.payloads import (ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec,
                               ReleaseTarget, ResolveRef, RouteWeights, ScaleDeployment, WaitRollout)
     import workflows.steps.carried as carried_state
     import workflows.steps.hooks as release_hooks

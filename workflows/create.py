@@ -16,7 +16,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import CREATE_SERVICE
+    from kepler.contracts import CREATE_SERVICE
     import yaml
 
     from activities.gitlab import GitLabActivities
@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from kepler import manifests
     from kepler.models import CreateServiceRequest, Operation, ReleaseReport
-    from kepler.steps import (
+    from kepler.payloads import (
         AdoptedObject, ApplyObjects, EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy,
         UndoCreated,
     )

@@ -18,13 +18,13 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import DECOMMISSION
-    from kepler.operations import DECOMMISSION_REPORT, RESTORE
+    from kepler.contracts import DECOMMISSION
+    from kepler.contracts import DECOMMISSION_REPORT, RESTORE
     from activities.gitlab import GitLabActivities
     from activities.jenkins import JenkinsActivities
     from activities.kubernetes.istio import IstioActivities
     from activities.kubernetes.teardown import TeardownActivities
-    from activities.operations import OperationsActivities
+    from activities.temporal import TemporalActivities
     from kepler import naming
     from kepler.decommission import (
         DecommissionPlan, DecommissionReport, Footprint, RestoreRequest, RunningQuery,
@@ -58,7 +58,7 @@ class Decommission(ApprovalGate, KeplerWorkflow):
     async def runbook(self, req: DecommissionRequest) -> Done:
         report: DecommissionReport = self.report
         workflow.deprecate_patch(SEALED_AUTHORITY)
-        self.plan = plan = await self.step("read policy", OperationsActivities.decommission_plan,
+        self.plan = plan = await self.step("read policy", TemporalActivities.decommission_plan,
                                            req.service)
         self.identify(plan.signers, gated=True)  # a decommission always needs approval
         await self.claim_request()
@@ -105,7 +105,7 @@ class Decommission(ApprovalGate, KeplerWorkflow):
     async def refuse_if_busy(self, service: str) -> None:
         assert self.plan is not None
         running: list[str] = await self.step(
-            "check running operations", OperationsActivities.running_operations,
+            "check running operations", TemporalActivities.running_operations,
             RunningQuery(service=service, envs=[t.env for t in self.plan.targets],
                          exclude=workflow.info().workflow_id))
         if running:
@@ -150,7 +150,7 @@ class Decommission(ApprovalGate, KeplerWorkflow):
                           TeardownRequest(target=target, part="kubernetes",
                                           delete_namespace=self.plan.policy.delete_namespaces))
         if self._schedules is not None:
-            await attempt("delete release schedules", OperationsActivities.delete_schedules,
+            await attempt("delete release schedules", TemporalActivities.delete_schedules,
                           self._schedules)
         if self.plan.builder == "jenkins":
             await attempt("delete Jenkins job", JenkinsActivities.delete_job, service,
@@ -186,8 +186,8 @@ class Decommission(ApprovalGate, KeplerWorkflow):
             service=service, envs=[t.env for t in self.plan.targets],
             note=f"paused by decommission {info.workflow_id} (run {info.run_id})")
         undo = self.saga.add("release schedules resumed", lambda: self.step(  # even half-done
-            "undo: resume release schedules", OperationsActivities.unpause_schedules, pause))
-        if not await self.step("pause release schedules", OperationsActivities.pause_schedules,
+            "undo: resume release schedules", TemporalActivities.unpause_schedules, pause))
+        if not await self.step("pause release schedules", TemporalActivities.pause_schedules,
                                pause):
             self.saga.discard(undo)  # nothing paused, nothing to put back
 

@@ -18,15 +18,15 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import FREEZE
-    from kepler.operations import FREEZE_IN_FORCE, UNFREEZE
+    from kepler.contracts import FREEZE
+    from kepler.contracts import FREEZE_IN_FORCE, UNFREEZE
     from kepler.freeze import (
         EVERY_SERVICE, ActiveFreeze, FreezeReport, FreezeRequest, UnfreezeRequest,
         freeze_workflow_id,
     )
     from kepler.identity import InvalidStatement, verify
     from kepler.models import Operation, Outcome
-    from kepler.steps import EnvironmentPolicy
+    from kepler.payloads import EnvironmentPolicy
     from workflows.base import Done, KeplerWorkflow, StepFailed
     from workflows.common.trust import Untrusted, check_fresh
     from workflows.steps.platform import read_policy

@@ -10,10 +10,10 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import RUN_JOB
+    from kepler.contracts import RUN_JOB
     from kepler.jobs import JobReport, RunJobRequest
     from kepler.models import Operation
-    from kepler.steps import EnvironmentPolicy, ReleaseTarget
+    from kepler.payloads import EnvironmentPolicy, ReleaseTarget
     import workflows.steps.cronjob as cronjob
     import workflows.steps.kube as kube
     from workflows.steps.platform import read_policy

@@ -20,15 +20,15 @@ from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import AUTO_PROMOTION
+    from kepler.contracts import AUTO_PROMOTION
     from activities.kubernetes.workloads import DeploymentActivities
     from activities.platform import PlatformActivities
     from activities.promotion import PromotionActivities
     from kepler import naming
     from kepler.models import Operation, ReleaseRequest
-    from kepler.operations import OFFER, PROMOTION_REPORT
+    from kepler.contracts import OFFER, PROMOTION_REPORT
     from kepler.promotion import AutoPromotionReport, AutoPromotionRequest, LiveRelease
-    from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget
+    from kepler.payloads import EnvironmentPolicy, PolicyQuery, ReleaseTarget
     from workflows.base import COORDINATORS, Done, KeplerWorkflow
     from workflows.common.children import child_operation
     from workflows.legacy.coordinators import AutoPromotionBefore

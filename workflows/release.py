@@ -17,13 +17,13 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import RELEASE_VERSION
+    from kepler.contracts import RELEASE_VERSION
     from activities.gitlab import GitLabActivities
     from activities.prometheus import PrometheusActivities
     from kepler import manifests
     from kepler.models import Operation, ReleaseReport, ReleaseRequest
     from kepler.train import TRAIN_PREFIX
-    from kepler.steps import (
+    from kepler.payloads import (
         ApplyRelease, Authorization, Commit, EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef,
         VerifyRelease, WaitRollout,
     )

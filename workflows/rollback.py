@@ -12,14 +12,14 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import ROLLBACK
+    from kepler.contracts import ROLLBACK
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.istio import IstioActivities
     from activities.kubernetes.workloads import DeploymentActivities
     from activities.registry import RegistryActivities
     from kepler import manifests
     from kepler.models import Operation, ReleaseReport, RollbackRequest
-    from kepler.steps import (
+    from kepler.payloads import (
         ApplyRelease, EnvironmentPolicy, ImageQuery, ReadSpec, ReleaseSnapshot,
         ReleaseTarget, ResolveRef, Revision, RouteWeights, WaitRollout,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import SCALE, SET_RESOURCES
+    from kepler.contracts import SCALE, SET_RESOURCES
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.scale import ScaleActivities
     from kepler.models import Operation
@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
         ApplyOverrides, DeploymentState, Overrides, ResourcesRequest, ScaleReport, ScaleRequest,
         bounds_problems, describe_resources, minimum_problems, request_problems,
     )
-    from kepler.steps import EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef, WaitRollout
+    from kepler.payloads import EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef, WaitRollout
     import workflows.steps.kube as kube
     from workflows.steps.platform import read_policy
     from workflows.common.approval import ApprovalGate

@@ -11,16 +11,16 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import SCHEDULED_RELEASE
-    from activities.operations import OperationsActivities
+    from kepler.contracts import SCHEDULED_RELEASE
+    from activities.temporal import TemporalActivities
     from activities.platform import PlatformActivities
     from kepler import naming
     from kepler.decommission import RunningQuery
     from kepler.freeze import in_force
     from kepler.models import Operation
-    from kepler.operations import SCHEDULED_REPORT
+    from kepler.contracts import SCHEDULED_REPORT
     from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
-    from kepler.steps import EnvironmentPolicy, PolicyQuery
+    from kepler.payloads import EnvironmentPolicy, PolicyQuery
     from workflows.base import COORDINATORS, Done, KeplerWorkflow
     from workflows.common.children import child_operation
     from workflows.legacy.coordinators import scheduled_release
@@ -50,7 +50,7 @@ class ScheduledRelease(KeplerWorkflow):
         child_id = naming.workflow_id(rel.service, rel.env)
         self.report.release_id = child_id
         busy: list[str] = await self.step(
-            "check nothing runs on the whole service", OperationsActivities.running_operations,
+            "check nothing runs on the whole service", TemporalActivities.running_operations,
             RunningQuery(service=rel.service, envs=[]))
         if busy:  # a create or decommission holds <service>@all: a manual release waits too
             return self.skipped("; ".join(busy))
@@ -58,7 +58,7 @@ class ScheduledRelease(KeplerWorkflow):
             policy: EnvironmentPolicy = await self.step(
                 "read the freeze windows", PlatformActivities.environment_policy,
                 PolicyQuery(service=rel.service, env=rel.env))
-            adhoc = await self.step("check freeze", OperationsActivities.active_freeze, rel.env)
+            adhoc = await self.step("check freeze", TemporalActivities.active_freeze, rel.env)
             frozen = in_force(policy.freeze, adhoc, rel.env, workflow.now())
             if frozen is not None:
                 return self.skipped(f"not released: {frozen.describe()}")

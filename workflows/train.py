@@ -21,15 +21,15 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import RELEASE_TRAIN
-    from kepler.operations import TRAIN_REPORT
+    from kepler.contracts import RELEASE_TRAIN
+    from kepler.contracts import TRAIN_REPORT
     from activities.gitlab import GitLabActivities
     from activities.kubernetes.workloads import DeploymentActivities
-    from activities.operations import OperationsActivities
+    from activities.temporal import TemporalActivities
     from kepler import naming
     from kepler.decommission import RunningQuery
     from kepler.models import Operation, ReleaseReport, ReleaseRequest, StepRecord
-    from kepler.steps import EnvironmentPolicy, ReleaseSnapshot, ReleaseTarget, ResolveRef
+    from kepler.payloads import EnvironmentPolicy, ReleaseSnapshot, ReleaseTarget, ResolveRef
     from kepler.train import MemberResult, TrainMember, TrainReport, TrainRequest, waves
     from workflows.common.children import child_operation
     import workflows.steps.cronjob as cronjob
@@ -125,7 +125,7 @@ class ReleaseTrain(ApprovalGate, KeplerWorkflow):
         async def one(m: TrainMember) -> EnvironmentPolicy:
             policy = await read_policy(self, m.service, req.env, f"{m.service}: read policy")
             busy = await self.step(f"{m.service}: check nothing runs",
-                                   OperationsActivities.running_operations,
+                                   TemporalActivities.running_operations,
                                    RunningQuery(service=m.service, envs=[req.env]))
             if busy:
                 raise StepFailed(f"{m.service}: check nothing runs", "; ".join(busy), "Conflict")

@@ -1,5 +1,5 @@
 """One official-`kubernetes`-client ApiClient per environment's cluster (made by
-kepler/kube.py), generic REST verbs over the kinds Kepler manages (core, apps, batch,
+kepler/clients/kube.py), generic REST verbs over the kinds Kepler manages (core, apps, batch,
 autoscaling, policy, Istio), and the read-modify-write every update goes through.
 
 Every Kubernetes call of the activities goes through `Cluster`'s verbs: deploy/rbac.py
@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import non_retryable, raise_for_status, retryable
-from kepler import kube
+from kepler.clients import kube
 from kepler.retry import ATTEMPTS, IDEMPOTENT
 from kepler.settings import Platform
 

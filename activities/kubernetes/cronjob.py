@@ -16,9 +16,10 @@ from temporalio import activity
 from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster
 from activities.kubernetes.release import CRONJOB, ReleaseActivities, cannot_start
-from kepler import manifests, naming, pod_logs
+from kepler import manifests, naming
+from kepler.clients import pod_logs
 from kepler.jobs import JobRef, JobResult, StartJob, WaitJob
-from kepler.steps import ApplyRelease, ApplyResult, RecordRelease, ReleaseSnapshot, ReleaseTarget
+from kepler.payloads import ApplyRelease, ApplyResult, RecordRelease, ReleaseSnapshot, ReleaseTarget
 
 POLL_SECONDS = 0.25
 MANUAL = "cronjob.kubernetes.io/instantiate"

@@ -11,7 +11,7 @@ from activities.kubernetes.client import ClusterActivities, read_modify_write
 from activities.kubernetes.release import DEPLOYMENT
 from kepler import manifests, naming
 from kepler.decommission import Footprint
-from kepler.steps import ReleaseTarget, RouteWeights
+from kepler.payloads import ReleaseTarget, RouteWeights
 
 
 def current_weights(vs: dict) -> tuple[int, int, bool]:

@@ -20,7 +20,7 @@ from activities.authority import calling_run
 from activities.authorization import authorize
 from kepler import manifests, naming
 from kepler.spec import Resources
-from kepler.steps import (
+from kepler.payloads import (
     ApplyRelease, ApplyResult, PodShape, RecordRelease, ReleaseSnapshot, history_of,
     ReleaseTarget,
 )

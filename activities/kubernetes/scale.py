@@ -11,7 +11,7 @@ from activities.kubernetes.client import ClusterActivities, read_modify_write
 from activities.kubernetes.release import DEPLOYMENT, resources_of
 from kepler import manifests, naming
 from kepler.scale import OVERRIDE_KEYS, ApplyOverrides, DeploymentState, Overrides
-from kepler.steps import ReleaseTarget
+from kepler.payloads import ReleaseTarget
 
 
 def overrides_of(annotations: dict[str, str]) -> Overrides:

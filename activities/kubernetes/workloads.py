@@ -18,7 +18,7 @@ from activities.kubernetes.client import Cluster
 from activities.kubernetes.release import DEPLOYMENT, ReleaseActivities, cannot_start, history_of
 from kepler import naming
 from kepler.promotion import LiveRelease, live_release_of
-from kepler.steps import (
+from kepler.payloads import (
     AdoptedObject, Applied, ApplyObjects, ApplyRelease, ApplyResult, RecordRelease,
     ReleaseSnapshot, ReleaseTarget, Revision, RolloutResult, ScaleDeployment, UndoCreated,
     WaitRollout,

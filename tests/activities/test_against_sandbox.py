@@ -24,7 +24,7 @@ from activities.registry import RegistryActivities
 from kepler import manifests
 from kepler.spec import ServiceSpec
 from kepler.settings import Platform, Secrets, parse_platform
-from kepler.steps import (
+from kepler.payloads import (
     ApplyObjects, ApplyRelease, Authorization, BuildRequest, EnsureHook, EnsureJob, EnsureProject, ImageQuery, ReadSpec,
     ReleaseTarget, ResolveRef, RouteWeights, UndoCreated, WaitRollout,
 )

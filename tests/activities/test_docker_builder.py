@@ -24,7 +24,7 @@ from deploy import rbac
 from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest
 from kepler.spec import ServiceSpec
 from kepler.settings import Platform, Secrets, parse_platform
-from kepler.steps import BuildRequest
+from kepler.payloads import BuildRequest
 from sandbox.serve import Sandbox
 from sandbox.world import SandboxSettings
 from tests.conftest import platform_yaml

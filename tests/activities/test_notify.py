@@ -23,7 +23,7 @@ from activities.notify import NotifyActivities
 from kepler.notifications import Notification
 from kepler.models import OperationStatus, ReleaseRequest
 from kepler.settings import ConfigError, Platform, Secrets, parse_platform
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from tests.fakes.world import FakeWorld
 from tests.helpers import free_port
 from tests.receivers import HttpReceiver, SmtpServer, self_signed

@@ -20,7 +20,7 @@ from kepler import manifests
 from kepler.decommission import EnvTarget, TeardownRequest
 from kepler.spec import ServiceSpec
 from kepler.settings import parse_platform
-from kepler.steps import ApplyObjects
+from kepler.payloads import ApplyObjects
 from sandbox.serve import Sandbox
 from deploy import rbac
 from tests.conftest import platform_yaml

@@ -1,4 +1,4 @@
-"""kepler/operations_client.py without a server: each operation's id, summary and the
+"""kepler/clients/operations.py without a server: each operation's id, summary and the
 search attributes it starts with (the one place they are written)."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 import pytest
 
 from kepler.promotion import AutoPromotionRequest
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from kepler import search_attributes as sa
 from kepler.alerts import AlertActionRequest
 from kepler.models import CreateServiceRequest, DecommissionRequest, ReleaseRequest, RollbackRequest
 from kepler.spec import ServiceSpec
-from kepler.operations import OPERATIONS
+from kepler.contracts import OPERATIONS
 from kepler.schedules import ScheduledReleaseRequest
 from kepler.train import TrainMember, TrainRequest
 

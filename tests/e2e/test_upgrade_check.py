@@ -16,7 +16,7 @@ from temporalio import workflow
 
 import workflows
 from kepler.models import ReleaseReport, ReleaseRequest
-from kepler.operations import RELEASE_VERSION
+from kepler.contracts import RELEASE_VERSION
 from sandbox.serve import Sandbox
 from tests.e2e.test_release import kepler, wait_for_outcome, wait_for_stage
 from worker import replay_open_runs, workflow_type

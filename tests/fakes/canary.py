@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from kepler.canary import AnalysisResult, CanaryAnalysis, MetricValue
-from kepler.steps import (
+from kepler.payloads import (
     Applied, ApplyObjects, ApplyRelease, ApplyResult, RolloutResult, RouteWeights, ScaleDeployment,
     WaitRollout,
 )

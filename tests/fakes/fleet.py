@@ -14,7 +14,7 @@ from kepler import naming
 from kepler.decommission import RunningQuery
 from kepler.spec import Resources
 from kepler.scale import OVERRIDE_KEYS, ApplyOverrides, DeploymentState, Overrides
-from kepler.steps import (
+from kepler.payloads import (
     ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout,
 )
 from tests.fakes.world import FakeWorld, by_name

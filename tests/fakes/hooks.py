@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from kepler.hooks import StartHook
 from kepler.jobs import JobRef, JobResult, WaitJob
 from kepler.spec import Hooks, ServiceSpec
-from kepler.steps import ReadSpec
+from kepler.payloads import ReadSpec
 from tests.fakes.world import FakeWorld, replaced
 
 

@@ -13,12 +13,12 @@ from temporalio.exceptions import ApplicationError
 
 from kepler.canary import CanaryState
 from kepler.freeze import ActiveFreeze, EnvironmentFreeze
-from kepler.freeze_client import adhoc_freezes
+from kepler.clients.freezes import adhoc_freezes
 from kepler.identity import RequestUse
 from kepler.promotion import LiveRelease, PromotionPath
 from kepler.spec import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
-from kepler.steps import (
+from kepler.payloads import (
     AdoptedObject, Applied, ApplyObjects, ExistingService, ReleaseRecord, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
     EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyQuery, ProjectRef,
     ReadSpec, ReleaseSnapshot, ReleaseTarget, ResolveRef, Revision, RolloutResult, RouteWeights,

@@ -15,8 +15,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.kubernetes.client import Clusters
 from activities.kubernetes.workloads import DeploymentActivities
-from kepler import pod_logs
-from kepler.steps import WaitRollout
+from kepler.clients import pod_logs
+from kepler.payloads import WaitRollout
 from tests.helpers import eventually
 from tests.realk8s.conftest import Backend, run
 from tests.realk8s.test_workloads import created, pushed, release

@@ -16,7 +16,7 @@ from kepler import manifests
 from kepler.decommission import EnvTarget, TeardownRequest
 from kepler.jobs import StartJob, WaitJob
 from kepler.spec import Resources, ServiceSpec
-from kepler.steps import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, RouteWeights
+from kepler.payloads import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, RouteWeights
 from kepler.workloads import Schedule
 from tests.helpers import eventually
 from tests.realk8s.conftest import Backend, run

@@ -14,7 +14,7 @@ from activities.kubernetes.workloads import DeploymentActivities
 from kepler import manifests
 from kepler.scale import ApplyOverrides, Overrides
 from kepler.spec import Resources, ServiceSpec
-from kepler.steps import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, UndoCreated, WaitRollout
+from kepler.payloads import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, UndoCreated, WaitRollout
 from sandbox.registry.oci import build_image, push_image
 from tests.helpers import eventually
 from tests.realk8s.conftest import Backend, run

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from kepler.models import CreateServiceRequest, ReleaseRequest
 from kepler.spec import ServiceSpec
 from sandbox.serve import Sandbox
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from tests.conftest import platform_yaml
 from tests.helpers import sandbox_fixture, signed
 from tests.workers import WorkerProcess, wait_for

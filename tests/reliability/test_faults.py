@@ -27,10 +27,10 @@ from activities.kubernetes.client import Cluster, read_modify_write
 from kepler.models import CreateServiceRequest, ReleaseRequest
 from kepler.spec import ServiceSpec
 from kepler.settings import Secrets, parse_platform
-from kepler.steps import BuildRequest, BuildResult, Commit, ResolveRef
+from kepler.payloads import BuildRequest, BuildResult, Commit, ResolveRef
 from sandbox.serve import Sandbox
 from sandbox.world import STANDINS
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from tests.conftest import platform_yaml
 from tests.fakes.world import FakeWorld, sha_of
 from tests.helpers import sandbox_fixture

@@ -17,9 +17,9 @@ from kepler.canary import CanaryReport
 from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseReport, ReleaseRequest
 from kepler.spec import ServiceSpec
 from kepler.search_attributes import ALL_KEYS, type_name
-from kepler.temporal import connect
+from kepler.clients.temporal import connect
 from sandbox.serve import Sandbox
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from tests.conftest import platform_yaml
 from tests.helpers import free_port
 from tests.helpers import sandbox_fixture

@@ -17,7 +17,7 @@ from kepler.spec import ServiceSpec
 from kepler.scale import ResourcesRequest, ScaleRequest
 from kepler.train import TrainMember, TrainRequest
 from sandbox.serve import Sandbox
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from tests.conftest import platform_yaml
 from tests.receivers import HttpReceiver
 from tests.helpers import decide, sandbox_fixture, signed

@@ -21,7 +21,7 @@ from kepler.identity import Statement
 from kepler.models import ReleaseRequest
 from kepler.spec import ServiceSpec
 from kepler.settings import Platform, parse_platform
-from kepler.steps import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, RouteWeights
+from kepler.payloads import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, RouteWeights
 from sandbox.serve import Sandbox
 from starter.signing import sign, signing_key
 from tests.conftest import platform_yaml

@@ -77,7 +77,7 @@ def test_two_break_glass_approvals_let_it_through_and_a_rollback_needs_none(plat
 
 def hook(p: Platform, kind: str, approvals: Any, image: str = NEXT) -> Any:
     from kepler.hooks import HookRelease, StartHook, job_name
-    from kepler.steps import ReleaseTarget
+    from kepler.payloads import ReleaseTarget
 
     auth = change(p, approvals=approvals).authorization
     return StartHook(release=HookRelease(target=ReleaseTarget(env="prod", namespace="vault-prod",

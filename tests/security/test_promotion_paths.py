@@ -23,7 +23,7 @@ from kepler.identity import Statement
 from kepler.models import ReleaseRequest
 from kepler.settings import Platform, parse_platform
 from kepler.spec import ServiceSpec
-from kepler.steps import (
+from kepler.payloads import (
     ApplyObjects, ApplyRelease, Authorization, RecordRelease, ReleaseRecord, ReleaseTarget,
 )
 from sandbox.serve import Sandbox

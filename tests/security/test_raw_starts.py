@@ -13,13 +13,13 @@ from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
 
 import workflows
-from activities.operations import OperationsActivities
+from activities.temporal import TemporalActivities
 from kepler.canary import CanaryReport, CanaryState
 from kepler.models import CanaryProgress, CanaryRequest, CreateServiceRequest, OperationStatus, ReleaseReport, ReleaseRequest
 from kepler.spec import ServiceSpec
 from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
-from kepler.steps import EnvironmentPolicy, ExistingService
+from kepler.payloads import EnvironmentPolicy, ExistingService
 from tests.fakes.world import FakeWorld
 from tests.helpers import signed
 
@@ -30,7 +30,7 @@ CHANGES = ("apply_release", "apply_objects", "set_routes", "scale")
 async def world(time_env) -> AsyncIterator[tuple[Any, FakeWorld, str]]:
     fake = FakeWorld()
     queue = f"q-{uuid.uuid4()}"
-    running = OperationsActivities(load_platform(), client=time_env.client).running_operations
+    running = TemporalActivities(load_platform(), client=time_env.client).running_operations
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
                       activities=[*fake.activities(), running]):
         yield time_env.client, fake, queue

@@ -16,8 +16,8 @@ from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
 
 import workflows
-from activities.operations import OperationsActivities
-from kepler import freeze_client
+from activities.temporal import TemporalActivities
+from kepler.clients import freezes as freeze_client
 from kepler.freeze import FreezeReport, FreezeRequest
 from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest
 from kepler.settings import load_platform
@@ -32,7 +32,7 @@ CHANGES = ("apply_release", "apply_objects", "set_routes", "scale", "ensure_proj
 async def world(dev_env: Any) -> AsyncIterator[tuple[Any, FakeWorld, str]]:
     fake = FakeWorld(temporal=dev_env.client)
     queue = f"q-{uuid.uuid4()}"
-    real = OperationsActivities(load_platform(), client=dev_env.client)
+    real = TemporalActivities(load_platform(), client=dev_env.client)
     async with Worker(dev_env.client, task_queue=queue, workflows=workflows.ALL,
                       activities=replaced(fake.activities(), real.request_used,
                                           real.running_operations)):

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.models import CanaryProgress, CanaryRequest, ReleaseRequest
     from kepler.settings import ApprovalPolicy, Bounds, Platform, load_platform
     from kepler.spec import ServiceSpec
-    from kepler.steps import (
+    from kepler.payloads import (
         AdoptedObject, ApplyObjects, ApplyRelease, Authorization, EnvironmentPolicy, ReleaseRecord,
         ReleaseSnapshot, ReleaseTarget, RecordRelease, RouteWeights, ScaleDeployment, UndoCreated,
     )

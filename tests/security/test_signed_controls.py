@@ -24,7 +24,7 @@ import workflows
 from activities.kubernetes.scale import ScaleActivities
 from activities.kubernetes.workloads import DeploymentActivities
 from kepler import manifests
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from kepler.canary import CanaryControl
 from kepler.alerts import AlertActionRequest
 from kepler.identity import SYSTEM, SignedStatement, Statement, sign
@@ -32,7 +32,7 @@ from kepler.models import CanaryRequest, OperationStatus
 from kepler.scale import ApplyOverrides, Overrides, ResourcesRequest, ScaleReport, ScaleRequest
 from kepler.settings import Platform, load_platform, parse_platform
 from kepler.spec import Resources, ServiceSpec
-from kepler.steps import ApplyObjects, Authorization, ReleaseTarget
+from kepler.payloads import ApplyObjects, Authorization, ReleaseTarget
 from sandbox.serve import Sandbox
 from starter.canary import control_signer
 from starter.signing import sign_request, signing_key

@@ -22,7 +22,7 @@ from kepler.models import (
     CanaryRequest, CreateServiceRequest, DecommissionRequest, ReleaseRequest, RollbackRequest,
     ServiceSpec,
 )
-from kepler.operations import OPERATIONS
+from kepler.contracts import OPERATIONS
 from kepler.promotion import AutoPromotionRequest
 from kepler.scale import ResourcesRequest, ScaleRequest
 from kepler.schedules import ScheduledReleaseRequest

@@ -15,7 +15,7 @@ from kepler.notifications import Notification
 from kepler.alerts import AlertsConfig, WebhookPayload, alert_workflow_id, triage
 from kepler.models import Model, ReleaseRequest
 from kepler.settings import ConfigError, parse_platform
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from workflows.alert import AlertAction
 
 

@@ -15,7 +15,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
 
 import workflows
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from kepler.identity import DELEGATE, SYSTEM
 from kepler.models import ApprovalDecision, OperationStatus, ReleaseRequest
 from kepler.settings import load_platform

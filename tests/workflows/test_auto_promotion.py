@@ -19,9 +19,9 @@ from temporalio.worker import Worker
 
 import workflows
 from activities.promotion import PromotionActivities
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from kepler.models import ReleaseRequest
-from kepler.operations import PROMOTION_REPORT
+from kepler.contracts import PROMOTION_REPORT
 from kepler.promotion import AutoPromotionReport, LiveRelease, PromotionPath
 from kepler.settings import load_platform
 from tests.fakes.world import FakeWorld

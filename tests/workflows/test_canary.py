@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 import workflows
 from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, MetricCheck, OperationStatus
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from kepler import search_attributes as sa
 from tests.fakes.canary import HEALTHY, CanaryWorld
 from tests.fakes.world import COMMITTED_AT

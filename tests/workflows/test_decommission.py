@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 import workflows
 from kepler import search_attributes as sa
 from kepler.notifications import Notification
-from activities.operations import OperationsActivities
+from activities.temporal import TemporalActivities
 from kepler.decommission import (
     DecommissionReport, EnvTarget, Footprint, RestoreRequest, SchedulePause, TeardownRequest,
     TeardownResult,
@@ -30,7 +30,7 @@ from kepler.models import (
     DecommissionRequest, OperationStatus, ReleaseRequest,
 )
 from kepler.settings import load_platform
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from tests.fakes.world import FakeWorld, replaced
 from starter.canary import control_signer
 from tests.helpers import decide, keep_history, signed
@@ -180,7 +180,7 @@ async def running(time_env: Any, estate: Estate, platform: Any = None) -> AsyncI
     """A worker with the estate's activities and the real plan from `platform`."""
     queue = f"q-{uuid.uuid4()}"
     fakes = replaced(FakeWorld().activities(), drop=("notify",))
-    ops_acts = OperationsActivities(platform or load_platform(), client=time_env.client)
+    ops_acts = TemporalActivities(platform or load_platform(), client=time_env.client)
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
                       activities=[*fakes, *estate.activities(), ops_acts.decommission_plan,
                                   ops_acts.running_operations]):

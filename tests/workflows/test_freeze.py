@@ -16,19 +16,20 @@ import pytest
 from temporalio.worker import Worker
 
 import workflows
-from activities.operations import OperationsActivities
+from activities.temporal import TemporalActivities
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 
-from kepler import freeze as freeze_module, freeze_client
+from kepler import freeze as freeze_module
+from kepler.clients import freezes as freeze_client
 from kepler.freeze import (
     EnvironmentFreeze, FreezeReport, FreezeRequest, FreezeWindow, UnfreezeRequest,
 )
 from kepler.models import CanaryRequest, OperationStatus, ReleaseRequest, RollbackRequest
 from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
 from kepler.settings import load_platform
-from kepler.steps import ReleaseRecord
-from kepler import operations_client as ops
+from kepler.payloads import ReleaseRecord
+from kepler.clients import operations as ops
 from starter.signing import sign, signing_key
 from tests.fakes.world import FakeWorld, sha_of
 from tests.helpers import decide, keep_history, signed
@@ -230,7 +231,7 @@ async def test_a_canary_is_refused_too_and_a_break_glass_needs_a_reason(harness:
 
 async def test_a_scheduled_release_skips_its_fire_during_a_freeze(time_env: Any) -> None:
     world, queue = FakeWorld(freeze=window()), f"q-{uuid.uuid4()}"
-    running = OperationsActivities(load_platform(), client=time_env.client).running_operations
+    running = TemporalActivities(load_platform(), client=time_env.client).running_operations
     async with Worker(time_env.client, task_queue=queue, workflows=workflows.ALL,
                       activities=[*world.activities(), running]):
         report = await time_env.client.execute_workflow(

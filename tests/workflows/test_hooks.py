@@ -14,11 +14,11 @@ from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
 
 import workflows
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, OperationStatus, ReleaseRequest, RollbackRequest
 from kepler.spec import Hooks
-from kepler.steps import ReleaseRecord
+from kepler.payloads import ReleaseRecord
 from tests.fakes.canary import CanaryWorld
 from tests.fakes.hooks import HookWorld
 from tests.fakes.world import FakeWorld, sha_of

@@ -17,11 +17,11 @@ from temporalio.worker import Worker
 import workflows
 from kepler.jobs import JobRef, JobResult, RunJobRequest, StartJob, WaitJob
 
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from kepler.models import CanaryRequest, CreateServiceRequest, RollbackRequest
 from kepler.spec import Resources, ServiceSpec
 from kepler.settings import Bounds
-from kepler.steps import (
+from kepler.payloads import (
     EnvironmentPolicy, PolicyQuery, ReadSpec, Revision, RolloutResult, VerifyRelease, VerifyResult,
     WaitRollout,
 )

@@ -16,8 +16,8 @@ from temporalio.worker import Worker
 import workflows
 from kepler.models import CreateServiceRequest, OperationStatus, ReleaseRequest, RollbackRequest
 from kepler.spec import ServiceSpec
-from kepler.steps import ReleaseRecord, Revision
-from kepler import operations_client as ops
+from kepler.payloads import ReleaseRecord, Revision
+from kepler.clients import operations as ops
 from tests.fakes.world import COMMITTED_AT, FakeWorld, sha_of
 from tests.helpers import decide, signed
 

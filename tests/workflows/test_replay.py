@@ -25,9 +25,9 @@ from temporalio.worker import Replayer, Worker
 import workflows
 from kepler.models import CreateServiceRequest, ReleaseRequest, RollbackRequest
 from kepler.spec import ServiceSpec
-from kepler.steps import Revision
-from kepler.temporal import data_converter
-from kepler import operations_client as ops
+from kepler.payloads import Revision
+from kepler.clients.temporal import data_converter
+from kepler.clients import operations as ops
 from tests.fakes.world import FakeWorld, sha_of
 from tests.helpers import HISTORIES, decide, signed
 
@@ -80,7 +80,7 @@ async def test_fresh_histories_replay(time_env) -> None:
 async def workflow_id_of(text: str, fallback: str) -> str:
     """The id the recorded run had (a signed request names it, so replay must use it):
     from its start input, as the starter derives it."""
-    from kepler.operations import BY_WORKFLOW
+    from kepler.contracts import BY_WORKFLOW
 
     started = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
     op = BY_WORKFLOW.get(started["workflowType"]["name"])
@@ -108,7 +108,7 @@ def test_histories_were_recorded() -> None:
 
 def test_every_workflow_type_has_a_recorded_history() -> None:
     """Each workflow type in the registry is replayed from at least one recorded history."""
-    from kepler.operations import OPERATIONS
+    from kepler.contracts import OPERATIONS
 
     recorded = {json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]
                 ["workflowType"]["name"] for p in HISTORIES.glob("*.json")}

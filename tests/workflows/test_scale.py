@@ -17,7 +17,7 @@ from kepler.models import OperationStatus, ReleaseRequest
 from kepler.spec import Resources
 from kepler.scale import ResourcesRequest, ScaleReport, ScaleRequest
 from kepler.settings import Bounds
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from tests.fakes.fleet import FleetWorld
 from tests.helpers import decide, keep_history, signed
 

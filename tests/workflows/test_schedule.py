@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 import pytest
 
 import workflows
-from activities.operations import OperationsActivities
+from activities.temporal import TemporalActivities
 from kepler.models import ApprovalDecision, ReleaseRequest
 from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
 from kepler.settings import load_platform
@@ -30,7 +30,7 @@ async def fire(client: Any, queue: str) -> ScheduledReleaseReport:
 
 async def test_a_fire_during_a_service_wide_operation_is_skipped_and_says_why(time_env: Any) -> None:
     world, queue = FakeWorld(), f"q-{uuid.uuid4()}"
-    running = OperationsActivities(load_platform(), client=time_env.client).running_operations
+    running = TemporalActivities(load_platform(), client=time_env.client).running_operations
     async with Worker(time_env.client, task_queue=queue, workflows=[*workflows.ALL, SleepsADay],
                       activities=[*world.activities(), running]):
         # stands for a decommission soaking under shop@all (real time: no day skipped)

@@ -16,7 +16,7 @@ import workflows
 from kepler import naming
 from kepler.models import OperationStatus, ReleaseRequest
 from kepler.train import TrainReport, TrainRequest, waves
-from kepler import operations_client as ops
+from kepler.clients import operations as ops
 from tests.fakes.fleet import FleetWorld, original
 from tests.helpers import decide, keep_history, signed
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import APPROVE, REJECT
+    from kepler.contracts import APPROVE, REJECT
     from kepler.identity import AllowedSigners, Identity, SignedStatement
     from kepler.models import (
         Approval, ApprovalDecision, Operation, Outcome, PendingApproval,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import ABORT, PAUSE, PROMOTE, RESUME
+    from kepler.contracts import ABORT, PAUSE, PROMOTE, RESUME
     from kepler.canary import CanaryControl
     from kepler.identity import AllowedSigners, Identity
     from kepler.models import CanaryProgress, OperationStatus

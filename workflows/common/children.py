@@ -11,7 +11,7 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from kepler.operations import BY_REQUEST, outcome_of_error
+    from kepler.contracts import BY_REQUEST, outcome_of_error
     from workflows.common.errors import not_put_back_of
     from workflows.common.saga import describe_cause
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from temporalio.exceptions import ApplicationError
 
 from kepler.models import Outcome
-from kepler.operations import error_type
+from kepler.contracts import error_type
 
 
 class StepFailed(Exception):

@@ -14,9 +14,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.operations import OperationsActivities
+    from activities.temporal import TemporalActivities
     from kepler.identity import CLOCK_SKEW, AllowedSigners, Identity, RequestUse, SignedStatement
-    from kepler.steps import Authorization
+    from kepler.payloads import Authorization
     from workflows.common.errors import StepFailed
     from workflows.common.options import QUICK, RETRY
     from workflows.common.trust import Untrusted, for_schedule, verify_request
@@ -86,7 +86,7 @@ class RequestAuthority:
         if for_schedule(signed.statement, info.parent.workflow_id if info.parent else ""):
             return
         used: str = await workflow.execute_activity_method(
-            OperationsActivities.request_used,
+            TemporalActivities.request_used,
             RequestUse(signature=signed.signature, since=signed.statement.issued_at - CLOCK_SKEW),
             summary="check the signed request started no other run",
             start_to_close_timeout=QUICK.start_to_close,

@@ -14,14 +14,14 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.workloads import DeploymentActivities
-    from activities.operations import OperationsActivities
+    from activities.temporal import TemporalActivities
     from activities.platform import PlatformActivities
     from kepler import naming
     from kepler.decommission import RunningQuery
     from kepler.freeze import in_force
     from kepler.promotion import AutoPromotionReport, AutoPromotionRequest, LiveRelease
     from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
-    from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget
+    from kepler.payloads import EnvironmentPolicy, PolicyQuery, ReleaseTarget
     from workflows.base import ONE_LIFECYCLE, SEALED_AUTHORITY
     from workflows.common.children import child_operation
     from workflows.common.options import QUICK, RETRY
@@ -41,7 +41,7 @@ async def scheduled_release(result: ScheduledReleaseReport,
     child_id = naming.workflow_id(rel.service, rel.env)
     result.release_id = child_id
     workflow.deprecate_patch(ONE_LIFECYCLE)
-    busy = await _activity(OperationsActivities.running_operations,
+    busy = await _activity(TemporalActivities.running_operations,
                            RunningQuery(service=rel.service, envs=[]),
                            "check nothing runs on the whole service")
     if busy:
@@ -52,7 +52,7 @@ async def scheduled_release(result: ScheduledReleaseReport,
         policy: EnvironmentPolicy = await _activity(
             PlatformActivities.environment_policy, PolicyQuery(service=rel.service, env=rel.env),
             "read the freeze windows")
-        adhoc = await _activity(OperationsActivities.active_freeze, rel.env, "check freeze")
+        adhoc = await _activity(TemporalActivities.active_freeze, rel.env, "check freeze")
         frozen = in_force(policy.freeze, adhoc, rel.env, workflow.now())
         if frozen is not None:
             result.outcome, result.detail = "skipped", f"not released: {frozen.describe()}"

@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.jobs import JobRef, JobResult, StartJob, WaitJob, job_name
     from kepler.models import ReleaseRequest
     from kepler.spec import ServiceSpec
-    from kepler.steps import ApplyRelease, ApplyResult, Authorization, ReleaseSnapshot, ReleaseTarget
+    from kepler.payloads import ApplyRelease, ApplyResult, Authorization, ReleaseSnapshot, ReleaseTarget
     from workflows.base import LONG_WAIT, KeplerWorkflow, StepOptions
     import workflows.steps.kube as kube
 

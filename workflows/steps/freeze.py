@@ -13,11 +13,11 @@ from typing import Any, NamedTuple, Sequence
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.operations import OperationsActivities
+    from activities.temporal import TemporalActivities
     from kepler import freeze
     from kepler.freeze import BREAK_GLASS, BREAK_GLASS_APPROVALS, ActiveFreeze, refusal
     from kepler.models import Approval
-    from kepler.steps import EnvironmentPolicy
+    from kepler.payloads import EnvironmentPolicy
     from workflows.base import KeplerWorkflow, StepFailed
 
 # Retired patch (deprecated in 0.2.0): releases, promotions, canaries, trains and scheduled
@@ -31,7 +31,7 @@ async def in_force(wf: KeplerWorkflow, policy: EnvironmentPolicy) -> ActiveFreez
     """The freeze in force now, or None (not a step of its own in status: every release
     makes it, and a refusal names it)."""
     adhoc: list[ActiveFreeze] = await wf.attempt(
-        "check freeze", OperationsActivities.active_freeze, policy.env)
+        "check freeze", TemporalActivities.active_freeze, policy.env)
     return freeze.in_force(policy.freeze, adhoc, policy.env, workflow.now())
 
 

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.hooks import HookKind, HookRelease, StartHook, job_name
     from kepler.jobs import JobRef, JobResult, WaitJob
     from kepler.spec import Hook, Hooks, ServiceSpec
-    from kepler.steps import Authorization, PodShape, ReleaseSnapshot, ReleaseTarget
+    from kepler.payloads import Authorization, PodShape, ReleaseSnapshot, ReleaseTarget
     from workflows.base import LONG_WAIT, KeplerWorkflow, StepFailed, StepOptions, Undo
     import workflows.steps.kube as kube
 

@@ -9,7 +9,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.docker_build import DockerBuildActivities
     from activities.jenkins import JenkinsActivities
     from activities.registry import RegistryActivities
-    from kepler.steps import BuildRequest, EnvironmentPolicy, ImageQuery
+    from kepler.payloads import BuildRequest, EnvironmentPolicy, ImageQuery
     from workflows.base import LONG_WAIT, KeplerWorkflow, StepFailed
 
 

@@ -10,7 +10,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.cronjob import CronJobActivities
     from activities.kubernetes.workloads import DeploymentActivities
     from kepler import naming
-    from kepler.steps import (
+    from kepler.payloads import (
         ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout, RecordRelease, ReleaseRecord,
     )
     from kepler.scale import Overrides

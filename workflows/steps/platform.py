@@ -11,7 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.models import CanaryRequest
     from kepler.spec import Resources
     from kepler.scale import bounds_problems
-    from kepler.steps import EnvironmentPolicy, PolicyQuery
+    from kepler.payloads import EnvironmentPolicy, PolicyQuery
     from workflows.base import SEALED_AUTHORITY, KeplerWorkflow, StepFailed
 
 

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.freeze import ActiveFreeze
     from kepler.models import Approval, CanaryRequest, ReleaseRequest
     from kepler.promotion import AutoPromotionRequest, LiveRelease, PromotionPath
-    from kepler.steps import EnvironmentPolicy, PolicyQuery, ReleaseTarget, VerifyRelease
+    from kepler.payloads import EnvironmentPolicy, PolicyQuery, ReleaseTarget, VerifyRelease
     from workflows.base import SEALED_AUTHORITY, KeplerWorkflow, StepFailed
     from workflows.steps.image import ensure_image
     import workflows.steps.freeze as freeze

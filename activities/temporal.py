@@ -18,17 +18,17 @@ from kepler.decommission import (
     DecommissionPlan, EnvTarget, RunningQuery, SchedulePause, TeardownResult,
 )
 from kepler.freeze import ActiveFreeze
-from kepler.freeze_client import FreezeLookupError, adhoc_freezes
+from kepler.clients.freezes import FreezeLookupError, adhoc_freezes
 from kepler.identity import RequestUse
 from kepler.schedules import schedule_id
 from kepler.settings import Platform
-from kepler.temporal import LazyClient
+from kepler.clients.temporal import LazyClient
 
 
 MAX_RUNS_LOOKED_AT = 100  # runs of one workflow id within a request's lifetime (one at a time)
 
 
-class OperationsActivities:
+class TemporalActivities:
     def __init__(self, platform: Platform, client: Client | None = None) -> None:
         self.platform = platform
         self._temporal = LazyClient(platform.temporal, client)

@@ -2,7 +2,7 @@
 Alertmanager receiver, the alert activity and tests share.
 
 Which workflow an operation request starts, under which name and with which result
-type comes from the registry (kepler/operations.py). Its workflow id is its lock:
+type comes from the registry (kepler/contracts.py). Its workflow id is its lock:
 `<service>@<env>` ("env") or `<service>@all` ("service"), started with
 WorkflowIDConflictPolicy.FAIL, so a second operation is refused while the first runs;
 the refusal names the running operation, who started it and when. An operation with
@@ -29,7 +29,7 @@ from kepler import naming
 from kepler import search_attributes as sa
 from kepler.decommission import RestoreRequest
 from kepler.models import ApprovalDecision, OperationStatus
-from kepler.operations import (
+from kepler.contracts import (
     APPROVE, BY_REQUEST, CANARY, CANARY_CONTROLS, DECOMMISSION, REJECT, RESTORE, STATUS, Query, Update,
 )
 from kepler.requests import OperationRequest, Subject

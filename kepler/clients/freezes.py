@@ -16,8 +16,8 @@ from kepler.freeze import (
 )
 from kepler.identity import Statement
 from kepler.models import Model
-from kepler.operations import FREEZE, FREEZE_IN_FORCE, UNFREEZE
-from kepler.operations_client import Refused, query, update
+from kepler.contracts import FREEZE, FREEZE_IN_FORCE, UNFREEZE
+from kepler.clients.operations import Refused, query, update
 from kepler.settings import Platform
 
 FREEZE_WORKFLOW = FREEZE.workflow

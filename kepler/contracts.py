@@ -29,7 +29,7 @@ R = TypeVar("R")
 
 # --- the messages a running operation takes: typed names, declared here only ---------------
 # Workflows declare their handlers with these names (`@workflow.update(name=APPROVE.name)`),
-# clients send them through kepler.operations_client (query/update/signal); a test
+# clients send them through kepler.clients.operations (query/update/signal); a test
 # (tests/test_layers.py) refuses a handler or message named by a string anywhere else.
 
 @dataclass(frozen=True)
