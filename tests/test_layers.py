@@ -190,3 +190,23 @@ def test_each_workflow_takes_exactly_its_contracts_messages() -> None:
         assert declared == o.handlers, (o.workflow, sorted(declared ^ o.handlers))
         assert issubclass(cls, ApprovalGate) == o.gated, o.workflow
         assert defn.name == o.workflow
+
+
+def test_each_workflow_reports_its_contracts_result() -> None:
+    """`KeplerWorkflow[Report]`: the typed runner's report is the contract's result type."""
+    import typing
+
+    import workflows
+    from kepler.contracts import OPERATIONS
+    from workflows.base import KeplerWorkflow
+
+    def report_of(cls: type) -> object:
+        for klass in cls.__mro__:
+            for base in getattr(klass, "__orig_bases__", ()):
+                if typing.get_origin(base) is KeplerWorkflow:
+                    return typing.get_args(base)[0]
+        return None
+
+    wrong = {o.workflow: report_of(getattr(workflows, o.workflow)) for o in OPERATIONS
+             if report_of(getattr(workflows, o.workflow)) is not o.result}
+    assert not wrong, wrong

@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 @workflow.defn(name=ALERT_ACTION.workflow)
-class AlertAction(KeplerWorkflow):
+class AlertAction(KeplerWorkflow[AlertOutcome]):
     @workflow.run
     async def run(self, req: AlertActionRequest) -> AlertOutcome:
         return await self.operate(Operation.ALERT, req.service, req.env, req.requested_by,

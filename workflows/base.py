@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any, Awaitable, Callable, NamedTuple
+from typing import Any, Awaitable, Callable, Generic, NamedTuple, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -59,12 +59,19 @@ class Done(NamedTuple):
     notify: bool = True  # False: a child operation already told this ending
 
 
-class KeplerWorkflow(RequestAuthority):
+Report = TypeVar("Report")
+
+
+class KeplerWorkflow(RequestAuthority, Generic[Report]):
+    """The lifecycle, composed: who asked (RequestAuthority), the saga, the compensation
+    record, status and search attributes; a gated operation adds ApprovalGate, a canary
+    its controls. `Report` is the workflow's result type (kepler/contracts.py)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.state: OperationStatus | None = None
         self.saga = Saga()
-        self.report: Any = None  # the workflow's result; outcome, error, undone filled here
+        self.report: Report = None  # type: ignore[assignment]  # set by run; outcome, error, undone filled here
         # everything compensated so far in this run (a decommission's restore, then the end),
         # and what children reported they could not put back (a train's members)
         self.compensation = Compensation()
@@ -75,7 +82,7 @@ class KeplerWorkflow(RequestAuthority):
 
     async def operate(self, operation: Operation, service: str, env: str, requested_by: str,
                       version: str, runbook: Callable[[], Awaitable[Done]],
-                      request: Any = None) -> Any:
+                      request: Any = None) -> Report:
         self.request = request  # its signature is verified with the first policy read
         self.begin(operation, service, env, requested_by, version)
         try:

@@ -51,7 +51,7 @@ ANALYSIS_ATTEMPTS = 3
 
 
 @workflow.defn(name=CANARY.workflow)
-class Canary(CanaryControls, ApprovalGate, KeplerWorkflow):
+class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
     def __init__(self) -> None:
         super().__init__()
         self.cs: CanaryState | None = None

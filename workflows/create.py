@@ -43,7 +43,7 @@ def spec_yaml(req: CreateServiceRequest) -> str:
 
 
 @workflow.defn(name=CREATE_SERVICE.workflow)
-class CreateService(KeplerWorkflow):
+class CreateService(KeplerWorkflow[ReleaseReport]):
     @workflow.run
     async def run(self, req: CreateServiceRequest) -> ReleaseReport:
         self.report = ReleaseReport(service=req.spec.name, env="all", outcome="running")

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 @workflow.defn(name=DECOMMISSION.workflow)
-class Decommission(ApprovalGate, KeplerWorkflow):
+class Decommission(ApprovalGate, KeplerWorkflow[DecommissionReport]):
     def __init__(self) -> None:
         super().__init__()
         self.plan: DecommissionPlan | None = None

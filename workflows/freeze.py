@@ -35,7 +35,7 @@ UNFREEZE_VALID_FOR = timedelta(minutes=10)  # a signed unfreeze is for now, not 
 
 
 @workflow.defn(name=FREEZE.workflow)
-class Freeze(KeplerWorkflow):
+class Freeze(KeplerWorkflow[FreezeReport]):
     def __init__(self) -> None:
         super().__init__()
         self.active: ActiveFreeze | None = None  # set once the request is verified

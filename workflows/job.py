@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 @workflow.defn(name=RUN_JOB.workflow)
-class RunJob(KeplerWorkflow):
+class RunJob(KeplerWorkflow[JobReport]):
     @workflow.run
     async def run(self, req: RunJobRequest) -> JobReport:
         self.report = JobReport(service=req.service, env=req.env, outcome="running")

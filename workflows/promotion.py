@@ -51,7 +51,7 @@ async def signed_release(candidate: AutoPromotionRequest,
 
 
 @workflow.defn(name=AUTO_PROMOTION.workflow)
-class AutoPromotion(AutoPromotionBefore, KeplerWorkflow):
+class AutoPromotion(AutoPromotionBefore, KeplerWorkflow[AutoPromotionReport]):
     def __init__(self) -> None:
         super().__init__()
         self.report = AutoPromotionReport()

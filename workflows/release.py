@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 @workflow.defn(name=RELEASE_VERSION.workflow)
-class ReleaseVersion(ApprovalGate, KeplerWorkflow):
+class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
     _by_train = False  # a train member whose train's signed approvals cover it
 
     @workflow.run

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 @workflow.defn(name=ROLLBACK.workflow)
-class Rollback(ApprovalGate, KeplerWorkflow):
+class Rollback(ApprovalGate, KeplerWorkflow[ReleaseReport]):
     @workflow.run
     async def run(self, req: RollbackRequest) -> ReleaseReport:
         self.report = ReleaseReport(service=req.service, env=req.env, outcome="running")

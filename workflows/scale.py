@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import SEALED_AUTHORITY, Done, KeplerWorkflow, StepFailed
 
 
-class _Change(ApprovalGate, KeplerWorkflow):
+class _Change(ApprovalGate, KeplerWorkflow[ScaleReport]):
     """What Scale and SetResources share: everything but working out the new state."""
 
     async def change(self, req: ScaleRequest | ResourcesRequest, operation: Operation,

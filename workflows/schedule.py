@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 @workflow.defn(name=SCHEDULED_RELEASE.workflow)
-class ScheduledRelease(KeplerWorkflow):
+class ScheduledRelease(KeplerWorkflow[ScheduledReleaseReport]):
     def __init__(self) -> None:
         super().__init__()
         self.report = ScheduledReleaseReport(outcome="running")

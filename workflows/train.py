@@ -59,7 +59,7 @@ class MembersFailed(StepFailed):
 
 
 @workflow.defn(name=RELEASE_TRAIN.workflow)
-class ReleaseTrain(ApprovalGate, KeplerWorkflow):
+class ReleaseTrain(ApprovalGate, KeplerWorkflow[TrainReport]):
     def __init__(self) -> None:
         super().__init__()
         self.train: TrainReport | None = None
