@@ -31,37 +31,9 @@ def pytest_configure(config: pytest.Config) -> None:
             f.write(f'{name} namespaces="kepler" {public[0]} {public[1]}\n')
     generate_key(home / "keys" / "stranger", "stranger")  # a key nobody listed
 
+    from tests import parallel  # which tests share a worker in a parallel run (make test)
 
-# Parallel runs: `make test` spreads the suite over pytest-xdist workers (-n $(TEST_WORKERS)
-# --dist loadgroup). Each worker has its own session fixtures (a Temporal dev server, a
-# sandbox, a Kepler home made by pytest_configure above), all on free loopback ports and in
-# temporary folders. What must start once per run is pinned to one worker by an xdist_group:
-# the real control planes, and a module's module-scoped fixtures (a dockerd, a Prometheus, a
-# sandbox of its own), which would otherwise start on every worker that gets one of its tests.
-REAL_CLUSTER_GROUP = "real-k8s"
-REAL_CLUSTER_FIXTURES = frozenset({"real_cluster", "sandbox_cluster", "real_world"})
-
-
-def xdist_group_of(item: pytest.Item) -> str | None:
-    """The one worker's group `item` must run in, or None when any worker may run it."""
-    names = set(getattr(item, "fixturenames", ()))
-    callspec = getattr(item, "callspec", None)
-    if names & REAL_CLUSTER_FIXTURES or (callspec is not None
-                                         and callspec.params.get("backend") == "real"):
-        return REAL_CLUSTER_GROUP  # tests/realk8s/conftest.py: `backend` "real" is real_world
-    info = getattr(item, "_fixtureinfo", None)
-    defs = info.name2fixturedefs.values() if info is not None else ()
-    if any(d[-1].scope in ("module", "class", "package") for d in defs if d):
-        return item.nodeid.split("::")[0]
-    return None
-
-
-def pytest_itemcollected(item: pytest.Item) -> None:
-    """Mark the group as each item is collected: xdist turns the marks into work units in its
-    own pytest_collection_modifyitems (xdist/remote.py), before any conftest's runs."""
-    group = xdist_group_of(item)
-    if group is not None and not any(item.iter_markers("xdist_group")):
-        item.add_marker(pytest.mark.xdist_group(group))
+    config.pluginmanager.register(parallel, "kepler-parallel")
 
 
 def _binary(name: str) -> str:
