@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 # pytest-xdist workers: most tests wait on servers (Temporal, the stand-ins, a control
 # plane), not on a CPU, so a 2-core machine runs more workers than cores
-TEST_WORKERS ?= 6
+TEST_WORKERS ?= 4
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadgroup
