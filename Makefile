@@ -16,8 +16,12 @@ demo: $(STAMP)
 	$(VENV)/bin/kepler dev up
 	$(VENV)/bin/kepler demo
 
+# pytest-xdist workers: most tests wait on servers (Temporal, the stand-ins, a control
+# plane), not on a CPU, so a 2-core machine runs more workers than cores
+TEST_WORKERS ?= 4
+
 test: $(STAMP)
-	$(PY) -m pytest -q -ra --durations=25
+	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) bench/run.py

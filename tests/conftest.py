@@ -31,6 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
             f.write(f'{name} namespaces="kepler" {public[0]} {public[1]}\n')
     generate_key(home / "keys" / "stranger", "stranger")  # a key nobody listed
 
+    from tests import parallel  # which tests share a worker in a parallel run (make test)
+
+    config.pluginmanager.register(parallel, "kepler-parallel")
+
 
 def _binary(name: str) -> str:
     path = shutil.which(name, path=str(Path(__import__("sys").executable).parent)) or shutil.which(name)

@@ -47,6 +47,19 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"  # the dev server lives for the whole session
 
 
+async def listed(client: Any, workflow_id: str, run_id: str | None) -> None:
+    """Wait until the dev server's visibility lists the run (it is written after the run
+    starts, and a loaded machine can delay it by seconds): the single-use check finds a
+    request's earlier runs there, and an attacker replays a request read from a run's
+    history, which is listed by then."""
+    from tests.workers import wait_for
+
+    async def seen() -> bool:
+        query = f"WorkflowId = '{workflow_id}' AND RunId = '{run_id}'"
+        return bool([run async for run in client.list_workflows(query)])
+    await wait_for(seen, timeout=60, what=f"run {run_id} of {workflow_id} listed", interval=0.1)
+
+
 async def refusal(client: Any, workflow: str, req: Any, workflow_id: str, queue: str,
                   result_type: type) -> str:
     with pytest.raises(WorkflowFailureError) as e:
@@ -65,6 +78,7 @@ async def test_a_release_request_started_again_is_refused(world: tuple[Any, Fake
                                         task_queue=queue, result_type=ReleaseReport)
     assert (await first.result()).outcome == "succeeded"  # a fresh request works
     before = list(fake.calls)
+    await listed(client, f"{service}@staging", first.result_run_id)
     why = await refusal(client, "ReleaseVersion", req, f"{service}@staging", queue, ReleaseReport)
     assert f"already used by run {first.result_run_id}" in why and "sign a new one" in why
     assert fake.calls[len(before):] == ["policy"], fake.calls[len(before):]
@@ -102,6 +116,7 @@ async def test_a_freeze_of_prod_restarted_from_history_is_refused(world: tuple[A
     await first.cancel()
     with pytest.raises(WorkflowFailureError):
         await first.result()
+    await listed(client, "freeze@prod", first.result_run_id)
     why = await refusal(client, "Freeze", req, "freeze@prod", queue, FreezeReport)
     assert f"already used by run {first.result_run_id}" in why, why
     assert await freeze_client.adhoc_freezes(client, "prod") == []

@@ -129,7 +129,8 @@ async def test_a_typed_requester_cannot_borrow_four_eyes(world: tuple[Any, FakeW
     assert "apply_release" not in fake.calls and "build" not in fake.calls
 
 
-async def test_an_approval_of_another_run_or_digest_is_refused(world: tuple[Any, FakeWorld, str]) -> None:
+async def test_an_approval_of_another_run_or_digest_is_refused(world: tuple[Any, FakeWorld, str],
+                                                              time_env: Any) -> None:
     """Alice's approval of v1's run, replayed when v2 is pending under the same id; and one
     signed for another digest."""
     client, fake, queue = world
@@ -139,7 +140,11 @@ async def test_an_approval_of_another_run_or_digest_is_refused(world: tuple[Any,
     await first.handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await first.handle.result()
-    second = await ops.start(client, signed(release(ref="v2")), queue)
+    # signed at the server's time: awaiting a result lets the time-skipping server skip, and
+    # it may skip on to a finished run's leftover timer (its 10-year run timeout) before the
+    # client locks time again; a request signed by the wall clock is then years old
+    second = await ops.start(client, signed(release(ref="v2"), await time_env.get_current_time()),
+                             queue)
     await pending(client, second.workflow_id)
     replayed = ApprovalDecision(approver="alice", signed=sign(old, key("alice")))
     with pytest.raises(ops.Refused, match=f"not for run {second.run_id}"):
