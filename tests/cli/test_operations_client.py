@@ -69,3 +69,23 @@ def test_a_scheduled_release_starts_like_every_operation() -> None:
 def test_every_registered_operation_has_a_workflow_id_rule() -> None:
     own = {o.request for o in OPERATIONS if o.lock == "own"}
     assert own == {AlertActionRequest, ScheduledReleaseRequest, AutoPromotionRequest}  # workflow_id() names each
+
+
+async def test_an_update_with_the_wrong_argument_type_is_refused_before_it_is_sent() -> None:
+    """The registry types each message: an abort takes a CanaryControl, never a dict."""
+    from kepler.contracts import ABORT
+
+    class NeverCalled:
+        async def execute_update(self, *args: object, **kwargs: object) -> str:
+            raise AssertionError("sent")
+
+    with pytest.raises(TypeError, match="abort takes a CanaryControl, not dict"):
+        await ops.update(NeverCalled(), ABORT, {"by": "bob"}, "no canary")  # type: ignore[arg-type]
+
+
+def test_every_request_type_says_its_subject_summary_and_id() -> None:
+    """Every contract's request answers the client without a branch per type."""
+    from kepler.contracts import OPERATIONS
+    from kepler.requests import OperationRequest
+
+    assert all(issubclass(o.request, OperationRequest) for o in OPERATIONS)

@@ -193,3 +193,23 @@ def test_the_promotions_key_signs_as_the_configured_identity() -> None:
     signed = PromotionActivities(platform).sign_request(req)
     assert signed.requested_by == platform.auto_promotion.identity == "promotions"
     assert signed.signed is not None and signed.signed.statement.env == "prod"
+
+
+async def test_a_stale_end_is_told_and_the_run_keeps_an_operations_status(auto: Harness) -> None:
+    """AutoPromotion runs in the lifecycle: a stale or skipped end notifies, and its status
+    is an operation's status (stage, outcome, steps), its report the promotion's."""
+    from kepler.contracts import STATUS
+
+    await release_staging(auto, "v1")
+    await until(lambda: promotion_status(auto), soaking, "soaking")
+    soaking_status = await ops.query(promotion(auto), STATUS)
+    assert soaking_status.operation.value == "promotion" and soaking_status.outcome == "soaking"
+    auto.world.live = auto.world.live.model_copy(update={"image": "reg/demo/shop@sha256:" + "e" * 64})
+    await auto.env.sleep(SOAK)
+    report = await promotion(auto).result()
+    assert report.outcome == "stale"
+    told = [n for n in auto.world.notes if n.event == "stale"]
+    assert len(told) == 1 and "no longer runs v1" in told[0].text, auto.world.notes
+    status = await ops.query(promotion(auto), STATUS)
+    assert status.outcome == "stale" and status.stage == "done"
+    assert "read staging's release" in [s.name for s in status.steps]
