@@ -149,24 +149,44 @@ def test_a_message_named_by_a_string_is_caught(tmp_path: Path) -> None:
     assert len(found) == 3, found
 
 
-def test_every_workflow_runs_through_the_lifecycle() -> None:
-    """Every registered workflow is a KeplerWorkflow whose run goes through `operate`
-    (directly or through one of its own methods): one way to begin and end for all."""
+def calls_operate(cls: type, method: str = "run", depth: int = 0) -> bool:
+    """Whether `cls.method` calls `self.operate`, itself or through its own methods."""
     import inspect
     import textwrap
 
+    source = textwrap.dedent(inspect.getsource(getattr(cls, method)))
+    called = {n.func.attr for n in ast.walk(ast.parse(source))
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+              and isinstance(n.func.value, ast.Name) and n.func.value.id == "self"}
+    return "operate" in called or (depth < 2 and any(
+        calls_operate(cls, m, depth + 1) for m in called if hasattr(cls, m)
+        and inspect.isfunction(getattr(cls, m))))
+
+
+def test_a_run_outside_the_lifecycle_is_caught() -> None:
+    class Lifecycle:
+        async def run(self) -> None:
+            await self.change()
+
+        async def change(self) -> None:
+            await self.operate()  # type: ignore[attr-defined]
+
+    class Outside:
+        async def run(self) -> None:
+            await self.runbook()
+
+        async def runbook(self) -> None:
+            pass
+
+    assert calls_operate(Lifecycle) and not calls_operate(Outside)
+
+
+def test_every_workflow_runs_through_the_lifecycle() -> None:
+    """Every registered workflow is a KeplerWorkflow whose run goes through `operate`
+    (directly or through one of its own methods): one way to begin and end for all."""
     import workflows
     from kepler.contracts import OPERATIONS
     from workflows.base import KeplerWorkflow
-
-    def calls_operate(cls: type, method: str, depth: int = 0) -> bool:
-        source = textwrap.dedent(inspect.getsource(getattr(cls, method)))
-        called = {n.func.attr for n in ast.walk(ast.parse(source))
-                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                  and isinstance(n.func.value, ast.Name) and n.func.value.id == "self"}
-        return "operate" in called or (depth < 2 and any(
-            calls_operate(cls, m, depth + 1) for m in called if hasattr(cls, m)
-            and inspect.isfunction(getattr(cls, m))))
 
     wrong = [o.workflow for o in OPERATIONS
              if not issubclass(cls := getattr(workflows, o.workflow), KeplerWorkflow)

@@ -16,13 +16,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from kepler import naming
     from kepler.decommission import RunningQuery
-    from kepler.freeze import in_force
     from kepler.models import Operation
     from kepler.contracts import SCHEDULED_REPORT
     from kepler.schedules import ScheduledReleaseReport, ScheduledReleaseRequest
     from kepler.payloads import EnvironmentPolicy, PolicyQuery
     from workflows.base import COORDINATORS, Done, KeplerWorkflow
     from workflows.common.children import child_operation
+    import workflows.steps.freeze as freeze
     from workflows.legacy.coordinators import scheduled_release
 
 
@@ -58,8 +58,7 @@ class ScheduledRelease(KeplerWorkflow[ScheduledReleaseReport]):
             policy: EnvironmentPolicy = await self.step(
                 "read the freeze windows", PlatformActivities.environment_policy,
                 PolicyQuery(service=rel.service, env=rel.env))
-            adhoc = await self.step("check freeze", TemporalActivities.active_freeze, rel.env)
-            frozen = in_force(policy.freeze, adhoc, rel.env, workflow.now())
+            frozen = await freeze.in_force(self, policy)
             if frozen is not None:
                 return self.skipped(f"not released: {frozen.describe()}")
         self.set_stage(f"releasing to {rel.env}")

@@ -47,10 +47,6 @@ class Started:
     handle: WorkflowHandle
 
 
-def subject(req: OperationRequest) -> Subject:
-    return req.subject()
-
-
 def workflow_id(req: OperationRequest) -> str:
     """The id `req` starts under: its lock, or for "own" and "named", the request's own."""
     lock = BY_REQUEST[type(req)].lock
@@ -64,7 +60,7 @@ def workflow_id(req: OperationRequest) -> str:
 
 def request_statement(req: Any, now: datetime) -> Statement:
     """What the requester signs for `req`: the operation, where it runs, its exact content."""
-    who = subject(req)
+    who = req.subject()
     return Statement(action="request", operation=BY_REQUEST[type(req)].operation,
                      service=who.service, env=who.env, workflow_id=workflow_id(req),
                      request_sha256=request_digest(req), comment=getattr(req, "reason", ""),
@@ -88,7 +84,7 @@ def start_attributes(req: Any) -> TypedSearchAttributes:
     """The search attributes every operation starts with, so the Temporal UI and
     `kepler history` show it at once; its workflow then keeps stage and outcome up to
     date."""
-    who = subject(req)
+    who = req.subject()
     pairs = [SearchAttributePair(sa.SERVICE, who.service), SearchAttributePair(sa.ENV, who.env),
              SearchAttributePair(sa.OPERATION, BY_REQUEST[type(req)].operation),
              SearchAttributePair(sa.REQUESTED_BY, who.requested_by)]
@@ -110,7 +106,7 @@ async def start(client: Client, req: Any, task_queue: str) -> Started:
     wid = workflow_id(req)
     own = op.lock == "own"
     if op.lock in ("env", "service"):
-        await _refuse_if_service_busy(client, req, subject(req))
+        await _refuse_if_service_busy(client, req, req.subject())
     try:
         handle = await client.start_workflow(
             op.workflow, req, id=wid, task_queue=task_queue,

@@ -6,7 +6,7 @@ no longer do: docs/architecture.md, "Patches")."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -73,17 +73,11 @@ class AutoPromotionBefore:
     provides the offers (_newest, _newer, _newer_within) and the UI details."""
     report: AutoPromotionReport
 
-    def _newest(self, candidate: AutoPromotionRequest) -> AutoPromotionRequest:
-        raise NotImplementedError
-
-    def _newer(self, candidate: AutoPromotionRequest) -> bool:
-        raise NotImplementedError
-
-    async def _newer_within(self, candidate: AutoPromotionRequest, wait: Any) -> bool:
-        raise NotImplementedError
-
-    def _details(self) -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # AutoPromotion's
+        def _newest(self, candidate: AutoPromotionRequest) -> AutoPromotionRequest: ...
+        def _newer(self, candidate: AutoPromotionRequest) -> bool: ...
+        async def _newer_within(self, candidate: AutoPromotionRequest, wait: Any) -> bool: ...
+        def _details(self) -> str: ...
 
     async def run_before(self, req: AutoPromotionRequest) -> AutoPromotionReport:
         candidate = req
