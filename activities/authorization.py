@@ -89,7 +89,7 @@ def _approvers(platform: Platform, target: ReleaseTarget, image: str, commit: st
     that name a break-glass."""
     where = f"{target.service} in {target.env}"
     try:
-        signers = platform.identity.signers()
+        signers = platform.signers()
     except ConfigError as e:
         raise refused(str(e)) from None
     requester = _signer(auth.request, signers, people_only=False) if auth.request else None
@@ -175,7 +175,7 @@ def authorize_override(platform: Platform, target: ReleaseTarget, image: str,
         raise refused(f"a change of replicas or resources of {where} needs the signed request "
                       "and approvals of a Scale or SetResources run")
     try:
-        signers = platform.identity.signers()
+        signers = platform.signers()
     except ConfigError as e:
         raise refused(str(e)) from None
     s = auth.request.statement if auth.request else None

@@ -17,7 +17,7 @@ from kepler.payloads import EnvironmentPolicy, PolicyQuery
 def signers_of(platform: Platform) -> AllowedSigners:
     """The allowed signers now; a broken file fails the operation, never lets it through."""
     try:
-        return platform.identity.signers()
+        return platform.signers()
     except ConfigError as e:
         raise non_retryable("InvalidConfig", str(e)) from None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timezone
 
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.client import Client, ScheduleDescription, ScheduleHandle, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -19,7 +20,7 @@ from kepler.decommission import (
 )
 from kepler.freeze import ActiveFreeze
 from kepler.clients.freezes import FreezeLookupError, adhoc_freezes
-from kepler.identity import RequestUse
+from kepler.identity import RequestUse, SignedStatement
 from kepler.schedules import schedule_id
 from kepler.settings import Platform
 from kepler.clients.temporal import LazyClient
@@ -97,7 +98,8 @@ class TemporalActivities:
         return ""
 
     async def _signature_of(self, client: Client, workflow_id: str, run_id: str) -> str:
-        """The signature of the request run `run_id` was started with ('' if unsigned)."""
+        """The proof (SignedStatement.proof) of the request run `run_id` was started with
+        ('' if unsigned)."""
         async for event in client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history_events(
                 page_size=1):
             payloads = event.workflow_execution_started_event_attributes.input.payloads
@@ -105,7 +107,12 @@ class TemporalActivities:
                 return ""
             [request] = await client.data_converter.decode(payloads[:1])
             signed = request.get("signed") if isinstance(request, dict) else None
-            return str(signed.get("signature", "")) if isinstance(signed, dict) else ""
+            if not isinstance(signed, dict):
+                return ""
+            try:
+                return SignedStatement.model_validate(signed).proof()
+            except ValidationError:
+                return ""
         return ""
 
     @activity.defn(name="temporal.active_freeze")

@@ -11,6 +11,12 @@ whose each key is and, through its `namespaces=` option, what it may sign:
 - `kepler-system`: a system identity (the alert receiver, a schedule's fire) that may
   request, and never approve.
 
+People may also sign with a passkey (kepler/passkeys.py), in the console: a passkey is
+enrolled with the person's SSH key (an `enroll` statement they sign, kept with the
+credential in the platform's passkeys file, `identity.passkeys`), and is theirs only while
+that key is listed for `kepler`. A passkey signs as the person, never as a delegate or a
+system.
+
 Verification is pure computation, so workflows run it themselves (in update validators
 and at apply time) against the signers they loaded through an activity.
 """
@@ -33,6 +39,9 @@ from pydantic import BaseModel, Field
 from sshsig.allowed_signers import AllowedSigner
 from sshsig.sshsig import SshsigSignature
 
+from kepler.passkeys import (
+    PasskeyAssertion, PasskeyCredential, PasskeyError, challenge_of, verify_assertion,
+)
 from kepler.validation import UserName
 from kepler.workloads import Model
 
@@ -40,8 +49,10 @@ PERSON, DELEGATE, SYSTEM = "kepler", "kepler-delegate", "kepler-system"
 NAMESPACES = (PERSON, DELEGATE, SYSTEM)
 MAX_SIGNATURE = 4096  # an armored ed25519/ecdsa/rsa-4096 signature is well under this
 MAX_SIGNERS_FILE = 256 * 1024
+MAX_PASSKEYS_FILE = 1024 * 1024
 
-Action = Literal["request", "approve", "reject", "pause", "resume", "promote", "abort", "restore"]
+Action = Literal["request", "approve", "reject", "pause", "resume", "promote", "abort", "restore",
+                 "enroll"]
 
 
 CLOCK_SKEW = timedelta(minutes=5)  # a signer's clock may run this far ahead of the checker's
@@ -92,8 +103,22 @@ def parse_signer_time(value: str) -> datetime:
     return datetime.fromtimestamp(time.mktime(parsed.timetuple()), timezone.utc)
 
 
+class Passkey(PasskeyCredential):
+    """A person's enrolled passkey, as it travels to the workflows (its enrolment was
+    verified when the platform's file was read)."""
+    person: UserName
+
+
+class RelyingParty(Model):
+    """Where passkeys sign: the console's RP ID (its host) and origins (console.url)."""
+    rp_id: str = Field(min_length=1, max_length=253)
+    origins: list[str] = Field(min_length=1, max_length=10)
+
+
 class AllowedSigners(Model):
     signers: list[Signer] = Field(default_factory=list, max_length=10_000)
+    passkeys: list[Passkey] = Field(default_factory=list, max_length=2_000)
+    relying_party: RelyingParty | None = None
     # identity.request_valid_for: how long a signed request may start a run. It travels
     # with the signers to the workflows that check requests; None: read before requests
     # expired (a run from before replays as it ran).
@@ -175,8 +200,14 @@ def request_digest(request: BaseModel) -> str:
 
 
 class SignedStatement(Model):
+    """A statement signed with an SSH key (`signature`) or a passkey (`passkey`)."""
     statement: Statement
-    signature: str = Field(max_length=MAX_SIGNATURE)
+    signature: str = Field("", max_length=MAX_SIGNATURE)
+    passkey: PasskeyAssertion | None = None
+
+    def proof(self) -> str:
+        """What marks this signed statement as used (a request starts one run)."""
+        return f"passkey:{self.passkey.signature}" if self.passkey else self.signature
 
 
 class RequestUse(Model):
@@ -202,6 +233,8 @@ def verify(signed: SignedStatement, signers: AllowedSigners, at: datetime | None
     `at` is when the key must be valid (its line's valid-after/valid-before): the checker's
     time, as `ssh-keygen -Y verify` uses its own clock, never the statement's issued_at
     (the signer writes that). Workflows pass workflow.now(); None is the wall clock."""
+    if signed.passkey is not None:
+        return _verify_passkey(signed, signed.passkey, signers, at or datetime.now(timezone.utc))
     try:
         outer = SshsigSignature.from_armored(signed.signature)
         namespace = outer.namespace.decode("ascii")
@@ -231,6 +264,39 @@ def verify(signed: SignedStatement, signers: AllowedSigners, at: datetime | None
     except NotImplementedError as e:
         raise InvalidStatement(f"signature: {e}") from None
     return _identity(signer, namespace, signed.statement)
+
+
+def _verify_passkey(signed: SignedStatement, assertion: PasskeyAssertion,
+                    signers: AllowedSigners, at: datetime) -> Identity:
+    """A passkey's statement: a registered credential signed exactly this statement, and its
+    person still has an SSH key listed for `kepler` and valid `at` (the key that enrolled it)."""
+    if signed.signature:
+        raise InvalidStatement("signature: a statement is signed with an SSH key or a passkey, "
+                               "not both")
+    rp = signers.relying_party
+    if rp is None:
+        raise InvalidStatement("passkey: the platform has no console (console.url in "
+                               "kepler.yaml), so no passkey can be verified")
+    key = next((k for k in signers.passkeys if k.credential_id == assertion.credential_id), None)
+    if key is None:
+        raise InvalidStatement("passkey: this credential is not enrolled in the platform's "
+                               "passkeys (identity.passkeys)")
+    person = [s for s in signers.signers if s.principal == key.person and PERSON in s.namespaces
+              and not s.cert_authority]
+    if not any(not s.invalid_at(at) for s in person):
+        raise InvalidStatement(f"passkey: {key.person} has no SSH key listed for {PERSON} and "
+                               "valid now in the platform's allowed signers, so their passkeys "
+                               "sign nothing")
+    try:
+        verify_assertion(assertion, key.public_key, challenge_of(signed.statement.canonical()),
+                         rp.rp_id, rp.origins)
+    except PasskeyError as e:
+        raise InvalidStatement(f"{e} (it does not sign this statement)") from None
+    if signed.statement.on_behalf_of:
+        raise InvalidStatement("on_behalf_of: only a delegate's key may vouch for someone")
+    if signed.statement.action == "enroll":
+        raise InvalidStatement("enroll: a passkey is enrolled with an SSH key, never another passkey")
+    return Identity(name=key.person, kind="person")
 
 
 def _identity(signer: Signer, namespace: str, statement: Statement) -> Identity:

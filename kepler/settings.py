@@ -22,16 +22,15 @@ from kepler.promotion import AutoPromotionConfig, PromotionPath
 from kepler import yamlio
 from kepler.models import Model
 from kepler.notifications import NotificationsConfig
+from kepler.identity_settings import (  # noqa: F401 (kepler_home and ConfigError: re-exported)
+    ConfigError, ConsoleConfig, IdentityConfig, kepler_home,
+)
 from kepler.validation import Duration, EnvName, Quantity, UserName, describe_validation_error
 
 if TYPE_CHECKING:
     from kepler.identity import AllowedSigners
 
 DEFAULT_CONFIG = "kepler.yaml"
-
-
-class ConfigError(Exception):
-    """kepler.yaml is missing, unreadable or invalid; the message names where and why."""
 
 
 class TemporalConfig(Model):
@@ -194,48 +193,6 @@ class ChatOpsConfig(Model):
         "for the Slack user it verified (relative: inside the Kepler home)"))
 
 
-def kepler_home() -> Path:
-    """Where the local stack keeps its state, and the sandbox its people's keys."""
-    return Path(os.environ.get("KEPLER_HOME", ".kepler")).absolute()
-
-
-class IdentityConfig(Model):
-    """Who is who (kepler/identity.py). Relative paths are inside the Kepler home
-    (KEPLER_HOME, default .kepler)."""
-    allowed_signers: str | None = Field(None, description=(
-        "ssh-keygen allowed-signers file naming every key and what it may sign (platform-owned)"))
-    sandbox_keys: str | None = Field(None, description=(
-        "the sandbox only: a folder of keys, one per person; --as NAME signs with NAME's"))
-    admins: list[UserName] = Field(default_factory=list, description=(
-        "may create a service over an existing one they do not own"))
-    request_valid_for: Duration = Field(timedelta(minutes=15), ge=timedelta(minutes=1),
-                                        le=timedelta(hours=24), description=(
-        "how long a signed request may start a run after it was signed (each request starts "
-        "one run only); release schedules' requests are for every fire"))
-
-    def path(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else kepler_home() / path
-
-    def signers(self) -> "AllowedSigners":
-        """The allowed signers now (read each time: a rotation reaches the next operation);
-        none when not configured, and then no approval can be verified."""
-        from kepler.identity import AllowedSigners
-
-        if not self.allowed_signers:
-            return AllowedSigners(request_valid_for=self.request_valid_for)
-        path = self.path(self.allowed_signers)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise ConfigError(f"identity.allowed_signers: cannot read {path}: {e.strerror}") from None
-        try:
-            signers = AllowedSigners.parse(text, str(path))
-        except ValueError as e:
-            raise ConfigError(f"identity.allowed_signers: {e}") from None
-        return signers.model_copy(update={"request_valid_for": self.request_valid_for})
-
-
 class DecommissionPolicy(Model):
     """Decommission always needs approval. Approvers default to the union of every
     environment's approval approvers."""
@@ -272,12 +229,17 @@ class Platform(Model):
     chatops: ChatOpsConfig = Field(default_factory=ChatOpsConfig)
     decommission: DecommissionPolicy = Field(default_factory=DecommissionPolicy)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     promotion: dict[EnvName, PromotionPath] = Field(default_factory=dict, description=(
         "per environment: the environment its releases are promoted from"))
     auto_promotion: AutoPromotionConfig = Field(default_factory=AutoPromotionConfig)
     freeze: dict[EnvName, EnvironmentFreeze] = Field(default_factory=dict, description=(
         "per environment: its freeze windows (README: Freeze windows)"))
+
+    def signers(self) -> "AllowedSigners":
+        """Who may sign what now: SSH keys, and the console's enrolled passkeys."""
+        return self.identity.signers(self.console.relying_party())
 
     @model_validator(mode="after")
     def _has_env(self) -> "Platform":
@@ -341,6 +303,7 @@ class Secrets(BaseSettings):
     alertmanager_token: SecretStr | None = None
     smtp_password: SecretStr | None = None
     seal_key: SecretStr | None = None  # seals what runs carry (activities/authority.py)
+    console_secret: SecretStr | None = None  # signs the console's session cookies
 
 
 def config_path() -> Path:

@@ -25,7 +25,7 @@ MAX_OPERATIONS = 200
 
 async def audit(p: Platform, service: str, env: str | None) -> list[AuditRow]:
     try:
-        signers = p.identity.signers()
+        signers = p.signers()
     except ConfigError as e:
         raise CliError(f"{e} (the audit verifies every signature again)", BAD_INPUT) from None
     client = await session.client(p)

@@ -59,7 +59,7 @@ def scope(p: Platform, service: str | None, env: str | None, team: str | None, s
     except ValueError as e:
         raise CliError(str(e), BAD_INPUT) from None
     try:
-        signers = p.identity.signers()
+        signers = p.signers()
     except ConfigError as e:
         raise CliError(f"{e} (alert-driven rollbacks are counted by their signatures)", BAD_INPUT) from None
     return Scope(envs=[env] if env else sorted(p.environments), window=window, service=service,

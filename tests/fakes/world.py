@@ -96,7 +96,7 @@ class FakeWorld:
                                         timeout=timedelta(hours=24), remind_every=timedelta(hours=4)),
                 rollback_approval=ApprovalPolicy(), bounds=Bounds(), bake_time=timedelta(0),
                 rollout_timeout=timedelta(minutes=10), registry_host="reg",
-                image_repository=f"demo/{q.service}", signers=load_platform().identity.signers(),
+                image_repository=f"demo/{q.service}", signers=load_platform().signers(),
                 admins=list(load_platform().identity.admins),
                 promotion=world.promotion if q.env == "prod" else None,
                 auto_promote_to=["prod"] if world.promotion and world.promotion.auto

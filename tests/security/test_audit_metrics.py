@@ -35,7 +35,7 @@ def audited(run_id: str, decisions: list[Any], request: Any = None, workflow_id:
     request = request or signed(ReleaseRequest(service="shop", env="prod", ref="v1", requested_by="carol"))
     report = ReleaseReport(service="shop", env="prod", outcome="succeeded", image=IMAGE, commit=COMMIT)
     return row(workflow_id, run_id, "release", "prod", NOW, request, decisions, report,
-               load_platform().identity.signers())
+               load_platform().signers())
 
 
 def test_an_approval_of_this_run_and_digest_is_verified() -> None:
@@ -99,7 +99,7 @@ async def test_metrics_read_who_signed_a_rollback_from_its_history(dev_env: Any)
     are only started (on a queue no worker polls): their start input is what counts."""
     client = dev_env.client
     p = load_platform()
-    signers = p.identity.signers()
+    signers = p.signers()
     plain = RollbackRequest(service=f"shop-{uuid.uuid4().hex[:6]}", env="prod", requested_by="alerts")
     by_alerts = sign_request(p, plain, signing_key(p, "alerts"), SYSTEM)
     by_carol = sign_request(p, plain, signing_key(p, "carol"))

@@ -86,7 +86,7 @@ def crafted_state(namespace: str) -> CanaryState:
         policy=EnvironmentPolicy(env="staging", namespace=namespace, approval=ApprovalPolicy(),
                                  rollback_approval=ApprovalPolicy(), bounds=Bounds(),
                                  bake_time=timedelta(0), rollout_timeout=timedelta(minutes=1),
-                                 signers=load_platform().identity.signers()),
+                                 signers=load_platform().signers()),
         spec=ServiceSpec(name=SERVICE, team="t"), commit="e" * 40, version="evil", image=EVIL,
         previous_image="", started_at=now, deadline=now + timedelta(days=1))
 

@@ -22,8 +22,8 @@ CONTROL_VALID_FOR = timedelta(minutes=15)  # a control is for now, not for later
 
 
 def fingerprint(signed: SignedStatement) -> str:
-    """What marks a control as used: its signature."""
-    return hashlib.sha256(signed.signature.encode()).hexdigest()
+    """What marks a control as used: its signature (an SSH key's, or a passkey's)."""
+    return hashlib.sha256(signed.proof().encode()).hexdigest()
 
 
 def verify_control(signed: SignedStatement | None, verb: str, operation: str, service: str,

@@ -87,7 +87,7 @@ class RequestAuthority:
             return
         used: str = await workflow.execute_activity_method(
             TemporalActivities.request_used,
-            RequestUse(signature=signed.signature, since=signed.statement.issued_at - CLOCK_SKEW),
+            RequestUse(signature=signed.proof(), since=signed.statement.issued_at - CLOCK_SKEW),
             summary="check the signed request started no other run",
             start_to_close_timeout=QUICK.start_to_close,
             schedule_to_close_timeout=QUICK.schedule_to_close, retry_policy=RetryPolicy(**RETRY))
