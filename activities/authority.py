@@ -26,8 +26,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -41,7 +39,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from activities.errors import non_retryable, retryable
 from kepler.canary import CanaryState
 from kepler.decommission import Footprint
-from kepler.settings import Platform, Secrets, kepler_home
+from kepler.settings import Platform, Secrets, home_secret
 from kepler.payloads import AdoptedObject, ReleaseSnapshot
 
 log = logging.getLogger("kepler.authority")
@@ -81,13 +79,7 @@ def seal_key(secrets_: Secrets) -> bytes:
     home (made once: one machine's workers share it)."""
     if secrets_.seal_key is not None:
         return secrets_.seal_key.get_secret_value().encode()
-    path = kepler_home() / "keys" / "seal"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(SEAL_KEY_BYTES))
-    return path.read_text().strip().encode()
+    return home_secret("seal", SEAL_KEY_BYTES)
 
 
 class Seal:

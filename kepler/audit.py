@@ -26,7 +26,8 @@ class Signed(Model):
     action: str
     who: str  # the verified identity, or what the statement claimed when it does not verify
     at: datetime | None = None
-    channel: str = "cli"  # "slack:U123" for a delegate's, "system" for a system identity
+    channel: str = "cli"  # "slack:U123" for a delegate's, "system" for a system identity,
+    # "console" for a passkey's
     verified: bool = False
     problem: str = ""
     comment: str = ""
@@ -58,7 +59,8 @@ def check(signed: SignedStatement, signers: AllowedSigners, at: datetime | None 
         claimed = s.on_behalf_of.partition(" via ")[0] if s.on_behalf_of else "?"
         return Signed(action=s.action, who=claimed, at=s.issued_at, problem=str(e),
                       comment=s.comment)
-    channel = who.via or ("system" if who.kind == "system" else "cli")
+    channel = who.via or ("system" if who.kind == "system" else
+                          "console" if signed.passkey is not None else "cli")
     if not mismatch and named and who.name != named:
         mismatch = f"signed by {who}, but it names {named}"
     return Signed(action=s.action, who=who.name, at=s.issued_at, channel=channel,

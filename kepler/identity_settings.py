@@ -5,6 +5,7 @@ passkeys file, each passkey kept only while its enrolment verifies (kepler/enrol
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,22 @@ class ConfigError(Exception):
 def kepler_home() -> Path:
     """Where the local stack keeps its state, and the sandbox its people's keys."""
     return Path(os.environ.get("KEPLER_HOME", ".kepler")).absolute()
+
+
+def home_secret(name: str, size: int = 32) -> bytes:
+    """A random key kept in the Kepler home (keys/NAME, made once, mode 0600): what one
+    machine's processes share when no secret is configured."""
+    path = kepler_home() / "keys" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(size))
+    return path.read_text().strip().encode()
 
 
 class ConsoleConfig(Model):

@@ -23,7 +23,7 @@ from kepler import yamlio
 from kepler.models import Model
 from kepler.notifications import NotificationsConfig
 from kepler.identity_settings import (  # noqa: F401 (kepler_home and ConfigError: re-exported)
-    ConfigError, ConsoleConfig, IdentityConfig, kepler_home,
+    ConfigError, ConsoleConfig, IdentityConfig, home_secret, kepler_home,
 )
 from kepler.validation import Duration, EnvName, Quantity, UserName, describe_validation_error
 

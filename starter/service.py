@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 import yaml
 from rich.table import Table
+from temporalio.client import Client
 
 from kepler import search_attributes as sa
 from kepler import yamlio
@@ -98,9 +99,13 @@ async def service_history(p: Platform, service: str, env: str | None) -> list[di
 
 async def operations(p: Platform, query: str) -> list[dict[str, str]]:
     """The operations a visibility query finds, newest first, as their search attributes say."""
-    client = await session.client(p)
+    return await operations_of(await session.client(p), query)
+
+
+async def operations_of(client: Client, query: str, limit: int = 200) -> list[dict[str, str]]:
+    """The same, with a connected client (the console's)."""
     rows = []
-    async for wf in client.list_workflows(query, limit=200):
+    async for wf in client.list_workflows(query, limit=limit):
         attrs = wf.typed_search_attributes
         rows.append({
             "workflow_id": wf.id, "run_id": wf.run_id, "service": attrs.get(sa.SERVICE) or "",

@@ -1,0 +1,5 @@
+"""What each console page shows: one module a page, each an async `data` function."""
+
+from starter.console.views import services
+
+ALL_PAGES = [services.PAGE]
