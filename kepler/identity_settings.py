@@ -57,7 +57,7 @@ class ConsoleConfig(Model):
         "them read, never approve (only a passkey does); unset, nobody is trusted by header"))
     session: Duration = Field(timedelta(hours=8), ge=timedelta(minutes=5), le=timedelta(hours=24),
                               description="how long a sign-in lasts")
-    refresh: Duration = Field(timedelta(seconds=2), ge=timedelta(milliseconds=200),
+    refresh: Duration = Field(timedelta(seconds=2), ge=timedelta(seconds=1),
                               le=timedelta(minutes=1), description=(
         "how often an open page checks for changes (server-sent events)"))
 

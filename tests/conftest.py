@@ -10,6 +10,7 @@ import pytest
 from kepler.search_attributes import ALL_KEYS
 from kepler.clients.temporal import data_converter
 from sandbox.serve import Sandbox
+from tests.helpers import free_port
 from sandbox.world import SandboxSettings
 
 
@@ -112,6 +113,9 @@ def platform_yaml(urls: dict[str, str], temporal_address: str, task_queue: str,
     for env in data["environments"].values():
         env["cluster"]["server"] = urls.get("kubernetes", "http://127.0.0.1:1")  # a real one: set after
         env["rollout_timeout"] = "2m"
+    port = free_port()  # the console's (tests/console/conftest.py serves it there)
+    data["console"] = {"url": f"http://localhost:{port}", "listen": f"127.0.0.1:{port}",
+                       "refresh": "1s"}
     return yaml.safe_dump(data, sort_keys=False)
 
 
