@@ -17,7 +17,7 @@ from temporalio import activity
 from activities.http_clients import PerThread
 from activities.http_retry import retrying_session
 from activities.errors import non_retryable, raise_for_status, retryable
-from kepler.spec import ServiceSpec
+from kepler.spec import SPEC_PATH, ServiceSpec
 from kepler.settings import Platform, Secrets
 from kepler.payloads import (
     Commit, EnsureHook, EnsureProject, ExistingService, ProjectRef, ReadSpec, ResolveRef,
@@ -25,7 +25,6 @@ from kepler.payloads import (
 )
 from kepler.validation import describe_validation_error
 
-SPEC_PATH = ".kepler/service.yaml"
 
 
 def created_marker(run_id: str) -> str:

@@ -47,6 +47,11 @@ class PlatformActivities:
             freeze=self.platform.freeze.get(query.env),
         )
 
+    @activity.defn(name="platform.signers")
+    def signers(self) -> AllowedSigners:
+        """Who may sign now (a run reads them again for a passkey enrolled after it started)."""
+        return signers_of(self.platform)
+
     @activity.defn(name="platform.environments")
     def environments(self) -> list[str]:
         return sorted(self.platform.environments)

@@ -19,6 +19,8 @@ HookArg = Annotated[str, Field(min_length=1, max_length=1024,
                                pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]+$")]
 
 
+SPEC_PATH = ".kepler/service.yaml"  # a service's spec, in its GitLab project
+
 class Resources(Model):
     cpu_request: Quantity = "100m"
     memory_request: Quantity = "128Mi"

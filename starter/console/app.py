@@ -39,6 +39,7 @@ from starter.http_body import BodyTooLarge, read_body
 log = logging.getLogger("kepler.console")
 HERE = Path(__file__).resolve().parent
 MAX_BODY = 64 * 1024
+MAX_CACHED = 1024
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PageData = Callable[["Console", Viewer, dict[str, str], dict[str, str]], Awaitable[dict[str, Any]]]
@@ -70,6 +71,15 @@ class Console:
         undefined=jinja2.StrictUndefined))
     pages: list[Page] = field(default_factory=list)
     specs: Specs = field(default_factory=Specs)
+    clusters: Any = None  # kepler.clients.kube.Clusters: Kubernetes reads, per environment
+    gitlab: Any = None  # kepler.clients.gitlab.GitLabReader
+    cache: dict[Any, Any] = field(default_factory=dict)  # what never changes once read
+
+    def remember(self, key: Any, value: Any) -> Any:
+        if len(self.cache) >= MAX_CACHED:
+            self.cache.pop(next(iter(self.cache)))
+        self.cache[key] = value
+        return value
 
     @property
     def origin(self) -> str | None:

@@ -196,3 +196,21 @@ def test_injected_fault_then_retry(gl: gitlab.Gitlab, gitlab_box: Sandbox) -> No
     with pytest.raises((GitlabHttpError, gitlab.exceptions.GitlabConnectionError, Exception)):
         gl.projects.get("demo/flaky")
     assert gl.projects.get("demo/flaky").path == "flaky"
+
+
+def test_compare_lists_the_commits_between_and_each_files_diff(gl: gitlab.Gitlab) -> None:
+    project = create_from_template(gl, "cmp")
+    base = project.commits.list(get_all=True)[0]
+    first = project.commits.create({"branch": "main", "commit_message": "Add config", "actions": [
+        {"action": "create", "file_path": "config/app.yaml", "content": "level: info\n"}]})
+    second = project.commits.create({"branch": "main", "commit_message": "Louder", "actions": [
+        {"action": "update", "file_path": "config/app.yaml", "content": "level: debug\n"}]})
+    compared = project.repository_compare(base.id, "main")
+    assert [c["id"] for c in compared["commits"]] == [first.id, second.id]  # oldest first
+    (diff,) = compared["diffs"]
+    assert (diff["new_path"], diff["new_file"], diff["deleted_file"]) == ("config/app.yaml", True, False)
+    assert "+level: debug" in diff["diff"] and diff["diff"].startswith("@@")
+    assert project.repository_compare(second.id, second.id)["commits"] == []
+    assert project.repository_compare(second.id, base.id)["commits"] == []  # nothing new in base
+    with pytest.raises(GitlabGetError):
+        project.repository_compare("nope", "main")

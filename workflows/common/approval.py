@@ -50,6 +50,10 @@ class ApprovalGate:
     signers: AllowedSigners
     gate_approvals: list[SignedStatement]
 
+    if TYPE_CHECKING:  # RequestAuthority's (workflows/common/requester.py), in the lifecycle
+        def knows_signer_of(self, signed: SignedStatement | None) -> bool: ...
+        async def read_signers_for(self, signed: SignedStatement | None) -> None: ...
+
     def __init__(self) -> None:
         super().__init__()
         self._verdict: str | None = None  # "approve" or "reject" once the open gate is decided
@@ -147,8 +151,17 @@ class ApprovalGate:
         self.state.approvals.append(Approval(approver=who, at=workflow.now(), verdict=verdict,
                                              comment=decision.comment, verified=True))
 
+    def _check_or_defer(self, decision: ApprovalDecision, verdict: str) -> None:
+        """The validator's check; a passkey new to this run is checked by the handler, once
+        it has read the signers again (RequestAuthority.read_signers_for)."""
+        if self.knows_signer_of(decision.signed):
+            self._check_decision(decision, verdict)
+        elif self.state is None or self.state.pending_approval is None or self._verdict is not None:
+            raise ValueError("nothing is pending approval")
+
     @workflow.update(name=APPROVE.name)
     async def approve(self, decision: ApprovalDecision) -> str:
+        await self.read_signers_for(decision.signed)
         pending, who = self._check_decision(decision, "approve")
         decision = decision.model_copy(update={"approver": who.split(" via ")[0]})
         pending.approvals.append(decision)
@@ -162,10 +175,11 @@ class ApprovalGate:
 
     @approve.validator
     def _validate_approve(self, decision: ApprovalDecision) -> None:
-        self._check_decision(decision, "approve")
+        self._check_or_defer(decision, "approve")
 
     @workflow.update(name=REJECT.name)
     async def reject(self, decision: ApprovalDecision) -> str:
+        await self.read_signers_for(decision.signed)
         _, who = self._check_decision(decision, "reject")
         self._record(decision, "reject", who)
         self._verdict = "reject"
@@ -173,4 +187,4 @@ class ApprovalGate:
 
     @reject.validator
     def _validate_reject(self, decision: ApprovalDecision) -> None:
-        self._check_decision(decision, "reject")
+        self._check_or_defer(decision, "reject")

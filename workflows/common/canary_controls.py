@@ -21,7 +21,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import ABORT, PAUSE, PROMOTE, RESUME
     from kepler.canary import CanaryControl
-    from kepler.identity import AllowedSigners, Identity
+    from kepler.identity import AllowedSigners, Identity, SignedStatement
     from kepler.models import CanaryProgress, OperationStatus
     from workflows.common.controls import fingerprint, verify_alert_abort, verify_control
     from workflows.common.trust import Untrusted
@@ -36,6 +36,10 @@ class CanaryControls:
     phase: str
     signers: AllowedSigners
     requester: Identity | None
+
+    if TYPE_CHECKING:  # RequestAuthority's (workflows/common/requester.py), in the lifecycle
+        def knows_signer_of(self, signed: SignedStatement | None) -> bool: ...
+        async def read_signers_for(self, signed: SignedStatement | None) -> None: ...
     _abort: CanaryControl | None
     _promote: CanaryControl | None
     _approve_promotion: bool
@@ -84,6 +88,12 @@ class CanaryControls:
                              f"{', '.join(policy.approvers)})")
         return str(who)
 
+    def _allowed_or_deferred(self, verb: str, control: CanaryControl) -> None:
+        """The validator's check, unless the control is signed by a passkey new to this run:
+        the handler checks it once it has read the signers again."""
+        if self.knows_signer_of(control.signed):
+            self._allowed(verb, control)
+
     def _accept(self, verb: str, control: CanaryControl) -> str:
         """The handler's check again; the control is then used."""
         who = self._allowed(verb, control)
@@ -99,6 +109,7 @@ class CanaryControls:
 
     @workflow.update(name=PAUSE.name)
     async def pause(self, control: CanaryControl) -> str:
+        await self.read_signers_for(control.signed)
         who = self._accept("pause", control)
         self.progress.paused, self.progress.paused_by = True, who
         self.state.notes.append(f"paused by {who}" + (f": {control.reason}" if control.reason else ""))
@@ -108,10 +119,11 @@ class CanaryControls:
     def _validate_pause(self, control: CanaryControl) -> None:
         self._refuse_unless(self.phase == "analysing", f"the canary is {self._phase_text()}")
         self._refuse_unless(not self.progress.paused, f"already paused by {self.progress.paused_by}")
-        self._allowed("pause", control)
+        self._allowed_or_deferred("pause", control)
 
     @workflow.update(name=RESUME.name)
     async def resume(self, control: CanaryControl) -> str:
+        await self.read_signers_for(control.signed)
         who = self._accept("resume", control)
         self.progress.paused, self.progress.paused_by = False, ""
         self.state.notes.append(f"resumed by {who}")
@@ -121,10 +133,11 @@ class CanaryControls:
     def _validate_resume(self, control: CanaryControl) -> None:
         self._refuse_unless(self.phase == "analysing", f"the canary is {self._phase_text()}")
         self._refuse_unless(self.progress.paused, "the canary is not paused")
-        self._allowed("resume", control)
+        self._allowed_or_deferred("resume", control)
 
     @workflow.update(name=PROMOTE.name)
     async def promote(self, control: CanaryControl) -> str:
+        await self.read_signers_for(control.signed)
         who = self._accept("promote", control)
         self._promote = control.model_copy(update={"by": who})
         self.state.notes.append(f"promotion requested by {who}")
@@ -135,10 +148,11 @@ class CanaryControls:
     def _validate_promote(self, control: CanaryControl) -> None:
         self._refuse_unless(self.phase == "analysing" and not self._promote and not self._abort,
                             f"the canary is {self._phase_text()}")
-        self._allowed("promote", control)
+        self._allowed_or_deferred("promote", control)
 
     @workflow.update(name=ABORT.name)
     async def abort(self, control: CanaryControl) -> str:
+        await self.read_signers_for(control.signed)
         who = self._accept("abort", control)
         self._abort = control.model_copy(update={"by": who})
         return "aborting: traffic goes back to stable and the canary scales to 0"
@@ -147,7 +161,7 @@ class CanaryControls:
     def _validate_abort(self, control: CanaryControl) -> None:
         self._refuse_unless(self.phase != "done" and not self._abort,
                             f"the canary is {self._phase_text()}")
-        self._allowed("abort", control)
+        self._allowed_or_deferred("abort", control)
 
     def _phase_text(self) -> str:
         if self._abort:

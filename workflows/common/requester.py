@@ -14,6 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.platform import PlatformActivities
     from activities.temporal import TemporalActivities
     from kepler.identity import CLOCK_SKEW, AllowedSigners, Identity, RequestUse, SignedStatement
     from kepler.payloads import Authorization
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 # Retired patch (deprecated in 0.2.0): gates take signed decisions only.
 SIGNED_APPROVALS = "kepler-signed-approvals"
+MAX_SIGNER_READS = 20  # a run reads the signers again at most this often (unknown passkeys)
 UNSIGNED = ("the request is not signed: an operation that needs approval takes signed requests "
             "only (the kepler CLI and chat-ops sign them)")
 
@@ -41,6 +43,26 @@ class RequestAuthority:
         self._identified = False
         self._claimed = False
         self.gate_approvals: list[SignedStatement] = []  # the last gate's, signed (a train's)
+        self._signer_reads = 0
+
+    def knows_signer_of(self, signed: SignedStatement | None) -> bool:
+        """Whether this run can judge `signed` with the signers it holds: False for a
+        passkey they do not list (enrolled after the run read them), which the update's
+        handler reads them again for (`read_signers_for`); validators defer to it."""
+        if signed is None or signed.passkey is None or self._signer_reads >= MAX_SIGNER_READS:
+            return True
+        return any(k.credential_id == signed.passkey.credential_id for k in self.signers.passkeys)
+
+    async def read_signers_for(self, signed: SignedStatement | None) -> None:
+        """Read the platform's signers again when `signed` is a passkey this run does not
+        know yet (an activity: the handler then verifies against what the platform lists)."""
+        if self.knows_signer_of(signed):
+            return
+        self._signer_reads += 1
+        self.signers = await workflow.execute_activity_method(
+            PlatformActivities.signers, summary="read the signers again (a passkey new to this run)",
+            start_to_close_timeout=QUICK.start_to_close,
+            schedule_to_close_timeout=QUICK.schedule_to_close, retry_policy=RetryPolicy(**RETRY))
 
     def authorization(self, gate: str = "approval", approvals: list[SignedStatement] | None = None,
                       train: str = "", request: SignedStatement | None = None) -> Authorization:
