@@ -12,11 +12,22 @@ import pytest
 import yaml
 from playwright.async_api import Browser, expect
 
+from tests import world
 from tests.console.browser import browser, person  # noqa: F401 (a fixture)
 from tests.console.conftest import ConsoleServer
-from tests.e2e.test_release import kepler, wait_for_stage
+from tests.e2e.test_release import gitlab_client, kepler, wait_for_outcome, wait_for_stage
 
 pytestmark = pytest.mark.e2e
+
+
+def commit_change(sandbox: Any, service: str, title: str) -> str:
+    """A new commit on main that changes the service's spec (replicas, an env var) and code."""
+    project = gitlab_client(sandbox).projects.get(f"demo/{service}")
+    spec = yaml.safe_load(project.files.raw(".kepler/service.yaml", ref="main"))
+    spec.update(replicas=2, env={"FEATURE_FLAGS": "checkout-v2"})
+    return project.commits.create({"branch": "main", "commit_message": title, "actions": [
+        {"action": "update", "file_path": ".kepler/service.yaml", "content": yaml.safe_dump(spec)},
+        {"action": "create", "file_path": "checkout_v2.py", "content": "ENABLED = True\n"}]}).id
 
 
 async def created_and_staged(console: ConsoleServer, tmp_path: Path, name: str) -> None:
@@ -29,7 +40,7 @@ async def created_and_staged(console: ConsoleServer, tmp_path: Path, name: str) 
 
 
 async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
-        console: ConsoleServer, browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+        console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
     await created_and_staged(console, tmp_path, "ledger9")
     code, out, err = await kepler(console.platform_file, "release", "ledger9", "--env", "prod",
                                   "--from", "staging")
@@ -46,7 +57,6 @@ async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
     await page.wait_for_url("**/services/ledger9/prod/approval")
     await expect(page.locator("code.digest")).to_contain_text("@sha256:")
     await expect(page.locator("section.card")).to_contain_text("Requested by carol")
-    await alice.screenshot("approval")
 
     await page.fill("input[name=comment]", "LGTM from the console")
     await page.click("button[data-action=approve]")
@@ -59,3 +69,78 @@ async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
     (decision,) = json.loads(out)[0]["decisions"]
     assert (decision["who"], decision["verified"], decision["channel"], decision["comment"]) == (
         "alice", True, "console", "LGTM from the console")
+
+    # the next release: the page shows the commits since what is live and the config diff
+    sha = commit_change(sandbox, "ledger9", "Checkout v2 behind a flag")
+    for args in (("release", "ledger9", "--env", "staging", "--ref", "main", "--watch"),
+                 ("release", "ledger9", "--env", "prod", "--from", "staging")):
+        code, out, err = await kepler(console.platform_file, *args)
+        assert code == 0, out + err
+    await wait_for_stage(console.platform_file, "ledger9", "prod", "awaiting approval")
+    await page.goto("/services/ledger9/prod/approval")
+    await expect(page.locator("ol.commits")).to_contain_text(f"{sha[:12]} Checkout v2 behind a flag")
+    await expect(page.locator("pre.diff").first).to_contain_text("+replicas: 2")
+    await expect(page.locator("pre.diff").first).to_contain_text("FEATURE_FLAGS: checkout-v2")
+    await alice.screenshot("approval")
+    await page.click("button[data-action=approve]")
+    await expect(page.locator("#result")).to_have_text("approved")
+    await expect(page.locator(".outcome")).to_have_text("succeeded", timeout=120_000)
+
+
+async def test_a_reject_in_the_browser_ends_the_release_with_nothing_changed(
+        console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
+    await created_and_staged(console, tmp_path, "ledger10")
+    before = world.snapshot(sandbox, ["ledger10-prod"])
+    code, out, err = await kepler(console.platform_file, "release", "ledger10", "--env", "prod",
+                                  "--from", "staging")
+    assert code == 0, out + err
+    await wait_for_stage(console.platform_file, "ledger10", "prod", "awaiting approval")
+    bob = await person(browser, console, "bob")
+    await bob.enroll()
+    await bob.sign_in("/services/ledger10/prod/approval")
+    await bob.page.fill("input[name=comment]", "not during the sale")
+    await bob.page.click("button[data-action=reject]")
+    await expect(bob.page.locator("#result")).to_have_text("rejected")
+    await expect(bob.page.locator(".outcome")).to_have_text("rejected")
+    status = await wait_for_outcome(console.platform_file, "ledger10", "prod")
+    assert status["outcome"] == "rejected" and "not during the sale" in status["error"]
+    assert world.differences(before, world.snapshot(sandbox, ["ledger10-prod"])) == []
+
+
+async def test_a_break_glass_release_waits_for_a_second_approver_in_the_browser(
+        console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
+    await created_and_staged(console, tmp_path, "ledger11")
+    commit_change(sandbox, "ledger11", "Hotfix straight to prod")  # staging never ran it
+    code, out, err = await kepler(console.platform_file, "release", "ledger11", "--env", "prod",
+                                  "--ref", "main", "--break-glass", "--reason", "hotfix 12")
+    assert code == 0, out + err
+    await wait_for_stage(console.platform_file, "ledger11", "prod", "awaiting approval")
+    alice, bob = await person(browser, console, "alice"), await person(browser, console, "bob")
+    for approver in (alice, bob):
+        await approver.enroll()
+        await approver.sign_in("/services/ledger11/prod/approval")
+    await expect(alice.page.locator("section.card")).to_contain_text("Needs 2 approvals")
+
+    submitted: list[str] = []
+    alice.page.on("request", lambda r: submitted.append(r.post_data or "")
+                  if r.url.endswith("/actions/submit") else None)
+    await alice.page.click("button[data-action=approve]")
+    await expect(alice.page.locator("#result")).to_have_text("approval recorded (1 of 2)")
+    await expect(bob.page.locator(".approvals")).to_have_text("1 of 2")  # live on bob's page
+
+    # alice's assertion again (replayed through her session): the workflow counts her once
+    again = await alice.page.evaluate(
+        """async (body) => {
+             const r = await fetch("/actions/submit", {method: "POST", body,
+               headers: {"Content-Type": "application/json",
+                         "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content}});
+             return [r.status, (await r.json()).error];
+           }""", submitted[0])
+    assert again[0] == 409 and "alice has already approved" in again[1]
+    await expect(bob.page.locator(".approvals")).to_have_text("1 of 2")
+
+    await bob.page.click("button[data-action=approve]")
+    await expect(bob.page.locator("#result")).to_have_text("approved")
+    await expect(bob.page.locator(".outcome")).to_have_text("succeeded", timeout=120_000)
+    status = await wait_for_outcome(console.platform_file, "ledger11", "prod")
+    assert [a["approver"] for a in status["approvals"]] == ["alice", "bob"]
