@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from pydantic import Field
+from temporalio import workflow
 from webauthn import (
     generate_authentication_options, generate_registration_options, options_to_json,
     verify_authentication_response, verify_registration_response,
@@ -70,6 +71,15 @@ def verify_assertion(assertion: PasskeyAssertion, public_key: str, challenge: by
                      rp_id: str, origins: list[str]) -> None:
     """PasskeyError unless the credential with `public_key` signed `challenge` with user
     verification, for this relying party and one of its origins."""
+    # cryptography imports parts of itself (its Rust bindings) on first use: in a workflow
+    # those imports must reach the worker's modules, not the sandbox's fresh copies (a
+    # second copy of the bindings aborts the process). Outside a workflow this does nothing.
+    with workflow.unsafe.imports_passed_through():
+        _verify(assertion, public_key, challenge, rp_id, origins)
+
+
+def _verify(assertion: PasskeyAssertion, public_key: str, challenge: bytes, rp_id: str,
+            origins: list[str]) -> None:
     try:
         verify_authentication_response(
             credential={"id": assertion.credential_id, "rawId": assertion.credential_id,

@@ -10,10 +10,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
+from urllib.parse import quote, urlsplit
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from kepler.identity import Statement
+from kepler.passkeys import PasskeyAssertion, assertion_from_browser, authentication_options, challenge_of
 from tests.console.conftest import ConsoleServer
 from tests.e2e.test_release import kepler
 from tests.helpers import require_binary
@@ -51,9 +54,21 @@ class Person:
         await expect(self.page.locator("#result")).to_contain_text(f"Passkey enrolled for {self.name}")
 
     async def sign_in(self, then: str = "/services") -> None:
-        await self.page.goto(f"/login?next={then}")
+        await self.page.goto(f"/login?next={quote(then)}")
         await self.page.click("#signin")
-        await self.page.wait_for_url(f"**{then}")
+        await self.page.wait_for_url(lambda url: urlsplit(url).path == then)
+
+    async def sign(self, statement: Statement) -> PasskeyAssertion:
+        """This browser's passkey asserting `statement` (the challenge the console would ask)."""
+        rp = self.console.platform.console.relying_party()
+        assert rp is not None
+        options = authentication_options(rp.rp_id, challenge_of(statement.canonical()), [])
+        credential = await self.page.evaluate(
+            """async (options) => {
+                 const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(options);
+                 return (await navigator.credentials.get({publicKey})).toJSON();
+               }""", options)
+        return assertion_from_browser(json.dumps(credential))
 
     async def credentials(self) -> list[dict[str, Any]]:
         cdp = await self.context.new_cdp_session(self.page)

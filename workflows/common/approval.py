@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.settings import ApprovalPolicy
     import workflows.common.metrics as metrics
     from workflows.common.errors import OperationEnded, StepFailed
-    from workflows.common.requester import SIGNED_APPROVALS, UNSIGNED
+    from workflows.common.requester import SIGNED_APPROVALS, UNSIGNED, refused_in_handler
     from workflows.common.trust import verify_decision
 
 if TYPE_CHECKING:
@@ -162,7 +162,8 @@ class ApprovalGate:
     @workflow.update(name=APPROVE.name)
     async def approve(self, decision: ApprovalDecision) -> str:
         await self.read_signers_for(decision.signed)
-        pending, who = self._check_decision(decision, "approve")
+        with refused_in_handler():
+            pending, who = self._check_decision(decision, "approve")
         decision = decision.model_copy(update={"approver": who.split(" via ")[0]})
         pending.approvals.append(decision)
         if decision.signed is not None:  # always: verify_decision wants it signed
@@ -180,7 +181,8 @@ class ApprovalGate:
     @workflow.update(name=REJECT.name)
     async def reject(self, decision: ApprovalDecision) -> str:
         await self.read_signers_for(decision.signed)
-        _, who = self._check_decision(decision, "reject")
+        with refused_in_handler():
+            _, who = self._check_decision(decision, "reject")
         self._record(decision, "reject", who)
         self._verdict = "reject"
         return "rejected"

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.identity import AllowedSigners, Identity, SignedStatement
     from kepler.models import CanaryProgress, OperationStatus
     from workflows.common.controls import fingerprint, verify_alert_abort, verify_control
+    from workflows.common.requester import refused_in_handler
     from workflows.common.trust import Untrusted
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ class CanaryControls:
     @workflow.update(name=PAUSE.name)
     async def pause(self, control: CanaryControl) -> str:
         await self.read_signers_for(control.signed)
-        who = self._accept("pause", control)
+        with refused_in_handler():
+            who = self._accept("pause", control)
         self.progress.paused, self.progress.paused_by = True, who
         self.state.notes.append(f"paused by {who}" + (f": {control.reason}" if control.reason else ""))
         return f"paused at {self.progress.weight}%; analysis continues"
@@ -124,7 +126,8 @@ class CanaryControls:
     @workflow.update(name=RESUME.name)
     async def resume(self, control: CanaryControl) -> str:
         await self.read_signers_for(control.signed)
-        who = self._accept("resume", control)
+        with refused_in_handler():
+            who = self._accept("resume", control)
         self.progress.paused, self.progress.paused_by = False, ""
         self.state.notes.append(f"resumed by {who}")
         return f"resumed at {self.progress.weight}%"
@@ -138,7 +141,8 @@ class CanaryControls:
     @workflow.update(name=PROMOTE.name)
     async def promote(self, control: CanaryControl) -> str:
         await self.read_signers_for(control.signed)
-        who = self._accept("promote", control)
+        with refused_in_handler():
+            who = self._accept("promote", control)
         self._promote = control.model_copy(update={"by": who})
         self.state.notes.append(f"promotion requested by {who}")
         return "promoting: remaining steps skipped" + (
@@ -153,7 +157,8 @@ class CanaryControls:
     @workflow.update(name=ABORT.name)
     async def abort(self, control: CanaryControl) -> str:
         await self.read_signers_for(control.signed)
-        who = self._accept("abort", control)
+        with refused_in_handler():
+            who = self._accept("abort", control)
         self._abort = control.model_copy(update={"by": who})
         return "aborting: traffic goes back to stable and the canary scales to 0"
 

@@ -8,10 +8,12 @@ applies a change checks again (activities/authorization.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
@@ -31,6 +33,16 @@ SIGNED_APPROVALS = "kepler-signed-approvals"
 MAX_SIGNER_READS = 20  # a run reads the signers again at most this often (unknown passkeys)
 UNSIGNED = ("the request is not signed: an operation that needs approval takes signed requests "
             "only (the kepler CLI and chat-ops sign them)")
+
+
+@contextmanager
+def refused_in_handler() -> Iterator[None]:
+    """An update's handler checking what its validator deferred: a rule the update breaks
+    fails the update (an ApplicationError), never the workflow task."""
+    try:
+        yield
+    except ValueError as e:
+        raise ApplicationError(str(e), type="Unauthorized", non_retryable=True) from None
 
 
 class RequestAuthority:
