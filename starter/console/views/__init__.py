@@ -1,5 +1,5 @@
 """What each console page shows: one module a page, each an async `data` function."""
 
-from starter.console.views import services
+from starter.console.views import service, services
 
-ALL_PAGES = [services.PAGE]
+ALL_PAGES = [services.PAGE, service.PAGE]
