@@ -14,7 +14,7 @@ import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -116,6 +116,26 @@ class ServiceView:
 
 _CLUSTERS: dict[int, tuple[Platform, Clusters]] = {}
 _RUNS: OrderedDict[str, RunRecord | None] = OrderedDict()
+_IN_FLIGHT: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+
+
+async def in_thread(key: tuple[Any, ...], read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)` in a thread, once per `key` at a time: a read still going (a slow
+    cluster; a page past its deadline) is awaited again, not started twice, so a cluster
+    that does not answer cannot take every thread while pages refresh."""
+    future = _IN_FLIGHT.get(key)
+    if future is None or future.done():
+        future = _IN_FLIGHT[key] = asyncio.ensure_future(asyncio.to_thread(read, *args))
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if _IN_FLIGHT.get(key) is f:
+                del _IN_FLIGHT[key]
+            if not f.cancelled():
+                f.exception()  # retrieved: the awaiting page may have gone
+
+        future.add_done_callback(done)
+    result: T = await asyncio.shield(future)
+    return result
 
 
 def clusters_of(p: Platform) -> Clusters:
@@ -216,8 +236,9 @@ async def read_column(p: Platform, client: Client | None, service: str, env: str
 
     async def kube() -> None:
         try:
-            work = await bounded(f"the cluster of {env}", asyncio.to_thread(
-                workload_in, p, clusters, service, env, KUBE_TIMEOUT))
+            work = await bounded(f"the cluster of {env}", in_thread(
+                (id(p), service, env, "workload"), workload_in, p, clusters, service, env,
+                KUBE_TIMEOUT))
         except SectionFailed as e:
             work = Workload(None, LiveRelease(detail=str(e)), error=str(e))
         column.live, column.unreachable = work.live, work.error
@@ -228,8 +249,8 @@ async def read_column(p: Platform, client: Client | None, service: str, env: str
             column.logs = Logs(note=f"no logs: the cluster of {env} cannot be read")
             return
         try:
-            column.logs = await bounded(f"the logs in {env}", asyncio.to_thread(
-                read_logs, p, clusters, service, env))
+            column.logs = await bounded(f"the logs in {env}", in_thread(
+                (id(p), service, env, "logs"), read_logs, p, clusters, service, env))
         except SectionFailed as e:
             column.logs = Logs(note=str(e))
 

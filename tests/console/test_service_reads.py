@@ -1,13 +1,18 @@
-"""The service page's pure reads: the soak left before the next environment (as the apply's
-soaked_in counts it) and how durations read."""
+"""The service page's own reads: the soak left before the next environment (as the apply's
+soaked_in counts it), how durations read, and a slow cluster's read that outlives a page's
+deadline is awaited again, not started twice."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from kepler.payloads import ReleaseRecord
 from kepler.promotion import soak_left, soaked_in
-from starter.console.service_reads import span
+from starter.console.service_reads import SectionFailed, bounded, in_thread, span
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 SOAK = timedelta(hours=1)
@@ -34,3 +39,21 @@ def test_a_release_that_soaked_before_is_soaked_and_one_never_recorded_counts_no
 def test_durations_read_in_their_two_largest_units() -> None:
     assert [span(timedelta(seconds=s)) for s in (0, 8, 67, 3600, 3660 * 2, 90000, -5)] == \
         ["0s", "8s", "1m 7s", "1h", "2h 2m", "1d 1h", "0s"]
+
+
+async def test_a_read_still_going_is_awaited_again_not_started_twice() -> None:
+    release, calls = threading.Event(), []
+
+    def slow_read(what: str) -> str:
+        calls.append(what)
+        release.wait(10)
+        return what
+
+    key = ("test", "slow")
+    with pytest.raises(SectionFailed, match="the cluster: no answer within 0s"):
+        await bounded("the cluster", in_thread(key, slow_read, "first"), deadline=0.05)
+    second = asyncio.ensure_future(in_thread(key, slow_read, "second"))
+    await asyncio.sleep(0)  # it starts, and finds the first read going (blocked until released)
+    release.set()
+    assert await second == "first" and calls == ["first"]  # the page after got the first read
+    assert await in_thread(key, slow_read, "third") == "third"  # once done, a read is new
