@@ -136,3 +136,14 @@ def soaked_in(history: list[Any], image: str, soak: timedelta, now: datetime) ->
             return True
         until = record.at
     return False
+
+
+def soak_left(history: list[Any], image: str, soak: timedelta, now: datetime) -> timedelta | None:
+    """How much longer `image` must stay live where `history` is of before it has soaked
+    (`soaked_in`): zero once it has, None when it is not the release recorded live last
+    there (no soak is counting for it)."""
+    if soaked_in(history, image, soak, now):
+        return timedelta(0)
+    if not history or history[0].image != image:
+        return None
+    return soak - (now - history[0].at)

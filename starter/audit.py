@@ -4,8 +4,10 @@ again against the platform's allowed signers now (kepler/audit.py)."""
 
 from __future__ import annotations
 
-from datetime import timezone
-from typing import Any, Optional
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Optional
 
 import typer
 from rich.table import Table
@@ -21,6 +23,7 @@ from starter.cli_common import BAD_INPUT, OK, CliError, command, emit
 from starter.service import service_history
 
 MAX_OPERATIONS = 200
+MAX_READS = 8  # histories fetched at once
 
 
 async def audit(p: Platform, service: str, env: str | None) -> list[AuditRow]:
@@ -28,16 +31,42 @@ async def audit(p: Platform, service: str, env: str | None) -> list[AuditRow]:
         signers = p.signers()
     except ConfigError as e:
         raise CliError(f"{e} (the audit verifies every signature again)", BAD_INPUT) from None
-    client = await session.client(p)
-    rows = []
-    for op in (await service_history(p, service, env))[:MAX_OPERATIONS]:
-        one = await _row(client, op, signers)
-        if one is not None:
-            rows.append(one)
-    return rows
+    ops = (await service_history(p, service, env))[:MAX_OPERATIONS]
+    return await audit_of(await session.client(p), ops, signers)
 
 
-async def _row(client: Client, op: dict[str, str], signers: AllowedSigners) -> AuditRow | None:
+@dataclass(frozen=True)
+class RunRecord:
+    """What one run's history holds for its audit: its operation (by workflow type), the
+    start input (the request), the accepted approve/reject updates and the result."""
+    operation: str
+    request: Any
+    decisions: list[ApprovalDecision]
+    report: Any
+    started: datetime
+    parent: str
+
+
+ReadRun = Callable[[Client, dict[str, str]], Awaitable["RunRecord | None"]]
+
+
+async def audit_of(client: Client, ops: list[dict[str, str]], signers: AllowedSigners,
+                   read: ReadRun | None = None) -> list[AuditRow]:
+    """The audit rows of `ops` (rows of starter/service.py operations_of, in their order),
+    with a connected client; `read` fetches a run's record (default: read_run; the console
+    keeps closed runs' records)."""
+    limit = asyncio.Semaphore(MAX_READS)
+
+    async def one(op: dict[str, str]) -> AuditRow | None:
+        async with limit:
+            run = await (read or read_run)(client, op)
+        return audit_row(op, run, signers) if run is not None else None
+
+    return [r for r in await asyncio.gather(*(one(op) for op in ops)) if r is not None]
+
+
+async def read_run(client: Client, op: dict[str, str]) -> RunRecord | None:
+    """`op`'s run as its history records it; None for a workflow type with no contract."""
     history = await client.get_workflow_handle(op["workflow_id"], run_id=op["run_id"]).fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     kind = BY_WORKFLOW.get(started.workflow_type.name)
@@ -55,10 +84,15 @@ async def _row(client: Client, op: dict[str, str], signers: AllowedSigners) -> A
             result = event.workflow_execution_completed_event_attributes.result.payloads
             report = (await convert.decode(result, [kind.result]))[0] if result else None
     started_at = history.events[0].event_time.ToDatetime().replace(tzinfo=timezone.utc)
-    parent = started.parent_workflow_execution.workflow_id
-    return row(op["workflow_id"], op["run_id"], kind.operation, op["env"], started_at,
-               request, decisions, report, signers, parent).model_copy(
-        update={"outcome": op["outcome"] or (report.outcome if report else "")})
+    return RunRecord(kind.operation, request, decisions, report, started_at,
+                     started.parent_workflow_execution.workflow_id)
+
+
+def audit_row(op: dict[str, str], run: RunRecord, signers: AllowedSigners) -> AuditRow:
+    """`op`'s audit row: every signature in `run` verified again against `signers`."""
+    return row(op["workflow_id"], op["run_id"], run.operation, op["env"], run.started,
+               run.request, run.decisions, run.report, signers, run.parent).model_copy(
+        update={"outcome": op["outcome"] or (run.report.outcome if run.report else "")})
 
 
 def _who(s: Signed | None, typed: str = "") -> str:

@@ -4,6 +4,8 @@ there, and any automatic promotion soaking or waiting (kepler/promotion.py)."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.table import Table
@@ -11,13 +13,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from kepler import naming
-
 from kepler.clients import operations as operations_client
 from kepler.clients.kube import Clusters, read_deployment
 from kepler.contracts import PROMOTION_REPORT
 from kepler.promotion import LiveRelease, auto_workflow_id, live_release_of
 from kepler.settings import Platform
-from kepler.payloads import history_of
+from kepler.payloads import ReleaseRecord, history_of
 from starter import session
 from starter.cli_common import emit
 
@@ -29,34 +30,59 @@ def path_order(p: Platform) -> list[str]:
     return sorted(p.environments, key=lambda env: (depth(env), list(p.environments).index(env)))
 
 
-def live_in(p: Platform, clusters: Clusters, service: str, env: str) -> LiveRelease:
+@dataclass
+class Workload:
+    """The service's Deployment in one environment as read now: the object (None when there
+    is none or it could not be read: `error` says why), what is live in it, and its release
+    history."""
+    deploy: dict[str, Any] | None
+    live: LiveRelease
+    history: list[ReleaseRecord] = field(default_factory=list)  # newest first
+    error: str = ""
+
+
+def workload_in(p: Platform, clusters: Clusters, service: str, env: str,
+                timeout: float | None = None) -> Workload:
+    """Blocking (the Kubernetes client): callers on an event loop use asyncio.to_thread."""
     namespace = p.environment(env).namespace_for(service, env)
     try:
-        deploy = read_deployment(clusters(env).api, namespace, service)
+        deploy = read_deployment(clusters(env).api, namespace, service, timeout)
     except Exception as e:  # noqa: BLE001 - an unreachable cluster is shown, not fatal
-        return LiveRelease(detail=f"cannot read {namespace}/{service}: {type(e).__name__}: {e}"[:300])
+        why = f"cannot read {namespace}/{service}: {type(e).__name__}: {e}"[:300]
+        return Workload(None, LiveRelease(detail=why), error=why)
     history = history_of((deploy or {}).get("metadata", {}).get("annotations") or {})
     image = ((deploy or {}).get("spec", {}).get("template", {}).get("spec", {})
              .get("containers") or [{}])[0].get("image", "")
-    return live_release_of(deploy, history, image, f"{namespace}/{service}")
+    return Workload(deploy, live_release_of(deploy, history, image, f"{namespace}/{service}"),
+                    history)
 
 
-async def path_of(p: Platform, temporal: Client, service: str) -> list[dict[str, Any]]:
-    clusters = Clusters(p)
-    rows = []
-    for env in path_order(p):
-        path = p.promotion.get(env)
-        row: dict[str, Any] = {
-            "env": env, "from": path.source if path else None,
-            "soak": str(path.soak) if path else None, "auto": bool(path and path.auto),
-            "live": live_in(p, clusters, service, env).model_dump(mode="json")}
-        last = await _last(temporal, naming.workflow_id(service, env))
-        row["operation"] = ({"operation": last.operation.value, "version": last.version,
-                             "outcome": last.outcome, "stage": last.stage} if last else None)
-        if path and path.auto:
-            row["auto_promotion"] = await _auto(temporal, auto_workflow_id(service, env))
-        rows.append(row)
-    return rows
+def live_in(p: Platform, clusters: Clusters, service: str, env: str) -> LiveRelease:
+    return workload_in(p, clusters, service, env).live
+
+
+async def path_of(p: Platform, temporal: Client, service: str,
+                  clusters: Clusters | None = None) -> list[dict[str, Any]]:
+    """Each environment of the path (`path_order`), read at once."""
+    clusters = clusters or Clusters(p)
+    return list(await asyncio.gather(*(_env_row(p, temporal, clusters, service, env)
+                                       for env in path_order(p))))
+
+
+async def _env_row(p: Platform, temporal: Client, clusters: Clusters, service: str,
+                   env: str) -> dict[str, Any]:
+    path = p.promotion.get(env)
+    live = await asyncio.to_thread(live_in, p, clusters, service, env)
+    row: dict[str, Any] = {
+        "env": env, "from": path.source if path else None,
+        "soak": str(path.soak) if path else None, "auto": bool(path and path.auto),
+        "live": live.model_dump(mode="json")}
+    last = await _last(temporal, naming.workflow_id(service, env))
+    row["operation"] = ({"operation": last.operation.value, "version": last.version,
+                         "outcome": last.outcome, "stage": last.stage} if last else None)
+    if path and path.auto:
+        row["auto_promotion"] = await auto_promotion(temporal, service, env)
+    return row
 
 
 async def _last(temporal: Client, workflow_id: str) -> Any:
@@ -66,7 +92,9 @@ async def _last(temporal: Client, workflow_id: str) -> Any:
         return None
 
 
-async def _auto(temporal: Client, workflow_id: str) -> dict[str, Any] | None:
+async def auto_promotion(temporal: Client, service: str, env: str) -> dict[str, Any] | None:
+    """The automatic promotion of SERVICE into ENV (running or last), as its report says."""
+    workflow_id = auto_workflow_id(service, env)
     try:
         report = await operations_client.query(temporal.get_workflow_handle(workflow_id),
                                                PROMOTION_REPORT)

@@ -74,12 +74,15 @@ class Clusters:
             return self._connections[env]
 
 
-def read_deployment(api: k8s.ApiClient, namespace: str, name: str) -> dict | None:
-    """A Deployment as the API serves it (JSON field names), or None when there is none."""
+def read_deployment(api: k8s.ApiClient, namespace: str, name: str,
+                    timeout: float | None = None) -> dict | None:
+    """A Deployment as the API serves it (JSON field names), or None when there is none;
+    `timeout`: seconds per request (None: the client's default, no limit)."""
     from kubernetes.client.rest import ApiException
 
     try:
-        deploy = k8s.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+        deploy = k8s.AppsV1Api(api).read_namespaced_deployment(name, namespace,
+                                                               _request_timeout=timeout)
     except ApiException as e:
         if e.status == 404:
             return None

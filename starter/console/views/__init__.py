@@ -1,5 +1,5 @@
 """What each console page shows: one module a page, each an async `data` function."""
 
-from starter.console.views import approval, services
+from starter.console.views import approval, service, services
 
-ALL_PAGES = [services.PAGE, approval.PAGE]
+ALL_PAGES = [services.PAGE, service.PAGE, approval.PAGE]
