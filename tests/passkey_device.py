@@ -51,12 +51,23 @@ class SoftPasskey:
 
     def assertion(self, statement: Statement, rp: str | None = None, origin: str | None = None,
                   flags: int = 0x05, kind: str = "webauthn.get") -> PasskeyAssertion:
+        return self.assert_challenge(challenge_of(statement.canonical()), rp, origin, flags, kind)
+
+    def assert_challenge(self, challenge: bytes, rp: str | None = None, origin: str | None = None,
+                         flags: int = 0x05, kind: str = "webauthn.get") -> PasskeyAssertion:
         data = hashlib.sha256((rp or self.rp).encode()).digest() + bytes([flags]) + bytes(4)
-        client = json.dumps({"type": kind, "challenge": b64url(challenge_of(statement.canonical())),
+        client = json.dumps({"type": kind, "challenge": b64url(challenge),
                              "origin": origin or self.origin}).encode()
         signature = self.key.sign(data + hashlib.sha256(client).digest(), ec.ECDSA(hashes.SHA256()))
         return PasskeyAssertion(credential_id=self.credential_id, authenticator_data=b64url(data),
                                 client_data_json=b64url(client), signature=b64url(signature))
+
+    def browser_json(self, assertion: PasskeyAssertion) -> dict[str, object]:
+        """`assertion` as the console's script posts it (PublicKeyCredential.toJSON())."""
+        return {"id": assertion.credential_id, "rawId": assertion.credential_id, "type": "public-key",
+                "response": {"authenticatorData": assertion.authenticator_data,
+                             "clientDataJSON": assertion.client_data_json,
+                             "signature": assertion.signature}}
 
     def sign(self, statement: Statement, **kwargs: object) -> SignedStatement:
         return SignedStatement(statement=statement, passkey=self.assertion(statement, **kwargs))  # type: ignore[arg-type]

@@ -144,3 +144,26 @@ async def test_a_break_glass_release_waits_for_a_second_approver_in_the_browser(
     await expect(bob.page.locator(".outcome")).to_have_text("succeeded", timeout=120_000)
     status = await wait_for_outcome(console.platform_file, "ledger11", "prod")
     assert [a["approver"] for a in status["approvals"]] == ["alice", "bob"]
+
+
+async def test_a_service_is_created_from_the_console_as_a_signed_request(
+        console: ConsoleServer, browser: Browser) -> None:  # noqa: F811
+    dev = await person(browser, console, "dev")
+    await dev.enroll()
+    await dev.sign_in("/create")
+    page = dev.page
+    await page.fill("input[name=name]", "Bad_Name")
+    await page.fill("input[name=team]", "growth")
+    await page.evaluate("document.querySelector('input[name=name]').removeAttribute('pattern')")
+    await page.click("#create-service button[type=submit]")
+    await expect(page.locator("#result")).to_contain_text("name:")  # the CLI's rule, named
+    await page.fill("input[name=name]", "signup7")
+    await page.fill("input[name=owners]", "dev, carol")
+    await page.fill("input[name=replicas]", "1")
+    await page.click("#create-service button[type=submit]")
+    await expect(page.locator("#result")).to_have_text("started signup7@all")
+    status = await wait_for_outcome(console.platform_file, "signup7", "all")
+    assert status["outcome"] == "succeeded" and status["requested_by"] == "dev"
+    assert status["requester_verified"] is True
+    code, out, _ = await kepler(console.platform_file, "service", "list", "-o", "json")
+    assert "signup7" in json.loads(out)

@@ -55,7 +55,7 @@ function formSpec(form) {
   const data = new FormData(form);
   const list = (name) => (data.get(name) || "").split(/[\s,]+/).filter(Boolean);
   const spec = {name: data.get("name"), team: data.get("team"), template: data.get("template"),
-                owners: list("owners"), environments: {}};
+                owners: list("owners"), replicas: Number(data.get("replicas") || 0), environments: {}};
   for (const env of data.getAll("environments")) spec.environments[env] = {};
   return spec;
 }
