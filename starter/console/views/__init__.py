@@ -1,5 +1,5 @@
 """What each console page shows: one module a page, each an async `data` function."""
 
-from starter.console.views import canary, services
+from starter.console.views import canary, freezes, services
 
-ALL_PAGES = [services.PAGE, canary.PAGE]
+ALL_PAGES = [services.PAGE, canary.PAGE, freezes.PAGE]
