@@ -16,12 +16,17 @@ from typing import Callable, Sequence
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 52, 92, 14, 30  # room for y labels (left), threshold labels (right)
+LEFT, TOP, BOTTOM = 52, 14, 30  # room for the y labels (left) and the time or period labels
+RIGHT, RIGHT_PLAIN, RIGHT_BARS = 92, 36, 12  # room for threshold labels; for "UTC"; none
 COLOURS = ("#2451b3", "#1c7c3c", "#a35f00", "#7b3fb3", "#0f7c8c")
 THRESHOLD = "#b3261e"
 GRID, MUTED = "#d8dce5", "#5b6478"
 MAX_MARKERS = 60  # points drawn as dots (each with its value as a tooltip) up to this many
 Format = Callable[[float], str]
+Ticks = Callable[[float, float], list[float]]
+# steps of a duration axis, in seconds: 1 s to a week
+NICE_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+                43200, 86400, 172800, 604800)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,14 @@ def ticks(lo: float, hi: float, count: int = 4) -> list[float]:
     return [round(i * step, 10) for i in range(first, last + 1)]
 
 
+def duration_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
+    """`ticks` for seconds, on whole minutes, hours or days (not 6h 56m)."""
+    step = next((s for s in NICE_SECONDS if (hi - lo) / s <= count), None)
+    if step is None:  # longer than weeks: whole days
+        return [d * 86400 for d in ticks(lo / 86400, hi / 86400, count)]
+    return [float(i * step) for i in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
+
+
 def _domain(values: list[float], y_min: float | None, y_max: float | None) -> tuple[float, float]:
     lo = y_min if y_min is not None else min(values)
     hi = y_max if y_max is not None else max(values)
@@ -76,9 +89,9 @@ def _domain(values: list[float], y_min: float | None, y_max: float | None) -> tu
 class _Frame:
     """The plot area of a WIDTH x HEIGHT view box and the value -> y mapping."""
 
-    def __init__(self, lo: float, hi: float, width: int, height: int) -> None:
+    def __init__(self, lo: float, hi: float, width: int, height: int, right: int) -> None:
         self.width, self.height = width, height
-        self.x0, self.x1 = LEFT, width - RIGHT
+        self.x0, self.x1 = LEFT, width - right
         self.y0, self.y1 = TOP, height - BOTTOM
         self.lo, self.hi = lo, hi
 
@@ -187,7 +200,8 @@ def line_chart(title: str, series: Sequence[Series], thresholds: Sequence[Thresh
     lo, hi = _domain(values + [t.value for t in thresholds], y_min, y_max)
     marks = ticks(lo, hi)
     frame = _Frame(min(lo, marks[0]) if y_min is None else lo,
-                   max(hi, marks[-1]) if y_max is None else hi, width, height)
+                   max(hi, marks[-1]) if y_max is None else hi, width, height,
+                   RIGHT if thresholds else RIGHT_PLAIN)
     seconds = (end - start).total_seconds()
 
     def x(at: datetime) -> float:
@@ -216,14 +230,17 @@ def line_chart(title: str, series: Sequence[Series], thresholds: Sequence[Thresh
     return Markup("".join(body) + "</svg>")
 
 
-def bar_chart(title: str, bars: Sequence[Bar], *, fmt: Format = number,
+def bar_chart(title: str, bars: Sequence[Bar], *, fmt: Format = number, scale: Ticks = ticks,
               width: int = WIDTH, height: int = HEIGHT) -> Markup:
-    """One bar a period, its value above it; a period without a value shows a dash."""
+    """One bar a period, its value above it; a period without a value shows a dash. `scale`
+    gives the axis' values (`duration_ticks` for seconds)."""
     values = [b.value for b in bars if b.value is not None]
     if not values:
         return _no_data(title, width, height, "bar", "no data")
-    marks = ticks(0.0, max(max(values), 0.0) or 1.0)
-    frame = _Frame(0.0, marks[-1], width, height)
+    marks = scale(0.0, max(max(values), 0.0) or 1.0)
+    if all(float(v).is_integer() for v in values):  # counts: no half a deploy on the axis
+        marks = [m for m in marks if float(m).is_integer()]
+    frame = _Frame(0.0, marks[-1], width, height, RIGHT_BARS)
     summary = "; ".join(f"{b.label}: {'no data' if b.value is None else fmt(b.value)}" for b in bars)
     body = [_open(title, summary, width, height, "bar"), _y_axis(frame, marks, fmt)]
     slot = (frame.x1 - frame.x0) / len(bars)

@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 
 from starter.console.charts import (
-    HEIGHT, RIGHT, WIDTH, Bar, Series, Threshold, bar_chart, line_chart, number, ticks,
+    HEIGHT, RIGHT_PLAIN, WIDTH, Bar, Series, Threshold, bar_chart, duration_ticks, line_chart,
+    number, ticks,
 )
 
 T0 = datetime(2025, 3, 3, 10, 0, tzinfo=timezone.utc)
@@ -72,7 +73,7 @@ def test_a_step_chart_holds_each_value_until_the_next_and_the_last_until_the_end
     assert d.count("H") == 3 and d.count("V") == 3  # two steps, then held to the end
     vertices = coordinates(root)[:7]  # M, then H and V for each of the three steps
     reached_50, held = vertices[4], vertices[6]
-    assert held == (WIDTH - RIGHT, reached_50[1])  # 50 held, level, to `end`: the right edge
+    assert held == (WIDTH - RIGHT_PLAIN, reached_50[1])  # 50 held, level, to `end`: the right edge
 
 
 def test_no_values_render_a_no_data_note_not_an_empty_frame() -> None:
@@ -111,9 +112,18 @@ def test_bars_are_as_tall_as_their_values_and_a_missing_one_is_a_dash() -> None:
     assert all(0 <= x <= WIDTH and 0 <= y <= HEIGHT for x, y in coordinates(root))
 
 
+def test_a_count_axis_has_whole_numbers_only() -> None:
+    root = parsed(bar_chart("deploys", [Bar("a", 1), Bar("b", 2)]))
+    axis = [t.text for t in root.findall(f"{SVG}g[@class='axis']/{SVG}text")]
+    assert axis == ["0", "1", "2"]
+
+
 def test_ticks_and_numbers_read_well() -> None:
     assert ticks(0, 100) == [0, 25, 50, 75, 100]
     assert ticks(0.5, 3.2) == [0, 1, 2, 3, 4]
     assert ticks(99.5, 100.0)[0] <= 99.5 and ticks(99.5, 100.0)[-1] >= 100
+    assert duration_ticks(0, 86400) == [0, 21600, 43200, 64800, 86400]  # every 6 h
+    assert duration_ticks(0, 95) == [0, 30, 60, 90, 120]
+    assert duration_ticks(0, 40 * 86400)[-1] >= 40 * 86400
     assert [number(v) for v in (0.0123456, 12.5, 99.99, 123456.0)] == ["0.01235", "12.5", "99.99",
                                                                        "123,456"]

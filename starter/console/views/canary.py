@@ -150,7 +150,8 @@ async def _running_canary(client: Client, workflow_id: str) -> tuple[str, str]:
         return "", ""
     if desc.workflow_type != CANARY.workflow:
         attrs = desc.typed_search_attributes
-        return "", f"{attrs.get(sa.OPERATION) or desc.workflow_type} ({attrs.get(sa.STAGE) or 'running'})"
+        operation = attrs.get(sa.OPERATION) or desc.workflow_type
+        return "", f"{operation} ({attrs.get(sa.STAGE) or 'running'})"
     return desc.run_id, ""
 
 
