@@ -12,6 +12,7 @@ import yaml
 
 from sandbox.serve import Sandbox
 from tests.console.conftest import ConsoleServer
+from tests.console.test_canary_page import first_live_event
 from tests.e2e.test_release import gitlab_client, kepler
 
 pytestmark = pytest.mark.e2e
@@ -64,6 +65,9 @@ async def test_the_dora_page_charts_deploys_failures_and_restores_by_week_for_a_
         lead = bars(page, "staging: median lead time a week")
         assert lead[:7] == ["no data"] * 7 and lead[7] != "no data"
         assert bars(page, "prod: deploys a week") == ["0"] * 8
+
+        live = await first_live_event(reader, f"/dora?team={TEAM}")  # the same, pushed
+        assert bars(live, "staging: deploys a week") == ["0"] * 7 + ["2"]
 
         other = (await reader.get("/dora", params={"team": "nobody-chartpg"})).text
         assert bars(other, "staging: deploys a week") == ["0"] * 8

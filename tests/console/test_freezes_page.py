@@ -12,6 +12,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from tests.console.conftest import ConsoleServer
+from tests.console.test_canary_page import first_live_event
 from tests.e2e.test_release import kepler
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +51,9 @@ async def test_the_freezes_page_shows_an_adhoc_freeze_now_in_the_calendar_and_th
                            rf"<td>{re.escape(escaped)}</td>.*?<td>yes</td>.*?<td>carol</td></tr>",
                            page, re.S)
         assert listed, page
+        async with console.reader() as reader:
+            assert 'class="frozen today"' in cell(await first_live_event(reader, "/freezes"),
+                                                  "staging", 0)
         code, out, err = await kepler(cfg, "unfreeze", "--env", "staging")
         assert code == 0, out + err
         async with console.reader() as reader:
