@@ -111,6 +111,16 @@ class FreezeWindow(Model):
                                   now + timedelta(microseconds=1)))
         return (started[-1], started[-1] + self.duration) if started else None
 
+    def spans(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """(since, until) of each time this window is in force that overlaps [start, end)
+        (the console's freeze calendar)."""
+        if self.cron is None:
+            assert self.start is not None and self.end is not None
+            return [(self.start, self.end)] if self.start < end and self.end > start else []
+        assert self.duration is not None
+        return [(at, at + self.duration) for at in
+                cron.fires(self.cron, start - self.duration + timedelta(microseconds=1), end)]
+
     def describe(self) -> str:
         if self.cron is not None:
             return f"{self.cron} for {self.duration}"

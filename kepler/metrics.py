@@ -120,6 +120,24 @@ def compute(rows: Iterable[ChangeRow], envs: list[str], since: datetime, until: 
     return out
 
 
+def per_period(rows: Iterable[ChangeRow], envs: list[str], until: datetime, period: timedelta,
+               count: int, alerts_identity: str, team: str | None = None,
+               commit_times: dict[str, datetime] | None = None,
+               ) -> list[tuple[datetime, dict[str, EnvMetrics]]]:
+    """compute() over `count` consecutive windows of `period`, the last ending at `until`:
+    each window's start with its metrics, oldest first. A row closed exactly at a boundary
+    counts in the later window only. As with one window, an incident counts where its
+    failure and its restore fall: one open at a window's end is unrestored there."""
+    rows = list(rows)
+    out = []
+    for k in range(count, 0, -1):
+        since = until - period * k
+        end = since + period
+        mine = rows if k == 1 else [r for r in rows if r.closed < end]
+        out.append((since, compute(mine, envs, since, end, alerts_identity, team, commit_times)))
+    return out
+
+
 def _env_metrics(rows: list[ChangeRow], days: float, alerts_identity: str,
                  commit_times: dict[str, datetime]) -> EnvMetrics:
     deploys = [r for r in rows if r.operation in DEPLOYS and r.outcome in ENDED]

@@ -134,11 +134,17 @@ def _row(wf: WorkflowExecution) -> ChangeRow | None:
                      team=attrs.get(sa.TEAM) or "")
 
 
+async def changes(client: Client, s: Scope,
+                  since: datetime) -> tuple[list[ChangeRow], dict[str, datetime]]:
+    """The rows closed since `since`, and the times of their commits other runs recorded."""
+    rows = await read_rows(client, s, since)
+    return rows, await commit_times(client, missing_commits(rows))
+
+
 async def report(client: Client, s: Scope) -> dict[str, EnvMetrics]:
     until = datetime.now(timezone.utc)
     since = until - s.window
-    rows = await read_rows(client, s, since)
-    known = await commit_times(client, missing_commits(rows))
+    rows, known = await changes(client, s, since)
     return compute(rows, s.envs, since, until, s.alerts_identity, s.team, known)
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kepler.metrics import EXPORTED, KEYS, ChangeRow, as_json, compute, parse_window, prometheus_text
+from kepler.metrics import (
+    EXPORTED, KEYS, ChangeRow, as_json, compute, parse_window, per_period, prometheus_text,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SINCE = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -78,6 +80,23 @@ def test_team_keeps_the_services_whose_latest_release_names_it_with_their_rollba
     assert metrics["time_to_restore"]["restores"] == 2  # the alert's rollback carries no team
     assert as_json(compute(ROWS, ["staging"], SINCE, UNTIL, ALERTS, team="nobody"))[
         "staging"]["deployment_frequency"]["deploys"] == 0
+
+
+def test_per_period_computes_each_window_as_compute_does_a_boundary_row_in_the_later() -> None:
+    periods = per_period(ROWS, ["staging"], UNTIL, timedelta(days=2), 5, ALERTS)
+    assert [since for since, _ in periods] == [at(1), at(3), at(5), at(7), at(9)]
+    staging = [m["staging"] for _, m in periods]
+    # 1 on the 2nd; 3 on the 3rd; 4 closed exactly at the 5th: the third window; 11 on the 8th
+    assert [m.deployment_frequency.deploys for m in staging] == [1, 1, 1, 1, 0]
+    assert sum(m.deployment_frequency.deploys for m in staging) == compute(
+        ROWS, ["staging"], SINCE, UNTIL, ALERTS)["staging"].deployment_frequency.deploys
+    assert [m.deployment_frequency.days for m in staging] == [2.0] * 5
+    assert [(m.change_failure_rate.failed, m.change_failure_rate.deploys) for m in staging] == [
+        (0, 1), (1, 2), (1, 1), (0, 1), (1, 1)]  # 2 rolled back; 4 undone by the alert; 10 failed
+    assert [m.time_to_restore.restores for m in staging] == [0, 1, 1, 0, 0]
+    assert staging[3].lead_time.median_seconds == 86400.0  # 11: committed the day before
+    team = per_period(ROWS, ["staging"], UNTIL, timedelta(days=2), 5, ALERTS, team="web")
+    assert [m["staging"].deployment_frequency.deploys for _, m in team] == [0, 0, 0, 1, 0]
 
 
 def test_an_alert_rollback_after_a_rollback_undoes_no_deploy() -> None:

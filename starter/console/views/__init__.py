@@ -1,5 +1,6 @@
 """What each console page shows: one module a page, each an async `data` function."""
 
-from starter.console.views import approval, create, service, services
+from starter.console.views import approval, canary, create, dora, freezes, service, services
 
-ALL_PAGES = [services.PAGE, service.PAGE, approval.PAGE, create.PAGE]
+ALL_PAGES = [services.PAGE, service.PAGE, approval.PAGE, canary.PAGE, create.PAGE, freezes.PAGE,
+             dora.PAGE]
