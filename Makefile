@@ -29,10 +29,12 @@ bench: $(STAMP)
 bench-soak: $(STAMP)
 	$(PY) bench/soak.py
 
-# the worker's RBAC rules, from the Kubernetes calls in activities/ (deploy/rbac.py)
+# the worker's RBAC rules, from the Kubernetes calls in activities/, and the console's
+# read-only role (deploy/rbac.py)
 rbac: $(STAMP)
 	$(PY) -m deploy.rbac > deploy/kubernetes/base/rbac-rules.yaml
 	$(PY) -m deploy.rbac namespace-cleanup > deploy/kubernetes/base/rbac-namespace-cleanup.yaml
+	$(PY) -m deploy.rbac console > deploy/kubernetes/base/rbac-console.yaml
 
 # the real Kubernetes control plane for the realk8s tests, built once into ~/.cache/kepler/k8s/
 # (sandbox/cluster/build.sh; versions in sandbox/cluster/versions.env)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import Figure, stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
-ALL = ("overhead", "concurrency", "history", "reaction")
+ALL = ("overhead", "concurrency", "history", "reaction", "console")
 
 
 def number(value: float, unit: str) -> str:
@@ -52,6 +52,9 @@ async def run(only: tuple[str, ...]) -> list[Figure]:
         if "reaction" in only:
             from bench import reaction
             figures += await reaction.measure(st)
+        if "console" in only:  # after concurrency: its services count towards the 200
+            from bench import console
+            figures += await console.measure(st)
     if "history" in only:
         from bench import history
         figures += await history.measure(extra.get("release_events"))

@@ -150,5 +150,7 @@ def register(app: typer.Typer) -> None:
             fail(e, output == "json")
         console.rule("[bold]done")
         console.print(f"Temporal UI: {p.temporal.ui_url}")
+        if p.console.url:
+            console.print(f"Console:     {p.console.url}/services (sign in: kepler console enroll)")
         for link in links:
             console.print(link)

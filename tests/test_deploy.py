@@ -86,7 +86,8 @@ def test_overlay_renders_a_hardened_worker(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rbac_is_exactly_what_the_activities_call(overlay: str) -> None:
     objects = render(overlay)
-    roles = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ClusterRole"}
+    roles = {o["metadata"]["name"]: o for o in objects
+             if o["kind"] == "ClusterRole" and o["metadata"]["name"] != "kepler-console"}
     assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
     expected = {r["metadata"]["name"]: r["rules"] for r in rbac.cluster_roles()}
     assert {name: role["rules"] for name, role in roles.items()} == expected, (
@@ -106,9 +107,10 @@ def test_rbac_is_exactly_what_the_activities_call(overlay: str) -> None:
     assert not [r for _, _, r in granted if r in ("clusterroles", "clusterrolebindings", "roles",
                                                   "rolebindings", "nodes")]
     bindings = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
-    assert {b["roleRef"]["name"] for b in bindings} == set(roles)
+    assert {b["roleRef"]["name"] for b in bindings} == set(roles) | {"kepler-console"}
     for binding in bindings:
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kepler-worker",
+        account = "kepler-console" if binding["roleRef"]["name"] == "kepler-console" else "kepler-worker"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account,
                                         "namespace": "kepler-system"}]
 
 
@@ -131,8 +133,11 @@ def test_rendered_rbac_files_match_the_generator() -> None:
     assert (base / "rbac-rules.yaml").read_text() == rbac.render(), f"run `{rbac.COMMAND}`"
     assert (base / "rbac-namespace-cleanup.yaml").read_text() == rbac.render_cleanup(), (
         f"run `{rbac.CLEANUP_COMMAND}`")
+    assert (base / "rbac-console.yaml").read_text() == rbac.render_console(), (
+        f"run `{rbac.CONSOLE_COMMAND}`")
     listed = yaml.safe_load((base / "kustomization.yaml").read_text())["resources"]
     assert "rbac-rules.yaml" in listed and "rbac-namespace-cleanup.yaml" not in listed
+    assert "rbac-console.yaml" in listed
 
 
 def test_what_the_worker_may_and_may_not_do() -> None:
@@ -140,7 +145,11 @@ def test_what_the_worker_may_and_may_not_do() -> None:
     of volumes; it may read pod logs, and delete a namespace (the undo of a create removes
     the one that run made; only one marked as made by Kepler). Only the opt-in role adds
     listing Secrets (for decommission.delete_namespaces: is it empty?)."""
-    roles = [o for o in render("prod") if o["kind"] == "ClusterRole"]
+    objects = render("prod")
+    bound = {b["roleRef"]["name"] for b in objects if b["kind"] == "ClusterRoleBinding"
+             and b["subjects"][0]["name"] == "kepler-worker"}
+    roles = [o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] in bound]
+    assert {r["metadata"]["name"] for r in roles} == {"kepler-namespaces", "kepler-managed-objects"}
     rules = [rule for role in roles for rule in role["rules"]]
     assert not [r for r in rules if {"secrets", "*"} & set(r["resources"])], "nothing on Secrets"
     for verb in ("create", "update", "patch", "delete", "deletecollection"):
@@ -251,6 +260,8 @@ def test_overlays_apply_to_the_sandbox_cluster(kubectl: Any) -> None:
         out = kubectl("apply", "-k", str(DEPLOY / "kubernetes/overlays" / overlay))
         assert "deployment.apps/kepler-worker" in out
         assert "clusterrole.rbac.authorization.k8s.io/kepler-managed-objects" in out
+        assert "deployment.apps/kepler-console" in out and "service/kepler-console" in out
+        assert "clusterrole.rbac.authorization.k8s.io/kepler-console" in out
         again = kubectl("apply", "-k", str(DEPLOY / "kubernetes/overlays" / overlay))
         assert "deployment.apps/kepler-worker unchanged" in again
     deploy = yaml.safe_load(kubectl("get", "deployment", "kepler-worker", "-n", "kepler-system",
