@@ -50,7 +50,7 @@ def test_every_command_goes_through_the_decorator() -> None:
 
 def test_operation_commands_take_output() -> None:
     root = typer.main.get_command(kepler_app)
-    servers = {"worker", "alerts", "chatops", "codec-server", "metrics serve"}
+    servers = {"worker", "alerts", "chatops", "codec-server", "metrics serve", "console"}
     for path in set(click_paths(root)) - servers - GROUPS_ONLY:
         cmd = root
         for part in path.split():
