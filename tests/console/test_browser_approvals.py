@@ -85,6 +85,9 @@ async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
     await page.click("button[data-action=approve]")
     await expect(page.locator("#result")).to_have_text("approved")
     await expect(page.locator(".outcome")).to_have_text("succeeded", timeout=120_000)
+    await page.goto("/services/ledger9")
+    await expect(page.locator("main")).to_contain_text(sha[:8])  # live in prod now
+    await alice.screenshot("service")
 
 
 async def test_a_reject_in_the_browser_ends_the_release_with_nothing_changed(
