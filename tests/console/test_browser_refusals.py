@@ -21,6 +21,7 @@ from tests.console.browser import browser, person  # noqa: F401 (a fixture)
 from tests.console.conftest import ConsoleServer
 from tests.console.test_browser_approvals import commit_change, created_and_staged
 from tests.e2e.test_release import kepler, wait_for_outcome, wait_for_stage
+from tests.helpers import keep_history
 
 pytestmark = pytest.mark.e2e
 SERVICE = "ledger12"
@@ -77,6 +78,8 @@ async def test_forged_other_digest_other_run_and_replayed_assertions_change_noth
 
     assert await approve(client, statement, good) == "approved"
     assert (await wait_for_outcome(console.platform_file, SERVICE, "prod"))["outcome"] == "succeeded"
+    # replay material: refused updates, the signers read again for a new passkey, approved
+    await keep_history(client, "release-approved-by-passkey", f"{SERVICE}@prod")
 
     commit_change(sandbox, SERVICE, "Next change")
     code, out, err = await kepler(console.platform_file, "release", SERVICE, "--env", "staging",
