@@ -29,8 +29,8 @@ bench: $(STAMP)
 bench-soak: $(STAMP)
 	$(PY) bench/soak.py
 
-# the worker's RBAC rules, from the Kubernetes calls in activities/, and the console's
-# read-only role (deploy/rbac.py)
+# the worker's RBAC rules, from the Kubernetes calls in activities/ (deploy/rbac.py), and
+# the console's read-only role, from the reads in its source (deploy/rbac_console.py)
 rbac: $(STAMP)
 	$(PY) -m deploy.rbac > deploy/kubernetes/base/rbac-rules.yaml
 	$(PY) -m deploy.rbac namespace-cleanup > deploy/kubernetes/base/rbac-namespace-cleanup.yaml

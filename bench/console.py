@@ -9,8 +9,9 @@ a passkey is the browser tests' business). Each page: one warm-up request (the l
 reads every create run's spec, then cached: reported apart), then REQUESTS in a row.
 
 Baseline: the Temporal reads the list page makes (two visibility lists, starter/service.py
-operations_of) made by a bare client in this process: what the console adds is rendering,
-HTTP and the spec lookups."""
+operations_of) made by a bare client in a process of its own (this one runs the worker): what
+the console adds is rendering, HTTP and the spec lookups. A service's page also reads the
+sandbox's Kubernetes (Deployments, pods, a log tail) and the service's history: no baseline."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from tests.helpers import free_port
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = int(os.environ.get("BENCH_CONSOLE_SERVICES", "200"))
 REQUESTS = 50
-LIST, SERVICE_PAGE = "/services", "/services/{name}"  # the service page: issue 28, in progress
+LIST, SERVICE_PAGE = "/services", "/services/{name}"
 LIST_TARGET_MS, PAGE_TARGET_MS = 500.0, 500.0
 SECRET = "bench-console-secret"
 
@@ -118,9 +119,12 @@ async def measure(st: Stack, count: int = SERVICES) -> list[Figure]:
                     raise RuntimeError(f"GET {LIST}: {status}, {shown and shown.group(0)!r}")
                 listed = int(shown.group(2))
                 lists, _, _ = await timed(reader, LIST, REQUESTS)
-                page = SERVICE_PAGE.format(name=names[len(names) // 2])
-                await timed(reader, page, 1)
-                pages, page_status, _ = await timed(reader, page, REQUESTS)
+                name = names[len(names) // 2]
+                page = SERVICE_PAGE.format(name=name)
+                (page_cold,), page_status, body = await timed(reader, page, 1)
+                if page_status != 200 or name not in body:
+                    raise RuntimeError(f"GET {page}: {page_status}")
+                pages, _, _ = await timed(reader, page, REQUESTS)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -131,7 +135,6 @@ async def measure(st: Stack, count: int = SERVICES) -> list[Figure]:
     print(f"console: measured in {spent - setup:.0f} s after setup")
     how = (f"{listed} services, {REQUESTS} GETs in a row after one warm-up, one signed-in reader, "
            f"the console in its own process; setup {setup:.0f} s, measuring {spent - setup:.0f} s")
-    missing_page = page_status == 404
     return [
         Figure(f"console: GET {LIST} p95 ({listed} services)", percentile(lists, 0.95), "ms",
                f"<= {LIST_TARGET_MS:.0f} ms", percentile(lists, 0.95) <= LIST_TARGET_MS,
@@ -140,11 +143,9 @@ async def measure(st: Stack, count: int = SERVICES) -> list[Figure]:
         Figure(f"console: GET {LIST} p50", percentile(lists, 0.5), "ms", "info", None,
                percentile(bare, 0.5)),
         Figure(f"console: GET {SERVICE_PAGE} p95", percentile(pages, 0.95), "ms",
-               f"<= {PAGE_TARGET_MS:.0f} ms",
-               None if missing_page else percentile(pages, 0.95) <= PAGE_TARGET_MS,
-               note=(f"{page}: 404, the page is not in this build (the not-found page was timed)"
-                     if missing_page else f"{page}: {page_status}")
-               + f"; p50 {percentile(pages, 0.5):.0f} ms"),
+               f"<= {PAGE_TARGET_MS:.0f} ms", percentile(pages, 0.95) <= PAGE_TARGET_MS,
+               note=f"{page}, the same way; p50 {percentile(pages, 0.5):.0f} ms, "
+               f"first {page_cold:.0f} ms"),
     ]
 
 

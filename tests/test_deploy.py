@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy import rbac
+from deploy import rbac, rbac_console
 from kepler.search_attributes import ALL_KEYS
 from kepler.settings import parse_platform
 from sandbox.serve import Sandbox
@@ -133,8 +133,8 @@ def test_rendered_rbac_files_match_the_generator() -> None:
     assert (base / "rbac-rules.yaml").read_text() == rbac.render(), f"run `{rbac.COMMAND}`"
     assert (base / "rbac-namespace-cleanup.yaml").read_text() == rbac.render_cleanup(), (
         f"run `{rbac.CLEANUP_COMMAND}`")
-    assert (base / "rbac-console.yaml").read_text() == rbac.render_console(), (
-        f"run `{rbac.CONSOLE_COMMAND}`")
+    assert (base / "rbac-console.yaml").read_text() == rbac_console.render(), (
+        f"run `{rbac_console.COMMAND}`")
     listed = yaml.safe_load((base / "kustomization.yaml").read_text())["resources"]
     assert "rbac-rules.yaml" in listed and "rbac-namespace-cleanup.yaml" not in listed
     assert "rbac-console.yaml" in listed

@@ -5,14 +5,15 @@ manifests are tests/test_deploy.py's."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from deploy import rbac
+from deploy import rbac, rbac_console
 from kepler.settings import parse_platform
-from tests.test_deploy import DEPLOY, OVERLAYS, one, render
+from tests.test_deploy import DEPLOY, OVERLAYS, ROOT, one, render
 
 PORT = 8480
 LISTEN = ["console", "--listen", f"0.0.0.0:{PORT}"]
@@ -68,19 +69,19 @@ def test_overlay_renders_a_hardened_console_on_the_workers_config(overlay: str) 
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_console_account_only_reads_deployments_pods_and_logs(overlay: str) -> None:
+def test_the_console_account_reads_what_its_source_reads(overlay: str) -> None:
     objects = render(overlay)
     role = one(objects, "ClusterRole", "kepler-console")
-    assert role["rules"] == rbac.console_role()["rules"], f"run `{rbac.CONSOLE_COMMAND}`"
+    assert role["rules"] == rbac_console.role()["rules"], f"run `{rbac_console.COMMAND}`"
     binding = one(objects, "ClusterRoleBinding", "kepler-console")
     assert binding["roleRef"]["name"] == "kepler-console"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kepler-console",
                                     "namespace": "kepler-system"}]
     granted = {(v, g, r) for rule in role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"] for v in rule["verbs"]}
-    assert {v for v, _, _ in granted} <= {"get", "list"}
-    assert {r for _, _, r in granted} == {"deployments", "pods", "pods/log"}
-    can = [rbac.console_role()]
+    # a service's page: its Deployment in each environment, the stable pods, one's log tail
+    assert granted == {("get", "apps", "deployments"), ("list", "", "pods"), ("get", "", "pods/log")}
+    can = [rbac_console.role()]
     assert rbac.allowed("GET", "/apis/apps/v1/namespaces/shop-prod/deployments/shop", can)
     assert rbac.allowed("GET", "/api/v1/namespaces/shop-prod/pods", can)
     assert rbac.allowed("GET", "/api/v1/namespaces/shop-prod/pods/shop-1/log", can)
@@ -89,6 +90,31 @@ def test_the_console_account_only_reads_deployments_pods_and_logs(overlay: str) 
     assert not rbac.allowed("PATCH", "/apis/apps/v1/namespaces/shop-prod/deployments/shop", can)
     assert not rbac.allowed("POST", "/api/v1/namespaces/shop-prod/pods/shop-1/exec", can)
     assert not rbac.allowed("DELETE", "/api/v1/namespaces/shop-prod/pods/shop-1", can)
+
+
+def test_the_console_sources_are_what_it_imports() -> None:
+    found = {p.relative_to(ROOT).as_posix() for p in rbac_console.modules()}
+    assert {"starter/console/app.py", "kepler/clients/kube.py", "kepler/clients/pod_logs.py",
+            "starter/promotion.py"} <= found
+    assert not [p for p in found if p.split("/")[0] not in ("starter", "kepler")]
+    assert "starter/cli.py" not in found and "starter/dev.py" not in found
+
+
+@pytest.mark.parametrize("line, error", [
+    ("core.delete_namespaced_pod(name, ns)", "delete_namespaced_pod"),
+    ("core.patch_namespaced_deployment(name, ns, body)", "patch_namespaced_deployment"),
+    ("core.read_namespaced_secret(name, ns)", "read_namespaced_secret"),
+    ("core.list_secret_for_all_namespaces()", "list_secret_for_all_namespaces"),
+    ("api.call_api('/api/v1/namespaces', 'GET')", "call_api"),
+])
+def test_a_console_call_that_is_not_a_listed_read_fails_the_generator(
+        tmp_path: Path, line: str, error: str) -> None:
+    (tmp_path / "page.py").write_text(f"def data(core, api, name, ns, body):\n    {line}\n")
+    with pytest.raises(rbac.RbacError, match=error):
+        rbac_console.required_access([tmp_path / "page.py"])
+    (tmp_path / "page.py").write_text("def data(core, name, ns):\n"
+                                      "    return core.read_namespaced_pod_log(name, ns)\n")
+    assert rbac_console.required_access([tmp_path / "page.py"]) == {"Pod/log": {"get"}}
 
 
 def _mounts(service: dict) -> dict[str, tuple[str, bool]]:
