@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from kepler.clients.temporal import LazyClient
 from kepler.settings import Platform
+from kepler.validation import service_name
 from starter.console.auth import SESSION_COOKIE, BadToken, Tokens, Viewer
 from starter.console.reads import Specs
 from starter.http_body import BodyTooLarge, read_body
@@ -108,6 +109,20 @@ class Console:
     def render_live(self, template: str, context: dict[str, Any]) -> str:
         tpl = self.templates.get_template(template)
         return "".join(tpl.blocks["live"](tpl.new_context(context)))
+
+
+def service_and_env(console: Console, params: dict[str, str]) -> tuple[str, str]:
+    """A page's SERVICE and ENV from its URL: a valid name (400 naming the rule) and an
+    environment of kepler.yaml (404 naming those there are)."""
+    service, env = params["service"], params["env"]
+    try:
+        service_name(service)
+    except ValueError as e:
+        raise Problem(f"service: {e}", 400) from None
+    if env not in console.platform.environments:
+        raise Problem(f"env: unknown environment {env!r} (configured: "
+                      f"{', '.join(sorted(console.platform.environments))})", 404)
+    return service, env
 
 
 async def json_body(request: Request, console: Console, csrf: bool = True) -> dict[str, Any]:

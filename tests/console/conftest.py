@@ -52,6 +52,19 @@ class ConsoleServer:
                                           "X-CSRF-Token": self.tokens.csrf(cookie)})
 
 
+async def first_live_event(reader: httpx.AsyncClient, path: str) -> str:
+    """The first server-sent event of `path`'s live block: the block as the server renders it."""
+    async with reader.stream("GET", "/live", params={"page": path}) as events:
+        assert events.status_code == 200
+        data: list[str] = []
+        async for line in events.aiter_lines():
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            elif not line and data:
+                return "\n".join(data)
+    raise AssertionError("the live stream ended without an event")
+
+
 @pytest.fixture(scope="session")
 async def console(platform_file: Path, dev_env: Any, e2e_worker: Any) -> AsyncIterator[ConsoleServer]:
     platform = load_platform(platform_file)

@@ -39,22 +39,27 @@ async def created_and_staged(console: ConsoleServer, tmp_path: Path, name: str) 
         assert code == 0, out + err
 
 
-async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
-        console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
-    await created_and_staged(console, tmp_path, "ledger9")
-    code, out, err = await kepler(console.platform_file, "release", "ledger9", "--env", "prod",
+async def awaiting_prod_approval(console: ConsoleServer, name: str) -> None:
+    """A release of what staging runs to prod, waiting at its gate."""
+    code, out, err = await kepler(console.platform_file, "release", name, "--env", "prod",
                                   "--from", "staging")
     assert code == 0, out + err
-    await wait_for_stage(console.platform_file, "ledger9", "prod", "awaiting approval")
+    await wait_for_stage(console.platform_file, name, "prod", "awaiting approval")
+
+
+async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
+        console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
+    await created_and_staged(console, tmp_path, "pay-ledger")
+    await awaiting_prod_approval(console, "pay-ledger")
 
     alice = await person(browser, console, "alice")
     await alice.enroll()
     await alice.sign_in()
     page = alice.page
-    await expect(page.locator("table.services")).to_contain_text("ledger9")
+    await expect(page.locator("table.services")).to_contain_text("pay-ledger")
     await expect(page.locator("table.running")).to_contain_text("awaiting approval")
     await page.click("table.running >> text=awaiting approval")
-    await page.wait_for_url("**/services/ledger9/prod/approval")
+    await page.wait_for_url("**/services/pay-ledger/prod/approval")
     await expect(page.locator("code.digest")).to_contain_text("@sha256:")
     await expect(page.locator("section.card")).to_contain_text("Requested by carol")
 
@@ -64,20 +69,20 @@ async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
     # the page follows the release to its end (server-sent events re-render it)
     await expect(page.locator(".outcome")).to_have_text("succeeded", timeout=120_000)
 
-    code, out, err = await kepler(console.platform_file, "audit", "ledger9", "--env", "prod", "-o", "json")
+    code, out, err = await kepler(console.platform_file, "audit", "pay-ledger", "--env", "prod", "-o", "json")
     assert code == 0, out + err
     (decision,) = json.loads(out)[0]["decisions"]
     assert (decision["who"], decision["verified"], decision["channel"], decision["comment"]) == (
         "alice", True, "console", "LGTM from the console")
 
     # the next release: the page shows the commits since what is live and the config diff
-    sha = commit_change(sandbox, "ledger9", "Checkout v2 behind a flag")
-    for args in (("release", "ledger9", "--env", "staging", "--ref", "main", "--watch"),
-                 ("release", "ledger9", "--env", "prod", "--from", "staging")):
+    sha = commit_change(sandbox, "pay-ledger", "Checkout v2 behind a flag")
+    for args in (("release", "pay-ledger", "--env", "staging", "--ref", "main", "--watch"),
+                 ("release", "pay-ledger", "--env", "prod", "--from", "staging")):
         code, out, err = await kepler(console.platform_file, *args)
         assert code == 0, out + err
-    await wait_for_stage(console.platform_file, "ledger9", "prod", "awaiting approval")
-    await page.goto("/services/ledger9/prod/approval")
+    await wait_for_stage(console.platform_file, "pay-ledger", "prod", "awaiting approval")
+    await page.goto("/services/pay-ledger/prod/approval")
     await expect(page.locator("ol.commits")).to_contain_text(f"{sha[:12]} Checkout v2 behind a flag")
     await expect(page.locator("pre.diff").first).to_contain_text("+replicas: 2")
     await expect(page.locator("pre.diff").first).to_contain_text("FEATURE_FLAGS: checkout-v2")
@@ -85,43 +90,40 @@ async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
     await page.click("button[data-action=approve]")
     await expect(page.locator("#result")).to_have_text("approved")
     await expect(page.locator(".outcome")).to_have_text("succeeded", timeout=120_000)
-    await page.goto("/services/ledger9")
+    await page.goto("/services/pay-ledger")
     await expect(page.locator("main")).to_contain_text(sha[:8])  # live in prod now
     await alice.screenshot("service")
 
 
 async def test_a_reject_in_the_browser_ends_the_release_with_nothing_changed(
         console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
-    await created_and_staged(console, tmp_path, "ledger10")
-    before = world.snapshot(sandbox, ["ledger10-prod"])
-    code, out, err = await kepler(console.platform_file, "release", "ledger10", "--env", "prod",
-                                  "--from", "staging")
-    assert code == 0, out + err
-    await wait_for_stage(console.platform_file, "ledger10", "prod", "awaiting approval")
+    await created_and_staged(console, tmp_path, "pay-refunds")
+    before = world.snapshot(sandbox, ["pay-refunds-prod"])
+    await awaiting_prod_approval(console, "pay-refunds")
     bob = await person(browser, console, "bob")
     await bob.enroll()
-    await bob.sign_in("/services/ledger10/prod/approval")
+    await bob.sign_in("/services/pay-refunds/prod/approval")
     await bob.page.fill("input[name=comment]", "not during the sale")
     await bob.page.click("button[data-action=reject]")
     await expect(bob.page.locator("#result")).to_have_text("rejected")
     await expect(bob.page.locator(".outcome")).to_have_text("rejected")
-    status = await wait_for_outcome(console.platform_file, "ledger10", "prod")
+    status = await wait_for_outcome(console.platform_file, "pay-refunds", "prod")
     assert status["outcome"] == "rejected" and "not during the sale" in status["error"]
-    assert world.differences(before, world.snapshot(sandbox, ["ledger10-prod"])) == []
+    assert world.differences(before, world.snapshot(sandbox, ["pay-refunds-prod"])) == []
 
 
 async def test_a_break_glass_release_waits_for_a_second_approver_in_the_browser(
         console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
-    await created_and_staged(console, tmp_path, "ledger11")
-    commit_change(sandbox, "ledger11", "Hotfix straight to prod")  # staging never ran it
-    code, out, err = await kepler(console.platform_file, "release", "ledger11", "--env", "prod",
+    await created_and_staged(console, tmp_path, "pay-hotfix")
+    commit_change(sandbox, "pay-hotfix", "Hotfix straight to prod")  # staging never ran it
+    code, out, err = await kepler(console.platform_file, "release", "pay-hotfix", "--env", "prod",
                                   "--ref", "main", "--break-glass", "--reason", "hotfix 12")
     assert code == 0, out + err
-    await wait_for_stage(console.platform_file, "ledger11", "prod", "awaiting approval")
+    await wait_for_stage(console.platform_file, "pay-hotfix", "prod", "awaiting approval")
     alice, bob = await person(browser, console, "alice"), await person(browser, console, "bob")
     for approver in (alice, bob):
         await approver.enroll()
-        await approver.sign_in("/services/ledger11/prod/approval")
+        await approver.sign_in("/services/pay-hotfix/prod/approval")
     await expect(alice.page.locator("section.card")).to_contain_text("Needs 2 approvals")
 
     submitted: list[str] = []
@@ -145,7 +147,7 @@ async def test_a_break_glass_release_waits_for_a_second_approver_in_the_browser(
     await bob.page.click("button[data-action=approve]")
     await expect(bob.page.locator("#result")).to_have_text("approved")
     await expect(bob.page.locator(".outcome")).to_have_text("succeeded", timeout=120_000)
-    status = await wait_for_outcome(console.platform_file, "ledger11", "prod")
+    status = await wait_for_outcome(console.platform_file, "pay-hotfix", "prod")
     assert [a["approver"] for a in status["approvals"]] == ["alice", "bob"]
 
 
@@ -160,13 +162,13 @@ async def test_a_service_is_created_from_the_console_as_a_signed_request(
     await page.evaluate("document.querySelector('input[name=name]').removeAttribute('pattern')")
     await page.click("#create-service button[type=submit]")
     await expect(page.locator("#result")).to_contain_text("name:")  # the CLI's rule, named
-    await page.fill("input[name=name]", "signup7")
+    await page.fill("input[name=name]", "growth-signup")
     await page.fill("input[name=owners]", "dev, carol")
     await page.fill("input[name=replicas]", "1")
     await page.click("#create-service button[type=submit]")
-    await expect(page.locator("#result")).to_have_text("started signup7@all")
-    status = await wait_for_outcome(console.platform_file, "signup7", "all")
+    await expect(page.locator("#result")).to_have_text("started growth-signup@all")
+    status = await wait_for_outcome(console.platform_file, "growth-signup", "all")
     assert status["outcome"] == "succeeded" and status["requested_by"] == "dev"
     assert status["requester_verified"] is True
     code, out, _ = await kepler(console.platform_file, "service", "list", "-o", "json")
-    assert "signup7" in json.loads(out)
+    assert "growth-signup" in json.loads(out)

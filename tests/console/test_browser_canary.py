@@ -15,7 +15,7 @@ from tests.console.conftest import ConsoleServer
 from tests.e2e.test_release import kepler, wait_for_outcome
 
 pytestmark = pytest.mark.e2e
-SERVICE = "basket4"
+SERVICE = "shop-basket"
 
 
 async def test_an_approver_pauses_and_aborts_a_canary_with_a_passkey(

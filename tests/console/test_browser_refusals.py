@@ -19,12 +19,14 @@ from kepler.passkeys import PasskeyAssertion, b64url, unb64url
 from tests import world
 from tests.console.browser import browser, person  # noqa: F401 (a fixture)
 from tests.console.conftest import ConsoleServer
-from tests.console.test_browser_approvals import commit_change, created_and_staged
-from tests.e2e.test_release import kepler, wait_for_outcome, wait_for_stage
+from tests.console.test_browser_approvals import (
+    awaiting_prod_approval, commit_change, created_and_staged,
+)
+from tests.e2e.test_release import kepler, wait_for_outcome
 from tests.helpers import keep_history
 
 pytestmark = pytest.mark.e2e
-SERVICE = "ledger12"
+SERVICE = "pay-fraud"
 
 
 async def approve(client: Any, statement: Statement, assertion: PasskeyAssertion) -> str:
@@ -43,19 +45,12 @@ async def gate(client: Any) -> Statement:
     return operations_client.approval_statement(state, "approve", "", datetime.now(timezone.utc))
 
 
-async def release_to_prod(console: ConsoleServer) -> None:
-    code, out, err = await kepler(console.platform_file, "release", SERVICE, "--env", "prod",
-                                  "--from", "staging")
-    assert code == 0, out + err
-    await wait_for_stage(console.platform_file, SERVICE, "prod", "awaiting approval")
-
-
 async def test_forged_other_digest_other_run_and_replayed_assertions_change_nothing(
         console: ConsoleServer, browser: Browser, sandbox: Any, dev_env: Any,  # noqa: F811
         tmp_path: Path) -> None:
     client = dev_env.client
     await created_and_staged(console, tmp_path, SERVICE)
-    await release_to_prod(console)
+    await awaiting_prod_approval(console, SERVICE)
     alice = await person(browser, console, "alice")
     await alice.enroll()
     await alice.sign_in()
@@ -85,7 +80,7 @@ async def test_forged_other_digest_other_run_and_replayed_assertions_change_noth
     code, out, err = await kepler(console.platform_file, "release", SERVICE, "--env", "staging",
                                   "--ref", "main", "--watch")
     assert code == 0, out + err
-    await release_to_prod(console)
+    await awaiting_prod_approval(console, SERVICE)
     after_first = world.snapshot(sandbox, [f"{SERVICE}-prod"])
     await refused(client, statement, good, "not for run")  # yesterday's approval, replayed
     await gate(client)

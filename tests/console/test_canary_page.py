@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.console.conftest import ConsoleServer
+from tests.console.conftest import ConsoleServer, first_live_event
 from tests.e2e.test_release import kepler
 
 pytestmark = pytest.mark.e2e
@@ -38,16 +38,6 @@ async def page_until(reader: httpx.AsyncClient, check: Callable[[str], bool], wh
             raise AssertionError(f"the canary page never showed {what}:\n{page}")
         await asyncio.sleep(0.2)
 
-
-async def first_live_event(reader: httpx.AsyncClient, page: str) -> str:
-    async with reader.stream("GET", "/live", params={"page": page}) as events:
-        data = []
-        async for line in events.aiter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif not line and data:
-                return "\n".join(data)
-    raise AssertionError("the live stream ended without an event")
 
 
 async def test_the_canary_page_charts_weights_and_checks_and_offers_the_valid_controls(

@@ -19,8 +19,7 @@ from kepler.settings import Secrets
 from starter.console import console_app
 from tests import world
 from tests.console.conftest import SECRET, ConsoleServer
-from tests.console.test_browser_approvals import created_and_staged
-from tests.e2e.test_release import kepler, wait_for_stage
+from tests.console.test_browser_approvals import awaiting_prod_approval, created_and_staged
 from tests.passkey_device import SoftPasskey
 
 pytestmark = pytest.mark.e2e
@@ -28,16 +27,13 @@ pytestmark = pytest.mark.e2e
 
 async def test_a_session_cookie_reads_but_cannot_approve(
         console: ConsoleServer, sandbox: Any, dev_env: Any, tmp_path: Path) -> None:
-    await created_and_staged(console, tmp_path, "ledger13")
-    code, out, err = await kepler(console.platform_file, "release", "ledger13", "--env", "prod",
-                                  "--from", "staging")
-    assert code == 0, out + err
-    await wait_for_stage(console.platform_file, "ledger13", "prod", "awaiting approval")
-    before = world.snapshot(sandbox, ["ledger13-prod"])
+    await created_and_staged(console, tmp_path, "pay-payouts")
+    await awaiting_prod_approval(console, "pay-payouts")
+    before = world.snapshot(sandbox, ["pay-payouts-prod"])
     async with console.poster("alice") as stolen:  # alice's cookie, in someone else's hands
-        assert (await stolen.get("/services/ledger13/prod/approval")).status_code == 200
+        assert (await stolen.get("/services/pay-payouts/prod/approval")).status_code == 200
         prepared = (await stolen.post("/actions/prepare", json={
-            "action": "approve", "service": "ledger13", "env": "prod"})).json()
+            "action": "approve", "service": "pay-payouts", "env": "prod"})).json()
         challenge = unb64url(prepared["options"]["challenge"])
         mallory = SoftPasskey("alice")  # a key of the thief's own, never enrolled
         refused = await stolen.post("/actions/submit", json={
@@ -47,14 +43,14 @@ async def test_a_session_cookie_reads_but_cannot_approve(
         garbage = await stolen.post("/actions/submit", json={"token": prepared["token"],
                                                               "credential": {"id": "x"}})
         assert garbage.status_code == 400 and "not a WebAuthn assertion" in garbage.json()["error"]
-    state = await operations_client.status(dev_env.client, "ledger13@prod")
+    state = await operations_client.status(dev_env.client, "pay-payouts@prod")
     assert state.pending_approval is not None and state.pending_approval.approvals == []
-    assert world.differences(before, world.snapshot(sandbox, ["ledger13-prod"])) == []
+    assert world.differences(before, world.snapshot(sandbox, ["pay-payouts-prod"])) == []
 
 
 async def test_posts_need_origin_csrf_and_a_bounded_body_and_tokens_cannot_be_forged(
         console: ConsoleServer) -> None:
-    body = {"action": "approve", "service": "ledger13", "env": "prod"}
+    body = {"action": "approve", "service": "pay-payouts", "env": "prod"}
     async with console.poster("bob") as bob:
         no_csrf = await bob.post("/actions/prepare", json=body, headers={"X-CSRF-Token": ""})
         assert no_csrf.status_code == 403 and "CSRF" in no_csrf.json()["error"]

@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from sandbox.serve import Sandbox
-from tests.console.conftest import ConsoleServer
-from tests.console.test_canary_page import first_live_event
+from tests.console.conftest import ConsoleServer, first_live_event
 from tests.e2e.test_release import gitlab_client, kepler
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from tests.console.conftest import ConsoleServer
-from tests.console.test_canary_page import first_live_event
+from tests.console.conftest import ConsoleServer, first_live_event
 from tests.e2e.test_release import kepler
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ from kepler.settings import load_platform
 from starter.console.app import Console, Problem
 from starter.console.auth import Tokens, Viewer
 from starter.console.views import service as service_page
-from tests.console.conftest import ConsoleServer
+from tests.console.conftest import ConsoleServer, first_live_event
 from tests.e2e.test_release import kepler, wait_for_outcome, wait_for_stage
 
 pytestmark = pytest.mark.e2e
@@ -44,17 +44,6 @@ def section(page: str, name: str) -> str:
     assert found, f"no {name} section"
     return found.group(1)
 
-
-async def first_live_event(reader: httpx.AsyncClient, path: str) -> str:
-    async with reader.stream("GET", "/live", params={"page": path}) as events:
-        assert events.status_code == 200
-        data: list[str] = []
-        async for line in events.aiter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif not line and data:
-                return "\n".join(data)
-    raise AssertionError("the live stream ended without an event")
 
 
 @pytest.fixture(scope="module")

@@ -16,22 +16,9 @@ from kepler.clients.gitlab import Comparison
 from kepler.models import OperationStatus
 from kepler.promotion import LiveRelease
 from kepler.spec import SPEC_PATH, ServiceSpec
-from kepler.validation import service_name
-from starter.console.app import Console, Page, Problem
+from starter.console.app import Console, Page, service_and_env
 from starter.console.auth import Viewer
 from starter.promotion import live_in
-
-
-def target(console: Console, params: dict[str, str]) -> tuple[str, str]:
-    service, env = params["service"], params["env"]
-    try:
-        service_name(service)
-    except ValueError as e:
-        raise Problem(f"service: {e}", 400) from None
-    if env not in console.platform.environments:
-        raise Problem(f"env: unknown environment {env!r} (configured: "
-                      f"{', '.join(sorted(console.platform.environments))})", 404)
-    return service, env
 
 
 async def state_of(console: Console, service: str, env: str) -> OperationStatus | None:
@@ -68,7 +55,7 @@ async def spec_at(console: Console, service: str, sha: str) -> ServiceSpec | Non
 
 async def data(console: Console, viewer: Viewer, params: dict[str, str],
                query: dict[str, str]) -> dict[str, Any]:
-    service, env = target(console, params)
+    service, env = service_and_env(console, params)
     state = await state_of(console, service, env)
     pending = state.pending_approval if state else None
     live: LiveRelease | None = None

@@ -22,8 +22,7 @@ from kepler import search_attributes as sa
 from kepler.clients import operations as operations_client
 from kepler.contracts import CANARY, STATUS
 from kepler.models import CheckStatus, MetricCheck, OperationStatus
-from kepler.validation import service_name
-from starter.console.app import Console, Page, Problem
+from starter.console.app import Console, Page, Problem, service_and_env
 from starter.console.auth import Viewer
 from starter.console.canary_rounds import Rounds, analysis_rounds
 from starter.console.charts import Series, Threshold, line_chart
@@ -173,14 +172,7 @@ async def last_canary(client: Client, workflow_id: str) -> dict[str, str] | None
 
 async def data(console: Console, viewer: Viewer, params: dict[str, str],
                query: dict[str, str]) -> dict[str, Any]:
-    service, env = params["service"], params["env"]
-    try:
-        service_name(service)
-    except ValueError as e:
-        raise Problem(f"service: {e}", 404) from None
-    if env not in console.platform.environments:
-        raise Problem(f"no environment {env!r} (kepler.yaml has "
-                      f"{', '.join(sorted(console.platform.environments))})", 404)
+    service, env = service_and_env(console, params)
     client = await console.client.get()
     workflow_id, now = naming.workflow_id(service, env), datetime.now(timezone.utc)
     run_id, instead = await _running_canary(client, workflow_id)
