@@ -24,13 +24,13 @@ def console_app(p: Platform, secrets: Secrets | None = None, client: LazyClient 
     from starter.console.auth import Tokens
     from starter.console.views import ALL_PAGES
     from kepler.clients.gitlab import GitLabReader
-    from kepler.clients.kube import Clusters
+    from starter.console.service_reads import clusters_of
 
     secrets = secrets or Secrets()
     key = (secrets.console_secret.get_secret_value().encode() if secrets.console_secret
            else home_secret("console"))
     console = Console(platform=p, client=client or LazyClient(p.temporal), tokens=Tokens(key),
-                      pages=list(ALL_PAGES), clusters=Clusters(p), gitlab=GitLabReader(p, secrets))
+                      pages=list(ALL_PAGES), clusters=clusters_of(p), gitlab=GitLabReader(p, secrets))
     return build_app(console, [*signin.routes(console), *actions.routes(console)])
 
 

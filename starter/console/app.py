@@ -76,6 +76,11 @@ class Console:
     gitlab: Any = None  # kepler.clients.gitlab.GitLabReader
     cache: dict[Any, Any] = field(default_factory=dict)  # what never changes once read
 
+    def __post_init__(self) -> None:
+        from starter.console.service_reads import span
+
+        self.templates.filters["duration"] = span
+
     def remember(self, key: Any, value: Any) -> Any:
         if len(self.cache) >= MAX_CACHED:
             self.cache.pop(next(iter(self.cache)))

@@ -198,10 +198,10 @@ def next_hops(p: Platform, env: str, work: Workload, now: datetime) -> list[Next
         elif left is None:
             note, ready = f"{live.image} is not the release recorded live: no soak counts", False
         elif left <= timedelta(0):
-            note, ready = f"soaked ({path.soak}): may be promoted to {target}", True
+            note, ready = f"soaked ({span(path.soak)}): may be promoted to {target}", True
         else:
             note, ready = f"{span(left)} of soak left before {target}", False
-        hops.append(NextHop(target, str(path.soak), note, ready))
+        hops.append(NextHop(target, span(path.soak), note, ready))
     return hops
 
 
@@ -230,7 +230,7 @@ async def read_column(p: Platform, client: Client | None, service: str, env: str
                       history: list[dict[str, str]], now: datetime) -> Column:
     path = p.promotion.get(env)
     column = Column(env=env, source=path.source if path else None,
-                    soak=str(path.soak) if path else None, auto=bool(path and path.auto),
+                    soak=span(path.soak) if path else None, auto=bool(path and path.auto),
                     last=next((r for r in history if r["env"] == env), None))
     clusters = clusters_of(p)
 

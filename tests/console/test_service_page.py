@@ -86,10 +86,10 @@ async def test_the_service_page_shows_the_path_the_running_operation_history_aud
         assert field(staging, "health") == "healthy" and "UTC" in field(staging, "since")
         assert field(staging, "replicas").startswith("1/1 ready") and "rolled out" in staging
         assert "cpu 100m" in field(staging, "resources")
-        assert "soaked (0:00:00): may be promoted to prod" in html.unescape(staging)
+        assert "soaked (0s): may be promoted to prod" in html.unescape(staging)
         assert "No freeze in force." in staging
         prod = column(page, "prod")
-        assert "← staging, soak 0:00:00" in html.unescape(prod)
+        assert "← staging, soak 0s" in html.unescape(prod)
         assert field(prod, "version") == "-" and field(prod, "image") == "-"
         assert field(prod, "health") == "nothing released here yet" and "awaiting approval" in prod
 
