@@ -5,6 +5,7 @@ every page is served under a strict Content-Security-Policy."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,16 @@ from pydantic import SecretStr
 
 from kepler.clients import operations as operations_client
 from kepler.clients.temporal import LazyClient
-from kepler.passkeys import unb64url
+from kepler.enrolment import append_entry
+from kepler.identity import SignedStatement, sign
+from kepler.passkeys import b64url, unb64url
 from kepler.settings import Secrets
 from starter.console import console_app
 from tests import world
 from tests.console.conftest import SECRET, ConsoleServer
 from tests.console.test_browser_approvals import awaiting_prod_approval, created_and_staged
-from tests.passkey_device import SoftPasskey
+from tests.e2e.test_release import kepler
+from tests.passkey_device import SoftPasskey, key_of
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +116,26 @@ async def test_a_trusted_sso_header_reads_and_only_where_configured(
         assert page.status_code == 200 and "alice <small>(sso)</small>" in page.text
         submit = await proxied.post("/actions/submit", json={}, headers={"Origin": console.url})
         assert submit.status_code == 403 and "CSRF" in submit.json()["error"]  # no session, no signing
+
+
+async def test_an_enrolment_link_is_the_signers_own_and_works_once(console: ConsoleServer) -> None:
+    code, out, err = await kepler(console.platform_file, "console", "enroll", "--as", "bob", "-o", "json")
+    assert code == 0, out + err
+    link = json.loads(out)["link"]
+    assert link.startswith(f"{console.url}/enroll?link=")
+    async with httpx.AsyncClient(base_url=console.url) as browser:
+        page = await browser.get(link)
+        assert page.status_code == 200 and "Create a passkey for bob" in page.text
+        token = link.split("link=", 1)[1]
+        signed = SignedStatement.model_validate_json(unb64url(token))
+        stranger = sign(signed.statement, key_of("stranger"))  # the same statement, a key nobody listed
+        refused = await browser.get("/enroll", params={"link": b64url(stranger.model_dump_json().encode())})
+        assert refused.status_code == 403 and "is not listed for kepler" in refused.text
+        damaged = await browser.get("/enroll", params={"link": token[:-8]})
+        assert damaged.status_code == 400 and "damaged" in damaged.text
+        # the link used: a passkey was enrolled with it, so it enrols nothing more
+        append_entry(console.passkeys, SoftPasskey("bob", origin=console.url).entry(statement=signed.statement))
+        used = await browser.get(link)
+        assert used.status_code == 403 and "used already" in used.text
+        options = await browser.post("/enroll/options", json={"link": token}, headers={"Origin": console.url})
+        assert options.status_code == 403 and "used already" in options.json()["error"]
