@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -78,6 +78,24 @@ class Person:
         if SCREENSHOTS:
             Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
             await self.page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+
+
+People = Callable[[str], Awaitable["Person"]]
+
+
+@pytest.fixture
+async def people(browser: Browser, console: ConsoleServer) -> AsyncIterator[Callable[[str], Awaitable[Person]]]:
+    """`await people("alice")`: a person in a browser context of their own, closed when the
+    test ends (an open page keeps its live stream, and the console re-reading it, going)."""
+    made: list[Person] = []
+
+    async def make(name: str) -> Person:
+        made.append(await person(browser, console, name))
+        return made[-1]
+
+    yield make
+    for someone in made:
+        await someone.context.close()
 
 
 async def person(browser: Browser, console: ConsoleServer, name: str) -> Person:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from playwright.async_api import Browser, expect
+from playwright.async_api import expect
 
 from tests import world
-from tests.console.browser import browser, person  # noqa: F401 (a fixture)
+from tests.console.browser import People, browser, people  # noqa: F401 (fixtures)
 from tests.console.conftest import ConsoleServer
 from tests.e2e.test_release import gitlab_client, kepler, wait_for_outcome, wait_for_stage
 
@@ -48,11 +48,11 @@ async def awaiting_prod_approval(console: ConsoleServer, name: str) -> None:
 
 
 async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
-        console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
+        console: ConsoleServer, people: People, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
     await created_and_staged(console, tmp_path, "pay-ledger")
     await awaiting_prod_approval(console, "pay-ledger")
 
-    alice = await person(browser, console, "alice")
+    alice = await people("alice")
     await alice.enroll()
     await alice.sign_in()
     page = alice.page
@@ -96,11 +96,11 @@ async def test_an_approver_signs_in_with_a_passkey_and_approves_a_prod_release(
 
 
 async def test_a_reject_in_the_browser_ends_the_release_with_nothing_changed(
-        console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
+        console: ConsoleServer, people: People, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
     await created_and_staged(console, tmp_path, "pay-refunds")
     before = world.snapshot(sandbox, ["pay-refunds-prod"])
     await awaiting_prod_approval(console, "pay-refunds")
-    bob = await person(browser, console, "bob")
+    bob = await people("bob")
     await bob.enroll()
     await bob.sign_in("/services/pay-refunds/prod/approval")
     await bob.page.fill("input[name=comment]", "not during the sale")
@@ -113,14 +113,14 @@ async def test_a_reject_in_the_browser_ends_the_release_with_nothing_changed(
 
 
 async def test_a_break_glass_release_waits_for_a_second_approver_in_the_browser(
-        console: ConsoleServer, browser: Browser, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
+        console: ConsoleServer, people: People, sandbox: Any, tmp_path: Path) -> None:  # noqa: F811
     await created_and_staged(console, tmp_path, "pay-hotfix")
     commit_change(sandbox, "pay-hotfix", "Hotfix straight to prod")  # staging never ran it
     code, out, err = await kepler(console.platform_file, "release", "pay-hotfix", "--env", "prod",
                                   "--ref", "main", "--break-glass", "--reason", "hotfix 12")
     assert code == 0, out + err
     await wait_for_stage(console.platform_file, "pay-hotfix", "prod", "awaiting approval")
-    alice, bob = await person(browser, console, "alice"), await person(browser, console, "bob")
+    alice, bob = await people("alice"), await people("bob")
     for approver in (alice, bob):
         await approver.enroll()
         await approver.sign_in("/services/pay-hotfix/prod/approval")
@@ -152,8 +152,8 @@ async def test_a_break_glass_release_waits_for_a_second_approver_in_the_browser(
 
 
 async def test_a_service_is_created_from_the_console_as_a_signed_request(
-        console: ConsoleServer, browser: Browser) -> None:  # noqa: F811
-    dev = await person(browser, console, "dev")
+        console: ConsoleServer, people: People) -> None:  # noqa: F811
+    dev = await people("dev")
     await dev.enroll()
     await dev.sign_in("/create")
     page = dev.page

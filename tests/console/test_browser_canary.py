@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from playwright.async_api import Browser, expect
+from playwright.async_api import expect
 
-from tests.console.browser import browser, person  # noqa: F401 (a fixture)
+from tests.console.browser import People, browser, people  # noqa: F401 (fixtures)
 from tests.console.conftest import ConsoleServer
 from tests.e2e.test_release import kepler, wait_for_outcome
 
@@ -19,7 +19,7 @@ SERVICE = "shop-basket"
 
 
 async def test_an_approver_pauses_and_aborts_a_canary_with_a_passkey(
-        console: ConsoleServer, browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+        console: ConsoleServer, people: People, tmp_path: Path) -> None:  # noqa: F811
     cfg = console.platform_file
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": SERVICE, "team": "basket", "replicas": 1}))
     for args in (("service", "create", "-f", str(tmp_path / "spec.yaml"), "--watch"),
@@ -28,7 +28,7 @@ async def test_an_approver_pauses_and_aborts_a_canary_with_a_passkey(
                   "--interval", "10s")):
         code, out, err = await kepler(cfg, *args)
         assert code == 0, out + err
-    carol = await person(browser, console, "carol")  # the canary's requester may pause it
+    carol = await people("carol")  # the canary's requester may pause it
     await carol.enroll()
     await carol.sign_in(f"/services/{SERVICE}/staging/canary")
     page = carol.page

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser
 
 from kepler.clients import operations as operations_client
 from kepler.identity import SignedStatement, Statement
 from kepler.models import ApprovalDecision
 from kepler.passkeys import PasskeyAssertion, b64url, unb64url
 from tests import world
-from tests.console.browser import browser, person  # noqa: F401 (a fixture)
+from tests.console.browser import People, browser, people  # noqa: F401 (fixtures)
 from tests.console.conftest import ConsoleServer
 from tests.console.test_browser_approvals import (
     awaiting_prod_approval, commit_change, created_and_staged,
@@ -46,12 +45,12 @@ async def gate(client: Any) -> Statement:
 
 
 async def test_forged_other_digest_other_run_and_replayed_assertions_change_nothing(
-        console: ConsoleServer, browser: Browser, sandbox: Any, dev_env: Any,  # noqa: F811
+        console: ConsoleServer, people: People, sandbox: Any, dev_env: Any,  # noqa: F811
         tmp_path: Path) -> None:
     client = dev_env.client
     await created_and_staged(console, tmp_path, SERVICE)
     await awaiting_prod_approval(console, SERVICE)
-    alice = await person(browser, console, "alice")
+    alice = await people("alice")
     await alice.enroll()
     await alice.sign_in()
     before = world.snapshot(sandbox, [f"{SERVICE}-prod"])
