@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 from kepler.identity import (
-    MAX_PASSKEYS_FILE, PERSON, AllowedSigners, InvalidStatement, Passkey, RelyingParty,
+    MAX_PASSKEYS_FILE, AllowedSigners, InvalidStatement, Passkey, RelyingParty,
     SignedStatement, Statement, new_nonce, verify,
 )
 from kepler.passkeys import PasskeyCredential
@@ -126,8 +126,3 @@ def append_entry(path: Path, entry: EnrolledPasskey) -> None:
     with os.fdopen(fd, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.write(json.dumps(entry.model_dump(mode="json"), sort_keys=True) + "\n")
-
-
-def enrolment_of(signers: AllowedSigners, person: str) -> bool:
-    """Whether `person` may enrol at all: a key listed for `kepler`."""
-    return person in signers.names(PERSON)

@@ -70,10 +70,6 @@ class Person:
                }""", options)
         return assertion_from_browser(json.dumps(credential))
 
-    async def credentials(self) -> list[dict[str, Any]]:
-        cdp = await self.context.new_cdp_session(self.page)
-        return (await cdp.send("WebAuthn.getCredentials", {"authenticatorId": self.authenticator}))["credentials"]
-
     async def screenshot(self, name: str) -> None:
         if SCREENSHOTS:
             Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
