@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-soak up down venv clean rbac cluster
+.PHONY: demo test bench bench-soak up down venv clean rbac cluster temporal
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,12 @@ rbac: $(STAMP)
 # (sandbox/cluster/build.sh; versions in sandbox/cluster/versions.env)
 cluster:
 	sandbox/cluster/build.sh
+
+# the real Temporal server and its SQL tool for the realtemporal tests and
+# `kepler dev up --temporal server`, built once into ~/.cache/kepler/temporal/
+# (sandbox/temporal/build.sh; the version in sandbox/cluster/versions.env)
+temporal:
+	sandbox/temporal/build.sh
 
 up: $(STAMP)
 	$(VENV)/bin/kepler dev up

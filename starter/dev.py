@@ -36,6 +36,7 @@ from starter.signing import sandbox_signers
 
 COMPONENTS = ("temporal", "sandbox", "worker", "console")
 CLUSTERS = ("standin", "real")
+TEMPORALS = {"dev": "the Temporal dev server", "server": "the Temporal server (on PostgreSQL)"}
 REAL_CONTEXT = "kepler-real"  # the context sandbox/cluster writes in its kubeconfig
 STANDINS = ("gitlab", "jenkins", "registry", "kubernetes", "prometheus")  # as `python -m sandbox` serves
 
@@ -179,7 +180,30 @@ def _register_search_attributes(platform: Platform) -> None:
                            capture_output=True, timeout=60, check=True)
 
 
-def up(platform: Platform, cluster: str = "standin") -> dict[str, Any]:
+def _start_dev_server(platform: Platform, state: Path, host: str, port: int, ui_port: int) -> dict[str, Any]:
+    cmd = [_bin("temporal"), "server", "start-dev", "--ip", host, "--port", str(port),
+           "--ui-port", str(ui_port), "--db-filename", str(state / "temporal.db"),
+           "--namespace", platform.temporal.namespace, "--log-level", "warn"]
+    for key in ALL_KEYS:
+        cmd += ["--search-attribute", f"{key.name}={type_name(key)}"]
+    return _spawn("temporal", cmd)
+
+
+def _start_temporal_server(platform: Platform, state: Path, port: int) -> dict[str, Any]:
+    """The real Temporal server on PostgreSQL (`make temporal`; sandbox/temporal), its state
+    under .kepler/temporal-server/: kept across `dev down`/`dev up`, like the dev server's db."""
+    root = state / "temporal-server"
+    (root / "ready.json").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "sandbox.temporal", "--state-dir", str(root), "--port", str(port),
+           "--namespace", platform.temporal.namespace, "--ready-file", str(root / "ready.json")]
+    for key in ALL_KEYS:
+        cmd += ["--search-attribute", f"{key.name}={type_name(key)}"]
+    entry = _spawn("temporal", cmd)
+    entry["logs"] = str(root / "logs")
+    return entry
+
+
+def up(platform: Platform, cluster: str = "standin", temporal: str = "dev") -> dict[str, Any]:
     record = _read_record()
     state = home()
     if record.get("mode", "standin") != cluster:  # switching: all but Temporal start again
@@ -191,21 +215,25 @@ def up(platform: Platform, cluster: str = "standin") -> dict[str, Any]:
     host, port = _hostport(platform.temporal.address)
     ui_port = urlparse(platform.temporal.ui_url).port or 8233
 
+    if record.get("temporal", {}).get("kind", "dev") != temporal:  # switching servers: all start again
+        for name in reversed(COMPONENTS):
+            _stop(record, name)
+            record.pop(name, None)
     if not _alive(record.get("temporal", {}).get("pid")):
         if _port_open(host, port):
             raise RuntimeError(f"{host}:{port} is already in use by something kepler did not start")
-        cmd = [_bin("temporal"), "server", "start-dev", "--ip", host, "--port", str(port),
-               "--ui-port", str(ui_port), "--db-filename", str(state / "temporal.db"),
-               "--namespace", platform.temporal.namespace, "--log-level", "warn"]
-        for key in ALL_KEYS:
-            cmd += ["--search-attribute", f"{key.name}={type_name(key)}"]
-        record["temporal"] = _spawn("temporal", cmd)
+        record["temporal"] = (_start_dev_server(platform, state, host, port, ui_port) if temporal == "dev"
+                              else _start_temporal_server(platform, state, port))
+        record["temporal"]["kind"] = temporal
         _write_record(record)
-        _wait(lambda: _port_open(host, port) and _port_open(host, ui_port), 60,
-              "the Temporal dev server", record["temporal"])
-    else:  # started by an older Kepler: attributes added since are registered now
+        ready = state / "temporal-server" / "ready.json"
+        _wait((lambda: _port_open(host, port) and _port_open(host, ui_port)) if temporal == "dev"
+              else ready.exists, 60 if temporal == "dev" else 240, TEMPORALS[temporal], record["temporal"])
+    elif temporal == "dev":  # started by an older Kepler: attributes added since are registered now
         _register_search_attributes(platform)
-    record["temporal"].update(address=platform.temporal.address, ui=platform.temporal.ui_url)
+    record["temporal"].update(address=platform.temporal.address)
+    if temporal == "dev":
+        record["temporal"]["ui"] = platform.temporal.ui_url
 
     kubeconfig = state / "sandbox" / "real-cluster" / "kubeconfig" if cluster == "real" else None
     worker_config = real_config(kubeconfig) if kubeconfig else config_path().absolute()
@@ -269,6 +297,8 @@ def status() -> dict[str, Any]:
     for name in COMPONENTS:
         entry = record.get(name, {})
         item: dict[str, Any] = {"running": _alive(entry.get("pid")), "pid": entry.get("pid")}
+        if name == "temporal" and entry:
+            item["kind"] = entry.get("kind", "dev")
         for key in ("address", "ui", "url", "urls", "task_queue", "config", "kubeconfig", "log"):
             if key in entry:
                 item[key] = entry[key]
@@ -284,13 +314,17 @@ def register(app: typer.Typer) -> None:
     @dev_app.command("up")
     def dev_up(output: str = OutputOpt, cluster: str = typer.Option(
             "standin", "--cluster", help="standin (the sandbox's simulated Kubernetes) or real "
-            "(the control plane `make cluster` built)")) -> None:
-        """Start the Temporal dev server, the sandbox, a worker and the console (idempotent)."""
+            "(the control plane `make cluster` built)"), temporal: str = typer.Option(
+            "dev", "--temporal", help="dev (the Temporal dev server, SQLite) or server (the real "
+            "Temporal server on PostgreSQL that `make temporal` built)")) -> None:
+        """Start Temporal, the sandbox, a worker and the console (idempotent)."""
         as_json = _wants_json(output)
         if cluster not in CLUSTERS:
             raise typer.BadParameter(f"must be one of {', '.join(CLUSTERS)}", param_hint="--cluster")
+        if temporal not in TEMPORALS:
+            raise typer.BadParameter(f"must be one of {', '.join(TEMPORALS)}", param_hint="--temporal")
         try:
-            state = up(session.platform(), cluster)
+            state = up(session.platform(), cluster, temporal)
         except CliError as e:
             fail(e, as_json)
         except RuntimeError as e:
@@ -325,6 +359,8 @@ def describe(state: dict[str, Any]) -> str:
     for name, item in state.items():
         mark = "[green]running[/green]" if item.get("running") else "[red]stopped[/red]"
         lines.append(f"{name:9} {mark}")
+        if item.get("kind"):
+            lines.append(f"          {TEMPORALS[item['kind']]}")
         if item.get("address"):
             lines.append(f"          frontend {item['address']}")
         if item.get("ui"):

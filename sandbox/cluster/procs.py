@@ -26,7 +26,7 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 class Proc:
-    def __init__(self, name: str, argv: list[str], log_path: Path, cwd: Path) -> None:
+    def __init__(self, name: str, argv: list[str], log_path: Path, cwd: Path, user: str | None = None) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -41,6 +41,7 @@ class Proc:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() signals the whole group
+                user=user, group=user,  # PostgreSQL refuses to run as root
             )
         except OSError:
             self._log.close()
@@ -72,6 +73,17 @@ class Proc:
             self.popen.wait(timeout=grace)
         finally:
             self._log.close()
+
+    def kill(self) -> None:
+        """kill -9 the process group at once (a crash), and reap it."""
+        try:
+            self._signal(signal.SIGKILL)
+            self.popen.wait(timeout=30)
+        finally:
+            self._log.close()
+
+    def send(self, sig: int) -> None:
+        self._signal(sig)
 
     def _signal(self, sig: int) -> None:
         try:

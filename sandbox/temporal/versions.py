@@ -1,0 +1,34 @@
+"""Where `make temporal` (build.sh) caches the Temporal server it built from the version pinned in
+sandbox/cluster/versions.env: ${XDG_CACHE_HOME:-~/.cache}/kepler/temporal/<TEMPORAL_VERSION>/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sandbox.cluster.versions import versions
+
+HERE = Path(__file__).resolve().parent
+BUILD_SCRIPT = HERE / "build.sh"
+BINARIES = ("temporal-server", "temporal-sql-tool")
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kepler" / "temporal"
+
+
+def cache_dir() -> Path:
+    return cache_root() / versions()["TEMPORAL_VERSION"]
+
+
+def is_built() -> bool:
+    """True when the cache holds a complete build of exactly the pinned version."""
+    root = cache_dir()
+    try:
+        stamp = versions(root / "STAMP")
+    except OSError:
+        return False
+    if stamp.get("TEMPORAL_VERSION") != versions()["TEMPORAL_VERSION"]:
+        return False
+    return all(os.access(root / "bin" / name, os.X_OK) for name in BINARIES)
