@@ -189,12 +189,13 @@ def _start_dev_server(platform: Platform, state: Path, host: str, port: int, ui_
     return _spawn("temporal", cmd)
 
 
-def _start_temporal_server(platform: Platform, state: Path, port: int) -> dict[str, Any]:
+def _start_temporal_server(platform: Platform, state: Path, port: int, ui_port: int) -> dict[str, Any]:
     """The real Temporal server on PostgreSQL (`make temporal`; sandbox/temporal), its state
     under .kepler/temporal-server/: kept across `dev down`/`dev up`, like the dev server's db."""
     root = state / "temporal-server"
     (root / "ready.json").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "sandbox.temporal", "--state-dir", str(root), "--port", str(port),
+           "--ui-port", str(ui_port),
            "--namespace", platform.temporal.namespace, "--ready-file", str(root / "ready.json")]
     for key in ALL_KEYS:
         cmd += ["--search-attribute", f"{key.name}={type_name(key)}"]
@@ -223,7 +224,7 @@ def up(platform: Platform, cluster: str = "standin", temporal: str = "dev") -> d
         if _port_open(host, port):
             raise RuntimeError(f"{host}:{port} is already in use by something kepler did not start")
         record["temporal"] = (_start_dev_server(platform, state, host, port, ui_port) if temporal == "dev"
-                              else _start_temporal_server(platform, state, port))
+                              else _start_temporal_server(platform, state, port, ui_port))
         record["temporal"]["kind"] = temporal
         _write_record(record)
         ready = state / "temporal-server" / "ready.json"
@@ -231,9 +232,7 @@ def up(platform: Platform, cluster: str = "standin", temporal: str = "dev") -> d
               else ready.exists, 60 if temporal == "dev" else 240, TEMPORALS[temporal], record["temporal"])
     elif temporal == "dev":  # started by an older Kepler: attributes added since are registered now
         _register_search_attributes(platform)
-    record["temporal"].update(address=platform.temporal.address)
-    if temporal == "dev":
-        record["temporal"]["ui"] = platform.temporal.ui_url
+    record["temporal"].update(address=platform.temporal.address, ui=platform.temporal.ui_url)
 
     kubeconfig = state / "sandbox" / "real-cluster" / "kubeconfig" if cluster == "real" else None
     worker_config = real_config(kubeconfig) if kubeconfig else config_path().absolute()

@@ -20,6 +20,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--port", type=int, default=None, help="the frontend's gRPC port (default: a free one)")
     parser.add_argument("--namespace", default="default")
+    parser.add_argument("--ui-port", type=int, default=None, help="serve the Temporal web UI on this port")
     parser.add_argument("--search-attribute", action="append", default=[], metavar="NAME=TYPE")
     parser.add_argument("--ready-file", default=None)
     args = parser.parse_args(argv)
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         cluster = TemporalCluster(args.state_dir, port=args.port, namespace=args.namespace,
-                                  search_attributes=attributes)
+                                  search_attributes=attributes, ui_port=args.ui_port)
         cluster.start()
     except ClusterStartError as e:
         print(e, file=sys.stderr)
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.ready_file:
             Path(args.ready_file).write_text(json.dumps(
-                {"address": cluster.address, "namespace": args.namespace, "ports": cluster.ports,
+                {"address": cluster.address, "namespace": args.namespace, "ports": cluster.ports, "ui_port": args.ui_port,
                  "logs": str(cluster.logs)}, indent=2))
         print(f"Temporal server on {cluster.address} (namespace {args.namespace}); logs in {cluster.logs}",
               flush=True)

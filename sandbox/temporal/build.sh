@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the real Temporal server for the production tier (tests marked realtemporal), once, into
 #   ${XDG_CACHE_HOME:-~/.cache}/kepler/temporal/<TEMPORAL_VERSION>/
-#     bin/   temporal-server  temporal-sql-tool
+#     bin/   temporal-server  temporal-sql-tool  temporal-ui-server (the web UI, assets embedded)
 #     STAMP  the version it was built from
-# outside the repository. The version is pinned in sandbox/cluster/versions.env, next to the
-# Kubernetes ones. PostgreSQL itself comes from Debian (postgresql).
+# outside the repository. The versions are pinned in sandbox/cluster/versions.env, next to the
+# Kubernetes ones: go.temporal.io/server (wrapper module go/server) and
+# github.com/temporalio/ui-server/v2 (go/ui). PostgreSQL itself comes from Debian (postgresql).
 #
 #   build.sh          build unless the cache's STAMP already names this version
-#   build.sh pin      rewrite sandbox/temporal/go/go.mod and go.sum from versions.env
+#   build.sh pin      rewrite sandbox/temporal/go/*/go.mod and go.sum from versions.env
 #
 # The SQL tool carries the PostgreSQL schemas (--schema-name postgresql/v12/temporal).
 #
@@ -37,27 +38,42 @@ cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/kepler/temporal"
 cache_layout=1
 dest="$cache_root/$TEMPORAL_VERSION"
 stamp_text="TEMPORAL_VERSION=$TEMPORAL_VERSION
+TEMPORAL_UI_VERSION=$TEMPORAL_UI_VERSION
 CACHE_LAYOUT=$cache_layout"
 
 pin() {
   (
-    cd "$here/go"
+    cd "$here/go/server"
     rm -f go.mod go.sum
-    go mod init kepler.local/sandbox/temporal >/dev/null 2>&1
+    go mod init kepler.local/sandbox/temporal/server >/dev/null 2>&1
     go mod edit -go=1.26.0 -require="go.temporal.io/server@$TEMPORAL_VERSION" \
       -tool=go.temporal.io/server/cmd/server -tool=go.temporal.io/server/cmd/tools/sql
     go mod tidy
   )
-  echo "pinned: TEMPORAL_VERSION=$TEMPORAL_VERSION"
+  (
+    cd "$here/go/ui"
+    rm -f go.mod go.sum
+    go mod init kepler.local/sandbox/temporal/ui >/dev/null 2>&1
+    go mod edit -go=1.26.0 -require="github.com/temporalio/ui-server/v2@$TEMPORAL_UI_VERSION" \
+      -tool=github.com/temporalio/ui-server/v2/cmd/server
+    go mod tidy
+  )
+  echo "pinned: $(echo "$stamp_text" | tr '\n' ' ')"
 }
 
 check_pins() {
-  local got
-  got="$(cd "$here/go" && go list -m -f '{{.Version}}' go.temporal.io/server)"
-  if [ "$got" != "$TEMPORAL_VERSION" ]; then
-    echo "build.sh: sandbox/temporal/go/go.mod has go.temporal.io/server $got, versions.env says $TEMPORAL_VERSION; run sandbox/temporal/build.sh pin" >&2
-    return 1
-  fi
+  local bad=0
+  want() { # dir module version
+    local got
+    got="$(cd "$here/go/$1" && go list -m -f '{{.Version}}' "$2")"
+    if [ "$got" != "$3" ]; then
+      echo "build.sh: sandbox/temporal/go/$1/go.mod has $2 $got, versions.env says $3; run sandbox/temporal/build.sh pin" >&2
+      bad=1
+    fi
+  }
+  want server go.temporal.io/server "$TEMPORAL_VERSION"
+  want ui github.com/temporalio/ui-server/v2 "$TEMPORAL_UI_VERSION"
+  return $bad
 }
 
 build() {
@@ -81,11 +97,14 @@ build() {
   local start=$SECONDS
 
   echo "building temporal server $TEMPORAL_VERSION: server, sql tool"
-  (cd "$here/go" && go build -trimpath -ldflags "-s -w" -o "$tmp/bin/temporal-server" go.temporal.io/server/cmd/server)
-  (cd "$here/go" && go build -trimpath -ldflags "-s -w" -o "$tmp/bin/temporal-sql-tool" go.temporal.io/server/cmd/tools/sql)
+  (cd "$here/go/server" && go build -trimpath -ldflags "-s -w" -o "$tmp/bin/temporal-server" go.temporal.io/server/cmd/server)
+  (cd "$here/go/server" && go build -trimpath -ldflags "-s -w" -o "$tmp/bin/temporal-sql-tool" go.temporal.io/server/cmd/tools/sql)
+  echo "building temporal ui-server $TEMPORAL_UI_VERSION"
+  (cd "$here/go/ui" && go build -trimpath -ldflags "-s -w" -o "$tmp/bin/temporal-ui-server" github.com/temporalio/ui-server/v2/cmd/server)
 
   "$tmp/bin/temporal-server" --help >/dev/null 2>&1 || { echo "build.sh: temporal-server does not run" >&2; exit 1; }
   "$tmp/bin/temporal-sql-tool" --help >/dev/null 2>&1 || { echo "build.sh: temporal-sql-tool does not run" >&2; exit 1; }
+  "$tmp/bin/temporal-ui-server" --help >/dev/null 2>&1 || { echo "build.sh: temporal-ui-server does not run" >&2; exit 1; }
   printf '%s\n' "$stamp_text" > "$tmp/STAMP"
 
   if [ -e "$dest" ]; then

@@ -76,7 +76,7 @@ class TemporalCluster:
 
     def __init__(self, state_dir: Path | str | None = None, *, port: int | None = None,
                  namespace: str = "default", search_attributes: dict[str, str] | None = None,
-                 start_timeout: float = 180.0) -> None:
+                 ui_port: int | None = None, start_timeout: float = 180.0) -> None:
         if not is_built():
             raise ClusterStartError(f"the Temporal server is not built in {cache_dir()}: run `make temporal`")
         self.bin = cache_dir() / "bin"
@@ -92,6 +92,8 @@ class TemporalCluster:
         self.address = f"{HOST}:{self.ports['frontend_grpc']}"
         self.postgres = Postgres(self.state_dir / "postgres", self.ports["postgres"], self.logs)
         self.server: Proc | None = None
+        self.ui_port = ui_port
+        self.ui: Proc | None = None
 
     def _ports(self, frontend: int | None) -> dict[str, int]:
         path = self.state_dir / "ports.json"
@@ -125,11 +127,16 @@ class TemporalCluster:
             self._write_config()
             self.start_server(deadline)
             asyncio.run(self._register(deadline))
+            if self.ui_port:
+                self.start_ui(deadline)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
+        if self.ui is not None:
+            ui, self.ui = self.ui, None
+            ui.stop(grace=10)
         if self.server is not None:
             server, self.server = self.server, None
             server.stop(grace=20)
@@ -142,6 +149,20 @@ class TemporalCluster:
         self.server = Proc("temporal-server", argv, self.logs / "temporal-server.log", self.state_dir)
         wait_for("the Temporal frontend", lambda: _port_open(self.ports["frontend_grpc"]), deadline, [self.server])
         asyncio.run(self._wait_serving(deadline))
+
+    def start_ui(self, deadline: float) -> None:
+        """The Temporal web UI (ui-server, its assets embedded) on loopback at `ui_port`."""
+        assert self.ui_port
+        config = self.state_dir / "ui" / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "kepler.yaml").write_text(yaml.safe_dump({
+            "temporalGrpcAddress": self.address, "host": HOST, "port": self.ui_port, "enableUi": True,
+            "defaultNamespace": self.namespace, "disableNewsFetch": True, "notifyOnNewVersion": False,
+            "refreshInterval": "1m", "cors": {"cookieInsecure": True, "allowOrigins": [f"http://{HOST}:{self.ui_port}"]}}))
+        argv = [str(self.bin / "temporal-ui-server"), "--root", str(config.parent), "--config", "config",
+                "--env", "kepler", "start"]
+        self.ui = Proc("temporal-ui-server", argv, self.logs / "temporal-ui-server.log", self.state_dir)
+        wait_for("the Temporal UI", lambda: _port_open(self.ui_port or 0), deadline, [self.ui])
 
     def restart_server(self, crash: bool = False) -> None:
         """Stop the server (SIGTERM, or kill -9 when `crash`) and start it again on its ports."""

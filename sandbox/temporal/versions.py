@@ -10,7 +10,7 @@ from sandbox.cluster.versions import versions
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
-BINARIES = ("temporal-server", "temporal-sql-tool")
+BINARIES = ("temporal-server", "temporal-sql-tool", "temporal-ui-server")
 
 
 def cache_root() -> Path:
@@ -29,6 +29,7 @@ def is_built() -> bool:
         stamp = versions(root / "STAMP")
     except OSError:
         return False
-    if stamp.get("TEMPORAL_VERSION") != versions()["TEMPORAL_VERSION"]:
+    pinned = versions()
+    if any(stamp.get(key) != pinned.get(key) for key in ("TEMPORAL_VERSION", "TEMPORAL_UI_VERSION")):
         return False
     return all(os.access(root / "bin" / name, os.X_OK) for name in BINARIES)
