@@ -134,7 +134,28 @@ class Postgres:
         proc.stop(grace=1)
 
     def kill(self) -> None:
-        """A crash: SIGKILL, recovery from the WAL at the next start."""
+        """A crash of the database host: SIGKILL the postmaster and every backend (each is a
+        session of its own, so not in its process group; their working directory is the data
+        directory), then recovery from the WAL at the next start."""
         if self.proc is not None:
             proc, self.proc = self.proc, None
             proc.kill()
+        deadline = time.monotonic() + 30
+        while (left := self._backends()) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    def _backends(self) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if Path(os.readlink(entry / "cwd")) == self.data.resolve():
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found

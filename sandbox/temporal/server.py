@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -80,6 +81,7 @@ class TemporalCluster:
         if not is_built():
             raise ClusterStartError(f"the Temporal server is not built in {cache_dir()}: run `make temporal`")
         self.bin = cache_dir() / "bin"
+        self._own_state = state_dir is None  # a temporary directory, removed on __exit__
         self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="kepler-temporal-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o711)  # PostgreSQL's user reaches its own directory inside
@@ -116,6 +118,8 @@ class TemporalCluster:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+        if self._own_state:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def start(self) -> None:
         deadline = time.monotonic() + self.start_timeout
