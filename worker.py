@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, NamedTuple, Sequence
 
 from temporalio.client import Client, WorkflowHistory
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
-from kepler.settings import Platform, Secrets, load_platform
+from kepler.settings import ConfigError, Platform, Secrets, load_platform
 from kepler.clients.temporal import connect
 
 log = logging.getLogger("kepler.worker")
@@ -22,21 +25,42 @@ log = logging.getLogger("kepler.worker")
 # so 64 slots starved the short steps of 200 concurrent releases (bench/RESULTS.md); idle
 # threads cost little.
 ACTIVITY_SLOTS = 256
+BUILD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def deployment_config(platform: Platform, build_id: str | None) -> WorkerDeploymentConfig | None:
+    """Worker versioning: given a build id, the worker joins the Worker Deployment
+    `temporal.deployment_name` as version <name>:<build id>, and every workflow it starts is
+    pinned to that version, activities included, until it ends (README: Upgrading Kepler).
+    A run that continues as new (a canary's rounds, a promotion coordinator) starts its next
+    run on the deployment's current version (workflows/common/continuation.py). Without a
+    build id: an unversioned worker, as on the dev server."""
+    if not build_id:
+        return None
+    if not BUILD_ID.fullmatch(build_id):
+        raise ConfigError(f"KEPLER_BUILD_ID: {build_id[:40]!r} must be 1-128 letters, digits, '.', "
+                          "'_', '+' or '-', starting with a letter or digit")
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(platform.temporal.deployment_name, build_id),
+        use_worker_versioning=True, default_versioning_behavior=VersioningBehavior.PINNED)
 
 
 def build_worker(client: Client, platform: Platform, secrets: Secrets,
-                 executor: ThreadPoolExecutor, task_queue: str | None = None) -> Worker:
+                 executor: ThreadPoolExecutor, task_queue: str | None = None,
+                 build_id: str | None = None, workflow_classes: Sequence[type] | None = None) -> Worker:
     import activities
     import workflows
     from activities.authority import authority_for
     from workflows.common.starts import RefuseUnexpectedStarts
 
     queue = task_queue or platform.temporal.task_queue
-    types = [workflow_type(w) for w in workflows.ALL]
+    classes = list(workflow_classes or workflows.ALL)
+    types = [workflow_type(w) for w in classes]
     return Worker(
         client,
         task_queue=queue,
-        workflows=workflows.ALL,
+        workflows=classes,
+        deployment_config=deployment_config(platform, build_id),
         activities=activities.build(platform, secrets, client),
         # who may call Kepler's activities and what runs may carry: activities/authority.py
         interceptors=[authority_for(platform, secrets, client, queue, types),
@@ -100,8 +124,10 @@ def workflow_type(cls: type) -> str:
     return _Definition.must_from_class(cls).name or cls.__name__
 
 
-async def run(platform: Platform | None = None) -> None:
+async def run(platform: Platform | None = None, build_id: str | None = None) -> None:
     platform = platform or load_platform()
+    build_id = build_id or os.environ.get("KEPLER_BUILD_ID") or None
+    deployment_config(platform, build_id)  # a bad build id fails before connecting
     secrets = Secrets()
     from kepler import telemetry
 
@@ -113,20 +139,21 @@ async def run(platform: Platform | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS, thread_name_prefix="kepler-activity") as executor:
-        worker = build_worker(client, platform, secrets, executor)
-        log.info("worker polling task queue %s on %s", platform.temporal.task_queue,
-                 platform.temporal.address)
+        worker = build_worker(client, platform, secrets, executor, build_id=build_id)
+        log.info("worker polling task queue %s on %s%s", platform.temporal.task_queue,
+                 platform.temporal.address,
+                 f" as version {platform.temporal.deployment_name}:{build_id}" if build_id else "")
         async with worker:
             await stop.wait()
             log.info("shutting down: finishing or handing back running activities")
     log.info("worker stopped")
 
 
-def main() -> None:
+def main(build_id: str | None = None) -> None:
     from kepler.telemetry import configure_logging
 
     configure_logging()  # KEPLER_LOG_FORMAT=json for one JSON object a line
-    asyncio.run(run())
+    asyncio.run(run(build_id=build_id))
 
 
 if __name__ == "__main__":

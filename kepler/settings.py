@@ -41,6 +41,8 @@ class TemporalConfig(Model):
     namespace: str = "default"
     task_queue: str = "kepler"
     ui_url: str = "http://127.0.0.1:8233"
+    deployment_name: str = Field("kepler", pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description=(
+        "the Worker Deployment a worker started with a build id (KEPLER_BUILD_ID) joins"))
     tls: bool = Field(False, description="connect with TLS (implied by a certificate or API key)")
     server_ca: str | None = Field(None, description="PEM file of the CA that signed the server")
     server_name: str | None = Field(None, description="the server's name in its certificate")

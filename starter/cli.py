@@ -22,15 +22,18 @@ app = typer.Typer(help="Kepler: durable delivery pipelines on Temporal.", no_arg
 
 
 @command(app, output=False)
-def worker() -> int:
+def worker(build_id: str = typer.Option(
+        "", "--build-id", envvar="KEPLER_BUILD_ID", show_default=False,
+        help="join the Worker Deployment (temporal.deployment_name) as this version: worker "
+             "versioning, each run pinned to the version it started on (README: Upgrading Kepler)")) -> int:
     """Run a worker with every workflow and activity (stops cleanly on SIGTERM/SIGINT)."""
     import worker as worker_module
 
     try:
-        load_platform()
+        worker_module.deployment_config(load_platform(), build_id or None)
     except ConfigError as e:
         raise CliError(str(e), BAD_INPUT) from None
-    worker_module.main()
+    worker_module.main(build_id or None)
     return OK
 
 

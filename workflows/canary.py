@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import (SEALED_AUTHORITY, UNDO, Done, KeplerWorkflow, OperationEnded,
                                 StepFailed, StepOptions, Undo)
     from workflows.common.canary_controls import CanaryControls
+    from workflows.common.continuation import continue_as_new_on_current_version
     from workflows.steps.promotion import canary_image
 
 T = TypeVar("T")
@@ -293,7 +294,7 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         self.cs.progress = self.progress
         self.cs.steps, self.cs.notes = self.state.steps[-KEEP_STEPS:], self.state.notes[-KEEP_STEPS:]
         self.cs.approvals = self.gate_approvals
-        workflow.continue_as_new(args=[req, await carried_state.sealed(self, self.cs)])
+        continue_as_new_on_current_version(req, await carried_state.sealed(self, self.cs))
 
     # --- the end -------------------------------------------------------------------------------
 

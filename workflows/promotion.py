@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.payloads import EnvironmentPolicy, PolicyQuery, ReleaseTarget
     from workflows.base import COORDINATORS, Done, KeplerWorkflow
     from workflows.common.children import child_operation
+    from workflows.common.continuation import continue_as_new_on_current_version
     from workflows.legacy.coordinators import AutoPromotionBefore
 
 BUSY_RETRY = timedelta(minutes=5)  # the target's lock is held: try again after this
@@ -101,7 +102,7 @@ class AutoPromotion(AutoPromotionBefore, KeplerWorkflow[AutoPromotionReport]):
                                    f"{live.detail or 'it runs ' + live.image}")
             done = await self._release(candidate)
             if self._newer(candidate):  # arrived while the release ran: promote it next
-                workflow.continue_as_new(self._newest(candidate))
+                continue_as_new_on_current_version(self._newest(candidate))
             return done
 
     async def _release(self, candidate: AutoPromotionRequest) -> Done:

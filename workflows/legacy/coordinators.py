@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.payloads import EnvironmentPolicy, PolicyQuery, ReleaseTarget
     from workflows.base import ONE_LIFECYCLE, SEALED_AUTHORITY
     from workflows.common.children import child_operation
+    from workflows.common.continuation import continue_as_new_on_current_version
     from workflows.common.options import QUICK, RETRY
     from workflows.steps.freeze import FREEZE_WINDOWS
 
@@ -106,7 +107,7 @@ class AutoPromotionBefore:
                                  f"{live.detail or 'it runs ' + live.image}")
             await self._release_before(candidate)
             if self._newer(candidate):
-                workflow.continue_as_new(self._newest(candidate))
+                continue_as_new_on_current_version(self._newest(candidate))
             return self.report
 
     async def _release_before(self, candidate: AutoPromotionRequest) -> None:
