@@ -87,32 +87,58 @@ async def sandbox_process(seconds_per_replica: float,
 
 
 @asynccontextmanager
-async def stack(seconds_per_replica: float = 0.0, build_seconds: float = 0.1) -> AsyncIterator[Stack]:
-    """Dev server + sandbox + the real worker (queue QUEUE) + the bare worker (BARE_QUEUE)."""
+async def temporal(kind: str) -> AsyncIterator[tuple[Client, dict[str, int]]]:
+    """A client of a fresh Temporal: the dev server ("dev"), or the real server on PostgreSQL
+    ("server", sandbox/temporal, built by `make temporal`); the processes to account CPU to."""
+    if kind == "dev":
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(BIN / "temporal"), search_attributes=ALL_KEYS,
+            data_converter=data_converter(), dev_server_log_level="error")
+        try:
+            yield env.client, {"dev server": dev_server_pid()}
+        finally:
+            await env.shutdown()
+        return
+    from kepler.search_attributes import type_name
+    from sandbox.temporal import TemporalCluster
+
+    cluster = TemporalCluster(search_attributes={k.name: type_name(k) for k in ALL_KEYS})
+    await asyncio.to_thread(cluster.start)
+    try:
+        client = await Client.connect(cluster.address, data_converter=data_converter())
+        assert cluster.server is not None and cluster.postgres.proc is not None
+        yield client, {"temporal server": cluster.server.popen.pid}
+    finally:
+        await asyncio.to_thread(cluster.__exit__, None, None, None)
+
+
+@asynccontextmanager
+async def stack(seconds_per_replica: float = 0.0, build_seconds: float = 0.1, *,
+                server: str = "dev", workers: int = 1) -> AsyncIterator[Stack]:
+    """Temporal (`server`: dev or server) + sandbox + `workers` real workers (queue QUEUE) and
+    as many bare workers (BARE_QUEUE), in this process, each worker on its own connection."""
     import tempfile
+    from contextlib import AsyncExitStack
 
     from starter.signing import sandbox_signers
 
     home = Path(tempfile.mkdtemp(prefix="kepler-bench-home-"))  # the sandbox's people and keys
     os.environ["KEPLER_HOME"] = str(home)
     sandbox_signers(home)
-    async with sandbox_process(seconds_per_replica, build_seconds) as (urls, sandbox_pid):
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(BIN / "temporal"), search_attributes=ALL_KEYS,
-            data_converter=data_converter(), dev_server_log_level="error")
-        try:
-            platform = parse_platform(platform_yaml(
-                urls, env.client.service_client.config.target_host, QUEUE))
-            with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS, thread_name_prefix="bench-activity") as pool:
-                bare = Worker(env.client, task_queue=BARE_QUEUE, workflows=[BenchBare],
-                              activities=[noop], activity_executor=pool,
-                              max_concurrent_activities=ACTIVITY_SLOTS)
-                async with build_worker(env.client, platform, Secrets(), pool, QUEUE), bare:
-                    yield Stack(env.client, urls, platform, pids={
-                        "worker": os.getpid(), "dev server": dev_server_pid(),
-                        "sandbox": sandbox_pid})
-        finally:
-            await env.shutdown()
+    async with sandbox_process(seconds_per_replica, build_seconds) as (urls, sandbox_pid), \
+            temporal(server) as (client, server_pids):
+        address = client.service_client.config.target_host
+        platform = parse_platform(platform_yaml(urls, address, QUEUE))
+        with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS * workers, thread_name_prefix="bench-activity") as pool:
+            async with AsyncExitStack() as running:
+                for n in range(workers):
+                    own = client if n == 0 else await Client.connect(address, data_converter=data_converter())
+                    await running.enter_async_context(build_worker(own, platform, Secrets(), pool, QUEUE))
+                    await running.enter_async_context(Worker(
+                        own, task_queue=BARE_QUEUE, workflows=[BenchBare], activities=[noop],
+                        activity_executor=pool, max_concurrent_activities=ACTIVITY_SLOTS))
+                yield Stack(client, urls, platform, pids={"worker": os.getpid(), **server_pids,
+                                                          "sandbox": sandbox_pid})
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,5 +1,8 @@
-"""`make bench`: every figure on one dev server, printed as one table and written to
-bench/RESULTS.md. `python bench/run.py --only overhead,history` runs a subset."""
+"""`make bench`: every figure on one dev server, then overhead and throughput again on the
+real Temporal server on PostgreSQL (`make temporal`) with two workers, each against the bare
+baseline on the same server; printed as one table and written to bench/RESULTS.md.
+`python bench/run.py --only overhead,history` runs a subset, `--server dev` skips the real
+server."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from bench.common import Figure, stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 ALL = ("overhead", "concurrency", "history", "reaction", "console")
+ON_SERVER = ("overhead", "concurrency")  # what runs again on the real server
 
 
 def number(value: float, unit: str) -> str:
@@ -38,9 +42,26 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-async def run(only: tuple[str, ...]) -> list[Figure]:
+async def on_server(only: tuple[str, ...]) -> list[Figure]:
+    """The real Temporal server on PostgreSQL, two workers (and two bare ones)."""
+    figures: list[Figure] = []
+    async with stack(server="server", workers=2) as st:
+        if "overhead" in only:
+            from bench import overhead
+            figures += (await overhead.measure(st))[0][:1]
+        if "concurrency" in only:
+            from bench import concurrency
+            figures += await concurrency.measure(st)
+    for f in figures:
+        f.name = "server, 2 workers: " + f.name
+    return figures
+
+
+async def run(only: tuple[str, ...], servers: tuple[str, ...] = ("dev", "server")) -> list[Figure]:
     figures: list[Figure] = []
     extra: dict[str, float] = {}
+    if "dev" not in servers:
+        return await on_server(only)
     async with stack() as st:
         if "overhead" in only:
             from bench import overhead
@@ -58,6 +79,14 @@ async def run(only: tuple[str, ...]) -> list[Figure]:
     if "history" in only:
         from bench import history
         figures += await history.measure(extra.get("release_events"))
+    if "server" in servers and set(only) & set(ON_SERVER):
+        from sandbox.temporal import cache_dir, is_built
+
+        if is_built():
+            figures += await on_server(only)
+        else:
+            print(f"the real Temporal server is not built in {cache_dir()}: `make temporal`, "
+                  "then `make bench` measures it too")
     return figures
 
 
@@ -82,10 +111,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench/run.py")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated: {', '.join(ALL)}")
     parser.add_argument("--no-write", action="store_true", help="print only; keep RESULTS.md")
+    parser.add_argument("--server", default="dev,server",
+                        help="comma-separated: dev (the dev server), server (the real Temporal server "
+                             "on PostgreSQL, two workers; needs `make temporal`)")
     args = parser.parse_args()
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    servers = tuple(s.strip() for s in args.server.split(",") if s.strip())
     t0, load = time.perf_counter(), os.getloadavg()[0]
-    figures = asyncio.run(run(only))
+    figures = asyncio.run(run(only, servers))
     print(table(figures))
     if not args.no_write:
         write_results(figures, time.perf_counter() - t0, load)
