@@ -83,6 +83,18 @@ def test_overlay_renders_a_hardened_worker(overlay: str) -> None:
         assert "temporal-prod" in platform.temporal.address
 
 
+def test_prod_workers_carry_their_build_id_with_their_image() -> None:
+    """Worker versioning: the pod's version label is KEPLER_BUILD_ID, and prod sets it to the
+    image's tag, so a new image is a new Worker Deployment Version."""
+    worker = one(render("prod"), "Deployment", "kepler-worker")
+    template = worker["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    build_id = next(e for e in container["env"] if e["name"] == "KEPLER_BUILD_ID")
+    assert build_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['app.kubernetes.io/version']"
+    assert template["metadata"]["labels"]["app.kubernetes.io/version"] == container["image"].rsplit(":", 1)[1]
+    assert "app.kubernetes.io/version" not in worker["spec"]["selector"]["matchLabels"]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rbac_is_exactly_what_the_activities_call(overlay: str) -> None:
     objects = render(overlay)
