@@ -26,16 +26,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-if ! command -v go >/dev/null 2>&1; then
-  export PATH="$PATH:/usr/local/go/bin"
-fi
-command -v go >/dev/null 2>&1 || { echo "build.sh: no Go toolchain (go) on PATH or in /usr/local/go/bin" >&2; exit 1; }
+# shellcheck source=gobuild.sh
+source "$here/gobuild.sh"
 
-# never download another toolchain: the pinned versions are chosen to build with the local Go
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
-
+what="cluster binaries for $K8S_VERSION"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/kepler/k8s"
 # bump when what the cache holds changes (the Python launcher checks the files it needs itself)
 cache_layout=3
@@ -96,43 +90,19 @@ pin() {
 # go.mod must agree with versions.env (the one place versions are pinned)
 check_pins() {
   local bad=0
-  want() { # dir module version
-    local got
-    got="$(cd "$here/go/$1" && go list -m -f '{{.Version}}' "$2")"
-    if [ "$got" != "$3" ]; then
-      echo "build.sh: sandbox/cluster/go/$1/go.mod has $2 $got, versions.env says $3; run sandbox/cluster/build.sh pin" >&2
-      bad=1
-    fi
-  }
-  want kubernetes k8s.io/kubernetes "$K8S_VERSION"
-  want kubernetes k8s.io/api "$K8S_STAGING_VERSION"
-  want kubernetes k8s.io/client-go "$K8S_STAGING_VERSION"
-  want etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
-  want kwok sigs.k8s.io/kwok "$KWOK_VERSION"
+  want_pin sandbox/cluster/go/kubernetes "$here/go/kubernetes" k8s.io/kubernetes "$K8S_VERSION" || bad=1
+  want_pin sandbox/cluster/go/kubernetes "$here/go/kubernetes" k8s.io/api "$K8S_STAGING_VERSION" || bad=1
+  want_pin sandbox/cluster/go/kubernetes "$here/go/kubernetes" k8s.io/client-go "$K8S_STAGING_VERSION" || bad=1
+  want_pin sandbox/cluster/go/etcd "$here/go/etcd" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" || bad=1
+  want_pin sandbox/cluster/go/kwok "$here/go/kwok" sigs.k8s.io/kwok "$KWOK_VERSION" || bad=1
   return $bad
 }
 
 build() {
-  if [ -f "$dest/STAMP" ] && [ "$(cat "$dest/STAMP")" = "$stamp_text" ]; then
-    echo "cluster binaries for $K8S_VERSION already built in $dest"
-    return 0
-  fi
+  is_cached && return 0
   check_pins
-  mkdir -p "$cache_root"
-  # one build at a time (a second `make cluster` waits, then finds the cache built)
-  exec 9>"$cache_root/.lock"
-  flock 9
-  if [ -f "$dest/STAMP" ] && [ "$(cat "$dest/STAMP")" = "$stamp_text" ]; then
-    echo "cluster binaries for $K8S_VERSION built meanwhile in $dest"
-    return 0
-  fi
-  # what an interrupted build left (it never reached the rename)
-  rm -rf "$cache_root/.build-$K8S_VERSION".*
-  tmp="$(mktemp -d "$cache_root/.build-$K8S_VERSION.XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
-  trap 'exit 130' INT TERM
+  begin_build
   mkdir -p "$tmp/bin" "$tmp/istio"
-  local start=$SECONDS
 
   local minor="${K8S_VERSION#v*.}"; minor="${minor%%.*}"
   local major="${K8S_VERSION#v}"; major="${major%%.*}"
@@ -181,16 +151,7 @@ build() {
   chmod -R u+w "$tmp/kwok"
 
   for p in "${k8s_cmds[@]}" etcd kwok; do "$tmp/bin/$p" --help >/dev/null 2>&1 || { echo "build.sh: $p does not run" >&2; exit 1; }; done
-  printf '%s\n' "$stamp_text" > "$tmp/STAMP"
-
-  # into place: the old directory (a different build of this version) aside, the new one in
-  if [ -e "$dest" ]; then
-    mv "$dest" "$tmp.old"
-  fi
-  mv "$tmp" "$dest"
-  trap - EXIT
-  rm -rf "$tmp.old"
-  echo "built in $((SECONDS - start)) s: $dest"
+  finish_build
 }
 
 case "${1:-build}" in

@@ -52,16 +52,22 @@ def kwok_logs_crd_file(root: Path) -> Path:
     return root / "kwok" / "logs-crd.yaml"
 
 
-def is_built() -> bool:
-    """True when the cache holds a complete build of exactly the pinned versions."""
-    root = cache_dir()
+def built(root: Path, keys: tuple[str, ...], binaries: tuple[str, ...]) -> bool:
+    """True when build directory `root` was built from the pinned `keys` (its STAMP) and holds
+    every one of `binaries` in bin/, executable (the check of `make cluster`, `make temporal`)."""
     try:
         stamp = versions(root / "STAMP")
     except OSError:
         return False
     pinned = versions()
-    if any(stamp.get(key) != pinned.get(key) for key in STAMP_KEYS):
+    if any(stamp.get(key) != pinned.get(key) for key in keys):
         return False
+    return all(os.access(root / "bin" / name, os.X_OK) for name in binaries)
+
+
+def is_built() -> bool:
+    """True when the cache holds a complete build of exactly the pinned versions."""
+    root = cache_dir()
     if not all(f.is_file() for f in (istio_crds_file(root), kwok_stages_file(root), kwok_logs_crd_file(root))):
         return False
-    return all(os.access(root / "bin" / name, os.X_OK) for name in BINARIES)
+    return built(root, STAMP_KEYS, BINARIES)

@@ -25,15 +25,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=../cluster/versions.env
 source "$here/../cluster/versions.env"
 
-if ! command -v go >/dev/null 2>&1; then
-  export PATH="$PATH:/usr/local/go/bin"
-fi
-command -v go >/dev/null 2>&1 || { echo "build.sh: no Go toolchain (go) on PATH or in /usr/local/go/bin" >&2; exit 1; }
+# shellcheck source=../cluster/gobuild.sh
+source "$here/../cluster/gobuild.sh"
 
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
-
+what="temporal server $TEMPORAL_VERSION"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/kepler/temporal"
 cache_layout=1
 dest="$cache_root/$TEMPORAL_VERSION"
@@ -63,38 +58,16 @@ pin() {
 
 check_pins() {
   local bad=0
-  want() { # dir module version
-    local got
-    got="$(cd "$here/go/$1" && go list -m -f '{{.Version}}' "$2")"
-    if [ "$got" != "$3" ]; then
-      echo "build.sh: sandbox/temporal/go/$1/go.mod has $2 $got, versions.env says $3; run sandbox/temporal/build.sh pin" >&2
-      bad=1
-    fi
-  }
-  want server go.temporal.io/server "$TEMPORAL_VERSION"
-  want ui github.com/temporalio/ui-server/v2 "$TEMPORAL_UI_VERSION"
+  want_pin sandbox/temporal/go/server "$here/go/server" go.temporal.io/server "$TEMPORAL_VERSION" || bad=1
+  want_pin sandbox/temporal/go/ui "$here/go/ui" github.com/temporalio/ui-server/v2 "$TEMPORAL_UI_VERSION" || bad=1
   return $bad
 }
 
 build() {
-  if [ -f "$dest/STAMP" ] && [ "$(cat "$dest/STAMP")" = "$stamp_text" ]; then
-    echo "temporal server $TEMPORAL_VERSION already built in $dest"
-    return 0
-  fi
+  is_cached && return 0
   check_pins
-  mkdir -p "$cache_root"
-  exec 9>"$cache_root/.lock"
-  flock 9
-  if [ -f "$dest/STAMP" ] && [ "$(cat "$dest/STAMP")" = "$stamp_text" ]; then
-    echo "temporal server $TEMPORAL_VERSION built meanwhile in $dest"
-    return 0
-  fi
-  rm -rf "$cache_root/.build-$TEMPORAL_VERSION".*
-  tmp="$(mktemp -d "$cache_root/.build-$TEMPORAL_VERSION.XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
-  trap 'exit 130' INT TERM
+  begin_build
   mkdir -p "$tmp/bin"
-  local start=$SECONDS
 
   echo "building temporal server $TEMPORAL_VERSION: server, sql tool"
   (cd "$here/go/server" && go build -trimpath -ldflags "-s -w" -o "$tmp/bin/temporal-server" go.temporal.io/server/cmd/server)
@@ -105,15 +78,7 @@ build() {
   "$tmp/bin/temporal-server" --help >/dev/null 2>&1 || { echo "build.sh: temporal-server does not run" >&2; exit 1; }
   "$tmp/bin/temporal-sql-tool" --help >/dev/null 2>&1 || { echo "build.sh: temporal-sql-tool does not run" >&2; exit 1; }
   "$tmp/bin/temporal-ui-server" --help >/dev/null 2>&1 || { echo "build.sh: temporal-ui-server does not run" >&2; exit 1; }
-  printf '%s\n' "$stamp_text" > "$tmp/STAMP"
-
-  if [ -e "$dest" ]; then
-    mv "$dest" "$tmp.old"
-  fi
-  mv "$tmp" "$dest"
-  trap - EXIT
-  rm -rf "$tmp.old"
-  echo "built in $((SECONDS - start)) s: $dest"
+  finish_build
 }
 
 case "${1:-build}" in

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sandbox.cluster.versions import versions
+from sandbox.cluster.versions import built, versions
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
@@ -23,13 +23,5 @@ def cache_dir() -> Path:
 
 
 def is_built() -> bool:
-    """True when the cache holds a complete build of exactly the pinned version."""
-    root = cache_dir()
-    try:
-        stamp = versions(root / "STAMP")
-    except OSError:
-        return False
-    pinned = versions()
-    if any(stamp.get(key) != pinned.get(key) for key in ("TEMPORAL_VERSION", "TEMPORAL_UI_VERSION")):
-        return False
-    return all(os.access(root / "bin" / name, os.X_OK) for name in BINARIES)
+    """True when the cache holds a complete build of exactly the pinned versions."""
+    return built(cache_dir(), ("TEMPORAL_VERSION", "TEMPORAL_UI_VERSION"), BINARIES)
