@@ -1,7 +1,8 @@
 """The Alertmanager webhook: POST /alertmanager, served by `kepler alerts`.
 
 Point an Alertmanager `webhook_config` at it with
-`http_config: {authorization: {credentials: <KEPLER_ALERTMANAGER_TOKEN>}}`. Requests
+`http_config: {authorization: {credentials_file: <a file holding KEPLER_ALERTMANAGER_TOKEN>}}`
+(deploy/alertmanager/alertmanager.yaml). Requests
 without that bearer token get 401 and change nothing; a body that is not a version 4
 webhook payload gets 400. Each alert is triaged against `alerts.rollback` in
 kepler.yaml (kepler/alerts.py); each one that acts starts an AlertAction workflow whose
@@ -147,6 +148,9 @@ def create_app(platform: Platform, secrets: Secrets | None = None,
 def serve(platform: Platform, host: str, port: int) -> None:
     import uvicorn
 
+    from kepler.telemetry import configure_logging
+
+    configure_logging()  # else what each notification did (logged at info) is lost
     app = create_app(platform)
     uvicorn.run(app, host=host, port=port, log_level="info")
 

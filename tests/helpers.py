@@ -82,27 +82,20 @@ def sandbox_fixture(name: str, **settings: Any) -> Any:
 
 
 @contextmanager
-def real_prometheus(scrape_target: str, home: Path) -> Iterator[str]:
-    """Debian's prometheus on a free port, scraping `host:port` every second; its URL."""
+def _real_server(args: list[str], home: Path, what: str) -> Iterator[str]:
+    """A real component started with `args` (its own flags for port 127.0.0.1:<port>
+    substituted for `{port}`), its log in home/log; its URL once /-/ready answers 200."""
     import subprocess
 
     import httpx
-    import yaml
 
-    binary = require_binary("prometheus")
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "scrape_configs": [{"job_name": "sandbox", "static_configs": [
-                  {"targets": [scrape_target]}]}]}
-    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    proc = subprocess.Popen(
-        [binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(home / "log").open("w"))
+    proc = subprocess.Popen([a.replace("{port}", str(port)) for a in args],
+                            stdout=subprocess.DEVNULL, stderr=(home / "log").open("w"))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
-                   timeout=30, what="prometheus ready")
+                   timeout=30, what=f"{what} ready (log: {home / 'log'})")
         yield url
     finally:
         proc.terminate()
@@ -110,6 +103,44 @@ def real_prometheus(scrape_target: str, home: Path) -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextmanager
+def real_prometheus(scrape_target: str, home: Path, rule_files: tuple[Path, ...] = (),
+                    alertmanager: str | None = None) -> Iterator[str]:
+    """Debian's prometheus on a free port, scraping `host:port` every second, evaluating
+    `rule_files` every second and sending their alerts to `alertmanager` (a URL); its URL."""
+    import yaml
+
+    binary = require_binary("prometheus")
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "sandbox", "static_configs": [
+            {"targets": [scrape_target]}]}]}
+    if rule_files:
+        config["rule_files"] = [str(f) for f in rule_files]
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [
+            {"targets": [alertmanager.removeprefix("http://")]}]}]}
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with _real_server([binary, f"--config.file={home / 'prometheus.yml'}",
+                       f"--storage.tsdb.path={home / 'data'}",
+                       "--web.listen-address=127.0.0.1:{port}"], home, "prometheus") as url:
+        yield url
+
+
+@contextmanager
+def real_alertmanager(config: dict[str, Any], home: Path) -> Iterator[str]:
+    """Debian's prometheus-alertmanager with `config` on a free loopback port, clustering
+    off, its state in `home`; its URL."""
+    import yaml
+
+    binary = require_binary("prometheus-alertmanager", "alertmanager")
+    (home / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with _real_server([binary, f"--config.file={home / 'alertmanager.yml'}",
+                       f"--storage.path={home / 'data'}", "--cluster.listen-address=",
+                       "--web.listen-address=127.0.0.1:{port}"], home, "alertmanager") as url:
+        yield url
 
 
 HISTORIES = Path(__file__).parent / "histories"
