@@ -44,6 +44,7 @@ class Resource:
 
 ISTIO = "networking.istio.io"
 RBAC = "rbac.authorization.k8s.io"
+ADMISSION = "admissionregistration.k8s.io"
 RESOURCES: tuple[Resource, ...] = (
     Resource("", ("v1",), "namespaces", "Namespace", False, ("ns",), ("status",), "label"),
     Resource("", ("v1",), "pods", "Pod", True, ("po",), ("status",), categories=("all",)),
@@ -72,6 +73,11 @@ RESOURCES: tuple[Resource, ...] = (
     Resource(RBAC, ("v1",), "clusterrolebindings", "ClusterRoleBinding", False),
     Resource(RBAC, ("v1",), "roles", "Role", True),
     Resource(RBAC, ("v1",), "rolebindings", "RoleBinding", True),
+    # and its admission policy (deploy/kubernetes/base/admission-policy.yaml; stored, not enforced)
+    Resource(ADMISSION, ("v1",), "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False,
+             (), ("status",), has_generation=True),
+    Resource(ADMISSION, ("v1",), "validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding",
+             False, (), (), has_generation=True),
     Resource(ISTIO, ("v1", "v1beta1"), "virtualservices", "VirtualService", True, ("vs",),
              ("status",), has_generation=True, categories=("istio-io", "networking-istio-io")),
     Resource(ISTIO, ("v1", "v1beta1"), "destinationrules", "DestinationRule", True, ("dr",),
