@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError, Message
 
 # Importing the generated modules registers their messages in the default descriptor pool.
 from sandbox.kubernetes.protobuf.generated.gofields import FIELDS
+from sandbox.kubernetes.protobuf.generated.k8s_io.api.admissionregistration.v1 import generated_pb2 as _adm_v1  # noqa: F401
 from sandbox.kubernetes.protobuf.generated.k8s_io.api.apps.v1 import generated_pb2 as _apps_v1  # noqa: F401
 from sandbox.kubernetes.protobuf.generated.k8s_io.api.autoscaling.v1 import generated_pb2 as _as_v1  # noqa: F401
 from sandbox.kubernetes.protobuf.generated.k8s_io.api.autoscaling.v2 import generated_pb2 as _as_v2  # noqa: F401

@@ -10,7 +10,7 @@ K8S_API_VERSION=v0.36.3            # k8s.io/api and k8s.io/apimachinery, as the 
 GRPCIO_TOOLS_VERSION=1.85.1        # protoc 35.1: gencode 7.35.1, for the protobuf 7.x runtime
 # The API groups the stand-in serves (sandbox/kubernetes/resources.py), autoscaling/v1 for
 # the scale subresource; Istio's kinds are CRDs, JSON-only in a real cluster as well.
-API_GROUPS=(core/v1 apps/v1 batch/v1 autoscaling/v1 autoscaling/v2 policy/v1 rbac/v1)
+API_GROUPS=(core/v1 apps/v1 batch/v1 autoscaling/v1 autoscaling/v2 policy/v1 rbac/v1 admissionregistration/v1)
 MACHINERY=(pkg/apis/meta/v1 pkg/runtime pkg/runtime/schema pkg/api/resource pkg/util/intstr)
 
 here=$(cd "$(dirname "$0")" && pwd)
