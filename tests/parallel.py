@@ -6,6 +6,9 @@ temporary folders. What must start only once per run is pinned to one worker by 
 
 - the real control planes (`real_cluster`, `sandbox_cluster`, and `backend`'s "real", which
   is `real_world`): one worker runs every test that uses them;
+- the real Temporal servers (`temporal_cluster`, `server_home`: each test starts its own
+  server and PostgreSQL): one worker runs them one after the other, so that four of them do
+  not load the machine at once;
 - a module's module-scoped fixtures (a dockerd, a Prometheus, a sandbox of its own): every
   test of the module that uses one runs on the worker that started it.
 
@@ -29,6 +32,8 @@ import pytest
 GROUPS_ENV = "KEPLER_XDIST_GROUPS"
 REAL_CLUSTER_GROUP = "real-k8s"
 REAL_CLUSTER_FIXTURES = frozenset({"real_cluster", "sandbox_cluster", "real_world"})
+REAL_TEMPORAL_GROUP = "real-temporal"
+REAL_TEMPORAL_FIXTURES = frozenset({"temporal_cluster", "server_home"})
 
 
 def xdist_group_of(item: pytest.Item) -> str | None:
@@ -38,6 +43,8 @@ def xdist_group_of(item: pytest.Item) -> str | None:
     if names & REAL_CLUSTER_FIXTURES or (callspec is not None
                                          and callspec.params.get("backend") == "real"):
         return REAL_CLUSTER_GROUP  # tests/realk8s/conftest.py: `backend` "real" is real_world
+    if names & REAL_TEMPORAL_FIXTURES:
+        return REAL_TEMPORAL_GROUP
     info = getattr(item, "_fixtureinfo", None)
     defs = info.name2fixturedefs.values() if info is not None else ()
     if any(d[-1].scope in ("module", "class", "package") for d in defs if d):
