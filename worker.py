@@ -32,9 +32,10 @@ def deployment_config(platform: Platform, build_id: str | None) -> WorkerDeploym
     """Worker versioning: given a build id, the worker joins the Worker Deployment
     `temporal.deployment_name` as version <name>:<build id>, and every workflow it starts is
     pinned to that version, activities included, until it ends (README: Upgrading Kepler).
-    A run that continues as new (a canary's rounds, a promotion coordinator) starts its next
-    run on the deployment's current version (workflows/common/continuation.py). Without a
-    build id: an unversioned worker, as on the dev server."""
+    A promotion coordinator that continues as new starts its next run on the deployment's
+    current version (workflows/common/continuation.py); a canary stays on its version across
+    continue-as-new (its carried state is sealed by that version). Without a build id: an
+    unversioned worker, as on the dev server."""
     if not build_id:
         return None
     if not BUILD_ID.fullmatch(build_id):

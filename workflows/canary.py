@@ -43,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import (SEALED_AUTHORITY, UNDO, Done, KeplerWorkflow, OperationEnded,
                                 StepFailed, StepOptions, Undo)
     from workflows.common.canary_controls import CanaryControls
-    from workflows.common.continuation import continue_as_new_on_current_version
     from workflows.steps.promotion import canary_image
 
 T = TypeVar("T")
@@ -294,7 +293,9 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         self.cs.progress = self.progress
         self.cs.steps, self.cs.notes = self.state.steps[-KEEP_STEPS:], self.state.notes[-KEEP_STEPS:]
         self.cs.approvals = self.gate_approvals
-        continue_as_new_on_current_version(req, await carried_state.sealed(self, self.cs))
+        # pinned across continue-as-new: the next run checks the seal of a state this version
+        # dumped, byte for byte (activities/authority.py), and only then can undo anything
+        workflow.continue_as_new(args=[req, await carried_state.sealed(self, self.cs)])
 
     # --- the end -------------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ import argparse
 import json
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from . import ClusterStartError, TemporalCluster, cache_dir, is_built
@@ -27,27 +26,32 @@ def main(argv: list[str]) -> int:
     if not is_built():
         print(f"the Temporal server is not built in {cache_dir()}: run `make temporal`", file=sys.stderr)
         return 1
+    bad = [item for item in args.search_attribute if "=" not in item]
+    if bad:
+        parser.error(f"--search-attribute: {bad[0]!r} must be NAME=TYPE")
     attributes = dict(item.split("=", 1) for item in args.search_attribute)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM (kepler dev down) interrupts whatever runs, a start included, so that the
+    # cleanup below stops PostgreSQL and the server rather than leaving them behind
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cluster = TemporalCluster(args.state_dir, port=args.port, namespace=args.namespace,
                                   search_attributes=attributes, ui_port=args.ui_port)
-        cluster.start()
+        cluster.start()  # stops what it started when it fails or is interrupted
     except ClusterStartError as e:
         print(e, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     try:
         if args.ready_file:
             Path(args.ready_file).write_text(json.dumps(
-                {"address": cluster.address, "namespace": args.namespace, "ports": cluster.ports, "ui_port": args.ui_port,
-                 "logs": str(cluster.logs)}, indent=2))
+                {"address": cluster.address, "namespace": args.namespace, "ports": cluster.ports,
+                 "ui_port": args.ui_port, "logs": str(cluster.logs)}, indent=2))
         print(f"Temporal server on {cluster.address} (namespace {args.namespace}); logs in {cluster.logs}",
               flush=True)
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
     finally:
         cluster.stop()
     return 0

@@ -24,6 +24,14 @@ SUPERUSER = "temporal"
 RUN_AS = "postgres"
 
 
+def write_private(path: Path, text: str) -> None:
+    """`text` into `path`, readable by its owner only from the first byte (a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that existed keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def bin_dir() -> Path | None:
     """Debian's newest PostgreSQL server binaries (/usr/lib/postgresql/<major>/bin), if any."""
     root = Path("/usr/lib/postgresql")
@@ -81,16 +89,14 @@ class Postgres:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711)
         if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            os.chmod(self.password_file, 0o600)
+            write_private(self.password_file, secrets.token_urlsafe(24) + "\n")
         shutil.rmtree(self.data, ignore_errors=True)
         self.data.mkdir(mode=0o700)
         self._chown(self.data)
         if self.user:
             _check_reachable(self.data, self.user)
         pwfile = self.root / ".initdb-pw"
-        pwfile.write_text(self.password + "\n")
-        os.chmod(pwfile, 0o600)
+        write_private(pwfile, self.password + "\n")
         self._chown(pwfile)
         try:
             result = subprocess.run(  # noqa: S603 - our own argv

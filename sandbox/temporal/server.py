@@ -32,7 +32,7 @@ import yaml
 
 from sandbox.cluster.procs import ClusterStartError, Proc, wait_for
 
-from .postgres import HOST, SUPERUSER, Postgres
+from .postgres import HOST, SUPERUSER, Postgres, write_private
 from .versions import cache_dir, is_built
 
 SCHEMAS = {"temporal": "postgresql/v12/temporal", "temporal_visibility": "postgresql/v12/visibility"}
@@ -51,11 +51,14 @@ DYNAMIC_CONFIG = {
 }
 
 
-def _free_port() -> int:
-    """A free loopback port below 32768: the SQL schema keeps membership ports in a smallint,
-    and the kernel's ephemeral range (what binding port 0 gives) starts above it."""
+def _free_port(taken: set[int]) -> int:
+    """A free loopback port below 32768 and not in `taken`: the SQL schema keeps membership
+    ports in a smallint, and the kernel's ephemeral range (what binding port 0 gives) starts
+    above it."""
     for _ in range(200):
         port = random.randint(20000, 32767)
+        if port in taken:
+            continue
         with socket.socket() as s:
             try:
                 s.bind((HOST, port))
@@ -78,6 +81,10 @@ class TemporalCluster:
     def __init__(self, state_dir: Path | str | None = None, *, port: int | None = None,
                  namespace: str = "default", search_attributes: dict[str, str] | None = None,
                  ui_port: int | None = None, start_timeout: float = 180.0) -> None:
+        unknown = {k: v for k, v in (search_attributes or {}).items() if v not in INDEXED_TYPES}
+        if unknown:  # before anything is made or started
+            raise ClusterStartError(f"search attributes {unknown}: the type must be one of "
+                                    f"{', '.join(INDEXED_TYPES)}")
         if not is_built():
             raise ClusterStartError(f"the Temporal server is not built in {cache_dir()}: run `make temporal`")
         self.bin = cache_dir() / "bin"
@@ -103,10 +110,11 @@ class TemporalCluster:
             ports: dict[str, int] = json.loads(path.read_text())
         except (OSError, ValueError):
             ports = {}
-        for name in PORT_NAMES:
-            ports.setdefault(name, _free_port())
         if frontend:
             ports["frontend_grpc"] = frontend
+        for name in PORT_NAMES:
+            if name not in ports:
+                ports[name] = _free_port(set(ports.values()))
         path.write_text(json.dumps(ports, indent=2))
         return ports
 
@@ -198,13 +206,13 @@ class TemporalCluster:
     def _setup_schemas(self) -> None:
         """Create both databases and their base schema once, then bring them to the newest
         version (update-schema is a no-op when they are current: a restart runs it again)."""
-        marker = self.state_dir / "postgres" / "schemas-created"
         for database, schema in SCHEMAS.items():
-            if not marker.exists():
+            marker = self.state_dir / "postgres" / f"{database}-created"  # one each: a failed
+            if not marker.exists():  # second one does not make the first be created again
                 self._sql_tool(database, "create-database")
                 self._sql_tool(database, "setup-schema", "--version", "0.0")
+                marker.touch()
             self._sql_tool(database, "update-schema", "--schema-name", schema)
-        marker.touch()
 
     def _write_config(self) -> None:
         p = self.ports
@@ -236,9 +244,7 @@ class TemporalCluster:
             "dynamicConfigClient": {"filepath": str(self.state_dir / "dynamicconfig.yaml"), "pollInterval": "10s"},
         }
         (self.state_dir / "dynamicconfig.yaml").write_text(yaml.safe_dump(DYNAMIC_CONFIG))
-        path = self.state_dir / "temporal.yaml"
-        path.touch(mode=0o600)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        write_private(self.state_dir / "temporal.yaml", yaml.safe_dump(config, sort_keys=False))
 
     async def _wait_serving(self, deadline: float) -> None:
         from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -260,28 +266,40 @@ class TemporalCluster:
         from google.protobuf.duration_pb2 import Duration
 
         client = await Client.connect(self.address, namespace=self.namespace)
-        try:
-            await client.workflow_service.register_namespace(RegisterNamespaceRequest(
-                namespace=self.namespace, workflow_execution_retention_period=Duration(seconds=3 * 86400)))
-        except RPCError as e:
-            if e.status != RPCStatusCode.ALREADY_EXISTS:
-                raise
+
+        async def registered() -> bool:  # retried: the services may still be joining
+            try:
+                await client.workflow_service.register_namespace(RegisterNamespaceRequest(
+                    namespace=self.namespace,
+                    workflow_execution_retention_period=Duration(seconds=3 * 86400)))
+            except RPCError as e:
+                if e.status != RPCStatusCode.ALREADY_EXISTS:
+                    raise
+            return True
+
+        await _until(f"namespace {self.namespace} registered", registered, deadline, self.server)
 
         async def described() -> bool:
             await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=self.namespace))
             return True
 
         await _until(f"namespace {self.namespace}", described, deadline, self.server)
-        listed = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=self.namespace))
-        missing = {name: _INDEXED_TYPES[kind] for name, kind in self.search_attributes.items()
-                   if name not in listed.custom_attributes}
-        if missing:
-            await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-                namespace=self.namespace, search_attributes=missing))  # type: ignore[arg-type]
+
+        async def attributes() -> bool:
+            listed = await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=self.namespace))
+            missing = {name: INDEXED_TYPES[kind] for name, kind in self.search_attributes.items()
+                       if name not in listed.custom_attributes}
+            if missing:
+                await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+                    namespace=self.namespace, search_attributes=missing))  # type: ignore[arg-type]
+            return True
+
+        await _until("the search attributes", attributes, deadline, self.server)
 
 
-_INDEXED_TYPES = {"Text": 1, "Keyword": 2, "Int": 3, "Double": 4, "Bool": 5, "Datetime": 6, "KeywordList": 7}
+INDEXED_TYPES = {"Text": 1, "Keyword": 2, "Int": 3, "Double": 4, "Bool": 5, "Datetime": 6, "KeywordList": 7}
+
 
 
 async def _until(what: str, check, deadline: float, proc: Proc | None) -> None:  # type: ignore[no-untyped-def]

@@ -281,6 +281,12 @@ def test_the_worker_token_deletes_only_namespaces_a_kepler_run_made(
             assert "kepler-worker deletes only namespaces a Kepler run created" in attempt.stderr, attempt.stderr
         made = worker.run("delete", "namespace", ours, "--dry-run=server")
         assert made.returncode == 0, made.stderr
+        # nor can it mark one as Kepler's first, then delete it
+        marked = worker.run("annotate", "namespace", theirs, "kepler.dev/created-by-run=forged")
+        assert marked.returncode != 0 and "may not mark" in marked.stderr, marked.stdout + marked.stderr
+        assert "kepler.dev/created-by-run" not in admin("get", "namespace", theirs, "-o", "yaml")
+        relabelled = worker.run("label", "namespace", ours, "team=x")  # other updates go on
+        assert relabelled.returncode == 0, relabelled.stderr
     finally:
         admin("delete", "namespace", theirs, ours, "--wait=false")
 

@@ -5,6 +5,7 @@ server (PostgreSQL, the Temporal UI), `kepler demo`'s flows through the CLI on i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -24,8 +25,6 @@ from tests.realtemporal.conftest import require_temporal_built
 def server_home() -> Iterator[dict[str, str]]:
     """kepler.yaml on free ports and a Kepler home PostgreSQL's own user can reach (it runs as
     `postgres` when the tests run as root, and pytest's temporary folders are private)."""
-    import os
-
     root = Path(tempfile.mkdtemp(prefix="kepler-dev-server-"))
     root.chmod(0o711)
     text = (ROOT / "kepler.yaml").read_text()
@@ -76,3 +75,20 @@ def test_dev_up_on_the_temporal_server_runs_the_demo_and_down_stops_it(
     assert not any(item["running"] for item in after.values())
     data = Path(server_home["KEPLER_HOME"]) / "temporal-server" / "postgres" / "data"
     assert not (data / "postmaster.pid").exists()  # PostgreSQL shut down cleanly
+    assert processes_under(Path(server_home["KEPLER_HOME"])) == []  # server, UI, backends: none left
+
+
+def processes_under(home: Path) -> list[str]:
+    """Command lines of the running processes that name a path in `home`, or run in it."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if str(home) in cmdline or cwd.startswith(str(home)):
+            found.append(cmdline)
+    return found
