@@ -194,7 +194,10 @@ def istio_objects(spec: ServiceSpec, namespace: str) -> list[dict[str, Any]]:
     return objects
 
 
-def virtual_service_spec(service: str, stable: int, canary: int, header_route: bool) -> dict:
+def virtual_service_spec(service: str, stable: int, canary: int, header_route: bool,
+                         mirror: int = 0) -> dict:
+    """The routes: the testers' header route to the canary (`header_route`), then the live
+    weights, with `mirror` % of the live requests also copied to the canary (answers dropped)."""
     def dest(subset: str, weight: int) -> dict[str, Any]:
         return {"destination": {"host": service, "subset": subset}, "weight": weight}
 
@@ -203,5 +206,9 @@ def virtual_service_spec(service: str, stable: int, canary: int, header_route: b
         http.append({"name": "canary-testers",
                      "match": [{"headers": {"x-canary": {"exact": "always"}}}],
                      "route": [dest("canary", 100)]})
-    http.append({"name": "primary", "route": [dest("stable", stable), dest("canary", canary)]})
+    primary: dict[str, Any] = {"name": "primary", "route": [dest("stable", stable), dest("canary", canary)]}
+    if mirror:
+        primary.update(mirror={"host": service, "subset": "canary"},
+                       mirrorPercentage={"value": float(mirror)})
+    http.append(primary)
     return {"hosts": [service], "http": http}

@@ -118,6 +118,21 @@ class MetricCheck(Model):
         return self
 
 
+class MirrorStage(Model):
+    """A canary's first stage: the canary gets a copy of `percent` % of the live traffic (Istio
+    mirroring; its answers are discarded) for `duration`, its own metrics analysed under that
+    load, before any live traffic moves to it."""
+    percent: int = Field(100, ge=1, le=100)
+    duration: Duration = Field(timedelta(minutes=5), description="10s to 24h")
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=10) <= value <= timedelta(hours=24):
+            raise ValueError("must be between 10s and 24h")
+        return value
+
+
 class CanaryRequest(FreezeOptions, EnvRequest):
     ref: GitRef
     steps: list[int] | None = None
@@ -137,6 +152,9 @@ class CanaryRequest(FreezeOptions, EnvRequest):
         "the whole canary's deadline: past it, traffic goes back to stable"))
     rounds_per_run: int = Field(100, ge=1, le=1000, description=(
         "analysis rounds per workflow run before continue-as-new (bounded history)"))
+    mirror: MirrorStage | None = Field(None, description=(
+        "mirror live traffic to the canary first (refused for a service whose spec says "
+        "idempotent: false)"))
 
     def version(self) -> str:
         return self.ref
@@ -176,6 +194,15 @@ class CanaryRequest(FreezeOptions, EnvRequest):
             raise ValueError("max_weight must be >= step_weight")
         if self.max_duration < self.interval * 2:
             raise ValueError("max_duration must be at least two intervals")
+        if self.mirror is not None and self.mirror.duration < self.interval:
+            raise ValueError("mirror.duration must be at least one interval (one analysis round)")
+        if self.mirror is not None and self.max_duration < self.mirror.duration + self.interval * 2:
+            raise ValueError("max_duration must be at least mirror.duration and two intervals")
+        # the mirror stage runs in one workflow run: nothing of it is carried across
+        # continue-as-new (whose state is sealed as the canary's version wrote it)
+        if self.mirror is not None and self.mirror.duration > self.interval * self.rounds_per_run:
+            raise ValueError("mirror.duration must be at most rounds_per_run intervals "
+                             f"({self.rounds_per_run} x {self.interval.total_seconds():g}s)")
         return self
 
     def weights(self) -> list[int]:

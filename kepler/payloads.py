@@ -274,7 +274,8 @@ class RouteWeights(Model):
     stable: int = 100
     canary: int = 0
     canary_header: bool = False
-    authorization: Authorization | None = None  # checked when traffic goes to the canary
+    mirror: int = Field(0, ge=0, le=100, description="% of the live traffic copied to the canary")
+    authorization: Authorization | None = None  # checked when traffic (or a copy) goes to the canary
 
 
 class VerifyRelease(Model):

@@ -97,6 +97,9 @@ class ServiceSpec(Model):
     volumes: list[Volume] = Field(default_factory=list, max_length=20)
     config_mount_path: str = CONFIG_MOUNT
     hooks: Hooks | None = None
+    idempotent: bool = Field(True, description=(
+        "false: a request changes something beyond the service (a payment, an email): a canary "
+        "refuses to mirror live traffic to it"))
 
     @field_validator("config_mount_path")
     @classmethod

@@ -88,11 +88,17 @@ def register(app: typer.Typer) -> None:
                    False, "--approve-promotion", help="wait for an approval before promoting"),
                max_duration: str = typer.Option("7d", "--max-duration",
                                                 help="deadline of the whole canary"),
+               mirror: Optional[int] = typer.Option(
+                   None, "--mirror", help="first copy this % (1-100) of the live traffic to the "
+                   "canary, answers discarded, and analyse it under that load (--mirror-for)"),
+               mirror_for: str = typer.Option("5m", "--mirror-for",
+                                              help="how long the mirror stage lasts (10s-24h)"),
                reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
                after_freeze: bool = AfterFreezeOpt, break_glass: bool = BreakGlassOpt,
                as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
         """Run a canary of REF for SERVICE in ENV: shift traffic step by step while the
-        analysis passes, then promote; roll back at the failure limit."""
+        analysis passes (after a mirror stage with --mirror), then promote; roll back at the
+        failure limit."""
         p = session.platform()
         session.check_env(p, env)
         checks = [parse_metric(m) for m in metric]
@@ -107,6 +113,7 @@ def register(app: typer.Typer) -> None:
             failure_limit=failure_limit, no_data=no_data,
             metrics=[session.build(MetricCheck, **c) for c in checks],
             approve_promotion=approve_promotion, max_duration=max_duration,
+            mirror=None if mirror is None else {"percent": mirror, "duration": mirror_for},
             after_freeze=after_freeze, break_glass=break_glass)
         return session.run(session.launch(p, req, watch_it, as_json))
 

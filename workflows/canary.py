@@ -16,7 +16,7 @@ or a cancellation ends there. Long canaries continue-as-new, so each run's histo
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Awaitable, TypeVar
 
 from temporalio import workflow
@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler import manifests, naming, promql
     from kepler.canary import (CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
                                failure_counts, new_checks)
-    from kepler.models import CanaryProgress, CanaryRequest, Operation
+    from kepler.models import CanaryProgress, CanaryRequest, MirrorStage, Operation
     from kepler.payloads import (ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec,
                               ReleaseTarget, ResolveRef, RouteWeights, ScaleDeployment, WaitRollout)
     import workflows.steps.carried as carried_state
@@ -62,6 +62,9 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         self._approve_promotion = False
         self._retreat: list[Undo] = []  # scale the canary to 0, route 100 % to stable
         self._hook_undo: list[Undo] = []  # the pre_deploy hook's undo, registered before it
+        # the mirror stage (% of live traffic copied to the canary, until when): never carried
+        # across continue-as-new, which does not happen during it (CanaryRequest bounds it)
+        self._mirror: tuple[int, datetime] | None = None
 
     @workflow.run
     async def run(self, req: CanaryRequest, carried: CanaryState | None = None) -> CanaryReport:
@@ -144,6 +147,10 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         spec = await self.step("read service spec", GitLabActivities.read_spec,
                                ReadSpec(service=req.service, sha=commit.sha))
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
+        if req.mirror is not None and not spec.idempotent:
+            raise StepFailed("read service spec", f"{req.service}'s spec says idempotent: false: "
+                             "its requests change things, so no copy of them goes to a canary "
+                             "(no mirror stage)", "InvalidInput", bad_input=True)
         primary = await kube.snapshot(self, self._target(policy, primary=True))
         if not primary.exists or not primary.replicas or primary.image == manifests.PLACEHOLDER_IMAGE:
             raise StepFailed("record current release", f"{req.service} runs nothing in {req.env} "
@@ -164,9 +171,14 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         self._hook_undo = await release_hooks.canary(self, self.cs, lambda: self._deploy_canary(req))
         if self._abort:
             raise self._aborted()
-        await self._shift(0)
-        await self.notify("started", f"canary {version} in {req.env}: {self.progress.weight}% "
-                          f"of the traffic; testers reach it with the header x-canary: always")
+        if req.mirror is not None:
+            await self._start_mirror(req.mirror)
+            live = f"a copy of {req.mirror.percent}% of the traffic for {req.mirror.duration}"
+        else:
+            await self._shift(0)
+            live = f"{self.progress.weight}% of the traffic"
+        await self.notify("started", f"canary {version} in {req.env}: {live}; testers reach it "
+                          "with the header x-canary: always")
 
     async def _deploy_canary(self, req: CanaryRequest) -> None:
         """Create `<service>-canary` if missing, then (re-)apply the new release and scale it up."""
@@ -214,7 +226,7 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         await self.step("route 100% to stable", IstioActivities.set_routes, RouteWeights(
             env=self.state.env, namespace=self.cs.policy.namespace, service=self.state.service),
             UNDO)
-        self.progress.weight = 0
+        self.progress.weight, self._mirror = 0, None
 
     # --- the analysis loop ---------------------------------------------------------------------
 
@@ -224,7 +236,8 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         p = self.progress
         metrics = req.effective_metrics()
         while not (self._abort or self._promote):
-            if self._run_rounds >= req.rounds_per_run or workflow.info().is_continue_as_new_suggested():
+            if self._mirror is None and (self._run_rounds >= req.rounds_per_run
+                                         or workflow.info().is_continue_as_new_suggested()):
                 await self._continue_as_new(req)
             now = workflow.now()
             if now >= self.cs.deadline:
@@ -233,8 +246,9 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
             p.next_analysis_at = now + req.interval
             p.waiting_on = (f"paused by {p.paused_by}: analysis continues; resume, promote or abort"
                             if p.paused else f"analysis at {p.next_analysis_at:%H:%M:%S} UTC of "
-                            f"{p.weight}% (step {p.step}/{len(p.weights)})")
-            self.set_stage("paused" if p.paused else f"canary {p.weight}%")
+                            f"{self._where()} (step {p.step}/{len(p.weights)})")
+            self.set_stage("paused" if p.paused else f"mirror {self._mirror[0]}%" if self._mirror
+                           else f"canary {p.weight}%")
             try:
                 await workflow.wait_condition(lambda: bool(self._abort or self._promote),
                                               timeout=min(req.interval, self.cs.deadline - now))
@@ -249,17 +263,24 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
             if verdict == "failed":
                 p.failed_checks += 1
                 p.last_failure = detail
-                self.state.notes.append(f"round {p.rounds} at {p.weight}% failed: {detail}")
+                self.state.notes.append(f"round {p.rounds} at {self._where()} failed: {detail}")
                 if p.failed_checks >= p.failure_limit:
                     raise OperationEnded("rolled_back", f"failure limit {p.failure_limit} reached at "
-                                      f"{p.weight}%: {detail} ({failure_counts(p)})")
+                                      f"{self._where()}: {detail} ({failure_counts(p)})")
             elif verdict == "halt" and not p.paused:
                 p.paused, p.paused_by = True, "the no-data policy"
                 self.state.notes.append(f"halted at {p.weight}%: {detail}")
             elif verdict == "passed" and not p.paused:
-                if p.step >= len(p.weights):
+                if self._mirror is not None:  # live traffic moves once the stage has lasted
+                    if workflow.now() >= self._mirror[1]:
+                        await self._shift(0)
+                elif p.step >= len(p.weights):
                     return
-                await self._shift(p.step)
+                else:
+                    await self._shift(p.step)
+
+    def _where(self) -> str:
+        return f"the {self._mirror[0]}% mirror" if self._mirror else f"{self.progress.weight}%"
 
     async def _round(self, req: CanaryRequest, metrics: list) -> tuple[str, str]:
         analysis = CanaryAnalysis(
@@ -268,7 +289,7 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
             interval=promql.duration(req.interval.total_seconds()), metrics=metrics)
         result, error = None, ""
         try:
-            result = await self.attempt(f"analysis at {self.progress.weight}%",
+            result = await self.attempt(f"analysis at {self._where()}",
                                         PrometheusActivities.analyse, analysis, StepOptions(
                 schedule_to_close=min(req.interval, timedelta(minutes=2)),
                 heartbeat=timedelta(seconds=20), attempts=ANALYSIS_ATTEMPTS,
@@ -285,6 +306,15 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
             env=self.state.env, namespace=ns, service=self.state.service, stable=100 - weight,
             canary=weight, canary_header=True, authorization=self.authorization()))
         self.progress.step, self.progress.weight = index + 1, weight
+        self._mirror = None  # the route written has no mirror
+
+    async def _start_mirror(self, mirror: MirrorStage) -> None:
+        """Live traffic stays on stable; a copy of `percent` % of it goes to the canary, whose
+        answers Istio discards, and the analysis reads the canary's own metrics under it."""
+        await self.step(f"mirror {mirror.percent}% to canary", IstioActivities.set_routes, RouteWeights(
+            env=self.state.env, namespace=self.cs.policy.namespace, service=self.state.service,
+            canary_header=True, mirror=mirror.percent, authorization=self.authorization()))
+        self._mirror = (mirror.percent, workflow.now() + mirror.duration)
 
     async def _continue_as_new(self, req: CanaryRequest) -> None:
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -1,6 +1,7 @@
 """Istio routing (networking.istio.io/v1) through the official client: weights between
-the stable and canary subsets, and the `x-canary: always` route for testers (canary,
-rollback); a service's VirtualServices taken away and put back (decommission)."""
+the stable and canary subsets, live traffic mirrored to the canary, and the `x-canary: always`
+route for testers (canary, rollback); a service's VirtualServices taken away and put back
+(decommission)."""
 
 from __future__ import annotations
 
@@ -30,24 +31,34 @@ def current_weights(vs: dict) -> tuple[int, int, bool]:
     return stable, canary, header
 
 
+def current_mirror(vs: dict) -> int:
+    """% of the live route's requests copied to the canary (0: none)."""
+    for route in vs.get("spec", {}).get("http", []):
+        if not route.get("match") and route.get("mirror"):
+            return int(round(float((route.get("mirrorPercentage") or {}).get("value", 100))))
+    return 0
+
+
 class IstioActivities(ClusterActivities):
     @activity.defn(name="istio.set_routes")
     def set_routes(self, req: RouteWeights) -> RouteWeights:
         """Set the VirtualService's weights; returns what they were (for undo). Traffic goes
         to the canary only when the run's authorization covers the image it runs."""
-        if req.canary or req.canary_header:
+        if req.canary or req.canary_header or req.mirror:
             self._authorize_canary(req)
         previous = RouteWeights(**req.model_dump(exclude={"authorization"}))
 
         def change(vs: dict) -> bool:
             stable, canary, header = current_weights(vs)
+            mirror = current_mirror(vs)
             previous.stable, previous.canary, previous.canary_header = stable, canary, header
-            if (stable, canary, header) == (req.stable, req.canary, req.canary_header):
+            previous.mirror = mirror
+            if (stable, canary, header, mirror) == (req.stable, req.canary, req.canary_header, req.mirror):
                 return False
             hosts = vs["spec"].get("hosts") or [req.service]
             gateways = vs["spec"].get("gateways")
             vs["spec"] = manifests.virtual_service_spec(req.service, req.stable, req.canary,
-                                                        req.canary_header)
+                                                        req.canary_header, req.mirror)
             vs["spec"]["hosts"] = hosts
             if gateways:
                 vs["spec"]["gateways"] = gateways

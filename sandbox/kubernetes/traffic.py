@@ -179,7 +179,8 @@ class Traffic:
         if not pods:
             return []
         flows: list[Flow] = []
-        for subset_labels, weight in self._weights(ns, name):
+        mirror = self._mirror(ns, name)  # copies of live requests: served, answers discarded
+        for subset_labels, weight in self._weights(ns, name) + ([mirror] if mirror else []):
             chosen = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v
                                              for k, v in subset_labels.items())]
             for pod in chosen:
@@ -213,6 +214,22 @@ class Traffic:
             if w > 0 and (subset is None or subset in subsets):
                 result.append((labels, w / total))
         return result
+
+    def _mirror(self, namespace: str, service: str) -> tuple[dict[str, str], float] | None:
+        """(subset pod labels, share of the live requests copied to it) of the default route's
+        `mirror`, as Istio sends it: `mirrorPercentage` of the requests (100 when absent)."""
+        vs = self._virtual_service(namespace, service)
+        routes = ((vs or {}).get("spec") or {}).get("http") or []
+        route = next((r for r in routes if not r.get("match")), None)
+        target = (route or {}).get("mirror")
+        if not target:
+            return None
+        subset = target.get("subset")
+        subsets = self._subsets(namespace, service)
+        if subset is not None and subset not in subsets:
+            return None
+        share = float((route.get("mirrorPercentage") or {}).get("value", 100.0)) / 100
+        return (subsets.get(subset, {}) if subset else {}), share
 
     def _virtual_service(self, namespace: str, service: str) -> dict[str, Any] | None:
         names = {service, f"{service}.{namespace}", f"{service}.{namespace}.svc",

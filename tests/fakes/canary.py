@@ -29,6 +29,7 @@ class CanaryWorld(FakeWorld):
     query_fails: bool = False
     analyses: int = 0
     route_log: list[tuple[int, int, bool]] = field(default_factory=list)
+    mirror_log: list[int] = field(default_factory=list)  # each route write's mirror %
     primary_rollout_fails: bool = False
     canary_rollout_hangs: bool = False
 
@@ -83,9 +84,10 @@ class CanaryWorld(FakeWorld):
         @activity.defn(name="istio.set_routes")
         async def set_routes(r: RouteWeights) -> RouteWeights:
             world.calls.append("set_routes")
-            assert r.authorization is not None or not (r.canary or r.canary_header), \
+            assert r.authorization is not None or not (r.canary or r.canary_header or r.mirror), \
                 "traffic sent to a canary without its authorization"
             world.route_log.append((r.stable, r.canary, r.canary_header))
+            world.mirror_log.append(r.mirror)
             previous = world.routes or RouteWeights(env=r.env, namespace=r.namespace, service=r.service)
             world.routes = r
             return previous

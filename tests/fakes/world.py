@@ -55,6 +55,7 @@ FAKE_SEAL = "sealed-by-the-fake-world"
 @dataclass
 class FakeWorld:
     approvers: list[str] = field(default_factory=lambda: ["alice", "bob"])
+    idempotent: bool = True  # what the service's spec says
     min_approvals: int = 1
     images: dict[str, str] = field(default_factory=dict)   # commit -> digest
     build_fails: bool = False
@@ -132,7 +133,8 @@ class FakeWorld:
         @activity.defn(name="gitlab.read_spec")
         async def read_spec(r: ReadSpec) -> ServiceSpec:
             record("read_spec")
-            return ServiceSpec(name=r.service, team="t", config_files={"v": r.sha[:6]})
+            return ServiceSpec(name=r.service, team="t", config_files={"v": r.sha[:6]},
+                               idempotent=world.idempotent)
 
         @activity.defn(name="registry.find_image")
         async def find_image(q: ImageQuery) -> str:

@@ -136,6 +136,38 @@ def test_metrics_follow_weights_and_labels(box: Sandbox, kube: client.ApiClient,
         assert label in sample
 
 
+def test_a_mirror_copies_live_requests_to_the_canary(box: Sandbox, kube: client.ApiClient,
+                                                    ns: str) -> None:
+    """Istio's `mirror` with `mirrorPercentage`: every live request is still served by stable;
+    the canary serves copies of that share of them, and its metrics (its own errors) show it."""
+    start_canary(box, kube, ns, stable_weight=100)
+    custom = client.CustomObjectsApi(kube)
+    vs = custom.get_namespaced_custom_object(ISTIO, "v1", ns, "virtualservices", "svc")
+    vs["spec"]["http"][1].update(mirror={"host": "svc", "subset": "canary"},
+                                 mirrorPercentage={"value": 50.0})
+    custom.replace_namespaced_custom_object(ISTIO, "v1", ns, "virtualservices", "svc", vs)
+
+    def served() -> dict[str, dict[str, float]]:
+        """Requests by workload and code, from one scrape (both at the same instant)."""
+        codes: dict[str, dict[str, float]] = {"svc": {}, "svc-canary": {}}
+        for line in metric_lines(box, ns):
+            if line.startswith("istio_requests_total{"):
+                workload = line.split('destination_workload="')[1].split('"')[0]
+                code = line.split('response_code="')[1].split('"')[0]
+                codes[workload][code] = codes[workload].get(code, 0) + float(line.rsplit(" ", 1)[1])
+        return codes
+
+    before = served()
+    after = wait_until(lambda: (a := served())["svc-canary"].get("200", 0)
+                       > before["svc-canary"].get("200", 0) + 20 and a, what="mirrored requests")
+    stable = sum(after["svc"].values()) - sum(before["svc"].values())
+    canary_500 = after["svc-canary"].get("500", 0) - before["svc-canary"].get("500", 0)
+    canary = sum(after["svc-canary"].values()) - sum(before["svc-canary"].values())
+    assert after["svc"].get("500", 0) == before["svc"].get("500", 0)  # live answers: stable's
+    assert canary / stable == pytest.approx(0.5, rel=0.02)  # half the live requests, copied
+    assert canary_500 / canary == pytest.approx(0.2)  # the canary's own behaviour under them
+
+
 def test_standin_answers_builtin_queries(box: Sandbox, kube: client.ApiClient, ns: str) -> None:
     start_canary(box, kube, ns)
     url = box.urls["prometheus"]
