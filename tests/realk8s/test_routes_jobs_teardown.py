@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from activities.kubernetes.client import Clusters
 from activities.kubernetes.cronjob import CronJobActivities
-from activities.kubernetes.istio import IstioActivities, current_weights
+from activities.kubernetes.istio import IstioActivities, current_mirror, current_weights
 from activities.kubernetes.teardown import TeardownActivities
 from activities.kubernetes.workloads import DeploymentActivities
 from kepler import manifests
@@ -39,6 +39,28 @@ def test_route_weights_and_the_tester_header(backend: Backend) -> None:
     run(istio.set_routes, RouteWeights(env="staging", namespace=target.namespace, service=service))
     vs = Clusters(backend.platform)("staging").get("VirtualService", target.namespace, service)
     assert current_weights(vs) == (100, 0, False)
+
+
+def test_a_mirror_route_is_accepted_and_taken_away(backend: Backend) -> None:
+    """A canary's mirror stage: live traffic all on stable, a copy of half of it to the
+    canary subset (Istio's mirror and mirrorPercentage, validated by the real CRD schema)."""
+    service = backend.service("mr")
+    target = created(backend, service)
+    istio = IstioActivities(backend.platform)
+    run(istio.set_routes, RouteWeights(env="staging", namespace=target.namespace, service=service,
+                                       canary_header=True, mirror=50, authorization=Authorization()))
+    vs = Clusters(backend.platform)("staging").get("VirtualService", target.namespace, service)
+    assert current_weights(vs) == (100, 0, True) and current_mirror(vs) == 50
+    live = next(r for r in vs["spec"]["http"] if not r.get("match"))
+    assert live["mirror"] == {"host": service, "subset": "canary"}
+    assert live["mirrorPercentage"] == {"value": 50.0}
+    previous = run(istio.set_routes, RouteWeights(env="staging", namespace=target.namespace,
+                                                  service=service, stable=90, canary=10,
+                                                  canary_header=True, authorization=Authorization()))
+    assert previous.mirror == 50  # what undo would put back
+    vs = Clusters(backend.platform)("staging").get("VirtualService", target.namespace, service)
+    assert current_weights(vs) == (90, 10, True) and current_mirror(vs) == 0
+    assert not any("mirror" in r for r in vs["spec"]["http"])
 
 
 def cronjob_service(backend: Backend, service: str) -> ReleaseTarget:
