@@ -10,6 +10,7 @@ import pytest
 
 from kepler.models import CanaryRequest
 from tests.fakes.canary import HEALTHY
+from tests.helpers import keep_history
 from tests.workflows.test_canary import STABLE, Harness, assert_retreated, failure_of, harness  # noqa: F401
 
 MIRROR = {"percent": 50, "duration": "3m"}
@@ -27,6 +28,7 @@ async def test_the_mirror_stage_passes_then_live_traffic_moves(harness: Harness)
     assert w.mirror_log == [50, 0, 0, 0, 0]
     assert w.analyses >= 3 + 3  # the stage lasted its 3 minutes of 1-minute rounds, then each weight
     assert any("a copy of 50% of the traffic for 0:03:00" in n.text for n in w.notes)
+    await keep_history(harness.client, "canary-mirror-stage", "shop@staging")
 
 
 async def test_a_failing_mirror_stage_rolls_back_before_any_live_traffic(harness: Harness) -> None:
