@@ -34,6 +34,7 @@ from kepler.clients.temporal import data_converter
 from sandbox.registry.oci import LABEL_REVISION, build_image, push_image
 from kepler.clients import operations as ops
 from tests.conftest import platform_yaml
+from tests.helpers import stop_process
 from worker import ACTIVITY_SLOTS, build_worker
 
 BIN = Path(sys.executable).parent
@@ -78,11 +79,7 @@ async def sandbox_process(seconds_per_replica: float,
                 await asyncio.sleep(0.05)
             yield json.loads(urls_file.read_text()), proc.pid
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
             log.close()
 
 

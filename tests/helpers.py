@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 import shutil
@@ -49,8 +50,9 @@ def wait_until(check: Callable[[], T], timeout: float = 15.0, interval: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def eventually(check: Callable[[], T], what: str, timeout: float = 60.0) -> T:
-    """wait_until for a real cluster's asynchronous controllers (a longer deadline)."""
+def eventually(check: Callable[[], T], what: str, timeout: float = 120.0) -> T:
+    """wait_until for a real cluster's asynchronous controllers (a longer deadline: kwok's
+    crash-loop back-offs took over 60 s on the 2-core machine under the whole suite)."""
     return wait_until(check, timeout=timeout, interval=0.1, what=what)
 
 
@@ -98,11 +100,17 @@ def _real_server(args: list[str], home: Path, what: str) -> Iterator[str]:
                    timeout=30, what=f"{what} ready (log: {home / 'log'})")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
+
+
+def stop_process(proc: "subprocess.Popen[bytes]", grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; always reaped."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager

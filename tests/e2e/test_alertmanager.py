@@ -24,7 +24,7 @@ import yaml
 from sandbox.serve import Sandbox
 from tests.e2e.test_alerts import image_of, operations
 from tests.e2e.test_release import BIN, gitlab_client, kepler
-from tests.helpers import free_port, real_alertmanager, real_prometheus, require_binary
+from tests.helpers import free_port, real_alertmanager, real_prometheus, require_binary, stop_process
 from tests.workers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -100,11 +100,7 @@ def kepler_alerts(platform_file: Path, port: int, log: Path) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def answers(log: Path, fingerprint: str) -> list[tuple[str, str]]:
