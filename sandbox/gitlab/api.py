@@ -161,7 +161,7 @@ class Api:
     def project_json(self, project: dict[str, Any]) -> dict[str, Any]:
         ns = self.store.namespace(project["namespace_id"])
         assert ns is not None
-        hidden = {"commits", "branches", "tags", "hooks", "namespace_id"}
+        hidden = {"commits", "branches", "tags", "hooks", "namespace_id", "merge_requests"}
         out = {k: v for k, v in project.items() if k not in hidden}
         full = project["path_with_namespace"]
         return {

@@ -1,4 +1,5 @@
-"""GitLab stand-in: project hooks, and delivery of GitLab's Push Hook payload on each commit."""
+"""GitLab stand-in: project hooks, and delivery of GitLab's Push Hook payload on each commit
+(and of any event's payload, for sandbox/gitlab/merge_requests.py)."""
 
 from __future__ import annotations
 
@@ -100,20 +101,27 @@ def fire_push_hooks(api: Api, project: dict[str, Any], branch: str, commit: dict
                     "default_branch": project["default_branch"]},
         "commits": [api.commit_json(project, commit)], "total_commits_count": 1,
     }
+    deliver_in_background(api, hooks, "Push Hook", payload)
+
+
+def deliver_in_background(api: Api, hooks: list[dict[str, Any]], event: str,
+                          payload: dict[str, Any]) -> None:
+    """POST `payload` to each hook as GitLab's `event` (X-Gitlab-Event), without waiting."""
     for hook in hooks:
-        task = asyncio.get_running_loop().create_task(_deliver(api, hook, payload))
+        task = asyncio.get_running_loop().create_task(_deliver(api, hook, event, payload))
         _background.add(task)
         task.add_done_callback(_background.discard)
 
 
-async def _deliver(api: Api, hook: dict[str, Any], payload: dict[str, Any]) -> None:
-    headers = {"X-Gitlab-Event": "Push Hook"}
+async def _deliver(api: Api, hook: dict[str, Any], event: str, payload: dict[str, Any]) -> None:
+    headers = {"X-Gitlab-Event": event}
     if hook.get("token"):
         headers["X-Gitlab-Token"] = hook["token"]
     try:
         response = await shared_client().post(hook["url"], json=payload, headers=headers,
                                               timeout=5)
-        api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"],
+        api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], event=event,
                          status=response.status_code)
     except httpx.HTTPError as e:
-        api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], error=str(e))
+        api.audit.record("deliver_hook", hook_id=hook["id"], url=hook["url"], event=event,
+                         error=str(e))

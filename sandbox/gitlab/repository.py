@@ -14,7 +14,7 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 
 from sandbox.gitlab.api import Call, Routes, error, missing_args, not_found, truthy
-from sandbox.gitlab.hooks import fire_push_hooks
+from sandbox.gitlab.merge_requests import pushed
 from sandbox.gitlab.store import REF_RE, USER, GitLabStore
 
 ACTIONS = ("create", "update", "delete", "move", "chmod")
@@ -80,7 +80,7 @@ def commit_actions(call: Call, project: dict[str, Any], branch: str, message: st
     call.api.save()
     call.api.audit.record("commit", project=project["path_with_namespace"], branch=branch,
                           sha=commit["id"], files=sorted(str(a.get("file_path")) for a in actions))
-    fire_push_hooks(call.api, project, branch, commit, head)
+    pushed(call.api, project, branch, commit, head)
     return commit
 
 
