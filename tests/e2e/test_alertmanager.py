@@ -63,12 +63,16 @@ def kepler_hook(config: dict[str, Any]) -> dict[str, Any]:
 def fast_rules(home: Path) -> Path:
     """deploy/prometheus's rules with the window and `for` in seconds."""
     doc = yaml.safe_load(RULES.read_text())
+    windows = 0
     for group in doc["groups"]:
         for rule in group["rules"]:
-            assert "[2m]" in rule["expr"] or "alert" in rule, rule
+            if "record" in rule:  # the window this test shortens is the recording rule's
+                assert "[2m]" in rule["expr"], rule
+            windows += rule["expr"].count("[2m]")
             rule["expr"] = rule["expr"].replace("[2m]", f"[{WINDOW}]")
             if "alert" in rule:
                 rule["for"] = "0s"
+    assert windows, "no [2m] window in the shipped rules: nothing was shortened"
     path = home / "kepler-alerts.rules.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

@@ -63,8 +63,10 @@ def test_dev_up_on_the_temporal_server_runs_the_demo_and_down_stops_it(
                              'KeplerService="demo-shop"'], capture_output=True, text=True, timeout=60)
     runs = json.loads(listed.stdout)  # SQL visibility, filtered on Kepler's search attributes
     assert {r["type"]["name"] for r in runs} >= {"CreateService", "ReleaseVersion", "Canary"}
-    assert all(r["status"] == "WORKFLOW_EXECUTION_STATUS_COMPLETED" or r["type"]["name"] == "ReleaseVersion"
-               for r in runs), [(r["type"]["name"], r["status"]) for r in runs]
+    done = {"WORKFLOW_EXECUTION_STATUS_COMPLETED", "WORKFLOW_EXECUTION_STATUS_FAILED"}
+    for r in runs:  # the demo's bad release and failed migration end failed (rolled back)
+        allowed = done if r["type"]["name"] == "ReleaseVersion" else {"WORKFLOW_EXECUTION_STATUS_COMPLETED"}
+        assert r["status"] in allowed, (r["type"]["name"], r["status"])
     attrs = subprocess.run([str(BIN / "temporal"), "operator", "search-attribute", "list", "--address",
                             server_home["TEMPORAL_ADDRESS"]], capture_output=True, text=True, timeout=60)
     assert all(key.name in attrs.stdout for key in ALL_KEYS)
