@@ -63,7 +63,7 @@ def test_a_release_applies_once_and_rolls_out(backend: Backend) -> None:
     assert result.changed and result.generation >= 2
     assert not run(k8s.apply_release, change).changed  # the same release again: nothing written
     rollout = run(k8s.wait_rollout, WaitRollout(target=target, generation=result.generation,
-                                                timeout=timedelta(seconds=60)))
+                                                timeout=timedelta(seconds=120)))
     assert rollout.ready_replicas == 2
     now = run(k8s.snapshot, target)
     assert (now.image, now.config, now.replicas) == (change.image, {"a": "2"}, 2)
@@ -79,15 +79,15 @@ def test_restore_puts_image_and_config_back_and_revisions_are_listed(backend: Ba
     v1, v2 = pushed(backend, service, "v1"), pushed(backend, service, "v2")
     first = run(k8s.apply_release, release(target, v1, {"a": "v1"}))
     run(k8s.wait_rollout, WaitRollout(target=target, generation=first.generation,
-                                      timeout=timedelta(seconds=60)))
+                                      timeout=timedelta(seconds=120)))
     before = run(k8s.snapshot, target)
     second = run(k8s.apply_release, release(target, v2, {"a": "v2"}))
     run(k8s.wait_rollout, WaitRollout(target=target, generation=second.generation,
-                                      timeout=timedelta(seconds=60)))
+                                      timeout=timedelta(seconds=120)))
     assert [r.image for r in run(k8s.revision_history, target)][:2] == [v2, v1]
     restored = run(k8s.restore_release, before)
     run(k8s.wait_rollout, WaitRollout(target=target, generation=restored.generation,
-                                      timeout=timedelta(seconds=60)))
+                                      timeout=timedelta(seconds=120)))
     now = run(k8s.snapshot, target)
     assert (now.image, now.config, now.resources) == (v1, {"a": "v1"}, before.resources)
 

@@ -17,7 +17,7 @@ from tests.helpers import sandbox_fixture
 from tests.reliability.test_crash import Case, waiting_for_rollout
 from tests.workers import wait_for
 
-two_workers_box = sandbox_fixture("two-workers", build_seconds=1, seconds_per_replica=1.5)
+two_workers_box = sandbox_fixture("two-workers", build_seconds=1, seconds_per_replica=4)
 
 
 async def test_a_worker_killed_mid_rollout_the_other_finishes_every_step_once(
@@ -31,11 +31,12 @@ async def test_a_worker_killed_mid_rollout_the_other_finishes_every_step_once(
         await (await case.run(CreateServiceRequest(spec=spec, requested_by="carol"))).handle.result()
         started = await case.run(ReleaseRequest(service="twin", env="staging", ref="main",
                                                 requested_by="carol"))
-        # the first worker alone took every task so far: the rollout wait is its activity
+        # the first worker alone took every task so far: the rollout wait (12 s) is its
+        # activity, and it dies in it before the second worker exists
         await wait_for(lambda: waiting_for_rollout(case, started), 90, "the rollout wait")
-        second = await case.worker().start()
         first.kill9()
         await first.proc.wait()
+        second = await case.worker().start()
         report = await asyncio.wait_for(started.handle.result(), 180)
     finally:
         await first.stop()
