@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 from datetime import timezone
+from typing import Any
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -14,6 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.errors import non_retryable, retryable
 from activities.platform import signers_of
 from kepler import naming
+from kepler.contracts import RELEASE_VERSION
 from kepler import search_attributes as sa
 from kepler.decommission import (
     DecommissionPlan, EnvTarget, RunningQuery, SchedulePause, TeardownResult,
@@ -82,6 +84,7 @@ class TemporalActivities:
         if any(c in info.workflow_id for c in "'\\"):
             raise non_retryable("InvalidInput", f"{info.workflow_id!r}: not a Kepler workflow id")
         client = await self.client()
+        handed_over_by = await self._handed_over_by(client, use) if use.handed_over else ""
         query = (f"WorkflowId = '{info.workflow_id}' AND "
                  f"StartTime >= '{use.since.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}'")
         try:
@@ -90,12 +93,38 @@ class TemporalActivities:
                 raise non_retryable("Unauthorized", f"{info.workflow_id}: over {MAX_RUNS_LOOKED_AT} "
                                     "runs since the request was signed; cannot tell it is unused")
             for run in runs:
-                if run.run_id != info.workflow_run_id and \
+                if run.run_id not in (info.workflow_run_id, handed_over_by) and \
                         await self._signature_of(client, run.id, run.run_id) == use.signature:
                     return run.run_id
         except RPCError as e:
             raise retryable(f"list runs of {info.workflow_id}: {e.message}") from None
         return ""
+
+    async def _handed_over_by(self, client: Client, use: RequestUse) -> str:
+        """The release run that handed over to the calling run (a blue-green release): the
+        run it continues, as its own history says, which must be a ReleaseVersion on this
+        worker's task queue started with the same signed request; Unauthorized otherwise
+        (a run on someone else's task queue proves nothing)."""
+        info = activity.info()
+        try:
+            started = await self._start_event(client, info.workflow_id, info.workflow_run_id)
+            previous = started.continued_execution_run_id if started else ""
+            before = await self._start_event(client, info.workflow_id, previous) if previous else None
+            ours = (before is not None and before.workflow_type.name == RELEASE_VERSION.workflow
+                    and before.task_queue.name == info.task_queue
+                    and await self._signature_of(client, info.workflow_id, previous) == use.signature)
+        except RPCError as e:
+            raise retryable(f"read the run {info.workflow_id} continues: {e.message}") from None
+        if not ours:
+            raise non_retryable("Unauthorized", "a blue-green run is handed over by its release "
+                                "(Kepler's own continue-as-new), and this one was not")
+        return previous
+
+    async def _start_event(self, client: Client, workflow_id: str, run_id: str) -> Any:
+        async for event in client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history_events(
+                page_size=1):
+            return event.workflow_execution_started_event_attributes
+        return None
 
     async def _signature_of(self, client: Client, workflow_id: str, run_id: str) -> str:
         """The proof (SignedStatement.proof) of the request run `run_id` was started with
@@ -106,6 +135,8 @@ class TemporalActivities:
             if not payloads:
                 return ""
             [request] = await client.data_converter.decode(payloads[:1])
+            if isinstance(request, dict) and isinstance(request.get("release"), dict):
+                request = request["release"]  # a blue-green run: its release's request
             signed = request.get("signed") if isinstance(request, dict) else None
             if not isinstance(signed, dict):
                 return ""

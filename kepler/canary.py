@@ -71,6 +71,7 @@ class CanaryReport(Model):
     service: str
     env: str
     outcome: Outcome
+    strategy: Literal["canary", "blue-green"] = "canary"
     commit: str = ""
     image: str = ""
     previous_image: str = ""

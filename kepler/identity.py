@@ -215,6 +215,9 @@ class RequestUse(Model):
     activity temporal.request_used): runs started since `since` are looked at."""
     signature: str = Field(max_length=MAX_SIGNATURE)
     since: datetime
+    handed_over: bool = Field(False, description=(
+        "a blue-green run: the run it continues must be a release on this worker's task "
+        "queue started with this very request (it hands over); that run is then no other use"))
 
 
 class Identity(Model):

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kepler import promql, validation
 from kepler.images import DIGEST_RE
@@ -20,7 +20,7 @@ from kepler.workloads import Model
 from kepler.identity import SignedStatement
 from kepler.freeze import FreezeOptions
 from kepler.requests import EnvRequest, SignedRequest, Subject
-from kepler.spec import ServiceSpec
+from kepler.spec import ServiceSpec, Strategy
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -71,6 +71,8 @@ class ReleaseRequest(FreezeOptions, EnvRequest):
         "and digest"))
     train_request: SignedStatement | None = Field(None, description=(
         "a train member's: the train's signed request (who asked for the train)"))
+    strategy: Strategy | None = Field(None, description=(
+        "rolling or blue-green; none: as the service's spec says for this environment"))
 
     def version(self) -> str:
         return self.ref or f"from {self.from_env}"
@@ -155,6 +157,11 @@ class CanaryRequest(FreezeOptions, EnvRequest):
     mirror: MirrorStage | None = Field(None, description=(
         "mirror live traffic to the canary first (refused for a service whose spec says "
         "idempotent: false)"))
+    release: ReleaseRequest | None = Field(None, description=(
+        "a blue-green release: the signed release request that handed over to this run "
+        "(its own continue-as-new); its settings are the spec's blue_green, never these"))
+    commit: str = Field("", pattern=r"^([0-9a-f]{40})?$", description=(
+        "with release: the commit the release resolved (its ref is not resolved again)"))
 
     def version(self) -> str:
         return self.ref
@@ -301,6 +308,9 @@ class CanaryProgress(Model):
     run: int = 1  # workflow runs so far (continue-as-new keeps each run's history bounded)
     checks: list[CheckStatus] = Field(default_factory=list)
     last_failure: str = ""
+    strategy: Literal["canary", "blue-green"] = "canary"
+    switched_at: datetime | None = None  # blue-green: when all live traffic moved to it
+    rollback_until: datetime | None = None  # blue-green: the end of its rollback window
 
 
 class OperationStatus(Model):
@@ -324,6 +334,9 @@ class OperationStatus(Model):
 
 
 class ReleaseReport(Model):
+    """A release's report; a blue-green release ends as the Canary run it handed over to,
+    whose report (CanaryReport) has more fields, ignored here."""
+    model_config = ConfigDict(extra="ignore")
     service: str
     env: str
     outcome: Outcome

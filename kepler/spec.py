@@ -3,12 +3,13 @@ here (a bad value is refused before any side effect, naming the field and the ru
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from kepler.validation import (
-    ConfigKey, DnsSubdomain, EnvName, EnvVarName, Quantity, ServiceName, UserName,
+    ConfigKey, DnsSubdomain, Duration, EnvName, EnvVarName, Quantity, ServiceName, UserName,
 )
 from kepler.workloads import (
     CONFIG_MOUNT, Model, Schedule, Volume, check_volumes, mount_path,
@@ -72,6 +73,45 @@ class EnvironmentOverride(Model):
     replicas: int | None = Field(None, ge=0, le=100)
     resources: Resources | None = None
     env: dict[EnvVarName, str] = Field(default_factory=dict)
+    strategy: Literal["rolling", "blue-green"] = Field("rolling", description=(
+        "how a release reaches this environment: rolling (the Deployment rolls in place) or "
+        "blue-green (the new version beside the live one, then one route switch)"))
+
+
+Strategy = Literal["rolling", "blue-green"]
+
+
+class BlueGreen(Model):
+    """How a blue-green release runs (README: Blue-green). The green version comes up as
+    `<service>-canary` beside the live one, reachable with the header `x-canary: always`."""
+    preview_analysis: int = Field(0, ge=0, le=50, description=(
+        "passing analysis rounds of the green version before the switch (0: none)"))
+    preview_mirror: int = Field(0, ge=0, le=100, description=(
+        "% of live traffic copied to the green version during the preview analysis (0: none; "
+        "not for idempotent: false)"))
+    post_analysis: int = Field(0, ge=0, le=50, description=(
+        "passing analysis rounds at 100% after the switch; a failure switches back"))
+    interval: Duration = Field(timedelta(seconds=30), description="between rounds, 10s-1h")
+    failure_limit: int = Field(1, ge=1, le=20, description="failed rounds before switching back")
+    approve_switch: bool = Field(False, description=(
+        "an approval at the switch itself (besides the environment's own approval policy)"))
+    rollback_window: Duration = Field(timedelta(minutes=15), description=(
+        "how long the old version stays warm after the switch, for an instant switch-back "
+        "(kepler rollback); 1m-24h"))
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=10) <= value <= timedelta(hours=1):
+            raise ValueError("must be between 10s and 1h")
+        return value
+
+    @field_validator("rollback_window")
+    @classmethod
+    def _window(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(hours=24):
+            raise ValueError("must be between 1m and 24h")
+        return value
 
 
 class ServiceSpec(Model):
@@ -100,6 +140,8 @@ class ServiceSpec(Model):
     idempotent: bool = Field(True, description=(
         "false: a request changes something beyond the service (a payment, an email): a canary "
         "refuses to mirror live traffic to it"))
+    blue_green: BlueGreen = Field(default_factory=BlueGreen, description=(
+        "how blue-green releases run (environments.<env>.strategy: blue-green)"))
 
     @field_validator("config_mount_path")
     @classmethod
@@ -113,12 +155,18 @@ class ServiceSpec(Model):
                 raise ValueError("schedule is required when type is cronjob")
             if self.hooks is not None:
                 raise ValueError("hooks are for type deployment (a cronjob's run is its check)")
+            if any(o.strategy != "rolling" for o in self.environments.values()):
+                raise ValueError("strategy blue-green is for type deployment (a cronjob has no "
+                                 "traffic to switch)")
             if self.exposure == "external" or self.autoscaling or self.min_available is not None:
                 raise ValueError("a cronjob has no Service: exposure external, autoscaling and "
                                  "min_available are for type deployment")
         elif self.schedule is not None:
             raise ValueError("schedule is only for type cronjob")
         check_volumes(self.volumes, self.config_mount_path)
+        if self.blue_green.preview_mirror and not self.idempotent:
+            raise ValueError("blue_green.preview_mirror: a service that is idempotent: false "
+                             "gets no copies of live traffic")
         return self
 
     @field_validator("env", "config_files")
@@ -141,6 +189,10 @@ class ServiceSpec(Model):
     def replicas_in(self, env: str) -> int:
         override = self.environments.get(env)
         return override.replicas if override and override.replicas is not None else self.replicas
+
+    def strategy_in(self, env: str) -> Strategy:
+        override = self.environments.get(env)
+        return override.strategy if override else "rolling"
 
     def resources_in(self, env: str) -> Resources:
         override = self.environments.get(env)

@@ -20,6 +20,8 @@ from starter.cli_common import (
     BAD_INPUT, FAILED, OK, REFUSED, AfterFreezeOpt, AsOpt, BreakGlassOpt, CliError, EnvOpt,
     command, console, emit,
 )
+from kepler.canary import CanaryControl
+from starter.canary import control_signer
 from starter.promotion import live_in, show_path
 from starter.service import history_table, service_history
 from starter.watch import render
@@ -32,6 +34,8 @@ def register(app: typer.Typer) -> None:
                 from_env: Optional[str] = typer.Option(None, "--from", help=(
                     "promote: release exactly the digest and commit live and healthy in this "
                     "environment (refused, exit 3, if it is not, or is younger than the soak)")),
+                strategy: Optional[str] = typer.Option(None, "--strategy", help=(
+                    "rolling | blue-green (default: as the service's spec says for ENV)")),
                 reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
                 after_freeze: bool = AfterFreezeOpt, break_glass: bool = BreakGlassOpt,
                 as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
@@ -41,7 +45,8 @@ def register(app: typer.Typer) -> None:
         if from_env is not None:
             session.check_env(p, from_env, "--from")
         req = session.build(ReleaseRequest, service=service, env=env, ref=ref,
-                            from_env=from_env, reason=reason, after_freeze=after_freeze,
+                            from_env=from_env, strategy=strategy, reason=reason,
+                            after_freeze=after_freeze,
                             break_glass=break_glass, requested_by=session.acting_user(p, as_user))
         refuse_off_path(p, req)
         return session.run(session.launch(p, req, watch_it, as_json))
@@ -51,9 +56,34 @@ def register(app: typer.Typer) -> None:
                  to: str = typer.Option("previous", "--to", help="previous | VERSION | sha256:DIGEST"),
                  reason: str = "", watch_it: bool = typer.Option(False, "--watch"),
                  as_user: Optional[str] = AsOpt, *, as_json: bool) -> int:
-        """Roll SERVICE back in ENV to the previous release, a version or a digest."""
+        """Roll SERVICE back in ENV to the previous release, a version or a digest. While a
+        blue-green release (or a canary) runs, switch its traffic back to the previous
+        version at once, still warm: one route write."""
+        if to == "previous":
+            p = session.platform()
+            session.check_env(p, env)
+            switched = session.run(switch_back(p, service, env, as_user, reason, watch_it, as_json))
+            if switched is not None:
+                return switched
         return session.start_operation(as_json, env, as_user, watch_it, RollbackRequest,
                                        service=service, target=to, reason=reason)
+
+    async def switch_back(p: Platform, service: str, env: str, as_user: str | None, reason: str,
+                          watch_it: bool, as_json: bool) -> int | None:
+        """The running blue-green's (or canary's) abort, signed for its run; None when
+        neither runs."""
+        temporal = await session.client(p)
+        handle = temporal.get_workflow_handle(naming.workflow_id(service, env))
+        if not await operations_client.canary_running(handle):
+            return None
+        control = session.build(CanaryControl, by=session.acting_user(p, as_user), reason=reason)
+        result = await operations_client.control(temporal, service, env, "abort", control,
+                                                 control_signer(p, control.by))
+        emit({"workflow_id": handle.id, "result": result}, as_json and not watch_it,
+             f"{handle.id}: {result}")
+        if watch_it:
+            return await session.follow(p, handle, as_json)
+        return OK
 
     def decider(verb: str) -> Callable[..., int]:
         def decide(service: str, env: str = EnvOpt, comment: str = "",

@@ -164,6 +164,27 @@ def start_operation(as_json: bool, env: str, as_user: str | None, watch_it: bool
     return run(launch(p, req, watch_it, as_json))
 
 
+async def follow(p: Platform, handle: Any, as_json: bool, ok: tuple[str, ...] = ("rolled_back",)) -> int:
+    """Follow a running operation that something else started to its end; exit 0 when its
+    outcome is one of `ok` (a switch-back ends rolled_back), else as `launch` says."""
+    temporal = await client(p)
+    last = await watch(handle) if not as_json else None
+    try:
+        await handle.result()
+    except Exception:  # noqa: BLE001 - the outcome is in its status
+        pass
+    status = await _status_or_none(temporal, handle.id) or last
+    outcome = status.outcome if status else "failed"
+    link = ui_link(p, handle.id, "")
+    if outcome not in ok and outcome != "succeeded":
+        raise CliError(status.error if status and status.error else outcome, FAILED,
+                       {"workflow_id": handle.id, "ui": link, "outcome": outcome})
+    emit({"workflow_id": handle.id, "ui": link, "outcome": outcome,
+          "error": status.error if status else ""}, as_json,
+         f"[green]{outcome}[/green]: {status.error if status else ''}  {link}")
+    return OK
+
+
 async def _status_or_none(temporal: Client, workflow_id: str) -> OperationStatus | None:
     try:
         return await operations_client.status(temporal, workflow_id)

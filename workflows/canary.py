@@ -11,6 +11,7 @@ gets the new release, rolls out, takes 100 % of the traffic; the canary scales t
 Before any traffic moves, the undo "route 100 % to stable, scale the canary to 0" is in
 the saga: an abort (at once, in any phase), the failure limit, the deadline, a failed step
 or a cancellation ends there. Long canaries continue-as-new, so each run's history is bounded.
+A blue-green release runs here too, its own way (workflows/bluegreen.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.canary import (CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
                                failure_counts, new_checks)
     from kepler.models import CanaryProgress, CanaryRequest, MirrorStage, Operation
-    from kepler.payloads import (ApplyObjects, ApplyRelease, EnvironmentPolicy, ReadSpec,
+    from kepler.payloads import (ApplyObjects, ApplyRelease, Commit, EnvironmentPolicy, ReadSpec,
                               ReleaseTarget, ResolveRef, RouteWeights, ScaleDeployment, WaitRollout)
     import workflows.steps.carried as carried_state
     import workflows.steps.hooks as release_hooks
@@ -44,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
                                 StepFailed, StepOptions, Undo)
     from workflows.common.canary_controls import CanaryControls
     from workflows.steps.promotion import canary_image
+    from workflows.bluegreen import BlueGreenRunbook
 
 T = TypeVar("T")
 KEEP_STEPS = 30  # step records carried across continue-as-new (the rest is in history)
@@ -51,7 +53,7 @@ ANALYSIS_ATTEMPTS = 3
 
 
 @workflow.defn(name=CANARY.workflow)
-class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
+class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
     def __init__(self) -> None:
         super().__init__()
         self.cs: CanaryState | None = None
@@ -71,9 +73,11 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         if not isinstance(req, CanaryRequest):  # started with one argument: the SDK types
             req = CanaryRequest.model_validate(req)  # arguments only when all are given
         self._approve_promotion = req.approve_promotion
-        self.report = CanaryReport(service=req.service, env=req.env, outcome="running")
+        self.handed_over = req.release is not None  # a blue-green release (workflows/bluegreen.py)
+        self.report = CanaryReport(service=req.service, env=req.env, outcome="running",
+                                   strategy="blue-green" if self.handed_over else "canary")
         return await self.operate(Operation.CANARY, req.service, req.env, req.requested_by,
-                                  req.ref, lambda: self.abortable(req, carried), req)
+                                  req.ref, lambda: self.abortable(req, carried), req.release or req)
 
     async def abortable(self, req: CanaryRequest, carried: CanaryState | None) -> Done:
         """The runbook, stopped the moment an abort is accepted, whatever it is doing."""
@@ -95,6 +99,8 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         report.commit, report.image = self.cs.commit, self.cs.image
         report.previous_image = self.cs.previous_image
         self.record_change(self.cs.commit, self.cs.committed_at, self.cs.spec.team)
+        if self.handed_over:
+            return await self.blue_green(req)
         await self._analyse(req)
         if self._abort:
             raise self._aborted()
@@ -140,13 +146,26 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         self.state.canary = CanaryProgress(
             weights=req.weights(), interval=req.interval, failure_limit=req.failure_limit,
             checks=new_checks(req.effective_metrics()))
-        commit = await self.step("resolve ref", GitLabActivities.resolve_ref,
-                                 ResolveRef(service=req.service, ref=req.ref))
+        if self.handed_over and workflow.info().continued_run_id is None:
+            raise StepFailed("verify request", "a blue-green run is started by its release "
+                             "(kepler release), never on its own", "Unauthorized", bad_input=True)
+        commit = (Commit(sha=req.commit, short_id=req.commit[:8], title=req.ref)
+                  if self.handed_over and req.commit else await self.step(
+                      "resolve ref", GitLabActivities.resolve_ref,
+                      ResolveRef(service=req.service, ref=req.ref)))
         version = f"{req.ref}@{commit.short_id}"
         self.set_version(version)
         spec = await self.step("read service spec", GitLabActivities.read_spec,
                                ReadSpec(service=req.service, sha=commit.sha))
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
+        if self.handed_over:  # its analysis as the spec says
+            p, bg = self.progress, spec.blue_green
+            p.strategy, p.weights, p.interval, p.failure_limit = (
+                "blue-green", [100], bg.interval, bg.failure_limit)
+            if bg.approve_switch and not policy.approval.approvers:
+                raise StepFailed("read service spec", f"blue_green.approve_switch needs approvers, "
+                                 f"and {req.env} lists none in kepler.yaml", "InvalidInput",
+                                 bad_input=True)
         if req.mirror is not None and not spec.idempotent:
             raise StepFailed("read service spec", f"{req.service}'s spec says idempotent: false: "
                              "its requests change things, so no copy of them goes to a canary "
@@ -171,13 +190,20 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
         self._hook_undo = await release_hooks.canary(self, self.cs, lambda: self._deploy_canary(req))
         if self._abort:
             raise self._aborted()
-        if req.mirror is not None:
-            await self._start_mirror(req.mirror)
-            live = f"a copy of {req.mirror.percent}% of the traffic for {req.mirror.duration}"
+        mirror = req.mirror or (MirrorStage(percent=spec.blue_green.preview_mirror) if
+                                self.handed_over and spec.blue_green.preview_mirror else None)
+        if self.handed_over and mirror is None:
+            await self._preview()
+            live = "no live traffic yet"
+        elif mirror is not None:
+            await self._start_mirror(mirror)
+            live = f"a copy of {mirror.percent}% of the traffic" + (
+                f" for {mirror.duration}" if req.mirror else "")
         else:
             await self._shift(0)
             live = f"{self.progress.weight}% of the traffic"
-        await self.notify("started", f"canary {version} in {req.env}: {live}; testers reach it "
+        await self.notify("started", f"{'blue-green' if self.handed_over else 'canary'} "
+                          f"{version} in {req.env}: {live}; testers reach it "
                           "with the header x-canary: always")
 
     async def _deploy_canary(self, req: CanaryRequest) -> None:
@@ -257,7 +283,7 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
                 pass
             if workflow.now() >= self.cs.deadline:
                 continue
-            verdict, detail = await self._round(req, metrics)
+            verdict, detail = await self._round(req, metrics, req.interval)
             p.rounds += 1
             self._run_rounds += 1
             if verdict == "failed":
@@ -282,16 +308,17 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
     def _where(self) -> str:
         return f"the {self._mirror[0]}% mirror" if self._mirror else f"{self.progress.weight}%"
 
-    async def _round(self, req: CanaryRequest, metrics: list) -> tuple[str, str]:
+    async def _round(self, req: CanaryRequest, metrics: list,
+                     interval: timedelta) -> tuple[str, str]:
         analysis = CanaryAnalysis(
             env=req.env, namespace=self.cs.policy.namespace, service=req.service,
             workload=naming.canary_name(req.service),
-            interval=promql.duration(req.interval.total_seconds()), metrics=metrics)
+            interval=promql.duration(interval.total_seconds()), metrics=metrics)
         result, error = None, ""
         try:
             result = await self.attempt(f"analysis at {self._where()}",
                                         PrometheusActivities.analyse, analysis, StepOptions(
-                schedule_to_close=min(req.interval, timedelta(minutes=2)),
+                schedule_to_close=min(interval, timedelta(minutes=2)),
                 heartbeat=timedelta(seconds=20), attempts=ANALYSIS_ATTEMPTS,
                 non_retryable=("InvalidInput",)))
         except StepFailed as e:  # no verdict this round: evaluate() counts it as a query error
@@ -358,6 +385,9 @@ class Canary(CanaryControls, ApprovalGate, KeplerWorkflow[CanaryReport]):
     def _aborted(self) -> OperationEnded:
         a = self._abort
         weight = self.state.canary.weight if self.state.canary else 0
+        if self.switched:  # blue-green: switched back, the old version warm all along
+            return OperationEnded("rolled_back", f"switched back by {a.by}"
+                                  + (f": {a.reason}" if a.reason else ""))
         return OperationEnded("aborted", f"aborted by {a.by}" + (f": {a.reason}" if a.reason else "")
                               + f" at {weight}%")
 

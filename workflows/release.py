@@ -7,7 +7,9 @@ the image; pin it by digest; get
 approval when policy asks; the pre_deploy hook (its undo registered first); remember
 what runs now; apply image + config; wait for the rollout; the post_deploy hook; verify;
 notify. Anything failing after the apply puts the previous image *and* config back, then
-runs the pre_deploy hook's undo.
+runs the pre_deploy hook's undo. A blue-green release (the request's strategy, or the spec's
+for the environment) hands over to the Canary workflow once the spec is read
+(workflows/bluegreen.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.steps.freeze as freeze
     import workflows.steps.kube as kube
     import workflows.steps.promotion as promotion
+    import workflows.bluegreen as blue_green
 
 
 @workflow.defn(name=RELEASE_VERSION.workflow)
@@ -74,6 +77,8 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
         self.record_change(commit.sha, commit.committed_at, spec.team)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
+        if blue_green.chosen(req, spec):  # the Canary workflow runs it, under this id
+            await blue_green.hand_over(req, ref, commit)
         on_path = promotion.OnPath() if req.from_env else await promotion.enforce_path(
             self, req.service, req.env, policy, commit.sha, pinned, req.break_glass)
         pinned = pinned or on_path.image  # on a path: the source's digest, never a build

@@ -212,6 +212,15 @@ async def restore(client: Client, service: str, req: RestoreRequest, sign: Sign 
     return await update(handle, RESTORE, req, "nothing to restore")
 
 
+async def canary_running(handle: WorkflowHandle) -> bool:
+    """Whether a canary (or a blue-green release, which runs as one) runs under `handle`'s id."""
+    try:
+        desc = await handle.describe()
+    except RPCError:
+        return False
+    return desc.status == WorkflowExecutionStatus.RUNNING and desc.workflow_type == CANARY.workflow
+
+
 async def control(client: Client, service: str, env: str, verb: str, req: Any,
                   sign: Sign | None = None) -> str:
     """pause, resume, promote or abort the running canary, signed for its running run by

@@ -56,6 +56,7 @@ FAKE_SEAL = "sealed-by-the-fake-world"
 class FakeWorld:
     approvers: list[str] = field(default_factory=lambda: ["alice", "bob"])
     idempotent: bool = True  # what the service's spec says
+    spec: dict[str, Any] = field(default_factory=dict)  # more of it (e.g. environments)
     min_approvals: int = 1
     images: dict[str, str] = field(default_factory=dict)   # commit -> digest
     build_fails: bool = False
@@ -77,6 +78,7 @@ class FakeWorld:
     freeze: EnvironmentFreeze | None = None  # prod's freeze windows
     temporal: Any = None  # a client: ad-hoc freezes are asked of the Freeze workflows themselves
     request_runs: dict[str, str] = field(default_factory=dict)  # signature -> the run it started
+    handed_over: set[str] = field(default_factory=set)  # release runs that handed over
 
     def activities(self) -> list[Any]:
         world = self
@@ -115,6 +117,9 @@ class FakeWorld:
             time-skipping server lacks): the first run a signed request started."""
             me = f"{activity.info().workflow_id}/{activity.info().workflow_run_id}"
             first = world.request_runs.setdefault(use.signature, me)
+            if use.handed_over and first != me and first not in world.handed_over:
+                world.handed_over.add(first)  # the release that handed over: once
+                return ""
             return "" if first == me else first.rpartition("/")[2]
 
         @activity.defn(name="platform.environments")
@@ -134,7 +139,7 @@ class FakeWorld:
         async def read_spec(r: ReadSpec) -> ServiceSpec:
             record("read_spec")
             return ServiceSpec(name=r.service, team="t", config_files={"v": r.sha[:6]},
-                               idempotent=world.idempotent)
+                               idempotent=world.idempotent, **world.spec)
 
         @activity.defn(name="registry.find_image")
         async def find_image(q: ImageQuery) -> str:

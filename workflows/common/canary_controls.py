@@ -150,8 +150,8 @@ class CanaryControls:
 
     @promote.validator
     def _validate_promote(self, control: CanaryControl) -> None:
-        self._refuse_unless(self.phase == "analysing" and not self._promote and not self._abort,
-                            f"the canary is {self._phase_text()}")
+        self._refuse_unless(self.phase in ("analysing", "window") and not self._promote
+                            and not self._abort, f"the canary is {self._phase_text()}")
         self._allowed_or_deferred("promote", control)
 
     @workflow.update(name=ABORT.name)
@@ -160,6 +160,8 @@ class CanaryControls:
         with refused_in_handler():
             who = self._accept("abort", control)
         self._abort = control.model_copy(update={"by": who})
+        if getattr(self, "switched", False):
+            return "switching back: all traffic to the previous version, still warm"
         return "aborting: traffic goes back to stable and the canary scales to 0"
 
     @abort.validator
@@ -174,4 +176,5 @@ class CanaryControls:
         if self._promote:
             return "already promoting"
         return {"preparing": "not analysing yet", "analysing": "analysing", "approval":
-                "waiting for approval", "promoting": "promoting", "done": "finished"}[self.phase]
+                "waiting for approval", "promoting": "promoting", "done": "finished",
+                "switching": "switching", "window": "in its rollback window"}[self.phase]

@@ -56,6 +56,9 @@ class RequestAuthority:
         self._claimed = False
         self.gate_approvals: list[SignedStatement] = []  # the last gate's, signed (a train's)
         self._signer_reads = 0
+        # a blue-green run: `request` is the signed release request that handed over to it
+        # (its predecessor, which Temporal's history must show: claim_request)
+        self.handed_over = False
 
     def knows_signer_of(self, signed: SignedStatement | None) -> bool:
         """Whether this run can judge `signed` with the signers it holds: False for a
@@ -98,7 +101,8 @@ class RequestAuthority:
             who = verify_request(self.request, signers, self.state, info.workflow_id,
                                  now=workflow.now(),
                                  continued=info.continued_run_id is not None,
-                                 parent_id=info.parent.workflow_id if info.parent else "")
+                                 parent_id=info.parent.workflow_id if info.parent else "",
+                                 operation="release" if self.handed_over else "")
         except Untrusted as e:
             raise StepFailed("verify request", str(e), "Unauthorized", bad_input=True) from None
         if who is not None:
@@ -121,7 +125,8 @@ class RequestAuthority:
             return
         used: str = await workflow.execute_activity_method(
             TemporalActivities.request_used,
-            RequestUse(signature=signed.proof(), since=signed.statement.issued_at - CLOCK_SKEW),
+            RequestUse(signature=signed.proof(), since=signed.statement.issued_at - CLOCK_SKEW,
+                       handed_over=self.handed_over),
             summary="check the signed request started no other run",
             start_to_close_timeout=QUICK.start_to_close,
             schedule_to_close_timeout=QUICK.schedule_to_close, retry_policy=RetryPolicy(**RETRY))

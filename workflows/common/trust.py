@@ -39,18 +39,20 @@ def check_fresh(s: Any, now: datetime, valid_for: timedelta | None) -> None:
 
 def verify_request(request: Any, signers: AllowedSigners, state: OperationStatus,
                    workflow_id: str, now: datetime, continued: bool = False,
-                   parent_id: str = "") -> Identity | None:
+                   parent_id: str = "", operation: str = "") -> Identity | None:
     """The verified requester of `request`, or None when it is not signed. The signer's
     key must be valid `now` and the request fresh: signed at most
     signers.request_valid_for ago (a continued run's first run checked that), or a release
-    schedule's, for the fire that is this run's parent."""
+    schedule's, for the fire that is this run's parent. `operation`: the one signed for,
+    when not this run's (a blue-green run: the release that handed over to it)."""
     signed: SignedStatement | None = getattr(request, "signed", None)
     if signed is None:
         return None
     who = _verify(signed, signers, now)
     s = signed.statement
     scheduled = for_schedule(s, parent_id)
-    expected = {"action": "request", "operation": state.operation.value, "service": state.service,
+    expected = {"action": "request", "operation": operation or state.operation.value,
+                "service": state.service,
                 "env": state.env, "workflow_id": s.workflow_id if scheduled else workflow_id}
     for field, value in expected.items():
         if getattr(s, field) != value:
