@@ -79,10 +79,11 @@ def register(app: typer.Typer) -> None:
         control = session.build(CanaryControl, by=session.acting_user(p, as_user), reason=reason)
         result = await operations_client.control(temporal, service, env, "abort", control,
                                                  control_signer(p, control.by))
-        emit({"workflow_id": handle.id, "result": result}, as_json and not watch_it,
-             f"{handle.id}: {result}")
         if watch_it:
+            if not as_json:
+                console.print(f"{handle.id}: {result}")
             return await session.follow(p, handle, as_json)
+        emit({"workflow_id": handle.id, "result": result}, as_json, f"{handle.id}: {result}")
         return OK
 
     def decider(verb: str) -> Callable[..., int]:

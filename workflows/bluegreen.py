@@ -24,9 +24,11 @@ with workflow.unsafe.imports_passed_through():
     from kepler.contracts import CANARY
     from kepler.models import CanaryRequest, MirrorStage, ReleaseRequest
     from activities.kubernetes.istio import IstioActivities
-    from kepler.payloads import Commit, RouteWeights
+    from activities.kubernetes.workloads import DeploymentActivities
+    from kepler import manifests
+    from kepler.payloads import Commit, ReleaseTarget, RouteWeights
     from kepler.spec import ServiceSpec
-    from workflows.base import Done, OperationEnded, StepFailed
+    from workflows.base import Done, KeplerWorkflow, OperationEnded, StepFailed
 
 if TYPE_CHECKING:
     from kepler.canary import CanaryControl, CanaryState
@@ -49,6 +51,16 @@ def chosen(req: ReleaseRequest, spec: ServiceSpec) -> bool:
                              "rolling, under its one gate", "InvalidInput", bad_input=True)
         return False
     return True
+
+
+async def something_live(wf: KeplerWorkflow, target: ReleaseTarget) -> bool:
+    """A first release has nothing to switch from: it rolls out as any release (said so)."""
+    live = await wf.step("find the live version", DeploymentActivities.snapshot, target)
+    if live.exists and live.replicas and live.image != manifests.PLACEHOLDER_IMAGE:
+        return True
+    wf.state.notes.append(f"blue-green: nothing runs in {target.env} yet, so this first "
+                          "release rolls out in place")
+    return False
 
 
 async def hand_over(req: ReleaseRequest, ref: str, commit: Commit) -> NoReturn:
