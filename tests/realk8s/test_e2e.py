@@ -143,3 +143,40 @@ async def test_decommission_leaves_a_namespace_kepler_did_not_make(
     assert cluster.get("Deployment", ns, "pyxis") is None
     assert cluster.get("Namespace", None, ns) is not None
     assert cluster.get("ConfigMap", ns, "theirs")["data"] == {"k": "v"}
+
+
+async def test_a_blue_green_switches_on_the_real_virtual_service_and_back(
+        real_world: Any, cfg: Path, tmp_path: Path) -> None:
+    """Both Deployments run side by side on the real API server; the switch and the
+    switch-back are each one VirtualService write; the old version's Deployment is never
+    touched in between (same generation), so switching back rolls nothing out."""
+    ns = "altair-staging"
+    await create(cfg, tmp_path, {"name": "altair", "team": "t", "replicas": 2,
+                                 "environments": {"staging": {"strategy": "blue-green"}},
+                                 "blue_green": {"interval": "10s", "post_analysis": 1}})
+    v1 = (await release(cfg, "altair"))["image"]  # nothing live yet: rolled in place
+    before = deployment(cfg, "altair", ns)
+    project = gitlab_client(real_world.sandbox).projects.get("demo/altair")
+    project.commits.create({"branch": "main", "commit_message": "v2", "actions": [
+        {"action": "create", "file_path": "v2.txt", "content": "2\n"}]})
+    code, out, err = await kepler(cfg, "release", "altair", "--env", "staging", "--ref", "main")
+    assert code == 0, out + err
+    cluster = Clusters(load_platform(cfg))("staging")
+    await _poll(cfg, "altair", "staging", lambda s: s.get("stage") == "rollback window",
+                "the rollback window", timeout=180)
+    assert current_weights(cluster.get("VirtualService", ns, "altair")) == (0, 100, True)
+    green = deployment(cfg, "altair-canary", ns)
+    assert green["status"].get("readyReplicas") == 2
+    assert green["spec"]["template"]["spec"]["containers"][0]["image"] != v1
+    warm = deployment(cfg, "altair", ns)
+    assert warm["metadata"]["generation"] == before["metadata"]["generation"]
+    assert warm["status"].get("readyReplicas") == 2  # the old version, still warm
+
+    code, out, err = await kepler(cfg, "rollback", "altair", "--env", "staging", "--watch",
+                                  "-o", "json")
+    assert code == 0 and json.loads(out)["outcome"] == "rolled_back", out + err
+    assert current_weights(cluster.get("VirtualService", ns, "altair")) == (100, 0, False)
+    after = deployment(cfg, "altair", ns)
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]  # nothing rolled
+    assert running(cfg, "altair", ns)[0] == v1
+    assert deployment(cfg, "altair-canary", ns)["spec"]["replicas"] == 0
