@@ -6,8 +6,10 @@ it as a second configured user; 4. release a bad v2 (its commit says it crashes)
 that rolls back automatically, image and config; 5. a release whose database migration
 (its pre_deploy hook) fails: v1 keeps running and the migration's undo runs; 6. a
 canary of a good v2 in staging:
-traffic shifts 20 % then 50 % while the analysis passes, then it is promoted; then print
-the UI links.
+traffic shifts 20 % then 50 % while the analysis passes, then it is promoted; 7. a
+blue-green release of v1 beside the live v2: all traffic switches in one route write, and
+`kepler rollback` in its rollback window switches it back in one more; then print the UI
+links.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import yaml
 from temporalio.client import Client
 
 from kepler.clients import operations as operations_client
+from kepler.canary import CanaryControl
 from kepler.models import CanaryRequest, CreateServiceRequest, ReleaseRequest
 from kepler.spec import ServiceSpec
 from kepler.clients.operations import Started
 from kepler.settings import Platform, Secrets
 from starter import session, signing
+from starter.canary import control_signer
 from starter.cli_common import FAILED, CliError, OutputOpt, console, fail
 from starter.watch import watch
 
@@ -134,14 +138,51 @@ async def run_demo(p: Platform, user: str) -> list[str]:
                                 CanaryRequest(service=SERVICE, env="staging", ref="v2",
                                               steps=[20, 50], interval=timedelta(seconds=10),
                                               requested_by=user, reason="demo")))
+    links.append(await run_blue_green(p, user))
     return links
+
+
+async def run_blue_green(p: Platform, user: str) -> str:
+    """Step 7, as `kepler release --strategy blue-green` then `kepler rollback` do it."""
+    title = "7. blue-green: v1 beside v2, one switch, then kepler rollback switches back"
+    console.rule(f"[bold]{title}")
+    client = await session.client(p)
+    req = ReleaseRequest(service=SERVICE, env="staging", ref="v1", strategy="blue-green",
+                         requested_by=user, reason="demo")
+    started = await operations_client.start(client, session.signed(p, req), p.temporal.task_queue)
+    link = session.ui_link(p, started.workflow_id, "")
+    console.print(f"workflow [bold]{started.workflow_id}[/bold]  {link}")
+    for _ in range(1200):
+        status = await operations_client.status(client, started.workflow_id)
+        if status.stage == "rollback window" or status.outcome != "running":
+            break
+        await asyncio.sleep(0.1)
+    if status.stage != "rollback window":
+        raise CliError(f"demo: {title} never reached its rollback window; see {link}", FAILED)
+    console.print(f"v1 takes all traffic; v2 stays warm. {status.canary.waiting_on if status.canary else ''}")
+    control = CanaryControl(by=user, reason="demo: switch back")
+    began = asyncio.get_running_loop().time()
+    result = await operations_client.control(client, SERVICE, "staging", "abort", control,
+                                             control_signer(p, user))
+    console.print(f"kepler rollback {SERVICE} --env staging: {result}")
+    handle = client.get_workflow_handle(started.workflow_id)
+    try:
+        await handle.result()
+    except Exception:  # noqa: BLE001 - a switch-back ends rolled_back
+        pass
+    status = await operations_client.status(client, started.workflow_id)
+    if status.outcome != "rolled_back":
+        raise CliError(f"demo: {title} ended {status.outcome}; see {link}", FAILED)
+    console.print(f"[green]rolled_back[/green] in {asyncio.get_running_loop().time() - began:.1f}s: "
+                  f"{status.error}")
+    return link
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(as_user: Optional[str] = typer.Option(None, "--as"), output: str = OutputOpt) -> None:
         """Run the demo against the sandbox: create, release, approve, bad release, failed
-        migration undone, canary."""
+        migration undone, canary, blue-green and its switch-back."""
         try:
             p = session.platform()
             user = as_user or os.environ.get("KEPLER_USER") or "dev"

@@ -63,10 +63,15 @@ def test_dev_up_on_the_temporal_server_runs_the_demo_and_down_stops_it(
                              'KeplerService="demo-shop"'], capture_output=True, text=True, timeout=60)
     runs = json.loads(listed.stdout)  # SQL visibility, filtered on Kepler's search attributes
     assert {r["type"]["name"] for r in runs} >= {"CreateService", "ReleaseVersion", "Canary"}
-    done = {"WORKFLOW_EXECUTION_STATUS_COMPLETED", "WORKFLOW_EXECUTION_STATUS_FAILED"}
-    for r in runs:  # the demo's bad release and failed migration end failed (rolled back)
-        allowed = done if r["type"]["name"] == "ReleaseVersion" else {"WORKFLOW_EXECUTION_STATUS_COMPLETED"}
+    done = {"WORKFLOW_EXECUTION_STATUS_COMPLETED", "WORKFLOW_EXECUTION_STATUS_FAILED",
+            "WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW"}
+    for r in runs:  # the bad release, the failed migration and the switched-back blue-green
+        allowed = done if r["type"]["name"] in ("ReleaseVersion", "Canary") else {
+            "WORKFLOW_EXECUTION_STATUS_COMPLETED"}  # end failed (rolled back)
         assert r["status"] in allowed, (r["type"]["name"], r["status"])
+    assert sum(r["type"]["name"] == "Canary" and r["status"] == "WORKFLOW_EXECUTION_STATUS_FAILED"
+               for r in runs) == 1  # the blue-green, switched back; the canary was promoted
+    assert "rolled_back in" in demo.stdout and "switched back by dev" in demo.stdout
     attrs = subprocess.run([str(BIN / "temporal"), "operator", "search-attribute", "list", "--address",
                             server_home["TEMPORAL_ADDRESS"]], capture_output=True, text=True, timeout=60)
     assert all(key.name in attrs.stdout for key in ALL_KEYS)
