@@ -46,10 +46,11 @@ class Kubectl:
     kubeconfig: Path
     home: Path  # kubectl's discovery cache goes here, not in the real HOME
 
-    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.binary), f"--kubeconfig={self.kubeconfig}", *args],
                               input=stdin, capture_output=True, text=True, timeout=TIMEOUT + 60,
-                              env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"})
+                              env={"HOME": str(self.home), "PATH": "/usr/bin:/bin", **(env or {})})
 
     def __call__(self, *args: str, stdin: str | None = None) -> str:
         result = self.run(*args, stdin=stdin)
@@ -219,12 +220,26 @@ def test_a_server_side_apply_creates_every_object_under_its_field_manager(
     deploy = one(live, "Deployment", "kepler-worker")
     assert deploy["spec"]["replicas"] == 3 and deploy["metadata"]["labels"]["kepler.dev/overlay"] == "prod"
     # applied again, nothing would change: no field the server defaults or rewrites differently
-    diff = admin.run("diff", "--server-side", f"--field-manager={MANAGER}", "-f", str(install.files["prod"]))
+    # (whole files as context, so each changed line's top-level key is known)
+    diff = admin.run("diff", "--server-side", f"--field-manager={MANAGER}", "-f",
+                     str(install.files["prod"]), env={"KUBECTL_EXTERNAL_DIFF": "diff -N -U 100000"})
     assert diff.returncode in (0, 1), diff.stderr
-    # the controllers and kwok write status meanwhile: a resourceVersion moving is not a change
-    changed = [line for line in diff.stdout.splitlines() if line[:1] in "+-"
-               and not line.startswith(("+++", "---")) and "resourceVersion:" not in line]
-    assert changed == [], diff.stdout
+    # the controllers and kwok write status meanwhile: status and a resourceVersion moving
+    # are not a change
+    assert changed_outside_status(diff.stdout) == [], diff.stdout
+
+
+def changed_outside_status(diff: str) -> list[str]:
+    changed, section = [], ""
+    for line in diff.splitlines():
+        if line.startswith(("+++", "---", "@@", "diff ")):
+            continue
+        content = line[1:]
+        if content and not content.startswith(" "):
+            section = content.split(":", 1)[0]
+        if line[:1] in "+-" and section != "status" and "resourceVersion:" not in content:
+            changed.append(line)
+    return changed
 
 
 def test_the_worker_token_may_do_what_the_activities_call(worker: Kubectl) -> None:
