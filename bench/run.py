@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import Figure, stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
-ALL = ("overhead", "concurrency", "history", "reaction", "console")
+ALL = ("overhead", "concurrency", "history", "reaction", "bluegreen", "console")
 ON_SERVER = ("overhead", "concurrency")  # what runs again on the real server
 
 
@@ -73,6 +73,9 @@ async def run(only: tuple[str, ...], servers: tuple[str, ...] = ("dev", "server"
         if "reaction" in only:
             from bench import reaction
             figures += await reaction.measure(st)
+        if "bluegreen" in only:
+            from bench import bluegreen
+            figures += await bluegreen.measure(st)
         if "console" in only:  # after concurrency: its services count towards the 200
             from bench import console
             figures += await console.measure(st)
