@@ -21,6 +21,7 @@ def build(platform: Platform, secrets: Secrets,
     from activities.kubernetes.cronjob import CronJobActivities
     from activities.kubernetes.hooks import HookActivities
     from activities.kubernetes.istio import IstioActivities
+    from activities.kubernetes.previews import PreviewActivities
     from activities.kubernetes.scale import ScaleActivities
     from activities.kubernetes.teardown import TeardownActivities
     from activities.kubernetes.volumes import VolumeActivities
@@ -41,7 +42,7 @@ def build(platform: Platform, secrets: Secrets,
         ScaleActivities(platform), TeardownActivities(platform), IstioActivities(platform),
         PrometheusActivities(platform), NotifyActivities(platform, secrets),
         TemporalActivities(platform, client), AlertActivities(platform, client),
-        PromotionActivities(platform, client), AuthorityActivities(),
+        PromotionActivities(platform, client), AuthorityActivities(), PreviewActivities(platform),
     ]
     return [getattr(obj, name) for obj in instances for name in dir(type(obj))
             if hasattr(getattr(type(obj), name), "__temporal_activity_definition")]

@@ -1,4 +1,5 @@
-"""GitLab, through python-gitlab: projects from templates, the service spec, refs."""
+"""GitLab, through python-gitlab: projects from templates, the service spec, refs, and a
+merge request's state and Kepler's one note on it (previews)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from kepler.payloads import (
     Commit, EnsureHook, EnsureProject, ExistingService, ProjectRef, ReadSpec, ResolveRef,
     UndoCreated,
 )
+from kepler.previews import NOTE_MARKER, MergeRequestQuery, MergeRequestState, PreviewNote
 from kepler.validation import describe_validation_error
-
 
 
 def created_marker(run_id: str) -> str:
@@ -46,6 +47,7 @@ class GitLabActivities:
         self.config = platform.gitlab
         self._token = secrets.gitlab_token
         self._clients = PerThread(self._new_client)
+        self._username: str | None = None  # the token's user, once asked (preview notes)
 
     def _new_client(self) -> gitlab.Gitlab:
         return gitlab.Gitlab(self.config.url, private_token=self._token.get_secret_value(),
@@ -262,6 +264,52 @@ class GitLabActivities:
             project = self.client().projects.get(self._path(service))
             if not project.archived:
                 project.archive()
+
+    @activity.defn(name="gitlab.merge_request")
+    def merge_request(self, q: MergeRequestQuery) -> MergeRequestState:
+        """Merge request `q.mr` of the service's project as GitLab says it now."""
+        what = f"read merge request !{q.mr} of {self._path(q.service)}"
+        mr = self._get(q.service, f"merge_requests/{q.mr}", what)
+        if mr is None:
+            raise non_retryable("NotFound", f"merge request !{q.mr} does not exist in "
+                                f"{self._path(q.service)}")
+        if not isinstance(mr, dict):
+            raise retryable(f"{what}: GitLab answered without JSON")
+        if not mr.get("sha"):  # GitLab fills it in once it has prepared the diff
+            raise retryable(f"{what}: GitLab has no head commit for it yet")
+        return MergeRequestState(
+            iid=mr["iid"], state=mr["state"], sha=mr["sha"], source_branch=mr["source_branch"],
+            title=str(mr.get("title") or "")[:255],
+            author=str((mr.get("author") or {}).get("username") or "")[:255],
+            same_project=mr.get("source_project_id") == mr.get("target_project_id"))
+
+    @activity.defn(name="gitlab.preview_note")
+    def preview_note(self, n: PreviewNote) -> int:
+        """Kepler's one note on the merge request, updated in place or else created; the
+        note is found again by NOTE_MARKER, so a retry after a lost answer updates the note
+        it created instead of adding a second one."""
+        body = f"{NOTE_MARKER}\n{n.body}"
+        with gitlab_errors(f"note on merge request !{n.mr} of {self._path(n.service)}"):
+            project = self.client().projects.get(self._path(n.service), lazy=True)
+            notes = project.mergerequests.get(n.mr, lazy=True).notes
+            me = self._token_username()
+            ours = [note for note in notes.list(get_all=True, sort="asc", order_by="created_at")
+                    if NOTE_MARKER in (note.body or "") and not getattr(note, "system", False)
+                    and (not me or (getattr(note, "author", None) or {}).get("username") == me)]
+            if not ours:
+                return int(notes.create({"body": body}).id)
+            note = ours[0]  # the oldest: where people have seen it
+            if note.body != body:
+                notes.update(note.id, {"body": body})
+            return int(note.id)
+
+    def _token_username(self) -> str:
+        """The token's user: only its notes are Kepler's (someone quoting Kepler's note
+        copies the marker, and another user's note could not be edited anyway)."""
+        if self._username is None:
+            user = self.client().http_get("/user")
+            self._username = str(user.get("username") or "") if isinstance(user, dict) else ""
+        return self._username
 
 
 def _committed_at(commit: dict[str, Any]) -> datetime | None:

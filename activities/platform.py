@@ -12,6 +12,7 @@ from kepler import naming
 from kepler.identity import AllowedSigners
 from kepler.settings import ConfigError, Platform
 from kepler.payloads import EnvironmentPolicy, PolicyQuery
+from kepler.previews import PreviewSettings
 
 
 def signers_of(platform: Platform) -> AllowedSigners:
@@ -55,3 +56,10 @@ class PlatformActivities:
     @activity.defn(name="platform.environments")
     def environments(self) -> list[str]:
         return sorted(self.platform.environments)
+
+    @activity.defn(name="platform.preview_settings")
+    def preview_settings(self) -> PreviewSettings:
+        """Where previews run (kepler.yaml `previews:`); refused when previews are off."""
+        if self.platform.previews.env is None:
+            raise non_retryable("InvalidInput", "previews.env: previews are off in kepler.yaml")
+        return self.platform.previews

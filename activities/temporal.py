@@ -4,7 +4,7 @@ operations on a service are running right now, and its release schedules (Tempor
 from __future__ import annotations
 
 
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,7 +15,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.errors import non_retryable, retryable
 from activities.platform import signers_of
 from kepler import naming
-from kepler.contracts import RELEASE_VERSION
+from kepler.contracts import MERGE_REQUEST, PREVIEW, RELEASE_VERSION, STATUS
+from kepler.models import OperationStatus
+from kepler.previews import MergeRequestEvent, PreviewRoom
 from kepler import search_attributes as sa
 from kepler.decommission import (
     DecommissionPlan, EnvTarget, RunningQuery, SchedulePause, TeardownResult,
@@ -204,3 +206,30 @@ class TemporalActivities:
                     raise retryable(f"delete schedule {handle.id}: {e.message}") from None
             deleted.append(f"release schedule {handle.id}")
         return TeardownResult(deleted=deleted)
+
+    @activity.defn(name="temporal.make_room_for_preview")
+    async def make_room_for_preview(self, room: PreviewRoom) -> list[str]:
+        """At most `room.cap` previews of the service at once, the calling one included:
+        tell the oldest idle ones (longest since their last push) to go; their ids."""
+        info = activity.info()
+        client = await self.client()
+        query = (f"WorkflowType = '{PREVIEW.workflow}' AND ExecutionStatus = 'Running' AND "
+                 f"{sa.SERVICE.name} = '{room.service}'")
+        try:
+            others = [run.id async for run in client.list_workflows(query, limit=200)
+                      if run.id != info.workflow_id]
+            if len(others) < room.cap:
+                return []
+            idle = []
+            for workflow_id in others:
+                status = await client.get_workflow_handle(workflow_id).query(
+                    STATUS.name, result_type=OperationStatus)
+                last = status.preview.last_push_at if status.preview else None
+                idle.append((last or datetime.min.replace(tzinfo=timezone.utc), workflow_id))
+            evicted = [wid for _, wid in sorted(idle)[:len(others) - room.cap + 1]]
+            for workflow_id in evicted:
+                await client.get_workflow_handle(workflow_id).signal(
+                    MERGE_REQUEST.name, MergeRequestEvent(action="evicted"))
+        except RPCError as e:
+            raise retryable(f"make room for a preview of {room.service}: {e.message}") from None
+        return evicted

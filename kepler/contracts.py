@@ -15,6 +15,7 @@ from kepler.decommission import DecommissionReport, RestoreRequest
 from kepler.freeze import ActiveFreeze, FreezeReport, FreezeRequest, UnfreezeRequest
 from kepler.jobs import JobReport, RunJobRequest
 from kepler.promotion import AutoPromotionReport, AutoPromotionRequest
+from kepler.previews import MergeRequestEvent, PreviewReport, PreviewRequest
 from kepler.models import (
     ApprovalDecision, CanaryRequest, CreateServiceRequest, DecommissionRequest, OperationStatus,
     ReleaseReport, ReleaseRequest, RollbackRequest,
@@ -58,6 +59,7 @@ PAUSE = Update("pause", CanaryControl, str)  # a canary's controls
 RESUME = Update("resume", CanaryControl, str)
 PROMOTE = Update("promote", CanaryControl, str)
 ABORT = Update("abort", CanaryControl, str)
+MERGE_REQUEST = Signal("merge_request", MergeRequestEvent)  # a preview's: look at the MR again
 CANARY_CONTROLS = {u.name: u for u in (PAUSE, RESUME, PROMOTE, ABORT)}
 RESTORE = Update("restore", RestoreRequest, str)  # a soaking decommission's
 DECOMMISSION_REPORT: Query[DecommissionReport | None] = Query("decommission", DecommissionReport)
@@ -124,10 +126,12 @@ AUTO_PROMOTION = OperationType("AutoPromotion", "promotion", "promotion", AutoPr
                                AutoPromotionReport, "own", messages=(OFFER, PROMOTION_REPORT))
 FREEZE = OperationType("Freeze", "freeze", "freeze", FreezeRequest, FreezeReport, "named",
                        messages=(UNFREEZE, FREEZE_IN_FORCE))
+PREVIEW = OperationType("Preview", "preview", "preview", PreviewRequest, PreviewReport, "named",
+                        messages=(MERGE_REQUEST,))
 
 OPERATIONS: tuple[OperationType, ...] = (
     CREATE_SERVICE, RELEASE_VERSION, ROLLBACK, CANARY, DECOMMISSION, RUN_JOB, ALERT_ACTION,
-    RELEASE_TRAIN, SCALE, SET_RESOURCES, SCHEDULED_RELEASE, AUTO_PROMOTION, FREEZE,
+    RELEASE_TRAIN, SCALE, SET_RESOURCES, SCHEDULED_RELEASE, AUTO_PROMOTION, FREEZE, PREVIEW,
 )
 
 BY_WORKFLOW = {o.workflow: o for o in OPERATIONS}

@@ -21,6 +21,7 @@ from kepler.identity import SignedStatement
 from kepler.freeze import FreezeOptions
 from kepler.requests import EnvRequest, SignedRequest, Subject
 from kepler.spec import ServiceSpec, Strategy
+from kepler.previews import PreviewState
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -39,6 +40,7 @@ class Operation(str, Enum):
     FREEZE = "freeze"  # an ad-hoc freeze of one environment (kepler/freeze.py)
     SCHEDULED_RELEASE = "scheduled-release"  # a release schedule's fire (kepler/schedules.py)
     PROMOTION = "promotion"  # an automatic promotion (kepler/promotion.py)
+    PREVIEW = "preview"  # a merge request's preview environment (kepler/previews.py)
 
 
 class CreateServiceRequest(SignedRequest):
@@ -331,6 +333,7 @@ class OperationStatus(Model):
     bad_input: bool = False  # ended before any change: the input breaks a rule (CLI exit 2)
     refused: bool = False  # ended before any change: the requester may not do this (exit 3)
     canary: CanaryProgress | None = None
+    preview: PreviewState | None = None
 
 
 class ReleaseReport(Model):

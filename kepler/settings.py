@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kepler.alerts import AlertsConfig
 from kepler.freeze import EnvironmentFreeze
 from kepler.promotion import AutoPromotionConfig, PromotionPath
+from kepler.previews import PreviewSettings
 from kepler import yamlio
 from kepler.models import Model
 from kepler.notifications import NotificationsConfig
@@ -238,6 +239,8 @@ class Platform(Model):
     auto_promotion: AutoPromotionConfig = Field(default_factory=AutoPromotionConfig)
     freeze: dict[EnvName, EnvironmentFreeze] = Field(default_factory=dict, description=(
         "per environment: its freeze windows (README: Freeze windows)"))
+    previews: PreviewSettings = Field(default_factory=PreviewSettings, description=(
+        "preview environments per merge request (README: Preview environments)"))
 
     def signers(self) -> "AllowedSigners":
         """Who may sign what now: SSH keys, and the console's enrolled passkeys."""
@@ -247,6 +250,12 @@ class Platform(Model):
     def _has_env(self) -> "Platform":
         if not self.environments:
             raise ValueError("environments must name at least one environment")
+        env = self.previews.env
+        if env is not None and env not in self.environments:
+            raise ValueError(f"previews.env: unknown environment {env!r}")
+        if env is not None and self.environments[env].approval.required:
+            raise ValueError(f"previews.env: {env} requires approval, and a preview deploys "
+                             "every push unapproved: choose an environment without approval")
         for target, path in self.promotion.items():
             for what, env in (("", target), (".from", path.source)):
                 if env not in self.environments:
@@ -306,6 +315,7 @@ class Secrets(BaseSettings):
     smtp_password: SecretStr | None = None
     seal_key: SecretStr | None = None  # seals what runs carry (activities/authority.py)
     console_secret: SecretStr | None = None  # signs the console's session cookies
+    gitlab_hook_token: SecretStr | None = None  # GitLab's X-Gitlab-Token on merge request hooks
 
 
 def config_path() -> Path:

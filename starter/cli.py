@@ -13,7 +13,7 @@ from rich.text import Text
 from kepler.settings import ConfigError, load_platform
 from starter import (
     alerts, audit, canary, chatops, codec_server, console, decommission, demo, dev, freeze, jobs,
-    metrics, release, scale, schedule, service, train,
+    metrics, previews, release, scale, schedule, service, train,
 )
 from starter.cli_common import BAD_INPUT, FAILED, OK, CliError, command, emit
 
@@ -62,7 +62,7 @@ def upgrade_check(*, as_json: bool) -> int:
 
 
 for subject in (dev, release, service, jobs, alerts, train, scale, schedule, canary, freeze, demo,
-                decommission, audit, metrics, chatops, codec_server, console):
+                decommission, audit, metrics, chatops, codec_server, console, previews):
     subject.register(app)
 
 
