@@ -38,6 +38,8 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from activities.errors import non_retryable, retryable
 from kepler.canary import CanaryState
+from kepler.contracts import PREVIEW
+from kepler.previews import PREVIEW_PREFIX, preview_namespace
 from kepler.decommission import Footprint
 from kepler.settings import Platform, Secrets, home_secret
 from kepler.payloads import AdoptedObject, ReleaseSnapshot
@@ -109,8 +111,20 @@ def derived_namespace(platform: Platform, env: str, service: str) -> str:
     return config.namespace_for(service, env)
 
 
-def check_namespaces(platform: Platform, value: Any, depth: int = 0) -> None:
-    """Every model in `value` naming env, service and namespace names the derived namespace;
+def preview_of(run: CallingRun) -> tuple[str, int] | None:
+    """(service, merge request) of a Preview run, from its workflow id as Temporal knows it."""
+    if run.workflow_type != PREVIEW.workflow:
+        return None
+    parts = run.workflow_id.split("/")
+    if len(parts) != 3 or f"{parts[0]}/" != PREVIEW_PREFIX or not parts[2].isdigit():
+        raise unauthorized(f"{run.workflow_id}: not a preview's id (preview/<service>/<iid>)")
+    return parts[1], int(parts[2])
+
+
+def check_namespaces(platform: Platform, value: Any, depth: int = 0,
+                     preview: tuple[str, int] | None = None) -> None:
+    """Every model in `value` naming env, service and namespace names the derived namespace
+    (for a Preview run's own service: its own namespace in the previews' environment);
     a batch of manifests (ApplyObjects) stays in its services' namespaces."""
     if depth > 4 or not isinstance(value, BaseModel):
         return
@@ -119,6 +133,11 @@ def check_namespaces(platform: Platform, value: Any, depth: int = 0) -> None:
         named = data["name"] if data.get("kind") == "Namespace" else data["namespace"]
         if named or data["env"]:
             want = derived_namespace(platform, data["env"], data["service"])
+            if preview is not None and preview[0] == data["service"]:
+                want = preview_namespace(preview[0], platform.previews.env or "", preview[1])
+                if data["env"] != platform.previews.env:
+                    raise unauthorized(f"a preview runs in {platform.previews.env}, not "
+                                       f"{data['env']!r}")
             if named != want:
                 raise unauthorized(f"{type(value).__name__} names namespace {named!r}; "
                                    f"{data['service']} lives in {want!r} in {data['env']}")
@@ -126,7 +145,7 @@ def check_namespaces(platform: Platform, value: Any, depth: int = 0) -> None:
         _check_manifests(platform, data["env"], data["manifests"])
     for name, field in data.items():
         if isinstance(field, BaseModel) and name != "authorization":
-            check_namespaces(platform, field, depth + 1)
+            check_namespaces(platform, field, depth + 1, preview)
 
 
 def _check_manifests(platform: Platform, env: str, manifests: list[dict[str, Any]]) -> None:
@@ -185,8 +204,9 @@ class Authority:
                           parent=(desc.parent_id or "", desc.parent_run_id or ""))
 
     def check_arguments(self, args: Iterable[Any], run: CallingRun) -> None:
+        preview = preview_of(run)
         for arg in args:
-            check_namespaces(self.platform, arg)
+            check_namespaces(self.platform, arg, preview=preview)
             if isinstance(arg, SEALED):
                 self.seal.check(arg, run)
             claimed = getattr(arg, "run_id", None) if isinstance(arg, BaseModel) else None

@@ -96,7 +96,7 @@ class MergeRequestEvent(Model):
     """A GitLab Merge Request Hook, as the receiver passes it on: a hint to look again. The
     preview reads the merge request from GitLab before it deploys or ends anything."""
     action: MergeRequestAction | Literal["evicted", "other"] = "other"
-    sha: str = Field("", pattern=r"^([0-9a-f]{40})?$")
+    sha: str = Field("", pattern=r"^([0-9a-f]{40}|[0-9a-f]{64})?$")
     at: datetime | None = None
 
 
@@ -109,7 +109,7 @@ class MergeRequestState(Model):
     """The merge request as GitLab says it now (activities/gitlab.py)."""
     iid: int
     state: Literal["opened", "closed", "merged", "locked"]
-    sha: str = Field(pattern=r"^[0-9a-f]{40}$")
+    sha: str = Field(pattern=r"^([0-9a-f]{40}|[0-9a-f]{64})$")
     source_branch: str = Field(max_length=255)
     title: str = Field("", max_length=255)
     author: str = Field("", max_length=255)
