@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 from bench.bare import BenchBare, noop
 from kepler.models import CreateServiceRequest, ReleaseReport, ReleaseRequest
 from kepler.spec import ServiceSpec
+from kepler.previews import PreviewSettings
 from kepler.search_attributes import ALL_KEYS
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.clients.temporal import data_converter
@@ -126,6 +127,7 @@ async def stack(seconds_per_replica: float = 0.0, build_seconds: float = 0.1, *,
             temporal(server) as (client, server_pids):
         address = client.service_client.config.target_host
         platform = parse_platform(platform_yaml(urls, address, QUEUE))
+        platform = platform.model_copy(update={"previews": PreviewSettings(env="staging")})
         with ThreadPoolExecutor(max_workers=ACTIVITY_SLOTS * workers, thread_name_prefix="bench-activity") as pool:
             async with AsyncExitStack() as running:
                 for n in range(workers):

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import Figure, stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
-ALL = ("overhead", "concurrency", "history", "reaction", "bluegreen", "console")
+ALL = ("overhead", "concurrency", "history", "reaction", "bluegreen", "previews", "console")
 ON_SERVER = ("overhead", "concurrency")  # what runs again on the real server
 
 
@@ -76,6 +76,9 @@ async def run(only: tuple[str, ...], servers: tuple[str, ...] = ("dev", "server"
         if "bluegreen" in only:
             from bench import bluegreen
             figures += await bluegreen.measure(st)
+        if "previews" in only:
+            from bench import previews
+            figures += await previews.measure(st)
         if "console" in only:  # after concurrency: its services count towards the 200
             from bench import console
             figures += await console.measure(st)
