@@ -134,7 +134,8 @@ def check_namespaces(platform: Platform, value: Any, depth: int = 0,
         if named or data["env"]:
             want = derived_namespace(platform, data["env"], data["service"])
             if preview is not None and preview[0] == data["service"]:
-                want = preview_namespace(preview[0], platform.previews.env or "", preview[1])
+                if platform.previews.mode == "namespace":
+                    want = preview_namespace(preview[0], platform.previews.env or "", preview[1])
                 if data["env"] != platform.previews.env:
                     raise unauthorized(f"a preview runs in {platform.previews.env}, not "
                                        f"{data['env']!r}")

@@ -20,11 +20,23 @@ MAX_MR_IID = 10**9
 PREVIEW_ANNOTATION = "kepler.dev/preview"  # on a preview's namespace: the workflow id it is for
 SYSTEM_REQUESTER = "gitlab"  # who asks for a preview: a merge request (the webhook)
 NOTE_MARKER = "<!-- kepler-preview -->"  # Kepler's own note on the merge request
+PREVIEW_HEADER = "x-preview"  # header mode: requests with `x-preview: mr-<iid>` reach the preview
+ROUTE_PREFIX = "preview-"  # header mode: the preview's own route in the VirtualService
 URL_FIELDS = {"service", "namespace", "mr", "port", "env"}
 
 
 def preview_workflow_id(service: str, mr: int) -> str:
     return f"{PREVIEW_PREFIX}{service}/{mr}"
+
+
+def preview_name(service: str, mr: int) -> str:
+    """Header mode: the preview's Deployment, Service and route name, `<service>-mr-<iid>`."""
+    return f"{service}-mr-{mr}"
+
+
+def preview_route(vs_route: dict) -> bool:
+    """A route a preview added to the service's VirtualService (header mode): never live."""
+    return str(vs_route.get("name", "")).startswith(ROUTE_PREFIX)
 
 
 def preview_namespace(service: str, env: str, mr: int) -> str:
@@ -40,8 +52,9 @@ class PreviewSettings(Model):
     env: EnvName | None = Field(None, description=(
         "the environment previews run in (its cluster, config overrides); none: previews off. "
         "Must not require approval"))
-    mode: Literal["namespace"] = Field("namespace", description=(
-        "namespace: each merge request's preview in a namespace of its own"))
+    mode: Literal["namespace", "header"] = Field("namespace", description=(
+        "namespace: each merge request's preview in a namespace of its own; header: beside "
+        "the service in its environment's namespace, reached with `x-preview: mr-<iid>`"))
     ttl: Duration = Field(timedelta(hours=72), description=(
         "a preview without pushes for this long is torn down (10m-30d)"))
     max_per_service: int = Field(5, ge=1, le=50, description=(
@@ -72,7 +85,8 @@ class PreviewSettings(Model):
         return value
 
     def url_of(self, service: str, namespace: str, mr: int, port: int) -> str:
-        return self.url.format(service=service, namespace=namespace, mr=mr, port=port, env=self.env)
+        url = self.url.format(service=service, namespace=namespace, mr=mr, port=port, env=self.env)
+        return url + (f" with the header {PREVIEW_HEADER}: mr-{mr}" if self.mode == "header" else "")
 
 
 class PreviewRequest(OperationRequest):

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.previews import (
         MergeRequestEvent, MergeRequestQuery, MergeRequestState, PreviewDeploy, PreviewNote,
         PreviewReport, PreviewRequest, PreviewRoom, PreviewSettings, PreviewState, PreviewTarget,
-        preview_namespace,
+        preview_name, preview_namespace,
     )
     from kepler.spec import ServiceSpec
     from workflows.base import UNDO, Done, KeplerWorkflow, StepFailed
@@ -74,7 +74,8 @@ class Preview(KeplerWorkflow[PreviewReport]):
         if policy.approval.required:  # kepler.yaml refuses this too; the worker's may be older
             raise StepFailed("read policy", f"previews.env: {settings.env} requires approval",
                              "InvalidInput", bad_input=True)
-        ns = preview_namespace(req.service, settings.env, req.mr)
+        ns = (policy.namespace if settings.mode == "header" else
+              preview_namespace(req.service, settings.env, req.mr))
         self.target = PreviewTarget(env=settings.env, namespace=ns, service=req.service, mr=req.mr)
         self.state.preview = PreviewState(mr=req.mr, env=settings.env, namespace=ns)
         if workflow.info().continued_run_id is None:
@@ -122,11 +123,16 @@ class Preview(KeplerWorkflow[PreviewReport]):
         image = await ensure_image(self, policy, req.service, mr.sha)
         spec: ServiceSpec = await self.step("read service spec", GitLabActivities.read_spec,
                                             ReadSpec(service=req.service, sha=mr.sha))
+        if settings.mode == "header" and not spec.mesh:
+            raise StepFailed("read service spec", "a header preview is reached through the "
+                             "mesh, and the spec says mesh: false", "InvalidInput")
         generation = await self.step("deploy preview", PreviewActivities.deploy_preview,
                                      PreviewDeploy(target=target, manifests=preview_objects(
                                          spec, settings, target, image)))
         await self.step("wait for rollout", DeploymentActivities.wait_rollout, WaitRollout(
-            target=ReleaseTarget(env=target.env, namespace=target.namespace, service=req.service),
+            target=ReleaseTarget(env=target.env, namespace=target.namespace, service=req.service,
+                                 deployment=preview_name(req.service, req.mr)
+                                 if settings.mode == "header" else ""),
             generation=generation, timeout=policy.rollout_timeout))
         p.deployed_sha, p.image, p.last_error = mr.sha, image, ""
         p.pushes += 1
@@ -178,11 +184,15 @@ class Preview(KeplerWorkflow[PreviewReport]):
 
 def preview_objects(spec: ServiceSpec, settings: PreviewSettings, target: PreviewTarget,
                     image: str) -> list[dict]:
-    """The preview's objects in its namespace: the service's account, config, Deployment
-    (the image, the preview's replicas, the environment's overrides) and Service; no
-    routes, no autoscaling, no volumes (a preview shares nothing with the environment)."""
+    """The preview's objects: the service's account, config, Deployment (the image, the
+    preview's replicas, the environment's overrides) and Service; no routes, no autoscaling,
+    no volumes (a preview shares nothing with the environment). In header mode, each named
+    (and its pods labelled) `<service>-mr-<iid>`, so that no Service of the environment
+    ever selects them."""
     shape = spec.model_copy(update={"exposure": "internal", "host": None, "autoscaling": None,
                                     "min_available": None, "volumes": []})
+    if settings.mode == "header":
+        shape = shape.model_copy(update={"name": preview_name(spec.name, target.mr)})
     objects = [o for o in manifests.for_environment(shape, target.env, target.namespace)
                if o["kind"] in ("ServiceAccount", "ConfigMap", "Service")]
     deployment = manifests.deployment(shape, target.env, target.namespace, version="preview",

@@ -13,12 +13,15 @@ from activities.kubernetes.release import DEPLOYMENT
 from kepler import manifests, naming
 from kepler.decommission import Footprint
 from kepler.payloads import ReleaseTarget, RouteWeights
+from kepler.previews import preview_route
 
 
 def current_weights(vs: dict) -> tuple[int, int, bool]:
     stable = canary = 0
     header = False
     for route in vs.get("spec", {}).get("http", []):
+        if preview_route(route):
+            continue
         if route.get("match"):
             header = True
             continue
@@ -34,7 +37,7 @@ def current_weights(vs: dict) -> tuple[int, int, bool]:
 def current_mirror(vs: dict) -> int:
     """% of the live route's requests copied to the canary (0: none)."""
     for route in vs.get("spec", {}).get("http", []):
-        if not route.get("match") and route.get("mirror"):
+        if not route.get("match") and route.get("mirror") and not preview_route(route):
             return int(round(float((route.get("mirrorPercentage") or {}).get("value", 100))))
     return 0
 
@@ -57,8 +60,10 @@ class IstioActivities(ClusterActivities):
                 return False
             hosts = vs["spec"].get("hosts") or [req.service]
             gateways = vs["spec"].get("gateways")
+            previews = [r for r in vs["spec"].get("http", []) if preview_route(r)]
             vs["spec"] = manifests.virtual_service_spec(req.service, req.stable, req.canary,
                                                         req.canary_header, req.mirror)
+            vs["spec"]["http"][:0] = previews  # the previews' own routes stay as they are
             vs["spec"]["hosts"] = hosts
             if gateways:
                 vs["spec"]["gateways"] = gateways

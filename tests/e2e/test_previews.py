@@ -18,7 +18,7 @@ from sandbox.serve import Sandbox
 from starter.preview_hooks import create_app
 from tests.cli.test_preview_hooks import PATH, TOKEN, secrets, serving
 from tests.e2e.test_canary_mirror import create_and_release
-from tests.e2e.test_release import apps, gitlab_client, kepler
+from tests.e2e.test_release import apps, gitlab_client, kepler, wait_for_outcome
 from tests.sandbox.test_gitlab_merge_requests import commit_to
 from tests.workers import wait_for, worker_with
 
@@ -145,3 +145,81 @@ async def test_stop_and_the_cap_each_remove_exactly_one_preview(
         "the stop said on the merge request")
     code, out, err = await kepler(path, "preview", "stop", "kestrel", "--mr", "999")
     assert code == 3 and "no preview of kestrel !999" in out + err
+
+
+@pytest.fixture
+async def header_previews(sandbox: Sandbox, dev_env: Any, tmp_path: Path) -> AsyncIterator[tuple[Path, str]]:
+    def on(config: dict[str, Any]) -> None:
+        config["previews"] = {"env": "staging", "mode": "header"}
+
+    async with worker_with(sandbox, dev_env, tmp_path, f"hpreviews-{tmp_path.name}", on) as path:
+        with serving(create_app(load_platform(path), secrets())) as base:
+            yield path, f"{base}{PATH}"
+
+
+async def test_a_header_preview_lives_beside_the_service_and_leaves_its_routes_alone(
+        sandbox: Sandbox, header_previews: tuple[Path, str], tmp_path: Path) -> None:
+    """Header mode: the preview's objects `heron-mr-<iid>` in heron-staging and its own route
+    (x-preview: mr-<iid>) first in heron's VirtualService; a canary meanwhile rewrites the
+    live routes and keeps it; the close removes exactly the preview's objects and route."""
+    from tests.e2e.test_canary import routes_of
+
+    path, url = header_previews
+    await create_and_release(path, tmp_path, {"name": "heron", "team": "t", "replicas": 1})
+    live_before = environment_deployments(sandbox, "heron-staging")
+    project = gitlab_client(sandbox).projects.get("demo/heron")
+    project.hooks.create({"url": url, "merge_requests_events": True, "token": TOKEN})
+    project.branches.create({"branch": "feature", "ref": "main"})
+    commit_to(project, "feature", "one.txt", "1")
+    mr = project.mergerequests.create({"source_branch": "feature", "target_branch": "main",
+                                       "title": "Header preview"})
+    name = f"heron-mr-{mr.iid}"
+
+    async def live() -> bool:
+        row = (await listed(path, "heron")).get(mr.iid)
+        return bool(row and row["stage"] == "live")
+
+    await wait_for(live, 120, "the header preview")
+    d = apps(sandbox).read_namespaced_deployment(name, "heron-staging")
+    assert d.spec.template.metadata.labels["app"] == name  # heron's own Service never selects it
+    http = routes_of(sandbox, "heron-staging", "heron")
+    assert http[0]["name"] == f"preview-mr-{mr.iid}"
+    assert http[0]["match"] == [{"headers": {"x-preview": {"exact": f"mr-{mr.iid}"}}}]
+    assert http[0]["route"] == [{"destination": {"host": name}}]
+    assert [r["name"] for r in http[1:]] == ["primary"]
+    [note] = kepler_notes(project.mergerequests.get(mr.iid))
+    assert f"with the header x-preview: mr-{mr.iid}" in note
+
+    code, out, err = await kepler(path, "canary", "heron", "--env", "staging", "--ref", "main",
+                                  "--steps", "50", "--interval", "1m")
+    assert code == 0, out + err
+
+    def canary_routed() -> bool:
+        return any(r.get("name") == "canary-testers" for r in routes_of(sandbox, "heron-staging", "heron"))
+
+    await wait_for(canary_routed, 120, "the canary's routes")
+    assert routes_of(sandbox, "heron-staging", "heron")[0]["name"] == f"preview-mr-{mr.iid}"
+    code, out, err = await kepler(path, "abort", "heron", "--env", "staging")
+    assert code == 0, out + err
+    await wait_for_outcome(path, "heron", "staging")
+
+    mr.state_event = "close"
+    mr.save()
+
+    def removed() -> bool:
+        names = {d.metadata.name for d in apps(sandbox).list_namespaced_deployment("heron-staging").items}
+        return name not in names and not any(
+            r.get("name", "").startswith("preview-") for r in routes_of(sandbox, "heron-staging", "heron"))
+
+    await wait_for(removed, 60, "the preview's objects and route removed")
+    assert [r["name"] for r in routes_of(sandbox, "heron-staging", "heron")] == ["primary"]
+    assert {s.metadata.name for s in core(sandbox).list_namespaced_service("heron-staging").items} == {"heron"}
+    # the service's own Deployment as it was (the aborted canary's, scaled to 0, is the canary's)
+    assert environment_deployments(sandbox, "heron-staging")["heron"] == live_before["heron"]
+
+
+def environment_deployments(sandbox: Sandbox, namespace: str) -> dict[str, str]:
+    """The environment's own Deployments (not a preview's) and their images."""
+    return {d.metadata.name: d.spec.template.spec.containers[0].image
+            for d in apps(sandbox).list_namespaced_deployment(namespace).items
+            if "-mr-" not in d.metadata.name}
