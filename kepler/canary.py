@@ -153,3 +153,11 @@ def failure_counts(progress: CanaryProgress) -> str:
         return "no data" if value is None else f"{value:.2f}"
     return "; ".join(f"{c.name} failed {c.failures}x (threshold {c.threshold}, last "
                      f"{last(c.last_value)})" for c in progress.checks if c.failures)
+
+
+def failed_round(progress: CanaryProgress, notes: list[str], where: str, detail: str) -> bool:
+    """Record one failed analysis round (at `where`); True once the failure limit is reached."""
+    progress.failed_checks += 1
+    progress.last_failure = detail
+    notes.append(f"round {progress.rounds} at {where} failed: {detail}")
+    return progress.failed_checks >= progress.failure_limit

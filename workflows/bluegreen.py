@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from kepler.canary import failed_round
     from kepler.contracts import CANARY
     from kepler.models import CanaryRequest, MirrorStage, ReleaseRequest
     from activities.kubernetes.istio import IstioActivities
@@ -169,10 +170,7 @@ class BlueGreenRunbook:
             verdict, detail = await self._round(req, metrics, bg.interval)
             p.rounds += 1
             if verdict == "failed":
-                p.failed_checks += 1
-                p.last_failure = detail
-                self.state.notes.append(f"round {p.rounds} on {where} failed: {detail}")
-                if p.failed_checks >= p.failure_limit:
+                if failed_round(p, self.state.notes, where, detail):
                     back = " switched back" if self.switched else " never took live traffic"
                     raise OperationEnded("rolled_back", f"analysis of {where} failed ({detail});"
                                          f"{back}")

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.prometheus import PrometheusActivities
     from kepler import manifests, naming, promql
     from kepler.canary import (CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
-                               failure_counts, new_checks)
+                               failed_round, failure_counts, new_checks)
     from kepler.models import CanaryProgress, CanaryRequest, MirrorStage, Operation
     from kepler.payloads import (ApplyObjects, ApplyRelease, Commit, EnvironmentPolicy, ReadSpec,
                               ReleaseTarget, ResolveRef, RouteWeights, ScaleDeployment, WaitRollout)
@@ -287,10 +287,7 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
             p.rounds += 1
             self._run_rounds += 1
             if verdict == "failed":
-                p.failed_checks += 1
-                p.last_failure = detail
-                self.state.notes.append(f"round {p.rounds} at {self._where()} failed: {detail}")
-                if p.failed_checks >= p.failure_limit:
+                if failed_round(p, self.state.notes, self._where(), detail):
                     raise OperationEnded("rolled_back", f"failure limit {p.failure_limit} reached at "
                                       f"{self._where()}: {detail} ({failure_counts(p)})")
             elif verdict == "halt" and not p.paused:

@@ -237,15 +237,16 @@ async def control(client: Client, service: str, env: str, verb: str, req: Any,
     return await update(handle, CANARY_CONTROLS[verb], req, f"cannot {verb}")
 
 
-async def cancel(client: Client, workflow_id: str) -> None:
-    """Ask the running operation to cancel (it undoes what it did, then ends cancelled)."""
+async def cancel(client: Client, workflow_id: str, nothing: str = "nothing is running") -> None:
+    """Ask the running operation to cancel (it undoes what it did, then ends cancelled);
+    Refused, saying `nothing`, when none runs under that id."""
     handle = client.get_workflow_handle(workflow_id)
     try:
         desc = await handle.describe()
     except RPCError:
-        raise Refused(f"{workflow_id}: nothing is running") from None
+        raise Refused(f"{workflow_id}: {nothing}") from None
     if desc.status != WorkflowExecutionStatus.RUNNING:
-        raise Refused(f"{workflow_id}: nothing is running")
+        raise Refused(f"{workflow_id}: {nothing}")
     await handle.cancel()
 
 

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.service import RPCError
 
 from kepler import search_attributes as sa
-from kepler.clients.operations import Refused
+from kepler.clients.operations import Refused, cancel
 from kepler.contracts import PREVIEW, STATUS
 from kepler.models import OperationStatus
 from kepler.previews import preview_workflow_id
@@ -39,13 +39,7 @@ async def show(client: Client, service: str, mr: int) -> OperationStatus:
 
 
 async def stop(client: Client, service: str, mr: int) -> str:
-    """Cancel the preview: it deletes its namespace, says so on the merge request, ends."""
-    handle = client.get_workflow_handle(preview_workflow_id(service, mr))
-    try:
-        desc = await handle.describe()
-    except RPCError:
-        raise Refused(f"{handle.id}: no preview of {service} !{mr}") from None
-    if desc.status != WorkflowExecutionStatus.RUNNING:
-        raise Refused(f"{handle.id}: the preview of {service} !{mr} has ended")
-    await handle.cancel()
-    return handle.id
+    """Cancel the preview: it deletes what is its own, says so on the merge request, ends."""
+    workflow_id = preview_workflow_id(service, mr)
+    await cancel(client, workflow_id, f"no preview of {service} !{mr} runs")
+    return workflow_id
