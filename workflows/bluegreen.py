@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.istio import IstioActivities
     from activities.kubernetes.workloads import DeploymentActivities
     from kepler import manifests
-    from kepler.payloads import Commit, ReleaseTarget, RouteWeights
+    from kepler.payloads import Commit, EnvironmentPolicy, ReleaseTarget, RouteWeights
     from kepler.spec import ServiceSpec
     from workflows.base import Done, KeplerWorkflow, OperationEnded, StepFailed
 
@@ -75,6 +75,14 @@ async def hand_over(req: ReleaseRequest, ref: str, commit: Commit) -> NoReturn:
         release=req, commit=commit.sha), None])
 
 
+def refuse_unless_handed_over() -> None:
+    """A blue-green run comes only from its release's continue-as-new (which the claim of
+    its request then checks in Temporal's history)."""
+    if workflow.info().continued_run_id is None:
+        raise StepFailed("verify request", "a blue-green run is started by its release "
+                         "(kepler release), never on its own", "Unauthorized", bad_input=True)
+
+
 class BlueGreenRunbook:
     """The Canary workflow's blue-green mode (a mixin of Canary)."""
     cs: "CanaryState | None"
@@ -100,6 +108,16 @@ class BlueGreenRunbook:
         def _aborted(self) -> OperationEnded: ...
         async def notify(self, event: str, text: str) -> None: ...
         report: Any
+
+    def take_settings(self, policy: EnvironmentPolicy, spec: ServiceSpec) -> None:
+        """Its analysis as the spec says (the request's canary settings are not used)."""
+        p, bg = self.progress, spec.blue_green
+        p.strategy, p.weights, p.interval, p.failure_limit = (
+            "blue-green", [100], bg.interval, bg.failure_limit)
+        if bg.approve_switch and not policy.approval.approvers:
+            raise StepFailed("read service spec", "blue_green.approve_switch needs approvers, and "
+                             f"{policy.env} lists none in kepler.yaml", "InvalidInput",
+                             bad_input=True)
 
     async def blue_green(self, req: CanaryRequest) -> Done:
         cs, p = self.cs, self.progress

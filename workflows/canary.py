@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from kepler.canary import (CanaryAnalysis, CanaryControl, CanaryReport, CanaryState, evaluate,
                                failed_round, failure_counts, new_checks)
     from kepler.models import CanaryProgress, CanaryRequest, MirrorStage, Operation
+    from kepler.scale import Overrides
     from kepler.payloads import (ApplyObjects, ApplyRelease, Commit, EnvironmentPolicy, ReadSpec,
                               ReleaseTarget, ResolveRef, RouteWeights, ScaleDeployment, WaitRollout)
     import workflows.steps.carried as carried_state
@@ -45,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
                                 StepFailed, StepOptions, Undo)
     from workflows.common.canary_controls import CanaryControls
     from workflows.steps.promotion import canary_image
-    from workflows.bluegreen import BlueGreenRunbook
+    from workflows.bluegreen import BlueGreenRunbook, refuse_unless_handed_over
 
 T = TypeVar("T")
 KEEP_STEPS = 30  # step records carried across continue-as-new (the rest is in history)
@@ -64,6 +65,7 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
         self._approve_promotion = False
         self._retreat: list[Undo] = []  # scale the canary to 0, route 100 % to stable
         self._hook_undo: list[Undo] = []  # the pre_deploy hook's undo, registered before it
+        self._scaled = Overrides()  # the primary's `kepler scale|resources` overrides
         # the mirror stage (% of live traffic copied to the canary, until when): never carried
         # across continue-as-new, which does not happen during it (CanaryRequest bounds it)
         self._mirror: tuple[int, datetime] | None = None
@@ -146,9 +148,8 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
         self.state.canary = CanaryProgress(
             weights=req.weights(), interval=req.interval, failure_limit=req.failure_limit,
             checks=new_checks(req.effective_metrics()))
-        if self.handed_over and workflow.info().continued_run_id is None:
-            raise StepFailed("verify request", "a blue-green run is started by its release "
-                             "(kepler release), never on its own", "Unauthorized", bad_input=True)
+        if self.handed_over:
+            refuse_unless_handed_over()
         commit = (Commit(sha=req.commit, short_id=req.commit[:8], title=req.ref)
                   if self.handed_over and req.commit else await self.step(
                       "resolve ref", GitLabActivities.resolve_ref,
@@ -158,14 +159,8 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
         spec = await self.step("read service spec", GitLabActivities.read_spec,
                                ReadSpec(service=req.service, sha=commit.sha))
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
-        if self.handed_over:  # its analysis as the spec says
-            p, bg = self.progress, spec.blue_green
-            p.strategy, p.weights, p.interval, p.failure_limit = (
-                "blue-green", [100], bg.interval, bg.failure_limit)
-            if bg.approve_switch and not policy.approval.approvers:
-                raise StepFailed("read service spec", f"blue_green.approve_switch needs approvers, "
-                                 f"and {req.env} lists none in kepler.yaml", "InvalidInput",
-                                 bad_input=True)
+        if self.handed_over:
+            self.take_settings(policy, spec)
         if req.mirror is not None and not spec.idempotent:
             raise StepFailed("read service spec", f"{req.service}'s spec says idempotent: false: "
                              "its requests change things, so no copy of them goes to a canary "
@@ -175,6 +170,7 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
             raise StepFailed("record current release", f"{req.service} runs nothing in {req.env} "
                              "yet: release a first version (kepler release) before a canary",
                              "NotFound")
+        self._scaled = kube.overrides_of(primary)  # `kepler scale|resources` hold, as in a release
         image = await canary_image(self, policy, req, commit.sha, checked.frozen)  # on its path
         now = workflow.now()
         self.cs = CanaryState(progress=self.progress, policy=policy, spec=spec, commit=commit.sha,
@@ -211,7 +207,8 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
         cs, target = self.cs, self._target(self.cs.policy, primary=False)
         self._register_retreat()  # after the pre_deploy undo: undone before it
         self.progress.waiting_on = f"rollout of {target.name()}"
-        replicas = max(1, cs.spec.replicas_in(req.env))
+        replicas = max(1, cs.spec.replicas_in(req.env) if self._scaled.replicas is None
+                       else self._scaled.replicas)
         await self.step("create canary deployment", DeploymentActivities.apply_objects, ApplyObjects(
             env=req.env, run_id=workflow.info().run_id, manifests=[manifests.deployment(
                 cs.spec, req.env, cs.policy.namespace, name=target.name(), version="canary",
@@ -362,10 +359,11 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
         restore = self.saga.add(f"restore {before.image} and its config",
                                 lambda: kube.restore_and_wait(self, before, cs.policy.rollout_timeout))
         p.waiting_on = f"rollout of {req.service} with {cs.image}"
+        scaled = kube.overrides_of(before)
         result = await kube.apply(self, ApplyRelease(
-            target=primary, image=cs.image, replicas=cs.spec.replicas_in(req.env),
-            config=cs.spec.config_files, env=cs.spec.env_in(req.env),
-            resources=cs.spec.resources_in(req.env), port=cs.spec.port,
+            target=primary, image=cs.image, config=cs.spec.config_files, env=cs.spec.env_in(req.env),
+            replicas=cs.spec.replicas_in(req.env) if scaled.replicas is None else scaled.replicas,
+            resources=scaled.resources or cs.spec.resources_in(req.env), port=cs.spec.port,
             health_path=cs.spec.health_path, annotations=self._annotations(req),
             pod=manifests.pod_shape(cs.spec, req.env)))
         await kube.wait_rollout(self, WaitRollout(target=primary, generation=result.generation,

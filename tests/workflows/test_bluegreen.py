@@ -12,6 +12,7 @@ from temporalio.client import WorkflowHandle
 
 from kepler.clients import operations as ops
 from kepler.models import CanaryRequest, OperationStatus, ReleaseRequest
+from kepler.scale import REPLICAS
 from tests.fakes.canary import HEALTHY
 from tests.helpers import decide, keep_history, signed
 from tests.workflows.test_canary import OLD, STABLE, Harness, assert_retreated, failure_of, harness  # noqa: F401
@@ -127,9 +128,20 @@ async def test_an_approval_at_the_switch_needs_approvers(harness: Harness) -> No
     assert harness.world.route_log == [] and not harness.world.canary["exists"]
 
 
-@pytest.mark.parametrize("stage", ["analysing the preview", "rollback window"])
+async def test_kepler_scale_holds_for_the_new_version_as_for_a_release(harness: Harness) -> None:
+    blue_green(harness)
+    harness.world.deployment.update(replicas=5, annotations={REPLICAS: "5"})
+    handle = await release(harness)
+    await harness.until(handle, in_phase("rollback window"), "the rollback window")
+    assert harness.world.canary["replicas"] == 5  # green comes up as big as blue runs
+    assert (await harness.control("promote")).startswith("promoting")
+    assert (await handle.result()).outcome == "succeeded"
+    assert harness.world.deployment["replicas"] == 5  # and the primary stays scaled
+
+
+@pytest.mark.parametrize("stage", ["analysing the preview", "analysing 100%", "rollback window"])
 async def test_a_cancel_at_each_stage_puts_everything_back(harness: Harness, stage: str) -> None:
-    blue_green(harness, preview_analysis=2)
+    blue_green(harness, preview_analysis=2, post_analysis=2)
     handle = await release(harness)
     await harness.until(handle, in_phase(stage), stage)
     await handle.cancel()

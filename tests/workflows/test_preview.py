@@ -100,17 +100,19 @@ async def test_each_push_is_deployed_and_said_then_a_merge_removes_it(harness: H
     await keep_history(harness.client, "preview-push-push-merge", preview_workflow_id("shop", 7))
 
 
-async def test_a_close_mid_build_stops_it_and_nothing_is_left(harness: Harness) -> None:
+@pytest.mark.parametrize("state,action", [("closed", "close"), ("merged", "merge")])
+async def test_a_close_or_merge_mid_build_stops_it_and_nothing_is_left(
+        harness: Harness, state: str, action: str) -> None:
     w = harness.world
     w.build_gate = asyncio.Event()
     harness.open(8)
     handle = await harness.hook(8)
     await harness.until(handle, lambda s: "build" in s.stage, "the build")
-    harness.open(8, state="closed")
-    await harness.hook(8, "close")
+    harness.open(8, state=state)
+    await harness.hook(8, action)
     report = await handle.result()
     assert report.outcome == "succeeded" and report.pushes == 0
-    assert not w.namespaces and w.mr_notes[8] == ["Preview removed: the merge request was closed."]
+    assert not w.namespaces and w.mr_notes[8] == [f"Preview removed: the merge request was {state}."]
 
 
 async def test_no_push_for_the_ttl_tears_it_down(harness: Harness) -> None:
