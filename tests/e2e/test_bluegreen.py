@@ -10,16 +10,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from activities.kubernetes.istio import current_weights
 from kepler import naming
+from kepler.alerts import AlertsConfig
+from kepler.settings import Secrets, load_platform
 from sandbox.serve import Sandbox
+from starter import alerts
 from tests.e2e.test_canary import routes_of
 from tests.e2e.test_canary_mirror import create_and_release
 from tests.e2e.test_release import apps, gitlab_client, kepler, wait_for_outcome
 from tests.workers import wait_for
+from tests.workflows.test_alert import payload
 
 pytestmark = pytest.mark.e2e
 
@@ -97,3 +103,41 @@ async def test_blue_green_asked_for_a_cronjob_changes_nothing(
     assert code == 2 and "blue-green is for type deployment" in out + err, out + err
     assert [d.metadata.name for d in apps(sandbox).list_namespaced_deployment(
         "nightly-staging").items] == []
+
+
+async def test_a_firing_alert_in_the_window_switches_back(
+        sandbox: Sandbox, platform_file: Path, e2e_worker: Any, dev_env: Any, tmp_path: Path) -> None:
+    """The alert receiver finds the blue-green (it runs as a Canary) and sends it its signed
+    abort: in the rollback window, that is a switch-back, outcome rolled_back."""
+    spec = {**SPEC, "name": "egret"}
+    await create_and_release(platform_file, tmp_path, spec)
+    ns = "egret-staging"
+    first = apps(sandbox).read_namespaced_deployment("egret", ns).spec.template.spec.containers[0].image
+    project = gitlab_client(sandbox).projects.get("demo/egret")
+    project.commits.create({"branch": "main", "commit_message": "v2", "actions": [
+        {"action": "create", "file_path": "v2.txt", "content": "2"}]})
+    code, out, err = await kepler(platform_file, "release", "egret", "--env", "staging",
+                                  "--ref", "main", "-o", "json")
+    assert code == 0, out + err
+
+    async def window() -> bool:
+        out = (await kepler(platform_file, "status", "egret", "--env", "staging", "-o", "json"))[1]
+        return json.loads(out or "{}").get("stage") == "rollback window"
+
+    await wait_for(window, 120, "the rollback window", interval=0.2)
+    platform = load_platform(platform_file)
+    platform = platform.model_copy(update={"alerts": AlertsConfig.model_validate({
+        **platform.alerts.model_dump(),
+        "rollback": [{"match": {"severity": "critical"}, "envs": ["staging"]}]})})
+    app = alerts.create_app(platform, Secrets(alertmanager_token=SecretStr("t0k")),
+                            client=dev_env.client, wait_for_outcome=20)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://kepler-alerts") as http:
+        r = await http.post("/alertmanager", json=payload(kepler_service="egret"),
+                            headers={"Authorization": "Bearer t0k"})
+    assert r.status_code == 200 and r.json()["results"][0]["action"] == "canary_aborted", r.text
+    status = await wait_for_outcome(platform_file, "egret", "staging")
+    assert status["outcome"] == "rolled_back" and "switched back by alerts" in status["error"], status
+    vs = {"spec": {"http": routes_of(sandbox, ns, "egret")}}
+    assert current_weights(vs)[:2] == (100, 0)
+    assert apps(sandbox).read_namespaced_deployment("egret", ns).spec.template.spec.containers[0].image == first
