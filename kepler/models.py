@@ -246,7 +246,8 @@ class ApprovalDecision(Model):
 # --- status and reports --------------------------------------------------------------------
 
 Outcome = Literal["running", "succeeded", "failed", "rolled_back", "rejected", "expired",
-                  "cancelled", "soaking", "restored", "aborted", "skipped", "stale"]
+                  "cancelled", "soaking", "restored", "aborted", "skipped", "stale",
+                  "handed_over"]  # a blue-green release's first run: the Canary run goes on
 
 
 class StepRecord(Model):

@@ -64,11 +64,13 @@ async def something_live(wf: KeplerWorkflow, target: ReleaseTarget) -> bool:
     return False
 
 
-async def hand_over(req: ReleaseRequest, ref: str, commit: Commit) -> NoReturn:
+async def hand_over(wf: KeplerWorkflow, req: ReleaseRequest, ref: str, commit: Commit) -> NoReturn:
     """Continue as the Canary workflow running this release blue-green, under the same id:
     it verifies this signed request again, and Temporal's history that this run handed over
     (activities/temporal.py); its settings are the spec's, read again at `commit`."""
     await workflow.wait_condition(workflow.all_handlers_finished)
+    wf.set_outcome("handed_over")  # this run's record says where the release went on
+    wf.set_stage("handed over to blue-green")
     workflow.continue_as_new(workflow=CANARY.workflow, args=[CanaryRequest(
         service=req.service, env=req.env, ref=ref, requested_by=req.requested_by,
         reason=req.reason, after_freeze=req.after_freeze, break_glass=req.break_glass,

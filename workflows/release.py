@@ -78,7 +78,7 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         check_bounds(self, policy, spec.replicas_in(req.env), spec.resources_in(req.env))
         if blue_green.chosen(req, spec) and await blue_green.something_live(self, target):
-            await blue_green.hand_over(req, ref, commit)  # the Canary workflow runs it
+            await blue_green.hand_over(self, req, ref, commit)  # the Canary workflow runs it
         on_path = promotion.OnPath() if req.from_env else await promotion.enforce_path(
             self, req.service, req.env, policy, commit.sha, pinned, req.break_glass)
         pinned = pinned or on_path.image  # on a path: the source's digest, never a build

@@ -53,6 +53,8 @@ async def test_the_switch_the_window_then_the_old_version_scaled_down(harness: H
     assert status.canary.strategy == "blue-green" and status.canary.switched_at is not None
     assert any(n.event == "switched" and "stays warm for 0:10:00" in n.text for n in w.notes)
     await keep_history(harness.client, "blue-green-switch-and-window", "shop@staging")
+    await keep_history(harness.client, "release-hands-over-to-blue-green", "shop@staging",
+                       handle.first_execution_run_id)
 
 
 async def test_the_spec_decides_and_the_request_can_say_rolling(harness: Harness) -> None:
