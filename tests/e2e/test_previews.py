@@ -208,6 +208,7 @@ async def test_a_header_preview_lives_beside_the_service_and_leaves_its_routes_a
 
     def removed() -> bool:
         names = {d.metadata.name for d in apps(sandbox).list_namespaced_deployment("heron-staging").items}
+        names |= {s.metadata.name for s in core(sandbox).list_namespaced_service("heron-staging").items}
         return name not in names and not any(
             r.get("name", "").startswith("preview-") for r in routes_of(sandbox, "heron-staging", "heron"))
 

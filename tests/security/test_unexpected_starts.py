@@ -23,6 +23,7 @@ from kepler.models import (
     ServiceSpec,
 )
 from kepler.contracts import OPERATIONS
+from kepler.previews import PreviewRequest
 from kepler.promotion import AutoPromotionRequest
 from kepler.scale import ResourcesRequest, ScaleRequest
 from kepler.schedules import ScheduledReleaseRequest
@@ -67,6 +68,7 @@ REQUESTS: dict[str, Any] = {
                                                   commit="abcdef1", since=NOW, release_id="r"),
     "Freeze": lambda: signed(FreezeRequest(env="prod", duration=timedelta(hours=1), reason="x",
                                            requested_by="carol")),
+    "Preview": lambda: PreviewRequest(service="shop", mr=1),
 }
 
 
