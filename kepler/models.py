@@ -246,8 +246,7 @@ class ApprovalDecision(Model):
 # --- status and reports --------------------------------------------------------------------
 
 Outcome = Literal["running", "succeeded", "failed", "rolled_back", "rejected", "expired",
-                  "cancelled", "soaking", "restored", "aborted", "skipped", "stale",
-                  "handed_over"]  # a blue-green release's first run: the Canary run goes on
+                  "cancelled", "soaking", "restored", "aborted", "skipped", "stale"]
 
 
 class StepRecord(Model):

@@ -23,6 +23,7 @@ import gitlab
 import typer
 import yaml
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from kepler.clients import operations as operations_client
 from kepler.canary import CanaryControl
@@ -152,12 +153,16 @@ async def run_blue_green(p: Platform, user: str) -> str:
     started = await operations_client.start(client, session.signed(p, req), p.temporal.task_queue)
     link = session.ui_link(p, started.workflow_id, "")
     console.print(f"workflow [bold]{started.workflow_id}[/bold]  {link}")
+    status = None
     for _ in range(1200):
-        status = await operations_client.status(client, started.workflow_id)
-        if status.stage == "rollback window" or status.outcome != "running":
+        try:  # (for a moment, as the release hands over, the new run answers no query yet)
+            status = await operations_client.status(client, started.workflow_id)
+        except RPCError:
+            status = None
+        if status is not None and (status.stage == "rollback window" or status.outcome != "running"):
             break
         await asyncio.sleep(0.1)
-    if status.stage != "rollback window":
+    if status is None or status.stage != "rollback window":
         raise CliError(f"demo: {title} never reached its rollback window; see {link}", FAILED)
     console.print(f"v1 takes all traffic; v2 stays warm. {status.canary.waiting_on if status.canary else ''}")
     control = CanaryControl(by=user, reason="demo: switch back")

@@ -69,7 +69,8 @@ async def hand_over(wf: KeplerWorkflow, req: ReleaseRequest, ref: str, commit: C
     it verifies this signed request again, and Temporal's history that this run handed over
     (activities/temporal.py); its settings are the spec's, read again at `commit`."""
     await workflow.wait_condition(workflow.all_handlers_finished)
-    wf.set_outcome("handed_over")  # this run's record says where the release went on
+    # its record says where the release goes on; its outcome stays running, as a canary's
+    # continued runs do (the release is not over: the Canary run ends it)
     wf.set_stage("handed over to blue-green")
     workflow.continue_as_new(workflow=CANARY.workflow, args=[CanaryRequest(
         service=req.service, env=req.env, ref=ref, requested_by=req.requested_by,
