@@ -114,6 +114,7 @@ class Preview(KeplerWorkflow[PreviewReport]):
         except StepFailed as e:  # this push does not deploy; the last one keeps running
             self.state.preview.last_error = f"{e.step}: {e.cause}"
             self.state.preview.deployed_sha = mr.sha  # not retried until the next push
+            self.state.preview.last_push_at = workflow.now()  # a push all the same (ttl)
             await self._note(req, f"Preview of {mr.sha[:12]} failed at {e.step}: {e.cause}")
 
     async def _deploy(self, req: PreviewRequest, policy: EnvironmentPolicy,
