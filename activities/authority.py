@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -116,7 +117,8 @@ def preview_of(run: CallingRun) -> tuple[str, int] | None:
     if run.workflow_type != PREVIEW.workflow:
         return None
     parts = run.workflow_id.split("/")
-    if len(parts) != 3 or f"{parts[0]}/" != PREVIEW_PREFIX or not parts[2].isdigit():
+    if len(parts) != 3 or f"{parts[0]}/" != PREVIEW_PREFIX or not re.fullmatch(r"[1-9][0-9]{0,9}",
+                                                                                parts[2]):
         raise unauthorized(f"{run.workflow_id}: not a preview's id (preview/<service>/<iid>)")
     return parts[1], int(parts[2])
 

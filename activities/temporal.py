@@ -209,27 +209,47 @@ class TemporalActivities:
 
     @activity.defn(name="temporal.make_room_for_preview")
     async def make_room_for_preview(self, room: PreviewRoom) -> list[str]:
-        """At most `room.cap` previews of the service at once, the calling one included:
-        tell the oldest idle ones (longest since their last push) to go; their ids."""
+        """At most `previews.max_per_service` (this worker's kepler.yaml) previews of the
+        service at once, the calling one included: tell the oldest idle ones (longest since
+        their last push, or their start) to go; their ids. Each checks it before it goes."""
         info = activity.info()
-        client = await self.client()
-        query = (f"WorkflowType = '{PREVIEW.workflow}' AND ExecutionStatus = 'Running' AND "
-                 f"{sa.SERVICE.name} = '{room.service}'")
         try:
-            others = [run.id async for run in client.list_workflows(query, limit=200)
-                      if run.id != info.workflow_id]
-            if len(others) < room.cap:
-                return []
-            idle = []
-            for workflow_id in others:
-                status = await client.get_workflow_handle(workflow_id).query(
-                    STATUS.name, result_type=OperationStatus)
-                last = status.preview.last_push_at if status.preview else None
-                idle.append((last or datetime.min.replace(tzinfo=timezone.utc), workflow_id))
-            evicted = [wid for _, wid in sorted(idle)[:len(others) - room.cap + 1]]
+            others = [wid for _, wid in await self._previews_by_idleness(room.service)
+                      if wid != info.workflow_id]
+            evicted = others[:max(0, len(others) - self.platform.previews.max_per_service + 1)]
+            client = await self.client()
             for workflow_id in evicted:
                 await client.get_workflow_handle(workflow_id).signal(
                     MERGE_REQUEST.name, MergeRequestEvent(action="evicted"))
         except RPCError as e:
             raise retryable(f"make room for a preview of {room.service}: {e.message}") from None
         return evicted
+
+    @activity.defn(name="temporal.preview_over_cap")
+    async def preview_over_cap(self, room: PreviewRoom) -> bool:
+        """Whether the calling preview is one of those that must go: more previews of the
+        service run than `previews.max_per_service`, and it is among the oldest idle of the
+        surplus. What an eviction hint (a signal anyone may send) is checked against."""
+        info = activity.info()
+        try:
+            ranked = [wid for _, wid in await self._previews_by_idleness(room.service)]
+        except RPCError as e:
+            raise retryable(f"count the previews of {room.service}: {e.message}") from None
+        surplus = len(ranked) - self.platform.previews.max_per_service
+        return info.workflow_id in ranked[:max(0, surplus)]
+
+    async def _previews_by_idleness(self, service: str) -> list[tuple[datetime, str]]:
+        """The running previews of `service`, longest idle first (since their last push or,
+        before one, their start); those already winding up are not counted."""
+        client = await self.client()
+        query = (f"WorkflowType = '{PREVIEW.workflow}' AND ExecutionStatus = 'Running' AND "
+                 f"{sa.SERVICE.name} = '{service}'")
+        ranked = []
+        async for run in client.list_workflows(query, limit=200):
+            status = await client.get_workflow_handle(run.id).query(
+                STATUS.name, result_type=OperationStatus)
+            if status.stage in ("compensating", "delete preview namespace", "done"):
+                continue
+            last = status.preview.last_push_at if status.preview else None
+            ranked.append((last or run.start_time, run.id))
+        return sorted(ranked)

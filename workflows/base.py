@@ -134,7 +134,7 @@ class KeplerWorkflow(RequestAuthority, Generic[Report]):
         """`rolled_back` only when something was undone and every undo succeeded."""
         if not compensation.complete:
             return "failed"
-        if isinstance(error, OperationEnded):
+        if isinstance(error, OperationEnded) and (error.outcome != "rolled_back" or compensation.undone):
             return error.outcome
         return "rolled_back" if compensation.undone else "failed"
 

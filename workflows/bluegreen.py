@@ -46,10 +46,11 @@ def chosen(req: ReleaseRequest, spec: ServiceSpec) -> bool:
     if spec.type == "cronjob":
         raise StepFailed("read service spec", "strategy: blue-green is for type deployment (a "
                          "cronjob has no traffic to switch)", "InvalidInput", bad_input=True)
-    if req.train_approved:
+    if req.train_approved or req.from_env or req.image:
         if req.strategy == "blue-green":
-            raise StepFailed("read service spec", "strategy: a train releases its members "
-                             "rolling, under its one gate", "InvalidInput", bad_input=True)
+            raise StepFailed("read service spec", "strategy: blue-green releases a ref (--ref); "
+                             "a promotion (--from), a pinned image or a train's member releases "
+                             "rolling, exactly its digest", "InvalidInput", bad_input=True)
         return False
     return True
 
@@ -121,6 +122,13 @@ class BlueGreenRunbook:
             raise StepFailed("read service spec", "blue_green.approve_switch needs approvers, and "
                              f"{policy.env} lists none in kepler.yaml", "InvalidInput",
                              bad_input=True)
+        longest = bg.rollback_window + bg.interval * (
+            bg.preview_analysis + bg.post_analysis + bg.failure_limit)
+        if policy.approval.required and longest > policy.approval.valid_for:
+            raise StepFailed("read service spec", f"blue_green: its analysis and rollback_window "
+                             f"may last {longest}, longer than {policy.env}'s approval.valid_for "
+                             f"of {policy.approval.valid_for}: the approval would expire before "
+                             "the new version is promoted", "InvalidInput", bad_input=True)
 
     async def blue_green(self, req: CanaryRequest) -> Done:
         cs, p = self.cs, self.progress

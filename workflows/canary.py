@@ -215,7 +215,7 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
                 image=cs.image, replicas=0)]))
         change = kube.authorized(self, ApplyRelease(
             target=target, image=cs.image, replicas=replicas, config=cs.spec.config_files,
-            env=cs.spec.env_in(req.env), resources=cs.spec.resources_in(req.env),
+            env=cs.spec.env_in(req.env), resources=self._scaled.resources or cs.spec.resources_in(req.env),
             port=cs.spec.port, health_path=cs.spec.health_path, annotations=self._annotations(req),
             pod=manifests.pod_shape(cs.spec, req.env, name=target.name())))
         result = await self.step("deploy canary", DeploymentActivities.apply_release, change)
@@ -372,6 +372,7 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
         await self._route_stable()
         await self.step("scale canary to 0", DeploymentActivities.scale, ScaleDeployment(
             target=self._target(cs.policy, primary=False), replicas=0))
+        self.phase = "done"  # committed: no abort or switch-back from here
         self.saga.discard(restore, *self._retreat, *self._hook_undo)
         await kube.record_release(self, primary, cs.image, cs.commit, req.ref, req.requested_by,
                                   undo=release_hooks.recorded_undo(cs.spec.hooks, cs.hooks_ran),

@@ -82,26 +82,55 @@ class Preview(KeplerWorkflow[PreviewReport]):
             await self.step("make room", TemporalActivities.make_room_for_preview,
                             PreviewRoom(service=req.service, cap=settings.max_per_service))
         self.saga.add(f"delete namespace {ns}", lambda: self._remove(self._why))  # before anything exists
-        while not self._evicted:
+        while not (self._evicted and await self._over_cap(req)):
             self._events.clear()
-            mr = await self.step("read merge request", GitLabActivities.merge_request,
-                                 MergeRequestQuery(service=req.service, mr=req.mr))
+            try:
+                mr = await self._read(req)
+            except MergeRequestGone:
+                return await self._wind_up("the merge request is gone")
             p = self.state.preview
+            if mr is None:  # GitLab did not answer: the preview stays; look again on news
+                if not await self._news(settings):
+                    return await self._wind_up(f"no push for {settings.ttl}", "expired")
+                continue
             p.title, p.source_branch, p.sha = mr.title, mr.source_branch, mr.sha
-            if mr.state != "opened":
+            if mr.state in ("closed", "merged"):  # (locked: a merge in progress; not yet)
                 return await self._wind_up(f"the merge request was {mr.state}")
             if not mr.same_project:
                 return await self._wind_up("a merge request from a fork gets no preview")
             if mr.sha != p.deployed_sha:
                 await self._deploy_unless_ended(req, policy, mr)
                 continue  # look again: a push may have come meanwhile
-            if self._pushes_this_run >= settings.pushes_per_run:
+            if self._pushes_this_run >= settings.pushes_per_run and not self._evicted:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(req)  # carries nothing: GitLab and the cluster say it all
             if not await self._news(settings):
                 return await self._wind_up(f"no push for {settings.ttl}", "expired")
         return await self._wind_up(f"made room for a newer preview (at most "
-                               f"{settings.max_per_service} of {req.service} at once)")
+                                   f"{settings.max_per_service} of {req.service} at once)")
+
+    async def _read(self, req: PreviewRequest) -> MergeRequestState | None:
+        """The merge request as GitLab says it now; None when GitLab did not answer (a
+        merge request that is gone ends the preview: NotFound)."""
+        try:
+            return await self.step("read merge request", GitLabActivities.merge_request,
+                                   MergeRequestQuery(service=req.service, mr=req.mr))
+        except StepFailed as e:
+            if e.error_type == "NotFound":
+                raise MergeRequestGone() from e
+            self.state.preview.last_error = f"read merge request: {e.cause}"
+            return None
+
+    async def _over_cap(self, req: PreviewRequest) -> bool:
+        """An eviction hint (a signal anyone may send), checked with Temporal: only a preview
+        really over the cap goes."""
+        over = await self.step("check the eviction", TemporalActivities.preview_over_cap,
+                               PreviewRoom(service=req.service, cap=self.settings.max_per_service))
+        if not over:
+            self._evicted = False
+            self.state.notes.append("an eviction hint that the count of previews does not bear "
+                                    "out: ignored")
+        return over
 
     async def _deploy_unless_ended(self, req: PreviewRequest, policy: EnvironmentPolicy,
                                    mr: MergeRequestState) -> None:
@@ -181,6 +210,10 @@ class Preview(KeplerWorkflow[PreviewReport]):
 
     def _req(self) -> PreviewRequest:
         return PreviewRequest(service=self.state.service, mr=self.target.mr)
+
+
+class MergeRequestGone(Exception):
+    """GitLab says there is no such merge request (any more)."""
 
 
 def preview_objects(spec: ServiceSpec, settings: PreviewSettings, target: PreviewTarget,

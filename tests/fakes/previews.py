@@ -4,6 +4,7 @@ preview namespaces and the previews running, for time-skipping Preview tests."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,11 +87,20 @@ class PreviewWorld(FakeWorld):
             world.running.pop(activity.info().workflow_id, None)
             return "deleted"
 
+        def by_idleness() -> list[str]:  # a preview before its first push: its start, the newest
+            return [wid for _, wid in sorted(((t or datetime.max.replace(tzinfo=timezone.utc)), wid)
+                                             for wid, t in world.running.items())]
+
+        @activity.defn(name="temporal.preview_over_cap")
+        async def preview_over_cap(room: PreviewRoom) -> bool:
+            ranked = by_idleness()
+            return activity.info().workflow_id in ranked[:max(0, len(ranked) - room.cap)]
+
         @activity.defn(name="temporal.make_room_for_preview")
         async def make_room(room: PreviewRoom) -> list[str]:
             me = activity.info().workflow_id
-            others = sorted((t, wid) for wid, t in world.running.items() if wid != me)
-            evicted = [wid for _, wid in others[:max(0, len(others) - room.cap + 1)]]
+            others = [wid for wid in by_idleness() if wid != me]
+            evicted = others[:max(0, len(others) - room.cap + 1)]
             for wid in evicted:
                 await world.client.get_workflow_handle(wid).signal(
                     MERGE_REQUEST.name, MergeRequestEvent(action="evicted"))
@@ -99,4 +109,4 @@ class PreviewWorld(FakeWorld):
 
         base.update({"jenkins.build": build})
         return [*base.values(), preview_settings, merge_request, preview_note, deploy_preview,
-                teardown_preview, make_room]
+                teardown_preview, make_room, preview_over_cap]

@@ -58,6 +58,7 @@ class FakeWorld:
     idempotent: bool = True  # what the service's spec says
     spec: dict[str, Any] = field(default_factory=dict)  # more of it (e.g. environments)
     min_approvals: int = 1
+    approval_valid_for: timedelta = timedelta(days=7)
     images: dict[str, str] = field(default_factory=dict)   # commit -> digest
     build_fails: bool = False
     rollout_fails: bool = False
@@ -96,7 +97,8 @@ class FakeWorld:
                 env=q.env, namespace=f"{q.service}-{q.env}",
                 approval=ApprovalPolicy(required=needs, approvers=world.approvers if needs else [],
                                         min_approvals=world.min_approvals if needs else 1,
-                                        timeout=timedelta(hours=24), remind_every=timedelta(hours=4)),
+                                        timeout=timedelta(hours=24), remind_every=timedelta(hours=4),
+                                        valid_for=world.approval_valid_for),
                 rollback_approval=ApprovalPolicy(), bounds=Bounds(), bake_time=timedelta(0),
                 rollout_timeout=timedelta(minutes=10), registry_host="reg",
                 image_repository=f"demo/{q.service}", signers=load_platform().signers(),

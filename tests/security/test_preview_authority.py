@@ -56,6 +56,7 @@ def test_anything_else_is_refused(platform: Platform, caller: CallingRun, arg: A
 
 
 def test_a_preview_run_under_another_id_is_refused() -> None:
-    for workflow_id in ("preview/kite", "preview/kite/seven", "kite@staging", "preview/kite/7/x"):
+    for workflow_id in ("preview/kite", "preview/kite/seven", "kite@staging", "preview/kite/7/x",
+                        "preview/kite/042", "preview/kite/\u00b2", "preview/kite/0"):
         with pytest.raises(ApplicationError, match="not a preview's id"):
             preview_of(run(workflow_id))

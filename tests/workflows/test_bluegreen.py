@@ -5,6 +5,7 @@ for the rollback window and switches back in one write when asked or when analys
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,9 @@ from temporalio.client import WorkflowHandle
 from kepler.clients import operations as ops
 from kepler.models import CanaryRequest, OperationStatus, ReleaseRequest
 from kepler.scale import REPLICAS
+from kepler.spec import ServiceSpec
+from workflows.base import StepFailed
+from workflows.bluegreen import chosen
 from tests.fakes.canary import HEALTHY
 from tests.helpers import decide, keep_history, signed
 from tests.workflows.test_canary import OLD, STABLE, Harness, assert_retreated, failure_of, harness  # noqa: F401
@@ -171,3 +175,38 @@ async def test_blue_green_is_for_deployments_not_trains(harness: Harness) -> Non
     status: OperationStatus = await harness.status(
         harness.client.get_workflow_handle("shop@staging"))
     assert status.bad_input and harness.world.route_log == []
+
+
+async def test_a_blue_green_does_not_pause(harness: Harness) -> None:
+    blue_green(harness, preview_analysis=3)
+    handle = await release(harness)
+    await harness.until(handle, in_phase("analysing the preview"), "the preview analysis")
+    with pytest.raises(ops.Refused, match="a blue-green release does not pause"):
+        await harness.control("pause")
+    await handle.cancel()
+
+
+async def test_the_longest_it_can_take_must_fit_the_approvals_validity(harness: Harness) -> None:
+    w = harness.world
+    w.approval_valid_for = timedelta(hours=24)
+    blue_green(harness, rollback_window="24h", interval="10m")
+    w.spec["environments"] = {"prod": {"strategy": "blue-green"}}
+    message = await failure_of(await release(harness, env="prod"))
+    assert "longer than prod's approval.valid_for of 1 day" in message
+    assert w.route_log == [] and not w.canary["exists"]
+    blue_green(harness)  # the default window fits (a canary's 7-day max_duration is not asked)
+    w.spec["environments"] = {"prod": {"strategy": "blue-green"}}
+    handle = await release(harness, env="prod")
+    await harness.until(handle, lambda s: s.pending_approval is not None, "prod's gate")
+    await handle.cancel()
+
+
+def test_a_promotion_a_pinned_image_or_a_train_member_releases_rolling() -> None:
+    spec = ServiceSpec(name="shop", team="t", environments={"prod": {"strategy": "blue-green"}})
+    base = {"service": "shop", "env": "prod", "requested_by": "carol"}
+    pinned = {"ref": "v2", "commit": "a" * 40, "image": "reg/demo/shop@sha256:" + "b" * 64}
+    assert chosen(ReleaseRequest(**base, ref="v2"), spec)
+    for fields in ({"from_env": "staging"}, pinned, {**pinned, "train_approved": True}):
+        assert not chosen(ReleaseRequest(**base, **fields), spec)
+        with pytest.raises(StepFailed, match="releases rolling, exactly its digest"):
+            chosen(ReleaseRequest(**base, **fields, strategy="blue-green"), spec)

@@ -127,8 +127,10 @@ async def test_no_push_for_the_ttl_tears_it_down(harness: Harness) -> None:
 
 async def test_the_cap_removes_the_oldest_idle_preview_and_says_so(harness: Harness) -> None:
     first, second, third = [await _live(harness, mr) for mr in (1, 2, 3)]
-    report = await first.result()  # the oldest idle made room (at most 2)
-    assert report.reason == "made room for a newer preview (at most 2 of shop at once)"
+    # the oldest idle made room (at most 2); polled, since awaiting a result lets the
+    # time-skipping server jump to the others' ttl
+    status = await harness.until(first, lambda s: s.outcome != "running", "the eviction")
+    assert status.outcome == "succeeded"
     assert harness.world.mr_notes[1][-1].startswith("Preview removed: made room")
     assert set(harness.world.namespaces) == {NS.format(2), NS.format(3)}
     for handle in (second, third):
@@ -174,6 +176,24 @@ async def test_a_forged_hint_deploys_nothing_but_the_merge_requests_head(harness
     status = await harness.status(handle)
     assert status.outcome == "running" and status.preview.deployed_sha == sha(1)
     assert harness.world.namespaces[NS.format(6)]["owner"] == handle.id
+
+
+async def test_a_forged_eviction_is_checked_and_ignored(harness: Harness) -> None:
+    handle = await _live(harness, 11)
+    await handle.signal(MERGE_REQUEST.name, MergeRequestEvent(action="evicted"))
+    status = await harness.until(handle, lambda s: any("eviction hint" in n for n in s.notes),
+                                 "the hint checked")
+    assert status.outcome == "running" and status.stage == "live"
+    assert NS.format(11) in harness.world.namespaces
+
+
+async def test_a_merge_request_that_is_gone_ends_its_preview(harness: Harness) -> None:
+    handle = await _live(harness, 12)
+    del harness.world.mrs[12]  # GitLab answers NotFound (deleted)
+    await handle.signal(MERGE_REQUEST.name, MergeRequestEvent(action="update"))
+    report = await handle.result()
+    assert report.outcome == "succeeded" and report.reason == "the merge request is gone"
+    assert not harness.world.namespaces
 
 
 async def test_a_fork_gets_no_preview(harness: Harness) -> None:

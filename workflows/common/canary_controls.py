@@ -119,6 +119,8 @@ class CanaryControls:
 
     @pause.validator
     def _validate_pause(self, control: CanaryControl) -> None:
+        self._refuse_unless(self.progress.strategy != "blue-green", "a blue-green release does not "
+                            "pause: promote it, or kepler rollback")
         self._refuse_unless(self.phase == "analysing", f"the canary is {self._phase_text()}")
         self._refuse_unless(not self.progress.paused, f"already paused by {self.progress.paused_by}")
         self._allowed_or_deferred("pause", control)

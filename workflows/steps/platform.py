@@ -42,7 +42,7 @@ def check_canary_policy(policy: EnvironmentPolicy, req: CanaryRequest) -> None:
         raise StepFailed("read policy", f"approve_promotion needs approvers, and {req.env} "
                          "lists none in kepler.yaml", "InvalidInput")
     valid_for = policy.approval.valid_for
-    if policy.approval.required and req.max_duration > valid_for:
+    if req.release is None and policy.approval.required and req.max_duration > valid_for:
         raise StepFailed("read policy", f"max_duration: {req.max_duration} is longer than "
                          f"{req.env}'s approval.valid_for of {valid_for}: the canary's approval "
                          "would expire before it ends", "InvalidInput", bad_input=True)
