@@ -39,13 +39,13 @@ def image_of(sandbox: Sandbox, name: str) -> str:
     return apps(sandbox).read_namespaced_deployment(name, NS).spec.template.spec.containers[0].image
 
 
-async def status_of(platform_file: Path) -> dict[str, Any]:
-    out = (await kepler(platform_file, "status", "azure", "--env", "staging", "-o", "json"))[1]
+async def status_of(platform_file: Path, service: str = "azure") -> dict[str, Any]:
+    out = (await kepler(platform_file, "status", service, "--env", "staging", "-o", "json"))[1]
     return json.loads(out or "{}")
 
 
-async def in_window(platform_file: Path) -> bool:
-    return (await status_of(platform_file)).get("stage") == "rollback window"
+async def in_window(platform_file: Path, service: str = "azure") -> bool:
+    return (await status_of(platform_file, service)).get("stage") == "rollback window"
 
 
 async def test_switch_then_kepler_rollback_switches_back_then_a_promoted_one_stays(
@@ -93,16 +93,16 @@ async def test_switch_then_kepler_rollback_switches_back_then_a_promoted_one_sta
 
 async def test_blue_green_asked_for_a_cronjob_changes_nothing(
         sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
-    spec = {"name": "nightly", "team": "t", "type": "cronjob", "schedule": {"cron": "0 3 * * *"}}
+    spec = {"name": "nocturne", "team": "t", "type": "cronjob", "schedule": {"cron": "0 3 * * *"}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     code, out, err = await kepler(platform_file, "service", "create", "-f",
                                   str(tmp_path / "spec.yaml"), "--watch")
     assert code == 0, out + err
-    code, out, err = await kepler(platform_file, "release", "nightly", "--env", "staging",
+    code, out, err = await kepler(platform_file, "release", "nocturne", "--env", "staging",
                                   "--ref", "main", "--strategy", "blue-green", "--watch")
     assert code == 2 and "blue-green is for type deployment" in out + err, out + err
     assert [d.metadata.name for d in apps(sandbox).list_namespaced_deployment(
-        "nightly-staging").items] == []
+        "nocturne-staging").items] == []
 
 
 async def test_a_firing_alert_in_the_window_switches_back(
@@ -119,12 +119,8 @@ async def test_a_firing_alert_in_the_window_switches_back(
     code, out, err = await kepler(platform_file, "release", "egret", "--env", "staging",
                                   "--ref", "main", "-o", "json")
     assert code == 0, out + err
-
-    async def window() -> bool:
-        out = (await kepler(platform_file, "status", "egret", "--env", "staging", "-o", "json"))[1]
-        return json.loads(out or "{}").get("stage") == "rollback window"
-
-    await wait_for(window, 120, "the rollback window", interval=0.2)
+    await wait_for(lambda: in_window(platform_file, "egret"), 120, "the rollback window",
+                   interval=0.2)
     platform = load_platform(platform_file)
     platform = platform.model_copy(update={"alerts": AlertsConfig.model_validate({
         **platform.alerts.model_dump(),
