@@ -29,6 +29,9 @@ async def cfg(real_world: Any, dev_env: Any, tmp_path: Path) -> AsyncIterator[Pa
     def on_the_real_cluster(config: dict[str, Any]) -> None:
         for env in config["environments"].values():
             env["cluster"] = {"kubeconfig": str(real_world.kubeconfig), "context": "kepler-real"}
+            # kwok marks pods available on its own clock, which lags under the full suite's load
+            # (a crash is still seen at once, by CrashLoopBackOff)
+            env["rollout_timeout"] = "5m"
         config["decommission"] = {"min_soak": "1s"}
 
     async with worker_with(real_world.sandbox, dev_env, tmp_path, f"realk8s-{tmp_path.name}",
