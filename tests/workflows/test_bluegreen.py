@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowFailureError
 from temporalio.client import WorkflowHandle
 
 from kepler.clients import operations as ops
@@ -151,7 +152,7 @@ async def test_a_cancel_at_each_stage_puts_everything_back(harness: Harness, sta
     handle = await release(harness)
     await harness.until(handle, in_phase(stage), stage)
     await handle.cancel()
-    with pytest.raises(Exception):
+    with pytest.raises(WorkflowFailureError):
         await handle.result()
     assert_retreated(harness.world)
     assert (await harness.status(handle)).outcome == "cancelled"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from temporalio.client import WorkflowFailureError
 
 from kepler.models import CanaryRequest
 from tests.fakes.canary import HEALTHY
@@ -44,7 +45,7 @@ async def test_an_abort_during_the_mirror_stage_stops_the_copies(harness: Harnes
     handle = await harness.start(mirror=MIRROR)
     await harness.until(handle, lambda s: s.stage == "mirror 50%", "the mirror stage")
     assert (await harness.control("abort")).startswith("aborting")
-    with pytest.raises(Exception):
+    with pytest.raises(WorkflowFailureError):
         await handle.result()
     assert_retreated(harness.world)
     assert harness.world.mirror_log[-1] == 0

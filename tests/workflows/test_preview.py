@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any, AsyncIterator, Callable
 
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
@@ -147,7 +147,7 @@ async def _live(harness: Harness, mr: int) -> WorkflowHandle:
 async def test_a_stop_removes_it_and_says_so(harness: Harness) -> None:
     handle = await _live(harness, 4)
     await handle.cancel()
-    with pytest.raises(Exception):
+    with pytest.raises(WorkflowFailureError):
         await handle.result()
     assert (await harness.status(handle)).outcome == "cancelled"
     assert not harness.world.namespaces
@@ -170,10 +170,12 @@ async def test_a_namespace_that_is_not_its_own_is_left_as_it_is(harness: Harness
 
 async def test_a_forged_hint_deploys_nothing_but_the_merge_requests_head(harness: Harness) -> None:
     handle = await _live(harness, 6)
+    reads = harness.world.calls.count("read mr 6")
     await handle.signal(MERGE_REQUEST.name, MergeRequestEvent(action="update", sha=sha(99)))
     await handle.signal(MERGE_REQUEST.name, MergeRequestEvent(action="merge"))
-    await asyncio.sleep(0.5)
-    status = await harness.status(handle)
+    # the hints made it look again at the merge request, then wait: what it did with them
+    status = await harness.until(handle, lambda s: s.stage == "live" and harness.world.calls.count(
+        "read mr 6") > reads, "the hints looked at")
     assert status.outcome == "running" and status.preview.deployed_sha == sha(1)
     assert harness.world.namespaces[NS.format(6)]["owner"] == handle.id
 
