@@ -1,6 +1,9 @@
 """The baseline: a bare Temporal workflow running N no-op activities one after the other,
 with the retry policy and timeouts Kepler's steps use (workflows/common/options.py QUICK + RETRY).
-No search attributes, no status, no saga: what Temporal itself costs."""
+No search attributes, no status, no saga: what Temporal itself costs.
+
+The release is compared with BARE_ACTIVITIES of them, the release path's length on
+2026-12-01, whatever the release runs now (issue 31): a new step has to pay for itself."""
 
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common.options import QUICK, RETRY
+
+
+BARE_ACTIVITIES = 8
 
 
 @activity.defn(name="bench.noop")

@@ -237,6 +237,12 @@ def activity_count(events: list[HistoryEvent]) -> int:
     return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events)
 
 
+def local_activity_count(events: list[HistoryEvent]) -> int:
+    return sum(e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+               and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+               for e in events)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -26,7 +26,7 @@ from starter.canary import control_signer
 from starter.signing import decide, sign_request
 
 SERVICE = "react"
-APPROVE_TARGET_MS, ABORT_TARGET_S = 200.0, 2.0
+APPROVE_TARGET_MS, ABORT_TARGET_S = 50.0, 0.5
 
 
 async def _until_stage(st: Stack, workflow_id: str, check: str, timeout: float = 60) -> None:
@@ -54,9 +54,9 @@ def _started_at(events: list, activity_type: str) -> tuple[datetime, datetime]:
 
 
 async def approve_to_deploy(st: Stack, commits: list[str], runs: int) -> tuple[list[float], list[float]]:
-    """Milliseconds from the approve update's return to the deploy activity's start, and to
-    the first activity after the gate (kubernetes.snapshot)."""
-    to_deploy, to_first = [], []
+    """Milliseconds from the approve update's return to the deploy activity's start, and from
+    its scheduling to its start (the task queue's share)."""
+    to_deploy, queued = [], []
     for n in range(runs):
         await release(st, SERVICE, commits[n % 2])  # prod takes only what staging runs
         started = await ops.start(st.client, sign_request(st.platform, ReleaseRequest(
@@ -66,11 +66,10 @@ async def approve_to_deploy(st: Stack, commits: list[str], runs: int) -> tuple[l
         returned = datetime.now(timezone.utc)
         assert (await started.handle.result()).outcome == "succeeded"
         events = await history(st.client, started.workflow_id, started.run_id)
-        to_deploy.append((_started_at(events, "kubernetes.apply_release")[1] - returned)
-                         .total_seconds() * 1000)
-        to_first.append((_started_at(events, "kubernetes.snapshot")[1] - returned)
-                        .total_seconds() * 1000)
-    return to_deploy, to_first
+        scheduled, started_at = _started_at(events, "kubernetes.apply_release")
+        to_deploy.append((started_at - returned).total_seconds() * 1000)
+        queued.append((started_at - scheduled).total_seconds() * 1000)
+    return to_deploy, queued
 
 
 def _stable(vs: dict) -> bool:
@@ -109,15 +108,14 @@ async def measure(st: Stack, runs: int = 5) -> list[Figure]:
     await create_services(st, [SERVICE])
     commits = await cached_commits(st, SERVICE, 2)
     await release(st, SERVICE, commits[0])  # the primary a canary starts from
-    to_deploy, to_first = await approve_to_deploy(st, commits, runs)
+    to_deploy, queued = await approve_to_deploy(st, commits, runs)
     aborts = await abort_to_stable(st, commits, 3)
     return [
         Figure("reaction: approve -> deploy activity start (p50)", statistics.median(to_deploy),
                "ms", f"<= {APPROVE_TARGET_MS:.0f} ms", statistics.median(to_deploy) <= APPROVE_TARGET_MS,
-               note=f"{runs} prod releases; to the first activity after the gate "
-               f"(record current release): p50 {statistics.median(to_first):.0f} ms; "
-               f"max to deploy {max(to_deploy):.0f} ms"),
+               note=f"{runs} prod releases; max {max(to_deploy):.0f} ms; the deploy activity "
+               f"scheduled -> started: p50 {statistics.median(queued):.0f} ms"),
         Figure("reaction: abort -> VirtualService 100% stable (median)", statistics.median(aborts),
-               "s", f"<= {ABORT_TARGET_S:.0f} s", statistics.median(aborts) <= ABORT_TARGET_S,
+               "s", f"<= {ABORT_TARGET_S} s", statistics.median(aborts) <= ABORT_TARGET_S,
                note=f"3 canaries aborted at 10%; max {max(aborts):.2f} s"),
     ]

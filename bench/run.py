@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib
 import os
 import sys
 import time
@@ -17,11 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Figure, stack  # noqa: E402
+from bench.common import Figure, Stack, stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 ALL = ("overhead", "concurrency", "history", "reaction", "bluegreen", "previews", "console")
-ON_SERVER = ("overhead", "concurrency")  # what runs again on the real server
+ON_SERVER = ("overhead", "concurrency", "reaction")  # what runs again on the real server
 
 
 def number(value: float, unit: str) -> str:
@@ -42,16 +43,20 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+async def measure_on(st: Stack, only: tuple[str, ...]) -> list[Figure]:
+    """The figures of `only` that need a Temporal, in the order the table shows them."""
+    figures: list[Figure] = []
+    for name in ("overhead", "concurrency", "reaction", "bluegreen", "previews", "console"):
+        if name in only:  # console after concurrency: its services count towards the 200
+            module = importlib.import_module(f"bench.{name}")
+            figures += await module.measure(st)
+    return figures
+
+
 async def on_server(only: tuple[str, ...]) -> list[Figure]:
     """The real Temporal server on PostgreSQL, two workers (and two bare ones)."""
-    figures: list[Figure] = []
     async with stack(server="server", workers=2) as st:
-        if "overhead" in only:
-            from bench import overhead
-            figures += (await overhead.measure(st))[0][:1]
-        if "concurrency" in only:
-            from bench import concurrency
-            figures += await concurrency.measure(st)
+        figures = await measure_on(st, tuple(n for n in only if n in ON_SERVER))
     for f in figures:
         f.name = "server, 2 workers: " + f.name
     return figures
@@ -59,32 +64,12 @@ async def on_server(only: tuple[str, ...]) -> list[Figure]:
 
 async def run(only: tuple[str, ...], servers: tuple[str, ...] = ("dev", "server")) -> list[Figure]:
     figures: list[Figure] = []
-    extra: dict[str, float] = {}
-    if "dev" not in servers:
-        return await on_server(only)
-    async with stack() as st:
-        if "overhead" in only:
-            from bench import overhead
-            found, extra = await overhead.measure(st)
-            figures += found
-        if "concurrency" in only:
-            from bench import concurrency
-            figures += await concurrency.measure(st)
-        if "reaction" in only:
-            from bench import reaction
-            figures += await reaction.measure(st)
-        if "bluegreen" in only:
-            from bench import bluegreen
-            figures += await bluegreen.measure(st)
-        if "previews" in only:
-            from bench import previews
-            figures += await previews.measure(st)
-        if "console" in only:  # after concurrency: its services count towards the 200
-            from bench import console
-            figures += await console.measure(st)
-    if "history" in only:
-        from bench import history
-        figures += await history.measure(extra.get("release_events"))
+    if "dev" in servers:
+        async with stack() as st:
+            figures += await measure_on(st, only)
+        if "history" in only:
+            from bench import history
+            figures += await history.measure()
     if "server" in servers and set(only) & set(ON_SERVER):
         from sandbox.temporal import cache_dir, is_built
 

@@ -25,5 +25,16 @@ NOTIFY = StepOptions(start_to_close=timedelta(seconds=30), attempts=5,
                      schedule_to_close=timedelta(minutes=5), non_retryable=())
 UNDO = StepOptions(schedule_to_close=timedelta(hours=1))  # an undo keeps trying for an hour
 
+# Reads a workflow acts on at once: no change to the world, no heartbeat, seconds at most.
+# They run as local activities (workflows/base.py, patch LOCAL_READS): in the worker that runs
+# the workflow, through the same authority checks, recorded as one marker event instead of
+# three events and a round trip through the server each (issue 31: bench/RESULTS.md).
+LOCAL_READS = frozenset({
+    "platform.environment_policy", "platform.environments", "platform.preview_settings",
+    "platform.decommission_plan", "temporal.active_freeze", "gitlab.resolve_ref",
+    "gitlab.read_spec", "gitlab.merge_request", "registry.find_image", "kubernetes.snapshot",
+    "kubernetes.revision_history", "kubernetes.live_release", "cronjob.snapshot",
+})
+
 RETRY = dict(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
              maximum_interval=timedelta(seconds=30))
