@@ -110,6 +110,28 @@ def cannot_start(pod: dict) -> str | None:
     return None
 
 
+def why_not_ready(pod: dict) -> str | None:
+    """What a pod that is not Ready is waiting for (unscheduled, a waiting container, a
+    failing condition), or None when it is Ready: what a rollout that timed out shows."""
+    status = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if (conditions.get("Ready") or {}).get("status") == "True":
+        return None
+    why = [status.get("phase") or "Pending"]
+    scheduled = conditions.get("PodScheduled") or {}
+    if scheduled.get("status") == "False":
+        why.append(f"unscheduled: {scheduled.get('reason', '')} {scheduled.get('message', '')}".strip())
+    elif not (pod.get("spec") or {}).get("nodeName"):
+        why.append("not on a node yet")
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting:
+            why.append(f"{cs.get('name')}: {waiting.get('reason', 'waiting')}")
+    reason = (conditions.get("Ready") or {}).get("reason")
+    why.append(f"not Ready ({reason})" if reason else "not Ready")
+    return f"pod {pod['metadata']['name']}: " + ", ".join(why)
+
+
 def shape_of(template: dict) -> PodShape:
     c = template["spec"]["containers"][0]
     return PodShape(ports=c.get("ports") or [], readiness_probe=c.get("readinessProbe"),

@@ -15,7 +15,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster
-from activities.kubernetes.release import DEPLOYMENT, ReleaseActivities, cannot_start, history_of
+from activities.kubernetes.release import (DEPLOYMENT, ReleaseActivities, cannot_start, history_of,
+                                          why_not_ready)
 from kepler import naming
 from kepler.promotion import LiveRelease, live_release_of
 from kepler.payloads import (
@@ -200,23 +201,32 @@ class DeploymentActivities(ReleaseActivities):
             if problem:
                 raise non_retryable("RolloutFailed", f"{ns}/{name}: {problem}")
             if time.monotonic() > deadline:
+                waiting = self._not_ready(cluster, deploy)
                 raise non_retryable("RolloutFailed", f"{ns}/{name}: not rolled out after "
-                                    f"{req.timeout} ({progress})")
+                                    f"{req.timeout} ({progress})" + (f": {waiting}" if waiting else ""))
             if time.monotonic() - started >= HEARTBEAT_AFTER_SECONDS:
                 activity.heartbeat(progress)  # a server write: not for a rollout done in ms
             time.sleep(delay)
             delay = min(POLL_SECONDS, delay * 2)
 
     @staticmethod
-    def _pod_problem(cluster: Cluster, deploy: dict) -> str | None:
-        """A pod of the Deployment's current image that cannot start."""
+    def _current_pods(cluster: Cluster, deploy: dict) -> list[dict]:
+        """The Deployment's pods that run its current image."""
         labels = deploy["spec"]["selector"].get("matchLabels", {})
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         image = DEPLOYMENT.container(deploy)["image"]
-        for pod in cluster.list("Pod", deploy["metadata"]["namespace"], selector):
-            if pod["spec"]["containers"][0].get("image") == image and (problem := cannot_start(pod)):
-                return problem
-        return None
+        return [pod for pod in cluster.list("Pod", deploy["metadata"]["namespace"], selector)
+                if pod["spec"]["containers"][0].get("image") == image]
+
+    def _pod_problem(self, cluster: Cluster, deploy: dict) -> str | None:
+        """A pod of the Deployment's current image that cannot start."""
+        return next((p for pod in self._current_pods(cluster, deploy) if (p := cannot_start(pod))), None)
+
+    def _not_ready(self, cluster: Cluster, deploy: dict, most: int = 3) -> str:
+        """Why the Deployment's pods of its current image are not Ready (the first few)."""
+        reasons = [why for pod in self._current_pods(cluster, deploy) if (why := why_not_ready(pod))]
+        more = len(reasons) - most
+        return "; ".join(reasons[:most]) + (f"; and {more} more" if more > 0 else "")
 
     @activity.defn(name="kubernetes.revision_history")
     def revision_history(self, target: ReleaseTarget) -> list[Revision]:

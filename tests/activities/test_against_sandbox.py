@@ -242,6 +242,27 @@ def test_rollout_of_a_missing_image_fails_fast(box: Sandbox, platform: Platform)
     assert error.non_retryable
 
 
+def test_a_rollout_that_times_out_says_what_its_pods_wait_for(box: Sandbox, platform: Platform) -> None:
+    import asyncio
+
+    from sandbox.registry.oci import build_image, push_image
+
+    k8s = DeploymentActivities(platform)
+    spec = ServiceSpec(name="sleepy", team="t", replicas=1)
+    run(k8s.apply_objects, ApplyObjects(env="staging", manifests=manifests.for_environment(
+        spec, "staging", "sleepy-staging"), run_id="r1"))
+    digest = asyncio.run(push_image(box.urls["registry"], "demo/sleepy", "v1", build_image(
+        {"app.txt": b"v1"}, {"io.kepler.sandbox.unready": "true"}, created="2025-01-01T00:00:00Z")))
+    target = ReleaseTarget(env="staging", namespace="sleepy-staging", service="sleepy")
+    result = run(k8s.apply_release, ApplyRelease(
+        target=target, image=f"{platform.registry.host}/demo/sleepy@{digest}", replicas=1,
+        config={}, resources=spec.resources, annotations={}, authorization=Authorization()))
+    error = expect("RolloutFailed", k8s.wait_rollout, WaitRollout(
+        target=target, generation=result.generation, timeout=timedelta(seconds=2)))
+    assert "not rolled out after 0:00:02 (1/1 updated, 0 available): pod sleepy-" in str(error)
+    assert str(error).endswith("not Ready"), error  # running, never ready: the image's label
+
+
 def test_gitlab_webhook_added_then_removed_leaving_other_hooks(box: Sandbox, platform: Platform) -> None:
     """The undo of a create's webhook removes Kepler's hook and nothing else (an adopted
     project keeps the hooks its team added)."""
