@@ -314,7 +314,7 @@ class ReleaseActivities(ClusterActivities):
             raise non_retryable("NotFound", f"{self.workload.kind} {t.namespace}/{t.name()} "
                                 "disappeared before its release was recorded")
         read_modify_write(self.clusters(t.env), self.workload.kind,  # rbac: Deployment, CronJob
-                          t.namespace, t.name(), change)
+                          t.namespace, t.name(), change, live)
         return True
 
     def _restore(self, previous: ReleaseSnapshot) -> ApplyResult:

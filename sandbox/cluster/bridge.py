@@ -27,7 +27,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Coroutine
 
 from sandbox.kubernetes.images import (RECHECK_MISSING_S, RECHECK_TAG_S, ImageInfo, ImageResolver,
                                        failing_hook, parse_image)
@@ -45,6 +45,8 @@ BEHAVIOUR = "sandbox.kepler.dev/behaviour"
 READY_AT = "sandbox.kepler.dev/ready-at"
 FINISH_AT = "sandbox.kepler.dev/finish-at"
 RESTART_EVERY = "sandbox.kepler.dev/restart-every"
+NUDGED = "sandbox.kepler.dev/nudged"  # how often the bridge had kwok look at a pod again
+NUDGE_AFTER_S = 10.0  # a pod still Pending this long after its ready-at
 MESSAGE = "sandbox.kepler.dev/message"
 MIRRORED = (PODS, SERVICES, REPLICASETS, VIRTUAL_SERVICES, DESTINATION_RULES)
 TICK_S = 0.25
@@ -203,7 +205,10 @@ class Bridge:
         if uid in self._judging:
             return
         self._judging.add(uid)
-        task = asyncio.get_running_loop().create_task(self._judge(pod))
+        self._spawn(self._judge(pod))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -294,12 +299,39 @@ class Bridge:
             await asyncio.sleep(TICK_S)
 
     def _recheck(self) -> None:
+        now = time.time()
         for pod in self.store.iter(PODS):
-            mark = (pod["metadata"].get("labels") or {}).get(BEHAVIOUR)
+            meta = pod["metadata"]
+            mark = (meta.get("labels") or {}).get(BEHAVIOUR)
             pending = (pod.get("status") or {}).get("phase", "Pending") == "Pending"
-            if pending and (mark in (None, "missing") or "labels" not in self._sim(pod)) \
-                    and not pod["metadata"].get("deletionTimestamp"):
+            if not pending or meta.get("deletionTimestamp"):
+                continue
+            if mark in (None, "missing") or "labels" not in self._sim(pod):
                 self._spawn_judge(pod)
+            elif (pod.get("spec") or {}).get("nodeName") and self._overdue(pod, now):
+                self._spawn(self._nudge(pod))
+
+    @staticmethod
+    def _overdue(pod: dict[str, Any], now: float) -> bool:
+        annotations = pod["metadata"].get("annotations") or {}
+        ready_at = parse_time(annotations.get(READY_AT))
+        nudged = int(annotations.get(NUDGED, "0") or 0)
+        return ready_at is not None and now > ready_at + NUDGE_AFTER_S * (nudged + 1)
+
+    async def _nudge(self, pod: dict[str, Any]) -> None:
+        """kwok plays a stage when it sees a change to the pod; one it has not played past its
+        time (a missed event, seen under a loaded machine) is changed again, and logged."""
+        meta = pod["metadata"]
+        count = int((meta.get("annotations") or {}).get(NUDGED, "0") or 0) + 1
+        log.warning("real cluster: pod %s/%s still %s %.0f s after its ready-at; nudging kwok (%d)",
+                    meta["namespace"], meta["name"], (pod.get("status") or {}).get("phase"),
+                    time.time() - (parse_time((meta.get("annotations") or {}).get(READY_AT)) or 0), count)
+        try:
+            await self.api.patch(resource_path(PODS, meta["namespace"], meta["name"]),
+                                 {"metadata": {"annotations": {NUDGED: str(count)}}})
+        except ApiStatusError as e:
+            if e.code != 404:
+                log.warning("real cluster: nudging pod %s/%s: %s", meta["namespace"], meta["name"], e)
 
     async def _write_logs(self, now: float) -> None:
         sims = self.store.sim["pods"]

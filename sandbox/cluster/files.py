@@ -99,9 +99,10 @@ def write_kubeconfig(path: Path, config: dict[str, Any]) -> None:
     path.chmod(0o600)
 
 
-def fake_node(name: str, cpu: str = "64", memory: str = "256Gi", pods: str = "250") -> dict[str, Any]:
+def fake_node(name: str, cpu: str = "256", memory: str = "1Ti", pods: str = "1500") -> dict[str, Any]:
     """A Node for kwok to manage: annotated the way kwok is told to select nodes, untainted so
-    ordinary pods schedule on it, with room for what the tests run."""
+    ordinary pods schedule on it, with room for everything a whole test session leaves
+    running on one cluster (nothing runs on it: the numbers cost nothing)."""
     resources = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "1Ti"}
     return {
         "apiVersion": "v1",

@@ -69,7 +69,7 @@ def test_kubectl_deployment_becomes_available_on_the_kwok_node(real_cluster: Rea
             assert pod.spec.node_name in real_cluster.node_names
             node = core.read_node(pod.spec.node_name)
             assert node.metadata.annotations["kwok.x-k8s.io/node"] == "fake"
-            assert node.status.allocatable["pods"] == "250", "the status the node was created with is kept"
+            assert node.status.allocatable["pods"] == "1500", "the status the node was created with is kept"
             assert pod.status.pod_ip, "kwok gives each running pod an IP"
             ready = {c.type: c.status for c in pod.status.conditions}
             assert ready.get("Ready") == "True"
