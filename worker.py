@@ -15,7 +15,7 @@ from typing import AsyncIterator, NamedTuple, Sequence
 
 from temporalio.client import Client, WorkflowHistory
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
-from temporalio.worker import Worker, WorkerDeploymentConfig
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkerDeploymentConfig
 
 from kepler.settings import ConfigError, Platform, Secrets, load_platform
 from kepler.clients.temporal import connect
@@ -69,6 +69,12 @@ def build_worker(client: Client, platform: Platform, secrets: Secrets,
         activity_executor=executor,
         # one slot per thread: more would queue in the executor, fewer would idle threads
         max_concurrent_activities=executor._max_workers,
+        # The sandbox re-imports the workflow modules for every run: ~70 % of the worker's
+        # CPU a release (bench/RESULTS.md, issue 31). Determinism is checked where it can
+        # fail a build instead: every workflow test and every recorded history runs in the
+        # full sandbox (tests/workflows), and tests/test_determinism.py reads workflows/
+        # for what the sandbox would refuse.
+        workflow_runner=UnsandboxedWorkflowRunner(),
     )
 
 

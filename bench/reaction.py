@@ -1,8 +1,10 @@
 """Figure 4: how fast Kepler reacts to a human.
 
-- approve: from the `approve` update's return (client clock) to the start of the deploy
-  activity (kubernetes.apply_release's ActivityTaskStarted event time; same machine, same
-  clock), for a prod release (approval required) of what staging runs, image cached;
+- approve: from sending the signed `approve` update (client clock, after signing, as
+  `kepler approve` sends it) to the start of the deploy activity
+  (kubernetes.apply_release's ActivityTaskStarted event time; same machine, same clock):
+  the server's hop, the workflow verifying the signature, the steps before the apply; for a
+  prod release (approval required) of what staging runs, image cached;
 - abort: from sending `abort` to a canary at 10 % until the sandbox's VirtualService routes
   100 % to stable (polled every 10 ms over HTTP, as any client of the cluster would see it)."""
 
@@ -23,7 +25,10 @@ from kepler.models import CanaryRequest, ReleaseRequest
 from kepler.clients import operations as ops
 from kepler.contracts import STATUS
 from starter.canary import control_signer
-from starter.signing import decide, sign_request
+from kepler import naming
+from kepler.identity import PERSON
+from kepler.models import ApprovalDecision
+from starter.signing import sign, sign_request, signing_key
 
 SERVICE = "react"
 APPROVE_TARGET_MS, ABORT_TARGET_S = 50.0, 0.5
@@ -53,21 +58,31 @@ def _started_at(events: list, activity_type: str) -> tuple[datetime, datetime]:
     raise LookupError(f"no started {activity_type}")
 
 
+async def send_approval(st: Stack, approver: str) -> datetime:
+    """What `kepler approve` does (starter/signing.py decide), timed from the update's send."""
+    state = await ops.status(st.client, naming.workflow_id(SERVICE, "prod"))
+    statement = ops.approval_statement(state, "approve", "", datetime.now(timezone.utc))
+    signed = await asyncio.to_thread(sign, statement, signing_key(st.platform, approver), PERSON)
+    sent = datetime.now(timezone.utc)
+    await ops.decide(st.client, SERVICE, "prod", "approve",
+                     ApprovalDecision(approver=approver, comment="", signed=signed))
+    return sent
+
+
 async def approve_to_deploy(st: Stack, commits: list[str], runs: int) -> tuple[list[float], list[float]]:
-    """Milliseconds from the approve update's return to the deploy activity's start, and from
-    its scheduling to its start (the task queue's share)."""
+    """Milliseconds from sending the signed approve update to the deploy activity's start,
+    and from its scheduling to its start (the task queue's share)."""
     to_deploy, queued = [], []
     for n in range(runs):
         await release(st, SERVICE, commits[n % 2])  # prod takes only what staging runs
         started = await ops.start(st.client, sign_request(st.platform, ReleaseRequest(
             service=SERVICE, env="prod", ref=commits[n % 2], requested_by="carol")), st.queue)
         await _until_stage(st, started.workflow_id, "awaiting approval")
-        await decide(st.client, st.platform, SERVICE, "prod", "approve", "alice")  # signed
-        returned = datetime.now(timezone.utc)
+        sent = await send_approval(st, "alice")
         assert (await started.handle.result()).outcome == "succeeded"
         events = await history(st.client, started.workflow_id, started.run_id)
         scheduled, started_at = _started_at(events, "kubernetes.apply_release")
-        to_deploy.append((started_at - returned).total_seconds() * 1000)
+        to_deploy.append((started_at - sent).total_seconds() * 1000)
         queued.append((started_at - scheduled).total_seconds() * 1000)
     return to_deploy, queued
 

@@ -28,6 +28,10 @@ from sandbox.world import STANDINS, SandboxSettings, World
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # uvicorn given a socket leaves Nagle on; the connections accepted from this one inherit
+    # TCP_NODELAY, so a response's header and body writes are not held for the client's
+    # delayed ACK (40 ms a request before: bench/RESULTS.md, issue 31)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(128)
     sock.setblocking(False)
