@@ -13,7 +13,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
     CompositePayloadConverter, DataConverter, DefaultFailureConverterWithEncodedAttributes,
-    DefaultPayloadConverter, JSONPlainPayloadConverter, PayloadCodec,
+    DefaultPayloadConverter, EncodingPayloadConverter, JSONPlainPayloadConverter, PayloadCodec,
 )
 from temporalio.runtime import Runtime
 
@@ -36,13 +36,20 @@ class _PydanticJSON(PydanticJSONPlainPayloadConverter):
         return adapter.validate_json(payload.data)
 
 
+@functools.cache
+def _encoding_converters() -> tuple[EncodingPayloadConverter, ...]:
+    json = _PydanticJSON()
+    return tuple(json if isinstance(c, JSONPlainPayloadConverter) else c
+                 for c in DefaultPayloadConverter.default_encoding_payload_converters)
+
+
 class PayloadConverter(CompositePayloadConverter):
-    """The SDK's default converters, with pydantic v2 for JSON."""
+    """The SDK's default converters, with pydantic v2 for JSON. The SDK makes a converter
+    for every workflow activation (with its serialization context): they share one set of
+    encoding converters, which hold no state of their own but caches."""
 
     def __init__(self) -> None:
-        json = _PydanticJSON()
-        super().__init__(*(json if isinstance(c, JSONPlainPayloadConverter) else c
-                           for c in DefaultPayloadConverter.default_encoding_payload_converters))
+        super().__init__(*_encoding_converters())
 
 
 pydantic_data_converter = DataConverter(payload_converter_class=PayloadConverter)
