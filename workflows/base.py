@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common.approval import ApprovalEnded
     from workflows.common.requester import RequestAuthority
     from workflows.common.errors import OperationEnded, StepFailed, failure, not_put_back_of
-    from workflows.common.options import LOCAL_READS, LONG_WAIT, NOTIFY, QUICK, RETRY, UNDO, StepOptions
+    from workflows.common.options import LOCAL_READS, LOCAL_RETRY_THRESHOLD, LONG_WAIT, NOTIFY, QUICK, RETRY, UNDO, StepOptions
     from workflows.common.saga import Compensation, NotPutBack, Saga, Undo, describe_cause
 
 __all__ = ["KeplerWorkflow", "Done", "EVERY_PROMISE", "SEALED_AUTHORITY", "StepFailed", "OperationEnded", "ApprovalEnded", "NotPutBack",
@@ -267,6 +267,7 @@ class KeplerWorkflow(RequestAuthority, Generic[Report]):
             if self._runs_locally(activity, options):
                 return await workflow.execute_local_activity(
                     activity, args=args, summary=name, retry_policy=retry,
+                    local_retry_threshold=LOCAL_RETRY_THRESHOLD,
                     start_to_close_timeout=options.start_to_close,
                     schedule_to_close_timeout=options.schedule_to_close, **typed)
             return await workflow.execute_activity_method(

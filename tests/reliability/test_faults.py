@@ -161,8 +161,11 @@ async def test_permanent_error_fails_fast_and_shows_in_status_and_ui(
     assert status["outcome"] == "failed" and "no-such-tag" in status["error"]
     assert status["steps"][-1]["name"] == "resolve ref"
     history = await dev_env.client.get_workflow_handle("fastfail@staging").fetch_history()
-    failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED]
-    assert len(failed) == 1  # not retried
+    reads = [json.loads(e.marker_recorded_event_attributes.details["data"].payloads[0].data)
+             for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+             and e.marker_recorded_event_attributes.marker_name == "core_local_activity"]
+    resolved = [r for r in reads if r["activity_type"] == "gitlab.resolve_ref"]
+    assert [r["attempt"] for r in resolved] == [1]  # a read (a local activity): not retried
     closing = history.events[-1]
     assert closing.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
     assert "no-such-tag" in closing.workflow_execution_failed_event_attributes.failure.message

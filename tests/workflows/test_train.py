@@ -23,10 +23,14 @@ from tests.helpers import decide, keep_history, signed
 
 class Harness:
     def __init__(self, env: Any, world: FleetWorld, queue: str) -> None:
-        self.client, self.world, self.queue = env.client, world, queue
+        self.env, self.client, self.world, self.queue = env, env.client, world, queue
 
     async def start(self, req: Any) -> ops.Started:
-        return await ops.start(self.client, signed(req), self.queue)
+        # signed at the server's time: awaiting a result lets the time-skipping server skip,
+        # possibly on to a finished run's leftover 10-year run timeout, so the wall clock
+        # can be years behind it (as in test_authorization.py)
+        return await ops.start(self.client, signed(req, await self.env.get_current_time()),
+                               self.queue)
 
     async def wait(self, workflow_id: str, check: Any, what: str, timeout: float = 15) -> OperationStatus:
         deadline = asyncio.get_running_loop().time() + timeout

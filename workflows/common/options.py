@@ -36,5 +36,9 @@ LOCAL_READS = frozenset({
     "kubernetes.revision_history", "kubernetes.live_release", "cronjob.snapshot",
 })
 
+# A read retried in the worker for backoffs up to this; a longer one waits on a workflow
+# timer (an outage of minutes holds no workflow task open, and is durable)
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=5)
+
 RETRY = dict(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
              maximum_interval=timedelta(seconds=30))
