@@ -27,6 +27,7 @@ from kepler.payloads import (
 
 POLL_SECONDS = 0.25  # the steady poll of a rollout; the first polls come sooner, so a
 FIRST_POLL_SECONDS = 0.02  # rollout done at once is seen in tens of ms, not a whole period
+POD_CHECK_SECONDS = 1.0  # how often a rollout's pods are read for one that cannot start
 HEARTBEAT_AFTER_SECONDS = 1.0  # well inside the 10 s heartbeat timeout of LONG_WAIT steps
 
 
@@ -174,7 +175,7 @@ class DeploymentActivities(ReleaseActivities):
         ns, name = req.target.namespace, req.target.name()
         started = time.monotonic()
         deadline = started + req.timeout.total_seconds()
-        delay = FIRST_POLL_SECONDS
+        delay, pods_read = FIRST_POLL_SECONDS, 0.0
         while True:
             deploy = cluster.get("Deployment", ns, name)
             if deploy is None:
@@ -194,12 +195,13 @@ class DeploymentActivities(ReleaseActivities):
             if observed and updated >= want and available >= want and status.get("replicas", 0) <= want:
                 return RolloutResult(ready_replicas=available, revision=(
                     deploy["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", ""))
-            # Pods are read once the quick first polls are over: a rollout done within
-            # them costs one request a poll, and a pod that cannot start is still seen
-            # within a poll period.
-            problem = self._pod_problem(cluster, deploy) if delay >= POLL_SECONDS else None
-            if problem:
-                raise non_retryable("RolloutFailed", f"{ns}/{name}: {problem}")
+            # Pods are read once the quick first polls are over, and then once a second: a
+            # rollout done within them costs one request a poll, and a pod that cannot start
+            # is still seen within a second (a list of pods costs several polls' CPU).
+            if delay >= POLL_SECONDS and time.monotonic() - pods_read >= POD_CHECK_SECONDS:
+                pods_read = time.monotonic()
+                if problem := self._pod_problem(cluster, deploy):
+                    raise non_retryable("RolloutFailed", f"{ns}/{name}: {problem}")
             if time.monotonic() > deadline:
                 waiting = self._not_ready(cluster, deploy)
                 raise non_retryable("RolloutFailed", f"{ns}/{name}: not rolled out after "
