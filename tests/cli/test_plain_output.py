@@ -6,6 +6,7 @@ from the real `kepler` CLI (a subprocess writing to a pipe) and from the real wa
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -202,3 +203,53 @@ def test_tables_and_sections_off_a_terminal_are_plain(capsys: pytest.CaptureFixt
     assert lines[2].split() == ["done", "resolve", "ref", "0.2s", "v1", "(3f1c9e0b)"]
     assert lines[3:6] == ["", "== 3. promote staging's v1 to prod ==", "history"]
     assert lines[-2:] == ["", "== done =="]
+
+
+class FakeHandle:
+    """Stands in for a workflow handle: answers `status` with each of `statuses` in turn,
+    and ends (its result) once the last is given."""
+
+    def __init__(self, statuses: list[OperationStatus]) -> None:
+        self.statuses = statuses
+        self.ended = asyncio.Event()
+
+    async def query(self, name: str, result_type: Any = None) -> OperationStatus:
+        if len(self.statuses) == 1:
+            self.ended.set()
+            return self.statuses[0]
+        return self.statuses.pop(0)
+
+    async def result(self) -> None:
+        await self.ended.wait()
+
+
+RUN = [status([step("resolve ref", "running")]),
+       status([step("resolve ref", "done", detail="v1 (3f1c9e0b)"), step("apply", "running")]),
+       status([step("resolve ref", "done", detail="v1 (3f1c9e0b)"), step("apply", "done")],
+              stage="done", outcome="succeeded")]
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+async def test_after_a_watch_the_next_section_starts_on_a_line_of_its_own(
+        terminal: bool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's `└───┘────── 3. promote staging's v1 to prod ───`: rich's live view left its
+    last frame without a newline off a terminal. On one (forced here) it still ends its
+    frame; off one there is no live view at all."""
+    from starter.cli_common import console, section
+    from starter.watch import watch
+
+    monkeypatch.setattr(console, "_force_terminal", terminal)
+    last = await watch(FakeHandle(list(RUN)), interval=0.01)  # type: ignore[arg-type]
+    section("3. promote staging's v1 to prod")
+    assert last is not None and last.outcome == "succeeded"
+    out = capsys.readouterr().out
+    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in out.splitlines()]
+    titled = [line for line in lines if "3. promote staging's v1 to prod" in line]
+    assert len(titled) == 1, lines
+    if terminal:  # a rule of its own line, after the table's bottom border
+        assert titled[0].strip().startswith("─") and "┘" not in titled[0] and "└" not in titled[0]
+        assert any("└" in line for line in lines)
+    else:
+        assert not ANSI.search(out) and not BOX.search(out), out
+        assert lines == ["release shop@prod v1@3f1c9e0b", "  done    resolve ref  0.2s  v1 (3f1c9e0b)",
+                         "  done    apply  0.2s", "", "== 3. promote staging's v1 to prod =="]
