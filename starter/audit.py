@@ -19,7 +19,7 @@ from kepler.models import ApprovalDecision
 from kepler.contracts import BY_WORKFLOW
 from kepler.settings import ConfigError, Platform
 from starter import session
-from starter.cli_common import BAD_INPUT, OK, CliError, command, emit
+from starter.cli_common import BAD_INPUT, OK, CliError, command, emit, new_table
 from starter.service import service_history
 
 MAX_OPERATIONS = 200
@@ -103,7 +103,7 @@ def _who(s: Signed | None, typed: str = "") -> str:
 
 
 def table(rows: list[AuditRow]) -> Table:
-    t = Table(show_header=True, header_style="bold")
+    t = new_table(show_header=True)
     for col in ("started", "operation", "env", "requested by", "decided by", "digest", "commit",
                 "outcome"):
         t.add_column(col)

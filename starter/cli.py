@@ -15,9 +15,9 @@ from starter import (
     alerts, audit, canary, chatops, codec_server, console, decommission, demo, dev, freeze, jobs,
     metrics, previews, release, scale, schedule, service, train,
 )
-from starter.cli_common import BAD_INPUT, FAILED, OK, CliError, command, emit
+from starter.cli_common import BAD_INPUT, FAILED, OK, CliError, command, emit, subject_app
 
-app = typer.Typer(help="Kepler: durable delivery pipelines on Temporal.", no_args_is_help=True,
+app = subject_app("Kepler: durable delivery pipelines on Temporal.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 
 

@@ -6,17 +6,29 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 import typing
 from typing import Any, Callable, NoReturn
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 OK, FAILED, BAD_INPUT, REFUSED = 0, 1, 2, 3
+OFF_TERMINAL_WIDTH = 200  # what a table may take in a log, where nothing wraps it
 
+# rich decides whether stdout is a terminal; off one (a pipe, a file, a CI log) it writes no
+# colour codes, and Kepler draws no boxes and no live view either (`plain`), and breaks no
+# line to fit a width nobody sees (a table keeps to COLUMNS, when set).
 console = Console()
 err_console = Console(stderr=True)
+for _stream in (console, err_console):
+    if not _stream.is_terminal:
+        _stream.soft_wrap = True
+        if "COLUMNS" not in os.environ:
+            _stream.width = OFF_TERMINAL_WIDTH
 
 OutputOpt = typer.Option("text", "--output", "-o", help="text or json")
 EnvOpt = typer.Option(..., "--env", "-e", help="target environment (from kepler.yaml)")
@@ -27,6 +39,44 @@ BreakGlassOpt = typer.Option(False, "--break-glass", help=(
     "go through a freeze with two approvers other than you (needs --reason)"))
 # (train, scale and resources document --watch; the older commands show it bare)
 WatchOpt = typer.Option(False, "--watch", help="follow the operation until it ends")
+
+
+def plain() -> bool:
+    """True off a terminal: output is written line by line, as kubectl's and git's are."""
+    return not console.is_terminal
+
+
+def subject_app(help: str, **options: Any) -> typer.Typer:
+    """A command group. Help is click's plain help: each paragraph of a docstring rewrapped
+    to the width, no panels (typer's rich help keeps a docstring's line breaks)."""
+    return typer.Typer(help=help, short_help=first_sentence(help), rich_markup_mode=None,
+                       **options)
+
+
+def first_sentence(doc: str | None) -> str:
+    """A docstring's first sentence on one line: the command's entry in its group's help
+    (click would cut it at the width, with "...")."""
+    words = inspect.cleandoc(doc or "").split("\n\n")[0].split()
+    ends = [i for i, word in enumerate(words) if word.endswith(".")]
+    return " ".join(words[:ends[0] + 1] if ends else words)
+
+
+def new_table(title: str | None = None, **options: Any) -> Table:
+    """A table for people: boxed on a terminal; off one, columns only, the title on its own
+    line above them, as `kubectl get` prints."""
+    options.setdefault("header_style", "bold")
+    if plain():
+        options.update(box=None, show_edge=False, pad_edge=False, title_justify="left")
+    return Table(title=title, **options)
+
+
+def section(title: str) -> None:
+    """A new section of a long report (the demo's steps): a rule on a terminal; off one, a
+    blank line and the title on a line of its own."""
+    if plain():
+        console.print(f"\n== {title} ==", markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.rule(f"[bold]{title}")
 
 
 class CliError(Exception):
@@ -70,7 +120,7 @@ def fail(error: CliError, as_json: bool) -> NoReturn:
     if as_json:
         typer.echo(json.dumps({"error": str(error), **jsonable(error.data)}, default=str))
     else:
-        err_console.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
+        err_console.print(Text.assemble(("error:", "red"), f" {error}"), highlight=False)
     raise typer.Exit(error.code)
 
 
@@ -93,6 +143,7 @@ def command(app: typer.Typer, name: str | None = None, *, output: bool = True,
         if callback:
             app.callback(**typer_options)(wrapper)
         else:
+            typer_options.setdefault("short_help", first_sentence(func.__doc__))
             app.command(name, **typer_options)(wrapper)
         return wrapper
     return register

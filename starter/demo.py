@@ -15,7 +15,6 @@ links.
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import timedelta
 from typing import Any, Optional
 
@@ -33,10 +32,11 @@ from kepler.clients.operations import Started
 from kepler.settings import Platform, Secrets
 from starter import session, signing
 from starter.canary import control_signer
-from starter.cli_common import FAILED, CliError, OutputOpt, console, fail
+from starter.cli_common import FAILED, CliError, OutputOpt, console, fail, first_sentence, section
 from starter.watch import watch
 
 SERVICE = "demo-shop"
+APPROVAL_WITHIN_S = 120  # how long the demo waits for the prod release to ask for approval
 SPEC = ServiceSpec(name=SERVICE, team="demo", template="python", replicas=2, owners=["dev", "alice"],
                    config_files={"app.conf": "greeting=hello from v1\n"},
                    environments={"prod": {"replicas": 3}})
@@ -82,7 +82,7 @@ def prepare_repository(p: Platform) -> None:
 
 async def run_step(p: Platform, title: str, req: Any, approver: str | None = None,
                    expect_failure: bool = False) -> str:
-    console.rule(f"[bold]{title}")
+    section(title)
     client = await session.client(p)
     started = await operations_client.start(client, session.signed(p, req), p.temporal.task_queue)
     link = session.ui_link(p, started.workflow_id, started.run_id)
@@ -96,22 +96,37 @@ async def run_step(p: Platform, title: str, req: Any, approver: str | None = Non
     except Exception:  # noqa: BLE001 - the outcome is shown by the watch view
         failed = True
     if failed != expect_failure:
-        raise CliError(f"demo: {title} did not go as expected; see {link}", FAILED)
+        status = await operations_client.status(client, started.workflow_id)
+        said = f": {status.error}" if status.error else ""
+        raise CliError(f"demo: {title}: ended {status.outcome}{said} (expected "
+                       f"{'a failure' if expect_failure else 'success'}); see {link}", FAILED)
     return link
 
 
 async def _approve_when_pending(client: Client, p: Platform, started: Started,
                                 req: ReleaseRequest, approver: str) -> None:
-    for _ in range(600):
-        status = await operations_client.status(client, started.workflow_id)
+    """Approve as `approver` once the release waits for it; nothing to do when it ended
+    first (refused, failed): its own message says why."""
+    deadline = asyncio.get_running_loop().time() + APPROVAL_WITHIN_S
+    stage = "starting"
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            status = await operations_client.status(client, started.workflow_id)
+        except RPCError:  # not picked up yet
+            await asyncio.sleep(0.2)
+            continue
+        stage = status.stage
         if status.pending_approval:
             console.print(f"{req.requested_by} may not approve their own release; "
                           f"[bold]{approver}[/bold] approves it")
             await signing.decide(client, p, req.service, req.env, "approve", approver,
                                  "demo: looks good")
             return
+        if status.outcome != "running":
+            return
         await asyncio.sleep(0.2)
-    raise CliError("demo: the prod release never asked for approval", FAILED)
+    raise CliError(f"demo: {started.workflow_id} asked for no approval within "
+                   f"{APPROVAL_WITHIN_S} s (stage: {stage})", FAILED)
 
 
 async def run_demo(p: Platform, user: str) -> list[str]:
@@ -146,7 +161,7 @@ async def run_demo(p: Platform, user: str) -> list[str]:
 async def run_blue_green(p: Platform, user: str) -> str:
     """Step 7, as `kepler release --strategy blue-green` then `kepler rollback` do it."""
     title = "7. blue-green: v1 beside v2, one switch, then kepler rollback switches back"
-    console.rule(f"[bold]{title}")
+    section(title)
     client = await session.client(p)
     req = ReleaseRequest(service=SERVICE, env="staging", ref="v1", strategy="blue-green",
                          requested_by=user, reason="demo")
@@ -183,18 +198,19 @@ async def run_blue_green(p: Platform, user: str) -> str:
     return link
 
 
+DEMO_HELP = ("Run the demo against the sandbox: create, release, approve, bad release, failed "
+             "migration undone, canary, blue-green and its switch-back.")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(short_help=first_sentence(DEMO_HELP), help=DEMO_HELP)
     def demo(as_user: Optional[str] = typer.Option(None, "--as"), output: str = OutputOpt) -> None:
-        """Run the demo against the sandbox: create, release, approve, bad release, failed
-        migration undone, canary, blue-green and its switch-back."""
         try:
             p = session.platform()
-            user = as_user or os.environ.get("KEPLER_USER") or "dev"
-            links = session.run(run_demo(p, user))
+            links = session.run(run_demo(p, session.acting_user(p, as_user)))
         except CliError as e:
             fail(e, output == "json")
-        console.rule("[bold]done")
+        section("done")
         console.print(f"Temporal UI: {p.temporal.ui_url}")
         if p.console.url:
             console.print(f"Console:     {p.console.url}/services (sign in: kepler console enroll)")

@@ -31,7 +31,7 @@ from kepler.search_attributes import ALL_KEYS, type_name
 from kepler.settings import Platform, config_path
 from kepler.settings import kepler_home
 from starter import session
-from starter.cli_common import FAILED, CliError, OutputOpt, emit, fail
+from starter.cli_common import FAILED, CliError, OutputOpt, emit, fail, subject_app
 from starter.signing import sandbox_signers
 
 COMPONENTS = ("temporal", "sandbox", "worker", "console")
@@ -306,7 +306,7 @@ def status() -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    dev_app = typer.Typer(help="The local stack: Temporal dev server, sandbox, worker, console.",
+    dev_app = subject_app("The local stack: Temporal dev server, sandbox, worker, console.",
                           no_args_is_help=True)
     app.add_typer(dev_app, name="dev")
 

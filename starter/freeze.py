@@ -21,7 +21,9 @@ from kepler.freeze import (
 from kepler.clients.freezes import FreezeLookupError, ListedFreeze
 from kepler.settings import Platform
 from starter import session
-from starter.cli_common import BAD_INPUT, FAILED, OK, AsOpt, CliError, command, emit
+from starter.cli_common import (
+    BAD_INPUT, FAILED, OK, AsOpt, CliError, command, emit, subject_app, new_table,
+)
 from starter.signing import sign, signing_key
 
 IN_FORCE_WITHIN_S = 30  # `kepler freeze` returns once the freeze is in force, or fails
@@ -92,7 +94,7 @@ async def lift(p: Platform, env: str, user: str, comment: str) -> str:
 
 
 def table(rows: list[ListedFreeze]) -> Table:
-    t = Table(show_header=True, header_style="bold")
+    t = new_table(show_header=True)
     for col in ("env", "kind", "name", "reason", "when", "in force", "until / next", "by"):
         t.add_column(col, overflow="fold")
     for r in rows:
@@ -103,7 +105,7 @@ def table(rows: list[ListedFreeze]) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    freeze_app = typer.Typer(help="Freeze an environment now, or list its freezes.",
+    freeze_app = subject_app("Freeze an environment now, or list its freezes.",
                              invoke_without_command=True)
 
     @command(freeze_app, callback=True)

@@ -15,11 +15,13 @@ from kepler.jobs import RunJobRequest
 from kepler.settings import Platform
 from kepler.validation import parse_duration
 from starter import session
-from starter.cli_common import BAD_INPUT, FAILED, OK, AsOpt, CliError, EnvOpt, command, err_console
+from starter.cli_common import (
+    BAD_INPUT, FAILED, OK, AsOpt, CliError, EnvOpt, command, err_console, subject_app,
+)
 
 
 def register(app: typer.Typer) -> None:
-    job_app = typer.Typer(help="Cronjob services: run one now.", no_args_is_help=True)
+    job_app = subject_app("Cronjob services: run one now.", no_args_is_help=True)
     app.add_typer(job_app, name="job")
 
     @command(job_app, "run")

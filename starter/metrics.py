@@ -26,7 +26,7 @@ from kepler.models import RollbackRequest
 from kepler.settings import ConfigError, Platform
 from kepler.validation import dns_subdomain
 from starter import session
-from starter.cli_common import BAD_INPUT, OK, CliError, command, emit
+from starter.cli_common import BAD_INPUT, OK, CliError, command, emit, subject_app, new_table
 
 MAX_ROWS = 20_000  # per operation and window: what one report or scrape reads at most
 COMMITS_PER_QUERY = 50
@@ -166,7 +166,7 @@ def human(seconds: float | None) -> str:
 def table(metrics: dict[str, EnvMetrics], s: Scope) -> Table:
     title = f"DORA metrics, last {human(s.window.total_seconds())}" + (
         f", service {s.service}" if s.service else "") + (f", team {s.team}" if s.team else "")
-    t = Table(title=title, show_header=True, header_style="bold")
+    t = new_table(title, show_header=True)
     for col in ("env", "deployment frequency", "lead time (median)", "change failure rate",
                 "time to restore (median)"):
         t.add_column(col)
@@ -210,7 +210,7 @@ def exporter(p: Platform, s: Scope, refresh: float) -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    metrics_app = typer.Typer(help="DORA metrics per environment, from Temporal's history.")
+    metrics_app = subject_app("DORA metrics per environment, from Temporal's history.")
     app.add_typer(metrics_app, name="metrics")
     service_opt = typer.Option(None, "--service", "-s", help="one service only")
     env_opt = typer.Option(None, "--env", "-e", help="one environment only (from kepler.yaml)")

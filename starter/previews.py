@@ -12,7 +12,7 @@ from kepler.clients import previews as previews_client
 from kepler.models import OperationStatus
 from kepler.validation import service_name
 from starter import session
-from starter.cli_common import BAD_INPUT, OK, CliError, command, emit
+from starter.cli_common import BAD_INPUT, OK, CliError, command, emit, subject_app, new_table
 
 MrOpt = typer.Option(..., "--mr", help="the merge request's iid (!N)", min=1, max=10**9)
 
@@ -34,7 +34,7 @@ def _row(status: OperationStatus) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(show_header=True, header_style="bold")
+    t = new_table(show_header=True)
     for col in ("service", "mr", "stage", "url", "deployed", "last push", "expires"):
         t.add_column(col, overflow="fold")
     for r in rows:
@@ -44,7 +44,7 @@ def table(rows: list[dict[str, Any]]) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    preview_app = typer.Typer(help="Preview environments of merge requests.", no_args_is_help=True)
+    preview_app = subject_app("Preview environments of merge requests.", no_args_is_help=True)
 
     @command(preview_app, "list")
     def list_previews(service: Optional[str] = typer.Argument(None), *, as_json: bool) -> int:

@@ -20,7 +20,7 @@ from kepler.promotion import LiveRelease, auto_workflow_id, live_release_of
 from kepler.settings import Platform
 from kepler.payloads import ReleaseRecord, history_of
 from starter import session
-from starter.cli_common import emit
+from starter.cli_common import emit, new_table
 
 
 def path_order(p: Platform) -> list[str]:
@@ -108,7 +108,7 @@ async def auto_promotion(temporal: Client, service: str, env: str) -> dict[str, 
 
 
 def path_table(service: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{service}: {' → '.join(r['env'] for r in rows)}", title_justify="left")
+    table = new_table(f"{service}: {' → '.join(r['env'] for r in rows)}", title_justify="left")
     for column in ("env", "live", "since (UTC)", "health", "last operation", "promotion"):
         table.add_column(column)
     for r in rows:

@@ -3,7 +3,7 @@ one operation on a service in one environment, its approval and its record."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
 import typer
@@ -22,9 +22,12 @@ from starter.cli_common import (
 )
 from kepler.canary import CanaryControl
 from starter.canary import control_signer
-from starter.promotion import live_in, show_path
+from starter.promotion import show_path, workload_in
 from starter.service import history_table, service_history
 from starter.watch import render
+
+
+READ_TIMEOUT_S = 10  # the CLI's read of a source environment's Deployment, per request
 
 
 def register(app: typer.Typer) -> None:
@@ -48,6 +51,7 @@ def register(app: typer.Typer) -> None:
                             from_env=from_env, strategy=strategy, reason=reason,
                             after_freeze=after_freeze,
                             break_glass=break_glass, requested_by=session.acting_user(p, as_user))
+        refuse_unready_promotion(p, req)
         refuse_off_path(p, req)
         return session.run(session.launch(p, req, watch_it, as_json))
 
@@ -167,15 +171,45 @@ def register(app: typer.Typer) -> None:
         return OK
 
 
+def refuse_unready_promotion(p: Platform, req: ReleaseRequest) -> None:
+    """The fast answer to `--from SOURCE`, before anything starts (README: Promotion): exit 2
+    when ENV's promotion path names another source; exit 3 when SOURCE runs nothing Kepler
+    recorded live, fully rolled out and available, or has run it for less than the path's
+    soak (from the release history on its Deployment). The workflow checks all of it again
+    (and its Prometheus verification, which only it makes); what the CLI cannot read, it
+    leaves to the workflow."""
+    source = req.from_env
+    if source is None:
+        return
+    path = p.promotion.get(req.env)
+    if path is not None and path.source != source:
+        raise CliError(f"--from: {req.env} is promoted from {path.source} "
+                       f"(promotion.{req.env}.from), not from {source}", BAD_INPUT)
+    workload = workload_in(p, Clusters(p), req.service, source, timeout=READ_TIMEOUT_S)
+    if workload.error:
+        return
+    live, soak = workload.live, path.soak if path is not None else timedelta(0)
+    if not live.healthy:
+        raise CliError(f"nothing to promote from {source}: {live.detail}", REFUSED)
+    if live.since is None or datetime.now(timezone.utc) - live.since < soak:
+        since = f"{live.since:%Y-%m-%d %H:%M:%S} UTC" if live.since else "an unknown time"
+        raise CliError(f"{live.version} ({live.commit[:12]}) has been live in {source} since "
+                       f"{since}, less than {req.env}'s soak of {soak}", REFUSED)
+
+
 def refuse_off_path(p: Platform, req: ReleaseRequest) -> None:
     """The fast answer (exit 3, before anything starts) to a release by ref into an
     environment with a promotion path of something its source does not run, live and
     healthy for the soak: the ref must name the source's live version or commit. The
-    workflow checks again itself (the ref resolved), and so does the apply."""
+    workflow checks again itself (the ref resolved), and so does the apply; what the CLI
+    cannot read, it leaves to the workflow."""
     path = p.promotion.get(req.env)
     if path is None or req.ref is None or req.break_glass:
         return
-    live = live_in(p, Clusters(p), req.service, path.source)
+    workload = workload_in(p, Clusters(p), req.service, path.source, timeout=READ_TIMEOUT_S)
+    if workload.error:
+        return
+    live = workload.live
     why = None
     if not live.healthy:
         why = f"nothing live and healthy there ({live.detail})"

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import typer
-from rich.table import Table
 from temporalio.client import (
     Client, Schedule, ScheduleAlreadyRunningError, ScheduleHandle, ScheduleOverlapPolicy,
     SchedulePolicy, ScheduleSpec, ScheduleState,
@@ -19,7 +18,9 @@ from kepler.models import ReleaseRequest
 from kepler.schedules import ScheduledReleaseRequest, schedule_id
 from kepler.settings import Platform
 from starter import session, signing
-from starter.cli_common import BAD_INPUT, OK, REFUSED, AsOpt, CliError, EnvOpt, command, emit
+from starter.cli_common import (
+    BAD_INPUT, OK, REFUSED, AsOpt, CliError, EnvOpt, command, emit, subject_app, new_table,
+)
 
 
 def check_cron(cron: str) -> str:
@@ -88,7 +89,7 @@ async def handle_of(client: Client, service: str, env: str) -> ScheduleHandle:
 
 
 def register(app: typer.Typer) -> None:
-    schedule_app = typer.Typer(help="Scheduled releases (Temporal Schedules).", no_args_is_help=True)
+    schedule_app = subject_app("Scheduled releases (Temporal Schedules).", no_args_is_help=True)
     app.add_typer(schedule_app, name="schedule")
 
     @command(schedule_app, "release")
@@ -114,7 +115,7 @@ def register(app: typer.Typer) -> None:
     def schedule_list(as_json: bool) -> int:
         """List scheduled releases with their next fire times."""
         rows = session.run(listing(session.platform()))
-        table = Table(header_style="bold")
+        table = new_table()
         for col in ("schedule", "ref", "cron", "by", "next"):
             table.add_column(col)
         for r in rows:

@@ -17,11 +17,13 @@ from kepler.models import CreateServiceRequest
 from kepler.spec import ServiceSpec
 from kepler.settings import Platform
 from starter import session
-from starter.cli_common import BAD_INPUT, FAILED, OK, AsOpt, CliError, command, emit
+from starter.cli_common import (
+    BAD_INPUT, FAILED, OK, AsOpt, CliError, command, emit, subject_app, new_table,
+)
 
 
 def register(app: typer.Typer) -> None:
-    service_app = typer.Typer(help="Create, show and list services.", no_args_is_help=True)
+    service_app = subject_app("Create, show and list services.", no_args_is_help=True)
     app.add_typer(service_app, name="service")
 
     @command(service_app, "create")
@@ -79,7 +81,7 @@ def read_spec(file: Path) -> dict[str, Any]:
 
 
 def history_table(rows: list[dict[str, str]]) -> Table:
-    table = Table(show_header=True, header_style="bold")
+    table = new_table(show_header=True)
     for col in ("started", "operation", "env", "version", "by", "status", "outcome"):
         table.add_column(col)
     for r in rows:

@@ -41,16 +41,20 @@ def platform() -> Platform:
 
 
 def acting_user(p: Platform, as_user: str | None) -> str:
-    """Who the caller says they are; their signature proves it (starter/signing.py)."""
+    """Who is acting. In the sandbox (identity.sandbox_keys): --as, else KEPLER_USER, else
+    `dev`, each signing with its key there. Elsewhere: the person identity.allowed_signers
+    lists for your key (KEPLER_SIGNING_KEY), as git knows you by yours; KEPLER_USER only
+    picks among several listed for it. The signature proves it (starter/signing.py)."""
+    chosen = as_user or os.environ.get("KEPLER_USER") or None
+    if p.identity.sandbox_keys:
+        return chosen or signing.SANDBOX_USER
     if as_user:
-        if not p.identity.sandbox_keys:
-            raise CliError("--as: only the sandbox picks a key by name (identity.sandbox_keys); "
-                           "elsewhere you sign with your own key (KEPLER_SIGNING_KEY)", BAD_INPUT)
-        return as_user
-    user = os.environ.get("KEPLER_USER")
-    if not user:
-        raise CliError("KEPLER_USER is not set: who is acting? (or pass --as USER)", BAD_INPUT)
-    return user
+        raise CliError("--as: only the sandbox picks a key by name (identity.sandbox_keys); "
+                       "elsewhere you sign with your own key (KEPLER_SIGNING_KEY)", BAD_INPUT)
+    try:
+        return signing.key_owner(p, chosen)
+    except (signing.SigningError, ConfigError) as e:
+        raise CliError(str(e), BAD_INPUT) from None
 
 
 def check_env(p: Platform, env: str, flag: str = "--env") -> None:
@@ -128,7 +132,8 @@ async def launch(p: Platform, req: Any, watch_it: bool, as_json: bool, hint: str
     try:
         report = await started.handle.result()
     except Exception as e:  # noqa: BLE001 - the failure is the operation's outcome
-        status = last or await _status_or_none(temporal, started.workflow_id)
+        # the status as it ended: the watch's last may predate the end (a query refused)
+        status = await _status_or_none(temporal, started.workflow_id) or last
         message = status.error if status and status.error else str(e)
         code = (BAD_INPUT if status and status.bad_input else
                 REFUSED if status and status.refused else FAILED)

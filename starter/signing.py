@@ -26,8 +26,59 @@ from kepler.settings import Platform
 
 T = TypeVar("T")
 
+SANDBOX_USER = "dev"  # who acts in the sandbox unless --as or KEPLER_USER says otherwise
+
+
 def default_key() -> Path:
     return Path(os.environ.get("KEPLER_SIGNING_KEY") or Path.home() / ".ssh" / "id_ed25519")
+
+
+def public_key(key: Path) -> str:
+    """`TYPE BASE64` of `key`: the file itself when it is a public key (its private half in
+    ssh-agent), else KEY.pub beside it, else read from a private key without passphrase."""
+    if not key.exists():
+        raise SigningError(f"signing key {key} not found (KEPLER_SIGNING_KEY names it)")
+    candidates = [key] + ([key.with_name(key.name + ".pub")] if key.suffix != ".pub" else [])
+    for path in candidates:
+        try:
+            words = path.read_text(errors="replace").split()
+        except OSError:
+            continue
+        if len(words) >= 2 and words[0].startswith(("ssh-", "ecdsa-", "sk-")):
+            return f"{words[0]} {words[1]}"
+    done = subprocess.run(["ssh-keygen", "-y", "-P", "", "-f", str(key)], capture_output=True,
+                          stdin=subprocess.DEVNULL, timeout=30, check=False)
+    words = done.stdout.decode(errors="replace").split()
+    if done.returncode != 0 or len(words) < 2:
+        raise SigningError(f"cannot read the public half of {key}: put it beside it as "
+                           f"{key.name}.pub, or point KEPLER_SIGNING_KEY at the .pub file")
+    return f"{words[0]} {words[1]}"
+
+
+def key_owner(p: Platform, chosen: str | None) -> str:
+    """Who the caller is, from their key as git has it: the person identity.allowed_signers
+    lists for the key they sign with. `chosen` (KEPLER_USER) only picks among several
+    people listed for that key, and is refused when the key is not theirs."""
+    key = default_key()
+    mine = public_key(key)
+    listed = sorted({s.principal for s in p.identity.signers().signers
+                     if PERSON in s.namespaces and not s.cert_authority and s.key == mine})
+    source = (str(p.identity.path(p.identity.allowed_signers)) if p.identity.allowed_signers
+              else "the allowed signers (identity.allowed_signers is not set)")
+    if not listed:
+        raise SigningError(f"your key {key} is not listed for a person (namespaces=\"{PERSON}\") "
+                           f"in {source}: ask a platform admin to add it, or set "
+                           "KEPLER_SIGNING_KEY to the key that is")
+    if chosen and chosen not in listed:
+        raise SigningError(f"KEPLER_USER={chosen}, but your key {key} is listed for "
+                           f"{', '.join(listed)}, not {chosen}: sign with {chosen}'s key "
+                           "(KEPLER_SIGNING_KEY) or unset KEPLER_USER")
+    if chosen:
+        return chosen
+    if len(listed) > 1:
+        raise SigningError(f"your key {key} is listed for {', '.join(listed)}: set KEPLER_USER "
+                           "to the one acting")
+    return listed[0]
 
 
 def signing_key(p: Platform, name: str) -> Path:

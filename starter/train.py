@@ -20,6 +20,7 @@ from kepler.validation import describe_validation_error
 from starter import session
 from starter.cli_common import (
     BAD_INPUT, FAILED, OK, AfterFreezeOpt, AsOpt, CliError, WatchOpt, command, console, emit,
+    new_table,
 )
 
 
@@ -60,8 +61,7 @@ def read_train(file: Path, env: str | None, requested_by: str, reason: str) -> T
 
 
 def member_table(report: TrainReport) -> Table:
-    table = Table(title=f"train {report.name} to {report.env}: {report.outcome}",
-                  header_style="bold")
+    table = new_table(f"train {report.name} to {report.env}: {report.outcome}")
     for col in ("wave", "service", "ref", "outcome", "image", "detail"):
         table.add_column(col, overflow="fold")
     for m in report.members:

@@ -14,7 +14,7 @@ from kepler.identity import SigningError, sign
 from kepler.passkeys import b64url
 from kepler.settings import ConfigError, Platform, Secrets, home_secret
 from starter import session, signing
-from starter.cli_common import BAD_INPUT, OK, AsOpt, CliError, command, emit
+from starter.cli_common import BAD_INPUT, OK, AsOpt, CliError, command, emit, subject_app
 
 
 def console_app(p: Platform, secrets: Secrets | None = None, client: LazyClient | None = None):  # type: ignore[no-untyped-def]
@@ -35,7 +35,7 @@ def console_app(p: Platform, secrets: Secrets | None = None, client: LazyClient 
 
 
 def register(app: typer.Typer) -> None:
-    console_cli = typer.Typer(help="The Kepler console: read and approve in a browser.")
+    console_cli = subject_app("The Kepler console: read and approve in a browser.")
     app.add_typer(console_cli, name="console")
 
     @command(console_cli, callback=True, invoke_without_command=True, output=False)
