@@ -23,6 +23,7 @@ from kepler.models import ReleaseRequest
 from sandbox.serve import Sandbox
 from tests.helpers import signed
 from tests.workers import worker_with
+from tests.e2e.test_release import _poll  # the status poll every e2e module shares
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -69,19 +70,6 @@ def readme_block(first_line: str, language: str = "") -> str:
     return text[start:text.index("```", start)]
 
 
-async def wait_for(platform_file: Path, service: str, env: str, check: Any, what: str) -> dict:
-    deadline = asyncio.get_running_loop().time() + 120
-    last: dict = {}
-    while asyncio.get_running_loop().time() < deadline:
-        code, out, _ = await newcomer(platform_file, "status", service, "--env", env, "-o", "json")
-        if code in (0, 1) and out.strip():
-            last = json.loads(out)
-            if check(last):
-                return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{service}@{env}: no {what} within 120 s (last: {last})")
-
-
 async def test_the_readmes_commands_run_as_they_are_after_make_demo(
         sandbox: Sandbox, platform_file: Path, e2e_worker: Any, tmp_path: Path) -> None:
     service = "firstmin"
@@ -105,7 +93,7 @@ async def test_the_readmes_commands_run_as_they_are_after_make_demo(
     code, out, err = await newcomer(platform_file, *run(2))  # the promotion, returns at once
     assert code == 0, out + err
     assert plain_lines(out)[0].startswith(f"started {service}@prod"), out
-    pending = await wait_for(platform_file, service, "prod",
+    pending = await _poll(platform_file, service, "prod",
                              lambda s: s.get("stage") == "awaiting approval", "approval")
     assert (pending["requested_by"], pending["requester_verified"]) == ("dev", True)
 
@@ -117,7 +105,7 @@ async def test_the_readmes_commands_run_as_they_are_after_make_demo(
 
     code, out, err = await newcomer(platform_file, *run(3))  # approve ... --as alice
     assert code == 0, out + err
-    final = await wait_for(platform_file, service, "prod",
+    final = await _poll(platform_file, service, "prod",
                            lambda s: s.get("outcome") not in (None, "running"), "outcome")
     assert final["outcome"] == "succeeded", final
     code, out, err = await newcomer(platform_file, "approve", service, "--env", "prod", "--as", "alice")
@@ -210,7 +198,7 @@ async def test_a_break_glass_without_two_other_approvers_is_refused_exit_3_with_
     assert "prod lists 1 approver(s) other than alice (bob), and a break-glass needs 2" in err, err
     code, out, err = await newcomer(platform_file, *args)
     assert code == 0 and plain_lines(out)[0].startswith("started glassy@prod"), out + err
-    final = await wait_for(platform_file, "glassy", "prod",
+    final = await _poll(platform_file, "glassy", "prod",
                            lambda s: s.get("outcome") not in (None, "running"), "outcome")
     assert final["outcome"] == "failed" and final["refused"], final
     assert "a break-glass needs 2" in final["error"], final
