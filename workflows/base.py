@@ -22,6 +22,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import STATUS
     from kepler import search_attributes as sa
@@ -176,8 +178,8 @@ class KeplerWorkflow(RequestAuthority, Generic[Report]):
             sa.STAGE.value_set("starting"), sa.OUTCOME.value_set("running"),
             *([sa.VERSION.value_set(version)] if version else []),
         ]
-        workflow.deprecate_patch(COALESCED_SEARCH_ATTRIBUTES)
-        workflow.deprecate_patch(ONE_LIFECYCLE)
+        patches.retired(COALESCED_SEARCH_ATTRIBUTES)
+        patches.retired(ONE_LIFECYCLE)
         self._upsert(updates)  # coalesced: only what the starter did not set already
 
     @workflow.query(name=STATUS.name)
@@ -286,7 +288,7 @@ class KeplerWorkflow(RequestAuthority, Generic[Report]):
         """A read of LOCAL_READS without a heartbeat, in a run begun with the patch."""
         defn = getattr(activity, "__temporal_activity_definition", None)
         return (options.heartbeat is None and defn is not None and defn.name in LOCAL_READS
-                and workflow.patched(LOCAL_READS_PATCH))
+                and patches.since(LOCAL_READS_PATCH))
 
     def skip(self, name: str, detail: str) -> None:
         assert self.state is not None

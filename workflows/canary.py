@@ -22,6 +22,8 @@ from typing import Awaitable, TypeVar
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import CANARY
     from activities.gitlab import GitLabActivities
@@ -83,7 +85,7 @@ class Canary(BlueGreenRunbook, CanaryControls, ApprovalGate, KeplerWorkflow[Cana
 
     async def abortable(self, req: CanaryRequest, carried: CanaryState | None) -> Done:
         """The runbook, stopped the moment an abort is accepted, whatever it is doing."""
-        workflow.deprecate_patch(SEALED_AUTHORITY)  # controls are signed
+        patches.retired(SEALED_AUTHORITY)  # controls are signed
         return await self._unless_aborted(self.runbook(req, carried))
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T:

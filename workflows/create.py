@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import CREATE_SERVICE
     import yaml
@@ -62,15 +64,15 @@ class CreateService(KeplerWorkflow[ReleaseReport]):
                                         config_maps=[v.config_map for v in spec.volumes
                                                      if v.config_map]))
 
-        workflow.deprecate_patch(SIGNED_APPROVALS)
+        patches.retired(SIGNED_APPROVALS)
         await self.check_ownership(spec.name, policies[0].admins)
-        workflow.deprecate_patch(SEALED_AUTHORITY)
+        patches.retired(SEALED_AUTHORITY)
         await self.check_foreign_objects(req, policies, run_id)
         undo = UndoCreated(service=spec.name, run_id=run_id)
         self.saga.add("delete the GitLab project if this run created it",
                       lambda: self.step("undo: delete project",
                                         GitLabActivities.delete_project_if_created, undo))
-        workflow.deprecate_patch(EVERY_PROMISE)
+        patches.retired(EVERY_PROMISE)
         self.saga.add("put back the files this run committed if it adopted the project",
                       lambda: self.step("undo: put back files", GitLabActivities.revert_files,
                                         undo))

@@ -17,6 +17,8 @@ import asyncio
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import DECOMMISSION
     from kepler.contracts import DECOMMISSION_REPORT, RESTORE
@@ -57,7 +59,7 @@ class Decommission(ApprovalGate, KeplerWorkflow[DecommissionReport]):
 
     async def runbook(self, req: DecommissionRequest) -> Done:
         report: DecommissionReport = self.report
-        workflow.deprecate_patch(SEALED_AUTHORITY)
+        patches.retired(SEALED_AUTHORITY)
         self.plan = plan = await self.step("read policy", TemporalActivities.decommission_plan,
                                            req.service)
         self.identify(plan.signers, gated=True)  # a decommission always needs approval
@@ -76,7 +78,7 @@ class Decommission(ApprovalGate, KeplerWorkflow[DecommissionReport]):
         await self.refuse_if_busy(req.service)  # anything started while we waited?
 
         self._phase = "phase 1"
-        workflow.deprecate_patch(EVERY_PROMISE)
+        patches.retired(EVERY_PROMISE)
         await self._pause_schedules(req.service)
         for target in plan.targets:
             fp: Footprint = await self.step(f"{target.env}: record routes and replicas",

@@ -19,6 +19,8 @@ from typing import Any, Awaitable, Callable
 from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import AUTO_PROMOTION
     from activities.kubernetes.workloads import DeploymentActivities
@@ -68,7 +70,7 @@ class AutoPromotion(AutoPromotionBefore, KeplerWorkflow[AutoPromotionReport]):
 
     @workflow.run
     async def run(self, req: AutoPromotionRequest) -> AutoPromotionReport:
-        if not workflow.patched(COORDINATORS):
+        if not patches.since(COORDINATORS):
             return await self.run_before(req)
         return await self.operate(Operation.PROMOTION, req.service, req.target, req.requested_by,
                                   req.version or req.commit[:12], lambda: self.runbook(req), req)

@@ -18,6 +18,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import RELEASE_VERSION
     from activities.gitlab import GitLabActivities
@@ -167,8 +169,8 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
             return False
         if not policy.approval.required:
             return True
-        workflow.deprecate_patch(SIGNED_APPROVALS)
-        workflow.deprecate_patch(APPROVAL_EXPIRY)
+        patches.retired(SIGNED_APPROVALS)
+        patches.retired(APPROVAL_EXPIRY)
         try:
             verify_train_approvals(req.train_approvals, parent.workflow_id, parent.run_id,
                                    req.env, req.commit, req.image, policy.approval,

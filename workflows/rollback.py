@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import ROLLBACK
     from activities.gitlab import GitLabActivities
@@ -61,7 +63,7 @@ class Rollback(ApprovalGate, KeplerWorkflow[ReleaseReport]):
         known = any(r.image == image for r in current.history)
         gate = policy.rollback_approval if policy.rollback_approval.required else None
         if gate is None and not known and policy.approval.required:
-            workflow.deprecate_patch(SIGNED_APPROVALS)
+            patches.retired(SIGNED_APPROVALS)
             gate = policy.approval
         if gate is not None:
             approvals = await self.approval_gate(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import SCALE, SET_RESOURCES
     from activities.gitlab import GitLabActivities
@@ -43,7 +45,7 @@ class _Change(ApprovalGate, KeplerWorkflow[ScaleReport]):
 
     async def runbook(self, req: ScaleRequest | ResourcesRequest, version: str) -> Done:
         report: ScaleReport = self.report
-        workflow.deprecate_patch(SEALED_AUTHORITY)
+        patches.retired(SEALED_AUTHORITY)
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         target = ReleaseTarget(env=req.env, namespace=policy.namespace, service=req.service)
         current: DeploymentState = await self.step(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import SCHEDULED_RELEASE
     from activities.temporal import TemporalActivities
@@ -38,7 +40,7 @@ class ScheduledRelease(KeplerWorkflow[ScheduledReleaseReport]):
 
     @workflow.run
     async def run(self, req: ScheduledReleaseRequest) -> ScheduledReleaseReport:
-        if not workflow.patched(COORDINATORS):
+        if not patches.since(COORDINATORS):
             return await scheduled_release(self.report, req)
         rel = req.release
         return await self.operate(Operation.SCHEDULED_RELEASE, rel.service, rel.env,

@@ -20,6 +20,8 @@ import asyncio
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import RELEASE_TRAIN
     from kepler.contracts import TRAIN_REPORT
@@ -133,7 +135,7 @@ class ReleaseTrain(ApprovalGate, KeplerWorkflow[TrainReport]):
                                      ResolveRef(service=m.service, ref=m.ref))
             member = self.train.member(m.service)
             member.commit = commit.sha
-            workflow.deprecate_patch(APPROVED_DIGESTS)
+            patches.retired(APPROVED_DIGESTS)
             on_path = await promotion.enforce_path(self, m.service, req.env, policy,
                                                    commit.sha, label=f"{m.service}: ")
             member.image = on_path.image or await ensure_image(
@@ -153,7 +155,7 @@ class ReleaseTrain(ApprovalGate, KeplerWorkflow[TrainReport]):
             f"{m.service}: record current release", DeploymentActivities.snapshot, target)
         is_cronjob = False
         if not before.exists:  # a cronjob member
-            workflow.deprecate_patch(EVERY_PROMISE)
+            patches.retired(EVERY_PROMISE)
             cron = await cronjob.snapshot(self, target, f"{m.service}: record current CronJob")
             before, is_cronjob = (cron, True) if cron.exists else (before, False)
         result.previous_image = before.image

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import APPROVE, REJECT
     from kepler.identity import AllowedSigners, Identity, SignedStatement
@@ -79,7 +81,7 @@ class ApprovalGate:
         (a canary's promotion asks again). `operation`: what the approvals must name, when
         not the operation itself (a break-glass gate's)."""
         assert self.state is not None
-        workflow.deprecate_patch(SIGNED_APPROVALS)
+        patches.retired(SIGNED_APPROVALS)
         if self.requester is None:
             raise StepFailed("awaiting approval", UNSIGNED, "Unauthorized", bad_input=True)
         self._verdict = None

@@ -15,6 +15,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from activities.temporal import TemporalActivities
@@ -109,7 +111,7 @@ class RequestAuthority:
             self.requester = who
             self.state.requested_by, self.state.requester_verified = str(who), True
         elif gated:
-            workflow.deprecate_patch(SIGNED_APPROVALS)
+            patches.retired(SIGNED_APPROVALS)
             raise StepFailed("verify request", UNSIGNED, "Unauthorized", bad_input=True)
 
     async def claim_request(self) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from activities.authority import AuthorityActivities
     from kepler.canary import CanaryState
@@ -15,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 async def sealed(wf: KeplerWorkflow, state: CanaryState) -> CanaryState:
-    workflow.deprecate_patch(SEALED_AUTHORITY)
+    patches.retired(SEALED_AUTHORITY)
     return await wf.step("seal the carried state", AuthorityActivities.seal, state)
 
 
@@ -23,5 +25,5 @@ async def check(wf: KeplerWorkflow, state: CanaryState) -> None:
     if workflow.info().continued_run_id is None:
         raise StepFailed("continue", "a canary's state comes only from its own continue-as-new",
                          "Unauthorized", bad_input=True)
-    workflow.deprecate_patch(SEALED_AUTHORITY)
+    patches.retired(SEALED_AUTHORITY)
     await wf.step("check the carried state", AuthorityActivities.check_seal, state)

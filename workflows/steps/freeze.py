@@ -12,6 +12,8 @@ from typing import Any, NamedTuple, Sequence
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from activities.temporal import TemporalActivities
     from kepler import freeze
@@ -75,7 +77,7 @@ async def _hold(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, step: s
     """The first check (`step` "check freeze"): a break-glass request goes on to its own
     gate. Again later: only the very freeze its break-glass approvals were given for lets
     it through; one begun since refuses it (or is waited out), flag or no flag."""
-    workflow.deprecate_patch(FREEZE_WINDOWS)
+    patches.retired(FREEZE_WINDOWS)
     frozen = await in_force(wf, policy)
     first = step == "check freeze"
     while frozen is not None:

@@ -20,6 +20,8 @@ from typing import Awaitable, Callable
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.cronjob import CronJobActivities
     from activities.kubernetes.hooks import HookActivities
@@ -41,7 +43,7 @@ def of(spec: ServiceSpec) -> Hooks | None:
     hooks = spec.hooks
     if hooks is None or not (hooks.pre_deploy or hooks.post_deploy):
         return None
-    workflow.deprecate_patch(HOOKS)
+    patches.retired(HOOKS)
     return hooks
 
 
@@ -152,7 +154,7 @@ def rolled_away_undo(current: ReleaseSnapshot, target_image: str) -> Hook | None
     record = next((r for r in current.history if r.image == current.image), None)
     if record is None or record.undo is None:
         return None
-    workflow.deprecate_patch(HOOKS)
+    patches.retired(HOOKS)
     return record.undo
 
 

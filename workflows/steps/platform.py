@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from kepler.models import CanaryRequest
@@ -20,7 +22,7 @@ async def read_policy(wf: KeplerWorkflow, service: str, env: str,
     policy: EnvironmentPolicy = await wf.step(step, PlatformActivities.environment_policy,
                                               PolicyQuery(service=service, env=env))
     gated = wf.needs_approval(policy)
-    workflow.deprecate_patch(SEALED_AUTHORITY)
+    patches.retired(SEALED_AUTHORITY)
     wf.identify(policy.signers, gated=gated)
     await wf.claim_request()
     return policy

@@ -11,6 +11,8 @@ from typing import NamedTuple, Sequence
 
 from temporalio import workflow
 
+from workflows.common import patches
+
 with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.workloads import DeploymentActivities
     from activities.platform import PlatformActivities
@@ -71,7 +73,7 @@ async def soaked_release(wf: KeplerWorkflow, service: str, source: str, env: str
                          f"since {since}, less than {env}'s soak of {soak}", "Refused",
                          refused=True)
     if path is not None and path.verify_with_prometheus:
-        workflow.deprecate_patch(AUTO_PROMOTION)
+        patches.retired(AUTO_PROMOTION)
         verdict = await wf.step(f"{label}verify {source}", PrometheusActivities.verify, VerifyRelease(
             env=source, namespace=there.namespace, service=service, workload=service))
         if verdict.verdict != "passed":
@@ -99,7 +101,7 @@ async def enforce_path(wf: KeplerWorkflow, service: str, env: str, policy: Envir
     path = policy.promotion
     if path is None:
         return OnPath()
-    workflow.deprecate_patch(SEALED_AUTHORITY)
+    patches.retired(SEALED_AUTHORITY)
     try:
         live = await soaked_release(wf, service, path.source, env, path, label)
         if live.commit == commit and image in ("", live.image):
@@ -144,7 +146,7 @@ async def offer_onwards(wf: KeplerWorkflow, req: ReleaseRequest, policy: Environ
     live already: an offer that cannot be made is a note, never a reason to roll back."""
     if not policy.auto_promote_to:
         return
-    workflow.deprecate_patch(AUTO_PROMOTION)
+    patches.retired(AUTO_PROMOTION)
     info = workflow.info()
     for target in policy.auto_promote_to:
         offer = AutoPromotionRequest(
