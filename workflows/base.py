@@ -67,6 +67,12 @@ class Done(NamedTuple):
 Report = TypeVar("Report")
 
 
+def _read_key(activity: Callable[..., Any], arg: Any) -> tuple[str, str]:
+    defn = getattr(activity, "__temporal_activity_definition", None)
+    text = arg.model_dump_json() if hasattr(arg, "model_dump_json") else repr(arg)
+    return (defn.name if defn else repr(activity), text)
+
+
 class KeplerWorkflow(RequestAuthority, Generic[Report]):
     """The lifecycle, composed: who asked (RequestAuthority), the saga, the compensation
     record, status and search attributes; a gated operation adds ApprovalGate, a canary
@@ -82,6 +88,7 @@ class KeplerWorkflow(RequestAuthority, Generic[Report]):
         self.compensation = Compensation()
         self._pending_attributes: dict[str, SearchAttributeUpdate] = {}
         self._change: list[SearchAttributeUpdate] = []  # record_change: written by finish()
+        self._prefetched: dict[tuple[str, str], asyncio.Task[Any]] = {}  # see prefetch
 
     # --- the lifecycle ------------------------------------------------------------------------
 
@@ -267,6 +274,9 @@ class KeplerWorkflow(RequestAuthority, Generic[Report]):
         typed = {"result_type": result_type} if result_type else {}
         try:
             if self._runs_locally(activity, options):
+                prefetched = self._prefetched.pop(_read_key(activity, arg), None)
+                if prefetched is not None and options == QUICK and result_type is None:
+                    return await prefetched
                 return await workflow.execute_local_activity(
                     activity, args=args, summary=name, retry_policy=retry,
                     local_retry_threshold=LOCAL_RETRY_THRESHOLD,
@@ -282,6 +292,35 @@ class KeplerWorkflow(RequestAuthority, Generic[Report]):
                 raise asyncio.CancelledError() from e  # the workflow itself is being cancelled
             cause, kind = describe_cause(e)
             raise StepFailed(name, cause, kind) from e
+
+    def prefetch(self, name: str, activity: Callable[..., Any], arg: Any) -> None:
+        """Start now the read (of LOCAL_READS, QUICK) a step `name` of the runbook makes a
+        little later with exactly `arg`, beside the reads before it: reads that end together
+        come back in one workflow activation, and the worker's event loop, the bottleneck
+        of many releases at once, handles each activation (bench/RESULTS.md, issue 31). The
+        step awaits it instead of reading again; a read never awaited is a read wasted, and
+        nothing else. Only for a read the runbook awaits (or `settle_reads`) before it waits on
+        anything (a timer, a gate, a child): a ref resolved before a freeze is waited out
+        would be hours old. Runs begun before patches.BASELINE read one after the other."""
+        key = _read_key(activity, arg)
+        if key in self._prefetched or not (self._runs_locally(activity, QUICK)
+                                           and patches.begun_on_baseline()):
+            return
+        task = asyncio.create_task(workflow.execute_local_activity(
+            activity, args=[arg], summary=name, local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+            retry_policy=RetryPolicy(maximum_attempts=QUICK.attempts,
+                                     non_retryable_error_types=list(QUICK.non_retryable), **RETRY),
+            start_to_close_timeout=QUICK.start_to_close,
+            schedule_to_close_timeout=QUICK.schedule_to_close))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen, if unused
+        self._prefetched[key] = task
+
+    async def settle_reads(self) -> None:
+        """Let the prefetched reads still out end, unused (before a continue-as-new)."""
+        pending = list(self._prefetched.values())
+        self._prefetched.clear()
+        if pending:
+            await asyncio.wait(pending)
 
     @staticmethod
     def _runs_locally(activity: Callable[..., Any], options: StepOptions) -> bool:

@@ -69,6 +69,7 @@ async def hand_over(wf: KeplerWorkflow, req: ReleaseRequest, ref: str, commit: C
     """Continue as the Canary workflow running this release blue-green, under the same id:
     it verifies this signed request again, and Temporal's history that this run handed over
     (activities/temporal.py); its settings are the spec's, read again at `commit`."""
+    await wf.settle_reads()
     await workflow.wait_condition(workflow.all_handlers_finished)
     # its record says where the release goes on; its outcome stays running, as a canary's
     # continued runs do (the release is not over: the Canary run ends it)

@@ -24,11 +24,13 @@ with workflow.unsafe.imports_passed_through():
     from kepler.contracts import RELEASE_VERSION
     from activities.gitlab import GitLabActivities
     from activities.prometheus import PrometheusActivities
+    from activities.registry import RegistryActivities
+    from activities.temporal import TemporalActivities
     from kepler import manifests
     from kepler.models import Operation, ReleaseReport, ReleaseRequest
     from kepler.train import TRAIN_PREFIX
     from kepler.payloads import (
-        ApplyRelease, Authorization, Commit, EnvironmentPolicy, ReadSpec, ReleaseTarget, ResolveRef,
+        ApplyRelease, Authorization, Commit, EnvironmentPolicy, ImageQuery, ReadSpec, ReleaseTarget, ResolveRef,
         VerifyRelease, WaitRollout,
     )
     from workflows.steps.platform import check_bounds, read_policy
@@ -58,6 +60,7 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
 
     async def runbook(self, req: ReleaseRequest) -> Done:
         report: ReleaseReport = self.report
+        self.prefetch("check freeze", TemporalActivities.active_freeze, req.env)  # beside the policy
         policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
         checked = await freeze.check(self, policy, req)  # refused, waited out, or break-glass
         ref, pinned = req.ref or "", req.image
@@ -74,6 +77,9 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
                                      ResolveRef(service=req.service, ref=ref))
         report.commit = commit.sha
         self.set_version(f"{ref}@{commit.short_id}")
+        if not (pinned or policy.promotion or req.strategy == "blue-green"):  # beside the spec
+            self.prefetch("find image", RegistryActivities.find_image,
+                          ImageQuery(repository=policy.image_repository, reference=commit.sha))
         spec = await self.step("read service spec", GitLabActivities.read_spec,
                                ReadSpec(service=req.service, sha=commit.sha))
         self.record_change(commit.sha, commit.committed_at, spec.team)
