@@ -49,6 +49,7 @@ class GitLabStore:
     def __init__(self, state: StateStore) -> None:
         self.state = state
         self.lock = state.lock
+        self._by_path: dict[str, str] = {}  # a project's path (lower case) -> its id, a hint
         if not state.data.get("namespaces"):
             self._seed()
 
@@ -78,10 +79,17 @@ class GitLabStore:
 
     def project(self, ref: str | int) -> dict[str, Any] | None:
         text = str(ref)
+        projects = self.data["projects"]
         if text.isdigit():
-            return self.data["projects"].get(text)
-        return next((p for p in self.data["projects"].values()
-                     if p["path_with_namespace"].lower() == text.lower()), None)
+            return projects.get(text)
+        path = text.lower()
+        cached = projects.get(self._by_path.get(path, ""))  # checked: a project may move
+        if cached is not None and cached["path_with_namespace"].lower() == path:
+            return cached
+        found = next((p for p in projects.values() if p["path_with_namespace"].lower() == path), None)
+        if found is not None:
+            self._by_path[path] = str(found["id"])
+        return found
 
     def add_namespace(self, name: str, path: str, kind: str = "group") -> dict[str, Any]:
         ns_id = self.next_id("namespace")

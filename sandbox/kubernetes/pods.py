@@ -11,7 +11,6 @@ restarted sandbox resumes where it was.
 
 from __future__ import annotations
 
-import copy
 import random
 import string
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 from sandbox.kubernetes.images import ImageInfo, ImageResolver
 from sandbox.kubernetes.resources import resource_for_kind
-from sandbox.kubernetes.store import Store, now_rfc3339
+from sandbox.kubernetes.store import Store, now_rfc3339, clone
 
 PODS = resource_for_kind("Pod")
 REPLICASETS = resource_for_kind("ReplicaSet")
@@ -99,7 +98,7 @@ class Kubelet:
         return float(self.store.sim["pods"].get(pod["metadata"]["uid"], {}).get("created", 0))
 
     def _create_pod(self, rs: dict[str, Any]) -> None:
-        template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
+        template = clone((rs.get("spec") or {}).get("template") or {})
         meta = template.get("metadata") or {}
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
         pod = {"apiVersion": "v1", "kind": "Pod",

@@ -8,7 +8,6 @@ a short period.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from typing import Any
@@ -17,7 +16,7 @@ from sandbox.kubernetes.images import ImageResolver
 from sandbox.kubernetes.pods import PODS, REPLICASETS, Kubelet, owned_by, owner_ref
 from sandbox.kubernetes.queue import WorkQueue
 from sandbox.kubernetes.resources import resource_for_kind
-from sandbox.kubernetes.store import Store, now_rfc3339
+from sandbox.kubernetes.store import Store, now_rfc3339, clone
 from sandbox.world import SandboxSettings
 
 DEPLOYMENTS = resource_for_kind("Deployment")
@@ -144,7 +143,7 @@ class Controller:
                        message=f'ReplicaSet "{new_rs["metadata"]["name"]}" is progressing.')
         annotations = d["metadata"].get("annotations") or {}
         if annotations.get(REVISION) != str(revision_of(new_rs)):
-            updated = copy.deepcopy(d)
+            updated = clone(d)
             updated["metadata"].setdefault("annotations", {})[REVISION] = str(revision_of(new_rs))
             d = self.store.update(DEPLOYMENTS, updated, actor="controller", audited=False)
         olds = sorted((rs for rs in rses if rs is not new_rs and
@@ -156,10 +155,10 @@ class Controller:
         self._cleanup_history(d, olds)
 
     def _create_rs(self, d: dict[str, Any], revision: int) -> dict[str, Any]:
-        template = copy.deepcopy(d["spec"]["template"])
+        template = clone(d["spec"]["template"])
         pod_hash = template_hash(template)
         template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = pod_hash
-        selector = copy.deepcopy(d["spec"]["selector"])
+        selector = clone(d["spec"]["selector"])
         selector.setdefault("matchLabels", {})[HASH_LABEL] = pod_hash
         annotations = {k: v for k, v in (d["metadata"].get("annotations") or {}).items()
                        if k not in SKIPPED_ANNOTATIONS}
@@ -176,7 +175,7 @@ class Controller:
         return self.store.create(REPLICASETS, rs, actor="controller")
 
     def _bump_revision(self, rs: dict[str, Any], revision: int) -> dict[str, Any]:
-        updated = copy.deepcopy(rs)
+        updated = clone(rs)
         annotations = updated["metadata"].setdefault("annotations", {})
         old = annotations.get(REVISION)
         history = [h for h in annotations.get(REVISION_HISTORY, "").split(",") if h] + [old]
@@ -188,7 +187,7 @@ class Controller:
         old = int(rs["spec"].get("replicas", 0))
         if old == replicas:
             return rs
-        updated = copy.deepcopy(rs)
+        updated = clone(rs)
         updated["spec"]["replicas"] = replicas
         updated["metadata"].setdefault("annotations", {})[
             "deployment.kubernetes.io/desired-replicas"] = str(d["spec"]["replicas"])
