@@ -39,6 +39,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from activities.errors import non_retryable, retryable
 from kepler.canary import CanaryState
+from kepler.clients.temporal import execution_info
 from kepler.contracts import PREVIEW
 from kepler.previews import PREVIEW_PREFIX, preview_namespace
 from kepler.decommission import Footprint
@@ -195,16 +196,16 @@ class Authority:
 
     async def _describe(self, workflow_id: str, run_id: str) -> CallingRun:
         try:
-            desc = await self.client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+            execution = await execution_info(self.client, workflow_id, run_id)
         except RPCError as e:
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise unauthorized(f"run {run_id} of {workflow_id} is unknown to Temporal") from None
             raise retryable(f"describe the calling run: {e.message}") from None
-        execution = desc.raw_description.workflow_execution_info
+        parent = execution.parent_execution
         return CallingRun(workflow_id=workflow_id, run_id=run_id,
                           first_run_id=execution.first_run_id or run_id,
-                          workflow_type=desc.workflow_type, task_queue=execution.task_queue,
-                          parent=(desc.parent_id or "", desc.parent_run_id or ""))
+                          workflow_type=execution.type.name, task_queue=execution.task_queue,
+                          parent=(parent.workflow_id, parent.run_id))
 
     def check_arguments(self, args: Iterable[Any], run: CallingRun) -> None:
         preview = preview_of(run)

@@ -18,6 +18,7 @@ from kepler.identity import Statement
 from kepler.models import Model
 from kepler.contracts import FREEZE, FREEZE_IN_FORCE, UNFREEZE
 from kepler.clients.operations import Refused, query, update
+from kepler.clients.temporal import execution_info
 from kepler.settings import Platform
 
 FREEZE_WORKFLOW = FREEZE.workflow
@@ -29,12 +30,12 @@ class FreezeLookupError(Exception):
 
 async def is_running(client: Client, env: str) -> bool:
     try:
-        desc = await client.get_workflow_handle(freeze_workflow_id(env)).describe()
+        info = await execution_info(client, freeze_workflow_id(env))
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
             return False
         raise FreezeLookupError(f"describe {freeze_workflow_id(env)}: {e.message}") from None
-    return desc.status == WorkflowExecutionStatus.RUNNING and desc.workflow_type == FREEZE_WORKFLOW
+    return info.status == WorkflowExecutionStatus.RUNNING and info.type.name == FREEZE_WORKFLOW
 
 
 async def adhoc_freezes(client: Client, env: str) -> list[ActiveFreeze]:

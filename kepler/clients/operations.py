@@ -33,6 +33,7 @@ from kepler.contracts import (
     APPROVE, BY_REQUEST, CANARY, CANARY_CONTROLS, DECOMMISSION, REJECT, RESTORE, STATUS, Query, Update,
 )
 from kepler.requests import OperationRequest, Subject
+from kepler.clients.temporal import execution_info
 from kepler.identity import SignedStatement, Statement, new_nonce, request_digest
 
 
@@ -146,10 +147,10 @@ async def _refuse_if_service_busy(client: Client, req: Any, who: Subject) -> Non
     elif who.env != "all":
         service_wide = naming.service_workflow_id(who.service)
         try:
-            desc = await client.get_workflow_handle(service_wide).describe()
+            info = await execution_info(client, service_wide)
         except RPCError:
             return
-        if desc.status == WorkflowExecutionStatus.RUNNING:
+        if info.status == WorkflowExecutionStatus.RUNNING:
             raise Refused(await describe_running(client, service_wide))
 
 

@@ -8,7 +8,9 @@ import functools
 from typing import Any, Awaitable, Callable, Sequence
 
 from pydantic import TypeAdapter
-from temporalio.api.common.v1 import Payload
+from temporalio.api.common.v1 import Payload, WorkflowExecution
+from temporalio.api.workflow.v1 import WorkflowExecutionInfo
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
@@ -65,6 +67,18 @@ def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
         return pydantic_data_converter
     return dataclasses.replace(pydantic_data_converter, payload_codec=codec,
                                failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
+
+
+async def execution_info(client: Client, workflow_id: str, run_id: str = "") -> WorkflowExecutionInfo:
+    """Temporal's record of a run (the latest of `workflow_id` without `run_id`): status,
+    type, task queue, first run and parent, undecoded. `describe()` also decodes the memo
+    and search attributes, the most of a describe's CPU and needed by none of the checks
+    on the release path (authority, the service lock, the freeze lookup). Raises RPCError
+    (NOT_FOUND: no such run)."""
+    response = await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(namespace=client.namespace, execution=WorkflowExecution(
+            workflow_id=workflow_id, run_id=run_id)))
+    return response.workflow_execution_info
 
 
 async def connect(address: str, namespace: str = "default", runtime: Runtime | None = None,
