@@ -108,7 +108,7 @@ class Kubelet:
                             "annotations": meta.get("annotations") or {},
                             "ownerReferences": [owner_ref(rs, "apps/v1")]},
                "spec": {**(template.get("spec") or {}), "nodeName": "sandbox-node"}}
-        created = self.store.create(PODS, pod, actor="controller", audited=False)
+        created = self.store.create(PODS, pod, actor="controller", audited=False, copy_back=False)
         self.store.sim["pods"][created["metadata"]["uid"]] = {
             "state": "pending", "created": time.time(), "rs": rs["metadata"]["uid"]}
 
@@ -122,7 +122,7 @@ class Kubelet:
         if rs.get("status") != status:
             # Shallow is enough: the store copies what it is given before using it.
             self.store.update(REPLICASETS, {**rs, "status": status}, subresource="status",
-                              actor="controller", audited=False)
+                              actor="controller", audited=False, copy_back=False)
 
     # -- kubelet ---------------------------------------------------------------------
 
@@ -150,7 +150,7 @@ class Kubelet:
         status = self._pod_status(pod, sim, now)
         if pod.get("status") != status:
             self.store.update(PODS, {**pod, "status": status}, subresource="status",
-                              actor="kubelet", audited=False)
+                              actor="kubelet", audited=False, copy_back=False)
         return self._next_change(sim, now)
 
     def _next_change(self, sim: dict[str, Any], now: float) -> float | None:

@@ -325,7 +325,7 @@ class Controller:
         if old != status:
             # Shallow is enough: the store copies what it is given before using it.
             self.store.update(DEPLOYMENTS, {**d, "status": status}, subresource="status",
-                              actor="controller", audited=False)
+                              actor="controller", audited=False, copy_back=False)
         if "last_progress" not in sim:  # e.g. paused from the start: Progressing's
             return math.floor(now) + 1.0  # lastUpdateTime shows the clock, to the second
         if complete or sim.get("reason") == "ProgressDeadlineExceeded":

@@ -180,7 +180,7 @@ class Store:
         self.audit.record(action, **detail)
 
     def create(self, res: Resource, obj: dict[str, Any], *, actor: str = "api",
-               audited: bool = True) -> dict[str, Any]:
+               audited: bool = True, copy_back: bool = True) -> dict[str, Any]:
         obj = clone(obj)
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
@@ -214,11 +214,13 @@ class Store:
         if audited:
             self._audit("create", res, obj, actor)
             self.save()
-        return clone(obj)
+        return clone(obj) if copy_back else obj
 
     def update(self, res: Resource, obj: dict[str, Any], *, subresource: str | None = None,
                actor: str = "api", action: str = "update",
-               audited: bool = True) -> dict[str, Any]:
+               audited: bool = True, copy_back: bool = True) -> dict[str, Any]:
+        """Write `obj` over the stored object; its copy (or, `copy_back=False`, for a
+        caller that only reads it, the stored object itself: never to be mutated)."""
         # A status write reads only the name, resourceVersion and status of `obj`.
         obj = {**obj} if subresource == "status" else clone(obj)
         meta = obj.setdefault("metadata", {})
@@ -229,10 +231,9 @@ class Store:
         wanted_rv = meta.get("resourceVersion")
         if wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]:
             raise conflict(res, meta["name"])
-        if subresource == "status":
-            merged = clone(current)
-            merged["status"] = clone(obj.get("status", {}))
-            obj = merged
+        if subresource == "status":  # stored objects are never changed in place: share all
+            obj = {**current, "metadata": dict(current["metadata"]),  # but what changes
+                   "status": clone(obj.get("status", {}))}
         else:
             if "status" in current and "status" in res.subresources:
                 obj["status"] = clone(current["status"])
@@ -247,7 +248,7 @@ class Store:
         meta = obj["metadata"]
         meta["resourceVersion"] = current["metadata"]["resourceVersion"]
         if obj == current:
-            return clone(current)  # no-op: no new resourceVersion, no watch event
+            return clone(current) if copy_back else current  # no-op: no new resourceVersion
         if res.has_generation and _spec_of(obj) != _spec_of(current):
             meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
         meta["resourceVersion"] = self._next_rv()
@@ -256,7 +257,7 @@ class Store:
         if audited:
             self._audit(action, res, obj, actor)
             self.save()
-        return clone(obj)
+        return clone(obj) if copy_back else obj
 
     def delete(self, res: Resource, namespace: str | None, name: str, *,
                propagation: str = "Background", actor: str = "api",
@@ -286,6 +287,7 @@ class Store:
                         if self.find(other, name, o["metadata"]["name"]) is not None:
                             self.delete(other, name, o["metadata"]["name"], actor=actor,
                                         audited=False)
+        obj = {**obj, "metadata": dict(obj["metadata"])}  # stored versions stay as they were
         obj["metadata"]["resourceVersion"] = self._next_rv()
         obj["metadata"]["deletionTimestamp"] = now_rfc3339()
         self._publish("DELETED", res, obj)
