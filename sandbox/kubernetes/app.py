@@ -53,6 +53,7 @@ class KubernetesSim:
     controller: Controller
     traffic: Traffic
     batch: BatchController | None = None
+    _woken: asyncio.Event | None = None
 
     def step(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -61,10 +62,28 @@ class KubernetesSim:
             self.batch.tick(now)
         self.traffic.advance(now, settle=False)
 
+    def wake(self) -> None:
+        """Reconcile now, not at the next tick: a client wrote, or an image lookup the
+        kubelet waits for came back (a real controller reacts to its watch at once)."""
+        if self._woken is not None:
+            self._woken.set()
+
+    def _written(self, res: Any, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """Start looking up the images a workload's pods will pull as soon as it is written,
+        as its pods are being made, so they need not wait a tick for them."""
+        template = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for container in template.get("containers") or ():
+            if isinstance(container, dict) and isinstance(container.get("image"), str):
+                self.images.lookup(container["image"])
+
     async def run(self) -> None:
+        self._woken = asyncio.Event()
+        self.images.on_resolved = self.wake
+        self.store.on_write.append(self._written)
         last_save = time.monotonic()
         while True:
             started = time.monotonic()
+            self._woken.clear()
             try:
                 self.step()
             except Exception:  # keep simulating; a bad object must not stop the world
@@ -75,7 +94,10 @@ class KubernetesSim:
             # With hundreds of objects a reconcile takes long: keep it under a quarter of
             # the loop, so the API stays responsive (the simulation slows down instead).
             spent = time.monotonic() - started
-            await asyncio.sleep(max(self.controller.tick_seconds, 3 * spent))
+            await asyncio.sleep(3 * spent)
+            with contextlib.suppress(asyncio.TimeoutError):  # the rest of a tick, unless woken
+                await asyncio.wait_for(self._woken.wait(),
+                                       max(0.0, self.controller.tick_seconds - 3 * spent))
 
 
 def _json(doc: dict[str, Any] | None) -> Response:
@@ -166,11 +188,18 @@ class KubernetesApi:
     # ---- resources, metrics, health -------------------------------------------------------
 
     async def core(self, request: Request) -> Response:
-        return await self.api.handle(request, "", "v1", request.path_params["rest"])
+        return self._woke(request, await self.api.handle(request, "", "v1",
+                                                         request.path_params["rest"]))
 
     async def grouped(self, request: Request) -> Response:
         p = request.path_params
-        return await self.api.handle(request, p["group"], p["version"], p["rest"])
+        return self._woke(request, await self.api.handle(request, p["group"], p["version"],
+                                                         p["rest"]))
+
+    def _woke(self, request: Request, response: Response) -> Response:
+        if request.method != "GET":
+            self.sim.wake()
+        return response
 
     async def metrics(self, _: Request) -> Response:
         return PlainTextResponse(self.sim.traffic.render(),

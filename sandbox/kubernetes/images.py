@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -106,8 +106,11 @@ class ImageResolver:
         self.labels_by_digest: dict[str, dict[str, str]] = {}
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_resolved: Callable[[], None] = lambda: None  # a lookup came back
 
     def lookup(self, image: str) -> ImageInfo:
+        """What is known of `image` now; a lookup starts (in the background) when it is
+        unknown or stale. Needs the running loop."""
         info = self.by_ref.get(image)
         now = time.monotonic()
         stale = info is None or (
@@ -134,6 +137,7 @@ class ImageResolver:
             self.by_ref[image] = await self.fetch(image)
         finally:
             self._inflight.discard(image)
+        self.on_resolved()
 
     async def fetch(self, image: str) -> ImageInfo:
         ref = parse_image(image)
