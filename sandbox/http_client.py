@@ -14,8 +14,10 @@ import weakref
 import httpx
 
 # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so a request never
-# goes out on a connection the stand-in on the other end is closing.
-LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=100, keepalive_expiry=2.0)
+# goes out on a connection the stand-in on the other end is closing. Few are kept: httpcore
+# checks every pooled connection (a readability poll each) for every request, which with
+# a hundred kept was most of an image lookup's CPU at 200 releases at once.
+LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=16, keepalive_expiry=2.0)
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = \
     weakref.WeakKeyDictionary()

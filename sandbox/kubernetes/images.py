@@ -36,6 +36,7 @@ INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
 RECHECK_MISSING_S = 1.0  # the kubelet's pull back-off, shortened
 RECHECK_TAG_S = 5.0  # a tag may move; a digest never does
+LOOKUPS_AT_ONCE = 8  # a kubelet pulls a few images at a time (and the pool stays small)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class ImageResolver:
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_resolved: Callable[[], None] = lambda: None  # a lookup came back
+        self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}  # one a loop
 
     def lookup(self, image: str) -> ImageInfo:
         """What is known of `image` now; a lookup starts (in the background) when it is
@@ -133,8 +135,11 @@ class ImageResolver:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _refresh(self, image: str) -> None:
+        gate = self._gates.setdefault(asyncio.get_running_loop(),
+                                      asyncio.Semaphore(LOOKUPS_AT_ONCE))
         try:
-            self.by_ref[image] = await self.fetch(image)
+            async with gate:
+                self.by_ref[image] = await self.fetch(image)
         finally:
             self._inflight.discard(image)
         self.on_resolved()
