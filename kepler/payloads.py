@@ -259,6 +259,21 @@ class RolloutResult(Model):
     revision: str = ""
 
 
+class DeployRelease(Model):
+    """A release's apply and its rollout wait in one activity; with `record`, when nothing
+    comes between the rollout and the record (no post_deploy hook, bake or verify), the
+    record too, stamped when the rollout was seen complete."""
+    release: ApplyRelease
+    timeout: timedelta  # of the rollout
+    record: ReleaseRecord | None = None
+
+
+class DeployResult(Model):
+    applied: ApplyResult
+    rollout: RolloutResult
+    recorded: bool = False
+
+
 class Revision(Model):
     revision: int
     image: str

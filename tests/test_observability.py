@@ -117,7 +117,7 @@ async def test_metrics_logs_and_traces_of_real_releases(sandbox: Sandbox, dev_en
     assert sample(text, "temporal_workflow_completed_total", workflow_type="ReleaseVersion",
                   task_queue=QUEUE) == 2.0
     assert sample(text, "temporal_activity_execution_latency_count",
-                  activity_type="kubernetes.apply_release", task_queue=QUEUE) is not None
+                  activity_type="kubernetes.deploy_release", task_queue=QUEUE) is not None
 
     entries = [json.loads(line) for line in logs.getvalue().splitlines() if line.strip()]
     mine = [e for e in entries if e.get("workflow_id") == f"{service}@prod"]
@@ -127,7 +127,7 @@ async def test_metrics_logs_and_traces_of_real_releases(sandbox: Sandbox, dev_en
 
     names = {s.name for s in spans.get_finished_spans()}
     assert {"StartWorkflow:ReleaseVersion", "RunWorkflow:ReleaseVersion",
-            "StartActivity:kubernetes.apply_release", "RunActivity:kubernetes.apply_release"} <= names
+            "StartActivity:kubernetes.deploy_release", "RunActivity:kubernetes.deploy_release"} <= names
 
 
 def test_dashboard_queries_only_series_the_worker_exports() -> None:

@@ -20,6 +20,8 @@ from temporalio import workflow
 
 from workflows.common import patches
 
+ONE_DEPLOY_STEP = "kepler-0.2.3"  # the baseline whose runs apply, wait and record in one step
+
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import RELEASE_VERSION
     from activities.gitlab import GitLabActivities
@@ -30,7 +32,8 @@ with workflow.unsafe.imports_passed_through():
     from kepler.models import Operation, ReleaseReport, ReleaseRequest
     from kepler.train import TRAIN_PREFIX
     from kepler.payloads import (
-        ApplyRelease, Authorization, Commit, EnvironmentPolicy, ImageQuery, ReadSpec, ReleaseTarget, ResolveRef,
+        ApplyRelease, Authorization, Commit, EnvironmentPolicy, ImageQuery, ReadSpec, ReleaseRecord,
+        ReleaseTarget, ResolveRef,
         VerifyRelease, WaitRollout,
     )
     from workflows.steps.platform import check_bounds, read_policy
@@ -51,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name=RELEASE_VERSION.workflow)
 class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
     _by_train = False  # a train member whose train's signed approvals cover it
+    _recorded = False  # the deploy step recorded the release in the workload's history
 
     @workflow.run
     async def run(self, req: ReleaseRequest) -> ReleaseReport:
@@ -122,32 +126,45 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
                                       cronjob=True, break_glass=broke_glass)
             return self._live(req, ref)
         hooks = release_hooks.of(spec)  # pre_deploy, the deploy, post_deploy
+        undo = release_hooks.recorded_undo(hooks)
+        # nothing between the rollout and the record: the deploy step records it
+        record = None if (hooks and hooks.post_deploy) or policy.bake_time > timedelta(0) \
+            or policy.verify_with_prometheus else kube.release_record(
+                image, commit.sha, ref, req.requested_by, undo=undo, break_glass=broke_glass)
         await release_hooks.around(
             self, hooks, release_hooks.release_of(spec, req.env, target, image, commit.sha, ref),
             self.release_authorization(req),
-            lambda: self.deploy(req, policy, spec, target, image, commit.sha, ref))
+            lambda: self.deploy(req, policy, spec, target, image, commit.sha, ref, record))
         await self.verify(policy, req)
-        await kube.record_release(self, target, image, commit.sha, ref, req.requested_by,
-                                  undo=release_hooks.recorded_undo(hooks), break_glass=broke_glass)
+        if not self._recorded:
+            await kube.record_release(self, target, image, commit.sha, ref, req.requested_by,
+                                      undo=undo, break_glass=broke_glass)
         await promotion.offer_onwards(self, req, policy, image, commit.sha, ref)
         return self._live(req, ref)
 
     async def deploy(self, req: ReleaseRequest, policy: EnvironmentPolicy, spec: ServiceSpec,
-                     target: ReleaseTarget, image: str, commit: str, ref: str) -> None:
-        """Remember what runs (its undo puts it back), apply, wait for the rollout."""
+                     target: ReleaseTarget, image: str, commit: str, ref: str,
+                     record: ReleaseRecord | None) -> None:
+        """Remember what runs (its undo puts it back), apply, wait for the rollout (and
+        record it, given `record`): in one activity in runs begun on kepler-0.2.3."""
         snapshot = await kube.snapshot(self, target)
         self.report.previous_image = snapshot.image
         self.saga.add(f"restore {snapshot.image or 'the empty deployment'} and its config",
                       lambda: kube.restore_and_wait(self, snapshot, policy.rollout_timeout))
         override = kube.overrides_of(snapshot)  # kepler scale|resources
-        result = await kube.apply(self, ApplyRelease(
+        change = ApplyRelease(
             target=target, image=image,
             replicas=spec.replicas_in(req.env) if override.replicas is None else override.replicas,
             config=spec.config_files, env=spec.env_in(req.env),
             resources=override.resources or spec.resources_in(req.env), port=spec.port,
             health_path=spec.health_path, pod=manifests.pod_shape(spec, req.env),
             annotations=kube.release_annotations(req.requested_by, commit=commit, version=ref),
-            authorization=self.release_authorization(req)))
+            authorization=self.release_authorization(req))
+        if patches.begun_on(ONE_DEPLOY_STEP):
+            deployed = await kube.deploy(self, change, policy.rollout_timeout, record)
+            self._recorded = deployed.recorded
+            return
+        result = await kube.apply(self, change)
         await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
                                                   timeout=policy.rollout_timeout))
 

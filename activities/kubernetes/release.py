@@ -21,7 +21,7 @@ from activities.authorization import authorize
 from kepler import manifests, naming
 from kepler.spec import Resources
 from kepler.payloads import (
-    ApplyRelease, ApplyResult, PodShape, RecordRelease, ReleaseSnapshot, history_of,
+    ApplyRelease, ApplyResult, PodShape, RecordRelease, ReleaseRecord, ReleaseSnapshot, history_of,
     ReleaseTarget,
 )
 
@@ -224,6 +224,15 @@ def apply_config(cluster: Cluster, target: ReleaseTarget, config: dict[str, str]
     read_modify_write(cluster, "ConfigMap", target.namespace, name, change, live)
 
 
+def own_record(record: ReleaseRecord) -> None:
+    """A run records only its own release (a workflow run, asking through its activity)."""
+    run = calling_run()
+    if run is not None and record.release_id != f"{run.workflow_id}/{run.run_id}":
+        raise non_retryable("Unauthorized", f"refused by the worker: run {run.run_id} of "
+                            f"{run.workflow_id} may record only its own release, not "
+                            f"{record.release_id!r}")
+
+
 class ReleaseActivities(ClusterActivities):
     """Snapshot, apply and restore a release on one kind of workload; a subclass sets
     `workload` and names the activities."""
@@ -283,15 +292,11 @@ class ReleaseActivities(ClusterActivities):
                                     change, live)  # rbac: Deployment, CronJob
         return ApplyResult(changed=changed, generation=written["metadata"].get("generation", 0))
 
-    def _record(self, req: RecordRelease) -> bool:
+    def _record(self, req: RecordRelease, live: dict | None = None) -> bool:
         """Put `req.record` at the head of the workload's release history (idempotent: a
-        retry finds it there already)."""
+        retry finds it there already); `live`: the workload as just read, if it was."""
         t = req.target
-        run = calling_run()
-        if run is not None and req.record.release_id != f"{run.workflow_id}/{run.run_id}":
-            raise non_retryable("Unauthorized", f"refused by the worker: run {run.run_id} of "
-                                f"{run.workflow_id} may record only its own release, not "
-                                f"{req.record.release_id!r}")
+        own_record(req.record)
 
         def change(obj: dict) -> bool:
             if self.workload.container(obj).get("image") != req.record.image:
@@ -308,8 +313,9 @@ class ReleaseActivities(ClusterActivities):
             obj["metadata"]["annotations"] = annotations
             return True
 
-        live = self.clusters(t.env).get(self.workload.kind,  # rbac: Deployment, CronJob
-                                        t.namespace, t.name())
+        if live is None:
+            live = self.clusters(t.env).get(self.workload.kind,  # rbac: Deployment, CronJob
+                                            t.namespace, t.name())
         if live is None:
             raise non_retryable("NotFound", f"{self.workload.kind} {t.namespace}/{t.name()} "
                                 "disappeared before its release was recorded")

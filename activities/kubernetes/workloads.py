@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from datetime import datetime, timezone
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -16,11 +17,12 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import non_retryable
 from activities.kubernetes.client import Cluster
 from activities.kubernetes.release import (DEPLOYMENT, ReleaseActivities, cannot_start, history_of,
-                                          why_not_ready)
+                                          own_record, why_not_ready)
 from kepler import naming
 from kepler.promotion import LiveRelease, live_release_of
 from kepler.payloads import (
-    AdoptedObject, Applied, ApplyObjects, ApplyRelease, ApplyResult, RecordRelease,
+    AdoptedObject, Applied, ApplyObjects, ApplyRelease, ApplyResult, DeployRelease, DeployResult,
+    RecordRelease,
     ReleaseSnapshot, ReleaseTarget, Revision, RolloutResult, ScaleDeployment, UndoCreated,
     WaitRollout,
 )
@@ -171,6 +173,30 @@ class DeploymentActivities(ReleaseActivities):
     def wait_rollout(self, req: WaitRollout) -> RolloutResult:
         """Wait until the Deployment's generation is fully rolled out, heartbeating.
         Fails fast, non-retryable, on a deadline exceeded or a pod that cannot start."""
+        return self._wait_rollout(req)[0]
+
+    @activity.defn(name="kubernetes.deploy_release")
+    def deploy_release(self, req: DeployRelease) -> DeployResult:
+        """apply_release, then wait_rollout; then, with `req.record`, record_release stamped
+        now: one activity where a release would make three (a retry applies again, which
+        writes nothing when the Deployment runs it already, and waits again). A record
+        that is not the calling run's own, or not of this image, is refused first."""
+        if req.record is not None:
+            own_record(req.record)
+            if req.record.image != req.release.image:
+                raise non_retryable("InvalidInput", "record.image: must be the image applied")
+        applied = self._apply(req.release)
+        target = req.release.target
+        rollout, live = self._wait_rollout(WaitRollout(target=target, generation=applied.generation,
+                                                       timeout=req.timeout))
+        if req.record is None:
+            return DeployResult(applied=applied, rollout=rollout)
+        record = req.record.model_copy(update={"at": datetime.now(timezone.utc)})
+        self._record(RecordRelease(target=target, record=record), live)
+        return DeployResult(applied=applied, rollout=rollout, recorded=True)
+
+    def _wait_rollout(self, req: WaitRollout) -> tuple[RolloutResult, dict]:
+        """The rollout's result, and the Deployment as last read."""
         cluster = self.clusters(req.target.env)
         ns, name = req.target.namespace, req.target.name()
         started = time.monotonic()
@@ -194,7 +220,7 @@ class DeploymentActivities(ReleaseActivities):
                                         f"{cond.get('message', '')} {self._pod_problem(cluster, deploy) or ''}".strip())
             if observed and updated >= want and available >= want and status.get("replicas", 0) <= want:
                 return RolloutResult(ready_replicas=available, revision=(
-                    deploy["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", ""))
+                    deploy["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "")), deploy
             # Pods are read once the quick first polls are over, and then once a second: a
             # rollout done within them costs one request a poll, and a pod that cannot start
             # is still seen within a second (a list of pods costs several polls' CPU).

@@ -26,13 +26,13 @@ from kepler.spec import ServiceSpec
 from kepler.settings import Platform, Secrets, parse_platform
 from kepler.payloads import (
     ApplyObjects, ApplyRelease, Authorization, BuildRequest, EnsureHook, EnsureJob, EnsureProject, ImageQuery, ReadSpec,
-    ReleaseTarget, ResolveRef, RouteWeights, UndoCreated, WaitRollout,
+    DeployRelease, ReleaseRecord, ReleaseTarget, ResolveRef, RouteWeights, UndoCreated, WaitRollout,
 )
 from sandbox.serve import Sandbox
 from sandbox.world import SandboxSettings
 from tests.conftest import platform_yaml
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +201,25 @@ def test_kubernetes_objects_release_rollout_conflict_and_routes(box: Sandbox, pl
     run(k8s.restore_release, before)
     restored = run(k8s.snapshot, target)
     assert restored.image == before.image and restored.config == before.config
+
+    # apply, rollout and record in one activity: the record stamped once the rollout is done
+    asked = datetime.now(timezone.utc) - timedelta(hours=1)
+    record = ReleaseRecord(image=change.image, commit="c1", version="v1", at=asked,
+                           release_id="web@staging/run-1", requested_by="carol")
+    deployed = run(k8s.deploy_release, DeployRelease(release=change, timeout=timedelta(seconds=30),
+                                                     record=record))
+    assert deployed.applied.changed and deployed.recorded and deployed.rollout.ready_replicas == 2
+    head = run(k8s.snapshot, target).history[0]
+    assert (head.image, head.release_id, head.version) == (change.image, "web@staging/run-1", "v1")
+    assert head.at > asked + timedelta(minutes=59)  # when it went live, not when it was asked
+    again = run(k8s.deploy_release, DeployRelease(release=change, timeout=timedelta(seconds=30),
+                                                  record=record))  # a retry: nothing new
+    assert not again.applied.changed and len(run(k8s.snapshot, target).history) == 1
+    error = expect("InvalidInput", k8s.deploy_release, DeployRelease(
+        release=change, timeout=timedelta(seconds=30),
+        record=record.model_copy(update={"image": before.image})))
+    assert "record.image" in str(error)
+    run(k8s.restore_release, before)
 
     # a canary mounts its own ConfigMap with the new config; the primary's is untouched
     canary = ReleaseTarget(env="staging", namespace="web-staging", service="web",

@@ -15,7 +15,7 @@ from kepler.payloads import (
     Applied, ApplyObjects, ApplyRelease, ApplyResult, RolloutResult, RouteWeights, ScaleDeployment,
     WaitRollout,
 )
-from tests.fakes.world import FakeWorld, by_name
+from tests.fakes.world import FakeWorld, by_name, with_deploy
 
 HEALTHY = {"request-success-rate": 100.0, "request-duration": 40.0}
 
@@ -104,7 +104,7 @@ class CanaryWorld(FakeWorld):
 
         base.update({getattr(fn, "__temporal_activity_definition").name: fn for fn in (
             apply_objects, apply_release, wait_rollout, scale, set_routes, analyse)})
-        return list(base.values())
+        return with_deploy(list(base.values()))
 
     @property
     def weight(self) -> tuple[int, int, bool]:

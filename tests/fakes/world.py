@@ -19,7 +19,7 @@ from kepler.promotion import LiveRelease, PromotionPath
 from kepler.spec import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
 from kepler.payloads import (
-    AdoptedObject, Applied, ApplyObjects, ExistingService, ReleaseRecord, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
+    AdoptedObject, Applied, ApplyObjects, DeployRelease, DeployResult, ExistingService, ReleaseRecord, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
     EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyQuery, ProjectRef,
     ReadSpec, ReleaseSnapshot, ReleaseTarget, ResolveRef, Revision, RolloutResult, RouteWeights,
     UndoCreated, VerifyRelease, VerifyResult, WaitRollout,
@@ -43,7 +43,30 @@ def replaced(activities: list[Any], *replacements: Any, drop: tuple[str, ...] = 
     """`activities` with those of the same names as `replacements` swapped, `drop` left out."""
     table = by_name(activities)
     table.update(by_name(list(replacements)))
-    return [a for name, a in table.items() if name not in drop]
+    return with_deploy([a for name, a in table.items() if name not in drop])
+
+
+def with_deploy(activities: list[Any]) -> list[Any]:
+    """`activities` with `kubernetes.deploy_release` made of their own apply_release,
+    wait_rollout and record_release, as the real one is of the three."""
+    table = by_name(activities)
+    apply, wait = table.get("kubernetes.apply_release"), table.get("kubernetes.wait_rollout")
+    record = table.get("kubernetes.record_release")
+    if apply is None or wait is None:
+        return activities
+
+    @activity.defn(name="kubernetes.deploy_release")
+    async def deploy_release(d: DeployRelease) -> DeployResult:
+        applied = await apply(d.release)
+        rollout = await wait(WaitRollout(target=d.release.target, generation=applied.generation,
+                                         timeout=d.timeout))
+        if d.record is None or record is None:
+            return DeployResult(applied=applied, rollout=rollout)
+        await record(RecordRelease(target=d.release.target, record=d.record))
+        return DeployResult(applied=applied, rollout=rollout, recorded=True)
+
+    table["kubernetes.deploy_release"] = deploy_release
+    return list(table.values())
 
 
 def sha_of(ref: str) -> str:
@@ -307,13 +330,13 @@ class FakeWorld:
                 raise ApplicationError("not sealed", type="Unauthorized", non_retryable=True)
             return True
 
-        return [environment_policy, environments, resolve_ref, read_spec, find_image, build,
+        return with_deploy([environment_policy, environments, resolve_ref, read_spec, find_image, build,
                 snapshot, apply_release, restore_release, wait_rollout, revision_history,
                 apply_objects, record_adopted, foreign_objects, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,
                 delete_project_if_created, existing_service, revert_files, ensure_job, delete_job_if_created, set_routes, verify,
                 live_release, active_freeze, request_used,
-                notify, seal, check_seal]
+                notify, seal, check_seal])
 
     def _remove(self, key: str) -> bool:
         if key in self.created:

@@ -107,7 +107,7 @@ async def crash_case(slow_box: Sandbox, dev_env: Any, tmp_path: Path, name: str,
 
 
 async def waiting_for_rollout(c: Case, s: ops.Started) -> bool:
-    return await c.stage(s.workflow_id) == "wait for rollout"
+    return await c.stage(s.workflow_id) == "apply and roll out"
 
 
 async def compensating(c: Case, s: ops.Started) -> bool:

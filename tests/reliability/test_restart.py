@@ -89,7 +89,7 @@ async def test_dev_server_restart_mid_release(slow_box: Sandbox, tmp_path: Path)
         started = await ops.start(client, ReleaseRequest(service="survivor", env="staging",
                                                          ref="main", requested_by="carol"), "restart")
         await wait_for(lambda: stage_of(client, started.workflow_id), 60, "the release to run")
-        await wait_for(lambda: _is(stage_of(client, started.workflow_id), "wait for rollout"), 60,
+        await wait_for(lambda: _is(stage_of(client, started.workflow_id), "apply and roll out"), 60,
                        "the rollout wait")
         await server.stop()
         await server.start()  # same database, same port
@@ -134,7 +134,7 @@ async def test_sigterm_during_long_wait_hands_the_activity_over(slow_box: Sandbo
                                "sigterm")).handle.result()
         started = await ops.start(client, ReleaseRequest(service="graceful", env="staging",
                                                          ref="main", requested_by="carol"), "sigterm")
-        await wait_for(lambda: _is(stage_of(client, started.workflow_id), "wait for rollout"), 60,
+        await wait_for(lambda: _is(stage_of(client, started.workflow_id), "apply and roll out"), 60,
                        "the rollout wait")
         code = await first.terminate(timeout=30)
         assert code == 0, log.read_text()[-2000:]

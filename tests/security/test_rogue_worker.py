@@ -28,7 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from kepler.settings import ApprovalPolicy, Bounds, Platform, load_platform
     from kepler.spec import ServiceSpec
     from kepler.payloads import (
-        AdoptedObject, ApplyObjects, ApplyRelease, Authorization, EnvironmentPolicy, ReleaseRecord,
+        AdoptedObject, ApplyObjects, ApplyRelease, Authorization, DeployRelease, EnvironmentPolicy,
+        ReleaseRecord,
         ReleaseSnapshot, ReleaseTarget, RecordRelease, RouteWeights, ScaleDeployment, UndoCreated,
     )
     from tests import world
@@ -59,6 +60,11 @@ def crafted_calls() -> list[tuple[str, Any]]:
         ("kubernetes.apply_release", ApplyRelease(  # staging's policy, prod's namespace
             target=TARGET.model_copy(update={"env": "staging"}), image=EVIL, replicas=1,
             config={}, resources=spec.resources, annotations={})),
+        ("kubernetes.deploy_release", DeployRelease(release=ApplyRelease(
+            target=TARGET, image=EVIL, replicas=1, config={"evil": "1"}, resources=spec.resources,
+            annotations={}, authorization=Authorization(request=request.signed)),
+            timeout=timedelta(minutes=1), record=ReleaseRecord(
+                image=EVIL, at=datetime.now(timezone.utc), release_id=f"{SERVICE}@prod/x"))),
         ("kubernetes.restore_release", ReleaseSnapshot(
             target=TARGET, exists=True, image=EVIL, replicas=3, config={"evil": "1"})),
         ("kubernetes.record_release", RecordRelease(target=TARGET, record=ReleaseRecord(

@@ -97,14 +97,22 @@ async def test_hooks_run_around_the_rollout_with_the_release_image_and_config(ru
         "alembic", "downgrade", "-1"]  # a rollback away from v2 runs it
     assert any("pre_deploy hook shop-pre-deploy-" in n for n in status.notes)
     assert await patch_markers(handle) == [BASELINE]  # it stands for the hooks patch too
-    await keep_history(time_env.client, "release-with-hooks-one-marker", handle.id)
+    # (release-with-hooks-one-marker.json is the same run begun on kepler-0.2.2)
+    await keep_history(time_env.client, "release-with-hooks-kepler-0.2.3", handle.id)
 
 
-async def test_a_release_writes_one_patch_marker_with_or_without_hooks(run) -> None:
+async def test_a_release_writes_one_patch_marker_with_or_without_hooks(run, time_env) -> None:
     hw = HookWorld(FakeWorld(), None)
     handle, status, _ = await run(hw, release())
     assert status.outcome == "succeeded" and hw.runs == []
     assert await patch_markers(handle) == [BASELINE]
+    # nothing between the rollout and the record: one step applies, waits and records
+    names = [s.name for s in status.steps]
+    assert "apply and roll out" in names and "record the release" not in names
+    assert hw.world.calls[-3:] == ["apply_release", "wait_rollout", "record_release"]
+    (recorded,) = hw.world.recorded
+    assert recorded.record.release_id == f"{handle.id}/{handle.result_run_id}"
+    await keep_history(time_env.client, "release-in-one-deploy-step", handle.id)
 
 
 async def test_a_failed_pre_deploy_leaves_the_old_image_and_runs_its_undo(run) -> None:

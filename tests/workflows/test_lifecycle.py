@@ -250,8 +250,10 @@ async def test_verification_after_the_bake_time_follows_the_no_data_policy(
             pass
         status = await ops.status(time_env.client, started.workflow_id)
     assert status.outcome == outcome, status.error
-    applied = next(s for s in status.steps if s.name == "wait for rollout").finished_at
+    applied = next(s for s in status.steps if s.name == "apply and roll out").finished_at
     assert seen and seen[0] - applied >= timedelta(minutes=10)  # verified after the bake
+    # recorded live only once verified: its own step, after the bake and the check
+    assert ("record the release" in [s.name for s in status.steps]) == (outcome == "succeeded")
     assert (world.deployment["image"] == OLD) == (outcome == "rolled_back")  # else v2 is live
     if verdict == "no_data":
         assert ("verify_no_data policy is fail" in status.error) == (no_data == "fail")

@@ -143,7 +143,7 @@ async def test_rollout_failure_restores_image_and_config(harness: Harness) -> No
     harness.world.rollout_fails = True
     started = await harness.start(release())
     message = await failure_of(started)
-    assert "step 'wait for rollout' failed" in message and "CrashLoopBackOff" in message
+    assert "step 'apply and roll out' failed" in message and "CrashLoopBackOff" in message
     assert "restore" in message
     assert harness.world.deployment == before  # image *and* config back
     status = await started.handle.query("status", result_type=OperationStatus)
@@ -164,7 +164,7 @@ async def test_cancel_during_rollout_compensates_then_ends_cancelled(harness: Ha
     before = dict(harness.world.deployment)
     harness.world.rollout_hangs = True
     started = await harness.start(release())
-    await harness.wait_stage(started, "wait for rollout")
+    await harness.wait_stage(started, "apply and roll out")
     await started.handle.cancel()
     with pytest.raises(WorkflowFailureError) as e:
         await started.handle.result()

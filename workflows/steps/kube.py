@@ -11,23 +11,31 @@ with workflow.unsafe.imports_passed_through():
     from activities.kubernetes.workloads import DeploymentActivities
     from kepler import naming
     from kepler.payloads import (
-        ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout, RecordRelease, ReleaseRecord,
+        ApplyRelease, ApplyResult, DeployRelease, DeployResult, ReleaseSnapshot, ReleaseTarget,
+        RolloutResult, WaitRollout, RecordRelease, ReleaseRecord,
     )
     from kepler.scale import Overrides
     from kepler.spec import Hook
     from workflows.base import KeplerWorkflow, StepFailed, StepOptions
 
 
+def release_record(image: str, commit: str, version: str, requested_by: str,
+                   undo: Hook | None = None, break_glass: str = "") -> ReleaseRecord:
+    """This run's entry in the workload's release history (`break_glass`: the reason it went
+    through a freeze)."""
+    info = workflow.info()
+    return ReleaseRecord(image=image, commit=commit, version=version, at=workflow.now(),
+                         release_id=f"{info.workflow_id}/{info.run_id}",
+                         requested_by=requested_by, undo=undo, break_glass=break_glass)
+
+
 async def record_release(wf: KeplerWorkflow, target: ReleaseTarget, image: str, commit: str,
                          version: str, requested_by: str, cronjob: bool = False,
                          undo: Hook | None = None, break_glass: str = "") -> None:
     """The release is live and healthy: it heads the workload's own release history, which
-    `rollback --to previous` reads; `break_glass`: the reason it went through a freeze."""
-    info = workflow.info()
-    record = RecordRelease(target=target, record=ReleaseRecord(
-        image=image, commit=commit, version=version, at=workflow.now(),
-        release_id=f"{info.workflow_id}/{info.run_id}", requested_by=requested_by, undo=undo,
-        break_glass=break_glass))
+    `rollback --to previous` reads."""
+    record = RecordRelease(target=target, record=release_record(
+        image, commit, version, requested_by, undo, break_glass))
     activity = CronJobActivities.record_release if cronjob else DeploymentActivities.record_release
     await wf.step("record the release", activity, record)
 
@@ -76,10 +84,22 @@ async def restore(wf: KeplerWorkflow, previous: ReleaseSnapshot) -> ApplyResult:
 
 
 async def wait_rollout(wf: KeplerWorkflow, wait: WaitRollout) -> RolloutResult:
-    options = StepOptions(start_to_close=wait.timeout + timedelta(minutes=1),
-                          heartbeat=timedelta(seconds=10),
-                          schedule_to_close=wait.timeout * 2 + timedelta(minutes=5))
-    return await wf.step("wait for rollout", DeploymentActivities.wait_rollout, wait, options)
+    return await wf.step("wait for rollout", DeploymentActivities.wait_rollout, wait,
+                         rollout_options(wait.timeout))
+
+
+async def deploy(wf: KeplerWorkflow, change: ApplyRelease, timeout: timedelta,
+                 record: ReleaseRecord | None = None) -> DeployResult:
+    """apply, wait_rollout and (with `record`) record_release as one step and one activity:
+    each activity a release schedules costs the worker and the server a round trip."""
+    return await wf.step("apply and roll out", DeploymentActivities.deploy_release,
+                         DeployRelease(release=authorized(wf, change), timeout=timeout,
+                                       record=record), rollout_options(timeout))
+
+
+def rollout_options(timeout: timedelta) -> StepOptions:
+    return StepOptions(start_to_close=timeout + timedelta(minutes=1), heartbeat=timedelta(seconds=10),
+                       schedule_to_close=timeout * 2 + timedelta(minutes=5))
 
 
 async def restore_and_wait(wf: KeplerWorkflow, previous: ReleaseSnapshot,
