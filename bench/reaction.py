@@ -2,7 +2,7 @@
 
 - approve: from sending the signed `approve` update (client clock, after signing, as
   `kepler approve` sends it) to the start of the deploy activity
-  (kubernetes.apply_release's ActivityTaskStarted event time; same machine, same clock):
+  (kubernetes.deploy_release's ActivityTaskStarted event time; same machine, same clock):
   the server's hop, the workflow verifying the signature, the steps before the apply; for a
   prod release (approval required) of what staging runs, image cached;
 - abort: from sending `abort` to a canary at 10 % until the sandbox's VirtualService routes
@@ -81,7 +81,7 @@ async def approve_to_deploy(st: Stack, commits: list[str], runs: int) -> tuple[l
         sent = await send_approval(st, "alice")
         assert (await started.handle.result()).outcome == "succeeded"
         events = await history(st.client, started.workflow_id, started.run_id)
-        scheduled, started_at = _started_at(events, "kubernetes.apply_release")
+        scheduled, started_at = _started_at(events, "kubernetes.deploy_release")
         to_deploy.append((started_at - sent).total_seconds() * 1000)
         queued.append((started_at - scheduled).total_seconds() * 1000)
     return to_deploy, queued
