@@ -23,30 +23,35 @@ def signers_of(platform: Platform) -> AllowedSigners:
         raise non_retryable("InvalidConfig", str(e)) from None
 
 
+def environment_policy_of(platform: Platform, query: PolicyQuery) -> EnvironmentPolicy:
+    """The environment's policy for the service, from the worker's kepler.yaml."""
+    env = platform.environments.get(query.env)
+    if env is None:
+        known = ", ".join(sorted(platform.environments))
+        raise non_retryable("InvalidInput", f"env: unknown environment {query.env!r} "
+                            f"(configured: {known})")
+    return EnvironmentPolicy(
+        env=query.env, namespace=env.namespace_for(query.service, query.env),
+        approval=env.approval, rollback_approval=env.rollback_approval, bounds=env.bounds,
+        bake_time=env.bake_time, rollout_timeout=env.rollout_timeout,
+        verify_with_prometheus=env.verify_with_prometheus, verify_no_data=env.verify_no_data,
+        builder=platform.builder, registry_host=platform.registry.host,
+        image_repository=naming.image_repository(platform.gitlab.group, query.service),
+        signers=signers_of(platform), admins=list(platform.identity.admins),
+        promotion=platform.promotion.get(query.env),
+        auto_promote_to=[target for target, path in platform.promotion.items()
+                         if path.source == query.env and path.auto],
+        freeze=platform.freeze.get(query.env),
+    )
+
+
 class PlatformActivities:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
 
     @activity.defn(name="platform.environment_policy")
     def environment_policy(self, query: PolicyQuery) -> EnvironmentPolicy:
-        env = self.platform.environments.get(query.env)
-        if env is None:
-            known = ", ".join(sorted(self.platform.environments))
-            raise non_retryable("InvalidInput", f"env: unknown environment {query.env!r} "
-                                f"(configured: {known})")
-        return EnvironmentPolicy(
-            env=query.env, namespace=env.namespace_for(query.service, query.env),
-            approval=env.approval, rollback_approval=env.rollback_approval, bounds=env.bounds,
-            bake_time=env.bake_time, rollout_timeout=env.rollout_timeout,
-            verify_with_prometheus=env.verify_with_prometheus, verify_no_data=env.verify_no_data,
-            builder=self.platform.builder, registry_host=self.platform.registry.host,
-            image_repository=naming.image_repository(self.platform.gitlab.group, query.service),
-            signers=signers_of(self.platform), admins=list(self.platform.identity.admins),
-            promotion=self.platform.promotion.get(query.env),
-            auto_promote_to=[target for target, path in self.platform.promotion.items()
-                             if path.source == query.env and path.auto],
-            freeze=self.platform.freeze.get(query.env),
-        )
+        return environment_policy_of(self.platform, query)
 
     @activity.defn(name="platform.signers")
     def signers(self) -> AllowedSigners:

@@ -3,7 +3,7 @@ operations on a service are running right now, and its release schedules (Tempor
 
 from __future__ import annotations
 
-
+import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,7 +13,7 @@ from temporalio.client import Client, ScheduleDescription, ScheduleHandle, Workf
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import non_retryable, retryable
-from activities.platform import signers_of
+from activities.platform import environment_policy_of, signers_of
 from kepler import naming
 from kepler.contracts import MERGE_REQUEST, PREVIEW, RELEASE_VERSION, STATUS
 from kepler.models import OperationStatus
@@ -23,6 +23,7 @@ from kepler.decommission import (
     DecommissionPlan, EnvTarget, RunningQuery, SchedulePause, TeardownResult,
 )
 from kepler.freeze import ActiveFreeze
+from kepler.payloads import PolicyNow, PolicyQuery
 from kepler.clients.freezes import FreezeLookupError, adhoc_freezes
 from kepler.identity import RequestUse, SignedStatement
 from kepler.schedules import schedule_id
@@ -147,6 +148,15 @@ class TemporalActivities:
             except ValidationError:
                 return ""
         return ""
+
+    @activity.defn(name="platform.policy_and_freezes")
+    async def policy_and_freezes(self, query: PolicyQuery) -> PolicyNow:
+        """platform.environment_policy and temporal.active_freeze in one read (one activity
+        where a release's first check made two)."""
+        policy, freezes = await asyncio.gather(
+            asyncio.to_thread(environment_policy_of, self.platform, query),  # reads files
+            self.active_freeze(query.env))
+        return PolicyNow(policy=policy, adhoc_freezes=freezes)
 
     @activity.defn(name="temporal.active_freeze")
     async def active_freeze(self, env: str) -> list[ActiveFreeze]:

@@ -12,7 +12,7 @@ from kepler import naming
 from kepler.models import Model
 from kepler.spec import Hook, Resources
 from kepler.promotion import PromotionPath
-from kepler.freeze import EnvironmentFreeze
+from kepler.freeze import ActiveFreeze, EnvironmentFreeze
 from kepler.settings import ApprovalPolicy, Bounds
 from kepler.identity import AllowedSigners, SignedStatement
 
@@ -45,6 +45,13 @@ class EnvironmentPolicy(Model):
 class PolicyQuery(Model):
     service: str
     env: str
+
+
+class PolicyNow(Model):
+    """The environment's policy and the ad-hoc freezes in force on it, read together: the
+    first check of a release (an operation's later checks look at the freezes again)."""
+    policy: EnvironmentPolicy
+    adhoc_freezes: list[ActiveFreeze] = Field(default_factory=list)
 
 
 # --- GitLab --------------------------------------------------------------------------------

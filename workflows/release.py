@@ -20,7 +20,8 @@ from temporalio import workflow
 
 from workflows.common import patches
 
-ONE_DEPLOY_STEP = "kepler-0.2.3"  # the baseline whose runs apply, wait and record in one step
+# the baseline whose runs read policy and freezes in one step, and apply, wait and record in one
+KEPLER_0_2_3 = "kepler-0.2.3"
 
 with workflow.unsafe.imports_passed_through():
     from kepler.contracts import RELEASE_VERSION
@@ -36,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseTarget, ResolveRef,
         VerifyRelease, WaitRollout,
     )
-    from workflows.steps.platform import check_bounds, read_policy
+    from workflows.steps.platform import check_bounds, read_policy, read_policy_and_freezes
     from workflows.common.approval import ApprovalGate
     from workflows.base import Done, KeplerWorkflow, StepFailed
     from workflows.common.approval import APPROVAL_EXPIRY, SIGNED_APPROVALS
@@ -64,9 +65,13 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
 
     async def runbook(self, req: ReleaseRequest) -> Done:
         report: ReleaseReport = self.report
-        self.prefetch("check freeze", TemporalActivities.active_freeze, req.env)  # beside the policy
-        policy: EnvironmentPolicy = await read_policy(self, req.service, req.env)
-        checked = await freeze.check(self, policy, req)  # refused, waited out, or break-glass
+        adhoc = None  # the ad-hoc freezes, read with the policy
+        if patches.begun_on(KEPLER_0_2_3):
+            policy, adhoc = await read_policy_and_freezes(self, req.service, req.env)
+        else:
+            self.prefetch("check freeze", TemporalActivities.active_freeze, req.env)
+            policy = await read_policy(self, req.service, req.env)
+        checked = await freeze.check(self, policy, req, adhoc)  # refused, waited out, or break-glass
         ref, pinned = req.ref or "", req.image
         if req.from_env:  # a promotion: exactly what is live and healthy there, as it is
             live = await promotion.source_release(self, req, policy)
@@ -160,7 +165,7 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
             health_path=spec.health_path, pod=manifests.pod_shape(spec, req.env),
             annotations=kube.release_annotations(req.requested_by, commit=commit, version=ref),
             authorization=self.release_authorization(req))
-        if patches.begun_on(ONE_DEPLOY_STEP):
+        if patches.begun_on(KEPLER_0_2_3):
             deployed = await kube.deploy(self, change, policy.rollout_timeout, record)
             self._recorded = deployed.recorded
             return

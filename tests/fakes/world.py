@@ -20,7 +20,7 @@ from kepler.spec import ServiceSpec
 from kepler.settings import ApprovalPolicy, Bounds, load_platform
 from kepler.payloads import (
     AdoptedObject, Applied, ApplyObjects, DeployRelease, DeployResult, ExistingService, ReleaseRecord, RecordRelease, ApplyRelease, ApplyResult, BuildRequest, BuildResult, Commit,
-    EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyQuery, ProjectRef,
+    EnsureHook, EnsureJob, EnsureProject, EnvironmentPolicy, ImageQuery, PolicyNow, PolicyQuery, ProjectRef,
     ReadSpec, ReleaseSnapshot, ReleaseTarget, ResolveRef, Revision, RolloutResult, RouteWeights,
     UndoCreated, VerifyRelease, VerifyResult, WaitRollout,
 )
@@ -47,13 +47,21 @@ def replaced(activities: list[Any], *replacements: Any, drop: tuple[str, ...] = 
 
 
 def with_deploy(activities: list[Any]) -> list[Any]:
-    """`activities` with `kubernetes.deploy_release` made of their own apply_release,
-    wait_rollout and record_release, as the real one is of the three."""
+    """`activities` with the activities Kepler combines made of their own parts, as the
+    real ones are: `kubernetes.deploy_release` of apply_release, wait_rollout and
+    record_release; `platform.policy_and_freezes` of environment_policy and active_freeze."""
     table = by_name(activities)
+    policy, freezes = table.get("platform.environment_policy"), table.get("temporal.active_freeze")
+    if policy is not None and freezes is not None:
+        @activity.defn(name="platform.policy_and_freezes")
+        async def policy_and_freezes(q: PolicyQuery) -> PolicyNow:
+            return PolicyNow(policy=await policy(q), adhoc_freezes=await freezes(q.env))
+
+        table["platform.policy_and_freezes"] = policy_and_freezes
     apply, wait = table.get("kubernetes.apply_release"), table.get("kubernetes.wait_rollout")
     record = table.get("kubernetes.record_release")
     if apply is None or wait is None:
-        return activities
+        return list(table.values())
 
     @activity.defn(name="kubernetes.deploy_release")
     async def deploy_release(d: DeployRelease) -> DeployResult:

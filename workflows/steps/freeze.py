@@ -44,10 +44,12 @@ class Checked(NamedTuple):
     at: datetime
 
 
-async def check(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any) -> Checked:
+async def check(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any,
+                adhoc: list[ActiveFreeze] | None = None) -> Checked:
     """Before anything: open (after waiting for it with `after_freeze`), or the freeze a
-    break-glass request goes through; otherwise refused (exit 3)."""
-    return Checked(await _hold(wf, policy, req, "check freeze"), workflow.now())
+    break-glass request goes through; otherwise refused (exit 3). `adhoc`: the ad-hoc
+    freezes just read with the policy (None: read them now)."""
+    return Checked(await _hold(wf, policy, req, "check freeze", adhoc=adhoc), workflow.now())
 
 
 async def recheck(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, checked: Checked) -> None:
@@ -73,12 +75,14 @@ async def gate(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, checked:
 
 
 async def _hold(wf: KeplerWorkflow, policy: EnvironmentPolicy, req: Any, step: str,
-                through: ActiveFreeze | None = None) -> ActiveFreeze | None:
+                through: ActiveFreeze | None = None,
+                adhoc: list[ActiveFreeze] | None = None) -> ActiveFreeze | None:
     """The first check (`step` "check freeze"): a break-glass request goes on to its own
     gate. Again later: only the very freeze its break-glass approvals were given for lets
     it through; one begun since refuses it (or is waited out), flag or no flag."""
     patches.retired(FREEZE_WINDOWS)
-    frozen = await in_force(wf, policy)
+    frozen = (await in_force(wf, policy) if adhoc is None
+              else freeze.in_force(policy.freeze, adhoc, policy.env, workflow.now()))
     first = step == "check freeze"
     while frozen is not None:
         if through is not None and (frozen.kind, frozen.name) == (through.kind, through.name):

@@ -10,10 +10,12 @@ from workflows.common import patches
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
+    from activities.temporal import TemporalActivities
+    from kepler.freeze import ActiveFreeze
     from kepler.models import CanaryRequest
     from kepler.spec import Resources
     from kepler.scale import bounds_problems
-    from kepler.payloads import EnvironmentPolicy, PolicyQuery
+    from kepler.payloads import EnvironmentPolicy, PolicyNow, PolicyQuery
     from workflows.base import SEALED_AUTHORITY, KeplerWorkflow, StepFailed
 
 
@@ -21,11 +23,26 @@ async def read_policy(wf: KeplerWorkflow, service: str, env: str,
                       step: str = "read policy") -> EnvironmentPolicy:
     policy: EnvironmentPolicy = await wf.step(step, PlatformActivities.environment_policy,
                                               PolicyQuery(service=service, env=env))
+    await _identify(wf, policy)
+    return policy
+
+
+async def read_policy_and_freezes(wf: KeplerWorkflow, service: str,
+                                  env: str) -> tuple[EnvironmentPolicy, list[ActiveFreeze]]:
+    """read_policy, and the ad-hoc freezes in force on `env` now, in one read: for the
+    first freeze check only (freeze.check's `adhoc`)."""
+    now: PolicyNow = await wf.step("read policy", TemporalActivities.policy_and_freezes,
+                                   PolicyQuery(service=service, env=env))
+    await _identify(wf, now.policy)
+    return now.policy, now.adhoc_freezes
+
+
+async def _identify(wf: KeplerWorkflow, policy: EnvironmentPolicy) -> None:
+    """Who asked, verified against the policy's signers; the request claimed (single use)."""
     gated = wf.needs_approval(policy)
     patches.retired(SEALED_AUTHORITY)
     wf.identify(policy.signers, gated=gated)
     await wf.claim_request()
-    return policy
 
 
 def check_bounds(wf: KeplerWorkflow, policy: EnvironmentPolicy, replicas: int | None,
