@@ -43,7 +43,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common.approval import APPROVAL_EXPIRY, SIGNED_APPROVALS
     from workflows.common.trust import Untrusted, verify_train_approvals
     from workflows.steps.image import ensure_image, pinned_image
-    from kepler.spec import ServiceSpec
+    from kepler.freeze import ActiveFreeze
+    from kepler.spec import Hooks, ServiceSpec
     import workflows.steps.cronjob as cronjob
     import workflows.steps.hooks as release_hooks
     import workflows.steps.freeze as freeze
@@ -65,12 +66,7 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
 
     async def runbook(self, req: ReleaseRequest) -> Done:
         report: ReleaseReport = self.report
-        adhoc = None  # the ad-hoc freezes, read with the policy
-        if patches.begun_on(KEPLER_0_2_3):
-            policy, adhoc = await read_policy_and_freezes(self, req.service, req.env)
-        else:
-            self.prefetch("check freeze", TemporalActivities.active_freeze, req.env)
-            policy = await read_policy(self, req.service, req.env)
+        policy, adhoc = await self.policy_and_freezes(req)
         checked = await freeze.check(self, policy, req, adhoc)  # refused, waited out, or break-glass
         ref, pinned = req.ref or "", req.image
         if req.from_env:  # a promotion: exactly what is live and healthy there, as it is
@@ -132,10 +128,8 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
             return self._live(req, ref)
         hooks = release_hooks.of(spec)  # pre_deploy, the deploy, post_deploy
         undo = release_hooks.recorded_undo(hooks)
-        # nothing between the rollout and the record: the deploy step records it
-        record = None if (hooks and hooks.post_deploy) or policy.bake_time > timedelta(0) \
-            or policy.verify_with_prometheus else kube.release_record(
-                image, commit.sha, ref, req.requested_by, undo=undo, break_glass=broke_glass)
+        record = None if self.checks_after_rollout(policy, hooks) else kube.release_record(
+            image, commit.sha, ref, req.requested_by, undo=undo, break_glass=broke_glass)
         await release_hooks.around(
             self, hooks, release_hooks.release_of(spec, req.env, target, image, commit.sha, ref),
             self.release_authorization(req),
@@ -172,6 +166,21 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
         result = await kube.apply(self, change)
         await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
                                                   timeout=policy.rollout_timeout))
+
+    async def policy_and_freezes(self, req: ReleaseRequest) -> tuple[EnvironmentPolicy,
+                                                                     list[ActiveFreeze] | None]:
+        """The policy, and the ad-hoc freezes read with it (None: freeze.check reads them)."""
+        if patches.begun_on(KEPLER_0_2_3):
+            return await read_policy_and_freezes(self, req.service, req.env)
+        self.prefetch("check freeze", TemporalActivities.active_freeze, req.env)
+        return await read_policy(self, req.service, req.env), None
+
+    @staticmethod
+    def checks_after_rollout(policy: EnvironmentPolicy, hooks: Hooks | None) -> bool:
+        """Something between the rollout and the record (a post_deploy hook, the bake,
+        Prometheus); else the deploy step records the release itself."""
+        return bool(hooks and hooks.post_deploy) or policy.bake_time > timedelta(0) \
+            or policy.verify_with_prometheus
 
     def _live(self, req: ReleaseRequest, ref: str) -> Done:
         return Done("succeeded", f"{ref} ({self.report.commit[:12]}) is live in {req.env}")
