@@ -56,7 +56,6 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name=RELEASE_VERSION.workflow)
 class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
     _by_train = False  # a train member whose train's signed approvals cover it
-    _recorded = False  # the deploy step recorded the release in the workload's history
 
     @workflow.run
     async def run(self, req: ReleaseRequest) -> ReleaseReport:
@@ -128,6 +127,7 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
             return self._live(req, ref)
         hooks = release_hooks.of(spec)  # pre_deploy, the deploy, post_deploy
         undo = release_hooks.recorded_undo(hooks)
+        # the deploy step records the release, unless something comes between them
         record = None if self.checks_after_rollout(policy, hooks) else kube.release_record(
             image, commit.sha, ref, req.requested_by, undo=undo, break_glass=broke_glass)
         await release_hooks.around(
@@ -135,7 +135,7 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
             self.release_authorization(req),
             lambda: self.deploy(req, policy, spec, target, image, commit.sha, ref, record))
         await self.verify(policy, req)
-        if not self._recorded:
+        if record is None:
             await kube.record_release(self, target, image, commit.sha, ref, req.requested_by,
                                       undo=undo, break_glass=broke_glass)
         await promotion.offer_onwards(self, req, policy, image, commit.sha, ref)
@@ -160,8 +160,7 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
             annotations=kube.release_annotations(req.requested_by, commit=commit, version=ref),
             authorization=self.release_authorization(req))
         if patches.begun_on(KEPLER_0_2_3):
-            deployed = await kube.deploy(self, change, policy.rollout_timeout, record)
-            self._recorded = deployed.recorded
+            await kube.deploy(self, change, policy.rollout_timeout, record)
             return
         result = await kube.apply(self, change)
         await kube.wait_rollout(self, WaitRollout(target=target, generation=result.generation,
@@ -178,9 +177,9 @@ class ReleaseVersion(ApprovalGate, KeplerWorkflow[ReleaseReport]):
     @staticmethod
     def checks_after_rollout(policy: EnvironmentPolicy, hooks: Hooks | None) -> bool:
         """Something between the rollout and the record (a post_deploy hook, the bake,
-        Prometheus); else the deploy step records the release itself."""
+        Prometheus), or a run begun before the deploy step could record the release."""
         return bool(hooks and hooks.post_deploy) or policy.bake_time > timedelta(0) \
-            or policy.verify_with_prometheus
+            or policy.verify_with_prometheus or not patches.begun_on(KEPLER_0_2_3)
 
     def _live(self, req: ReleaseRequest, ref: str) -> Done:
         return Done("succeeded", f"{ref} ({self.report.commit[:12]}) is live in {req.env}")

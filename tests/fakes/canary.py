@@ -15,7 +15,7 @@ from kepler.payloads import (
     Applied, ApplyObjects, ApplyRelease, ApplyResult, RolloutResult, RouteWeights, ScaleDeployment,
     WaitRollout,
 )
-from tests.fakes.world import FakeWorld, by_name, with_deploy
+from tests.fakes.world import FakeWorld, by_name, with_combined
 
 HEALTHY = {"request-success-rate": 100.0, "request-duration": 40.0}
 
@@ -94,7 +94,7 @@ class CanaryWorld(FakeWorld):
 
         @activity.defn(name="prometheus.analyse")
         async def analyse(a: CanaryAnalysis) -> AnalysisResult:
-            assert a.workload == f"{a.service}-canary" and a.interval == "60s" or a.interval
+            assert a.workload == f"{a.service}-canary" and a.interval, a  # the canary, over a window
             if world.query_fails:
                 raise ApplicationError("Prometheus unreachable: ConnectError", type="Unavailable")
             values = world.values(world.analyses)
@@ -104,7 +104,7 @@ class CanaryWorld(FakeWorld):
 
         base.update({getattr(fn, "__temporal_activity_definition").name: fn for fn in (
             apply_objects, apply_release, wait_rollout, scale, set_routes, analyse)})
-        return with_deploy(list(base.values()))
+        return with_combined(list(base.values()))
 
     @property
     def weight(self) -> tuple[int, int, bool]:

@@ -17,7 +17,7 @@ from kepler.scale import OVERRIDE_KEYS, ApplyOverrides, DeploymentState, Overrid
 from kepler.payloads import (
     ApplyRelease, ApplyResult, ReleaseSnapshot, ReleaseTarget, RolloutResult, WaitRollout,
 )
-from tests.fakes.world import FakeWorld, by_name, with_deploy
+from tests.fakes.world import FakeWorld, by_name, with_combined
 
 
 def original(service: str) -> dict[str, Any]:
@@ -123,4 +123,4 @@ class FleetWorld(FakeWorld):
         mine = [snapshot, apply_release, restore_release, wait_rollout, running_operations,
                 deployment_state, apply_overrides]
         names = {getattr(a, "__temporal_activity_definition").name for a in mine}
-        return with_deploy([a for n, a in base.items() if n not in names] + mine)
+        return with_combined([a for n, a in base.items() if n not in names] + mine)

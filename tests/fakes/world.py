@@ -43,10 +43,10 @@ def replaced(activities: list[Any], *replacements: Any, drop: tuple[str, ...] = 
     """`activities` with those of the same names as `replacements` swapped, `drop` left out."""
     table = by_name(activities)
     table.update(by_name(list(replacements)))
-    return with_deploy([a for name, a in table.items() if name not in drop])
+    return with_combined([a for name, a in table.items() if name not in drop])
 
 
-def with_deploy(activities: list[Any]) -> list[Any]:
+def with_combined(activities: list[Any]) -> list[Any]:
     """`activities` with the activities Kepler combines made of their own parts, as the
     real ones are: `kubernetes.deploy_release` of apply_release, wait_rollout and
     record_release; `platform.policy_and_freezes` of environment_policy and active_freeze."""
@@ -338,7 +338,7 @@ class FakeWorld:
                 raise ApplicationError("not sealed", type="Unauthorized", non_retryable=True)
             return True
 
-        return with_deploy([environment_policy, environments, resolve_ref, read_spec, find_image, build,
+        return with_combined([environment_policy, environments, resolve_ref, read_spec, find_image, build,
                 snapshot, apply_release, restore_release, wait_rollout, revision_history,
                 apply_objects, record_adopted, foreign_objects, delete_if_created, ensure_project, ensure_hook, remove_hook,
                 record_release,

@@ -21,7 +21,9 @@ from kepler.identity import Statement
 from kepler.models import ReleaseRequest
 from kepler.spec import ServiceSpec
 from kepler.settings import Platform, parse_platform
-from kepler.payloads import ApplyObjects, ApplyRelease, Authorization, ReleaseTarget, RouteWeights
+from kepler.payloads import (
+    ApplyObjects, ApplyRelease, Authorization, DeployRelease, ReleaseRecord, ReleaseTarget, RouteWeights,
+)
 from sandbox.serve import Sandbox
 from starter.signing import sign, signing_key
 from tests.conftest import platform_yaml
@@ -110,6 +112,24 @@ def test_a_refused_release_writes_no_config_either(platform: Platform, authorize
         run_as(*RUN, DeploymentActivities(platform).apply_release, evil)
     assert e.value.type == "Unauthorized"
     assert config_now(platform) == before != {"app.conf": "mode=evil\n"}
+
+
+def test_the_one_step_deploy_writes_nothing_unapproved(platform: Platform) -> None:
+    """kubernetes.deploy_release (apply, rollout wait and record in one activity) makes the
+    same check before anything: no image, no config, no release history written."""
+    target = ReleaseTarget(env="prod", namespace="vault-prod", service="vault")
+    before = ActivityEnvironment().run(DeploymentActivities(platform).snapshot, target)
+    other = IMAGE.replace("a" * 64, "d" * 64)  # an image no test ever approves
+    evil = change(platform, approvals=[approval("carol", platform, image=other)]).model_copy(
+        update={"image": other, "config": {"app.conf": "mode=evil\n"}})
+    record = ReleaseRecord(image=other, at=datetime.now(timezone.utc), release_id="/".join(RUN))
+    with pytest.raises(ApplicationError) as e:
+        run_as(*RUN, DeploymentActivities(platform).deploy_release,
+               DeployRelease(release=evil, timeout=timedelta(seconds=30), record=record))
+    assert e.value.type == "Unauthorized" and "refused at apply time" in str(e.value)
+    after = ActivityEnvironment().run(DeploymentActivities(platform).snapshot, target)
+    assert (after.image, after.config, after.history) == (before.image, before.config, before.history)
+    assert after.image != other
 
 
 def test_a_rollback_claiming_history_is_checked_against_the_workload(platform: Platform) -> None:

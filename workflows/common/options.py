@@ -31,9 +31,10 @@ UNDO = StepOptions(schedule_to_close=timedelta(hours=1))  # an undo keeps trying
 # three events and a round trip through the server each (issue 31: bench/RESULTS.md).
 LOCAL_READS = frozenset({
     "platform.environment_policy", "platform.environments", "platform.preview_settings",
-    "platform.decommission_plan", "platform.policy_and_freezes", "temporal.active_freeze", "gitlab.resolve_ref",
-    "gitlab.read_spec", "gitlab.merge_request", "registry.find_image", "kubernetes.snapshot",
-    "kubernetes.revision_history", "kubernetes.live_release", "cronjob.snapshot",
+    "platform.decommission_plan", "platform.policy_and_freezes", "temporal.active_freeze",
+    "gitlab.resolve_ref", "gitlab.read_spec", "gitlab.merge_request", "registry.find_image",
+    "kubernetes.snapshot", "kubernetes.revision_history", "kubernetes.live_release",
+    "cronjob.snapshot",
 })
 
 # A read retried in the worker for backoffs up to this; a longer one waits on a workflow
